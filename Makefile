@@ -1,0 +1,53 @@
+# deployctl: the two commands are `make test` and `make demo`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export DEPLOYCTL_LOG_LEVEL ?= warning
+
+.PHONY: test demo bench clean deps system-deps controlplane lint typecheck unit integration
+
+## test: install everything, build or reuse the control plane, lint, type-check, run all tests
+test: deps system-deps controlplane lint typecheck
+	$(BIN)/pytest -q -p no:cacheprovider
+
+## unit: the fast pure-logic tests only
+unit: deps
+	$(BIN)/pytest -q tests/unit
+
+## integration: the tests against the real control plane, git, SQLite, PostgreSQL and registry
+integration: deps system-deps controlplane
+	$(BIN)/pytest -q -m integration
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+deps: $(BIN)/.installed
+
+system-deps:
+	bash .ci/system-deps.sh
+
+## controlplane: build kube-apiserver, controller-manager, scheduler, etcd and kwok from Go modules (cached)
+controlplane: deps
+	$(BIN)/deployctl --log-level info localcluster build
+
+lint: deps
+	$(BIN)/ruff check deployctl tests bench
+	$(BIN)/lint-imports
+
+typecheck: deps
+	$(BIN)/mypy
+
+## demo: a local control plane, the example environments/ reconciled, an update rolled out, status
+demo: deps controlplane
+	$(BIN)/python -m deployctl.demo
+
+## bench: every benchmark, printing its figures
+bench: deps system-deps controlplane
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	-$(BIN)/deployctl localcluster down --dir .demo/cluster 2>/dev/null
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis bench/out *.egg-info

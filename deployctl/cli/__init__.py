@@ -1,0 +1,111 @@
+"""The command line: a thin shell over the library.
+
+Commands live in one module per area (``deployctl/cli/<area>.py``) and are imported lazily,
+so ``deployctl validate`` does not pay for importing the Kubernetes client. Errors are mapped
+to messages and exit codes here, in one place (:class:`DeployctlGroup`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from deployctl import __version__
+from deployctl.errors import DeployctlError
+from deployctl.log import configure_logging
+
+# command name -> "module:attribute". A module that does not exist yet is simply not listed.
+COMMANDS: dict[str, str] = {
+    "localcluster": "deployctl.cli.localcluster:localcluster",
+    "validate": "deployctl.cli.validate:validate",
+    "plan": "deployctl.cli.reconcile:plan",
+    "reconcile": "deployctl.cli.reconcile:reconcile",
+    "status": "deployctl.cli.reconcile:status",
+    "history": "deployctl.cli.audit:history",
+    "events": "deployctl.cli.audit:events",
+    "notify": "deployctl.cli.audit:notify",
+    "timeline": "deployctl.cli.audit:timeline",
+    "diff": "deployctl.cli.review:diff",
+    "promote": "deployctl.cli.review:promote",
+    "rollback": "deployctl.cli.review:rollback",
+    "codeowners": "deployctl.cli.review:codeowners",
+    "watch": "deployctl.cli.watch:watch",
+}
+
+
+class CliError(click.ClickException):
+    """A DeployctlError on its way to the terminal, carrying its exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class DeployctlGroup(click.Group):
+    """Loads commands lazily and turns every DeployctlError into ``Error: ...`` and its exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(name for name in COMMANDS if self._load(name) is not None)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self._load(cmd_name)
+
+    @staticmethod
+    def _load(name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                return None
+            raise
+        command = getattr(module, attr)
+        assert isinstance(command, click.Command)
+        return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DeployctlError as exc:
+            raise CliError(str(exc), exc.exit_code) from exc
+
+
+@click.group(cls=DeployctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="deployctl")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="warning",
+    show_default=True,
+    envvar="DEPLOYCTL_LOG_LEVEL",
+    help="Structured log events go to stderr (JSON when stderr is not a terminal).",
+)
+def main(log_level: str) -> None:
+    """deployctl: a reviewed pull request that changes one line is a deploy.
+
+    A deploy repo holds environments/<env>/<app>.deploy files; the first token of each
+    is the commit SHA to run. deployctl validates them, plans and applies them to the
+    Kubernetes workloads labelled deployctl.dev/app=<app>, and records every attempt.
+
+    \b
+    Quick start:
+      deployctl localcluster up          # a real local control plane
+      deployctl validate --repo .        # check the deploy files at HEAD
+      deployctl reconcile --repo .       # apply them and wait for the rollouts
+    """
+    configure_logging(log_level)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    main(prog_name="deployctl")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run())

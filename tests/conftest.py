@@ -1,0 +1,8 @@
+"""Fixtures shared by all tests. Each fixture family lives in its own module under tests/fixtures/."""
+
+pytest_plugins = [
+    "tests.fixtures.cluster",
+    "tests.fixtures.gitrepo",
+    "tests.fixtures.postgres",
+    "tests.fixtures.registry",
+]
