@@ -1,0 +1,224 @@
+"""The audit store against real SQLite files and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from deployctl import auditdb
+from deployctl.audit import AuditError, AuditStore, open_store
+from deployctl.auditdb import INTERRUPTED_ERROR, SCHEMA_VERSION, SqliteStore
+from deployctl.errors import InvalidInputError
+from tests.fixtures.auditdata import T0, make_attempt, sha
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path}/audit.db"
+    return str(request.getfixturevalue("postgres_db"))
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[AuditStore]:
+    s = open_store(store_url)
+    yield s
+    s.close()
+
+
+def test_started_attempt_reads_back_with_every_field_and_result_started(store: AuditStore) -> None:
+    attempt = make_attempt()
+    attempt_id = store.start(attempt)
+    [record] = store.query()
+    assert record.id == attempt_id
+    assert record.attempt == attempt
+    assert record.result == "started"
+    assert (record.finished_at, record.duration_seconds, record.error) == (None, None, None)
+    assert record.release == attempt.deploy_commit
+
+
+def test_finish_appends_outcome_with_duration_error_and_digest(store: AuditStore) -> None:
+    attempt_id = store.start(make_attempt(digest="sha256:before"))
+    store.finish(
+        attempt_id, result="failed", error="rollout timed out", digest="sha256:after",
+        finished_at=T0 + timedelta(seconds=42.5),
+    )  # fmt: skip
+    [record] = store.query()
+    assert record.result == "failed"
+    assert record.error == "rollout timed out"
+    assert record.digest == "sha256:after"
+    assert record.finished_at == T0 + timedelta(seconds=42.5)
+    assert record.duration_seconds == 42.5
+
+
+def test_a_second_outcome_for_the_same_attempt_is_refused(store: AuditStore) -> None:
+    attempt_id = store.start(make_attempt())
+    store.finish(attempt_id, result="succeeded")
+    with pytest.raises(AuditError, match="already has the outcome 'succeeded'"):
+        store.finish(attempt_id, result="failed")
+    assert [r.result for r in store.query()] == ["succeeded"]
+
+
+def test_finishing_an_unknown_attempt_is_an_error(store: AuditStore) -> None:
+    with pytest.raises(AuditError, match="no attempt with id 999"):
+        store.finish(999, result="succeeded")
+
+
+def test_an_unknown_result_is_rejected_before_writing(store: AuditStore) -> None:
+    attempt_id = store.start(make_attempt())
+    with pytest.raises(InvalidInputError, match="result 'ok' is not one of"):
+        store.finish(attempt_id, result="ok")
+    assert store.query()[0].result == "started"
+
+
+def test_close_interrupted_closes_every_attempt_without_outcome_once(store: AuditStore) -> None:
+    done = store.start(make_attempt(app="api"))
+    store.finish(done, result="succeeded")
+    left = [store.start(make_attempt(app=f"app{i}")) for i in range(3)]
+    assert store.close_interrupted() == left
+    assert store.close_interrupted() == []
+    by_id = {r.id: r for r in store.query()}
+    assert by_id[done].result == "succeeded"
+    for attempt_id in left:
+        assert by_id[attempt_id].result == "interrupted"
+        assert by_id[attempt_id].error == INTERRUPTED_ERROR
+        assert by_id[attempt_id].finished_at is not None
+
+
+def test_close_interrupted_leaves_attempts_started_after_the_cutoff(store: AuditStore) -> None:
+    old = store.start(make_attempt(started_at=T0))
+    recent = store.start(make_attempt(started_at=T0 + timedelta(hours=1)))
+    assert store.close_interrupted(older_than=T0 + timedelta(minutes=30)) == [old]
+    assert {r.id: r.result for r in store.query()} == {old: "interrupted", recent: "started"}
+
+
+def test_query_filters_combine_and_return_newest_first(store: AuditStore) -> None:
+    ids = {}
+    for hour, (env, app, new) in enumerate(
+        [("staging", "web", "a1"), ("production", "web", "a2"), ("production", "api", "b3"),
+         ("production", "web", "c4")]
+    ):  # fmt: skip
+        ids[new] = store.start(
+            make_attempt(env=env, app=app, new_sha=sha(new), deploy_commit=sha(f"{hour}e"),
+                         started_at=T0 + timedelta(hours=hour))
+        )  # fmt: skip
+    assert [r.id for r in store.query()] == [ids["c4"], ids["b3"], ids["a2"], ids["a1"]]
+    assert [r.id for r in store.query(env="production", app="web")] == [ids["c4"], ids["a2"]]
+    assert [r.id for r in store.query(since=T0 + timedelta(hours=1), until=T0 + timedelta(hours=2))] == [
+        ids["b3"],
+        ids["a2"],
+    ]
+    assert [r.id for r in store.query(sha="A2A2")] == [ids["a2"]]
+    assert [r.id for r in store.query(sha=sha("2e")[:8])] == [ids["b3"]]  # release prefix
+    assert [r.id for r in store.query(limit=2)] == [ids["c4"], ids["b3"]]
+    assert store.query(app="nope") == []
+
+
+def test_a_sha_filter_that_is_not_hex_is_an_input_error(store: AuditStore) -> None:
+    with pytest.raises(InvalidInputError, match="at least 4 hex digits"):
+        store.query(sha="xyz%")
+
+
+def test_each_outcome_appends_one_outbox_event_with_a_unique_key(store: AuditStore) -> None:
+    store.register_sink("hook")
+    a, b = store.start(make_attempt()), store.start(make_attempt(app="api"))
+    store.finish(a, result="succeeded")
+    store.close_interrupted()
+    events = store.pending_events("hook", now=T0 + timedelta(days=10000))
+    assert [e.attempt_id for e in events] == [a, b]
+    assert len({e.key for e in events}) == 2
+    assert events[0].payload["idempotency_key"] == events[0].key
+    assert events[0].payload["result"] == "succeeded"
+    assert events[1].payload["result"] == "interrupted"
+
+
+def test_outcome_and_outbox_event_are_one_transaction(
+    store: AuditStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempt_id = store.start(make_attempt())
+
+    def broken(record: object) -> dict[str, object]:
+        raise RuntimeError("payload cannot be built")
+
+    monkeypatch.setattr(auditdb, "record_to_event", broken)
+    with pytest.raises(RuntimeError):
+        store.finish(attempt_id, result="succeeded")
+    monkeypatch.undo()
+    assert store.query()[0].result == "started"  # the outcome row was rolled back with the outbox row
+    store.finish(attempt_id, result="succeeded")
+    assert store.query()[0].result == "succeeded"
+
+
+def test_the_database_refuses_updates_and_deletes(store_url: str, store: AuditStore) -> None:
+    attempt_id = store.start(make_attempt())
+    store.finish(attempt_id, result="succeeded")
+    statements = ["UPDATE attempts SET env = 'x'", "DELETE FROM attempts", "DELETE FROM outcomes",
+                  "UPDATE outcomes SET result = 'failed'", "DELETE FROM outbox"]  # fmt: skip
+    for statement in statements:
+        if store_url.startswith("sqlite"):
+            conn = sqlite3.connect(store_url.removeprefix("sqlite://"))
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                conn.execute(statement)
+            conn.close()
+        else:
+            with psycopg.connect(store_url, autocommit=True) as pg, pytest.raises(
+                psycopg.errors.RaiseException, match="append-only"
+            ):
+                pg.execute(statement)  # type: ignore[arg-type]
+    assert store.query()[0].result == "succeeded"
+
+
+def test_reopening_keeps_records_and_schema_version(store_url: str, store: AuditStore) -> None:
+    store.start(make_attempt())
+    store.close()
+    again = open_store(store_url)
+    try:
+        assert len(again.query()) == 1
+        assert again.schema_version() == SCHEMA_VERSION  # type: ignore[attr-defined]
+    finally:
+        again.close()
+
+
+def test_sqlite_store_is_wal_with_full_sync(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "a.db")
+    try:
+        assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert store._conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
+    finally:
+        store.close()
+
+
+def test_sqlite_store_from_a_newer_deployctl_is_refused(tmp_path: Path) -> None:
+    SqliteStore(tmp_path / "a.db").close()
+    conn = sqlite3.connect(tmp_path / "a.db")
+    conn.execute("INSERT INTO schema_version VALUES (99, 'future', '2030-01-01T00:00:00.000000Z')")
+    conn.commit()
+    conn.close()
+    with pytest.raises(AuditError, match="schema version 99, newer than this deployctl"):
+        SqliteStore(tmp_path / "a.db")
+
+
+def test_reading_a_missing_sqlite_file_without_create_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(AuditError, match="no audit database at .*missing.db; pass --audit URL"):
+        open_store(f"sqlite://{tmp_path}/missing.db", create=False)
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_unreachable_postgres_is_an_audit_error() -> None:
+    with pytest.raises(AuditError, match="cannot open PostgreSQL store postgresql://u:\\*\\*\\*@127.0.0.1:1/x"):
+        open_store("postgresql://u:secret@127.0.0.1:1/x?connect_timeout=2")
+
+
+def test_records_keep_naive_times_as_local_time(store: AuditStore) -> None:
+    local = T0.astimezone().replace(tzinfo=None)
+    store.start(replace(make_attempt(), started_at=local))
+    assert store.query()[0].attempt.started_at == T0
