@@ -1,0 +1,379 @@
+"""The deploy repo edge: reads the desired state, commits and file history with pygit2.
+
+Reads straight from a commit's tree (bare or non-bare repos, no checkout), or from the work
+tree with ``worktree=True``. All the rules live in :mod:`deployctl.validation`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pygit2
+import structlog
+
+from deployctl.config import CONFIG_PATH, MAX_CONFIG_BYTES, show
+from deployctl.deployfile import DEPLOY_SUFFIX, ENVIRONMENTS_DIR, MAX_DEPLOY_FILE_BYTES
+from deployctl.errors import InvalidInputError
+from deployctl.state import ERROR, WARNING, DesiredState, Problem
+from deployctl.validation import (
+    DIR,
+    FILE,
+    OTHER,
+    SUBMODULE,
+    SYMLINK,
+    RepoEntry,
+    build_desired_state,
+    drop_targets,
+)
+
+log = structlog.get_logger(__name__)
+
+_MODE_KIND = {
+    pygit2.GIT_FILEMODE_BLOB: FILE,
+    pygit2.GIT_FILEMODE_BLOB_EXECUTABLE: FILE,
+    pygit2.GIT_FILEMODE_TREE: DIR,
+    pygit2.GIT_FILEMODE_LINK: SYMLINK,
+    pygit2.GIT_FILEMODE_COMMIT: SUBMODULE,
+}
+_TRAILER = re.compile(r"^(Reviewed-by|Approved-by):\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+_REMOTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[^/\s]+@[^/\s]+:")
+
+
+class RepoError(InvalidInputError):
+    """The deploy repo cannot be opened, or a ref or commit does not resolve in it."""
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """A commit as shown to people: who, when (UTC, committer time), what, and who reviewed it."""
+
+    sha: str
+    author_name: str
+    author_email: str
+    committer_name: str
+    committer_email: str
+    time: datetime  # UTC, committer time
+    summary: str  # first line of the message
+    message: str
+    reviewers: tuple[str, ...]  # from Reviewed-by:/Approved-by: trailers
+    parents: tuple[str, ...]
+
+
+def open_repository(repo: str | Path) -> pygit2.Repository:
+    """Open a bare or non-bare git repository, or raise RepoError saying why not."""
+    if isinstance(repo, pygit2.Repository):
+        return repo
+    path = Path(repo)
+    if not path.exists():
+        raise RepoError(f"{path}: no such directory; pass --repo with the deploy repo's path")
+    try:
+        return pygit2.Repository(str(path))
+    except (pygit2.GitError, KeyError, ValueError) as exc:
+        raise RepoError(
+            f"{path}: not a git repository ({_oneline(exc)}); pass --repo with a git repo"
+        ) from exc
+
+
+def resolve_commit(repository: pygit2.Repository, ref: str) -> pygit2.Commit:
+    """The commit a ref (branch, tag, SHA, HEAD, HEAD~2, ...) names, or RepoError."""
+    where = repository.workdir or repository.path
+    if repository.head_is_unborn and ref in ("HEAD", "@"):
+        raise RepoError(
+            f"{where}: the repo has no commits yet; commit deployctl.yaml and environments/ first"
+        )
+    try:
+        obj = repository.revparse_single(ref)
+        commit = obj.peel(pygit2.Commit)
+    except (KeyError, ValueError, pygit2.GitError) as exc:
+        raise RepoError(f"{where}: ref {show(ref)} does not resolve to a commit ({_oneline(exc)})") from exc
+    assert isinstance(commit, pygit2.Commit)
+    return commit
+
+
+def _oneline(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def repo_root(repository: pygit2.Repository) -> Path:
+    """The folder relative paths in deployctl.yaml start from: the work tree, or the bare repo itself."""
+    return Path(repository.workdir or repository.path)
+
+
+def read_desired_state(repo: str | Path, *, ref: str = "HEAD", worktree: bool = False) -> DesiredState:
+    """Read and validate the desired state at ``ref`` (or in the work tree).
+
+    Raises RepoError when ``repo`` is not a git repo or ``ref`` does not resolve; everything
+    wrong inside the repo is reported in ``DesiredState.problems``.
+    """
+    repository = open_repository(repo)
+    if worktree:
+        if repository.is_bare or not repository.workdir:
+            raise RepoError(
+                f"{repository.path}: a bare repo has no work tree; use --ref instead of --worktree"
+            )
+        root = Path(repository.workdir)
+        config, entries = _read_worktree(root)
+        state = build_desired_state(config, entries, ref="worktree", commit=None)
+    else:
+        commit = resolve_commit(repository, ref)
+        config, entries = _read_tree(repository, commit.tree)
+        state = build_desired_state(config, entries, ref=ref, commit=str(commit.id))
+    state = check_sources(state, repo_root(repository))
+    log.debug(
+        "desired_state.read",
+        ref=state.ref,
+        commit=state.commit,
+        targets=len(state.targets),
+        problems=len(state.problems),
+    )
+    return state
+
+
+def _name(obj: Any) -> str:
+    try:
+        return str(obj.name)
+    except UnicodeDecodeError:
+        return bytes(obj.raw_name).decode("utf-8", errors="backslashreplace")
+
+
+def _read_tree(repository: pygit2.Repository, tree: pygit2.Tree) -> tuple[RepoEntry | None, list[RepoEntry]]:
+    config: RepoEntry | None = None
+    if CONFIG_PATH in tree:
+        obj: Any = tree[CONFIG_PATH]
+        kind = _MODE_KIND.get(obj.filemode, OTHER)
+        if kind == FILE:
+            _, size = repository.odb.read_header(obj.id)
+            config = RepoEntry(CONFIG_PATH, FILE, obj.data if size <= MAX_CONFIG_BYTES else None, size)
+        else:
+            config = RepoEntry(CONFIG_PATH, kind)
+    entries: list[RepoEntry] = []
+    if ENVIRONMENTS_DIR not in tree:
+        return config, entries
+    root: Any = tree[ENVIRONMENTS_DIR]
+    root_kind = _MODE_KIND.get(root.filemode, OTHER)
+    entries.append(RepoEntry(ENVIRONMENTS_DIR, root_kind))
+    if root_kind != DIR:
+        return config, entries
+    read_header = repository.odb.read_header
+    append = entries.append
+    for env_obj in root:
+        env_name = _name(env_obj)
+        env_path = f"{ENVIRONMENTS_DIR}/{env_name}"
+        env_kind = _MODE_KIND.get(env_obj.filemode, OTHER)
+        append(RepoEntry(env_path, env_kind))
+        if env_kind != DIR:
+            continue
+        for obj in env_obj:
+            name = _name(obj)
+            kind = _MODE_KIND.get(obj.filemode, OTHER)
+            path = f"{env_path}/{name}"
+            if kind != FILE or not name.endswith(DEPLOY_SUFFIX):
+                append(RepoEntry(path, kind))
+                continue
+            size = read_header(obj.id)[1]
+            if size > MAX_DEPLOY_FILE_BYTES:
+                append(RepoEntry(path, FILE, None, size))
+            else:
+                append(RepoEntry(path, FILE, obj.data, size))
+    return config, entries
+
+
+def _lstat_kind(path: Path) -> tuple[str, int]:
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        return SYMLINK, 0
+    if stat.S_ISDIR(st.st_mode):
+        if (path / ".git").exists():
+            return SUBMODULE, 0
+        return DIR, 0
+    if stat.S_ISREG(st.st_mode):
+        return FILE, st.st_size
+    return OTHER, 0
+
+
+def _read_limited(path: Path, limit: int) -> bytes:
+    with path.open("rb") as f:
+        return f.read(limit + 1)
+
+
+def _read_worktree(root: Path) -> tuple[RepoEntry | None, list[RepoEntry]]:
+    config: RepoEntry | None = None
+    config_path = root / CONFIG_PATH
+    if os.path.lexists(config_path):
+        kind, size = _lstat_kind(config_path)
+        data = _read_limited(config_path, MAX_CONFIG_BYTES) if kind == FILE else None
+        config = RepoEntry(CONFIG_PATH, kind, data, size)
+    entries: list[RepoEntry] = []
+    env_root = root / ENVIRONMENTS_DIR
+    if not os.path.lexists(env_root):
+        return config, entries
+    root_kind, _ = _lstat_kind(env_root)
+    entries.append(RepoEntry(ENVIRONMENTS_DIR, root_kind))
+    if root_kind != DIR:
+        return config, entries
+    with os.scandir(env_root) as envs:
+        env_dirs = sorted(envs, key=lambda e: e.name)
+    for env_dir in env_dirs:
+        env_path = f"{ENVIRONMENTS_DIR}/{env_dir.name}"
+        env_kind, _ = _lstat_kind(Path(env_dir.path))
+        entries.append(RepoEntry(env_path, env_kind))
+        if env_kind != DIR:
+            continue
+        with os.scandir(env_dir.path) as files:
+            for f in sorted(files, key=lambda e: e.name):
+                path = f"{env_path}/{f.name}"
+                kind, size = _lstat_kind(Path(f.path))
+                if kind == FILE and f.name.endswith(DEPLOY_SUFFIX):
+                    data = (
+                        _read_limited(Path(f.path), MAX_DEPLOY_FILE_BYTES)
+                        if size <= MAX_DEPLOY_FILE_BYTES
+                        else None
+                    )
+                    entries.append(RepoEntry(path, FILE, data, size))
+                else:
+                    entries.append(RepoEntry(path, kind))
+    return config, entries
+
+
+def _local_source(root: Path, source: str) -> Path | None:
+    if _REMOTE.match(source):
+        return None
+    path = (root / source).resolve()
+    return path if path.exists() else None
+
+
+def check_sources(state: DesiredState, root: Path) -> DesiredState:
+    """Check each target's SHA is a commit in its app's ``source`` repo, when that repo is on this disk."""
+    if state.config is None:
+        return state
+    added: list[Problem] = []
+    opened: dict[str, pygit2.Repository | None] = {}
+    for target in state.targets:
+        app = state.config.apps.get(target.app)
+        if app is None or not app.source:
+            continue
+        if app.source not in opened:
+            path = _local_source(root, app.source)
+            source_repo = None
+            if path is not None:
+                try:
+                    source_repo = pygit2.Repository(str(path))
+                except (pygit2.GitError, KeyError, ValueError):
+                    added.append(
+                        Problem(
+                            state.config.path,
+                            state.config.lines.get(f"apps.{target.app}"),
+                            f"apps.{target.app}.source {show(app.source)} is not a git repo; "
+                            "SHAs were not checked against it",
+                            WARNING,
+                        )
+                    )
+            else:
+                log.debug("source.unavailable", app=target.app, source=app.source)
+            opened[app.source] = source_repo
+        source_repo = opened[app.source]
+        if source_repo is None:
+            continue
+        message = _commit_problem(source_repo, target.sha, app.source)
+        if message is not None:
+            added.append(Problem(target.path, target.line, message, ERROR, env=target.env, app=target.app))
+    return drop_targets(state, added)
+
+
+def _commit_problem(source_repo: pygit2.Repository, sha: str, source: str) -> str | None:
+    try:
+        obj = source_repo.get(sha)
+    except (ValueError, pygit2.GitError):
+        obj = None
+    if obj is None:
+        return (
+            f"commit {sha} is not in {source} (the app's source repo); push it there, "
+            "or fetch, or fix the SHA"
+        )
+    if obj.type == pygit2.GIT_OBJECT_COMMIT:
+        return None
+    if obj.type == pygit2.GIT_OBJECT_TAG:
+        target = obj.peel(pygit2.Commit).id
+        return f"{sha} is an annotated tag in {source}, not a commit; write the commit it points to: {target}"
+    kind = {pygit2.GIT_OBJECT_TREE: "tree", pygit2.GIT_OBJECT_BLOB: "file (blob)"}.get(obj.type, "object")
+    return f"{sha} is a {kind} in {source}, not a commit; write a commit SHA (git log)"
+
+
+# --- commits and history ------------------------------------------------------------------------
+
+
+def _utc(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def _reviewers(message: str) -> tuple[str, ...]:
+    paragraphs = [p for p in message.strip().split("\n\n") if p.strip()]
+    if len(paragraphs) < 2:
+        return ()
+    return tuple(dict.fromkeys(m.group(2) for m in _TRAILER.finditer(paragraphs[-1])))
+
+
+def _commit_info(commit: pygit2.Commit) -> CommitInfo:
+    message = commit.message or ""
+    return CommitInfo(
+        sha=str(commit.id),
+        author_name=commit.author.name,
+        author_email=commit.author.email,
+        committer_name=commit.committer.name,
+        committer_email=commit.committer.email,
+        time=_utc(commit.commit_time),
+        summary=message.split("\n", 1)[0].strip(),
+        message=message,
+        reviewers=_reviewers(message),
+        parents=tuple(str(p) for p in commit.parent_ids),
+    )
+
+
+def commit_info(repo: str | Path, rev: str) -> CommitInfo:
+    """Who made a commit, when, its message and reviewers. Raises RepoError if ``rev`` does not resolve."""
+    return _commit_info(resolve_commit(open_repository(repo), rev))
+
+
+def _entry_id(tree: pygit2.Tree, path: str) -> tuple[str, int] | None:
+    try:
+        obj = tree[path]
+    except KeyError:
+        return None
+    return (str(obj.id), int(obj.filemode))
+
+
+def last_change(repo: str | Path, path: str, *, ref: str = "HEAD") -> CommitInfo | None:
+    """The newest commit reachable from ``ref`` that changed (added, edited or deleted) ``path``."""
+    repository = open_repository(repo)
+    start = resolve_commit(repository, ref)
+    walker = repository.walk(start.id, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.TIME)
+    for commit in walker:
+        mine = _entry_id(commit.tree, path)
+        parents = commit.parents
+        if not parents:
+            if mine is not None:
+                return _commit_info(commit)
+            continue
+        # like git log's history simplification: a merge that kept one parent's version did not change it
+        if all(_entry_id(p.tree, path) != mine for p in parents):
+            return _commit_info(commit)
+    return None
+
+
+def read_file_at(repo: str | Path, path: str, *, ref: str = "HEAD") -> bytes | None:
+    """A file's bytes at ``ref``, or None if it is not a regular file there."""
+    repository = open_repository(repo)
+    tree = resolve_commit(repository, ref).tree
+    try:
+        obj: Any = tree[path]
+    except KeyError:
+        return None
+    if _MODE_KIND.get(obj.filemode) != FILE:
+        return None
+    return bytes(obj.data)
