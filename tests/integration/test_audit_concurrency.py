@@ -1,0 +1,84 @@
+"""Four processes appending to one store at once lose nothing and duplicate nothing."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import Counter
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from deployctl.audit import open_store
+from tests.fixtures.auditdata import T0, make_attempt
+
+pytestmark = pytest.mark.integration
+
+PROCESSES = 4
+APPENDS = 2_500
+
+
+def append_records(url: str, worker: int, count: int) -> list[int]:
+    """One process: start and finish ``count`` attempts, returning the ids it was given."""
+    store = open_store(url)
+    base = make_attempt(app=f"app{worker}")
+    ids = []
+    try:
+        for i in range(count):
+            attempt_id = store.start(replace(base, started_at=T0 + timedelta(seconds=i)))
+            store.finish(attempt_id, result="succeeded", finished_at=T0 + timedelta(seconds=i + 1))
+            ids.append(attempt_id)
+    finally:
+        store.close()
+    return ids
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_four_processes_append_ten_thousand_records_and_none_is_lost(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = f"sqlite://{tmp_path}/audit.db" if backend == "sqlite" else request.getfixturevalue("postgres_db")
+    open_store(url).close()  # migrate once up front; concurrent first opens are covered below
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(PROCESSES) as pool:
+        results = pool.starmap(append_records, [(url, w, APPENDS) for w in range(PROCESSES)])
+
+    given = [i for ids in results for i in ids]
+    assert len(given) == len(set(given)) == PROCESSES * APPENDS
+    store = open_store(url)
+    try:
+        records = store.query()
+        assert sorted(r.id for r in records) == sorted(given)
+        assert Counter(r.attempt.app for r in records) == {f"app{w}": APPENDS for w in range(PROCESSES)}
+        assert {r.result for r in records} == {"succeeded"}
+        assert len(store.pending_events("none", now=T0)) == 0  # unknown sink sees nothing
+        store.register_sink("late")
+        assert store.pending_events("late", now=T0) == []  # a new sink does not replay history
+    finally:
+        store.close()
+
+
+def open_and_append(url: str) -> int:
+    store = open_store(url)
+    try:
+        return store.start(make_attempt())
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_processes_opening_a_new_store_at_once_migrate_it_once(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = f"sqlite://{tmp_path}/audit.db" if backend == "sqlite" else request.getfixturevalue("postgres_db")
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(PROCESSES) as pool:
+        ids = pool.map(open_and_append, [url] * PROCESSES)
+    assert len(set(ids)) == PROCESSES
+    store = open_store(url)
+    try:
+        assert store.schema_version() == 1  # type: ignore[attr-defined]
+        assert len(store.query()) == PROCESSES
+    finally:
+        store.close()
