@@ -1,0 +1,59 @@
+"""`deployctl validate`: check the deploy files and deployctl.yaml at a ref (or in the work tree)."""
+
+from __future__ import annotations
+
+import click
+
+from deployctl.cli.output import echo_json, output_option, repo_option
+from deployctl.repo import read_desired_state
+from deployctl.state import DesiredState
+
+
+def render_text(state: DesiredState) -> list[str]:
+    """Every problem as ``path:line: message`` (warnings marked), then a one-line summary."""
+    lines = [str(p) if p.is_error else f"{p}  (warning)" for p in state.problems]
+    where = "the work tree" if state.commit is None else state.commit[:12]
+    errors, warnings = len(state.errors), len(state.warnings)
+    envs = state.environments()
+    if errors:
+        summary = f"{errors} error{'s' * (errors != 1)}"
+        if warnings:
+            summary += f", {warnings} warning{'s' * (warnings != 1)}"
+        lines.append(f"{summary} at {where} ({state.ref}); fix them and run deployctl validate again")
+    else:
+        note = f" ({warnings} warning{'s' * (warnings != 1)})" if warnings else ""
+        lines.append(
+            f"ok: {len(state.targets)} target{'s' * (len(state.targets) != 1)} in {len(envs)} "
+            f"environment{'s' * (len(envs) != 1)} at {where}{note}"
+        )
+    return lines
+
+
+@click.command()
+@repo_option
+@click.option("--ref", default=None, help="Branch, tag or commit to read (default: HEAD).")
+@click.option(
+    "--worktree", is_flag=True, help="Read the files on disk instead of a commit (before committing)."
+)
+@output_option("text", "json")
+def validate(repo: str, ref: str | None, worktree: bool, output: str) -> None:
+    """Check deployctl.yaml and every environments/<env>/<app>.deploy file.
+
+    Reports every problem at once as path:line: message, exits 1 if there is any error and
+    0 when the repo is clean (warnings do not fail).
+
+    \b
+    Example:
+      deployctl validate --repo . --ref origin/main
+      deployctl validate --worktree -o json
+    """
+    if ref is not None and worktree:
+        raise click.UsageError("give either --ref or --worktree, not both")
+    state = read_desired_state(repo, ref=ref or "HEAD", worktree=worktree)
+    if output == "json":
+        echo_json(state.as_dict())
+    else:
+        for line in render_text(state):
+            click.echo(line)
+    if not state.ok:
+        click.get_current_context().exit(1)
