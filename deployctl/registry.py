@@ -152,7 +152,7 @@ def parse_docker_config(data: object, *, source: str = "docker config") -> Docke
     if not isinstance(data, dict):
         raise RegistryConfigError(f"{source}: expected a JSON object")
     auths: dict[str, Credential] = {}
-    raw_auths = data.get("auths") or {}
+    raw_auths = data.get("auths", {})
     if not isinstance(raw_auths, dict):
         raise RegistryConfigError(f"{source}: 'auths' must be an object of registry -> {{auth: ...}}")
     for key, entry in raw_auths.items():
@@ -163,7 +163,7 @@ def parse_docker_config(data: object, *, source: str = "docker config") -> Docke
             auths[host] = decode_docker_auth(str(entry["auth"]), source=source)
         elif entry.get("username") and entry.get("password") is not None:
             auths[host] = Credential(str(entry["username"]), str(entry["password"]), source)
-    helpers = data.get("credHelpers") or {}
+    helpers = data.get("credHelpers", {})
     if not isinstance(helpers, dict) or not all(isinstance(v, str) for v in helpers.values()):
         raise RegistryConfigError(f"{source}: 'credHelpers' must be an object of registry -> helper name")
     store = data.get("credsStore")
@@ -350,12 +350,12 @@ def parse_www_authenticate(header: str) -> list[Challenge]:
             break
         scheme, pos = match.group(1).lower(), match.end()
         params: dict[str, str] = {}
-        while pos < len(header):
+        token68 = _TOKEN68.match(header, pos)
+        if token68 is not None:
+            pos = token68.end()
+        while token68 is None and pos < len(header):
             param = _AUTH_PARAM.match(header, pos)
             if param is None:
-                token = _TOKEN68.match(header, pos)
-                if token is not None and not params:
-                    pos = token.end()
                 break
             name, quoted, bare = param.groups()
             params[name.lower()] = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else bare
