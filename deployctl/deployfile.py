@@ -18,6 +18,8 @@ MAX_DEPLOY_FILE_BYTES = 64 * 1024
 
 FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _ANY_HEX = re.compile(r"[0-9a-fA-F]+")
+_SHA40 = re.compile(rb"[0-9a-f]{40}")
+_SEPARATORS = frozenset(b" \t\n\x0b\x0c")  # not \r: CRLF files take the slow path for their warning
 _SHA_LINE = re.compile(r"^\s*([0-9a-f]{40}|[0-9a-f]{64})\b", re.MULTILINE)
 
 
@@ -45,10 +47,28 @@ def split_deploy_path(path: str) -> tuple[str, str] | None:
     return parts[1], parts[2][: -len(DEPLOY_SUFFIX)]
 
 
-def parse_deploy_file(data: bytes, *, path: str) -> DeployFile:
-    """Parse a deploy file's bytes. Never raises: every defect becomes a Problem naming path and line."""
-    names = split_deploy_path(path)
-    env, app = names if names is not None else (None, None)
+def parse_deploy_file(
+    data: bytes, *, path: str, env: str | None = None, app: str | None = None
+) -> DeployFile:
+    """Parse a deploy file's bytes. Never raises: every defect becomes a Problem naming path and line.
+
+    ``env`` and ``app`` default to the names in ``path`` (environments/<env>/<app>.deploy).
+    """
+    if env is None and app is None:
+        names = split_deploy_path(path)
+        env, app = names if names is not None else (None, None)
+    # the common case, a full SHA on line 1 of clean UTF-8 text, without building anything
+    head = data[:41]
+    if (
+        len(head) == 41
+        and head[40] in _SEPARATORS
+        and _SHA40.fullmatch(head, 0, 40)
+        and len(data) <= MAX_DEPLOY_FILE_BYTES
+        and b"\r" not in data
+        and b"\x00" not in data
+        and data.isascii()
+    ):
+        return DeployFile(path, env, app, head[:40].decode(), 1)
 
     def fail(line: int, message: str) -> DeployFile:
         return DeployFile(

@@ -160,7 +160,6 @@ def _read_tree(repository: pygit2.Repository, tree: pygit2.Tree) -> tuple[RepoEn
     entries.append(RepoEntry(ENVIRONMENTS_DIR, root_kind))
     if root_kind != DIR:
         return config, entries
-    read_header = repository.odb.read_header
     append = entries.append
     for env_obj in root:
         env_name = _name(env_obj)
@@ -176,11 +175,8 @@ def _read_tree(repository: pygit2.Repository, tree: pygit2.Tree) -> tuple[RepoEn
             if kind != FILE or not name.endswith(DEPLOY_SUFFIX):
                 append(RepoEntry(path, kind))
                 continue
-            size = read_header(obj.id)[1]
-            if size > MAX_DEPLOY_FILE_BYTES:
-                append(RepoEntry(path, FILE, None, size))
-            else:
-                append(RepoEntry(path, FILE, obj.data, size))
+            data = obj.data  # deploy files are small; reading is cheaper than asking the size first
+            append(RepoEntry(path, FILE, data if len(data) <= MAX_DEPLOY_FILE_BYTES else None, len(data)))
     return config, entries
 
 

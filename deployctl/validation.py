@@ -156,14 +156,17 @@ def build_desired_state(
             usable_envs.add(env)
 
     targets: list[Target] = []
+    good_app_names: set[str] = set(config.apps) if config is not None else set()
     for env, app, entry in deploy_entries:
         path = entry.path
         if env not in usable_envs:
             continue  # the folder problem above covers its files
-        naming = name_problems(path, env, app)
-        if naming:
-            problems.extend(naming)
-            continue
+        if app not in good_app_names:
+            naming = name_problems(path, env, app)
+            if naming:
+                problems.extend(naming)
+                continue
+            good_app_names.add(app)
         if entry.size is not None and entry.size > MAX_DEPLOY_FILE_BYTES:
             problems.append(
                 Problem(
@@ -179,8 +182,9 @@ def build_desired_state(
         if entry.data is None:
             problems.append(Problem(path, None, "could not be read", env=env, app=app))
             continue
-        parsed = parse_deploy_file(entry.data, path=path)
-        problems.extend(parsed.problems)
+        parsed = parse_deploy_file(entry.data, path=path, env=env, app=app)
+        if parsed.problems:
+            problems.extend(parsed.problems)
         if config is None or parsed.sha is None:
             continue
         env_config = config.environments.get(env)
