@@ -115,7 +115,7 @@ def build_figure(records: Sequence[AuditRecord], *, title: str = "Deploys") -> g
         template="plotly_white",
         height=max(320, 140 + 60 * len(apps)),
         hovermode="closest",
-        margin={"l": 110, "r": 30, "t": 60, "b": 40},
+        margin={"l": 110, "r": 170, "t": 70, "b": 40},
         legend={"orientation": "v", "x": 1.01, "y": 1},
         xaxis={
             "title": "time (UTC)",
