@@ -80,15 +80,16 @@ class Cluster:
             configuration.retries = False
             api_client = client.ApiClient(configuration)
         self.server = str(api_client.configuration.host)
-        original = api_client.request
+        original = api_client.call_api
 
         def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
             with self._lock:
                 self.requests[method.upper()] += 1
-            kwargs.setdefault("_request_timeout", self.timeout)
+            if kwargs.get("_request_timeout") is None:
+                kwargs["_request_timeout"] = self.timeout
             return original(method, url, *args, **kwargs)
 
-        api_client.request = counted  # type: ignore[method-assign]
+        api_client.call_api = counted  # type: ignore[method-assign]
         self.api_client = api_client
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)

@@ -1,0 +1,315 @@
+"""`deployctl plan`, `deployctl reconcile` and `deployctl status`."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+import click
+
+from deployctl import reconcile as rec
+from deployctl.cli.output import echo_json, render_table
+from deployctl.plan import Plan
+from deployctl.state import DesiredState
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _selection_options(f: F) -> F:
+    for decorator in reversed(
+        [
+            click.option("--repo", default=".", show_default=True, type=click.Path(file_okay=False),
+                         help="The deploy repo (bare or with a work tree)."),
+            click.option("--ref", default="HEAD", show_default=True,
+                         help="Branch, tag or commit of the deploy repo to read."),
+            click.option("--env", "envs", multiple=True, metavar="ENV",
+                         help="Only this environment (repeatable)."),
+            click.option("--app", "apps", multiple=True, metavar="APP", help="Only this app (repeatable)."),
+            click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG",
+                         help="Kubeconfig file [default: $KUBECONFIG, ~/.kube/config or in-cluster]."),
+            click.option("--context", default=None,
+                         help="Use this kubeconfig context for every environment (overrides `context:`)."),
+            click.option("--allow-namespace", "allowed_namespaces", multiple=True, metavar="NS",
+                         envvar="DEPLOYCTL_ALLOW_NAMESPACES",
+                         help="Refuse environments whose namespace is not one of these (repeatable; "
+                         "space-separated in $DEPLOYCTL_ALLOW_NAMESPACES)."),
+            click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text",
+                         show_default=True, help="Output format."),
+        ]
+    ):
+        f = decorator(f)
+    return f
+
+
+def _first_kubeconfig(value: str | None) -> str | None:
+    # KUBECONFIG may hold a colon-separated list; the client takes the first file.
+    return value.split(os.pathsep)[0] if value else None
+
+
+def load_desired(repo_path: str, ref: str) -> DesiredState:
+    from deployctl.repo import read_desired_state
+
+    return read_desired_state(repo_path, ref=ref)
+
+
+def _echo_problems(desired: DesiredState) -> None:
+    for p in desired.problems:
+        click.echo(f"{p.severity}: {p}", err=True)
+
+
+def _short(sha: str | None) -> str:
+    return sha[:12] if sha else "-"
+
+
+# -- plan ---------------------------------------------------------------------------------------
+
+
+def render_plan(plan: Plan) -> str:
+    rows = [
+        (c.env, c.app, str(c.action), _short(c.old_sha), _short(c.new_sha),
+         c.reason or (c.health.message if c.health else ""))
+        for c in plan.changes
+    ]
+    table = render_table(("ENV", "APP", "ACTION", "LIVE SHA", "DESIRED SHA", "DETAIL"), rows)
+    summary = ", ".join(f"{n} {a}" for a, n in sorted(plan.counts.items())) or "nothing selected"
+    return f"{table}\n\nplan at {_short(plan.deploy_commit)}: {summary}"
+
+
+@click.command()
+@_selection_options
+def plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,
+         context: str | None, allowed_namespaces: tuple[str, ...], output: str) -> None:
+    """Show what reconcile would do, per env/app, without writing anything.
+
+    Actions: in-sync, update (old SHA -> new SHA), drift (the live image was changed
+    behind deployctl's back), missing (no workload labelled deployctl.dev/app=<app>),
+    blocked (a dependency is not healthy), invalid.
+
+    \b
+    Example:
+      deployctl plan --repo . --env staging
+    """
+    desired = load_desired(repo, ref)
+    allowed = _split_allowed(allowed_namespaces)
+    pool = rec.ClusterPool(kubeconfig=_first_kubeconfig(kubeconfig), context=context)
+    refused = rec.check_namespaces(desired, allowed)
+    envs_sel = envs or (tuple(sorted(desired.config.environments)) if desired.config else ())
+    live = rec.observe(desired, pool, envs=[e for e in envs_sel if e not in refused])
+    from deployctl.plan import make_plan
+
+    result = make_plan(desired, live, envs=envs_sel, apps=apps)
+    if output == "json":
+        doc = result.as_dict()
+        doc["problems"] = [p.as_dict() for p in desired.problems]
+        doc["refused"] = refused
+        echo_json(doc)
+    else:
+        _echo_problems(desired)
+        for reason in refused.values():
+            click.echo(f"refused: {reason}", err=True)
+        click.echo(render_plan(result))
+    if refused or not desired.ok:
+        sys.exit(rec.EXIT_INVALID)
+
+
+def _split_allowed(values: tuple[str, ...]) -> list[str]:
+    out: list[str] = []
+    for v in values:
+        out.extend(v.split())
+    return out
+
+
+# -- reconcile ----------------------------------------------------------------------------------
+
+
+class ProgressPrinter:
+    """Live progress: a redrawn block on a terminal, one line per state change otherwise."""
+
+    FINAL_MARK = {"succeeded": "ok", "drift-corrected": "ok", "in-sync": "ok", "applied": "ok"}
+
+    def __init__(self, stream: TextIO, *, live: bool, max_lines: int = 15) -> None:
+        self.stream = stream
+        self.live = live
+        self.max_lines = max_lines
+        self.states: dict[tuple[str, str], tuple[str, str]] = {}
+        self.drawn = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, p: rec.Progress) -> None:
+        with self.lock:
+            if not self.live:
+                stamp = datetime.now(UTC).strftime("%H:%M:%SZ")
+                msg = f" {p.message}" if p.message else ""
+                self.stream.write(f"{stamp} {p.env}/{p.app}: {p.state}{msg}\n")
+                self.stream.flush()
+                return
+            self.states[(p.env, p.app)] = (p.state, p.message)
+            self._draw()
+
+    def _draw(self) -> None:
+        active = [(k, v) for k, v in self.states.items() if v[0] in ("applying", "waiting")]
+        done = [(k, v) for k, v in self.states.items() if v[0] not in ("applying", "waiting")]
+        counts: dict[str, int] = {}
+        for _, (state, _) in self.states.items():
+            counts[state] = counts.get(state, 0) + 1
+        lines = [f"{k[0]}/{k[1]}: {s} {m}"[:120] for k, (s, m) in (done[-5:] + active)[-self.max_lines:]]
+        lines.append("  ".join(f"{s}: {n}" for s, n in sorted(counts.items())))
+        out = ""
+        if self.drawn:
+            out += f"\x1b[{self.drawn}F"
+        out += "".join(f"\x1b[2K{line}\n" for line in lines)
+        if len(lines) < self.drawn:
+            out += "".join("\x1b[2K\n" for _ in range(self.drawn - len(lines)))
+            out += f"\x1b[{self.drawn - len(lines)}F"
+        self.stream.write(out)
+        self.stream.flush()
+        self.drawn = len(lines)
+
+
+def render_result(result: rec.ReconcileResult) -> str:
+    rows = [
+        (o.env, o.app, o.result, _short(o.old_sha), _short(o.new_sha),
+         f"{o.seconds:.1f}s" if o.seconds is not None and o.result not in ("in-sync", "invalid") else "",
+         o.message)
+        for o in result.outcomes
+    ]
+    table = render_table(("ENV", "APP", "RESULT", "FROM", "TO", "TIME", "DETAIL"), rows)
+    counts: dict[str, int] = {}
+    for o in result.outcomes:
+        counts[o.result] = counts.get(o.result, 0) + 1
+    summary = ", ".join(f"{n} {r}" for r, n in sorted(counts.items())) or "nothing selected"
+    return (
+        f"{table}\n\nreconciled {_short(result.plan.deploy_commit)} in {result.seconds:.1f}s: {summary} "
+        f"(exit {result.exit_code})"
+    )
+
+
+def _default_trigger() -> str:
+    return "ci" if os.environ.get("CI") else "manual"
+
+
+@click.command()
+@_selection_options
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for all rollouts.")
+@click.option("--no-wait", is_flag=True, help="Apply and return without waiting for rollouts "
+              "(dependents are then applied right after their dependencies).")
+@click.option("--concurrency", default=16, show_default=True, help="Applies in flight at once.")
+@click.option("--audit", "audit_url", default=None, envvar="DEPLOYCTL_AUDIT",
+              help="Audit store URL (sqlite:///path or postgresql://...) [default: the local SQLite file].")
+@click.option("--no-audit", is_flag=True, help="Do not record this run in the audit history.")
+@click.option("--trigger", type=click.Choice(["ci", "watch", "webhook", "drift", "manual"]), default=None,
+              help="Why this run happens, for the audit history [default: ci when $CI is set, else manual].")
+def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,
+              context: str | None, allowed_namespaces: tuple[str, ...], output: str, timeout: float,
+              no_wait: bool, concurrency: int, audit_url: str | None, no_audit: bool,
+              trigger: str | None) -> None:
+    """Apply the deploy files at REF to the cluster and wait for the rollouts.
+
+    Each app's workloads (Deployments and StatefulSets labelled deployctl.dev/app=<app> in
+    the environment's namespace) get the image of the SHA in its deploy file, in depends_on
+    order. Exit codes: 0 all in sync or updated and healthy; 1 a rollout failed, an app is
+    blocked or has no workload; 2 invalid input or a refused namespace (nothing applied for
+    it); 3 the cluster cannot be reached.
+
+    \b
+    Example (what CI runs on merge):
+      deployctl reconcile --repo . --ref origin/main --timeout 600
+    """
+    result = run_reconcile(
+        repo=repo, ref=ref, envs=envs, apps=apps, kubeconfig=_first_kubeconfig(kubeconfig), context=context,
+        allowed_namespaces=_split_allowed(allowed_namespaces), wait=not no_wait, timeout=timeout,
+        concurrency=concurrency, audit_url=None if no_audit else (audit_url or ""),
+        trigger=trigger or _default_trigger(), progress=output == "text",
+    )
+    if output == "json":
+        echo_json(result.as_dict())
+    else:
+        click.echo(render_result(result))
+    sys.exit(result.exit_code)
+
+
+def run_reconcile(*, repo: str, ref: str, envs: tuple[str, ...] = (), apps: tuple[str, ...] = (),
+                  kubeconfig: str | None = None, context: str | None = None,
+                  allowed_namespaces: list[str] | None = None, wait: bool = True, timeout: float = 300.0,
+                  concurrency: int = 16, audit_url: str | None = "", trigger: str = "manual",
+                  progress: bool = True) -> rec.ReconcileResult:
+    """The reconcile command without click: read, reconcile, record. ``audit_url=None`` disables audit;
+    ``""`` means the default store."""
+    desired = load_desired(repo, ref)
+    if progress:
+        _echo_problems(desired)
+    pool = rec.ClusterPool(kubeconfig=kubeconfig, context=context)
+    recorder = None
+    store = None
+    if audit_url is not None:
+        from deployctl import audit
+        from deployctl.recorder import AuditRecorder
+
+        store = audit.open_store(audit_url or None)
+        recorder = AuditRecorder(store, repo_path=repo, trigger=trigger, sources=_sources(repo, desired))
+        recorder.close_interrupted()
+    printer = ProgressPrinter(sys.stderr, live=sys.stderr.isatty()) if progress else None
+    try:
+        return rec.reconcile(
+            desired, pool, envs=envs, apps=apps, wait=wait, timeout=timeout, concurrency=concurrency,
+            audit=recorder, allowed_namespaces=allowed_namespaces or (), on_progress=printer,
+        )
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _sources(repo: str, desired: DesiredState) -> dict[str, Path]:
+    if desired.config is None:
+        return {}
+    out = {}
+    for name, app in desired.config.apps.items():
+        if app.source and "://" not in app.source and not app.source.startswith("git@"):
+            path = (Path(repo) / app.source).resolve()
+            if path.exists():
+                out[name] = path
+    return out
+
+
+# -- status -------------------------------------------------------------------------------------
+
+
+@click.command()
+@_selection_options
+def status(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,
+           context: str | None, allowed_namespaces: tuple[str, ...], output: str) -> None:
+    """A table of env x app: desired SHA, live SHA, in sync or not, rollout health.
+
+    \b
+    Example:
+      deployctl status --repo .
+    """
+    from deployctl.plan import Action, make_plan
+
+    desired = load_desired(repo, ref)
+    pool = rec.ClusterPool(kubeconfig=_first_kubeconfig(kubeconfig), context=context)
+    refused = rec.check_namespaces(desired, _split_allowed(allowed_namespaces))
+    envs_sel = envs or (tuple(sorted(desired.config.environments)) if desired.config else ())
+    live = rec.observe(desired, pool, envs=[e for e in envs_sel if e not in refused])
+    result = make_plan(desired, live, envs=envs_sel, apps=apps)
+    rows = []
+    docs = []
+    for c in result.changes:
+        in_sync = c.action is Action.IN_SYNC
+        health = str(c.health.health) if c.health else "-"
+        live_sha = c.old_sha if c.workloads else None
+        rows.append((c.env, c.app, _short(c.new_sha), _short(live_sha), "yes" if in_sync else str(c.action),
+                     health, c.health.message if c.health else c.reason))
+        docs.append({"env": c.env, "app": c.app, "desired_sha": c.new_sha, "live_sha": live_sha,
+                     "in_sync": in_sync, "action": str(c.action), "health": health,
+                     "message": c.health.message if c.health else c.reason})
+    if output == "json":
+        echo_json({"deploy_commit": desired.commit, "apps": docs})
+    else:
+        _echo_problems(desired)
+        click.echo(render_table(("ENV", "APP", "DESIRED", "LIVE", "IN SYNC", "HEALTH", "DETAIL"), rows))

@@ -1,0 +1,528 @@
+"""Reconcile: observe the cluster, plan, apply in dependency order, wait for rollouts, record outcomes.
+
+The shape follows Flux's reconcilers: guards first (namespaces the controller may touch), then
+observe (one LIST per namespace and workload kind), plan (pure), act, and one outcome per
+env/app, each recorded through the narrow :class:`AuditSink` interface. The run is idempotent:
+nothing to change means zero writes, and a run killed at any line leaves workloads that the
+next run converges from (each apply is one atomic server-side apply of image + annotations).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+import structlog
+
+from deployctl.cluster import Cluster, ClusterError
+from deployctl.errors import ClusterUnreachableError, DeployctlError
+from deployctl.plan import Action, Change, Plan, dependency_order, make_plan
+from deployctl.state import DesiredState, Target
+from deployctl.workload import (
+    ANN_APPLIED_AT,
+    ANN_CHANGE_CAUSE,
+    ANN_COMMIT,
+    ANN_DEPLOY_COMMIT,
+    ANN_DEPLOY_FILE,
+    ANN_DIGEST,
+    ANN_IMAGE,
+    Health,
+    Workload,
+    combined_status,
+)
+
+log = structlog.get_logger(__name__)
+
+# Outcome results. The audit vocabulary (succeeded, failed, blocked, drift-corrected, refused)
+# plus what needs no record: in-sync, applied (--no-wait), missing, invalid.
+SUCCEEDED = "succeeded"
+APPLIED = "applied"
+DRIFT_CORRECTED = "drift-corrected"
+IN_SYNC = "in-sync"
+FAILED = "failed"
+BLOCKED = "blocked"
+MISSING = "missing"
+INVALID = "invalid"
+REFUSED = "refused"
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one env/app ended in this run."""
+
+    env: str
+    app: str
+    action: Action
+    result: str
+    message: str = ""
+    old_sha: str | None = None
+    new_sha: str | None = None
+    image: str | None = None
+    workloads: tuple[str, ...] = ()
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    audit_id: int | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.env, self.app)
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "env": self.env,
+            "app": self.app,
+            "action": str(self.action),
+            "result": self.result,
+            "message": self.message,
+            "old_sha": self.old_sha,
+            "new_sha": self.new_sha,
+            "image": self.image,
+            "workloads": list(self.workloads),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "seconds": round(self.seconds, 3) if self.seconds is not None else None,
+        }
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    plan: Plan
+    outcomes: tuple[Outcome, ...]
+    requests: Mapping[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        results = {o.result for o in self.outcomes}
+        if results & {INVALID, REFUSED}:
+            return EXIT_INVALID
+        if results & {FAILED, BLOCKED, MISSING}:
+            return EXIT_FAILED
+        return EXIT_OK
+
+    def writes(self) -> int:
+        return sum(n for verb, n in self.requests.items() if verb in ("PATCH", "PUT", "POST", "DELETE"))
+
+    def as_dict(self) -> dict[str, object]:
+        counts: dict[str, int] = {}
+        for o in self.outcomes:
+            counts[o.result] = counts.get(o.result, 0) + 1
+        return {
+            "ref": self.plan.ref,
+            "deploy_commit": self.plan.deploy_commit,
+            "exit_code": self.exit_code,
+            "seconds": round(self.seconds, 3),
+            "requests": dict(self.requests),
+            "counts": counts,
+            "outcomes": [o.as_dict() for o in self.outcomes],
+        }
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A state change of one env/app during a run, for live displays."""
+
+    env: str
+    app: str
+    state: str  # applying, waiting, or a final result
+    message: str = ""
+
+
+class AuditSink(Protocol):
+    """What reconcile needs from the audit history: record an attempt before acting, its outcome after."""
+
+    def attempt_started(self, change: Change, *, image: str, deploy_commit: str | None) -> int | None: ...
+
+    def attempt_finished(self, attempt_id: int | None, *, result: str, error: str | None) -> None: ...
+
+
+class NullAudit:
+    """Records nothing; events still go to structlog."""
+
+    def attempt_started(self, change: Change, *, image: str, deploy_commit: str | None) -> int | None:
+        return None
+
+    def attempt_finished(self, attempt_id: int | None, *, result: str, error: str | None) -> None:
+        return None
+
+
+ClusterFor = Callable[[str | None], Cluster]
+
+
+class ClusterPool:
+    """One :class:`Cluster` per kubeconfig context, created on first use."""
+
+    def __init__(self, *, kubeconfig: str | None = None, context: str | None = None) -> None:
+        self.kubeconfig = kubeconfig
+        self.context_override = context
+        self._clusters: dict[str | None, Cluster] = {}
+
+    def __call__(self, context: str | None) -> Cluster:
+        key = self.context_override or context
+        if key not in self._clusters:
+            self._clusters[key] = Cluster(kubeconfig=self.kubeconfig, context=key)
+        return self._clusters[key]
+
+    def requests(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for c in self._clusters.values():
+            for verb, n in c.requests.items():
+                total[verb] = total.get(verb, 0) + n
+        return total
+
+
+def check_namespaces(desired: DesiredState, allowed: Sequence[str]) -> dict[str, str]:
+    """Environments whose namespace the controller may not touch (env -> reason)."""
+    if not allowed or desired.config is None:
+        return {}
+    refused = {}
+    for name, env in desired.config.environments.items():
+        if env.namespace not in allowed:
+            refused[name] = (
+                f"environment {name}: namespace {env.namespace!r} is not allowed by --allow-namespace "
+                f"({', '.join(allowed)}); the deploy repo cannot widen deployctl's reach"
+            )
+    return refused
+
+
+def observe(
+    desired: DesiredState, clusters: ClusterFor, *, envs: Sequence[str] = ()
+) -> dict[str, list[Workload]]:
+    """The labelled workloads of every selected environment's namespace (one LIST per kind)."""
+    live: dict[str, list[Workload]] = {}
+    if desired.config is None:
+        return live
+    for name in sorted(desired.config.environments):
+        if envs and name not in envs:
+            continue
+        env = desired.config.environments[name]
+        if env.namespace in live:
+            continue
+        live[env.namespace] = clusters(env.context).list_workloads(env.namespace)
+    return live
+
+
+def annotations_for(change: Change, image: str, deploy_commit: str | None, now: datetime) -> dict[str, str]:
+    target = change.target
+    assert target is not None
+    digest = image.split("@", 1)[1] if "@" in image else None
+    cause = f"deployctl: {target.app} {target.sha[:12]} from {target.path}"
+    if deploy_commit:
+        cause += f" at {deploy_commit[:12]}"
+    ann = {
+        ANN_COMMIT: target.sha,
+        ANN_IMAGE: image,
+        ANN_DEPLOY_FILE: target.path,
+        ANN_APPLIED_AT: now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        ANN_CHANGE_CAUSE: cause,
+    }
+    if deploy_commit:
+        ann[ANN_DEPLOY_COMMIT] = deploy_commit
+    if digest:
+        ann[ANN_DIGEST] = digest
+    return ann
+
+
+@dataclass
+class _AppRun:
+    change: Change
+    state: str = "pending"  # pending, applying, waiting, done
+    audit_id: int | None = None
+    started_at: datetime | None = None
+    workloads: tuple[Workload, ...] = ()
+    outcome: Outcome | None = None
+
+
+class Reconciler:
+    """One reconcile run over a desired state. Use :func:`reconcile` unless you need the pieces."""
+
+    def __init__(
+        self,
+        desired: DesiredState,
+        clusters: ClusterFor,
+        *,
+        envs: Sequence[str] = (),
+        apps: Sequence[str] = (),
+        wait: bool = True,
+        timeout: float = 300.0,
+        concurrency: int = 16,
+        poll_interval: float = 0.5,
+        audit: AuditSink | None = None,
+        allowed_namespaces: Sequence[str] = (),
+        images: Mapping[tuple[str, str], str] | None = None,
+        refusals: Mapping[tuple[str, str], str] | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.desired = desired
+        self.clusters = clusters
+        self.envs = tuple(envs)
+        self.apps = tuple(apps)
+        self.wait = wait
+        self.timeout = timeout
+        self.concurrency = max(1, concurrency)
+        self.poll_interval = poll_interval
+        self.audit: AuditSink = audit or NullAudit()
+        self.allowed_namespaces = tuple(allowed_namespaces)
+        self.images = dict(images or {})
+        self.refusals = dict(refusals or {})
+        self.on_progress = on_progress or (lambda p: None)
+        self.clock = clock
+
+    # -- the run ------------------------------------------------------------------------------
+
+    def run(self) -> ReconcileResult:
+        started = time.monotonic()
+        refused_envs = check_namespaces(self.desired, self.allowed_namespaces)
+        envs = self.envs or tuple(sorted(self.desired.config.environments)) if self.desired.config else self.envs
+        observe_envs = [e for e in envs if e not in refused_envs]
+        live = observe(self.desired, self.clusters, envs=observe_envs) if observe_envs else {}
+        plan = make_plan(self.desired, live, envs=envs, apps=self.apps, images=self.images)
+        log.info("reconcile.planned", ref=plan.ref, deploy_commit=plan.deploy_commit, **plan.counts)
+
+        runs: dict[tuple[str, str], _AppRun] = {}
+        outcomes: dict[tuple[str, str], Outcome] = {}
+        for change in plan.changes:
+            run = _AppRun(change)
+            runs[change.key] = run
+            reason = refused_envs.get(change.env) or self.refusals.get(change.key)
+            if reason and change.action in (Action.UPDATE, Action.DRIFT, Action.BLOCKED):
+                self._finish(run, REFUSED, reason, record=True)
+            elif reason and change.env in refused_envs:
+                self._finish(run, REFUSED, reason, record=False)
+            elif change.action is Action.INVALID:
+                self._finish(run, INVALID, change.reason, record=False)
+            elif change.action is Action.MISSING:
+                self._finish(run, MISSING, change.reason, record=False)
+            elif change.action is Action.BLOCKED:
+                self._finish(run, BLOCKED, change.reason, record=True)
+            elif change.action is Action.IN_SYNC:
+                health = change.health
+                if self.wait and health is not None and health.health is Health.PROGRESSING:
+                    run.state = "waiting"  # e.g. left mid-rollout by an interrupted run: confirm it
+                    run.workloads = change.workloads
+                    run.started_at = self.clock()
+                elif health is not None and health.health is Health.FAILED:
+                    self._finish(run, IN_SYNC, f"in sync but unhealthy: {health.message}", record=False)
+                else:
+                    self._finish(run, IN_SYNC, health.message if health else "", record=False)
+
+        self._execute(runs)
+        for key, run in runs.items():
+            assert run.outcome is not None, key
+            outcomes[key] = run.outcome
+        requests: dict[str, int] = {}
+        pool_requests = getattr(self.clusters, "requests", None)
+        if callable(pool_requests):
+            requests = pool_requests()
+        result = ReconcileResult(
+            plan=plan,
+            outcomes=tuple(outcomes[k] for k in sorted(outcomes)),
+            requests=requests,
+            seconds=time.monotonic() - started,
+        )
+        log.info("reconcile.finished", exit_code=result.exit_code, seconds=round(result.seconds, 3),
+                 requests=requests)
+        return result
+
+    # -- execution ----------------------------------------------------------------------------
+
+    def _execute(self, runs: dict[tuple[str, str], _AppRun]) -> None:
+        order: list[tuple[str, str]] = []
+        for env in sorted({k[0] for k in runs}):
+            env_apps = {k[1]: runs[k].change.depends_on for k in runs if k[0] == env}
+            order.extend((env, app) for app in dependency_order(env_apps))
+        deadline = time.monotonic() + self.timeout
+        last_poll = 0.0
+        futures: dict[Future[tuple[Workload, ...]], tuple[str, str]] = {}
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="deployctl-apply") as pool:
+            while any(r.outcome is None for r in runs.values()):
+                # Start every pending app whose dependencies allow it, in dependency order.
+                for key in order:
+                    run = runs[key]
+                    if run.state != "pending" or len(futures) >= self.concurrency * 4:
+                        continue
+                    verdict = self._dependencies(run, runs)
+                    if verdict == "wait":
+                        continue
+                    if verdict is not None:
+                        self._finish(run, BLOCKED, verdict, record=True)
+                        continue
+                    futures[pool.submit(self._apply, run)] = key
+                    run.state = "applying"
+
+                done, _ = wait(list(futures), timeout=self.poll_interval, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    key = futures.pop(fut)
+                    run = runs[key]
+                    try:
+                        run.workloads = fut.result()
+                    except ClusterUnreachableError:
+                        self._abandon(runs, futures, "the Kubernetes API became unreachable")
+                        raise
+                    except DeployctlError as exc:
+                        self._finish(run, FAILED, f"apply failed: {exc}", record=True)
+                        continue
+                    if self.wait:
+                        run.state = "waiting"
+                        self.on_progress(Progress(run.change.env, run.change.app, "waiting", "rolling out"))
+                    else:
+                        self._finish(run, APPLIED, "applied; not waiting for the rollout (--no-wait)", record=True)
+
+                waiting = [r for r in runs.values() if r.state == "waiting" and r.outcome is None]
+                now = time.monotonic()
+                if waiting and now - last_poll >= self.poll_interval:
+                    last_poll = now
+                    try:
+                        self._poll(waiting)
+                    except ClusterUnreachableError:
+                        self._abandon(runs, futures, "the Kubernetes API became unreachable")
+                        raise
+                if time.monotonic() > deadline:
+                    for run in runs.values():
+                        if run.outcome is None and run.state in ("waiting", "pending"):
+                            status = combined_status(run.workloads).message if run.workloads else "not started"
+                            self._finish(
+                                run, FAILED, f"timed out after {self.timeout:.0f}s: {status}",
+                                record=run.state == "waiting" and run.change.writes,
+                            )
+                if not futures and not any(r.state == "waiting" and r.outcome is None for r in runs.values()):
+                    # Nothing in flight: whatever is still pending waits on something that will not come.
+                    stuck = [r for r in runs.values() if r.outcome is None and r.state == "pending"]
+                    if stuck and all(self._dependencies(r, runs) == "wait" for r in stuck):
+                        for r in stuck:
+                            self._finish(r, BLOCKED, "dependencies form a cycle or never started", record=True)
+
+    def _dependencies(self, run: _AppRun, runs: Mapping[tuple[str, str], _AppRun]) -> str | None:
+        """None when the app may start, "wait" while a dependency is in flight, else why it is blocked."""
+        for dep in run.change.depends_on:
+            dep_run = runs.get((run.change.env, dep))
+            if dep_run is None:
+                continue
+            outcome = dep_run.outcome
+            if outcome is None:
+                return "wait"
+            if outcome.result in (SUCCEEDED, DRIFT_CORRECTED, APPLIED):
+                continue
+            if outcome.result == IN_SYNC and not outcome.message.startswith("in sync but unhealthy"):
+                continue
+            detail = f": {outcome.message}" if outcome.message else ""
+            return f"dependency {dep} {outcome.result}{detail}"
+        return None
+
+    def _apply(self, run: _AppRun) -> tuple[Workload, ...]:
+        change = run.change
+        image = change.desired_image or (change.target.image if change.target else "")
+        run.started_at = self.clock()
+        run.audit_id = self.audit.attempt_started(change, image=image, deploy_commit=self.desired.commit)
+        self.on_progress(Progress(change.env, change.app, "applying", f"{change.old_sha or '-'} -> {image}"))
+        log.info("apply.started", env=change.env, app=change.app, image=image, action=str(change.action))
+        annotations = annotations_for(change, image, self.desired.commit, run.started_at)
+        assert change.target is not None
+        cluster = self.clusters(change.target.context)
+        applied = []
+        for w in change.workloads:
+            applied.append(cluster.apply_image(w, container=change.target.container, image=image,
+                                               annotations=annotations))
+        return tuple(applied)
+
+    def _poll(self, waiting: list[_AppRun]) -> None:
+        by_ns: dict[tuple[str | None, str], list[_AppRun]] = {}
+        for run in waiting:
+            ctx = run.change.target.context if run.change.target else None
+            by_ns.setdefault((ctx, run.change.namespace), []).append(run)
+        for (ctx, namespace), runs in by_ns.items():
+            cluster = self.clusters(ctx)
+            current = {(w.kind, w.name): w for w in cluster.list_workloads(namespace)}
+            for run in runs:
+                fresh = tuple(current.get((w.kind, w.name), w) for w in run.workloads)
+                # A status computed before our apply was observed must not count.
+                fresh = tuple(
+                    f if f.generation >= w.generation else w for f, w in zip(fresh, run.workloads, strict=True)
+                )
+                run.workloads = fresh
+                status = combined_status(fresh)
+                if status.health is Health.HEALTHY:
+                    if not run.change.writes:
+                        result = IN_SYNC
+                    elif run.change.action is Action.DRIFT:
+                        result = DRIFT_CORRECTED
+                    else:
+                        result = SUCCEEDED
+                    self._finish(run, result, status.message, record=run.change.writes)
+                elif status.health is Health.FAILED:
+                    reasons = self._pod_reasons(cluster, fresh)
+                    message = status.message + (f" (pods: {reasons})" if reasons else "")
+                    self._finish(run, FAILED, message, record=run.change.writes)
+
+    @staticmethod
+    def _pod_reasons(cluster: Cluster, workloads: Iterable[Workload]) -> str:
+        reasons: list[str] = []
+        for w in workloads:
+            try:
+                reasons.extend(f"{p.pod}: {p.reason}" for p in cluster.pod_problems(w, limit=2))
+            except ClusterError:
+                continue
+        return "; ".join(reasons)
+
+    def _abandon(self, runs: Mapping[tuple[str, str], _AppRun], futures: Mapping[Future[tuple[Workload, ...]],
+                 tuple[str, str]], why: str) -> None:
+        for fut in futures:
+            fut.cancel()
+        for run in runs.values():
+            if run.outcome is None and run.audit_id is not None:
+                self.audit.attempt_finished(run.audit_id, result=FAILED, error=why)
+
+    def _finish(self, run: _AppRun, result: str, message: str, *, record: bool) -> None:
+        change = run.change
+        now = self.clock()
+        audit_id = run.audit_id
+        if record:
+            if audit_id is None:
+                image = change.desired_image or (change.target.image if change.target else "")
+                audit_id = self.audit.attempt_started(change, image=image, deploy_commit=self.desired.commit)
+            audit_result = {APPLIED: SUCCEEDED}.get(result, result)
+            self.audit.attempt_finished(
+                audit_id, result=audit_result, error=None if result in (SUCCEEDED, DRIFT_CORRECTED, APPLIED)
+                else message,
+            )
+        run.state = "done"
+        run.outcome = Outcome(
+            env=change.env,
+            app=change.app,
+            action=change.action,
+            result=result,
+            message=message,
+            old_sha=change.old_sha,
+            new_sha=change.new_sha,
+            image=change.desired_image,
+            workloads=tuple(f"{w.namespace}/{w.ref}" for w in change.workloads),
+            started_at=run.started_at or now,
+            finished_at=now,
+            audit_id=audit_id,
+        )
+        level = "warning" if result in (FAILED, BLOCKED, REFUSED, INVALID, MISSING) else "info"
+        getattr(log, level)("app.outcome", env=change.env, app=change.app, result=result, message=message,
+                            sha=change.new_sha)
+        self.on_progress(Progress(change.env, change.app, result, message))
+
+
+def reconcile(desired: DesiredState, clusters: ClusterFor, **options: object) -> ReconcileResult:
+    """Run one reconcile; see :class:`Reconciler` for the options."""
+    return Reconciler(desired, clusters, **options).run()  # type: ignore[arg-type]
+
+
+def target_keys(targets: Iterable[Target]) -> list[tuple[str, str]]:
+    return [t.key for t in targets]

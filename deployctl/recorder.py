@@ -1,0 +1,140 @@
+"""The bridge from reconcile outcomes to the audit history.
+
+Builds an :class:`~deployctl.audit.Attempt` from a planned change and what git knows about it
+(the commit that last changed the deploy file, its author and reviewers, the app commit's
+message when its source repo is local) and appends it to the store before the apply; the
+outcome is appended after. Provenance is looked up once per deploy file and cached.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+
+from deployctl import audit, repo
+from deployctl.plan import Change
+
+log = structlog.get_logger(__name__)
+
+
+class AuditRecorder:
+    """An :class:`~deployctl.reconcile.AuditSink` writing to an :class:`~deployctl.audit.AuditStore`."""
+
+    def __init__(
+        self,
+        store: audit.AuditStore,
+        *,
+        repo_path: str | Path | None,
+        trigger: str,
+        actor: audit.Actor | None = None,
+        sources: Mapping[str, Path] | None = None,
+    ) -> None:
+        self.store = store
+        self.repo_path = Path(repo_path) if repo_path is not None else None
+        self.trigger = trigger
+        self.actor = actor or audit.current_actor()
+        self._lock = threading.Lock()
+        self._file_commits: dict[tuple[str, str], repo.CommitInfo | None] = {}
+        self._commits: dict[str, repo.CommitInfo | None] = {}
+        self._app_summaries: dict[tuple[str, str], str | None] = {}
+        self.sources = dict(sources or {})
+
+    def close_interrupted(self) -> list[int]:
+        """Close attempts a crashed run left open; called once at the start of a run."""
+        ids = self.store.close_interrupted()
+        if ids:
+            log.warning("audit.interrupted_closed", attempts=ids)
+        return ids
+
+    # -- provenance ---------------------------------------------------------------------------
+
+    def _file_commit(self, path: str, ref: str | None) -> repo.CommitInfo | None:
+        if self.repo_path is None or ref is None:
+            return None
+        key = (path, ref)
+        with self._lock:
+            if key in self._file_commits:
+                return self._file_commits[key]
+        try:
+            info = repo.last_change(self.repo_path, path, ref=ref)
+        except repo.RepoError:
+            info = None
+        with self._lock:
+            self._file_commits[key] = info
+        return info
+
+    def _commit(self, sha: str | None) -> repo.CommitInfo | None:
+        if self.repo_path is None or sha is None:
+            return None
+        with self._lock:
+            if sha in self._commits:
+                return self._commits[sha]
+        try:
+            info: repo.CommitInfo | None = repo.commit_info(self.repo_path, sha)
+        except repo.RepoError:
+            info = None
+        with self._lock:
+            self._commits[sha] = info
+        return info
+
+    def _app_summary(self, app_source: Path | None, sha: str) -> str | None:
+        if app_source is None:
+            return None
+        key = (str(app_source), sha)
+        with self._lock:
+            if key in self._app_summaries:
+                return self._app_summaries[key]
+        try:
+            summary: str | None = repo.commit_info(app_source, sha).summary
+        except repo.RepoError:
+            summary = None
+        with self._lock:
+            self._app_summaries[key] = summary
+        return summary
+
+    def _source_path(self, change: Change) -> Path | None:
+        return self.sources.get(change.app)
+
+    # -- AuditSink ----------------------------------------------------------------------------
+
+    def attempt_started(self, change: Change, *, image: str, deploy_commit: str | None) -> int | None:
+        target = change.target
+        file_commit = self._file_commit(target.path, deploy_commit) if target else None
+        merge = self._commit(deploy_commit)
+        reviewers = tuple(dict.fromkeys((*(merge.reviewers if merge else ()),
+                                         *(file_commit.reviewers if file_commit else ()))))
+        digest = image.split("@", 1)[1] if "@" in image else None
+        trigger = "drift" if change.action.value == "drift" and self.trigger in ("watch", "ci", "manual") else \
+            self.trigger
+        attempt = audit.Attempt(
+            env=change.env,
+            app=change.app,
+            namespace=change.namespace,
+            workloads=tuple(f"{w.kind.lower()}/{w.name}" for w in change.workloads),
+            previous_sha=change.old_sha,
+            new_sha=change.new_sha or "",
+            image=image,
+            digest=digest,
+            deploy_commit=deploy_commit,
+            deploy_file=target.path if target else "",
+            file_commit=file_commit.sha if file_commit else None,
+            file_author=f"{file_commit.author_name} <{file_commit.author_email}>" if file_commit else None,
+            file_committer=f"{file_commit.committer_name} <{file_commit.committer_email}>" if file_commit else None,
+            file_commit_time=file_commit.time if file_commit else None,
+            file_commit_summary=file_commit.summary if file_commit else None,
+            reviewers=reviewers,
+            app_commit_summary=self._app_summary(self._source_path(change), change.new_sha or ""),
+            trigger=trigger,
+            actor=self.actor,
+            started_at=datetime.now(UTC),
+        )
+        return self.store.start(attempt)
+
+    def attempt_finished(self, attempt_id: int | None, *, result: str, error: str | None) -> None:
+        if attempt_id is None:
+            return
+        self.store.finish(attempt_id, result=result, error=error)
