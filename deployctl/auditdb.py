@@ -542,8 +542,6 @@ def _with_outcome(
 
 # --- SQLite ------------------------------------------------------------------------------------
 
-_SQLITE_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
-
 
 class SqliteStore(SqlStore):
     """The embedded store: one SQLite file in WAL mode, every commit fsynced (synchronous=FULL)."""
@@ -605,12 +603,11 @@ class SqliteStore(SqlStore):
         return sqlite3.Error
 
     def _enc_time(self, value: datetime | None) -> str | None:
-        return None if value is None else utc(value).strftime(_SQLITE_TIME)
+        # Fixed width (always microseconds, always Z) so that text order is time order.
+        return None if value is None else utc(value).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
     def _dec_time(self, value: Any) -> datetime | None:
-        if value is None:
-            return None
-        return datetime.strptime(value, _SQLITE_TIME).replace(tzinfo=UTC)
+        return None if value is None else datetime.fromisoformat(value)
 
     def close(self) -> None:
         self._conn.close()
