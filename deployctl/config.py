@@ -181,15 +181,15 @@ def _compose(text: str) -> Any:
     documents = 0
     event: Any
     for event in yaml.parse(text, Loader=_Loader):
-        mark = event.start_mark
-        line = int(mark.line) + 1 if mark is not None else None
         kind = type(event)
         if kind is yaml.AliasEvent:
-            raise _Rejected(line, "YAML aliases (*name) are not allowed; write the value out in full")
+            raise _Rejected(
+                _event_line(event), "YAML aliases (*name) are not allowed; write the value out in full"
+            )
         if kind is yaml.DocumentStartEvent:
             documents += 1
             if documents > 1:
-                raise _Rejected(line, "holds more than one YAML document (---); keep one")
+                raise _Rejected(_event_line(event), "holds more than one YAML document (---); keep one")
             continue
         if kind in (yaml.StreamStartEvent, yaml.StreamEndEvent, yaml.DocumentEndEvent):
             continue
@@ -202,10 +202,12 @@ def _compose(text: str) -> Any:
                 root = node
             continue
         if event.anchor is not None:
-            raise _Rejected(line, "YAML anchors (&name) are not allowed; write the value out in full")
+            raise _Rejected(
+                _event_line(event), "YAML anchors (&name) are not allowed; write the value out in full"
+            )
         tag = event.tag
         if tag is not None and tag != "!" and tag not in _ALLOWED_TAGS:
-            raise _Rejected(line, f"YAML tag {show(str(tag))} is not allowed; remove it")
+            raise _Rejected(_event_line(event), f"YAML tag {show(str(tag))} is not allowed; remove it")
         if kind is yaml.ScalarEvent:
             if tag is None or tag == "!":
                 tag = resolver.resolve(yaml.ScalarNode, event.value, event.implicit)  # type: ignore[no-untyped-call]
@@ -216,19 +218,26 @@ def _compose(text: str) -> Any:
                 root = node
             continue
         if len(stack) >= MAX_YAML_DEPTH:
-            raise _Rejected(line, f"YAML is nested more than {MAX_YAML_DEPTH} levels deep")
+            raise _Rejected(_event_line(event), f"YAML is nested more than {MAX_YAML_DEPTH} levels deep")
         is_mapping = kind is yaml.MappingStartEvent
         node = (yaml.MappingNode if is_mapping else yaml.SequenceNode)(
             _TAG + ("map" if is_mapping else "seq"), [], event.start_mark, None
         )
         if tag is not None and tag != "!" and tag != node.tag:
-            raise _Rejected(line, f"YAML tag {show(str(tag))} does not fit a collection; remove it")
+            raise _Rejected(
+                _event_line(event), f"YAML tag {show(str(tag))} does not fit a collection; remove it"
+            )
         if stack:
             _attach(stack, pending_keys, node)
         stack.append(node)
         if is_mapping:
             pending_keys.append(None)
     return root
+
+
+def _event_line(event: Any) -> int | None:
+    mark = event.start_mark
+    return None if mark is None else int(mark.line) + 1
 
 
 def _attach(stack: list[Any], pending_keys: list[Any], node: Any) -> None:

@@ -57,18 +57,9 @@ def parse_deploy_file(
     if env is None and app is None:
         names = split_deploy_path(path)
         env, app = names if names is not None else (None, None)
-    # the common case, a full SHA on line 1 of clean UTF-8 text, without building anything
-    head = data[:41]
-    if (
-        len(head) == 41
-        and head[40] in _SEPARATORS
-        and _SHA40.fullmatch(head, 0, 40)
-        and len(data) <= MAX_DEPLOY_FILE_BYTES
-        and b"\r" not in data
-        and b"\x00" not in data
-        and data.isascii()
-    ):
-        return DeployFile(path, env, app, head[:40].decode(), 1)
+    sha = quick_sha(data)
+    if sha is not None:
+        return DeployFile(path, env, app, sha, 1)
 
     def fail(line: int, message: str) -> DeployFile:
         return DeployFile(
@@ -102,6 +93,23 @@ def parse_deploy_file(
             )
         )
     return DeployFile(path, env, app, token, line, tuple(warnings))
+
+
+def quick_sha(data: bytes) -> str | None:
+    """The SHA of a deploy file in the common case (a full SHA-1 on line 1 of clean ASCII text), else
+    None, meaning: ask :func:`parse_deploy_file`, which handles every case and explains problems."""
+    head = data[:41]
+    if (
+        len(head) == 41
+        and head[40] in _SEPARATORS
+        and _SHA40.fullmatch(head, 0, 40)
+        and len(data) <= MAX_DEPLOY_FILE_BYTES
+        and data.isascii()
+        and b"\r" not in data
+        and b"\x00" not in data
+    ):
+        return head[:40].decode()
+    return None
 
 
 def sha_problem(token: str) -> str:

@@ -161,22 +161,27 @@ def _read_tree(repository: pygit2.Repository, tree: pygit2.Tree) -> tuple[RepoEn
     if root_kind != DIR:
         return config, entries
     append = entries.append
+    file_mode = pygit2.GIT_FILEMODE_BLOB
     for env_obj in root:
-        env_name = _name(env_obj)
-        env_path = f"{ENVIRONMENTS_DIR}/{env_name}"
+        env_path = f"{ENVIRONMENTS_DIR}/{_name(env_obj)}"
         env_kind = _MODE_KIND.get(env_obj.filemode, OTHER)
         append(RepoEntry(env_path, env_kind))
         if env_kind != DIR:
             continue
         for obj in env_obj:
-            name = _name(obj)
-            kind = _MODE_KIND.get(obj.filemode, OTHER)
-            path = f"{env_path}/{name}"
-            if kind != FILE or not name.endswith(DEPLOY_SUFFIX):
-                append(RepoEntry(path, kind))
+            try:
+                name = obj.name
+            except UnicodeDecodeError:
+                name = _name(obj)
+            mode = obj.filemode
+            if mode != file_mode or not name.endswith(DEPLOY_SUFFIX):
+                append(RepoEntry(f"{env_path}/{name}", _MODE_KIND.get(mode, OTHER)))
                 continue
             data = obj.data  # deploy files are small; reading is cheaper than asking the size first
-            append(RepoEntry(path, FILE, data if len(data) <= MAX_DEPLOY_FILE_BYTES else None, len(data)))
+            size = len(data)
+            append(
+                RepoEntry(f"{env_path}/{name}", FILE, data if size <= MAX_DEPLOY_FILE_BYTES else None, size)
+            )
     return config, entries
 
 
