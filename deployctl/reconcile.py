@@ -18,6 +18,7 @@ from typing import Protocol
 
 import structlog
 
+from deployctl.artifacts import PinDecisions, known_pins, pin_mode
 from deployctl.cluster import Cluster, ClusterError
 from deployctl.errors import ClusterUnreachableError, DeployctlError
 from deployctl.plan import Action, Change, Plan, dependency_order, make_plan
@@ -263,6 +264,7 @@ class Reconciler:
         allowed_namespaces: Sequence[str] = (),
         images: Mapping[tuple[str, str], str] | None = None,
         refusals: Mapping[tuple[str, str], str] | None = None,
+        pinner: Callable[[Sequence[Target]], PinDecisions] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -278,6 +280,7 @@ class Reconciler:
         self.allowed_namespaces = tuple(allowed_namespaces)
         self.images = dict(images or {})
         self.refusals = dict(refusals or {})
+        self.pinner = pinner
         self.on_progress = on_progress or (lambda p: None)
         self.clock = clock
 
@@ -289,6 +292,7 @@ class Reconciler:
         envs = self.envs or tuple(sorted(self.desired.config.environments)) if self.desired.config else self.envs
         observe_envs = [e for e in envs if e not in refused_envs]
         live = observe(self.desired, self.clusters, envs=observe_envs) if observe_envs else {}
+        self._pin(live, envs)
         plan = make_plan(self.desired, live, envs=envs, apps=self.apps, images=self.images)
         log.info("reconcile.planned", ref=plan.ref, deploy_commit=plan.deploy_commit, **plan.counts)
 
@@ -336,6 +340,23 @@ class Reconciler:
         log.info("reconcile.finished", exit_code=result.exit_code, seconds=round(result.seconds, 3),
                  requests=requests)
         return result
+
+    def _pin(self, live: Mapping[str, list[Workload]], envs: Sequence[str]) -> None:
+        """Digest-pin the selected targets: reuse pins already applied for the same tag, resolve the rest."""
+        selected = [t for t in self.desired.targets
+                    if (not envs or t.env in envs) and (not self.apps or t.app in self.apps)]
+        known = known_pins(selected, self.desired.config, applied_images(live))
+        self.images.update({k: v for k, v in known.items() if k not in self.images})
+        if self.pinner is None:
+            return
+        todo = [t for t in selected if t.key not in self.images
+                and pin_mode(self.desired.config, t.app) == "digest"]
+        if not todo:
+            return
+        decisions = self.pinner(todo)
+        self.images.update(decisions.images)
+        for key, reason in decisions.refusals.items():
+            self.refusals.setdefault(key, reason)
 
     # -- execution ----------------------------------------------------------------------------
 
@@ -517,6 +538,15 @@ class Reconciler:
         getattr(log, level)("app.outcome", env=change.env, app=change.app, result=result, message=message,
                             sha=change.new_sha)
         self.on_progress(Progress(change.env, change.app, result, message))
+
+
+def applied_images(live: Mapping[str, Sequence[Workload]]) -> dict[tuple[str, str], set[str | None]]:
+    """(namespace, app) -> the images deployctl last applied to its workloads (annotation)."""
+    out: dict[tuple[str, str], set[str | None]] = {}
+    for workloads in live.values():
+        for w in workloads:
+            out.setdefault((w.namespace, w.app), set()).add(w.annotations.get(ANN_IMAGE))
+    return out
 
 
 def reconcile(desired: DesiredState, clusters: ClusterFor, **options: object) -> ReconcileResult:

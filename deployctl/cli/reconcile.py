@@ -102,7 +102,7 @@ def plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kube
     live = rec.observe(desired, pool, envs=[e for e in envs_sel if e not in refused])
     from deployctl.plan import make_plan
 
-    result = make_plan(desired, live, envs=envs_sel, apps=apps)
+    result = make_plan(desired, live, envs=envs_sel, apps=apps, images=_known(desired, live))
     if output == "json":
         doc = result.as_dict()
         doc["problems"] = [p.as_dict() for p in desired.problems]
@@ -115,6 +115,12 @@ def plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kube
         click.echo(render_plan(result))
     if refused or not desired.ok:
         sys.exit(rec.EXIT_INVALID)
+
+
+def _known(desired: DesiredState, live: Any) -> dict[tuple[str, str], str]:
+    from deployctl.artifacts import known_pins
+
+    return known_pins(desired.targets, desired.config, rec.applied_images(live))
 
 
 def _split_allowed(values: tuple[str, ...]) -> list[str]:
@@ -204,10 +210,13 @@ def _default_trigger() -> str:
 @click.option("--no-audit", is_flag=True, help="Do not record this run in the audit history.")
 @click.option("--trigger", type=click.Choice(["ci", "watch", "webhook", "drift", "manual"]), default=None,
               help="Why this run happens, for the audit history [default: ci when $CI is set, else manual].")
+@click.option("--allow-retagged", is_flag=True,
+              help="Apply even when a tag now points to a different digest than the one tested in the "
+              "environments this one requires.")
 def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,
               context: str | None, allowed_namespaces: tuple[str, ...], output: str, timeout: float,
               no_wait: bool, concurrency: int, audit_url: str | None, no_audit: bool,
-              trigger: str | None) -> None:
+              trigger: str | None, allow_retagged: bool) -> None:
     """Apply the deploy files at REF to the cluster and wait for the rollouts.
 
     Each app's workloads (Deployments and StatefulSets labelled deployctl.dev/app=<app> in
@@ -224,7 +233,7 @@ def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...],
         repo=repo, ref=ref, envs=envs, apps=apps, kubeconfig=_first_kubeconfig(kubeconfig), context=context,
         allowed_namespaces=_split_allowed(allowed_namespaces), wait=not no_wait, timeout=timeout,
         concurrency=concurrency, audit_url=None if no_audit else (audit_url or ""),
-        trigger=trigger or _default_trigger(), progress=output == "text",
+        trigger=trigger or _default_trigger(), progress=output == "text", allow_retagged=allow_retagged,
     )
     if output == "json":
         echo_json(result.as_dict())
@@ -237,7 +246,8 @@ def run_reconcile(*, repo: str, ref: str, envs: tuple[str, ...] = (), apps: tupl
                   kubeconfig: str | None = None, context: str | None = None,
                   allowed_namespaces: list[str] | None = None, wait: bool = True, timeout: float = 300.0,
                   concurrency: int = 16, audit_url: str | None = "", trigger: str = "manual",
-                  progress: bool = True) -> rec.ReconcileResult:
+                  progress: bool = True, allow_retagged: bool = False,
+                  refusals: dict[tuple[str, str], str] | None = None) -> rec.ReconcileResult:
     """The reconcile command without click: read, reconcile, record. ``audit_url=None`` disables audit;
     ``""`` means the default store."""
     desired = load_desired(repo, ref)
@@ -258,10 +268,32 @@ def run_reconcile(*, repo: str, ref: str, envs: tuple[str, ...] = (), apps: tupl
         return rec.reconcile(
             desired, pool, envs=envs, apps=apps, wait=wait, timeout=timeout, concurrency=concurrency,
             audit=recorder, allowed_namespaces=allowed_namespaces or (), on_progress=printer,
+            pinner=_pinner(desired, store, allow_retagged=allow_retagged), refusals=refusals,
         )
     finally:
         if store is not None:
             store.close()
+
+
+def _pinner(desired: DesiredState, store: Any, *, allow_retagged: bool) -> Callable[[Any], Any]:
+    """Resolve digests through the registry edge; the tested digest comes from the audit history."""
+    from deployctl.artifacts import resolve_targets
+    from deployctl.registry import RegistryClient
+
+    def tested_digest(env: str, app: str, sha: str) -> str | None:
+        if store is None:
+            return None
+        for record in store.query(env=env, app=app, sha=sha, limit=20):
+            if record.attempt.new_sha == sha and record.result in ("succeeded", "drift-corrected") and record.digest:
+                return str(record.digest)
+        return None
+
+    def pin(targets: Any) -> Any:
+        with RegistryClient() as client:
+            return resolve_targets(targets, desired.config, client, tested_digest=tested_digest,
+                                   allow_retagged=allow_retagged)
+
+    return pin
 
 
 def _sources(repo: str, desired: DesiredState) -> dict[str, Path]:
@@ -296,7 +328,7 @@ def status(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], ku
     refused = rec.check_namespaces(desired, _split_allowed(allowed_namespaces))
     envs_sel = envs or (tuple(sorted(desired.config.environments)) if desired.config else ())
     live = rec.observe(desired, pool, envs=[e for e in envs_sel if e not in refused])
-    result = make_plan(desired, live, envs=envs_sel, apps=apps)
+    result = make_plan(desired, live, envs=envs_sel, apps=apps, images=_known(desired, live))
     rows = []
     docs = []
     for c in result.changes:

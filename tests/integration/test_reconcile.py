@@ -30,6 +30,7 @@ def config(envs: dict[str, str], deps: dict[str, list[str]] | None = None) -> st
     for app, depends in deps.items():
         lines.append(f"  {app}:")
         lines.append(f"    image: {IMAGE}/{app}")
+        lines.append("    pin: tag")  # no registry here; digest pinning is tested in test_reconcile_digest.py
         if depends:
             lines.append(f"    depends_on: [{', '.join(depends)}]")
     lines.append("environments:")

@@ -1,0 +1,130 @@
+"""Digest pinning against a real registry and the real control plane."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from deployctl import audit
+from deployctl.cli.reconcile import run_reconcile
+from tests.fixtures.registry import RegistryPusher
+
+pytestmark = pytest.mark.integration
+
+
+def sha(word: str) -> str:
+    return hashlib.sha1(word.encode()).hexdigest()
+
+
+def config(image: str, envs: dict[str, str], *, requires: bool = False) -> str:
+    lines = ["version: 1", "apps:", "  api:", f"    image: {image}", "environments:"]
+    for i, (env, ns) in enumerate(envs.items()):
+        lines += [f"  {env}:", f"    namespace: {ns}"]
+        if requires and i > 0:
+            lines.append(f"    requires: [{list(envs)[0]}]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def pusher(registry):
+    p = RegistryPusher(registry)
+    yield p
+    p.close()
+
+
+def test_reconcile_applies_the_image_pinned_by_digest_and_records_it(
+    cluster, namespace, make_repo, registry, pusher, unique_repo, tmp_path
+):
+    commit = sha("api-digest")
+    pushed = pusher.push_image(unique_repo, commit, annotation="one")
+    image = f"{registry.host}/{unique_repo}"
+    cluster.deployment(namespace, "api")
+    repo = make_repo()
+    repo.commit({"deployctl.yaml": config(image, {"staging": namespace}),
+                 "environments/staging/api.deploy": f"{commit}\n"})
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    result = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url,
+                           progress=False, timeout=60)
+    assert result.exit_code == 0, result.outcomes
+    d = cluster.read_deployment(namespace, "api")
+    assert d.spec.template.spec.containers[0].image == f"{image}:{commit}@{pushed.digest}"
+    assert d.metadata.annotations["deployctl.dev/digest"] == pushed.digest
+    store = audit.open_store(url)
+    try:
+        (record,) = store.query(app="api")
+        assert record.digest == pushed.digest and record.result == "succeeded"
+    finally:
+        store.close()
+    again = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=None,
+                          progress=False)
+    assert {o.result for o in again.outcomes} == {"in-sync"}
+    assert again.writes() == 0
+
+
+def test_missing_image_is_refused_naming_the_deploy_file_and_nothing_is_applied(
+    cluster, namespace, make_repo, registry, unique_repo
+):
+    commit = sha("never-built")
+    cluster.deployment(namespace, "api")
+    repo = make_repo()
+    repo.commit({"deployctl.yaml": config(f"{registry.host}/{unique_repo}", {"staging": namespace}),
+                 "environments/staging/api.deploy": f"{commit}\n"})
+    result = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=None,
+                           progress=False)
+    (outcome,) = result.outcomes
+    assert outcome.result == "refused"
+    assert outcome.message.startswith("environments/staging/api.deploy:1: no image")
+    assert "did its build finish?" in outcome.message
+    assert result.exit_code == 2 and result.writes() == 0
+
+
+def test_registry_down_refuses_instead_of_applying_an_unverified_tag(
+    cluster, namespace, make_repo, unused_registry_host
+):
+    cluster.deployment(namespace, "api")
+    repo = make_repo()
+    repo.commit({"deployctl.yaml": config(f"{unused_registry_host}/shop/api", {"staging": namespace}),
+                 "environments/staging/api.deploy": f"{sha('x')}\n"})
+    result = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=None,
+                           progress=False)
+    (outcome,) = result.outcomes
+    assert outcome.result == "refused" and result.writes() == 0
+
+
+def test_a_tag_repushed_after_staging_is_refused_in_production_unless_allowed(
+    cluster, make_repo, registry, pusher, unique_repo, tmp_path
+):
+    staging, production = "dg-staging", "dg-production"
+    for ns in (staging, production):
+        try:
+            cluster.create_namespace(ns)
+        except Exception:
+            pass
+        cluster.deployment(ns, "api")
+    commit = sha("retagged")
+    image = f"{registry.host}/{unique_repo}"
+    tested = pusher.push_image(unique_repo, commit, annotation="tested")
+    repo = make_repo()
+    repo.commit({"deployctl.yaml": config(image, {"staging": staging, "production": production}, requires=True),
+                 "environments/staging/api.deploy": f"{commit}\n"})
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    first = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url,
+                          progress=False, timeout=60)
+    assert first.exit_code == 0, first.outcomes
+
+    repushed = pusher.push_image(unique_repo, commit, annotation="rebuilt")  # same tag, other bytes
+    assert repushed.digest != tested.digest
+    repo.commit({"environments/production/api.deploy": f"{commit}\n* promoted from staging\n"})
+    refused = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url,
+                            progress=False, envs=("production",))
+    (outcome,) = refused.outcomes
+    assert outcome.result == "refused"
+    assert "the artifact changed after it was tested" in outcome.message
+    assert refused.writes() == 0
+
+    allowed = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url,
+                            progress=False, envs=("production",), allow_retagged=True, timeout=60)
+    assert allowed.exit_code == 0, allowed.outcomes
+    d = cluster.read_deployment(production, "api")
+    assert d.spec.template.spec.containers[0].image.endswith(repushed.digest)
