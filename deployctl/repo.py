@@ -135,9 +135,17 @@ def read_desired_state(repo: str | Path, *, ref: str = "HEAD", worktree: bool = 
     return state
 
 
+def _printable(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (surrogate escapes from pygit2 or the OS)
+    become \\xNN, so no message carries a lone surrogate to the terminal."""
+    if name.isascii():
+        return name
+    return name.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
+
+
 def _name(obj: Any) -> str:
     try:
-        return str(obj.name)
+        return _printable(str(obj.name))
     except UnicodeDecodeError:
         return bytes(obj.raw_name).decode("utf-8", errors="backslashreplace")
 
@@ -172,6 +180,8 @@ def _read_tree(repository: pygit2.Repository, tree: pygit2.Tree) -> tuple[RepoEn
             try:
                 name = obj.name
             except UnicodeDecodeError:
+                name = _name(obj)
+            if not name.isascii():
                 name = _name(obj)
             mode = obj.filemode
             if mode != file_mode or not name.endswith(DEPLOY_SUFFIX):
@@ -221,14 +231,14 @@ def _read_worktree(root: Path) -> tuple[RepoEntry | None, list[RepoEntry]]:
     with os.scandir(env_root) as envs:
         env_dirs = sorted(envs, key=lambda e: e.name)
     for env_dir in env_dirs:
-        env_path = f"{ENVIRONMENTS_DIR}/{env_dir.name}"
+        env_path = f"{ENVIRONMENTS_DIR}/{_printable(env_dir.name)}"
         env_kind, _ = _lstat_kind(Path(env_dir.path))
         entries.append(RepoEntry(env_path, env_kind))
         if env_kind != DIR:
             continue
         with os.scandir(env_dir.path) as files:
             for f in sorted(files, key=lambda e: e.name):
-                path = f"{env_path}/{f.name}"
+                path = f"{env_path}/{_printable(f.name)}"
                 kind, size = _lstat_kind(Path(f.path))
                 if kind == FILE and f.name.endswith(DEPLOY_SUFFIX):
                     data = (

@@ -119,6 +119,34 @@ def test_worktree_rejects_symlinks_nested_folders_and_submodules(deploy_repo: Gi
     ]
 
 
+def test_worktree_file_name_that_is_not_utf8_is_reported_escaped(deploy_repo: GitRepo) -> None:
+    staging = os.fsencode(deploy_repo.path / "environments/staging")
+    with open(staging + b"/w\xffb.deploy", "wb") as f:
+        f.write(SHA_A.encode())
+    errors = [str(p) for p in read_desired_state(deploy_repo.path, worktree=True).errors]
+    assert len(errors) == 1 and errors[0].startswith(
+        "environments/staging/w\\xffb.deploy: app name 'w\\\\xffb'"
+    )
+    errors[0].encode("utf-8")  # printable: no lone surrogates reach the terminal
+
+
+def test_tree_entry_name_that_is_not_utf8_is_reported_escaped(make_repo: MakeRepo) -> None:
+    repo = make_repo()
+    repo.commit({"deployctl.yaml": CONFIG})
+    r = repo.repo
+    blob = r.create_blob(SHA_A.encode())
+    # pygit2's TreeBuilder only takes str names, so write the raw tree object
+    staging = r.odb.write(pygit2.enums.ObjectType.TREE, b"100644 w\xffb.deploy\x00" + blob.raw)
+    envs = r.odb.write(pygit2.enums.ObjectType.TREE, b"40000 staging\x00" + staging.raw)
+    root = r.TreeBuilder(r[repo.head].peel(pygit2.Commit).tree)
+    root.insert("environments", envs, pygit2.GIT_FILEMODE_TREE)
+    who = pygit2.Signature("a", "a@example.com", 0, 0)
+    r.create_commit("refs/heads/main", who, who, "raw\n", root.write(), [pygit2.Oid(hex=repo.head)])
+    errors = [str(p) for p in read_desired_state(repo.path).errors]
+    assert len(errors) == 1 and errors[0].startswith("environments/staging/w\\xffb.deploy: app name")
+    errors[0].encode("utf-8")
+
+
 def test_worktree_of_a_bare_repo_is_a_clear_error(make_repo: MakeRepo) -> None:
     repo = make_repo("deploy.git", bare=True)
     repo.commit({"deployctl.yaml": CONFIG})
