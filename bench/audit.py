@@ -124,7 +124,9 @@ def main_() -> None:
     configure_logging("error")
     logging.disable(logging.WARNING)
 
-    with tempfile.TemporaryDirectory(prefix="deployctl-bench-", dir=Path.cwd()) as tmp:
+    out = Path(__file__).resolve().parent / "out"  # on the project's disk: /tmp may be a RAM disk
+    out.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="audit-", dir=out) as tmp:
         store = open_store(f"sqlite://{tmp}/appends.db")
         rate = bench_appends(store, args.appends)
         store.close()
