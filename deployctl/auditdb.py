@@ -604,7 +604,9 @@ class SqliteStore(SqlStore):
 
     def _enc_time(self, value: datetime | None) -> str | None:
         # Fixed width (always microseconds, always Z) so that text order is time order.
-        return None if value is None else utc(value).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+        if value is None:
+            return None
+        return utc(value).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
     def _dec_time(self, value: Any) -> datetime | None:
         return None if value is None else datetime.fromisoformat(value)
