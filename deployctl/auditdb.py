@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -188,9 +189,14 @@ def _sha_prefix(sha: str) -> str:
 
 
 class SqlStore:
-    """The store logic shared by both backends; subclasses supply the connection and dialect."""
+    """The store logic shared by both backends; subclasses supply the connection and dialect.
+
+    One store object may be shared by threads (a reconcile applies apps concurrently): its one
+    connection is used under a lock, so transactions from different threads never interleave.
+    """
 
     url: str
+    _lock: threading.RLock
     placeholder = "?"
     prefix_match = "GLOB"
     prefix_wildcard = "*"
@@ -209,7 +215,8 @@ class SqlStore:
 
     def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
-            return list(self._read().execute(self._sql(sql), params).fetchall())
+            with self._lock:
+                return list(self._read().execute(self._sql(sql), params).fetchall())
         except self._db_errors() as exc:
             raise AuditError(f"audit: read from {self.url} failed: {exc}") from exc
 
@@ -551,6 +558,7 @@ class SqliteStore(SqlStore):
     def __init__(self, path: Path) -> None:
         self.path = path
         self.url = f"sqlite://{path.resolve()}"
+        self._lock = threading.RLock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(
@@ -582,6 +590,11 @@ class SqliteStore(SqlStore):
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock, self._transaction() as cur:
+            yield cur
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
         cur = self._conn.cursor()
         try:
             cur.execute("BEGIN IMMEDIATE")
@@ -633,6 +646,7 @@ class PostgresStore(SqlStore):
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise AuditError("audit: PostgreSQL needs psycopg; install deployctl[postgres]") from exc
         self.url = _redact(url)
+        self._lock = threading.RLock()
         self._psycopg = psycopg
         try:
             self._conn = (connect or psycopg.connect)(url, autocommit=True)
@@ -659,7 +673,7 @@ class PostgresStore(SqlStore):
     @contextmanager
     def _write(self) -> Iterator[Any]:
         try:
-            with self._conn.transaction(), self._conn.cursor() as cur:
+            with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
                 yield cur
         except self._psycopg.Error as exc:
             raise AuditError(f"audit: write to {self.url} failed: {exc}") from exc

@@ -82,3 +82,31 @@ def test_processes_opening_a_new_store_at_once_migrate_it_once(
         assert len(store.query()) == PROCESSES
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_threads_sharing_one_store_never_interleave_transactions(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = f"sqlite://{tmp_path}/audit.db" if backend == "sqlite" else request.getfixturevalue("postgres_db")
+    store = open_store(url)
+
+    def worker(n: int) -> list[int]:
+        ids = []
+        for i in range(100):
+            attempt_id = store.start(make_attempt(app=f"app{n}", started_at=T0 + timedelta(seconds=i)))
+            store.finish(attempt_id, result="succeeded")
+            store.query(app=f"app{n}", limit=1)
+            ids.append(attempt_id)
+        return ids
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            given = [i for ids in pool.map(worker, range(8)) for i in ids]
+        records = store.query()
+        assert sorted(r.id for r in records) == sorted(given) and len(set(given)) == 800
+        assert {r.result for r in records} == {"succeeded"}
+    finally:
+        store.close()
