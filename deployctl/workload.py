@@ -7,7 +7,7 @@ complete, still progressing, or failed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -130,7 +130,7 @@ def rollout_status(w: Workload) -> RolloutStatus:
     return RolloutStatus(Health.HEALTHY, f"{w.ready_replicas}/{w.replicas} replicas ready")
 
 
-def combined_status(workloads: tuple[Workload, ...] | list[Workload]) -> RolloutStatus:
+def combined_status(workloads: Sequence[Workload]) -> RolloutStatus:
     """The health of an app made of several workloads: failed beats progressing beats healthy."""
     statuses = [(w, rollout_status(w)) for w in workloads]
     for wanted in (Health.FAILED, Health.PROGRESSING):

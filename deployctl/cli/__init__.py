@@ -8,7 +8,6 @@ to messages and exit codes here, in one place (:class:`DeployctlGroup`).
 from __future__ import annotations
 
 import importlib
-import sys
 from typing import Any
 
 import click
@@ -41,7 +40,7 @@ class CliError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click reads it per instance
 
 
 class DeployctlGroup(click.Group):
@@ -108,4 +107,4 @@ def run() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run())
+    run()
