@@ -1,0 +1,126 @@
+"""`deployctl watch`: run the controller (mirror, reconcile loop, webhooks, metrics, leader election)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from deployctl.errors import InvalidInputError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(text: str, *, option: str) -> float:
+    """``30s``, ``500ms``, ``2m``, ``1.5`` (seconds) -> seconds."""
+    m = _DURATION.match(text)
+    if not m or float(m.group(1)) <= 0:
+        raise InvalidInputError(f"{option} {text!r}: give a positive duration like 30s, 500ms, 2m or 1.5")
+    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise InvalidInputError(f"--listen {text!r}: give HOST:PORT, e.g. 0.0.0.0:8080 or 127.0.0.1:9000")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - ":8080" means every interface
+
+
+@click.command()
+@click.option("--repo", required=True, metavar="URL|PATH",
+              help="The deploy repo: a path, file://, https:// (token in $DEPLOYCTL_GIT_TOKEN) or ssh "
+              "(key in $DEPLOYCTL_GIT_SSH_KEY).")
+@click.option("--branch", default="main", show_default=True, help="The branch to keep the cluster on.")
+@click.option("--interval", default="30s", show_default=True,
+              help="Fetch and reconcile this often even without a webhook (finds and corrects drift).")
+@click.option("--listen", default="0.0.0.0:8080", show_default=True, help="HOST:PORT of the HTTP endpoint.")
+@click.option("--audit", "audit_url", default=None, envvar="DEPLOYCTL_AUDIT",
+              help="Audit store URL (sqlite:///path or postgresql://...) [default: the local SQLite file].")
+@click.option("--no-audit", is_flag=True, help="Do not record attempts in the audit history.")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG",
+              help="Kubeconfig file [default: in-cluster, else $KUBECONFIG or ~/.kube/config].")
+@click.option("--context", default=None, help="Use this kubeconfig context for every environment.")
+@click.option("--allow-namespace", "allowed_namespaces", multiple=True, metavar="NS",
+              envvar="DEPLOYCTL_ALLOW_NAMESPACES",
+              help="Refuse environments whose namespace is not one of these (repeatable; space- or "
+              "comma-separated in $DEPLOYCTL_ALLOW_NAMESPACES).")
+@click.option("--mirror-dir", type=click.Path(file_okay=False), envvar="DEPLOYCTL_MIRROR_DIR",
+              help="Where to keep the local mirror [default: ~/.cache/deployctl/mirrors/<hash>].")
+@click.option("--timeout", default="300s", show_default=True, help="How long one reconcile waits for rollouts.")
+@click.option("--concurrency", default=16, show_default=True, help="Applies in flight at once.")
+@click.option("--webhook-secret-file", type=click.Path(dir_okay=False),
+              help="File holding the webhook secret [default: $DEPLOYCTL_WEBHOOK_SECRET_FILE, else "
+              "$DEPLOYCTL_WEBHOOK_SECRET]. Without a secret every hook is refused with 401.")
+@click.option("--lease-name", default="deployctl", show_default=True, help="Name of the leader Lease.")
+@click.option("--lease-namespace", default=None,
+              help="Namespace of the leader Lease [default: $POD_NAMESPACE, the pod's own, else default].")
+@click.option("--identity", default=None, help="This replica's name in the Lease [default: <hostname>-<pid>].")
+@click.option("--lease-duration", default="15s", show_default=True,
+              help="How long a leader that stopped renewing keeps the Lease.")
+@click.option("--renew-deadline", default="10s", show_default=True,
+              help="A leader that could not renew for this long stops acting.")
+@click.option("--retry-period", default="2s", show_default=True, help="How often to try to acquire or renew.")
+@click.option("--no-leader-election", is_flag=True, help="Act without a Lease (one replica only).")
+def watch(repo: str, branch: str, interval: str, listen: str, audit_url: str | None, no_audit: bool,
+          kubeconfig: str | None, context: str | None, allowed_namespaces: tuple[str, ...],
+          mirror_dir: str | None, timeout: str, concurrency: int, webhook_secret_file: str | None,
+          lease_name: str, lease_namespace: str | None, identity: str | None, lease_duration: str,
+          renew_deadline: str, retry_period: str, no_leader_election: bool) -> None:
+    """Keep the cluster on a branch of the deploy repo: reconcile every new commit, correct drift.
+
+    Fetches the branch into a local mirror and reconciles its head on every push webhook
+    (POST /hooks/github, /hooks/gitlab, /hooks/generic) and every --interval. Serves
+    GET /healthz, /readyz and /metrics. With several replicas, only the holder of the
+    leader Lease acts. SIGTERM stops acting at once, closes open audit records as
+    interrupted, releases the Lease and exits 0.
+
+    \b
+    Example:
+      DEPLOYCTL_WEBHOOK_SECRET=... deployctl watch --repo https://github.com/acme/deploy.git \\
+          --interval 30s --listen 0.0.0.0:8080 --allow-namespace shop-staging
+    """
+    from deployctl.controller import (
+        ControllerSettings,
+        WatchOptions,
+        identity_default,
+        in_cluster_namespace,
+        serve,
+        split_namespaces,
+    )
+    from deployctl.lease import LeaseConfig
+    from deployctl.mirror import default_mirror_dir
+    from deployctl.webhook import load_secret
+
+    host, port = parse_listen(listen)
+    lease = None
+    if not no_leader_election:
+        lease = LeaseConfig(
+            name=lease_name,
+            namespace=lease_namespace or in_cluster_namespace(),
+            identity=identity or identity_default(),
+            lease_duration=parse_duration(lease_duration, option="--lease-duration"),
+            renew_deadline=parse_duration(renew_deadline, option="--renew-deadline"),
+            retry_period=parse_duration(retry_period, option="--retry-period"),
+        )
+    options = WatchOptions(
+        repo=repo,
+        mirror_dir=Path(mirror_dir) if mirror_dir else default_mirror_dir(repo),
+        settings=ControllerSettings(
+            branch=branch,
+            interval=parse_duration(interval, option="--interval"),
+            timeout=parse_duration(timeout, option="--timeout"),
+            concurrency=concurrency,
+            allowed_namespaces=split_namespaces(allowed_namespaces),
+        ),
+        listen_host=host,
+        listen_port=port,
+        audit_url="-" if no_audit else (audit_url or ""),
+        kubeconfig=kubeconfig.split(":")[0] if kubeconfig else None,
+        context=context,
+        lease=lease,
+        webhook_secret=load_secret(file=webhook_secret_file),
+    )
+    sys.exit(serve(options))
