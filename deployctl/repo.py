@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import stat
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -388,3 +390,160 @@ def read_file_at(repo: str | Path, path: str, *, ref: str = "HEAD") -> bytes | N
     if _MODE_KIND.get(obj.filemode) != FILE:
         return None
     return bytes(obj.data)
+
+
+# --- the review workflow: file history, commit ranges, approvals, promote writes -----------------
+
+
+def file_versions(repo: str | Path, paths: Iterable[str], *, ref: str = "HEAD") -> dict[str, list[bytes]]:
+    """Every distinct content each of ``paths`` had in the commits reachable from ``ref``, newest first."""
+    repository = open_repository(repo)
+    start = resolve_commit(repository, ref)
+    wanted = list(dict.fromkeys(paths))
+    seen: dict[str, dict[str, None]] = {p: {} for p in wanted}
+    walker = repository.walk(start.id, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.TIME)
+    for commit in walker:
+        tree = commit.tree
+        for path in wanted:
+            entry = _entry_id(tree, path)
+            if entry is not None and _MODE_KIND.get(entry[1]) == FILE:
+                seen[path].setdefault(entry[0], None)
+    return {p: [bytes(repository[oid].read_raw()) for oid in seen[p]] for p in wanted}
+
+
+def source_repo_path(root: Path, source: str) -> Path | None:
+    """The local path of an app's ``source`` repo (relative to the deploy repo); None if remote or absent."""
+    return _local_source(root, source)
+
+
+def commit_range(
+    source: str | Path, old: str, new: str, *, limit: int = 50
+) -> tuple[list[CommitInfo], bool, bool] | None:
+    """Commits in ``new`` but not in ``old`` (newest first, at most ``limit``), whether ``new`` descends
+    from ``old``, and whether the list was cut. None when either SHA is not a commit in ``source``."""
+    try:
+        repository = open_repository(source)
+        new_c = resolve_commit(repository, new)
+        old_c = resolve_commit(repository, old)
+    except RepoError:
+        return None
+    descendant = new_c.id == old_c.id or bool(repository.descendant_of(new_c.id, old_c.id))
+    walker = repository.walk(new_c.id, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.TIME)
+    walker.hide(old_c.id)
+    out: list[CommitInfo] = []
+    for commit in walker:
+        if len(out) == limit:
+            return out, descendant, True
+        out.append(_commit_info(commit))
+    return out, descendant, False
+
+
+def introducing_commits(repo: str | Path, path: str, *, ref: str = "HEAD") -> list[CommitInfo]:
+    """The commits that brought ``path``'s content at ``ref`` in: the one that last changed it, the merge
+    on ``ref``'s first-parent line that brought that commit in (if any), and ``ref``'s own commit."""
+    repository = open_repository(repo)
+    head = resolve_commit(repository, ref)
+    changed = last_change(repo, path, ref=ref)
+    out: dict[str, CommitInfo] = {}
+    if changed is not None:
+        out[changed.sha] = changed
+        target = pygit2.Oid(hex=changed.sha)
+        commit: pygit2.Commit | None = head
+        while commit is not None and commit.id != target:
+            parents = commit.parents
+            if len(parents) >= 2 and not _reaches(repository, parents[0].id, target) and any(
+                p.id == target or _reaches(repository, p.id, target) for p in parents[1:]
+            ):
+                out[str(commit.id)] = _commit_info(commit)
+                break
+            commit = parents[0] if parents else None
+    out.setdefault(str(head.id), _commit_info(head))
+    return list(out.values())
+
+
+def _reaches(repository: pygit2.Repository, start: pygit2.Oid, target: pygit2.Oid) -> bool:
+    return start == target or bool(repository.descendant_of(start, target))
+
+
+def commit_signature(repo: str | Path, sha: str) -> tuple[bytes, bytes] | None:
+    """A signed commit's (signature, signed payload), or None when it is not signed."""
+    commit = resolve_commit(open_repository(repo), sha)
+    signature, payload = commit.gpg_signature
+    if signature is None or payload is None:
+        return None
+    return bytes(signature), bytes(payload)
+
+
+def identity(repo: str | Path) -> tuple[str, str]:
+    """Who is acting: git's user.name/user.email, else $USER at this host."""
+    return _identity(open_repository(repo))
+
+
+def _identity(repository: pygit2.Repository) -> tuple[str, str]:
+    try:
+        sig = repository.default_signature
+        return str(sig.name), str(sig.email)
+    except (KeyError, pygit2.GitError):
+        user = os.environ.get("USER") or "deployctl"
+        return user, f"{user}@{socket.gethostname()}"
+
+
+def write_worktree_files(repo: str | Path, files: Mapping[str, bytes]) -> None:
+    """Write ``{repo-relative path: bytes}`` into the work tree (never outside it)."""
+    repository = open_repository(repo)
+    if repository.is_bare or not repository.workdir:
+        raise RepoError(f"{repository.path}: a bare repo has no work tree to write to; clone it first")
+    root = Path(repository.workdir).resolve()
+    for rel, data in files.items():
+        dest = (root / rel).resolve()
+        if root not in dest.parents:
+            raise RepoError(f"{rel}: outside the work tree {root}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+
+
+def commit_files(repo: str | Path, files: Mapping[str, bytes], *, message: str) -> str:
+    """Commit exactly ``files`` on top of HEAD's branch (other staged or unstaged changes stay out) and
+    update the index for them. Returns the new commit SHA."""
+    repository = open_repository(repo)
+    if repository.head_is_unborn or repository.head_is_detached:
+        raise RepoError(
+            f"{repository.workdir or repository.path}: HEAD is not on a branch with commits; "
+            "check out a branch"
+        )
+    head = repository.head.peel(pygit2.Commit)
+    tree_id = _tree_with(repository, head.tree, files)
+    name, email = _identity(repository)
+    sig = pygit2.Signature(name, email)
+    oid = repository.create_commit(repository.head.name, sig, sig, message, tree_id, [head.id])
+    if not repository.is_bare:
+        index = repository.index
+        index.read()
+        for rel, data in files.items():
+            index.add(pygit2.IndexEntry(rel, repository.create_blob(data), pygit2.enums.FileMode.BLOB))
+        index.write()
+    log.info("repo.committed", sha=str(oid), files=sorted(files))
+    return str(oid)
+
+
+def _tree_with(
+    repository: pygit2.Repository, base: pygit2.Tree | None, files: Mapping[str, bytes]
+) -> pygit2.Oid:
+    builder = repository.TreeBuilder(base) if base is not None else repository.TreeBuilder()
+    here: dict[str, bytes] = {}
+    below: dict[str, dict[str, bytes]] = {}
+    for rel, data in files.items():
+        first, _, rest = rel.partition("/")
+        if rest:
+            below.setdefault(first, {})[rest] = data
+        else:
+            here[first] = data
+    for name, data in here.items():
+        builder.insert(name, repository.create_blob(data), pygit2.GIT_FILEMODE_BLOB)
+    for name, sub in below.items():
+        existing = builder.get(name)
+        sub_base = None
+        if existing is not None and existing.filemode == pygit2.GIT_FILEMODE_TREE:
+            sub_base = repository[existing.id].peel(pygit2.Tree)
+        builder.insert(name, _tree_with(repository, sub_base, sub), pygit2.GIT_FILEMODE_TREE)
+    return builder.write()
