@@ -1,0 +1,128 @@
+"""Every reconcile outcome lands in the audit history: real reconciles, real SQLite, real git."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from deployctl import audit
+from deployctl.cli.reconcile import run_reconcile
+
+pytestmark = pytest.mark.integration
+
+IMAGE = "registry.example.com/shop"
+
+
+def sha(word: str) -> str:
+    return hashlib.sha1(word.encode()).hexdigest()
+
+
+def config(ns: str) -> str:
+    return (
+        "version: 1\napps:\n"
+        f"  api:\n    image: {IMAGE}/api\n    pin: tag\n"
+        f"  web:\n    image: {IMAGE}/web\n    pin: tag\n    depends_on: [api]\n"
+        f"  worker:\n    image: {IMAGE}/worker\n    pin: tag\n"
+        f"environments:\n  staging:\n    namespace: {ns}\n"
+    )
+
+
+def files(ns: str, word: str) -> dict[str, str]:
+    out = {"deployctl.yaml": config(ns)}
+    for app in ("api", "web", "worker"):
+        out[f"environments/staging/{app}.deploy"] = f"{sha(app + word)}\n* {app} {word}\n"
+    return out
+
+
+def records(url: str, **filters: object) -> list[audit.AuditRecord]:
+    store = audit.open_store(url)
+    try:
+        return store.query(**filters)  # type: ignore[arg-type]
+    finally:
+        store.close()
+
+
+def test_succeeded_failed_blocked_and_drift_outcomes_are_recorded_with_provenance(
+    cluster, namespace, make_repo, tmp_path
+):
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    cluster.deployment(namespace, "api", never_ready=True, progress_deadline=2)
+    cluster.deployment(namespace, "web")
+    cluster.deployment(namespace, "worker")
+    repo = make_repo()
+    deploy_commit = repo.commit(files(namespace, "one"), message="Deploy shop one",
+                                author=("Sam Engineer", "sam@example.com"),
+                                trailers=["Reviewed-by: Rae Reviewer <rae@example.com>"])
+    result = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url,
+                           trigger="ci", progress=False, timeout=60)
+    assert result.exit_code == 1
+    by_app = {r.attempt.app: r for r in records(url)}
+    assert by_app["api"].result == "failed" and "ProgressDeadlineExceeded" in (by_app["api"].error or "")
+    assert by_app["web"].result == "blocked" and "dependency api failed" in (by_app["web"].error or "")
+    worker = by_app["worker"]
+    assert worker.result == "succeeded" and worker.error is None
+    a = worker.attempt
+    assert (a.env, a.namespace, a.new_sha, a.previous_sha) == ("staging", namespace, sha("workerone"), None)
+    assert a.image == f"{IMAGE}/worker:{sha('workerone')}"
+    assert a.deploy_commit == deploy_commit and a.file_commit == deploy_commit
+    assert a.deploy_file == "environments/staging/worker.deploy"
+    assert a.file_author == "Sam Engineer <sam@example.com>"
+    assert a.file_commit_summary == "Deploy shop one"
+    assert a.reviewers == ("Rae Reviewer <rae@example.com>",)
+    assert a.trigger == "ci" and a.workloads == ("deployment/worker",)
+    assert worker.duration_seconds is not None and worker.duration_seconds >= 0
+
+    with cluster.api() as api:
+        client.AppsV1Api(api).patch_namespaced_deployment(
+            "worker", namespace,
+            {"spec": {"template": {"spec": {"containers": [{"name": "worker", "image": f"{IMAGE}/worker:hot"}]}}}},
+        )
+    run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url,
+                  trigger="watch", progress=False, apps=("worker",), timeout=60)
+    newest = records(url, app="worker")[0]
+    assert newest.result == "drift-corrected"
+    assert newest.attempt.trigger == "drift"
+    assert newest.attempt.previous_sha == sha("workerone")
+
+
+def test_a_reconcile_killed_mid_apply_leaves_a_started_record_that_the_next_run_closes_as_interrupted(
+    cluster, namespace, make_repo, tmp_path
+):
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    cluster.deployment(namespace, "api", never_ready=True)  # the rollout never finishes: we kill it waiting
+    cluster.deployment(namespace, "web")
+    cluster.deployment(namespace, "worker")
+    repo = make_repo()
+    repo.commit(files(namespace, "one"))
+    exe = Path(sys.executable).with_name("deployctl")
+    proc = subprocess.Popen(
+        [str(exe), "reconcile", "--repo", str(repo.path), "--kubeconfig", cluster.kubeconfig, "--audit", url,
+         "--app", "api", "--timeout", "120"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "CI": ""},
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if any(r.result == "started" for r in records(url)) if (tmp_path / "audit.db").exists() else False:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    (left,) = records(url)
+    assert left.result == "started" and left.attempt.app == "api"
+
+    second = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url,
+                           progress=False, apps=("worker",), timeout=60)
+    assert second.exit_code == 0
+    everything = records(url)
+    assert [r.attempt.app for r in everything].count("api") == 1  # closed, not duplicated
+    api = next(r for r in everything if r.attempt.app == "api")
+    assert api.result == "interrupted"
+    assert {r.attempt.app: r.result for r in everything} == {"api": "interrupted", "worker": "succeeded"}
