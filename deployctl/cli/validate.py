@@ -35,8 +35,14 @@ def render_text(state: DesiredState) -> list[str]:
 @click.option(
     "--worktree", is_flag=True, help="Read the files on disk instead of a commit (before committing)."
 )
+@click.option(
+    "--gates/--no-gates",
+    default=True,
+    show_default=True,
+    help="Check promotion gates (requires:) against the required environments' deploy-file history.",
+)
 @output_option("text", "json")
-def validate(repo: str, ref: str | None, worktree: bool, output: str) -> None:
+def validate(repo: str, ref: str | None, worktree: bool, gates: bool, output: str) -> None:
     """Check deployctl.yaml and every environments/<env>/<app>.deploy file.
 
     Reports every problem at once as path:line: message, exits 1 if there is any error and
@@ -46,10 +52,21 @@ def validate(repo: str, ref: str | None, worktree: bool, output: str) -> None:
     Example:
       deployctl validate --repo . --ref origin/main
       deployctl validate --worktree -o json
+      deployctl validate --check-images --strict
     """
     if ref is not None and worktree:
         raise click.UsageError("give either --ref or --worktree, not both")
     state = read_desired_state(repo, ref=ref or "HEAD", worktree=worktree)
+    if check_images:
+        from deployctl.artifacts import check_images as check
+        from deployctl.registry import RegistryClient
+
+        with RegistryClient() as client:
+            state = check(state, client, strict=strict)
+    if gates:
+        from deployctl.policy import with_gate_problems
+
+        state = with_gate_problems(repo, state)
     if output == "json":
         echo_json(state.as_dict())
     else:
