@@ -8,11 +8,11 @@ Decisions are pure (:func:`pin_decisions`) over resolutions made by the registry
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from deployctl.config import Config
 from deployctl.registry import RegistryClient, Resolution, check_retagged
-from deployctl.state import Problem, Target
+from deployctl.state import DesiredState, Problem, Target
 
 TestedDigest = Callable[[str, str, str], str | None]
 """(env, app, sha) -> the digest that ran successfully there, if known."""
@@ -120,3 +120,15 @@ def known_pins(
             if image and image.startswith(t.image + "@sha256:"):
                 known[t.key] = image
     return known
+
+
+def check_images(state: DesiredState, client: RegistryClient, *, strict: bool = False,
+                 only: Iterable[tuple[str, str]] | None = None) -> DesiredState:
+    """``state`` with a problem for every target whose image is missing (error) or could not be
+    checked (warning; error with ``strict``). ``only`` limits the check to some (env, app) keys."""
+    keys = set(only) if only is not None else None
+    targets = [t for t in state.targets if keys is None or t.key in keys]
+    refs = sorted({t.image for t in targets})
+    resolutions = client.resolve_many(refs) if refs else {}
+    extra = image_problems(targets, resolutions, strict=strict)
+    return replace(state, problems=(*state.problems, *extra))

@@ -41,8 +41,12 @@ def render_text(state: DesiredState) -> list[str]:
     show_default=True,
     help="Check promotion gates (requires:) against the required environments' deploy-file history.",
 )
+@click.option("--check-images", is_flag=True,
+              help="Also check that every target's image exists in its registry (one request per image).")
+@click.option("--strict", is_flag=True, help="With --check-images: an unreachable registry is an error, not a warning.")
 @output_option("text", "json")
-def validate(repo: str, ref: str | None, worktree: bool, gates: bool, output: str) -> None:
+def validate(repo: str, ref: str | None, worktree: bool, gates: bool, check_images: bool, strict: bool,
+             output: str) -> None:
     """Check deployctl.yaml and every environments/<env>/<app>.deploy file.
 
     Reports every problem at once as path:line: message, exits 1 if there is any error and

@@ -128,3 +128,37 @@ def test_a_tag_repushed_after_staging_is_refused_in_production_unless_allowed(
     assert allowed.exit_code == 0, allowed.outcomes
     d = cluster.read_deployment(production, "api")
     assert d.spec.template.spec.containers[0].image.endswith(repushed.digest)
+
+
+def test_validate_check_images_names_the_deploy_file_of_a_missing_image(make_repo, registry, pusher, unique_repo,
+                                                                         unused_registry_host):
+    from click.testing import CliRunner
+
+    from deployctl.cli import main
+
+    built, missing = sha("built"), sha("missing")
+    pusher.push_image(unique_repo, built)
+    repo = make_repo()
+    repo.commit({
+        "deployctl.yaml": (
+            "version: 1\napps:\n"
+            f"  api:\n    image: {registry.host}/{unique_repo}\n"
+            f"  web:\n    image: {registry.host}/{unique_repo}\n"
+            f"  worker:\n    image: {unused_registry_host}/shop/worker\n"
+            "environments:\n  staging:\n    namespace: shop\n"
+        ),
+        "environments/staging/api.deploy": f"{built}\n",
+        "environments/staging/web.deploy": f"{missing}\n",
+        "environments/staging/worker.deploy": f"{built}\n",
+    })
+    runner = CliRunner()
+    result = runner.invoke(main, ["validate", "--repo", str(repo.path), "--check-images"])
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"environments/staging/web.deploy:1: no image {registry.host}/{unique_repo}:")
+    assert "did its build finish?" in lines[0]
+    assert any(line.startswith("environments/staging/worker.deploy:1:") and line.endswith("(warning)")
+               for line in lines)
+    strict = runner.invoke(main, ["validate", "--repo", str(repo.path), "--check-images", "--strict"])
+    assert strict.exit_code == 1
+    assert not any(line.endswith("(warning)") for line in strict.stdout.splitlines()[:-1])
