@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -265,3 +265,30 @@ class OverrideNotes:
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.sink, name)
+
+
+def for_reconcile(
+    desired: DesiredState,
+    *,
+    repo: str | Path,
+    store: AuditStore | None,
+    sink: AuditSink | None,
+    override_freeze: bool = False,
+    reason: str | None = None,
+    extra: Mapping[tuple[str, str], str] | None = None,
+    now: datetime | None = None,
+) -> tuple[dict[tuple[str, str], str], AuditSink | None]:
+    """What ``run_reconcile`` needs: the refusals (plus ``extra``), and the audit sink, which notes
+    freeze overrides in the records of the attempts they let through."""
+    from deployctl.audit import current_actor
+
+    when = now or datetime.now(UTC)
+    out = refusals(desired, repo=repo, now=when, store=store, override_freeze=override_freeze)
+    out.update(extra or {})
+    if override_freeze:
+        actor = current_actor()
+        who = actor.user + (f" (CI job {actor.ci_job})" if actor.ci_job else "")
+        notes = freeze_overrides(desired, when, reason=reason or "no reason given", actor=who)
+        if sink is not None and notes:
+            sink = OverrideNotes(sink, notes)
+    return out, sink

@@ -213,10 +213,14 @@ def _default_trigger() -> str:
 @click.option("--allow-retagged", is_flag=True,
               help="Apply even when a tag now points to a different digest than the one tested in the "
               "environments this one requires.")
+@click.option("--override-freeze", is_flag=True,
+              help="Apply even in a freeze window (needs --reason; the override is logged and audited).")
+@click.option("--reason", "override_reason", default=None, metavar="TEXT", help="Why the freeze is overridden.")
 def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,
               context: str | None, allowed_namespaces: tuple[str, ...], output: str, timeout: float,
               no_wait: bool, concurrency: int, audit_url: str | None, no_audit: bool,
-              trigger: str | None, allow_retagged: bool) -> None:
+              trigger: str | None, allow_retagged: bool, override_freeze: bool,
+              override_reason: str | None) -> None:
     """Apply the deploy files at REF to the cluster and wait for the rollouts.
 
     Each app's workloads (Deployments and StatefulSets labelled deployctl.dev/app=<app> in
@@ -228,12 +232,16 @@ def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...],
     \b
     Example (what CI runs on merge):
       deployctl reconcile --repo . --ref origin/main --timeout 600
+      deployctl reconcile --env production --override-freeze --reason "INC-42 hotfix"
     """
+    if override_freeze and not (override_reason or "").strip():
+        raise click.UsageError("--override-freeze needs --reason TEXT (it goes into the audit history)")
     result = run_reconcile(
         repo=repo, ref=ref, envs=envs, apps=apps, kubeconfig=_first_kubeconfig(kubeconfig), context=context,
         allowed_namespaces=_split_allowed(allowed_namespaces), wait=not no_wait, timeout=timeout,
         concurrency=concurrency, audit_url=None if no_audit else (audit_url or ""),
         trigger=trigger or _default_trigger(), progress=output == "text", allow_retagged=allow_retagged,
+        override_freeze=override_freeze, override_reason=override_reason,
     )
     if output == "json":
         echo_json(result.as_dict())
@@ -247,7 +255,8 @@ def run_reconcile(*, repo: str, ref: str, envs: tuple[str, ...] = (), apps: tupl
                   allowed_namespaces: list[str] | None = None, wait: bool = True, timeout: float = 300.0,
                   concurrency: int = 16, audit_url: str | None = "", trigger: str = "manual",
                   progress: bool = True, allow_retagged: bool = False,
-                  refusals: dict[tuple[str, str], str] | None = None) -> rec.ReconcileResult:
+                  refusals: dict[tuple[str, str], str] | None = None, override_freeze: bool = False,
+                  override_reason: str | None = None) -> rec.ReconcileResult:
     """The reconcile command without click: read, reconcile, record. ``audit_url=None`` disables audit;
     ``""`` means the default store."""
     desired = load_desired(repo, ref)
@@ -263,11 +272,17 @@ def run_reconcile(*, repo: str, ref: str, envs: tuple[str, ...] = (), apps: tupl
         store = audit.open_store(audit_url or None)
         recorder = AuditRecorder(store, repo_path=repo, trigger=trigger, sources=_sources(repo, desired))
         recorder.close_interrupted()
+    from deployctl import policy  # promotion gates, approvals and freezes become refusals
+
+    refusals, sink = policy.for_reconcile(
+        desired, repo=repo, store=store if audit_url else None, sink=recorder, override_freeze=override_freeze,
+        reason=override_reason, extra=refusals,
+    )
     printer = ProgressPrinter(sys.stderr, live=sys.stderr.isatty()) if progress else None
     try:
         return rec.reconcile(
             desired, pool, envs=envs, apps=apps, wait=wait, timeout=timeout, concurrency=concurrency,
-            audit=recorder, allowed_namespaces=allowed_namespaces or (), on_progress=printer,
+            audit=sink, allowed_namespaces=allowed_namespaces or (), on_progress=printer,
             pinner=_pinner(desired, store, allow_retagged=allow_retagged), refusals=refusals,
         )
     finally:
