@@ -56,7 +56,7 @@ class ControllerMetrics:
         )
         self.webhook_requests = Counter(
             "deployctl_webhook_requests_total",
-            "Webhook requests by provider and result (accepted, ignored, unauthorized, malformed, too-large).",
+            "Webhook requests by provider and result (accepted, standby, ignored, unauthorized, malformed, too-large).",
             ["provider", "result"], registry=self.registry,
         )
         self.out_of_sync = Gauge(

@@ -5,7 +5,8 @@
 shared secret. Authentication comes first, on the raw body: anything unauthenticated gets 401
 and triggers nothing; only then is the body parsed (malformed -> 400, oversized -> 413). A
 valid push to the watched branch asks the controller for an immediate fetch and reconcile
-and is answered 202 at once; pushes to other branches and other events are answered 202 and
+and is answered 202 at once (a standby replica answers 202 ``standby`` and leaves the commit to
+the leader's next interval); pushes to other branches and other events are answered 202 and
 ignored. ``GET /healthz``, ``GET /readyz`` and ``GET /metrics`` need no authentication.
 
 The checks (:func:`verify_github`, :func:`verify_token`, :func:`verify_bearer`,
@@ -197,6 +198,8 @@ class SyncTarget(Protocol):
 
     def ready(self) -> tuple[bool, str]: ...
 
+    def may_act(self) -> bool: ...
+
 
 def make_app(
     target: SyncTarget,
@@ -231,6 +234,9 @@ def make_app(
                 return reply(provider, "malformed", 400, str(exc))
             if not verdict.sync:
                 return reply(provider, "ignored", 202, verdict.reason)
+            if not target.may_act():
+                return reply(provider, "standby", 202, "this replica is on standby; the leader picks the "
+                             "commit up at its next interval")
             target.request_sync("webhook", sha=verdict.sha)
             return reply(provider, "accepted", 202, f"sync of {branch} requested")
 

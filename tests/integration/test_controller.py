@@ -245,6 +245,8 @@ def test_two_controllers_elect_one_leader_and_the_other_takes_over_when_it_dies(
     assert leader.metric("deployctl_leader") == 1
     assert standby.metric("deployctl_leader") == 0
     assert standby.metric("deployctl_reconciles_total") == 0
+    assert standby.github_push(bare.head) == 202
+    assert standby.metric('deployctl_webhook_requests_total{provider="github",result="standby"}') == 1
     assert image_of(cluster, namespace) == f"{IMAGE}/api:{sha('api-1')}"
 
     leader.proc.send_signal(signal.SIGKILL)  # no chance to release the lease
