@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import structlog
 import urllib3
 from kubernetes import client, config
@@ -100,10 +101,12 @@ class Cluster:
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             resp = fn(*args, _preload_content=False, **kwargs)
-            return json.loads(resp.data) if resp.data else {}
+            return orjson.loads(resp.data) if resp.data else {}
         except ApiException as exc:
             reason = _api_message(exc)
             raise ClusterError(f"{what}: {exc.status} {reason}", status=exc.status) from exc
+        except orjson.JSONDecodeError as exc:
+            raise ClusterError(f"{what}: the API server sent a response that is not JSON ({exc})") from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise ClusterUnreachableError(
                 f"cannot reach the Kubernetes API at {self.server} ({what}): {type(exc).__name__}: {exc}"
@@ -113,14 +116,13 @@ class Cluster:
 
     def list_workloads(self, namespace: str, *, app_selector: str = APP_LABEL) -> list[Workload]:
         """Every labelled Deployment and StatefulSet in ``namespace``: one LIST per kind."""
-        found: list[Workload] = []
-        for kind, fn in (
-            ("Deployment", self.apps.list_namespaced_deployment),
-            ("StatefulSet", self.apps.list_namespaced_stateful_set),
-        ):
-            body = self._call(f"list {_PLURAL[kind]} in {namespace}", fn, namespace, label_selector=app_selector)
-            found.extend(Workload.from_object(item, kind) for item in body.get("items", []))
-        return found
+        return [w for kind in _PLURAL for w in self.list_kind(namespace, kind, app_selector=app_selector)]
+
+    def list_kind(self, namespace: str, kind: str, *, app_selector: str = APP_LABEL) -> list[Workload]:
+        """The labelled workloads of one kind in ``namespace``: one LIST."""
+        fn = self.apps.list_namespaced_deployment if kind == "Deployment" else self.apps.list_namespaced_stateful_set
+        body = self._call(f"list {_PLURAL[kind]} in {namespace}", fn, namespace, label_selector=app_selector)
+        return [Workload.from_object(item, kind) for item in body.get("items", [])]
 
     def get_workload(self, kind: str, namespace: str, name: str) -> Workload:
         fn = self.apps.read_namespaced_deployment if kind == "Deployment" else self.apps.read_namespaced_stateful_set

@@ -9,6 +9,7 @@ next run converges from (each apply is one atomic server-side apply of image + a
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -31,6 +32,7 @@ from deployctl.workload import (
     ANN_DEPLOY_FILE,
     ANN_DIGEST,
     ANN_IMAGE,
+    KINDS,
     Health,
     Workload,
     combined_status,
@@ -169,12 +171,14 @@ class ClusterPool:
         self.kubeconfig = kubeconfig
         self.context_override = context
         self._clusters: dict[str | None, Cluster] = {}
+        self._lock = threading.Lock()
 
     def __call__(self, context: str | None) -> Cluster:
         key = self.context_override or context
-        if key not in self._clusters:
-            self._clusters[key] = Cluster(kubeconfig=self.kubeconfig, context=key)
-        return self._clusters[key]
+        with self._lock:
+            if key not in self._clusters:
+                self._clusters[key] = Cluster(kubeconfig=self.kubeconfig, context=key)
+            return self._clusters[key]
 
     def requests(self) -> dict[str, int]:
         total: dict[str, int] = {}
@@ -205,13 +209,19 @@ def observe(
     live: dict[str, list[Workload]] = {}
     if desired.config is None:
         return live
+    wanted: dict[str, str | None] = {}
     for name in sorted(desired.config.environments):
-        if envs and name not in envs:
-            continue
         env = desired.config.environments[name]
-        if env.namespace in live:
-            continue
-        live[env.namespace] = clusters(env.context).list_workloads(env.namespace)
+        if (not envs or name in envs) and env.namespace not in wanted:
+            wanted[env.namespace] = env.context
+    jobs = [(ns, kind) for ns in wanted for kind in KINDS]
+    if len(jobs) <= 2:
+        results = [clusters(wanted[ns]).list_kind(ns, kind) for ns, kind in jobs]
+    else:  # the server encodes one LIST while we decode another
+        with ThreadPoolExecutor(max_workers=min(8, len(jobs)), thread_name_prefix="deployctl-list") as pool:
+            results = list(pool.map(lambda job: clusters(wanted[job[0]]).list_kind(job[0], job[1]), jobs))
+    for (ns, _), workloads in zip(jobs, results, strict=True):
+        live.setdefault(ns, []).extend(workloads)
     return live
 
 
@@ -367,6 +377,7 @@ class Reconciler:
             order.extend((env, app) for app in dependency_order(env_apps))
         deadline = time.monotonic() + self.timeout
         last_poll = 0.0
+        poll_every = self.poll_interval
         futures: dict[Future[tuple[Workload, ...]], tuple[str, str]] = {}
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="deployctl-apply") as pool:
             while any(r.outcome is None for r in runs.values()):
@@ -404,10 +415,12 @@ class Reconciler:
 
                 waiting = [r for r in runs.values() if r.state == "waiting" and r.outcome is None]
                 now = time.monotonic()
-                if waiting and now - last_poll >= self.poll_interval:
+                if waiting and now - last_poll >= poll_every:
                     last_poll = now
                     try:
                         self._poll(waiting)
+                        # A LIST of thousands of workloads is not free: poll at most half the time.
+                        poll_every = max(self.poll_interval, 2 * (time.monotonic() - now))
                     except ClusterUnreachableError:
                         self._abandon(runs, futures, "the Kubernetes API became unreachable")
                         raise
