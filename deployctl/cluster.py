@@ -182,6 +182,24 @@ class Cluster:
         )
         return Workload.from_object(result, workload.kind)
 
+    def ensure_namespace(self, name: str) -> None:
+        """Create a namespace unless it exists (for the demo and benchmarks, not for reconcile)."""
+        try:
+            self._call(f"create namespace {name}", self.core.create_namespace, {"metadata": {"name": name}})
+        except ClusterError as exc:
+            if exc.status != 409:
+                raise
+
+    def create_deployment(self, body: Mapping[str, Any]) -> None:
+        """Create a Deployment unless it exists (for the demo and benchmarks, not for reconcile)."""
+        meta = body["metadata"]
+        try:
+            self._call(f"create deployment {meta['namespace']}/{meta['name']}",
+                       self.apps.create_namespaced_deployment, meta["namespace"], dict(body))
+        except ClusterError as exc:
+            if exc.status != 409:
+                raise
+
     def writes(self) -> int:
         return sum(n for verb, n in self.requests.items() if verb in ("PATCH", "PUT", "POST", "DELETE"))
 

@@ -84,7 +84,8 @@ def start_registry(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 def push_image(host: str, repository: str, tag: str) -> str:
     """Push a one-layer image built from ``tag`` (as an app's CI would) and return its digest."""
-    conn = http.client.HTTPConnection(*host.split(":"))
+    hostname, port = host.rsplit(":", 1)
+    conn = http.client.HTTPConnection(hostname, int(port))
 
     def blob(data: bytes) -> tuple[str, int]:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -162,12 +163,12 @@ def main() -> None:
             files[path.relative_to(ROOT).as_posix()] = path.read_bytes()
         files = {p: d.replace(EXAMPLE_REGISTRY.encode(), host.encode()) for p, d in files.items()}
         pushed = 0
-        new_web_sha = hashlib.sha1(b"web: one-click reorder").hexdigest()
-        for path, data in files.items():
-            if not path.endswith(".deploy"):
+        new_web_sha = hashlib.sha1(b"web: one-click reorder", usedforsecurity=False).hexdigest()
+        for name, data in files.items():
+            if not name.endswith(".deploy"):
                 continue
-            app = Path(path).stem
-            parsed = parse_deploy_file(data, path=path)
+            app = Path(name).stem
+            parsed = parse_deploy_file(data, path=name)
             for sha in {parsed.sha, *previous_shas(data)} if parsed.sha else previous_shas(data):
                 push_image(host, f"shop/{app}", sha)
                 pushed += 1
@@ -213,29 +214,19 @@ def main() -> None:
 
 
 def create_workloads(kubeconfig: str) -> None:
-    from kubernetes import client, config
+    from deployctl.cluster import Cluster
 
-    api = config.new_client_from_config(config_file=kubeconfig)
-    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    cluster = Cluster(kubeconfig=kubeconfig)
     for ns in ("shop-staging", "shop"):
-        try:
-            core.create_namespace({"metadata": {"name": ns}})
-        except client.exceptions.ApiException as exc:
-            if exc.status != 409:
-                raise
+        cluster.ensure_namespace(ns)
         for app in ("api", "web", "worker"):
-            body = {
+            cluster.create_deployment({
                 "apiVersion": "apps/v1", "kind": "Deployment",
                 "metadata": {"name": app, "namespace": ns, "labels": {"deployctl.dev/app": app}},
                 "spec": {"replicas": 2, "selector": {"matchLabels": {"app": app}},
                          "template": {"metadata": {"labels": {"app": app}},
                                       "spec": {"containers": [{"name": app, "image": f"shop/{app}:bootstrap"}]}}},
-            }
-            try:
-                apps.create_namespaced_deployment(ns, body)
-            except client.exceptions.ApiException as exc:
-                if exc.status != 409:
-                    raise
+            })
             click.echo(f"deployment {ns}/{app} labelled deployctl.dev/app={app}")
 
 
