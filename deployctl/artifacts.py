@@ -7,8 +7,9 @@ Decisions are pure (:func:`pin_decisions`) over resolutions made by the registry
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 from deployctl.config import Config
 from deployctl.registry import RegistryClient, Resolution, check_retagged
@@ -132,3 +133,30 @@ def check_images(state: DesiredState, client: RegistryClient, *, strict: bool = 
     resolutions = client.resolve_many(refs) if refs else {}
     extra = image_problems(targets, resolutions, strict=strict)
     return replace(state, problems=(*state.problems, *extra))
+
+
+class _RecordQuery(Protocol):
+    def query(self, *, env: str | None = ..., app: str | None = ..., sha: str | None = ...,
+              limit: int | None = ...) -> Sequence[Any]: ...
+
+
+def registry_pinner(
+    desired: DesiredState, store: _RecordQuery | None, *, allow_retagged: bool = False
+) -> Callable[[Sequence[Target]], PinDecisions]:
+    """A reconcile pinner: resolves through the registry edge; the digest a SHA was tested with
+    comes from the audit history (``store``), when there is one."""
+
+    def tested_digest(env: str, app: str, sha: str) -> str | None:
+        if store is None:
+            return None
+        for record in store.query(env=env, app=app, sha=sha, limit=20):
+            if record.attempt.new_sha == sha and record.result in ("succeeded", "drift-corrected") and record.digest:
+                return str(record.digest)
+        return None
+
+    def pin(targets: Sequence[Target]) -> PinDecisions:
+        with RegistryClient() as client:
+            return resolve_targets(targets, desired.config, client, tested_digest=tested_digest,
+                                   allow_retagged=allow_retagged)
+
+    return pin

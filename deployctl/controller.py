@@ -23,7 +23,9 @@ from pathlib import Path
 import structlog
 
 from deployctl import audit as audit_mod
+from deployctl import policy
 from deployctl import reconcile as rec
+from deployctl.artifacts import registry_pinner
 from deployctl.cluster import Cluster
 from deployctl.errors import DeployctlError
 from deployctl.lease import LeaderElector, LeaseConfig
@@ -239,10 +241,13 @@ class Controller:
                 sink = gated_audit
             log.info("reconcile.started", sha=sha, trigger=trigger)
             s = self.settings
+            # the same guards as `deployctl reconcile`: gates, approvals, freezes, digest pins
+            refusals, sink = policy.for_reconcile(desired, repo=self.mirror.path, store=self.store, sink=sink)
             result = rec.reconcile(
                 desired, _GatedClusters(self.pool, self.may_act, self._why_not), wait=True, timeout=s.timeout,
                 concurrency=s.concurrency, poll_interval=s.poll_interval, audit=sink,
-                allowed_namespaces=s.allowed_namespaces,
+                allowed_namespaces=s.allowed_namespaces, refusals=refusals,
+                pinner=registry_pinner(desired, self.store),
             )
         except Stopped as exc:
             seconds = time.monotonic() - started

@@ -273,6 +273,7 @@ def run_reconcile(*, repo: str, ref: str, envs: tuple[str, ...] = (), apps: tupl
         recorder = AuditRecorder(store, repo_path=repo, trigger=trigger, sources=_sources(repo, desired))
         recorder.close_interrupted()
     from deployctl import policy  # promotion gates, approvals and freezes become refusals
+    from deployctl.artifacts import registry_pinner
 
     refusals, sink = policy.for_reconcile(
         desired, repo=repo, store=store if audit_url else None, sink=recorder, override_freeze=override_freeze,
@@ -283,32 +284,11 @@ def run_reconcile(*, repo: str, ref: str, envs: tuple[str, ...] = (), apps: tupl
         return rec.reconcile(
             desired, pool, envs=envs, apps=apps, wait=wait, timeout=timeout, concurrency=concurrency,
             audit=sink, allowed_namespaces=allowed_namespaces or (), on_progress=printer,
-            pinner=_pinner(desired, store, allow_retagged=allow_retagged), refusals=refusals,
+            pinner=registry_pinner(desired, store, allow_retagged=allow_retagged), refusals=refusals,
         )
     finally:
         if store is not None:
             store.close()
-
-
-def _pinner(desired: DesiredState, store: Any, *, allow_retagged: bool) -> Callable[[Any], Any]:
-    """Resolve digests through the registry edge; the tested digest comes from the audit history."""
-    from deployctl.artifacts import resolve_targets
-    from deployctl.registry import RegistryClient
-
-    def tested_digest(env: str, app: str, sha: str) -> str | None:
-        if store is None:
-            return None
-        for record in store.query(env=env, app=app, sha=sha, limit=20):
-            if record.attempt.new_sha == sha and record.result in ("succeeded", "drift-corrected") and record.digest:
-                return str(record.digest)
-        return None
-
-    def pin(targets: Any) -> Any:
-        with RegistryClient() as client:
-            return resolve_targets(targets, desired.config, client, tested_digest=tested_digest,
-                                   allow_retagged=allow_retagged)
-
-    return pin
 
 
 def _sources(repo: str, desired: DesiredState) -> dict[str, Path]:
