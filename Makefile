@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-export DEPLOYCTL_LOG_LEVEL ?= warning
+export DEPLOYCTL_LOG_LEVEL ?= error
 
 .PHONY: test demo bench clean deps system-deps controlplane lint typecheck unit integration
 

@@ -89,11 +89,18 @@ def push_image(host: str, repository: str, tag: str) -> str:
 
     def blob(data: bytes) -> tuple[str, int]:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        conn.request("POST", f"/v2/{repository}/blobs/uploads/?digest={digest}", body=data,
+        conn.request("POST", f"/v2/{repository}/blobs/uploads/", body=b"", headers={"Content-Length": "0"})
+        resp = conn.getresponse()
+        resp.read()
+        location = resp.getheader("Location") or ""
+        if resp.status != 202 or not location:
+            raise SystemExit(f"demo: starting a blob upload to {repository} failed: HTTP {resp.status}")
+        path = location.split(host, 1)[-1] if "://" in location else location
+        conn.request("PUT", f"{path}{'&' if '?' in path else '?'}digest={digest}", body=data,
                      headers={"Content-Type": "application/octet-stream", "Content-Length": str(len(data))})
         resp = conn.getresponse()
         resp.read()
-        if resp.status not in (201, 202):
+        if resp.status != 201:
             raise SystemExit(f"demo: pushing a blob to {repository} failed: HTTP {resp.status}")
         return digest, len(data)
 
@@ -129,6 +136,7 @@ def push_image(host: str, repository: str, tag: str) -> str:
 
 def commit_files(repo: pygit2.Repository, files: dict[str, bytes], message: str, author: str) -> str:
     index = repo.index
+    index.read()  # other commands (promote --commit) may have committed since
     for path, data in files.items():
         target = Path(repo.workdir) / path
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -144,9 +152,13 @@ def commit_files(repo: pygit2.Repository, files: dict[str, bytes], message: str,
 def main() -> None:
     from deployctl.deployfile import parse_deploy_file, previous_shas
 
+    from deployctl.log import configure_logging
+
+    configure_logging("warning")
     started = time.monotonic()
     DEMO.mkdir(exist_ok=True)
     step("1. A local control plane (built from pinned Go modules, cached in ~/.cache/deployctl)")
+    controlplane.down(DEMO / "cluster")  # a fresh cluster, so the story starts from the beginning
     state = controlplane.up(DEMO / "cluster")
     click.echo(f"kubeconfig: {state.kubeconfig}")
     env = {"KUBECONFIG": state.kubeconfig, "DEPLOYCTL_AUDIT": f"sqlite:///{DEMO / 'audit.db'}"}
@@ -187,12 +199,17 @@ def main() -> None:
         step("4. The cluster owner labels the workloads deployctl may manage (deployctl.dev/app=<app>)")
         create_workloads(state.kubeconfig)
 
-        step("5. Plan, then reconcile staging and production (production requires staging)")
+        step("5. Plan, then reconcile staging (CI runs this on merge)")
         sh("plan", "--repo", str(repo_dir), env=env)
         sh("reconcile", "--repo", str(repo_dir), "--env", "staging", "--timeout", "120", env=env)
+
+        step("6. Promote staging to production: a one-line change per app, reviewed, then reconciled")
+        sh("promote", "--all", "--from", "staging", "--to", "production", "--repo", str(repo_dir), "--commit",
+           "-m", "Release 42", env=env)
+        sh("diff", "--repo", str(repo_dir), "--base", "HEAD~1", "--head", "HEAD", env=env)
         sh("reconcile", "--repo", str(repo_dir), "--timeout", "120", env=env)
 
-        step("6. A reviewed PR prepends a new web SHA to staging; the merge is reconciled")
+        step("7. A reviewed PR prepends a new web SHA to staging; the merge is reconciled")
         web = repo_dir / "environments/staging/web.deploy"
         commit_files(repo, {"environments/staging/web.deploy":
                             f"{new_web_sha}\n* Basket: one-click reorder\n".encode() + web.read_bytes()},
@@ -202,7 +219,7 @@ def main() -> None:
         sh("reconcile", "--repo", str(repo_dir), "--timeout", "120", env=env)
         sh("reconcile", "--repo", str(repo_dir), env=env)  # nothing changed: zero writes
 
-        step("7. Where things stand, and what happened")
+        step("8. Where things stand, and what happened")
         sh("status", "--repo", str(repo_dir), env=env)
         sh("history", env=env, check=False)
     finally:

@@ -80,7 +80,7 @@ class DeployctlGroup(click.Group):
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
-    default="warning",
+    default="error",
     show_default=True,
     envvar="DEPLOYCTL_LOG_LEVEL",
     help="Structured log events go to stderr (JSON when stderr is not a terminal).",

@@ -177,10 +177,13 @@ class ProgressPrinter:
         self.drawn = len(lines)
 
 
+_TIMED = ("succeeded", "failed", "drift-corrected", "applied")
+
+
 def render_result(result: rec.ReconcileResult) -> str:
     rows = [
         (o.env, o.app, o.result, _short(o.old_sha), _short(o.new_sha),
-         f"{o.seconds:.1f}s" if o.seconds is not None and o.result not in ("in-sync", "invalid") else "",
+         f"{o.seconds:.1f}s" if o.seconds is not None and o.result in _TIMED else "",
          o.message)
         for o in result.outcomes
     ]
