@@ -151,7 +151,6 @@ def commit_files(repo: pygit2.Repository, files: dict[str, bytes], message: str,
 
 def main() -> None:
     from deployctl.deployfile import parse_deploy_file, previous_shas
-
     from deployctl.log import configure_logging
 
     configure_logging("warning")
