@@ -71,6 +71,7 @@ class Outcome:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     audit_id: int | None = None
+    healthy: bool | None = None  # for in-sync apps: is the running rollout healthy?
 
     @property
     def key(self) -> tuple[str, str]:
@@ -329,9 +330,10 @@ class Reconciler:
                     run.workloads = change.workloads
                     run.started_at = self.clock()
                 elif health is not None and health.health is Health.FAILED:
-                    self._finish(run, IN_SYNC, f"in sync but unhealthy: {health.message}", record=False)
+                    self._finish(run, IN_SYNC, f"in sync but unhealthy: {health.message}", record=False,
+                                 healthy=False)
                 else:
-                    self._finish(run, IN_SYNC, health.message if health else "", record=False)
+                    self._finish(run, IN_SYNC, health.message if health else "", record=False, healthy=True)
 
         self._execute(runs)
         for key, run in runs.items():
@@ -450,7 +452,7 @@ class Reconciler:
                 return "wait"
             if outcome.result in (SUCCEEDED, DRIFT_CORRECTED, APPLIED):
                 continue
-            if outcome.result == IN_SYNC and not outcome.message.startswith("in sync but unhealthy"):
+            if outcome.result == IN_SYNC and outcome.healthy is not False:
                 continue
             detail = f": {outcome.message}" if outcome.message else ""
             return f"dependency {dep} {outcome.result}{detail}"
@@ -519,19 +521,26 @@ class Reconciler:
             if run.outcome is None and run.audit_id is not None:
                 self.audit.attempt_finished(run.audit_id, result=FAILED, error=why)
 
-    def _finish(self, run: _AppRun, result: str, message: str, *, record: bool) -> None:
+    def _finish(self, run: _AppRun, result: str, message: str, *, record: bool,
+                healthy: bool | None = None) -> None:
         change = run.change
         now = self.clock()
         audit_id = run.audit_id
         if record:
-            if audit_id is None:
-                image = change.desired_image or (change.target.image if change.target else "")
-                audit_id = self.audit.attempt_started(change, image=image, deploy_commit=self.desired.commit)
+            image = change.desired_image or (change.target.image if change.target else "")
             audit_result = {APPLIED: SUCCEEDED}.get(result, result)
-            self.audit.attempt_finished(
-                audit_id, result=audit_result, error=None if result in (SUCCEEDED, DRIFT_CORRECTED, APPLIED)
-                else message,
-            )
+            try:
+                if audit_id is None:
+                    audit_id = self.audit.attempt_started(change, image=image, deploy_commit=self.desired.commit)
+                self.audit.attempt_finished(
+                    audit_id, result=audit_result, error=None if result in (SUCCEEDED, DRIFT_CORRECTED, APPLIED)
+                    else message,
+                )
+            except DeployctlError as exc:
+                # The outcome stands; the record of it could not be written (the next run closes
+                # an open attempt as interrupted). Say so loudly rather than lose the result.
+                log.error("audit.write_failed", env=change.env, app=change.app, result=result, error=str(exc))
+                message = f"{message} (audit record not written: {exc})"
         run.state = "done"
         run.outcome = Outcome(
             env=change.env,
@@ -546,6 +555,7 @@ class Reconciler:
             started_at=run.started_at or now,
             finished_at=now,
             audit_id=audit_id,
+            healthy=healthy if healthy is not None else (result in (SUCCEEDED, DRIFT_CORRECTED) or None),
         )
         level = "warning" if result in (FAILED, BLOCKED, REFUSED, INVALID, MISSING) else "info"
         getattr(log, level)("app.outcome", env=change.env, app=change.app, result=result, message=message,
