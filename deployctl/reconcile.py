@@ -557,9 +557,12 @@ class Reconciler:
             audit_id=audit_id,
             healthy=healthy if healthy is not None else (result in (SUCCEEDED, DRIFT_CORRECTED) or None),
         )
-        level = "warning" if result in (FAILED, BLOCKED, REFUSED, INVALID, MISSING) else "info"
-        getattr(log, level)("app.outcome", env=change.env, app=change.app, result=result, message=message,
-                            sha=change.new_sha)
+        if result in (FAILED, BLOCKED, REFUSED, INVALID, MISSING):
+            log.warning("app.outcome", env=change.env, app=change.app, result=result, message=message,
+                        sha=change.new_sha)
+        elif result != IN_SYNC:  # thousands of in-sync apps are one reconcile.finished event, not a log line each
+            log.info("app.outcome", env=change.env, app=change.app, result=result, message=message,
+                     sha=change.new_sha)
         self.on_progress(Progress(change.env, change.app, result, message))
 
 
