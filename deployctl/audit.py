@@ -7,6 +7,8 @@ this module does no I/O itself except reading the environment in :func:`current_
 The store is append-only: an attempt is written before the apply, its outcome is a separate
 row appended after it (together with its notification outbox row, in one transaction), and
 an attempt left without an outcome by a crash is closed as ``interrupted`` by the next run.
+Attempts (and outcomes) of one reconcile wave can be written together, in one transaction and
+one fsync (``start_many``, ``finish_many``), with the same durability per record.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import getpass
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -78,6 +80,23 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class Finish:
+    """The outcome of one attempt, to be appended after its apply."""
+
+    attempt_id: int
+    result: str
+    """One of RESULTS."""
+    error: str | None = None
+    digest: str | None = None
+    finished_at: datetime | None = None
+    """When the apply ended; None means when the outcome is written."""
+
+    def __post_init__(self) -> None:
+        if self.result not in RESULTS:
+            raise InvalidInputError(f"audit: result {self.result!r} is not one of {', '.join(RESULTS)}")
+
+
+@dataclass(frozen=True)
 class AuditRecord:
     """An attempt with its outcome, as read back from the store."""
 
@@ -134,6 +153,10 @@ class AuditStore(Protocol):
         """Append an attempt before its apply; returns its id."""
         ...
 
+    def start_many(self, attempts: Sequence[Attempt]) -> list[int]:
+        """Append several attempts in one transaction (one fsync); returns their ids in input order."""
+        ...
+
     def finish(
         self,
         attempt_id: int,
@@ -144,6 +167,14 @@ class AuditStore(Protocol):
         finished_at: datetime | None = None,
     ) -> None:
         """Append the outcome of an attempt and its outbox event, in one transaction."""
+        ...
+
+    def finish_many(self, finishes: Sequence[Finish]) -> None:
+        """Append several outcomes and their outbox events in one transaction (one fsync).
+
+        All or nothing: if any attempt is unknown, already has an outcome or appears twice,
+        nothing is written and the AuditError names that attempt.
+        """
         ...
 
     def close_interrupted(self, *, older_than: datetime | None = None) -> list[int]:

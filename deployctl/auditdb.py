@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from deployctl.audit import (
-    RESULTS,
     STARTED,
     Actor,
     Attempt,
     AuditError,
     AuditRecord,
     Delivery,
+    Finish,
     OutboxEvent,
     record_to_event,
     utc,
@@ -47,6 +47,8 @@ INTERRUPTED_ERROR = (
     "(crash, kill or power loss); check the workload's rollout"
 )
 _SHA_PREFIX = re.compile(r"^[0-9a-f]{4,64}$")
+_IDS_PER_QUERY = 500
+"""Attempt ids looked up per query; far below SQLite's limit on bound parameters."""
 
 
 @dataclass(frozen=True)
@@ -176,11 +178,6 @@ MIGRATIONS: tuple[Migration, ...] = (
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 
-def _validate_result(result: str) -> None:
-    if result not in RESULTS:
-        raise InvalidInputError(f"audit: result {result!r} is not one of {', '.join(RESULTS)}")
-
-
 def _sha_prefix(sha: str) -> str:
     prefix = sha.strip().lower()
     if not _SHA_PREFIX.match(prefix):
@@ -253,8 +250,20 @@ class SqlStore:
 
     # -- attempts and outcomes -------------------------------------------------------------------
     def start(self, attempt: Attempt) -> int:
-        a = attempt
-        values = (
+        return self.start_many([attempt])[0]
+
+    def start_many(self, attempts: Sequence[Attempt]) -> list[int]:
+        if not attempts:
+            return []
+        rows = [self._attempt_values(a) for a in attempts]
+        with self._write() as cur:
+            ids = [int(cur.execute(self._sql(_INSERT_ATTEMPT), row).fetchone()[0]) for row in rows]
+        for attempt_id, a in zip(ids, attempts, strict=True):
+            log.debug("audit.started", id=attempt_id, env=a.env, app=a.app, sha=a.new_sha)
+        return ids
+
+    def _attempt_values(self, a: Attempt) -> tuple[Any, ...]:
+        return (
             a.env,
             a.app,
             a.namespace,
@@ -278,10 +287,6 @@ class SqlStore:
             a.actor.ci_job,
             self._enc_time(a.started_at),
         )
-        with self._write() as cur:
-            attempt_id = int(cur.execute(self._sql(_INSERT_ATTEMPT), values).fetchone()[0])
-        log.debug("audit.started", id=attempt_id, env=a.env, app=a.app, sha=a.new_sha)
-        return attempt_id
 
     def finish(
         self,
@@ -292,19 +297,48 @@ class SqlStore:
         digest: str | None = None,
         finished_at: datetime | None = None,
     ) -> None:
-        _validate_result(result)
-        finished = utc(finished_at or datetime.now(UTC))
+        self.finish_many(
+            [Finish(attempt_id, result=result, error=error, digest=digest, finished_at=finished_at)]
+        )
+
+    def finish_many(self, finishes: Sequence[Finish]) -> None:
+        if not finishes:
+            return
+        now = datetime.now(UTC)
+        # The whole batch is checked before the first insert so that a refusal names the attempt
+        # at fault; either way the transaction rolls back and nothing of the batch is written.
+        unwritten = ""
+        if len(finishes) > 1:
+            unwritten = f"; none of the {len(finishes)} outcomes in this batch was written"
         with self._write() as cur:
-            record = self._record_by_id(cur, attempt_id)
-            if record is None:
-                raise AuditError(f"audit: no attempt with id {attempt_id} in {self.url}")
-            if record.result != STARTED:
-                raise AuditError(
-                    f"audit: attempt {attempt_id} already has the outcome {record.result!r}; "
-                    "outcomes are append-only and there is one per attempt"
+            records = self._records_by_id(cur, [f.attempt_id for f in finishes])
+            seen: set[int] = set()
+            for f in finishes:
+                record = records.get(f.attempt_id)
+                if record is None:
+                    raise AuditError(f"audit: no attempt with id {f.attempt_id} in {self.url}{unwritten}")
+                if record.result != STARTED:
+                    raise AuditError(
+                        f"audit: attempt {f.attempt_id} already has the outcome {record.result!r}; "
+                        f"outcomes are append-only and there is one per attempt{unwritten}"
+                    )
+                if f.attempt_id in seen:
+                    raise AuditError(
+                        f"audit: attempt {f.attempt_id} has two outcomes in one batch; "
+                        f"there is one per attempt{unwritten}"
+                    )
+                seen.add(f.attempt_id)
+            for f in finishes:
+                self._append_outcome(
+                    cur,
+                    records[f.attempt_id],
+                    result=f.result,
+                    error=f.error,
+                    digest=f.digest,
+                    finished=utc(f.finished_at or now),
                 )
-            self._append_outcome(cur, record, result=result, error=error, digest=digest, finished=finished)
-        log.debug("audit.finished", id=attempt_id, result=result)
+        for f in finishes:
+            log.debug("audit.finished", id=f.attempt_id, result=f.result)
 
     def close_interrupted(self, *, older_than: datetime | None = None) -> list[int]:
         now = datetime.now(UTC)
@@ -356,9 +390,16 @@ class SqlStore:
     def _select_records(where: str) -> str:
         return _SELECT_RECORDS + " WHERE " + where
 
-    def _record_by_id(self, cur: Any, attempt_id: int) -> AuditRecord | None:
-        row = cur.execute(self._sql(self._select_records("a.id = ?")), (attempt_id,)).fetchone()
-        return None if row is None else self._decode(row)
+    def _records_by_id(self, cur: Any, attempt_ids: Sequence[int]) -> dict[int, AuditRecord]:
+        records: dict[int, AuditRecord] = {}
+        unique = list(dict.fromkeys(attempt_ids))
+        for i in range(0, len(unique), _IDS_PER_QUERY):
+            chunk = unique[i : i + _IDS_PER_QUERY]
+            where = "a.id IN (" + ", ".join("?" for _ in chunk) + ")"
+            for row in cur.execute(self._sql(self._select_records(where)), chunk).fetchall():
+                record = self._decode(row)
+                records[record.id] = record
+        return records
 
     def query(
         self,

@@ -10,39 +10,53 @@ from pathlib import Path
 
 import pytest
 
-from deployctl.audit import open_store
+from deployctl.audit import Finish, open_store
 from tests.fixtures.auditdata import T0, make_attempt
 
 pytestmark = pytest.mark.integration
 
 PROCESSES = 4
 APPENDS = 2_500
+WAVE = 50
+"""Attempts per batch in the batched runs, like one reconcile wave."""
 
 
-def append_records(url: str, worker: int, count: int) -> list[int]:
-    """One process: start and finish ``count`` attempts, returning the ids it was given."""
+def append_records(url: str, worker: int, count: int, batch: int = 1) -> list[int]:
+    """One process: start and finish ``count`` attempts, ``batch`` per transaction (1: one by one)."""
     store = open_store(url)
     base = make_attempt(app=f"app{worker}")
-    ids = []
+    ids: list[int] = []
     try:
-        for i in range(count):
-            attempt_id = store.start(replace(base, started_at=T0 + timedelta(seconds=i)))
-            store.finish(attempt_id, result="succeeded", finished_at=T0 + timedelta(seconds=i + 1))
-            ids.append(attempt_id)
+        for first in range(0, count, batch):
+            seconds = range(first, min(first + batch, count))
+            if batch == 1:
+                attempt_id = store.start(replace(base, started_at=T0 + timedelta(seconds=first)))
+                store.finish(attempt_id, result="succeeded", finished_at=T0 + timedelta(seconds=first + 1))
+                ids.append(attempt_id)
+                continue
+            wave = store.start_many([replace(base, started_at=T0 + timedelta(seconds=i)) for i in seconds])
+            store.finish_many(
+                [
+                    Finish(attempt_id, "succeeded", finished_at=T0 + timedelta(seconds=i + 1))
+                    for attempt_id, i in zip(wave, seconds, strict=True)
+                ]
+            )
+            ids += wave
     finally:
         store.close()
     return ids
 
 
+@pytest.mark.parametrize("batch", [1, WAVE], ids=["one-by-one", "batched"])
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_four_processes_append_ten_thousand_records_and_none_is_lost(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+    backend: str, batch: int, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     url = f"sqlite://{tmp_path}/audit.db" if backend == "sqlite" else request.getfixturevalue("postgres_db")
     open_store(url).close()  # migrate once up front; concurrent first opens are covered below
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(PROCESSES) as pool:
-        results = pool.starmap(append_records, [(url, w, APPENDS) for w in range(PROCESSES)])
+        results = pool.starmap(append_records, [(url, w, APPENDS, batch) for w in range(PROCESSES)])
 
     given = [i for ids in results for i in ids]
     assert len(given) == len(set(given)) == PROCESSES * APPENDS

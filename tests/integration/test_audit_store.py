@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from deployctl import auditdb
-from deployctl.audit import AuditError, AuditStore, open_store
+from deployctl.audit import AuditError, AuditStore, Finish, open_store
 from deployctl.auditdb import INTERRUPTED_ERROR, SCHEMA_VERSION, SqliteStore
 from deployctl.errors import InvalidInputError
 from tests.fixtures.auditdata import T0, make_attempt, sha
@@ -222,3 +222,121 @@ def test_records_keep_naive_times_as_local_time(store: AuditStore) -> None:
     local = T0.astimezone().replace(tzinfo=None)
     store.start(replace(make_attempt(), started_at=local))
     assert store.query()[0].attempt.started_at == T0
+
+
+# --- batches: one reconcile wave's attempts, then its outcomes, each in one transaction ------------
+
+
+def test_start_many_returns_ids_in_input_order(store: AuditStore) -> None:
+    attempts = [make_attempt(app=f"app{i}", started_at=T0 + timedelta(seconds=i)) for i in range(5)]
+    ids = store.start_many(attempts)
+    assert len(ids) == len(set(ids)) == 5
+    by_id = {r.id: r for r in store.query()}
+    assert [by_id[i].attempt for i in ids] == attempts
+    assert {r.result for r in by_id.values()} == {"started"}
+
+
+def test_batches_of_nothing_write_nothing(store: AuditStore) -> None:
+    assert store.start_many([]) == []
+    store.finish_many([])
+    assert store.query() == []
+
+
+def test_a_batch_of_attempts_with_one_the_database_refuses_writes_none(store: AuditStore) -> None:
+    broken = replace(make_attempt(app="api"), namespace=None)  # NOT NULL in the schema
+    with pytest.raises(AuditError, match="write to .* failed"):
+        store.start_many([make_attempt(app="web"), broken, make_attempt(app="db")])
+    assert store.query() == []
+
+
+def test_finish_many_appends_every_outcome_with_its_outbox_event(store: AuditStore) -> None:
+    store.register_sink("hook")
+    web, api, db = store.start_many([make_attempt(app=a) for a in ("web", "api", "db")])
+    store.finish_many(
+        [
+            Finish(api, "failed", error="rollout timed out", finished_at=T0 + timedelta(seconds=30)),
+            Finish(web, "succeeded", digest="sha256:web", finished_at=T0 + timedelta(seconds=10)),
+            Finish(db, "blocked", error="frozen"),
+        ]
+    )
+    by_id = {r.id: r for r in store.query()}
+    assert (by_id[web].result, by_id[web].digest, by_id[web].duration_seconds) == (
+        "succeeded",
+        "sha256:web",
+        10,
+    )
+    assert (by_id[api].result, by_id[api].error, by_id[api].duration_seconds) == (
+        "failed",
+        "rollout timed out",
+        30,
+    )
+    assert (by_id[db].result, by_id[db].error) == ("blocked", "frozen")
+    assert by_id[db].finished_at is not None
+    events = store.pending_events("hook", now=T0 + timedelta(days=10000))
+    assert [(e.attempt_id, e.payload["result"]) for e in events] == [
+        (api, "failed"),
+        (web, "succeeded"),
+        (db, "blocked"),
+    ]
+    assert len({e.key for e in events}) == 3
+
+
+def test_a_batch_with_an_attempt_already_finished_writes_nothing_and_names_it(store: AuditStore) -> None:
+    store.register_sink("hook")
+    a, b, c = store.start_many([make_attempt(app=x) for x in ("a", "b", "c")])
+    store.finish(b, result="succeeded")
+    with pytest.raises(
+        AuditError,
+        match=f"attempt {b} already has the outcome 'succeeded'.*none of the 3 outcomes in this batch was written",
+    ):
+        store.finish_many([Finish(a, "succeeded"), Finish(b, "failed"), Finish(c, "succeeded")])
+    assert {r.id: r.result for r in store.query()} == {a: "started", b: "succeeded", c: "started"}
+    assert [e.attempt_id for e in store.pending_events("hook", now=T0 + timedelta(days=10000))] == [b]
+    store.finish_many([Finish(a, "succeeded"), Finish(c, "failed")])  # the good ones can be retried
+    assert {r.id: r.result for r in store.query()} == {a: "succeeded", b: "succeeded", c: "failed"}
+
+
+def test_a_batch_with_an_unknown_attempt_writes_nothing_and_names_it(store: AuditStore) -> None:
+    [a] = store.start_many([make_attempt()])
+    with pytest.raises(AuditError, match="no attempt with id 999 .*none of the 2 outcomes"):
+        store.finish_many([Finish(a, "succeeded"), Finish(999, "succeeded")])
+    assert store.query()[0].result == "started"
+
+
+def test_a_batch_giving_one_attempt_two_outcomes_writes_nothing(store: AuditStore) -> None:
+    [a] = store.start_many([make_attempt()])
+    with pytest.raises(AuditError, match=f"attempt {a} has two outcomes in one batch"):
+        store.finish_many([Finish(a, "succeeded"), Finish(a, "failed")])
+    assert store.query()[0].result == "started"
+
+
+def test_a_batch_whose_outbox_event_cannot_be_built_writes_no_outcome(
+    store: AuditStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = store.start_many([make_attempt(app=x) for x in ("a", "b")])
+    calls = []
+
+    def second_fails(record: object) -> dict[str, object]:
+        calls.append(record)
+        if len(calls) == 2:
+            raise RuntimeError("payload cannot be built")
+        return {}
+
+    monkeypatch.setattr(auditdb, "record_to_event", second_fails)
+    with pytest.raises(RuntimeError):
+        store.finish_many([Finish(i, "succeeded") for i in ids])
+    monkeypatch.undo()
+    assert {r.result for r in store.query()} == {"started"}  # the first outcome was rolled back too
+
+
+def test_a_sqlite_batch_is_one_commit(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "a.db")
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    try:
+        ids = store.start_many([make_attempt(app=f"app{i}") for i in range(50)])
+        store.finish_many([Finish(i, "succeeded") for i in ids])
+    finally:
+        store._conn.set_trace_callback(None)
+        store.close()
+    assert [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT")] == ["BEGIN IMMEDIATE", "COMMIT"] * 2

@@ -12,6 +12,7 @@ import pytest
 from deployctl.audit import (
     EVENT_FIELDS,
     AuditRecord,
+    Finish,
     actor_from_env,
     default_sqlite_path,
     parse_when,
@@ -86,6 +87,11 @@ def test_actor_in_jenkins_is_the_build_url_or_job_and_build_id() -> None:
 def test_an_unknown_trigger_is_rejected() -> None:
     with pytest.raises(InvalidInputError, match="trigger 'cron' is not one of ci, watch, webhook"):
         make_attempt(trigger="cron")
+
+
+def test_an_outcome_with_an_unknown_result_is_rejected_when_built() -> None:
+    with pytest.raises(InvalidInputError, match="result 'ok' is not one of succeeded, failed"):
+        Finish(1, "ok")
 
 
 @pytest.mark.parametrize(
