@@ -204,7 +204,7 @@ def check_namespaces(desired: DesiredState, allowed: Sequence[str]) -> dict[str,
 
 
 def observe(
-    desired: DesiredState, clusters: ClusterFor, *, envs: Sequence[str] = ()
+    desired: DesiredState, clusters: ClusterFor, *, envs: Sequence[str] = (), concurrency: int = 2
 ) -> dict[str, list[Workload]]:
     """The labelled workloads of every selected environment's namespace (one LIST per kind)."""
     live: dict[str, list[Workload]] = {}
@@ -216,10 +216,10 @@ def observe(
         if (not envs or name in envs) and env.namespace not in wanted:
             wanted[env.namespace] = env.context
     jobs = [(ns, kind) for ns in wanted for kind in KINDS]
-    if len(jobs) <= 2:
+    if concurrency <= 1 or len(jobs) <= 2:
         results = [clusters(wanted[ns]).list_kind(ns, kind) for ns, kind in jobs]
-    else:  # the server encodes one LIST while we decode another
-        with ThreadPoolExecutor(max_workers=min(8, len(jobs)), thread_name_prefix="deployctl-list") as pool:
+    else:  # the server encodes one LIST while we decode another; a bound keeps peak memory down
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deployctl-list") as pool:
             results = list(pool.map(lambda job: clusters(wanted[job[0]]).list_kind(job[0], job[1]), jobs))
     for (ns, _), workloads in zip(jobs, results, strict=True):
         live.setdefault(ns, []).extend(workloads)
@@ -276,6 +276,7 @@ class Reconciler:
         images: Mapping[tuple[str, str], str] | None = None,
         refusals: Mapping[tuple[str, str], str] | None = None,
         pinner: Callable[[Sequence[Target]], PinDecisions] | None = None,
+        observe_concurrency: int = 2,
         on_progress: Callable[[Progress], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -292,6 +293,7 @@ class Reconciler:
         self.images = dict(images or {})
         self.refusals = dict(refusals or {})
         self.pinner = pinner
+        self.observe_concurrency = observe_concurrency
         self.on_progress = on_progress or (lambda p: None)
         self.clock = clock
 
@@ -302,7 +304,8 @@ class Reconciler:
         refused_envs = check_namespaces(self.desired, self.allowed_namespaces)
         envs = self.envs or tuple(sorted(self.desired.config.environments)) if self.desired.config else self.envs
         observe_envs = [e for e in envs if e not in refused_envs]
-        live = observe(self.desired, self.clusters, envs=observe_envs) if observe_envs else {}
+        live = (observe(self.desired, self.clusters, envs=observe_envs, concurrency=self.observe_concurrency)
+                if observe_envs else {})
         self._pin(live, envs)
         plan = make_plan(self.desired, live, envs=envs, apps=self.apps, images=self.images)
         log.info("reconcile.planned", ref=plan.ref, deploy_commit=plan.deploy_commit, **plan.counts)
@@ -421,8 +424,9 @@ class Reconciler:
                     last_poll = now
                     try:
                         self._poll(waiting)
-                        # A LIST of thousands of workloads is not free: poll at most half the time.
-                        poll_every = max(self.poll_interval, 2 * (time.monotonic() - now))
+                        # A LIST of thousands of workloads is not free, and the API server that
+                        # serves it is the one rolling them out: poll at most a quarter of the time.
+                        poll_every = max(self.poll_interval, 4 * (time.monotonic() - now))
                     except ClusterUnreachableError:
                         self._abandon(runs, futures, "the Kubernetes API became unreachable")
                         raise
@@ -481,7 +485,8 @@ class Reconciler:
             by_ns.setdefault((ctx, run.change.namespace), []).append(run)
         for (ctx, namespace), runs in by_ns.items():
             cluster = self.clusters(ctx)
-            current = {(w.kind, w.name): w for w in cluster.list_workloads(namespace)}
+            kinds = sorted({w.kind for run in runs for w in run.workloads})
+            current = {(w.kind, w.name): w for kind in kinds for w in cluster.list_kind(namespace, kind)}
             for run in runs:
                 fresh = tuple(current.get((w.kind, w.name), w) for w in run.workloads)
                 # A status computed before our apply was observed must not count.

@@ -68,9 +68,12 @@ def render_diff_text(d: df.StateDiff) -> list[str]:
             lines += [f"    {c.sha[:12]} {c.author}: {c.summary}" for c in t.commits.commits]
         lines += [f"  warning: {w}" for w in t.warnings]
     problems = [p for p in d.problems if p.is_error]
-    if problems:
+    warnings = [p for p in d.problems if not p.is_error and p.path.startswith("environments/")
+                and (p.env, p.app) in {t.key for t in d.targets}]
+    if problems or warnings:
         lines.append("")
         lines += [f"error: {p}" for p in problems]
+        lines += [f"warning: {p}" for p in warnings]
     n = len(d.targets)
     head = f"{n} change{'s' * (n != 1)} from {d.base_ref} ({_short(d.base_commit)}) to {d.head_ref} " \
            f"({_short(d.head_commit)})"
@@ -120,8 +123,10 @@ def render_diff_markdown(d: df.StateDiff) -> list[str]:
     return lines
 
 
-def build_diff(repo: str, base: str, head: str, *, audit_url: str | None = None) -> df.StateDiff:
-    """The diff between two refs of the deploy repo, with gate results and app commit ranges."""
+def build_diff(repo: str, base: str, head: str, *, audit_url: str | None = None, check_images: bool = False,
+               strict: bool = False) -> df.StateDiff:
+    """The diff between two refs of the deploy repo, with gate results and app commit ranges
+    (and, with ``check_images``, a problem for every changed target whose image is missing)."""
     base_state = repo_edge.read_desired_state(repo, ref=base)
     head_state = repo_edge.read_desired_state(repo, ref=head)
     d = df.diff_states(base_state, head_state)
@@ -138,7 +143,17 @@ def build_diff(repo: str, base: str, head: str, *, audit_url: str | None = None)
         if store is not None:
             store.close()
     root = repo_edge.repo_root(repo_edge.open_repository(repo))
-    return df.with_details(d, gates=gates, commits=df.commit_ranges(root, d, head_state.config))
+    result = df.with_details(d, gates=gates, commits=df.commit_ranges(root, d, head_state.config))
+    if check_images and changed:
+        from dataclasses import replace
+
+        from deployctl.artifacts import image_problems
+        from deployctl.registry import RegistryClient
+
+        with RegistryClient() as client:
+            resolutions = client.resolve_many(sorted({t.image for t in changed}))
+        result = replace(result, problems=(*result.problems, *image_problems(changed, resolutions, strict=strict)))
+    return result
 
 
 @click.command()
@@ -147,8 +162,12 @@ def build_diff(repo: str, base: str, head: str, *, audit_url: str | None = None)
 @click.option("--head", default="HEAD", show_default=True, help="The pull request's ref.")
 @click.option("--audit", "audit_url", default=None, envvar="DEPLOYCTL_AUDIT",
               help="Check promotion gates against this audit store [default: the deploy files' git history].")
+@click.option("--check-images", is_flag=True,
+              help="Check that every changed target's image exists in its registry (one request per image).")
+@click.option("--strict", is_flag=True, help="With --check-images: an unreachable registry is an error.")
 @output_option("text", "json", "markdown")
-def diff(repo: str, base: str, head: str, audit_url: str | None, output: str) -> None:
+def diff(repo: str, base: str, head: str, audit_url: str | None, check_images: bool, strict: bool,
+         output: str) -> None:
     """Show what a change to the deploy repo deploys, without a cluster.
 
     Per env/app: old and new SHA, image, who must approve, promotion gate results and, when
@@ -159,8 +178,9 @@ def diff(repo: str, base: str, head: str, audit_url: str | None, output: str) ->
     \b
     Example:
       deployctl diff --base origin/main --head HEAD -o markdown > comment.md
+      deployctl diff --base origin/main --check-images
     """
-    result = build_diff(repo, base, head, audit_url=audit_url)
+    result = build_diff(repo, base, head, audit_url=audit_url, check_images=check_images, strict=strict)
     if output == "json":
         echo_json(result.as_dict())
     else:

@@ -156,7 +156,7 @@ def test_signed_webhook_for_a_pushed_commit_gets_the_change_applied(cluster, nam
     w = Watch(tmp_path, bare.path, kubeconfig=cluster.kubeconfig, audit=audit_url(tmp_path), interval="1h")
     watches.append(w)
     w.wait_ready()
-    wait_for("the first deploy", lambda: image_of(cluster, namespace) == f"{IMAGE}/api:{sha('api-1')}", timeout=15)
+    wait_for("the first deploy", lambda: image_of(cluster, namespace) == f"{IMAGE}/api:{sha('api-1')}", timeout=60)
 
     head = bare.commit(deploy("api", "api-2"), message="Deploy api 2")
     pushed = time.monotonic()
@@ -187,7 +187,7 @@ def test_wrong_signature_gets_401_and_triggers_nothing(cluster, namespace, bare,
     assert w.post("/hooks/generic", b"x" * (2 * 1024 * 1024), {"Authorization": f"Bearer {SECRET}"}) == 413
     assert w.post("/hooks/generic", b"{not json", {"Authorization": f"Bearer {SECRET}"}) == 400
     time.sleep(1.5)
-    wait_for("the first deploy", lambda: image_of(cluster, namespace) == f"{IMAGE}/api:{sha('api-1')}", timeout=15)
+    wait_for("the first deploy", lambda: image_of(cluster, namespace) == f"{IMAGE}/api:{sha('api-1')}", timeout=60)
     assert w.metric("deployctl_reconciles_total") == reconciles
     assert w.metric('deployctl_webhook_requests_total{provider="github",result="unauthorized"}') == 1
 
@@ -247,7 +247,7 @@ def test_two_controllers_elect_one_leader_and_the_other_takes_over_when_it_dies(
     assert standby.metric("deployctl_reconciles_total") == 0
     assert standby.github_push(bare.head) == 202
     assert standby.metric('deployctl_webhook_requests_total{provider="github",result="standby"}') == 1
-    wait_for("the first deploy", lambda: image_of(cluster, namespace) == f"{IMAGE}/api:{sha('api-1')}", timeout=15)
+    wait_for("the first deploy", lambda: image_of(cluster, namespace) == f"{IMAGE}/api:{sha('api-1')}", timeout=60)
 
     leader.proc.send_signal(signal.SIGKILL)  # no chance to release the lease
     leader.proc.wait(5)
@@ -342,7 +342,7 @@ def test_the_rbac_manifests_are_enough_for_the_controller_and_nothing_more(
                   lease_namespace=home, extra=("--allow-namespace", namespace))
         watches.append(w)
         w.wait_ready()
-        wait_for("the first deploy", lambda: image_of(cluster, namespace) == f"{IMAGE}/api:{sha('api-1')}", timeout=15)
+        wait_for("the first deploy", lambda: image_of(cluster, namespace) == f"{IMAGE}/api:{sha('api-1')}", timeout=60)
         assert lease_holder(cluster, home) == "sa"
         records = open_store(audit_url(tmp_path)).query(app="api")
         assert records[0].result == "succeeded"

@@ -260,13 +260,13 @@ def test_api_server_restart_during_a_reconcile_and_the_next_run_converges(make_r
         thread.start()
         time.sleep(0.3)
         controlplane.restart_component(directory, "kube-apiserver")
-        thread.join(60)
+        thread.join(120)
         assert not thread.is_alive()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
             try:
                 second = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=state.kubeconfig,
-                                       audit_url=None, progress=False, timeout=60)
+                                       audit_url=None, progress=False, timeout=120)
                 break
             except Exception:
                 if time.monotonic() > deadline:

@@ -162,3 +162,25 @@ def test_validate_check_images_names_the_deploy_file_of_a_missing_image(make_rep
     strict = runner.invoke(main, ["validate", "--repo", str(repo.path), "--check-images", "--strict"])
     assert strict.exit_code == 1
     assert not any(line.endswith("(warning)") for line in strict.stdout.splitlines()[:-1])
+
+
+def test_diff_check_images_flags_a_changed_target_whose_image_was_never_built(make_repo, registry, pusher,
+                                                                               unique_repo):
+    from click.testing import CliRunner
+
+    from deployctl.cli import main
+
+    built, missing = sha("diff-built"), sha("diff-missing")
+    pusher.push_image(unique_repo, built)
+    repo = make_repo()
+    cfg = f"version: 1\napps:\n  api:\n    image: {registry.host}/{unique_repo}\n" \
+          "environments:\n  staging:\n    namespace: shop\n"
+    base = repo.commit({"deployctl.yaml": cfg, "environments/staging/api.deploy": f"{built}\n"})
+    repo.commit({"environments/staging/api.deploy": f"{missing}\n{built}\n"})
+    runner = CliRunner()
+    ok = runner.invoke(main, ["diff", "--repo", str(repo.path), "--base", base, "--head", "HEAD"])
+    assert ok.exit_code == 0, ok.output
+    checked = runner.invoke(main, ["diff", "--repo", str(repo.path), "--base", base, "--head", "HEAD",
+                                   "--check-images"])
+    assert checked.exit_code == 1
+    assert f"error: environments/staging/api.deploy:1: no image {registry.host}/{unique_repo}:" in checked.stdout
