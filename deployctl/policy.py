@@ -14,7 +14,7 @@ or the audit store, runs the pure checks (:mod:`deployctl.gates`, :mod:`deployct
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -264,7 +264,31 @@ class OverrideNotes:
         self.sink.attempt_finished(attempt_id, result=result, error=error)
 
     def __getattr__(self, name: str) -> object:
+        # Batch writes are offered only when the wrapped sink has them, and then carry the notes too.
+        if name == "attempts_started":
+            getattr(self.sink, name)
+            return self._attempts_started
+        if name == "attempts_finished":
+            getattr(self.sink, name)
+            return self._attempts_finished
         return getattr(self.sink, name)
+
+    def _attempts_started(self, items: Sequence[tuple[Change, str]], *, deploy_commit: str | None) -> list[int]:
+        ids: list[int] = self.sink.attempts_started(items, deploy_commit=deploy_commit)  # type: ignore[attr-defined]
+        for (change, _), attempt_id in zip(items, ids, strict=True):
+            note = self.notes.get(change.key)
+            if note is not None:
+                self._by_id[attempt_id] = note
+        return ids
+
+    def _attempts_finished(self, items: Sequence[tuple[int | None, str, str | None]]) -> None:
+        noted = []
+        for attempt_id, result, error in items:
+            note = self._by_id.pop(attempt_id, None) if attempt_id is not None else None
+            if note is not None:
+                error = note if not error else f"{error}; {note}"
+            noted.append((attempt_id, result, error))
+        self.sink.attempts_finished(noted)  # type: ignore[attr-defined]
 
 
 def for_reconcile(

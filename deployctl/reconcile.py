@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -252,6 +252,7 @@ class _AppRun:
     change: Change
     state: str = "pending"  # pending, applying, waiting, done
     audit_id: int | None = None
+    recorded: bool = False  # the attempt is on record (written before the apply)
     started_at: datetime | None = None
     workloads: tuple[Workload, ...] = ()
     outcome: Outcome | None = None
@@ -294,6 +295,9 @@ class Reconciler:
         self.refusals = dict(refusals or {})
         self.pinner = pinner
         self.observe_concurrency = observe_concurrency
+        # A sink that can write many records at once gets one durable write per wave, not per app.
+        self._batches = hasattr(self.audit, "attempts_started") and hasattr(self.audit, "attempts_finished")
+        self._finishes: list[tuple[_AppRun, str, str | None]] = []
         self.on_progress = on_progress or (lambda p: None)
         self.clock = clock
 
@@ -387,9 +391,10 @@ class Reconciler:
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="deployctl-apply") as pool:
             while any(r.outcome is None for r in runs.values()):
                 # Start every pending app whose dependencies allow it, in dependency order.
+                ready: list[_AppRun] = []
                 for key in order:
                     run = runs[key]
-                    if run.state != "pending" or len(futures) >= self.concurrency * 4:
+                    if run.state != "pending" or len(futures) + len(ready) >= self.concurrency * 4:
                         continue
                     verdict = self._dependencies(run, runs)
                     if verdict == "wait":
@@ -397,7 +402,9 @@ class Reconciler:
                     if verdict is not None:
                         self._finish(run, BLOCKED, verdict, record=True)
                         continue
-                    futures[pool.submit(self._apply, run)] = key
+                    ready.append(run)
+                for run in self._record_attempts(ready):
+                    futures[pool.submit(self._apply, run)] = run.change.key
                     run.state = "applying"
 
                 done, _ = wait(list(futures), timeout=self.poll_interval, return_when=FIRST_COMPLETED)
@@ -444,6 +451,50 @@ class Reconciler:
                     if stuck and all(self._dependencies(r, runs) == "wait" for r in stuck):
                         for r in stuck:
                             self._finish(r, BLOCKED, "dependencies form a cycle or never started", record=True)
+                self._flush_finishes()
+        self._flush_finishes()
+
+    def _record_attempts(self, ready: list[_AppRun]) -> list[_AppRun]:
+        """Put the attempts of a wave on record before any of them is applied (one write when the
+        sink can batch). Returns the runs that may be applied; an app whose attempt cannot be
+        recorded is not applied."""
+        if not ready:
+            return []
+        if not self._batches:
+            return ready  # each attempt is recorded by its own apply
+        items = [(run.change, self._image(run.change)) for run in ready]
+        try:
+            ids = self.audit.attempts_started(items, deploy_commit=self.desired.commit)  # type: ignore[attr-defined]
+        except DeployctlError as exc:
+            for run in ready:
+                self._finish(run, FAILED, f"not applied: the attempt could not be recorded: {exc}", record=False)
+            return []
+        now = self.clock()
+        for run, attempt_id in zip(ready, ids, strict=True):
+            run.audit_id = attempt_id
+            run.recorded = True
+            run.started_at = now
+        return ready
+
+    def _flush_finishes(self) -> None:
+        """Write the queued outcomes in one durable write."""
+        if not self._finishes:
+            return
+        queued, self._finishes = self._finishes, []
+        try:
+            self.audit.attempts_finished(  # type: ignore[attr-defined]
+                [(run.audit_id, result, error) for run, result, error in queued])
+        except DeployctlError as exc:
+            for run, result, _ in queued:
+                log.error("audit.write_failed", env=run.change.env, app=run.change.app, result=result,
+                          error=str(exc))
+                if run.outcome is not None:
+                    run.outcome = replace(run.outcome,
+                                          message=f"{run.outcome.message} (audit record not written: {exc})")
+
+    @staticmethod
+    def _image(change: Change) -> str:
+        return change.desired_image or (change.target.image if change.target else "")
 
     def _dependencies(self, run: _AppRun, runs: Mapping[tuple[str, str], _AppRun]) -> str | None:
         """None when the app may start, "wait" while a dependency is in flight, else why it is blocked."""
@@ -464,12 +515,14 @@ class Reconciler:
 
     def _apply(self, run: _AppRun) -> tuple[Workload, ...]:
         change = run.change
-        image = change.desired_image or (change.target.image if change.target else "")
-        run.started_at = self.clock()
-        run.audit_id = self.audit.attempt_started(change, image=image, deploy_commit=self.desired.commit)
+        image = self._image(change)
+        if not run.recorded:
+            run.started_at = self.clock()
+            run.audit_id = self.audit.attempt_started(change, image=image, deploy_commit=self.desired.commit)
+            run.recorded = True
         self.on_progress(Progress(change.env, change.app, "applying", f"{change.old_sha or '-'} -> {image}"))
         log.info("apply.started", env=change.env, app=change.app, image=image, action=str(change.action))
-        annotations = annotations_for(change, image, self.desired.commit, run.started_at)
+        annotations = annotations_for(change, image, self.desired.commit, run.started_at or self.clock())
         assert change.target is not None
         cluster = self.clusters(change.target.context)
         applied = []
@@ -522,6 +575,7 @@ class Reconciler:
                  tuple[str, str]], why: str) -> None:
         for fut in futures:
             fut.cancel()
+        self._flush_finishes()
         for run in runs.values():
             if run.outcome is None and run.audit_id is not None:
                 self.audit.attempt_finished(run.audit_id, result=FAILED, error=why)
@@ -531,16 +585,16 @@ class Reconciler:
         change = run.change
         now = self.clock()
         audit_id = run.audit_id
-        if record:
-            image = change.desired_image or (change.target.image if change.target else "")
-            audit_result = {APPLIED: SUCCEEDED}.get(result, result)
+        audit_result = {APPLIED: SUCCEEDED}.get(result, result)
+        error = None if result in (SUCCEEDED, DRIFT_CORRECTED, APPLIED) else message
+        if record and self._batches and audit_id is not None:
+            self._finishes.append((run, audit_result, error))  # written by _flush_finishes, this wave
+        elif record:
+            image = self._image(change)
             try:
                 if audit_id is None:
                     audit_id = self.audit.attempt_started(change, image=image, deploy_commit=self.desired.commit)
-                self.audit.attempt_finished(
-                    audit_id, result=audit_result, error=None if result in (SUCCEEDED, DRIFT_CORRECTED, APPLIED)
-                    else message,
-                )
+                self.audit.attempt_finished(audit_id, result=audit_result, error=error)
             except DeployctlError as exc:
                 # The outcome stands; the record of it could not be written (the next run closes
                 # an open attempt as interrupted). Say so loudly rather than lose the result.

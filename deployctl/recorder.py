@@ -9,7 +9,7 @@ outcome is appended after. Provenance is looked up once per deploy file and cach
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -102,6 +102,20 @@ class AuditRecorder:
     # -- AuditSink ----------------------------------------------------------------------------
 
     def attempt_started(self, change: Change, *, image: str, deploy_commit: str | None) -> int | None:
+        return self.store.start(self._attempt(change, image=image, deploy_commit=deploy_commit))
+
+    def attempts_started(self, items: Sequence[tuple[Change, str]], *, deploy_commit: str | None) -> list[int]:
+        """Several attempts (change, image) in one durable write, before any of them is applied."""
+        attempts = [self._attempt(change, image=image, deploy_commit=deploy_commit) for change, image in items]
+        return self.store.start_many(attempts) if attempts else []
+
+    def attempts_finished(self, items: Sequence[tuple[int | None, str, str | None]]) -> None:
+        """Several outcomes (attempt id, result, error) in one durable write."""
+        finishes = [audit.Finish(attempt_id=i, result=r, error=e) for i, r, e in items if i is not None]
+        if finishes:
+            self.store.finish_many(finishes)
+
+    def _attempt(self, change: Change, *, image: str, deploy_commit: str | None) -> audit.Attempt:
         target = change.target
         file_commit = self._file_commit(target.path, deploy_commit) if target else None
         merge = self._commit(deploy_commit)
@@ -132,7 +146,7 @@ class AuditRecorder:
             actor=self.actor,
             started_at=datetime.now(UTC),
         )
-        return self.store.start(attempt)
+        return attempt
 
     def attempt_finished(self, attempt_id: int | None, *, result: str, error: str | None) -> None:
         if attempt_id is None:
