@@ -344,8 +344,11 @@ def test_the_rbac_manifests_are_enough_for_the_controller_and_nothing_more(
         w.wait_ready()
         wait_for("the first deploy", lambda: image_of(cluster, namespace) == f"{IMAGE}/api:{sha('api-1')}", timeout=60)
         assert lease_holder(cluster, home) == "sa"
-        records = open_store(audit_url(tmp_path)).query(app="api")
-        assert records[0].result == "succeeded"
+
+        def outcome():
+            records = open_store(audit_url(tmp_path)).query(app="api")
+            return records[0].result if records and records[0].result != "started" else None
+        assert wait_for("the first deploy's outcome", outcome, timeout=60) == "succeeded"
 
         sa = Cluster(kubeconfig=kubeconfig)
         with pytest.raises(ClusterError) as listed:
