@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -56,6 +57,16 @@ class ClusterState:
 
 
 def _free_port() -> int:
+    """A free loopback port below Linux's ephemeral range (32768+), so that an outgoing
+    connection's source port cannot take it while a component restarts."""
+    for _ in range(50):
+        port = random.randint(20000, 32000)  # noqa: S311 - not security sensitive
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

@@ -272,7 +272,8 @@ def test_api_server_restart_during_a_reconcile_and_the_next_run_converges(make_r
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
-        assert second.exit_code == 0, second.outcomes
+        log_tail = (directory / "logs" / "kube-apiserver.log").read_text(errors="replace")[-2000:]
+        assert second.exit_code == 0, (second.outcomes, outcome, log_tail)
         assert {o.result for o in second.outcomes} <= {"in-sync", "succeeded"}
         for app in ("api", "web", "worker"):
             assert image_of(own, "shop", app) == f"{IMAGE}/{app}:{shas[app]}"
