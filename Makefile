@@ -45,7 +45,7 @@ typecheck: deps
 	$(BIN)/mypy
 
 ## demo: a local control plane, the example environments/ reconciled, an update rolled out, status
-demo: deps controlplane
+demo: deps system-deps controlplane
 	$(BIN)/python -m deployctl.demo
 
 ## bench: every benchmark, printing its figures
