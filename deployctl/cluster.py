@@ -200,9 +200,6 @@ class Cluster:
             if exc.status != 409:
                 raise
 
-    def writes(self) -> int:
-        return sum(n for verb, n in self.requests.items() if verb in ("PATCH", "PUT", "POST", "DELETE"))
-
 
 def _api_message(exc: ApiException) -> str:
     try:

@@ -226,6 +226,36 @@ def observe(
     return live
 
 
+@dataclass(frozen=True)
+class Observation:
+    """What the cluster shows for a selection of a desired state, before anything is decided."""
+
+    envs: tuple[str, ...]  # the selected environments (all of the config's when none was asked for)
+    refused: Mapping[str, str]  # env -> why its namespace may not be touched (not observed)
+    live: Mapping[str, list[Workload]]  # namespace -> labelled workloads
+    known_images: Mapping[tuple[str, str], str]  # digest pins already applied for the same tag
+
+
+def observe_selection(
+    desired: DesiredState,
+    clusters: ClusterFor,
+    *,
+    envs: Sequence[str] = (),
+    apps: Sequence[str] = (),
+    allowed_namespaces: Sequence[str] = (),
+    concurrency: int = 2,
+) -> Observation:
+    """The one observe step of ``plan``, ``status`` and ``reconcile``: guards on namespaces, one LIST
+    per allowed namespace and kind, and the pins the workloads already carry."""
+    refused = check_namespaces(desired, allowed_namespaces)
+    selected = tuple(envs) or (tuple(sorted(desired.config.environments)) if desired.config else ())
+    allowed = [e for e in selected if e not in refused]
+    live = observe(desired, clusters, envs=allowed, concurrency=concurrency) if allowed else {}
+    targets = [t for t in desired.targets if t.env in selected and (not apps or t.app in apps)]
+    known = known_pins(targets, desired.config, applied_images(live))
+    return Observation(envs=selected, refused=refused, live=live, known_images=known)
+
+
 def annotations_for(change: Change, image: str, deploy_commit: str | None, now: datetime) -> dict[str, str]:
     target = change.target
     assert target is not None
@@ -305,13 +335,11 @@ class Reconciler:
 
     def run(self) -> ReconcileResult:
         started = time.monotonic()
-        refused_envs = check_namespaces(self.desired, self.allowed_namespaces)
-        envs = self.envs or tuple(sorted(self.desired.config.environments)) if self.desired.config else self.envs
-        observe_envs = [e for e in envs if e not in refused_envs]
-        live = (observe(self.desired, self.clusters, envs=observe_envs, concurrency=self.observe_concurrency)
-                if observe_envs else {})
-        self._pin(live, envs)
-        plan = make_plan(self.desired, live, envs=envs, apps=self.apps, images=self.images)
+        seen = observe_selection(self.desired, self.clusters, envs=self.envs, apps=self.apps,
+                                 allowed_namespaces=self.allowed_namespaces, concurrency=self.observe_concurrency)
+        refused_envs = seen.refused
+        self._pin(seen)
+        plan = make_plan(self.desired, seen.live, envs=seen.envs, apps=self.apps, images=self.images)
         log.info("reconcile.planned", ref=plan.ref, deploy_commit=plan.deploy_commit, **plan.counts)
 
         runs: dict[tuple[str, str], _AppRun] = {}
@@ -360,15 +388,13 @@ class Reconciler:
                  requests=requests)
         return result
 
-    def _pin(self, live: Mapping[str, list[Workload]], envs: Sequence[str]) -> None:
+    def _pin(self, seen: Observation) -> None:
         """Digest-pin the selected targets: reuse pins already applied for the same tag, resolve the rest."""
-        selected = [t for t in self.desired.targets
-                    if (not envs or t.env in envs) and (not self.apps or t.app in self.apps)]
-        known = known_pins(selected, self.desired.config, applied_images(live))
-        self.images.update({k: v for k, v in known.items() if k not in self.images})
+        self.images.update({k: v for k, v in seen.known_images.items() if k not in self.images})
         if self.pinner is None:
             return
-        todo = [t for t in selected if t.key not in self.images
+        todo = [t for t in self.desired.targets
+                if t.env in seen.envs and (not self.apps or t.app in self.apps) and t.key not in self.images
                 and pin_mode(self.desired.config, t.app) == "digest"]
         if not todo:
             return
@@ -638,6 +664,3 @@ def reconcile(desired: DesiredState, clusters: ClusterFor, **options: object) ->
     """Run one reconcile; see :class:`Reconciler` for the options."""
     return Reconciler(desired, clusters, **options).run()  # type: ignore[arg-type]
 
-
-def target_keys(targets: Iterable[Target]) -> list[tuple[str, str]]:
-    return [t.key for t in targets]
