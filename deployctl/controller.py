@@ -33,7 +33,7 @@ from deployctl.metrics import ControllerMetrics
 from deployctl.mirror import Mirror
 from deployctl.plan import Change
 from deployctl.recorder import AuditRecorder
-from deployctl.repo import read_desired_state
+from deployctl.repo import local_sources, read_desired_state
 
 log = structlog.get_logger(__name__)
 
@@ -232,7 +232,8 @@ class Controller:
                 log.warning("desired_state.problem", problem=str(p))
             sink: rec.AuditSink | None = None
             if self.store is not None:
-                recorder = AuditRecorder(self.store, repo_path=self.mirror.path, trigger=trigger)
+                recorder = AuditRecorder(self.store, repo_path=self.mirror.path, trigger=trigger,
+                                         sources=local_sources(self.mirror.path, desired.config))
                 if self._new_term:
                     # Whatever a previous leader (or our own crashed run) left open is over now.
                     recorder.close_interrupted()

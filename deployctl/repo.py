@@ -19,7 +19,7 @@ from typing import Any
 import pygit2
 import structlog
 
-from deployctl.config import CONFIG_PATH, MAX_CONFIG_BYTES, show
+from deployctl.config import CONFIG_PATH, MAX_CONFIG_BYTES, Config, show
 from deployctl.deployfile import DEPLOY_SUFFIX, ENVIRONMENTS_DIR, MAX_DEPLOY_FILE_BYTES
 from deployctl.errors import InvalidInputError
 from deployctl.state import ERROR, WARNING, DesiredState, Problem
@@ -414,6 +414,15 @@ def file_versions(repo: str | Path, paths: Iterable[str], *, ref: str = "HEAD") 
 def source_repo_path(root: Path, source: str) -> Path | None:
     """The local path of an app's ``source`` repo (relative to the deploy repo); None if remote or absent."""
     return _local_source(root, source)
+
+
+def local_sources(repo: str | Path, config: Config | None) -> dict[str, Path]:
+    """app -> its ``source`` repo on this disk, for the apps that have one."""
+    if config is None:
+        return {}
+    root = repo_root(open_repository(repo))
+    found = {name: source_repo_path(root, app.source) for name, app in config.apps.items() if app.source}
+    return {name: path for name, path in found.items() if path is not None}
 
 
 def commit_range(

@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import click
@@ -94,19 +93,11 @@ def plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kube
     Example:
       deployctl plan --repo . --env staging
     """
-    desired = load_desired(repo, ref)
-    allowed = _split_allowed(allowed_namespaces)
-    pool = rec.ClusterPool(kubeconfig=_first_kubeconfig(kubeconfig), context=context)
-    refused = rec.check_namespaces(desired, allowed)
-    envs_sel = envs or (tuple(sorted(desired.config.environments)) if desired.config else ())
-    live = rec.observe(desired, pool, envs=[e for e in envs_sel if e not in refused])
-    from deployctl.plan import make_plan
-
-    result = make_plan(desired, live, envs=envs_sel, apps=apps, images=_known(desired, live))
+    desired, result, refused = _observed_plan(repo, ref, envs, apps, kubeconfig, context, allowed_namespaces)
     if output == "json":
         doc = result.as_dict()
         doc["problems"] = [p.as_dict() for p in desired.problems]
-        doc["refused"] = refused
+        doc["refused"] = dict(refused)
         echo_json(doc)
     else:
         _echo_problems(desired)
@@ -117,10 +108,18 @@ def plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kube
         sys.exit(rec.EXIT_INVALID)
 
 
-def _known(desired: DesiredState, live: Any) -> dict[tuple[str, str], str]:
-    from deployctl.artifacts import known_pins
+def _observed_plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,
+                   context: str | None, allowed_namespaces: tuple[str, ...]
+                   ) -> tuple[DesiredState, Plan, Mapping[str, str]]:
+    """Read, observe (the same step reconcile takes) and plan, without writing: for plan and status."""
+    from deployctl.plan import make_plan
 
-    return known_pins(desired.targets, desired.config, rec.applied_images(live))
+    desired = load_desired(repo, ref)
+    pool = rec.ClusterPool(kubeconfig=_first_kubeconfig(kubeconfig), context=context)
+    seen = rec.observe_selection(desired, pool, envs=envs, apps=apps,
+                                 allowed_namespaces=_split_allowed(allowed_namespaces))
+    plan = make_plan(desired, seen.live, envs=seen.envs, apps=apps, images=seen.known_images)
+    return desired, plan, seen.refused
 
 
 def _split_allowed(values: tuple[str, ...]) -> list[str]:
@@ -271,9 +270,10 @@ def run_reconcile(*, repo: str, ref: str, envs: tuple[str, ...] = (), apps: tupl
     if audit_url is not None:
         from deployctl import audit
         from deployctl.recorder import AuditRecorder
+        from deployctl.repo import local_sources
 
         store = audit.open_store(audit_url or None)
-        recorder = AuditRecorder(store, repo_path=repo, trigger=trigger, sources=_sources(repo, desired))
+        recorder = AuditRecorder(store, repo_path=repo, trigger=trigger, sources=local_sources(repo, desired.config))
         recorder.close_interrupted()
     from deployctl import policy  # promotion gates, approvals and freezes become refusals
     from deployctl.artifacts import registry_pinner
@@ -294,18 +294,6 @@ def run_reconcile(*, repo: str, ref: str, envs: tuple[str, ...] = (), apps: tupl
             store.close()
 
 
-def _sources(repo: str, desired: DesiredState) -> dict[str, Path]:
-    if desired.config is None:
-        return {}
-    out = {}
-    for name, app in desired.config.apps.items():
-        if app.source and "://" not in app.source and not app.source.startswith("git@"):
-            path = (Path(repo) / app.source).resolve()
-            if path.exists():
-                out[name] = path
-    return out
-
-
 # -- status -------------------------------------------------------------------------------------
 
 
@@ -319,14 +307,9 @@ def status(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], ku
     Example:
       deployctl status --repo .
     """
-    from deployctl.plan import Action, make_plan
+    from deployctl.plan import Action
 
-    desired = load_desired(repo, ref)
-    pool = rec.ClusterPool(kubeconfig=_first_kubeconfig(kubeconfig), context=context)
-    refused = rec.check_namespaces(desired, _split_allowed(allowed_namespaces))
-    envs_sel = envs or (tuple(sorted(desired.config.environments)) if desired.config else ())
-    live = rec.observe(desired, pool, envs=[e for e in envs_sel if e not in refused])
-    result = make_plan(desired, live, envs=envs_sel, apps=apps, images=_known(desired, live))
+    desired, result, _ = _observed_plan(repo, ref, envs, apps, kubeconfig, context, allowed_namespaces)
     rows = []
     docs = []
     for c in result.changes:
