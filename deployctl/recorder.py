@@ -9,7 +9,7 @@ outcome is appended after. Provenance is looked up once per deploy file and cach
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,9 +38,7 @@ class AuditRecorder:
         self.trigger = trigger
         self.actor = actor or audit.current_actor()
         self._lock = threading.Lock()
-        self._file_commits: dict[tuple[str, str], repo.CommitInfo | None] = {}
-        self._commits: dict[str, repo.CommitInfo | None] = {}
-        self._app_summaries: dict[tuple[str, str], str | None] = {}
+        self._lookups: dict[tuple[str, ...], repo.CommitInfo | None] = {}
         self.sources = dict(sources or {})
 
     def close_interrupted(self) -> list[int]:
@@ -52,52 +50,29 @@ class AuditRecorder:
 
     # -- provenance ---------------------------------------------------------------------------
 
+    def _cached(self, key: tuple[str, ...], lookup: Callable[[], repo.CommitInfo | None]) -> repo.CommitInfo | None:
+        """One git lookup per key and run; a commit that cannot be read is recorded as unknown."""
+        with self._lock:
+            if key in self._lookups:
+                return self._lookups[key]
+        try:
+            info = lookup()
+        except repo.RepoError:
+            info = None
+        with self._lock:
+            self._lookups[key] = info
+        return info
+
     def _file_commit(self, path: str, ref: str | None) -> repo.CommitInfo | None:
         if self.repo_path is None or ref is None:
             return None
-        key = (path, ref)
-        with self._lock:
-            if key in self._file_commits:
-                return self._file_commits[key]
-        try:
-            info = repo.last_change(self.repo_path, path, ref=ref)
-        except repo.RepoError:
-            info = None
-        with self._lock:
-            self._file_commits[key] = info
-        return info
+        where = self.repo_path
+        return self._cached(("last_change", str(where), path, ref), lambda: repo.last_change(where, path, ref=ref))
 
-    def _commit(self, sha: str | None) -> repo.CommitInfo | None:
-        if self.repo_path is None or sha is None:
+    def _commit_in(self, where: Path | None, sha: str | None) -> repo.CommitInfo | None:
+        if where is None or sha is None:
             return None
-        with self._lock:
-            if sha in self._commits:
-                return self._commits[sha]
-        try:
-            info: repo.CommitInfo | None = repo.commit_info(self.repo_path, sha)
-        except repo.RepoError:
-            info = None
-        with self._lock:
-            self._commits[sha] = info
-        return info
-
-    def _app_summary(self, app_source: Path | None, sha: str) -> str | None:
-        if app_source is None:
-            return None
-        key = (str(app_source), sha)
-        with self._lock:
-            if key in self._app_summaries:
-                return self._app_summaries[key]
-        try:
-            summary: str | None = repo.commit_info(app_source, sha).summary
-        except repo.RepoError:
-            summary = None
-        with self._lock:
-            self._app_summaries[key] = summary
-        return summary
-
-    def _source_path(self, change: Change) -> Path | None:
-        return self.sources.get(change.app)
+        return self._cached(("commit", str(where), sha), lambda: repo.commit_info(where, sha))
 
     # -- AuditSink ----------------------------------------------------------------------------
 
@@ -118,7 +93,8 @@ class AuditRecorder:
     def _attempt(self, change: Change, *, image: str, deploy_commit: str | None) -> audit.Attempt:
         target = change.target
         file_commit = self._file_commit(target.path, deploy_commit) if target else None
-        merge = self._commit(deploy_commit)
+        merge = self._commit_in(self.repo_path, deploy_commit)
+        app_commit = self._commit_in(self.sources.get(change.app), change.new_sha)
         reviewers = tuple(dict.fromkeys((*(merge.reviewers if merge else ()),
                                          *(file_commit.reviewers if file_commit else ()))))
         digest = image.split("@", 1)[1] if "@" in image else None
@@ -141,7 +117,7 @@ class AuditRecorder:
             file_commit_time=file_commit.time if file_commit else None,
             file_commit_summary=file_commit.summary if file_commit else None,
             reviewers=reviewers,
-            app_commit_summary=self._app_summary(self._source_path(change), change.new_sha or ""),
+            app_commit_summary=app_commit.summary if app_commit else None,
             trigger=trigger,
             actor=self.actor,
             started_at=datetime.now(UTC),
