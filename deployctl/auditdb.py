@@ -230,6 +230,20 @@ class SqlStore:
     def _sql(self, sql: str) -> str:
         return sql.replace("?", self.placeholder)
 
+    def _open_schema(self, cur: Any, *, where: str, time_type: str) -> None:
+        """Create the version table, refuse a schema newer than this code, migrate forward."""
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version "
+            f"(version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at {time_type} NOT NULL)"
+        )
+        current = cur.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+        if current > SCHEMA_VERSION:
+            raise AuditError(
+                f"audit: {where} has schema version {current}, newer than this deployctl "
+                f"understands ({SCHEMA_VERSION}); upgrade deployctl"
+            )
+        self._migrate(cur, int(current))
+
     def _migrate(self, cur: Any, current: int) -> None:
         for migration in MIGRATIONS:
             if migration.version <= current:
@@ -612,17 +626,7 @@ class SqliteStore(SqlStore):
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.execute("PRAGMA foreign_keys = ON")
             with self._write() as cur:
-                cur.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_version "
-                    "(version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)"
-                )
-                current = cur.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
-                if current > SCHEMA_VERSION:
-                    raise AuditError(
-                        f"audit: {path} has schema version {current}, newer than this deployctl "
-                        f"understands ({SCHEMA_VERSION}); upgrade deployctl"
-                    )
-                self._migrate(cur, int(current))
+                self._open_schema(cur, where=str(path), time_type="TEXT")
         except sqlite3.Error as exc:
             raise AuditError(f"audit: cannot open SQLite store {path}: {exc}") from exc
 
@@ -693,18 +697,7 @@ class PostgresStore(SqlStore):
             self._conn = (connect or psycopg.connect)(url, autocommit=True)
             with self._write() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_MIGRATION_LOCK,))
-                cur.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_version "
-                    "(version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
-                    "applied_at TIMESTAMPTZ NOT NULL)"
-                )
-                current = cur.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
-                if current > SCHEMA_VERSION:
-                    raise AuditError(
-                        f"audit: {self.url} has schema version {current}, newer than this deployctl "
-                        f"understands ({SCHEMA_VERSION}); upgrade deployctl"
-                    )
-                self._migrate(cur, int(current))
+                self._open_schema(cur, where=self.url, time_type="TIMESTAMPTZ")
         except psycopg.Error as exc:
             raise AuditError(f"audit: cannot open PostgreSQL store {self.url}: {exc}") from exc
 
