@@ -31,7 +31,7 @@ system-deps:
 
 ## controlplane: build kube-apiserver, controller-manager, scheduler, etcd and kwok from Go modules (cached)
 controlplane: deps
-	@if command -v go >/dev/null || $(BIN)/python -c 'import sys; from deployctl.localcluster import build; sys.exit(not build.binaries().complete())'; then \
+	@if command -v go >/dev/null || $(BIN)/python -c 'import sys; from deployctl.devtools.localcluster import build; sys.exit(not build.binaries().complete())'; then \
 	  $(BIN)/deployctl --log-level info localcluster build; \
 	else \
 	  echo "make: no Go toolchain: the tests that need the local control plane will be skipped (install Go >= 1.25 to run them)"; \
@@ -46,7 +46,7 @@ typecheck: deps
 
 ## demo: a local control plane, the example environments/ reconciled, an update rolled out, status
 demo: deps system-deps controlplane
-	$(BIN)/python -m deployctl.demo
+	$(BIN)/python -m deployctl.devtools.demo
 
 ## bench: every benchmark, printing its figures
 bench: deps system-deps controlplane

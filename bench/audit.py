@@ -30,10 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from click.testing import CliRunner  # noqa: E402
 
-from deployctl import auditdb  # noqa: E402
-from deployctl.audit import Actor, Attempt, AuditStore, Finish, open_store  # noqa: E402
 from deployctl.cli import main  # noqa: E402
+from deployctl.edges.audit import db as auditdb  # noqa: E402
+from deployctl.edges.audit.url import open_store  # noqa: E402
 from deployctl.log import configure_logging  # noqa: E402
+from deployctl.model.audit import Actor, Attempt, AuditStore, Finish  # noqa: E402
 
 APPS = [f"app{i:02d}" for i in range(20)]
 ENVS = ["staging", "production"]

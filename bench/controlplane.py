@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deployctl.localcluster import build, controlplane, pins  # noqa: E402
+from deployctl.devtools.localcluster import build, controlplane, pins  # noqa: E402
 from deployctl.log import configure_logging  # noqa: E402
 
 

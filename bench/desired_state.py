@@ -18,8 +18,8 @@ import pygit2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from deployctl.edges.git.repo import read_desired_state  # noqa: E402
 from deployctl.log import configure_logging  # noqa: E402
-from deployctl.repo import read_desired_state  # noqa: E402
 
 APPS = 3334
 ENVS = ("dev", "staging", "production")

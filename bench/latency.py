@@ -35,8 +35,8 @@ import pygit2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deployctl.localcluster import controlplane  # noqa: E402
-from deployctl.webhook import github_signature  # noqa: E402
+from deployctl.controller.webhook import github_signature  # noqa: E402
+from deployctl.devtools.localcluster import controlplane  # noqa: E402
 
 DEPLOYCTL = str(Path(sys.executable).with_name("deployctl"))
 IMAGE = "registry.example.com/bench"

@@ -28,10 +28,10 @@ import pygit2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deployctl import reconcile as rec  # noqa: E402
-from deployctl.localcluster import controlplane  # noqa: E402
+from deployctl.devtools.localcluster import controlplane  # noqa: E402
+from deployctl.edges.git.repo import read_desired_state  # noqa: E402
 from deployctl.log import configure_logging  # noqa: E402
-from deployctl.repo import read_desired_state  # noqa: E402
+from deployctl.reconcile import reconciler as rec  # noqa: E402
 
 ENVS = {"staging": "bench-staging", "canary": "bench-canary", "production": "bench-production"}
 IMAGE = "registry.example.com/bench"

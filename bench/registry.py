@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from deployctl.edges.registry.client import Credential, CredentialStore, RegistryClient  # noqa: E402
 from deployctl.log import configure_logging  # noqa: E402
-from deployctl.registry import Credential, CredentialStore, RegistryClient  # noqa: E402
 from tests.fixtures.registry import LocalRegistry, RegistryPusher, registry_binary, start_registry  # noqa: E402
 
 REPOSITORY = "shop/web"

@@ -12,18 +12,10 @@ from typing import Any, TypeVar
 
 import click
 
-from deployctl.audit import (
-    AUDIT_ENV,
-    EVENT_FIELDS,
-    AuditRecord,
-    AuditStore,
-    default_audit_url,
-    open_store,
-    parse_when,
-    record_to_event,
-)
 from deployctl.cli.output import output_option, render_table
+from deployctl.edges.audit.url import AUDIT_ENV, default_audit_url, open_store
 from deployctl.errors import InvalidInputError
+from deployctl.model.audit import EVENT_FIELDS, AuditRecord, AuditStore, parse_when, record_to_event
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -248,8 +240,8 @@ def drain(audit_url: str | None, settings_file: str | None, max_wait: float) -> 
     Example (a CI step after the deploy step, which it never blocks):
       deployctl notify drain --settings /etc/deployctl/settings.yaml
     """
-    from deployctl.notify import NotifyError, load_settings
-    from deployctl.notify import drain as drain_outbox
+    from deployctl.edges.notify import NotifyError, load_settings
+    from deployctl.edges.notify import drain as drain_outbox
 
     settings = load_settings(settings_file)
     if not settings.sinks:
@@ -298,7 +290,7 @@ def timeline(
       deployctl timeline --env production --since 7d --output deploys.html
       deployctl timeline --since 2d --output deploys.png
     """
-    from deployctl import timeline as plot
+    from deployctl.views import timeline as plot
 
     store = _read(audit_url)
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from deployctl.localcluster import build, controlplane
+from deployctl.devtools.localcluster import build, controlplane
 
 _dir_option = click.option(
     "--dir",
@@ -15,7 +15,7 @@ _dir_option = click.option(
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Where certificates, the kubeconfig, etcd data and component logs go "
-    "[default: ~/.cache/deployctl/localcluster].",
+    "[default: ~/.cache/deployctl/devtools/localcluster].",
 )
 
 

@@ -11,10 +11,10 @@ from typing import Any, TextIO, TypeVar
 
 import click
 
-from deployctl import reconcile as rec
 from deployctl.cli.output import echo_json, render_table
-from deployctl.plan import Plan
-from deployctl.state import DesiredState
+from deployctl.model.state import DesiredState
+from deployctl.reconcile import reconciler as rec
+from deployctl.rules.plan import Plan
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,7 +51,7 @@ def _first_kubeconfig(value: str | None) -> str | None:
 
 
 def load_desired(repo_path: str, ref: str) -> DesiredState:
-    from deployctl.repo import read_desired_state
+    from deployctl.edges.git.repo import read_desired_state
 
     return read_desired_state(repo_path, ref=ref)
 
@@ -112,7 +112,7 @@ def _observed_plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, 
                    context: str | None, allowed_namespaces: tuple[str, ...]
                    ) -> tuple[DesiredState, Plan, Mapping[str, str]]:
     """Read, observe (the same step reconcile takes) and plan, without writing: for plan and status."""
-    from deployctl.plan import make_plan
+    from deployctl.rules.plan import make_plan
 
     desired = load_desired(repo, ref)
     pool = rec.ClusterPool(kubeconfig=_first_kubeconfig(kubeconfig), context=context)
@@ -268,15 +268,15 @@ def run_reconcile(*, repo: str, ref: str, envs: tuple[str, ...] = (), apps: tupl
     recorder = None
     store = None
     if audit_url is not None:
-        from deployctl import audit
-        from deployctl.recorder import AuditRecorder
-        from deployctl.repo import local_sources
+        from deployctl.edges.audit import url as audit_location
+        from deployctl.edges.git.repo import local_sources
+        from deployctl.reconcile.recorder import AuditRecorder
 
-        store = audit.open_store(audit_url or None)
+        store = audit_location.open_store(audit_url or None)
         recorder = AuditRecorder(store, repo_path=repo, trigger=trigger, sources=local_sources(repo, desired.config))
         recorder.close_interrupted()
-    from deployctl import policy  # promotion gates, approvals and freezes become refusals
-    from deployctl.artifacts import registry_pinner
+    from deployctl.reconcile import policy  # promotion gates, approvals and freezes become refusals
+    from deployctl.reconcile.artifacts import registry_pinner
 
     refusals, sink = policy.for_reconcile(
         desired, repo=repo, store=store if audit_url else None, sink=recorder, override_freeze=override_freeze,
@@ -307,7 +307,7 @@ def status(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], ku
     Example:
       deployctl status --repo .
     """
-    from deployctl.plan import Action
+    from deployctl.rules.plan import Action
 
     desired, result, _ = _observed_plan(repo, ref, envs, apps, kubeconfig, context, allowed_namespaces)
     rows = []

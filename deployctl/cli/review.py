@@ -8,13 +8,13 @@ from pathlib import Path
 
 import click
 
-from deployctl import codeowners as co
-from deployctl import diff as df
-from deployctl import policy
-from deployctl import repo as repo_edge
+from deployctl.app import diff as df
 from deployctl.cli.output import echo_json, output_option, render_table, repo_option
+from deployctl.edges.git import repo as repo_edge
 from deployctl.errors import DeployctlError, InvalidInputError
-from deployctl.promote import (
+from deployctl.reconcile import policy
+from deployctl.rules import codeowners as co
+from deployctl.rules.promote import (
     PromoteError,
     Promotion,
     choose_rollback,
@@ -134,7 +134,7 @@ def build_diff(repo: str, base: str, head: str, *, audit_url: str | None = None,
     changed = [t for t in head_state.targets if t.key in keys]
     store = None
     if audit_url:
-        from deployctl.audit import open_store
+        from deployctl.edges.audit.url import open_store
 
         store = open_store(audit_url, create=False)
     try:
@@ -147,8 +147,8 @@ def build_diff(repo: str, base: str, head: str, *, audit_url: str | None = None,
     if check_images and changed:
         from dataclasses import replace
 
-        from deployctl.artifacts import image_problems
-        from deployctl.registry import RegistryClient
+        from deployctl.edges.registry.client import RegistryClient
+        from deployctl.reconcile.artifacts import image_problems
 
         with RegistryClient() as client:
             resolutions = client.resolve_many(sorted({t.image for t in changed}))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from deployctl.cli.output import echo_json, output_option, repo_option
-from deployctl.repo import read_desired_state
-from deployctl.state import DesiredState
+from deployctl.edges.git.repo import read_desired_state
+from deployctl.model.state import DesiredState
 
 
 def render_text(state: DesiredState) -> list[str]:
@@ -62,13 +62,13 @@ def validate(repo: str, ref: str | None, worktree: bool, gates: bool, check_imag
         raise click.UsageError("give either --ref or --worktree, not both")
     state = read_desired_state(repo, ref=ref or "HEAD", worktree=worktree)
     if check_images:
-        from deployctl.artifacts import check_images as check
-        from deployctl.registry import RegistryClient
+        from deployctl.edges.registry.client import RegistryClient
+        from deployctl.reconcile.artifacts import check_images as check
 
         with RegistryClient() as client:
             state = check(state, client, strict=strict)
     if gates:
-        from deployctl.policy import with_gate_problems
+        from deployctl.reconcile.policy import with_gate_problems
 
         state = with_gate_problems(repo, state)
     if output == "json":

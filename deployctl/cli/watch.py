@@ -82,7 +82,7 @@ def watch(repo: str, branch: str, interval: str, listen: str, audit_url: str | N
       DEPLOYCTL_WEBHOOK_SECRET=... deployctl watch --repo https://github.com/acme/deploy.git \\
           --interval 30s --listen 0.0.0.0:8080 --allow-namespace shop-staging
     """
-    from deployctl.controller import (
+    from deployctl.controller.loop import (
         ControllerSettings,
         WatchOptions,
         identity_default,
@@ -90,9 +90,9 @@ def watch(repo: str, branch: str, interval: str, listen: str, audit_url: str | N
         serve,
         split_namespaces,
     )
-    from deployctl.lease import LeaseConfig
-    from deployctl.mirror import default_mirror_dir
-    from deployctl.webhook import load_secret
+    from deployctl.controller.webhook import load_secret
+    from deployctl.edges.git.mirror import default_mirror_dir
+    from deployctl.edges.kube.lease import LeaseConfig
 
     host, port = parse_listen(listen)
     lease = None

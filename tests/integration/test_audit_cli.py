@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from deployctl.audit import EVENT_FIELDS, open_store
 from deployctl.cli import main
-from deployctl.timeline import find_chromium
+from deployctl.edges.audit.url import open_store
+from deployctl.model.audit import EVENT_FIELDS
+from deployctl.views.timeline import find_chromium
 from tests.fixtures.auditdata import make_attempt, sha
 
 pytestmark = pytest.mark.integration
@@ -127,7 +128,7 @@ def test_export_jsonl_round_trips_every_attempt_oldest_first(audit: str) -> None
     assert [e["new_sha"][:2] for e in events] == ["a1", "b2", "c3", "c4", "d5"]
     store = open_store(audit)
     try:
-        from deployctl.audit import record_to_event
+        from deployctl.model.audit import record_to_event
 
         assert events == [record_to_event(r) for r in reversed(store.query())]
     finally:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from deployctl.audit import Finish, open_store
+from deployctl.edges.audit.url import open_store
+from deployctl.model.audit import Finish
 from tests.fixtures.auditdata import T0, make_attempt
 
 pytestmark = pytest.mark.integration

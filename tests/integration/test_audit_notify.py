@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from deployctl.audit import AuditStore, open_store
 from deployctl.cli import main
-from deployctl.notify import NotifySettings, Sink, drain
+from deployctl.edges.audit.url import open_store
+from deployctl.edges.notify import NotifySettings, Sink, drain
+from deployctl.model.audit import AuditStore
 from tests.fixtures.auditdata import make_attempt
 
 pytestmark = pytest.mark.integration

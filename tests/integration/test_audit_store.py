@@ -11,10 +11,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from deployctl import auditdb
-from deployctl.audit import AuditError, AuditStore, Finish, open_store
-from deployctl.auditdb import INTERRUPTED_ERROR, SCHEMA_VERSION, SqliteStore
+from deployctl.edges.audit import db as auditdb
+from deployctl.edges.audit.db import INTERRUPTED_ERROR, SCHEMA_VERSION, SqliteStore
+from deployctl.edges.audit.url import open_store
 from deployctl.errors import InvalidInputError
+from deployctl.model.audit import AuditError, AuditStore, Finish
 from tests.fixtures.auditdata import T0, make_attempt, sha
 
 pytestmark = pytest.mark.integration

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deployctl.audit import open_store
-from deployctl.webhook import github_signature
+from deployctl.controller.webhook import github_signature
+from deployctl.edges.audit.url import open_store
 
 pytestmark = pytest.mark.integration
 
@@ -317,7 +317,7 @@ def test_the_rbac_manifests_are_enough_for_the_controller_and_nothing_more(
         cluster, namespace, bare, tmp_path, watches):
     from kubernetes import client, utils
 
-    from deployctl.cluster import Cluster, ClusterError
+    from deployctl.edges.kube.cluster import Cluster, ClusterError
 
     home = f"t-ctl-{uuid.uuid4().hex[:8]}"
     other = f"t-other-{uuid.uuid4().hex[:8]}"

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from deployctl.cli import main
-from deployctl.localcluster import controlplane
+from deployctl.devtools.localcluster import controlplane
 
 pytestmark = pytest.mark.integration
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 def test_version_endpoint_reports_the_pinned_release(cluster):
     from kubernetes import client
 
-    from deployctl.localcluster import pins
+    from deployctl.devtools.localcluster import pins
 
     with cluster.api() as api:
         assert client.VersionApi(api).get_code().git_version == pins.KUBERNETES

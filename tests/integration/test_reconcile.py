@@ -9,11 +9,11 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from deployctl import reconcile as rec
 from deployctl.cli import main
 from deployctl.cli.reconcile import run_reconcile
-from deployctl.localcluster import controlplane
-from deployctl.repo import read_desired_state
+from deployctl.devtools.localcluster import controlplane
+from deployctl.edges.git.repo import read_desired_state
+from deployctl.reconcile import reconciler as rec
 
 pytestmark = pytest.mark.integration
 

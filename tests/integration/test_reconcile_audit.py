@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from deployctl import audit
 from deployctl.cli.reconcile import run_reconcile
+from deployctl.edges.audit import url as audit_location
+from deployctl.model import audit
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +44,7 @@ def files(ns: str, word: str) -> dict[str, str]:
 
 
 def records(url: str, **filters: object) -> list[audit.AuditRecord]:
-    store = audit.open_store(url)
+    store = audit_location.open_store(url)
     try:
         return store.query(**filters)  # type: ignore[arg-type]
     finally:

@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from deployctl import audit
 from deployctl.cli.reconcile import run_reconcile
+from deployctl.edges.audit import url as audit_location
 from tests.fixtures.registry import RegistryPusher
 
 pytestmark = pytest.mark.integration
@@ -50,7 +50,7 @@ def test_reconcile_applies_the_image_pinned_by_digest_and_records_it(
     d = cluster.read_deployment(namespace, "api")
     assert d.spec.template.spec.containers[0].image == f"{image}:{commit}@{pushed.digest}"
     assert d.metadata.annotations["deployctl.dev/digest"] == pushed.digest
-    store = audit.open_store(url)
+    store = audit_location.open_store(url)
     try:
         (record,) = store.query(app="api")
         assert record.digest == pushed.digest and record.result == "succeeded"

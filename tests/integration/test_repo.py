@@ -11,7 +11,7 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from deployctl.repo import (
+from deployctl.edges.git.repo import (
     CommitInfo,
     RepoError,
     commit_info,

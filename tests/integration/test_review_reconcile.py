@@ -14,12 +14,12 @@ import pygit2
 import pytest
 from click.testing import CliRunner
 
-from deployctl import policy
-from deployctl.audit import open_store
 from deployctl.cli import main
 from deployctl.cli.reconcile import run_reconcile
 from deployctl.cli.review import promote_apps
-from deployctl.repo import read_desired_state
+from deployctl.edges.audit.url import open_store
+from deployctl.edges.git.repo import read_desired_state
+from deployctl.reconcile import policy
 from tests.fixtures.gitrepo import GitRepo
 
 pytestmark = pytest.mark.integration

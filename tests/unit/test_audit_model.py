@@ -9,17 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from deployctl.audit import (
+from deployctl.edges.audit.url import default_sqlite_path, sqlite_path_from_url
+from deployctl.errors import InvalidInputError
+from deployctl.model.audit import (
     EVENT_FIELDS,
     AuditRecord,
     Finish,
     actor_from_env,
-    default_sqlite_path,
     parse_when,
     record_to_event,
-    sqlite_path_from_url,
 )
-from deployctl.errors import InvalidInputError
 from tests.fixtures.auditdata import T0, make_attempt
 
 NOW = datetime(2024, 6, 10, 12, 0, tzinfo=UTC)

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from deployctl.audit import OutboxEvent
+from deployctl.edges.notify import Sink, backoff, parse_settings, render_request, slack_text
 from deployctl.errors import InvalidInputError
-from deployctl.notify import Sink, backoff, parse_settings, render_request, slack_text
+from deployctl.model.audit import OutboxEvent
 
 EVENT = OutboxEvent(
     id=1,

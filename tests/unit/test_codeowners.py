@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from deployctl.codeowners import BEGIN, END, extract_block, is_current, render_block, replace_block
-from deployctl.config import Config, EnvironmentConfig
+from deployctl.model.config import Config, EnvironmentConfig
+from deployctl.rules.codeowners import BEGIN, END, extract_block, is_current, render_block, replace_block
 
 CONFIG = Config(
     version=1,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deployctl.config import (
+from deployctl.model.config import (
     AppConfig,
     Config,
     EnvironmentConfig,

@@ -1,6 +1,6 @@
 """The generated build module replaces every k8s.io staging module of the release."""
 
-from deployctl.localcluster import build, pins
+from deployctl.devtools.localcluster import build, pins
 
 GOMOD = """module k8s.io/kubernetes
 

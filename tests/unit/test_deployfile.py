@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deployctl.deployfile import (
+from deployctl.rules.deployfile import (
     MAX_DEPLOY_FILE_BYTES,
     parse_deploy_file,
     previous_shas,

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deployctl.config import Config, EnvironmentConfig, FreezeWindow
-from deployctl.freeze import active_freeze, frozen_environments, occurrence
+from deployctl.model.config import Config, EnvironmentConfig, FreezeWindow
+from deployctl.rules.freeze import active_freeze, frozen_environments, occurrence
 
 FRI = datetime(2024, 6, 7, 16, 0, tzinfo=UTC)  # a Friday
 MON = datetime(2024, 6, 10, 6, 0, tzinfo=UTC)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from deployctl.config import AppConfig, Config, EnvironmentConfig
-from deployctl.gates import AUDIT, GIT, RunFact, check_gates, gate_problems, violations
-from deployctl.state import Target
+from deployctl.model.config import AppConfig, Config, EnvironmentConfig
+from deployctl.model.state import Target
+from deployctl.rules.gates import AUDIT, GIT, RunFact, check_gates, gate_problems, violations
 
 A, B = "a" * 40, "b" * 40
 CONFIG = Config(

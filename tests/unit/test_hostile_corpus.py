@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from deployctl.validation import FILE, SUBMODULE, SYMLINK, RepoEntry, build_desired_state
+from deployctl.rules.validation import FILE, SUBMODULE, SYMLINK, RepoEntry, build_desired_state
 from tests.fixtures.gitrepo import FileValue, Submodule, Symlink
 
 SHA = "60375125abec57111e2eaeac7081f8f45bdfe28b"

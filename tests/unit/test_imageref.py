@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from deployctl.errors import InvalidInputError
-from deployctl.imageref import ImageRef, InvalidImageRefError, parse_image_ref, short_digest
+from deployctl.model.imageref import ImageRef, InvalidImageRefError, parse_image_ref, short_digest
 
 DIGEST = "sha256:" + "ab" * 32
 SHA = "6037512594e4c5ab0fe2d2f5ec2d7ec37c4d1a0b"

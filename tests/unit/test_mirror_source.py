@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from deployctl.edges.git.mirror import classify, default_mirror_dir
 from deployctl.errors import InvalidInputError
-from deployctl.mirror import classify, default_mirror_dir
 
 
 def test_relative_path_is_made_absolute():

@@ -5,12 +5,13 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deployctl.artifacts import known_pins, pin_decisions
-from deployctl.config import AppConfig, Config, EnvironmentConfig
-from deployctl.plan import Action, dependency_order, make_plan
-from deployctl.registry import Resolution
-from deployctl.state import DesiredState, Problem, Target
-from deployctl.workload import ANN_COMMIT, ANN_IMAGE, Health, Workload, combined_status, rollout_status
+from deployctl.edges.registry.client import Resolution
+from deployctl.model.config import AppConfig, Config, EnvironmentConfig
+from deployctl.model.problem import Problem
+from deployctl.model.state import DesiredState, Target
+from deployctl.model.workload import ANN_COMMIT, ANN_IMAGE, Health, Workload, combined_status, rollout_status
+from deployctl.reconcile.artifacts import known_pins, pin_decisions
+from deployctl.rules.plan import Action, dependency_order, make_plan
 
 SHA1 = "1" * 40
 SHA2 = "2" * 40

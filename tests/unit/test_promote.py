@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deployctl.deployfile import parse_deploy_file, previous_shas
-from deployctl.promote import PromoteError, choose_rollback, note_line, plan_promotions, prepend
-from deployctl.validation import build_desired_state
+from deployctl.rules.deployfile import parse_deploy_file, previous_shas
+from deployctl.rules.promote import PromoteError, choose_rollback, note_line, plan_promotions, prepend
+from deployctl.rules.validation import build_desired_state
 
 A, B, C, D = ("a" * 40, "b" * 40, "c" * 40, "d" * 40)
 WHEN = datetime(2024, 6, 3, 9, 30, tzinfo=UTC)

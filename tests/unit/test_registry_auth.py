@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deployctl.errors import InvalidInputError
-from deployctl.registry import (
+from deployctl.edges.registry.client import (
     Challenge,
     Credential,
     CredentialStore,
@@ -27,6 +26,7 @@ from deployctl.registry import (
     parse_www_authenticate,
     pick_challenge,
 )
+from deployctl.errors import InvalidInputError
 
 OLD = "sha256:" + "a" * 64
 NEW = "sha256:" + "b" * 64

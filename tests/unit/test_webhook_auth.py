@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deployctl.webhook import (
+from deployctl.controller.webhook import (
     MalformedHook,
     authenticate,
     github_signature,

@@ -1,0 +1,401 @@
+"""The controller: watch the deploy repo's branch and keep the cluster on it.
+
+One worker thread runs the loop: wait for a webhook or the interval, fetch the branch into
+the mirror, reconcile its head. Every interval it reconciles even without a new commit, which
+is what finds and corrects drift. One reconcile runs at a time; sync requests that arrive
+meanwhile coalesce into one next run, at whatever the branch head is by then.
+
+Acting is gated: every cluster call and every audit attempt of a run first asks
+:meth:`Controller.may_act` (still the leader? not shutting down?). When the answer turns to
+no, the run stops at its next step, attempts already on record are closed as ``interrupted``,
+and nothing more is written. An apply already on the wire finishes (it is one atomic
+server-side apply); the rollout it started is confirmed by whoever reconciles next.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from deployctl.controller.metrics import ControllerMetrics
+from deployctl.edges.audit import url as audit_location
+from deployctl.edges.git.mirror import Mirror
+from deployctl.edges.git.repo import local_sources, read_desired_state
+from deployctl.edges.kube.cluster import Cluster
+from deployctl.edges.kube.lease import LeaderElector, LeaseConfig
+from deployctl.errors import DeployctlError
+from deployctl.model import audit as audit_mod
+from deployctl.reconcile import policy
+from deployctl.reconcile import reconciler as rec
+from deployctl.reconcile.artifacts import registry_pinner
+from deployctl.reconcile.recorder import AuditRecorder
+from deployctl.rules.plan import Change
+
+log = structlog.get_logger(__name__)
+
+INTERRUPTED = "interrupted"
+
+
+class Stopped(Exception):  # noqa: N818 - a signal, not an error a user sees
+    """Raised inside a reconcile run when the controller may no longer act (deliberately not a DeployctlError,
+    so the reconciler does not turn it into an app outcome)."""
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    branch: str = "main"
+    interval: float = 30.0
+    timeout: float = 300.0
+    concurrency: int = 16
+    poll_interval: float = 0.5
+    allowed_namespaces: tuple[str, ...] = ()
+
+
+class _GatedClusters:
+    """A :data:`deployctl.reconcile.reconciler.ClusterFor` that refuses to hand out a cluster once acting must stop."""
+
+    def __init__(self, pool: rec.ClusterPool, may_act: Callable[[], bool], why: Callable[[], str]) -> None:
+        self.pool = pool
+        self.may_act = may_act
+        self.why = why
+
+    def __call__(self, context: str | None) -> Cluster:
+        if not self.may_act():
+            raise Stopped(self.why())
+        return self.pool(context)
+
+    def requests(self) -> dict[str, int]:
+        return self.pool.requests()
+
+
+class _GatedAudit:
+    """An :class:`~deployctl.reconcile.reconciler.AuditSink` that remembers open attempts and refuses new ones once
+    acting must stop, so a stopped run can close what it started."""
+
+    def __init__(self, inner: rec.AuditSink, may_act: Callable[[], bool], why: Callable[[], str]) -> None:
+        self.inner = inner
+        self.may_act = may_act
+        self.why = why
+        self._open: set[int] = set()
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def attempt_started(self, change: Change, *, image: str, deploy_commit: str | None) -> int | None:
+        if not self.may_act():
+            raise Stopped(self.why())
+        attempt_id = self.inner.attempt_started(change, image=image, deploy_commit=deploy_commit)
+        if attempt_id is not None:
+            with self._lock:
+                self._open.add(attempt_id)
+        return attempt_id
+
+    def attempt_finished(self, attempt_id: int | None, *, result: str, error: str | None) -> None:
+        with self._lock:
+            if self._closed or attempt_id not in self._open:
+                return
+            self._open.discard(attempt_id)
+        self.inner.attempt_finished(attempt_id, result=result, error=error)
+
+    def close_open(self, reason: str) -> list[int]:
+        """Close every attempt still open as ``interrupted``; later outcomes of this run are dropped."""
+        with self._lock:
+            self._closed = True
+            ids = sorted(self._open)
+            self._open.clear()
+        for attempt_id in ids:
+            self.inner.attempt_finished(attempt_id, result=INTERRUPTED, error=reason)
+        return ids
+
+
+class Controller:
+    """The watch loop. Call :meth:`run` in a thread; :meth:`request_sync` and :meth:`stop` from anywhere."""
+
+    def __init__(
+        self,
+        mirror: Mirror,
+        clusters: rec.ClusterPool,
+        *,
+        settings: ControllerSettings,
+        store: audit_mod.AuditStore | None = None,
+        metrics: ControllerMetrics | None = None,
+        is_leader: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.mirror = mirror
+        self.pool = clusters
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics or ControllerMetrics()
+        self.is_leader = is_leader
+        self._cond = threading.Condition()
+        self._pending: str | None = None  # trigger of a requested sync
+        self._stopping: str | None = None
+        self._new_term = True
+        self._fetched = False
+        self._reconciled = False
+        self._last_sha: str | None = None
+        self._running = threading.Event()
+        self.reconciles = 0
+
+    # -- requests from other threads ----------------------------------------------------------
+
+    def request_sync(self, trigger: str, *, sha: str | None = None) -> None:
+        """Ask for a fetch and reconcile as soon as the current run (if any) is over."""
+        with self._cond:
+            if self._pending != "webhook":  # a webhook request stays a webhook request when coalesced
+                self._pending = trigger
+            self._cond.notify_all()
+        log.info("sync.requested", trigger=trigger, sha=sha)
+
+    def leadership_started(self) -> None:
+        with self._cond:
+            self._new_term = True
+        self.metrics.leader.set(1)
+        self.request_sync("watch")
+
+    def leadership_stopped(self) -> None:
+        self.metrics.leader.set(0)
+
+    def stop(self, reason: str) -> None:
+        """Stop acting at once and end :meth:`run` after the current step."""
+        with self._cond:
+            if self._stopping is None:
+                self._stopping = reason
+                log.info("controller.stopping", reason=reason)
+            self._cond.notify_all()
+
+    # -- state --------------------------------------------------------------------------------
+
+    def may_act(self) -> bool:
+        return self._stopping is None and self.is_leader()
+
+    def _why_not(self) -> str:
+        if self._stopping is not None:
+            return f"controller stopped ({self._stopping}) before the run finished"
+        return "this replica lost the leader lease before the run finished"
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready once the first reconcile finished; a standby replica once its mirror is fetched."""
+        if self._stopping is not None:
+            return False, "shutting down"
+        if self._reconciled:
+            return True, f"reconciled {self._last_sha}"
+        if not self.is_leader() and self._fetched:
+            return True, "standby: another replica holds the leader lease"
+        return False, "the first reconcile has not finished yet"
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Fetch and reconcile until :meth:`stop`."""
+        interval = self.settings.interval
+        next_check = time.monotonic()
+        log.info("controller.started", repo=self.mirror.source.display, branch=self.settings.branch,
+                 interval=interval)
+        while True:
+            with self._cond:
+                while self._stopping is None and self._pending is None and time.monotonic() < next_check:
+                    self._cond.wait(timeout=max(0.0, next_check - time.monotonic()))
+                if self._stopping is not None:
+                    break
+                trigger = self._pending or "watch"
+                self._pending = None
+            next_check = time.monotonic() + interval
+            self.sync_once(trigger)
+        log.info("controller.stopped", reason=self._stopping)
+
+    def sync_once(self, trigger: str) -> rec.ReconcileResult | None:
+        """One fetch, then (if we may act) one reconcile of the branch head."""
+        try:
+            sha = self.mirror.fetch()
+        except DeployctlError as exc:
+            log.error("mirror.fetch_failed", error=str(exc))
+            return None
+        self._fetched = True
+        self.metrics.head.set(time.time())
+        if sha != self._last_sha:
+            log.info("mirror.fetched", sha=sha, previous=self._last_sha)
+        if not self.may_act():
+            return None
+        return self._reconcile(sha, trigger)
+
+    def _reconcile(self, sha: str, trigger: str) -> rec.ReconcileResult | None:
+        started = time.monotonic()
+        self._running.set()
+        gated_audit: _GatedAudit | None = None
+        try:
+            desired = read_desired_state(self.mirror.path, ref=sha)
+            for p in desired.problems:
+                log.warning("desired_state.problem", problem=str(p))
+            sink: rec.AuditSink | None = None
+            if self.store is not None:
+                recorder = AuditRecorder(self.store, repo_path=self.mirror.path, trigger=trigger,
+                                         sources=local_sources(self.mirror.path, desired.config))
+                if self._new_term:
+                    # Whatever a previous leader (or our own crashed run) left open is over now.
+                    recorder.close_interrupted()
+                    self._new_term = False
+                gated_audit = _GatedAudit(recorder, self.may_act, self._why_not)
+                sink = gated_audit
+            log.info("reconcile.started", sha=sha, trigger=trigger)
+            s = self.settings
+            # the same guards as `deployctl reconcile`: gates, approvals, freezes, digest pins
+            refusals, sink = policy.for_reconcile(desired, repo=self.mirror.path, store=self.store, sink=sink)
+            result = rec.reconcile(
+                desired, _GatedClusters(self.pool, self.may_act, self._why_not), wait=True, timeout=s.timeout,
+                concurrency=s.concurrency, poll_interval=s.poll_interval, audit=sink,
+                allowed_namespaces=s.allowed_namespaces, refusals=refusals,
+                pinner=registry_pinner(desired, self.store),
+                observe_concurrency=1,  # a long-lived process: lower peak memory beats a faster LIST
+            )
+        except Stopped as exc:
+            seconds = time.monotonic() - started
+            closed = gated_audit.close_open(str(exc)) if gated_audit else []
+            log.warning("reconcile.stopped", sha=sha, reason=str(exc), interrupted_attempts=closed,
+                        seconds=round(seconds, 3))
+            self.metrics.observe_aborted(seconds=seconds, trigger=trigger, status="stopped")
+            return None
+        except DeployctlError as exc:
+            seconds = time.monotonic() - started
+            log.error("reconcile.error", sha=sha, error=str(exc), seconds=round(seconds, 3))
+            self.metrics.observe_aborted(seconds=seconds, trigger=trigger, status="error")
+            return None
+        finally:
+            self._running.clear()
+        self.metrics.observe_reconcile(result.outcomes, seconds=result.seconds, trigger=trigger,
+                                       exit_code=result.exit_code)
+        counts: dict[str, int] = {}
+        for o in result.outcomes:
+            counts[o.result] = counts.get(o.result, 0) + 1
+        log.info("reconcile.done", sha=sha, trigger=trigger, exit_code=result.exit_code,
+                 seconds=round(result.seconds, 3), **counts)
+        self._last_sha = sha
+        self._reconciled = True
+        self.reconciles += 1
+        return result
+
+
+def identity_default() -> str:
+    """``<hostname>-<pid>``: the pod name in a cluster, unique enough for two processes on one host."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def in_cluster_namespace(default: str = "default") -> str:
+    """The namespace this pod runs in ($POD_NAMESPACE or the service account's), else ``default``."""
+    import os
+
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    try:
+        return path.read_text().strip() or default
+    except OSError:
+        return default
+
+
+def split_namespaces(values: Sequence[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for v in values:
+        out.extend(v.replace(",", " ").split())
+    return tuple(out)
+
+
+# -- the whole process: worker thread, lease thread, HTTP endpoint, signals ----------------------
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    """Everything ``deployctl watch`` needs; see :func:`serve`."""
+
+    repo: str
+    mirror_dir: Path
+    settings: ControllerSettings
+    listen_host: str = "0.0.0.0"  # noqa: S104 - in a pod the webhook must be reachable from the Service
+    listen_port: int = 8080
+    audit_url: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+    lease: LeaseConfig | None = None
+    webhook_secret: bytes | None = None
+    shutdown_timeout: float = 20.0
+
+
+def serve(options: WatchOptions) -> int:
+    """Run the controller until SIGTERM or SIGINT; returns the process exit code (0 on a clean stop)."""
+    import asyncio
+
+    return asyncio.run(_serve(options))
+
+
+async def _serve(options: WatchOptions) -> int:
+    import asyncio
+    import signal
+
+    from aiohttp import web
+
+    from deployctl.controller.webhook import make_app
+
+    metrics = ControllerMetrics()
+    mirror = Mirror(options.repo, options.mirror_dir, branch=options.settings.branch)
+    pool = rec.ClusterPool(kubeconfig=options.kubeconfig, context=options.context)
+    store = audit_location.open_store(options.audit_url or None) if options.audit_url != "-" else None
+    elector: LeaderElector | None = None
+    controller: Controller
+    if options.lease is not None:
+        elector = LeaderElector(
+            Cluster(kubeconfig=options.kubeconfig, context=options.context, pool_size=2), options.lease,
+            on_started=lambda: controller.leadership_started(),
+            on_stopped=lambda: controller.leadership_stopped(),
+        )
+        controller = Controller(mirror, pool, settings=options.settings, store=store, metrics=metrics,
+                                is_leader=elector.is_leader)
+    else:
+        controller = Controller(mirror, pool, settings=options.settings, store=store, metrics=metrics)
+        metrics.leader.set(1)
+
+    app = make_app(controller, secret=options.webhook_secret, branch=options.settings.branch, metrics=metrics)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, options.listen_host, options.listen_port)
+    await site.start()
+    log.info("http.listening", host=options.listen_host, port=options.listen_port,
+             webhooks="enabled" if options.webhook_secret else "disabled (no secret: every hook gets 401)")
+
+    loop = asyncio.get_running_loop()
+    stop_signal = asyncio.Event()
+
+    def on_signal(name: str) -> None:
+        controller.stop(name)
+        stop_signal.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+
+    worker = threading.Thread(target=controller.run, name="deployctl-controller", daemon=True)
+    worker.start()
+    lease_thread = None
+    if elector is not None:
+        lease_thread = threading.Thread(target=elector.run, name="deployctl-lease", daemon=True)
+        lease_thread.start()
+
+    await stop_signal.wait()
+    # Stop acting first (done by controller.stop), then let the worker close what it started.
+    await loop.run_in_executor(None, worker.join, options.shutdown_timeout)
+    clean = not worker.is_alive()
+    if not clean:
+        log.error("controller.shutdown_timeout", seconds=options.shutdown_timeout)
+    if elector is not None:
+        elector.stop()
+        await loop.run_in_executor(None, elector.release)
+    await runner.cleanup()
+    if store is not None:
+        store.close()
+    log.info("controller.exited", clean=clean)
+    return 0 if clean else 1

@@ -1,0 +1,104 @@
+"""Prometheus metrics of the controller (``deployctl watch``), in a registry of their own.
+
+A dedicated :class:`~prometheus_client.CollectorRegistry` keeps the controller's figures apart
+from whatever else a process registers globally (and lets tests build as many as they like).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from deployctl.reconcile.reconciler import APPLIED, DRIFT_CORRECTED, IN_SYNC, SUCCEEDED, Outcome
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# Results that mean the app runs what the deploy repo says (or is on its way there).
+_IN_SYNC_RESULTS = (IN_SYNC, SUCCEEDED, DRIFT_CORRECTED, APPLIED)
+
+
+class ControllerMetrics:
+    """The controller's metrics; ``render()`` is the body of ``GET /metrics``."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.reconcile_duration = Histogram(
+            "deployctl_reconcile_duration_seconds", "Wall time of one reconcile run (fetch excluded).",
+            ["trigger"], registry=self.registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+        )
+        self.reconciles = Counter(
+            "deployctl_reconciles_total", "Reconcile runs by how they ended (ok, failed, error, stopped).",
+            ["trigger", "status"], registry=self.registry,
+        )
+        self.last_success = Gauge(
+            "deployctl_last_successful_reconcile_timestamp_seconds",
+            "Unix time at which the last reconcile with every app in sync and healthy finished.",
+            registry=self.registry,
+        )
+        self.deploys = Counter(
+            "deployctl_deploys_total", "Deploy attempts (writes) by environment, app and result.",
+            ["env", "app", "result"], registry=self.registry,
+        )
+        self.drift_corrections = Counter(
+            "deployctl_drift_corrections_total", "Live images changed behind deployctl's back and put back.",
+            ["env", "app"], registry=self.registry,
+        )
+        self.webhook_requests = Counter(
+            "deployctl_webhook_requests_total",
+            "Webhook requests by provider and result (accepted, standby, ignored, unauthorized, malformed, too-large).",
+            ["provider", "result"], registry=self.registry,
+        )
+        self.out_of_sync = Gauge(
+            "deployctl_apps_out_of_sync", "Apps not running their desired SHA after the last reconcile.",
+            ["env"], registry=self.registry,
+        )
+        self.leader = Gauge(
+            "deployctl_leader", "1 while this replica holds the leader lease (or runs without election).",
+            registry=self.registry,
+        )
+        self.head = Gauge(
+            "deployctl_fetch_timestamp_seconds", "Unix time of the last successful fetch of the deploy repo.",
+            registry=self.registry,
+        )
+        self._out_of_sync_envs: set[str] = set()
+
+    def observe_reconcile(self, outcomes: Iterable[Outcome], *, seconds: float, trigger: str, exit_code: int) -> None:
+        """Record a finished reconcile run and its outcomes."""
+        self.reconcile_duration.labels(trigger).observe(seconds)
+        self.reconciles.labels(trigger, "ok" if exit_code == 0 else "failed").inc()
+        if exit_code == 0:
+            self.last_success.set(self.clock())
+        out: dict[str, int] = dict.fromkeys(self._out_of_sync_envs, 0)
+        for o in outcomes:
+            out.setdefault(o.env, 0)
+            if o.result not in _IN_SYNC_RESULTS:
+                out[o.env] += 1
+            if o.result != IN_SYNC:
+                self.deploys.labels(o.env, o.app, o.result).inc()
+            if o.result == DRIFT_CORRECTED:
+                self.drift_corrections.labels(o.env, o.app).inc()
+        for env, n in out.items():
+            self.out_of_sync.labels(env).set(n)
+        self._out_of_sync_envs = set(out)
+
+    def observe_aborted(self, *, seconds: float, trigger: str, status: str) -> None:
+        """Record a run that raised (``error``) or was stopped (``stopped``) before it finished."""
+        self.reconcile_duration.labels(trigger).observe(seconds)
+        self.reconciles.labels(trigger, status).inc()
+
+    def webhook(self, provider: str, result: str) -> None:
+        self.webhook_requests.labels(provider, result).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

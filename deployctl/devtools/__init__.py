@@ -1,0 +1,1 @@
+"""Development tooling (local control plane, demo). The runtime layers never import it."""

@@ -1,0 +1,1 @@
+"""The Kubernetes edge: the only package that imports the kubernetes client."""

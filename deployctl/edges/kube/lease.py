@@ -1,0 +1,230 @@
+"""Leader election with a ``coordination.k8s.io/v1`` Lease, the way client-go does it.
+
+Only the holder of the Lease acts. A candidate takes the Lease when it is free (no holder, as
+left by a clean release) or when its record has not changed for ``lease_duration`` as
+observed on the candidate's own clock (so clock skew between replicas does not matter).
+Every write carries the ``resourceVersion`` that was read, so two candidates never both win.
+A leader that cannot renew within ``renew_deadline`` (shorter than ``lease_duration``) stops
+counting itself leader at once, before anybody else may take over: :meth:`LeaderElector.is_leader`
+is checked before every write the controller makes.
+
+The API calls go through :class:`deployctl.edges.kube.cluster.Cluster` as raw JSON.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from deployctl.edges.kube.cluster import Cluster
+from deployctl.errors import DeployctlError, InvalidInputError
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class LeaseConfig:
+    name: str
+    namespace: str
+    identity: str
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not self.lease_duration > self.renew_deadline > self.retry_period > 0:
+            raise InvalidInputError(
+                "leader election needs lease duration > renew deadline > retry period > 0 "
+                f"(got {self.lease_duration}s, {self.renew_deadline}s, {self.retry_period}s)"
+            )
+
+
+def _micro_time(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LeaderElector:
+    """Acquire, renew and release one Lease; run :meth:`run` in a thread of its own."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        config: LeaseConfig,
+        *,
+        on_started: Callable[[], None] = lambda: None,
+        on_stopped: Callable[[], None] = lambda: None,
+        monotonic: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.cluster = cluster
+        self.config = config
+        self.on_started = on_started
+        self.on_stopped = on_stopped
+        self.monotonic = monotonic
+        self.now = now
+        self._lock = threading.Lock()
+        self._valid_until = 0.0  # monotonic time until which we may act as leader
+        self._leader = False
+        self._observed: tuple[Any, ...] | None = None
+        self._observed_at = 0.0
+        self._stop = threading.Event()
+
+    # -- state --------------------------------------------------------------------------------
+
+    def is_leader(self) -> bool:
+        """True while we hold the Lease and renewed it within the renew deadline."""
+        with self._lock:
+            return self._leader and self.monotonic() < self._valid_until
+
+    def holder(self) -> str | None:
+        with self._lock:
+            return self._observed[0] if self._observed else None
+
+    # -- API ----------------------------------------------------------------------------------
+
+    def _path(self) -> str:
+        return f"lease {self.config.namespace}/{self.config.name}"
+
+    def _get(self) -> dict[str, Any] | None:
+        c = self.cluster
+        try:
+            body: dict[str, Any] = c._call(  # noqa: SLF001 - the shared raw-JSON request path
+                f"get {self._path()}", c.coordination.read_namespaced_lease, self.config.name,
+                self.config.namespace, _request_timeout=self.config.retry_period * 2,
+            )
+        except DeployctlError as exc:
+            if getattr(exc, "status", None) == 404:
+                return None
+            raise
+        return body
+
+    def _write(self, body: dict[str, Any], *, create: bool) -> dict[str, Any]:
+        c = self.cluster
+        timeout = self.config.retry_period * 2
+        if create:
+            result: dict[str, Any] = c._call(  # noqa: SLF001
+                f"create {self._path()}", c.coordination.create_namespaced_lease, self.config.namespace, body,
+                _request_timeout=timeout,
+            )
+        else:
+            result = c._call(  # noqa: SLF001
+                f"update {self._path()}", c.coordination.replace_namespaced_lease, self.config.name,
+                self.config.namespace, body, _request_timeout=timeout,
+            )
+        return result
+
+    def _spec(self, *, acquire: bool, transitions: int, acquired_at: str | None) -> dict[str, Any]:
+        now = _micro_time(self.now())
+        return {
+            "holderIdentity": self.config.identity,
+            "leaseDurationSeconds": max(1, round(self.config.lease_duration)),
+            "acquireTime": now if acquire or not acquired_at else acquired_at,
+            "renewTime": now,
+            "leaseTransitions": transitions,
+        }
+
+    # -- one round ----------------------------------------------------------------------------
+
+    def try_acquire_or_renew(self) -> bool:
+        """One attempt to take or keep the Lease. Returns whether we hold it now."""
+        attempt_at = self.monotonic()
+        lease = self._get()
+        cfg = self.config
+        if lease is None:
+            body: dict[str, Any] = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": cfg.name, "namespace": cfg.namespace},
+                "spec": self._spec(acquire=True, transitions=0, acquired_at=None),
+            }
+            self._write(body, create=True)
+            self._won(attempt_at, body["spec"])
+            return True
+        spec = lease.get("spec") or {}
+        holder = spec.get("holderIdentity") or None
+        record = (holder, spec.get("renewTime"), spec.get("leaseDurationSeconds"), spec.get("leaseTransitions"))
+        with self._lock:
+            if record != self._observed:
+                self._observed = record
+                self._observed_at = attempt_at
+            observed_at = self._observed_at
+        duration = float(spec.get("leaseDurationSeconds") or cfg.lease_duration)
+        mine = holder == cfg.identity
+        if holder and not mine and attempt_at < observed_at + duration:
+            return False  # held by someone else, not expired
+        transitions = int(spec.get("leaseTransitions") or 0) + (0 if mine else 1)
+        new_spec = self._spec(acquire=not mine, transitions=transitions, acquired_at=spec.get("acquireTime"))
+        lease["spec"] = new_spec
+        updated = self._write(lease, create=False)  # carries the resourceVersion we read: 409 if raced
+        self._won(attempt_at, new_spec)
+        with self._lock:
+            self._observed = (cfg.identity, new_spec["renewTime"], new_spec["leaseDurationSeconds"], transitions)
+            self._observed_at = attempt_at
+        del updated
+        return True
+
+    def _won(self, attempt_at: float, spec: dict[str, Any]) -> None:
+        with self._lock:
+            self._valid_until = attempt_at + self.config.renew_deadline
+            was = self._leader
+            self._leader = True
+        if not was:
+            log.info("leader.acquired", lease=self._path(), identity=self.config.identity,
+                     transitions=spec.get("leaseTransitions"))
+            self.on_started()
+
+    def _lose(self, why: str) -> None:
+        with self._lock:
+            was = self._leader
+            self._leader = False
+            self._valid_until = 0.0
+        if was:
+            log.warning("leader.lost", lease=self._path(), identity=self.config.identity, reason=why)
+            self.on_stopped()
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Try to acquire, then renew, every retry period until :meth:`stop`."""
+        log.info("leader.candidate", lease=self._path(), identity=self.config.identity)
+        while not self._stop.is_set():
+            try:
+                held = self.try_acquire_or_renew()
+            except DeployctlError as exc:
+                held = False
+                log.info("leader.attempt_failed", lease=self._path(), error=str(exc))
+            if not held and self._leader and not self.is_leader():
+                self._lose("could not renew the lease within the renew deadline")
+            elif not held and self._leader and self._observed and self._observed[0] != self.config.identity:
+                self._lose(f"the lease is now held by {self._observed[0]}")
+            self._stop.wait(self.config.retry_period)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def release(self) -> None:
+        """Give the Lease up (if we hold it) so another replica takes over without waiting it out."""
+        with self._lock:
+            was = self._leader
+            self._leader = False
+            self._valid_until = 0.0
+        if not was:
+            return
+        try:
+            lease = self._get()
+            if lease is not None and (lease.get("spec") or {}).get("holderIdentity") == self.config.identity:
+                spec = lease["spec"]
+                spec["holderIdentity"] = None
+                spec["leaseDurationSeconds"] = 1
+                spec["renewTime"] = _micro_time(self.now())
+                self._write(lease, create=False)
+                log.info("leader.released", lease=self._path(), identity=self.config.identity)
+        except DeployctlError as exc:
+            log.warning("leader.release_failed", lease=self._path(), error=str(exc))
+        self.on_stopped()

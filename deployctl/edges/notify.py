@@ -1,0 +1,375 @@
+"""Deploy notifications: generic JSON webhooks and Slack incoming webhooks, fed from the audit outbox.
+
+Every outcome the audit store records appends an outbox event in the same transaction, so a
+notification can never be lost by a crash and can never slow a deploy: delivery happens later,
+in :func:`drain` (``deployctl notify drain`` in CI, or a background loop in the controller).
+Delivery is at-least-once: failures are retried with exponential backoff, every attempt is
+appended to the store, and every event carries one idempotency key (``Idempotency-Key`` header
+and ``idempotency_key`` field) so a receiver can drop repeats.
+
+Sinks are configured in the controller's settings file (never in the deploy repo)::
+
+    notify:
+      - type: webhook
+        url: https://hooks.example.com/deploys
+        secret_env: DEPLOY_HOOK_SECRET      # optional: HMAC-SHA256 of the body in X-Deployctl-Signature
+      - type: slack
+        url_env: SLACK_DEPLOYS_WEBHOOK      # the Slack URL is a secret: read it from the environment
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+import yaml
+
+from deployctl import __version__
+from deployctl.errors import DeployctlError, InvalidInputError
+from deployctl.model.audit import AuditStore, Delivery, OutboxEvent
+
+log = structlog.get_logger(__name__)
+
+SETTINGS_ENV = "DEPLOYCTL_SETTINGS"
+SINK_TYPES = ("webhook", "slack")
+_SINK_KEYS = {"type", "url", "url_env", "secret_env", "name", "max_attempts", "timeout_seconds"}
+_RETRYABLE_STATUS = {408, 425, 429}
+
+
+class NotifyError(DeployctlError):
+    """Some notifications could not be delivered."""
+
+    exit_code = 1
+
+
+class DeliveryError(Exception):
+    """One delivery attempt failed; ``permanent`` when retrying cannot help (e.g. HTTP 400)."""
+
+    def __init__(self, message: str, *, permanent: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Sink:
+    """One place notifications go."""
+
+    type: str
+    name: str
+    """Stable identity in the delivery log; never contains the URL (which may be secret)."""
+    url: str | None = None
+    url_env: str | None = None
+    secret_env: str | None = None
+    max_attempts: int = 8
+    timeout_seconds: float = 10.0
+
+    def resolve_url(self, environ: Mapping[str, str]) -> str:
+        url = self.url or environ.get(self.url_env or "", "")
+        if not url:
+            raise InvalidInputError(
+                f"notify sink {self.name!r}: environment variable {self.url_env} is not set"
+            )
+        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+            raise InvalidInputError(f"notify sink {self.name!r}: the URL must start with http:// or https://")
+        return url
+
+    def secret(self, environ: Mapping[str, str]) -> bytes | None:
+        if self.secret_env is None:
+            return None
+        value = environ.get(self.secret_env)
+        if not value:
+            raise InvalidInputError(
+                f"notify sink {self.name!r}: environment variable {self.secret_env} (secret_env) is not set"
+            )
+        return value.encode()
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    sinks: tuple[Sink, ...] = ()
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    url: str
+    body: bytes
+    headers: Mapping[str, str]
+
+
+@dataclass
+class DrainReport:
+    """What one drain did: events delivered, still waiting for a retry, and given up."""
+
+    delivered_by_sink: dict[str, int] = field(default_factory=dict)
+    failed_attempts: int = 0
+    gave_up: list[str] = field(default_factory=list)
+    """Idempotency keys of events that will not be retried."""
+    pending: int = 0
+    """Events still waiting for a retry when the drain stopped."""
+
+    @property
+    def delivered(self) -> int:
+        return sum(self.delivered_by_sink.values())
+
+    @property
+    def ok(self) -> bool:
+        return not self.gave_up and self.pending == 0
+
+
+# --- settings (pure) -----------------------------------------------------------------------------
+
+
+def parse_settings(data: object, *, source: str) -> NotifySettings:
+    """Validate the ``notify:`` list of a settings document; other top-level keys are not ours."""
+    if data is None:
+        return NotifySettings()
+    if not isinstance(data, Mapping):
+        raise InvalidInputError(f"{source}: settings must be a mapping with a 'notify:' list")
+    entries = data.get("notify") or []
+    if not isinstance(entries, list):
+        raise InvalidInputError(f"{source}: 'notify' must be a list of sinks")
+    sinks: list[Sink] = []
+    for index, entry in enumerate(entries):
+        where = f"{source}: notify[{index}]"
+        if not isinstance(entry, Mapping):
+            raise InvalidInputError(f"{where}: must be a mapping like {{type: webhook, url: https://...}}")
+        unknown = set(entry) - _SINK_KEYS
+        if unknown:
+            raise InvalidInputError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        kind = entry.get("type")
+        if kind not in SINK_TYPES:
+            raise InvalidInputError(f"{where}: type must be one of {', '.join(SINK_TYPES)}, not {kind!r}")
+        url, url_env = entry.get("url"), entry.get("url_env")
+        if (url is None) == (url_env is None):
+            raise InvalidInputError(f"{where}: give exactly one of url or url_env")
+        if url is not None:
+            scheme = urllib.parse.urlsplit(str(url)).scheme
+            if scheme not in ("http", "https"):
+                raise InvalidInputError(f"{where}: url must be http(s)://..., not {url!r}")
+        max_attempts = entry.get("max_attempts", 8)
+        timeout = entry.get("timeout_seconds", 10.0)
+        if not isinstance(max_attempts, int) or max_attempts < 1:
+            raise InvalidInputError(f"{where}: max_attempts must be a positive integer")
+        if not isinstance(timeout, int | float) or timeout <= 0:
+            raise InvalidInputError(f"{where}: timeout_seconds must be a positive number")
+        identity = url_env or hashlib.sha256(str(url).encode()).hexdigest()[:12]
+        name = str(entry.get("name") or f"{kind}:{identity}")
+        if name in {s.name for s in sinks}:
+            raise InvalidInputError(f"{where}: a second sink named {name!r}; give each a distinct name")
+        sinks.append(
+            Sink(
+                type=str(kind),
+                name=name,
+                url=None if url is None else str(url),
+                url_env=None if url_env is None else str(url_env),
+                secret_env=entry.get("secret_env"),
+                max_attempts=max_attempts,
+                timeout_seconds=float(timeout),
+            )
+        )
+    return NotifySettings(sinks=tuple(sinks))
+
+
+def load_settings(path: str | Path | None = None) -> NotifySettings:
+    """Settings from ``path``, else ``$DEPLOYCTL_SETTINGS``; no file configured means no sinks."""
+    chosen = path or os.environ.get(SETTINGS_ENV)
+    if not chosen:
+        return NotifySettings()
+    file = Path(chosen)
+    try:
+        data = yaml.safe_load(file.read_text())
+    except OSError as exc:
+        raise InvalidInputError(f"{file}: cannot read settings: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise InvalidInputError(f"{file}: not valid YAML: {exc}") from exc
+    return parse_settings(data, source=str(file))
+
+
+# --- messages (pure) -----------------------------------------------------------------------------
+
+_RESULT_EMOJI = {
+    "succeeded": ":white_check_mark:",
+    "failed": ":x:",
+    "blocked": ":no_entry:",
+    "drift-corrected": ":wrench:",
+    "interrupted": ":warning:",
+    "refused": ":no_entry_sign:",
+}
+
+
+def slack_text(event: Mapping[str, Any]) -> str:
+    """One Slack mrkdwn line (plus the error) describing a deploy outcome."""
+    sha = str(event.get("new_sha") or "")[:12]
+    author = str(event.get("file_author") or event.get("actor_user") or "unknown").split(" <")[0]
+    text = (
+        f"{_RESULT_EMOJI.get(str(event.get('result')), ':grey_question:')} "
+        f"*{event.get('app')}* to *{event.get('env')}*: {event.get('result')} `{sha}` by {author}"
+    )
+    summary = event.get("app_commit_summary") or event.get("file_commit_summary")
+    if summary:
+        text += f" — {summary}"
+    if event.get("error"):
+        text += f"\n> {event['error']}"
+    return text
+
+
+def render_request(sink: Sink, event: OutboxEvent, environ: Mapping[str, str]) -> HttpRequest:
+    """The HTTP request delivering ``event`` to ``sink``; the same bytes on every retry."""
+    payload: Mapping[str, Any]
+    if sink.type == "slack":
+        payload = {"text": slack_text(event.payload), "idempotency_key": event.key}
+    else:
+        payload = {**event.payload, "idempotency_key": event.key}
+    body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": f"deployctl/{__version__}",
+        "Idempotency-Key": event.key,
+        "X-Deployctl-Event": str(event.payload.get("event", "deploy.finished")),
+    }
+    secret = sink.secret(environ)
+    if secret is not None:
+        headers["X-Deployctl-Signature"] = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+    return HttpRequest(url=sink.resolve_url(environ), body=body, headers=headers)
+
+
+def backoff(attempt_no: int, *, base: float, cap: float) -> float:
+    """Seconds to wait after failed attempt ``attempt_no`` (1-based): base, 2*base, 4*base, ... up to cap."""
+    return float(min(cap, base * 2 ** (attempt_no - 1)))
+
+
+# --- delivery (I/O) ------------------------------------------------------------------------------
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def send(request: HttpRequest, *, timeout: float) -> None:
+    """POST ``request``; a 2xx answer is delivered, anything else raises DeliveryError."""
+    headers = dict(request.headers)
+    req = urllib.request.Request(request.url, data=request.body, headers=headers, method="POST")  # noqa: S310
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:  # noqa: S310 - http(s) only, see Sink.resolve_url
+            response.read()
+    except urllib.error.HTTPError as exc:
+        permanent = 400 <= exc.code < 500 and exc.code not in _RETRYABLE_STATUS
+        raise DeliveryError(
+            f"HTTP {exc.code} {exc.reason}",
+            permanent=permanent,
+            retry_after=_retry_after(exc.headers.get("Retry-After") if exc.headers else None),
+        ) from exc
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DeliveryError(f"cannot reach {urllib.parse.urlsplit(request.url).netloc}: {reason}") from exc
+
+
+def drain(
+    store: AuditStore,
+    settings: NotifySettings,
+    *,
+    max_wait_seconds: float = 60.0,
+    base_delay: float = 1.0,
+    max_delay: float = 300.0,
+    environ: Mapping[str, str] | None = None,
+    transport: Callable[..., None] = send,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    sleep: Callable[[float], None] = time.sleep,
+) -> DrainReport:
+    """Deliver every due outbox event to every sink, retrying failures with backoff.
+
+    Keeps going while a retry falls due within ``max_wait_seconds`` (0: one pass, never waits);
+    what is still failing then stays in the outbox for the next drain.
+    """
+    env = os.environ if environ is None else environ
+    for sink in settings.sinks:  # fail on a missing secret before sending anything
+        sink.resolve_url(env)
+        sink.secret(env)
+        store.register_sink(sink.name)
+    report = DrainReport(delivered_by_sink={s.name: 0 for s in settings.sinks})
+    deadline = clock() + timedelta(seconds=max_wait_seconds)
+    while True:
+        for sink in settings.sinks:
+            while events := store.pending_events(sink.name, now=clock()):
+                for event in events:
+                    _deliver_one(store, sink, event, env, report, transport, clock, base_delay, max_delay)
+        retries = [t for t in (store.next_retry_at(s.name) for s in settings.sinks) if t is not None]
+        if not retries:
+            break
+        wake = min(retries)
+        if wake > deadline:
+            report.pending = sum(_pending_retries(store, s.name) for s in settings.sinks)
+            break
+        sleep(max(0.0, (wake - clock()).total_seconds()))
+    log.info(
+        "notify.drained",
+        delivered=report.delivered,
+        failed_attempts=report.failed_attempts,
+        gave_up=len(report.gave_up),
+        pending=report.pending,
+    )
+    return report
+
+
+def _pending_retries(store: AuditStore, sink: str) -> int:
+    far = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
+    return len(store.pending_events(sink, now=far, limit=1_000_000))
+
+
+def _deliver_one(
+    store: AuditStore,
+    sink: Sink,
+    event: OutboxEvent,
+    environ: Mapping[str, str],
+    report: DrainReport,
+    transport: Callable[..., None],
+    clock: Callable[[], datetime],
+    base_delay: float,
+    max_delay: float,
+) -> None:
+    attempt_no = event.attempts_made + 1
+    started = clock()
+    try:
+        transport(render_request(sink, event, environ), timeout=sink.timeout_seconds)
+    except DeliveryError as exc:
+        report.failed_attempts += 1
+        give_up = exc.permanent or attempt_no >= sink.max_attempts
+        delay = max(backoff(attempt_no, base=base_delay, cap=max_delay), exc.retry_after or 0.0)
+        next_at = None if give_up else clock() + timedelta(seconds=delay)
+        store.record_delivery(
+            Delivery(
+                event.id, sink.name, attempt_no, started, ok=False, error=str(exc), next_attempt_at=next_at
+            )
+        )
+        if give_up:
+            report.gave_up.append(event.key)
+            log.error("notify.gave_up", sink=sink.name, key=event.key, attempts=attempt_no, error=str(exc))
+        else:
+            log.warning("notify.retry", sink=sink.name, key=event.key, attempt=attempt_no, error=str(exc))
+        return
+    store.record_delivery(
+        Delivery(event.id, sink.name, attempt_no, started, ok=True, error=None, next_attempt_at=None)
+    )
+    report.delivered_by_sink[sink.name] += 1
+    log.info("notify.delivered", sink=sink.name, key=event.key, attempt=attempt_no)

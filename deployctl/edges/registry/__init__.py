@@ -1,0 +1,1 @@
+"""The OCI registry edge: resolving tags to digests with per-host credentials."""

@@ -1,0 +1,369 @@
+"""The audit record: every deploy attempt, who ran it, what it changed and how it ended.
+
+This module holds the values (``Attempt``, ``AuditRecord``, ``Actor``), the store interface
+(``AuditStore``) and ``open_store(url)``. The SQL backends live in :mod:`deployctl.edges.audit.db`;
+this module does no I/O itself except reading the environment in :func:`current_actor`.
+
+The store is append-only: an attempt is written before the apply, its outcome is a separate
+row appended after it (together with its notification outbox row, in one transaction), and
+an attempt left without an outcome by a crash is closed as ``interrupted`` by the next run.
+Attempts (and outcomes) of one reconcile wave can be written together, in one transaction and
+one fsync (``start_many``, ``finish_many``), with the same durability per record.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from deployctl.errors import DeployctlError, InvalidInputError
+
+TRIGGERS = ("ci", "watch", "webhook", "drift", "manual")
+RESULTS = ("succeeded", "failed", "blocked", "drift-corrected", "interrupted", "refused")
+STARTED = "started"
+"""The result of an attempt that has no outcome yet (running, or its process died)."""
+
+EVENT_SCHEMA = 1
+"""Version of the exported event shape (``record_to_event``); bumped only on incompatible change."""
+
+
+class AuditError(DeployctlError):
+    """The audit store cannot be opened, read or written, or a write breaks its rules."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who ran an attempt: a user on a host, and the CI job when run from CI."""
+
+    user: str
+    host: str
+    ci_job: str | None = None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Everything known about one env/app deploy attempt before it is applied."""
+
+    env: str
+    app: str
+    namespace: str
+    workloads: tuple[str, ...]
+    previous_sha: str | None
+    new_sha: str
+    image: str
+    digest: str | None
+    deploy_commit: str | None
+    deploy_file: str
+    file_commit: str | None
+    file_author: str | None
+    file_committer: str | None
+    file_commit_time: datetime | None
+    file_commit_summary: str | None
+    reviewers: tuple[str, ...]
+    app_commit_summary: str | None
+    trigger: str
+    actor: Actor
+    started_at: datetime
+
+    def __post_init__(self) -> None:
+        if self.trigger not in TRIGGERS:
+            raise InvalidInputError(f"audit: trigger {self.trigger!r} is not one of {', '.join(TRIGGERS)}")
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The outcome of one attempt, to be appended after its apply."""
+
+    attempt_id: int
+    result: str
+    """One of RESULTS."""
+    error: str | None = None
+    digest: str | None = None
+    finished_at: datetime | None = None
+    """When the apply ended; None means when the outcome is written."""
+
+    def __post_init__(self) -> None:
+        if self.result not in RESULTS:
+            raise InvalidInputError(f"audit: result {self.result!r} is not one of {', '.join(RESULTS)}")
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """An attempt with its outcome, as read back from the store."""
+
+    id: int
+    attempt: Attempt
+    result: str
+    """One of RESULTS, or ``"started"`` when no outcome was recorded yet."""
+    error: str | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+    digest: str | None
+    """The digest recorded with the outcome, else the one known before the apply."""
+
+    @property
+    def release(self) -> str | None:
+        """Attempts sharing a deploy commit are one release."""
+        return self.attempt.deploy_commit
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    """A notification waiting in the outbox, written with the outcome it announces."""
+
+    id: int
+    key: str
+    """Idempotency key: the same for every delivery attempt of this event."""
+    attempt_id: int
+    payload: Mapping[str, Any]
+    created_at: datetime
+    attempts_made: int = 0
+    """Delivery attempts already made to the sink this event was read for."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One delivery attempt of an outbox event to one sink."""
+
+    outbox_id: int
+    sink: str
+    attempt_no: int
+    attempted_at: datetime
+    ok: bool
+    error: str | None
+    next_attempt_at: datetime | None
+    """When to try again; None when delivered or given up (which ends the event for this sink)."""
+
+
+class AuditStore(Protocol):
+    """Where attempts and outcomes are appended. Every write is durable when the call returns."""
+
+    url: str
+
+    def start(self, attempt: Attempt) -> int:
+        """Append an attempt before its apply; returns its id."""
+        ...
+
+    def start_many(self, attempts: Sequence[Attempt]) -> list[int]:
+        """Append several attempts in one transaction (one fsync); returns their ids in input order."""
+        ...
+
+    def finish(
+        self,
+        attempt_id: int,
+        *,
+        result: str,
+        error: str | None = None,
+        digest: str | None = None,
+        finished_at: datetime | None = None,
+    ) -> None:
+        """Append the outcome of an attempt and its outbox event, in one transaction."""
+        ...
+
+    def finish_many(self, finishes: Sequence[Finish]) -> None:
+        """Append several outcomes and their outbox events in one transaction (one fsync).
+
+        All or nothing: if any attempt is unknown, already has an outcome or appears twice,
+        nothing is written and the AuditError names that attempt.
+        """
+        ...
+
+    def close_interrupted(self, *, older_than: datetime | None = None) -> list[int]:
+        """Give every attempt without an outcome (started before ``older_than``) an 'interrupted' one."""
+        ...
+
+    def query(
+        self,
+        *,
+        env: str | None = None,
+        app: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        sha: str | None = None,
+        limit: int | None = None,
+    ) -> list[AuditRecord]:
+        """Records matching every filter, newest first; ``sha`` is a prefix of the new SHA or the release."""
+        ...
+
+    def register_sink(self, sink: str) -> None:
+        """Start delivering to ``sink`` from the next event on (not the whole history)."""
+        ...
+
+    def pending_events(self, sink: str, *, now: datetime, limit: int = 100) -> list[OutboxEvent]:
+        """Events for ``sink`` neither delivered nor given up whose retry time has come, oldest first."""
+        ...
+
+    def record_delivery(self, delivery: Delivery) -> None:
+        """Append one delivery attempt."""
+        ...
+
+    def deliveries(self, *, sink: str | None = None) -> list[Delivery]:
+        """Every delivery attempt, oldest first."""
+        ...
+
+    def next_retry_at(self, sink: str) -> datetime | None:
+        """The earliest time a failed, not given up event for ``sink`` may be retried."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# --- actor -------------------------------------------------------------------------------------
+
+
+def actor_from_env(environ: Mapping[str, str], *, host: str, fallback_user: str = "unknown") -> Actor:
+    """The actor described by a process environment: CI user and job when in CI, else USER."""
+    e = environ
+    user = (
+        e.get("GITHUB_TRIGGERING_ACTOR")
+        or e.get("GITHUB_ACTOR")
+        or e.get("GITLAB_USER_LOGIN")
+        or e.get("BUILDKITE_BUILD_CREATOR")
+        or e.get("CIRCLE_USERNAME")
+        or e.get("BUILD_USER_ID")
+        or e.get("USER")
+        or e.get("LOGNAME")
+        or e.get("USERNAME")
+        or fallback_user
+    )
+    ci_job: str | None = None
+    if e.get("GITHUB_RUN_ID") and e.get("GITHUB_REPOSITORY"):
+        server = e.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
+        ci_job = f"{server}/{e['GITHUB_REPOSITORY']}/actions/runs/{e['GITHUB_RUN_ID']}"
+        if e.get("GITHUB_RUN_ATTEMPT"):
+            ci_job += f"/attempts/{e['GITHUB_RUN_ATTEMPT']}"
+    elif e.get("CI_JOB_URL") or e.get("CI_JOB_ID"):
+        ci_job = e.get("CI_JOB_URL") or f"gitlab:{e.get('CI_PROJECT_PATH', '')}#{e['CI_JOB_ID']}"
+    elif e.get("BUILDKITE_BUILD_URL"):
+        ci_job = e["BUILDKITE_BUILD_URL"]
+    elif e.get("CIRCLE_BUILD_URL"):
+        ci_job = e["CIRCLE_BUILD_URL"]
+    elif e.get("BUILD_URL") or e.get("BUILD_ID"):
+        ci_job = e.get("BUILD_URL") or f"{e.get('JOB_NAME', 'build')}#{e['BUILD_ID']}"
+    elif e.get("CI") and e.get("CI_BUILD_ID"):
+        ci_job = e["CI_BUILD_ID"]
+    return Actor(user=user, host=host, ci_job=ci_job)
+
+
+def current_actor() -> Actor:
+    """The actor running this process."""
+    try:
+        fallback = getpass.getuser()
+    except (KeyError, OSError):
+        fallback = "unknown"
+    return actor_from_env(os.environ, host=socket.gethostname(), fallback_user=fallback)
+
+
+# --- times -------------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def utc(value: datetime) -> datetime:
+    """``value`` in UTC; a naive datetime is taken as local time, as ``datetime.now()`` gives it."""
+    return value.astimezone(UTC)
+
+
+def parse_when(text: str, *, now: datetime) -> datetime:
+    """A time from a duration ago (``30s``, ``90m``, ``12h``, ``2d``, ``1w``) or ISO (UTC if no zone)."""
+    match = _DURATION.match(text)
+    if match:
+        return utc(now) - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    raw = text.strip()
+    if raw.endswith(("Z", "z")):
+        raw = raw[:-1] + "+00:00"
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidInputError(
+            f"{text!r} is not a time: use an ISO time like 2024-05-01T12:00:00Z "
+            "or a duration like 2d, 90m, 1w"
+        ) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+# --- export shape ------------------------------------------------------------------------------
+
+EVENT_FIELDS = (
+    "schema",
+    "id",
+    "release",
+    "env",
+    "app",
+    "namespace",
+    "workloads",
+    "result",
+    "error",
+    "started_at",
+    "finished_at",
+    "duration_seconds",
+    "previous_sha",
+    "new_sha",
+    "image",
+    "digest",
+    "deploy_commit",
+    "deploy_file",
+    "file_commit",
+    "file_author",
+    "file_committer",
+    "file_commit_time",
+    "file_commit_summary",
+    "reviewers",
+    "app_commit_summary",
+    "trigger",
+    "actor_user",
+    "actor_host",
+    "actor_ci_job",
+)
+"""The stable field names of an exported attempt, in order. Add fields at the end; never rename."""
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else utc(value).isoformat().replace("+00:00", "Z")
+
+
+def record_to_event(record: AuditRecord) -> dict[str, Any]:
+    """One attempt as a flat JSON-ready dict with the stable names of EVENT_FIELDS."""
+    a = record.attempt
+    return {
+        "schema": EVENT_SCHEMA,
+        "id": record.id,
+        "release": record.release,
+        "env": a.env,
+        "app": a.app,
+        "namespace": a.namespace,
+        "workloads": list(a.workloads),
+        "result": record.result,
+        "error": record.error,
+        "started_at": _iso(a.started_at),
+        "finished_at": _iso(record.finished_at),
+        "duration_seconds": record.duration_seconds,
+        "previous_sha": a.previous_sha,
+        "new_sha": a.new_sha,
+        "image": a.image,
+        "digest": record.digest,
+        "deploy_commit": a.deploy_commit,
+        "deploy_file": a.deploy_file,
+        "file_commit": a.file_commit,
+        "file_author": a.file_author,
+        "file_committer": a.file_committer,
+        "file_commit_time": _iso(a.file_commit_time),
+        "file_commit_summary": a.file_commit_summary,
+        "reviewers": list(a.reviewers),
+        "app_commit_summary": a.app_commit_summary,
+        "trigger": a.trigger,
+        "actor_user": a.actor.user,
+        "actor_host": a.actor.host,
+        "actor_ci_job": a.actor.ci_job,
+    }

@@ -1,0 +1,163 @@
+"""Immutable artifacts: resolve each target's image tag to a digest once, pin it, and prove that
+a promoted SHA runs the same bytes that were tested.
+
+Decisions are pure (:func:`pin_decisions`) over resolutions made by the registry edge
+(:mod:`deployctl.edges.registry.client`), one request per distinct reference, concurrently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from deployctl.edges.registry.client import RegistryClient, Resolution, check_retagged
+from deployctl.model.config import Config
+from deployctl.model.problem import Problem
+from deployctl.model.state import DesiredState, Target
+
+TestedDigest = Callable[[str, str, str], str | None]
+"""(env, app, sha) -> the digest that ran successfully there, if known."""
+
+
+@dataclass(frozen=True)
+class PinDecisions:
+    """Per (env, app): the image reference to apply, or why the target must not be applied."""
+
+    images: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    refusals: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    resolutions: Mapping[str, Resolution] = field(default_factory=dict)
+
+
+def pin_mode(config: Config | None, app: str) -> str:
+    if config is None or app not in config.apps:
+        return "digest"
+    return config.apps[app].pin
+
+
+def references_to_resolve(targets: Iterable[Target], config: Config | None) -> list[str]:
+    """The distinct image references that need a digest (apps with ``pin: digest``)."""
+    return sorted({t.image for t in targets if pin_mode(config, t.app) == "digest"})
+
+
+def pin_decisions(
+    targets: Iterable[Target],
+    config: Config | None,
+    resolutions: Mapping[str, Resolution],
+    *,
+    tested_digest: TestedDigest | None = None,
+    allow_retagged: bool = False,
+) -> PinDecisions:
+    """Pure: turn resolutions into the images to apply and the targets to refuse."""
+    images: dict[tuple[str, str], str] = {}
+    refusals: dict[tuple[str, str], str] = {}
+    for t in targets:
+        if pin_mode(config, t.app) != "digest":
+            continue
+        res = resolutions.get(t.image)
+        if res is None or not res.found or not res.digest:
+            why = res.message if res and res.message else f"cannot resolve {t.image}"
+            refusals[t.key] = f"{t.path}:{t.line}: {why}"
+            continue
+        images[t.key] = f"{t.image}@{res.digest}"
+        if tested_digest is None or config is None or allow_retagged:
+            continue
+        env = config.environments.get(t.env)
+        for required in env.requires if env else ():
+            expected = tested_digest(required, t.app, t.sha)
+            if expected is None:
+                continue
+            message = check_retagged(expected, res, tested_in=required)
+            if message:
+                refusals[t.key] = f"{t.path}:{t.line}: {message}"
+                break
+    return PinDecisions(images=images, refusals=refusals, resolutions=dict(resolutions))
+
+
+def resolve_targets(
+    targets: Iterable[Target],
+    config: Config | None,
+    client: RegistryClient,
+    *,
+    tested_digest: TestedDigest | None = None,
+    allow_retagged: bool = False,
+) -> PinDecisions:
+    """Resolve every ``pin: digest`` target's image once (concurrently) and decide."""
+    targets = list(targets)
+    refs = references_to_resolve(targets, config)
+    resolutions = client.resolve_many(refs) if refs else {}
+    return pin_decisions(targets, config, resolutions, tested_digest=tested_digest,
+                         allow_retagged=allow_retagged)
+
+
+def image_problems(
+    targets: Iterable[Target], resolutions: Mapping[str, Resolution], *, strict: bool = False
+) -> list[Problem]:
+    """Problems for ``validate --check-images`` and ``diff``: a missing image is an error naming
+    the deploy file and line; an unreachable registry is a warning (an error with ``strict``)."""
+    problems: list[Problem] = []
+    for t in targets:
+        res = resolutions.get(t.image)
+        if res is None or res.found:
+            continue
+        severity = "error" if res.status in ("missing", "error") or strict else "warning"
+        problems.append(Problem(path=t.path, line=t.line, message=res.message or f"cannot resolve {t.image}",
+                                severity=severity, env=t.env, app=t.app))
+    return problems
+
+
+def known_pins(
+    targets: Iterable[Target], config: Config | None, live_images_applied: Mapping[tuple[str, str], set[str | None]]
+) -> dict[tuple[str, str], str]:
+    """Digests already pinned by an earlier apply of the same tag, read from the workloads'
+    ``deployctl.dev/image`` annotations (keyed by (namespace, app)): no registry call needed."""
+    known: dict[tuple[str, str], str] = {}
+    for t in targets:
+        if pin_mode(config, t.app) != "digest":
+            continue
+        applied = live_images_applied.get((t.namespace, t.app), set())
+        if len(applied) == 1:
+            (image,) = applied
+            if image and image.startswith(t.image + "@sha256:"):
+                known[t.key] = image
+    return known
+
+
+def check_images(state: DesiredState, client: RegistryClient, *, strict: bool = False,
+                 only: Iterable[tuple[str, str]] | None = None) -> DesiredState:
+    """``state`` with a problem for every target whose image is missing (error) or could not be
+    checked (warning; error with ``strict``). ``only`` limits the check to some (env, app) keys."""
+    keys = set(only) if only is not None else None
+    targets = [t for t in state.targets if keys is None or t.key in keys]
+    refs = sorted({t.image for t in targets})
+    resolutions = client.resolve_many(refs) if refs else {}
+    extra = image_problems(targets, resolutions, strict=strict)
+    return replace(state, problems=(*state.problems, *extra))
+
+
+class _RecordQuery(Protocol):
+    def query(self, *, env: str | None = ..., app: str | None = ..., sha: str | None = ...,
+              limit: int | None = ...) -> Sequence[Any]: ...
+
+
+def registry_pinner(
+    desired: DesiredState, store: _RecordQuery | None, *, allow_retagged: bool = False
+) -> Callable[[Sequence[Target]], PinDecisions]:
+    """A reconcile pinner: resolves through the registry edge; the digest a SHA was tested with
+    comes from the audit history (``store``), when there is one."""
+
+    def tested_digest(env: str, app: str, sha: str) -> str | None:
+        if store is None:
+            return None
+        for record in store.query(env=env, app=app, sha=sha, limit=20):
+            if record.attempt.new_sha == sha and record.result in ("succeeded", "drift-corrected") and record.digest:
+                return str(record.digest)
+        return None
+
+    def pin(targets: Sequence[Target]) -> PinDecisions:
+        with RegistryClient() as client:
+            return resolve_targets(targets, desired.config, client, tested_digest=tested_digest,
+                                   allow_retagged=allow_retagged)
+
+    return pin

@@ -1,0 +1,318 @@
+"""The review policy: promotion gates, production approvals and freeze windows, in one place.
+
+Gathers the facts each check needs from the deploy repo (file history, commits, signatures)
+or the audit store, runs the pure checks (:mod:`deployctl.rules.gates`, :mod:`deployctl.rules.approval`,
+:mod:`deployctl.rules.freeze`) and returns what each caller needs:
+
+- ``validate`` and ``diff``: failed gates as Problems naming the deploy file and the missing
+  environment (:func:`gate_results`, :func:`with_gate_problems`);
+- ``reconcile``: ``refusals(...) -> {(env, app): reason}``; a refused target is not applied and
+  the refusal is audited. ``--override-freeze --reason`` lifts freezes, and the override is
+  logged and written into the attempt's audit record (:class:`OverrideNotes`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from deployctl.edges.git import repo as repo_edge
+from deployctl.model.audit import AuditStore
+from deployctl.model.config import Config
+from deployctl.model.state import DesiredState, Target
+from deployctl.rules.approval import ApprovalCommit, Verdict, check_approval
+from deployctl.rules.deployfile import split_deploy_path
+from deployctl.rules.freeze import ActiveFreeze, frozen_environments
+from deployctl.rules.gates import AUDIT, GIT, GateResult, RunFact, check_gates, gate_problems, gated
+from deployctl.rules.promote import deploy_path, ran_shas
+
+if TYPE_CHECKING:
+    from deployctl.reconcile.reconciler import AuditSink
+    from deployctl.rules.plan import Change
+
+log = structlog.get_logger(__name__)
+
+ALLOWED_SIGNERS_ENV = "DEPLOYCTL_ALLOWED_SIGNERS"
+GPG_HOME_ENV = "DEPLOYCTL_GPG_HOME"
+
+
+# --- promotion gates ----------------------------------------------------------------------------
+
+
+def git_facts(repo: str | Path, targets: Iterable[Target], config: Config, *, ref: str) -> list[RunFact]:
+    """What ran in each required environment according to its deploy file's history at ``ref``."""
+    paths = {deploy_path(required, t.app) for t, required in gated(targets, config)}
+    if not paths:
+        return []
+    facts: list[RunFact] = []
+    for path, versions in repo_edge.file_versions(repo, sorted(paths), ref=ref).items():
+        names = split_deploy_path(path)
+        assert names is not None
+        for data in versions:
+            facts.extend(RunFact(names[0], names[1], sha, "deployed") for sha in ran_shas(data))
+    return facts
+
+
+def audit_facts(store: AuditStore, targets: Iterable[Target], config: Config) -> list[RunFact]:
+    """What the audit history says about each gated SHA in each required environment."""
+    facts: list[RunFact] = []
+    for target, required in gated(targets, config):
+        for record in store.query(env=required, app=target.app, sha=target.sha, limit=50):
+            if record.attempt.new_sha == target.sha:
+                facts.append(RunFact(required, target.app, target.sha, record.result))
+    return facts
+
+
+def gate_results(
+    repo: str | Path,
+    desired: DesiredState,
+    *,
+    base_ref: str | None = None,
+    store: AuditStore | None = None,
+    targets: Iterable[Target] | None = None,
+) -> list[GateResult]:
+    """Check ``targets`` (default: all of ``desired``) against their environments' ``requires``.
+
+    From the audit history when ``store`` is given; otherwise from the required environments'
+    deploy-file history at ``base_ref`` (default: the state's own commit, or HEAD for the work tree).
+    """
+    config = desired.config
+    chosen = list(desired.targets if targets is None else targets)
+    if config is None or not gated(chosen, config):
+        return []
+    if store is not None:
+        return check_gates(chosen, config, audit_facts(store, chosen, config), source=AUDIT)
+    ref = base_ref or desired.commit or "HEAD"
+    try:
+        facts = git_facts(repo, chosen, config, ref=ref)
+    except repo_edge.RepoError:
+        if base_ref is not None:
+            raise
+        facts = []  # a repo without commits yet has no history: every gate fails
+    return check_gates(chosen, config, facts, source=GIT)
+
+
+def with_gate_problems(
+    repo: str | Path, desired: DesiredState, *, store: AuditStore | None = None
+) -> DesiredState:
+    """The state with every failed gate added as an error (its targets stay: the file itself is valid)."""
+    failed = gate_problems(gate_results(repo, desired, store=store))
+    if not failed:
+        return desired
+    return replace(desired, problems=desired.problems + tuple(failed))
+
+
+# --- approvals ----------------------------------------------------------------------------------
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
+def approval_verdicts(
+    repo: str | Path,
+    desired: DesiredState,
+    *,
+    ref: str,
+    allowed_signers: Path | None = None,
+    gnupg_home: Path | None = None,
+    targets: Iterable[Target] | None = None,
+) -> dict[tuple[str, str], Verdict]:
+    """For each target in an environment with ``require_approval: true``: is its change approved?"""
+    config = desired.config
+    if config is None:
+        return {}
+    chosen = [
+        t for t in (desired.targets if targets is None else targets)
+        if (env := config.environments.get(t.env)) is not None and env.require_approval
+    ]
+    signatures: dict[str, tuple[bytes, bytes] | None] = {}
+    out: dict[tuple[str, str], Verdict] = {}
+    for target in chosen:
+        commits = repo_edge.introducing_commits(repo, target.path, ref=ref)
+        candidates = []
+        for info in commits:
+            if info.sha not in signatures:
+                signatures[info.sha] = repo_edge.commit_signature(repo, info.sha)
+            signed = signatures[info.sha]
+            candidates.append(
+                ApprovalCommit(
+                    sha=info.sha,
+                    author_email=info.author_email,
+                    parents=len(info.parents),
+                    reviewers=info.reviewers,
+                    signature=signed[0] if signed else None,
+                    signed_data=signed[1] if signed else None,
+                )
+            )
+        author = commits[0].author_email if commits else ""
+        verdict = check_approval(
+            candidates,
+            config.environments[target.env].approvers,
+            author=author,
+            allowed_signers=allowed_signers,
+            gnupg_home=gnupg_home,
+        )
+        out[target.key] = verdict
+        log.debug("approval.checked", env=target.env, app=target.app, approved=verdict.approved,
+                  evidence=verdict.evidence)
+    return out
+
+
+# --- reconcile ------------------------------------------------------------------------------------
+
+
+def refusals(
+    desired: DesiredState,
+    *,
+    repo: str | Path,
+    now: datetime,
+    store: AuditStore | None = None,
+    override_freeze: bool = False,
+    allowed_signers: Path | None = None,
+    gnupg_home: Path | None = None,
+) -> dict[tuple[str, str], str]:
+    """Why reconcile must not apply each refused (env, app): failed gates, missing approval, a freeze.
+
+    ``allowed_signers`` and ``gnupg_home`` default to $DEPLOYCTL_ALLOWED_SIGNERS and
+    $DEPLOYCTL_GPG_HOME; the gate facts come from ``store`` when given, else from git at the ref.
+    """
+    if desired.config is None or desired.commit is None:
+        return {}
+    reasons: dict[tuple[str, str], list[str]] = {}
+    for gate in gate_results(repo, desired, store=store):
+        if not gate.passed:
+            reasons.setdefault((gate.env, gate.app), []).append(
+                f"promotion gate: {gate.path}:{gate.line}: {gate.message()}"
+            )
+    verdicts = approval_verdicts(
+        repo,
+        desired,
+        ref=desired.commit,
+        allowed_signers=allowed_signers or _env_path(ALLOWED_SIGNERS_ENV),
+        gnupg_home=gnupg_home or _env_path(GPG_HOME_ENV),
+    )
+    for key, verdict in verdicts.items():
+        if not verdict.approved:
+            target = desired.target(*key)
+            where = target.path if target else key[0]
+            reasons.setdefault(key, []).append(
+                f"approval required: {where}: {verdict.evidence}; merge it through a reviewed pull request"
+            )
+    if not override_freeze:
+        for key, freeze in freezes(desired, now).items():
+            reasons.setdefault(key, []).append(freeze.message())
+    out = {key: "; ".join(parts) for key, parts in reasons.items()}
+    for (env, app), reason in sorted(out.items()):
+        log.info("policy.refused", env=env, app=app, reason=reason)
+    return out
+
+
+def freezes(desired: DesiredState, now: datetime) -> dict[tuple[str, str], ActiveFreeze]:
+    """Each target in a frozen environment, with the freeze that covers ``now``."""
+    if desired.config is None:
+        return {}
+    frozen = frozen_environments(desired.config, now)
+    return {t.key: frozen[t.env] for t in desired.targets if t.env in frozen}
+
+
+def freeze_overrides(
+    desired: DesiredState, now: datetime, *, reason: str, actor: str
+) -> dict[tuple[str, str], str]:
+    """The audit note for each target whose freeze an ``--override-freeze`` lifts, and one log event each."""
+    notes: dict[tuple[str, str], str] = {}
+    for key, freeze in freezes(desired, now).items():
+        notes[key] = (
+            f"freeze overridden by {actor}: {reason} (environments.{freeze.env}.freeze[{freeze.index}]: "
+            f"{freeze.window.reason}, until {freeze.end.strftime('%Y-%m-%dT%H:%MZ')})"
+        )
+        log.warning("freeze.overridden", env=key[0], app=key[1], actor=actor, reason=reason,
+                    window=freeze.window.reason)
+    return notes
+
+
+class OverrideNotes:
+    """An audit sink that writes a note (a freeze override) into the outcome of the attempts it concerns.
+
+    The note goes into the record's ``error`` field, which is the record's free-text detail: a
+    ``succeeded`` record with a note reads "succeeded, freeze overridden by ...: reason".
+    """
+
+    def __init__(self, sink: AuditSink, notes: Mapping[tuple[str, str], str]) -> None:
+        self.sink = sink
+        self.notes = dict(notes)
+        self._by_id: dict[int, str] = {}
+
+    def attempt_started(self, change: Change, *, image: str, deploy_commit: str | None) -> int | None:
+        attempt_id = self.sink.attempt_started(change, image=image, deploy_commit=deploy_commit)
+        note = self.notes.get(change.key)
+        if note is not None and attempt_id is not None:
+            self._by_id[attempt_id] = note
+        return attempt_id
+
+    def attempt_finished(self, attempt_id: int | None, *, result: str, error: str | None) -> None:
+        note = self._by_id.pop(attempt_id, None) if attempt_id is not None else None
+        if note is not None:
+            error = note if not error else f"{error}; {note}"
+        self.sink.attempt_finished(attempt_id, result=result, error=error)
+
+    def __getattr__(self, name: str) -> object:
+        # Batch writes are offered only when the wrapped sink has them, and then carry the notes too.
+        if name == "attempts_started":
+            getattr(self.sink, name)
+            return self._attempts_started
+        if name == "attempts_finished":
+            getattr(self.sink, name)
+            return self._attempts_finished
+        return getattr(self.sink, name)
+
+    def _attempts_started(self, items: Sequence[tuple[Change, str]], *, deploy_commit: str | None) -> list[int]:
+        ids: list[int] = self.sink.attempts_started(items, deploy_commit=deploy_commit)  # type: ignore[attr-defined]
+        for (change, _), attempt_id in zip(items, ids, strict=True):
+            note = self.notes.get(change.key)
+            if note is not None:
+                self._by_id[attempt_id] = note
+        return ids
+
+    def _attempts_finished(self, items: Sequence[tuple[int | None, str, str | None]]) -> None:
+        noted = []
+        for attempt_id, result, error in items:
+            note = self._by_id.pop(attempt_id, None) if attempt_id is not None else None
+            if note is not None:
+                error = note if not error else f"{error}; {note}"
+            noted.append((attempt_id, result, error))
+        self.sink.attempts_finished(noted)  # type: ignore[attr-defined]
+
+
+def for_reconcile(
+    desired: DesiredState,
+    *,
+    repo: str | Path,
+    store: AuditStore | None,
+    sink: AuditSink | None,
+    override_freeze: bool = False,
+    reason: str | None = None,
+    extra: Mapping[tuple[str, str], str] | None = None,
+    now: datetime | None = None,
+) -> tuple[dict[tuple[str, str], str], AuditSink | None]:
+    """What ``run_reconcile`` needs: the refusals (plus ``extra``), and the audit sink, which notes
+    freeze overrides in the records of the attempts they let through."""
+    from deployctl.model.audit import current_actor
+
+    when = now or datetime.now(UTC)
+    out = refusals(desired, repo=repo, now=when, store=store, override_freeze=override_freeze)
+    out.update(extra or {})
+    if override_freeze:
+        actor = current_actor()
+        who = actor.user + (f" (CI job {actor.ci_job})" if actor.ci_job else "")
+        notes = freeze_overrides(desired, when, reason=reason or "no reason given", actor=who)
+        if sink is not None and notes:
+            sink = OverrideNotes(sink, notes)
+    return out, sink

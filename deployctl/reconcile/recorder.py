@@ -1,0 +1,131 @@
+"""The bridge from reconcile outcomes to the audit history.
+
+Builds an :class:`~deployctl.model.audit.Attempt` from a planned change and what git knows about it
+(the commit that last changed the deploy file, its author and reviewers, the app commit's
+message when its source repo is local) and appends it to the store before the apply; the
+outcome is appended after. Provenance is looked up once per deploy file and cached.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+
+from deployctl.edges.git import repo
+from deployctl.model import audit
+from deployctl.rules.plan import Change
+
+log = structlog.get_logger(__name__)
+
+
+class AuditRecorder:
+    """An :class:`~deployctl.reconcile.reconciler.AuditSink` writing to an :class:`~deployctl.model.audit.AuditStore`."""
+
+    def __init__(
+        self,
+        store: audit.AuditStore,
+        *,
+        repo_path: str | Path | None,
+        trigger: str,
+        actor: audit.Actor | None = None,
+        sources: Mapping[str, Path] | None = None,
+    ) -> None:
+        self.store = store
+        self.repo_path = Path(repo_path) if repo_path is not None else None
+        self.trigger = trigger
+        self.actor = actor or audit.current_actor()
+        self._lock = threading.Lock()
+        self._lookups: dict[tuple[str, ...], repo.CommitInfo | None] = {}
+        self.sources = dict(sources or {})
+
+    def close_interrupted(self) -> list[int]:
+        """Close attempts a crashed run left open; called once at the start of a run."""
+        ids = self.store.close_interrupted()
+        if ids:
+            log.warning("audit.interrupted_closed", attempts=ids)
+        return ids
+
+    # -- provenance ---------------------------------------------------------------------------
+
+    def _cached(self, key: tuple[str, ...], lookup: Callable[[], repo.CommitInfo | None]) -> repo.CommitInfo | None:
+        """One git lookup per key and run; a commit that cannot be read is recorded as unknown."""
+        with self._lock:
+            if key in self._lookups:
+                return self._lookups[key]
+        try:
+            info = lookup()
+        except repo.RepoError:
+            info = None
+        with self._lock:
+            self._lookups[key] = info
+        return info
+
+    def _file_commit(self, path: str, ref: str | None) -> repo.CommitInfo | None:
+        if self.repo_path is None or ref is None:
+            return None
+        where = self.repo_path
+        return self._cached(("last_change", str(where), path, ref), lambda: repo.last_change(where, path, ref=ref))
+
+    def _commit_in(self, where: Path | None, sha: str | None) -> repo.CommitInfo | None:
+        if where is None or sha is None:
+            return None
+        return self._cached(("commit", str(where), sha), lambda: repo.commit_info(where, sha))
+
+    # -- AuditSink ----------------------------------------------------------------------------
+
+    def attempt_started(self, change: Change, *, image: str, deploy_commit: str | None) -> int | None:
+        return self.store.start(self._attempt(change, image=image, deploy_commit=deploy_commit))
+
+    def attempts_started(self, items: Sequence[tuple[Change, str]], *, deploy_commit: str | None) -> list[int]:
+        """Several attempts (change, image) in one durable write, before any of them is applied."""
+        attempts = [self._attempt(change, image=image, deploy_commit=deploy_commit) for change, image in items]
+        return self.store.start_many(attempts) if attempts else []
+
+    def attempts_finished(self, items: Sequence[tuple[int | None, str, str | None]]) -> None:
+        """Several outcomes (attempt id, result, error) in one durable write."""
+        finishes = [audit.Finish(attempt_id=i, result=r, error=e) for i, r, e in items if i is not None]
+        if finishes:
+            self.store.finish_many(finishes)
+
+    def _attempt(self, change: Change, *, image: str, deploy_commit: str | None) -> audit.Attempt:
+        target = change.target
+        file_commit = self._file_commit(target.path, deploy_commit) if target else None
+        merge = self._commit_in(self.repo_path, deploy_commit)
+        app_commit = self._commit_in(self.sources.get(change.app), change.new_sha)
+        reviewers = tuple(dict.fromkeys((*(merge.reviewers if merge else ()),
+                                         *(file_commit.reviewers if file_commit else ()))))
+        digest = image.split("@", 1)[1] if "@" in image else None
+        trigger = "drift" if change.action.value == "drift" and self.trigger in ("watch", "ci", "manual") else \
+            self.trigger
+        attempt = audit.Attempt(
+            env=change.env,
+            app=change.app,
+            namespace=change.namespace,
+            workloads=tuple(f"{w.kind.lower()}/{w.name}" for w in change.workloads),
+            previous_sha=change.old_sha,
+            new_sha=change.new_sha or "",
+            image=image,
+            digest=digest,
+            deploy_commit=deploy_commit,
+            deploy_file=target.path if target else "",
+            file_commit=file_commit.sha if file_commit else None,
+            file_author=f"{file_commit.author_name} <{file_commit.author_email}>" if file_commit else None,
+            file_committer=f"{file_commit.committer_name} <{file_commit.committer_email}>" if file_commit else None,
+            file_commit_time=file_commit.time if file_commit else None,
+            file_commit_summary=file_commit.summary if file_commit else None,
+            reviewers=reviewers,
+            app_commit_summary=app_commit.summary if app_commit else None,
+            trigger=trigger,
+            actor=self.actor,
+            started_at=datetime.now(UTC),
+        )
+        return attempt
+
+    def attempt_finished(self, attempt_id: int | None, *, result: str, error: str | None) -> None:
+        if attempt_id is None:
+            return
+        self.store.finish(attempt_id, result=result, error=error)

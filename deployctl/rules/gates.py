@@ -1,0 +1,114 @@
+"""Promotion gates: an environment with ``requires: [staging]`` only accepts a SHA that ran in staging.
+
+Pure: the facts (which SHA ran where, and how it ended) come in as values, gathered by
+:mod:`deployctl.reconcile.policy` from one of two sources: the audit history (``source="audit"``: only
+``succeeded`` and ``drift-corrected`` attempts count) or the required environment's deploy file
+in git (``source="git"``: every SHA that was at the top of the file in some commit, and every
+SHA the file lists below its first line, counts as deployed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from deployctl.model.config import Config
+from deployctl.model.problem import ERROR, Problem
+from deployctl.model.state import Target
+
+AUDIT = "audit"
+GIT = "git"
+RAN = frozenset({"succeeded", "drift-corrected", "deployed"})
+"""Results that count as 'ran in that environment'. ``deployed`` is what the git source knows."""
+
+
+@dataclass(frozen=True)
+class RunFact:
+    """One SHA of one app that was deployed to one environment, and how it ended."""
+
+    env: str
+    app: str
+    sha: str
+    result: str
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Whether one target's SHA has run in one environment its environment requires."""
+
+    env: str
+    app: str
+    sha: str
+    required: str
+    passed: bool
+    source: str  # "audit" | "git"
+    path: str
+    line: int
+
+    def message(self) -> str:
+        """A one-line account, naming the deploy file and the required environment."""
+        if self.passed:
+            return f"{self.sha[:12]} ran in {self.required}"
+        where = (
+            "in the audit history" if self.source == AUDIT else f"in environments/{self.required}/ history"
+        )
+        return (
+            f"{self.sha[:12]} has not run successfully in {self.required} ({where}); environment "
+            f"{self.env} requires {self.required} first: deploy it to {self.required} "
+            f"(deployctl promote {self.app} --from <env> --to {self.required}) and promote from there"
+        )
+
+    def problem(self) -> Problem:
+        return Problem(self.path, self.line, self.message(), ERROR, env=self.env, app=self.app)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "env": self.env,
+            "app": self.app,
+            "sha": self.sha,
+            "required": self.required,
+            "passed": self.passed,
+            "source": self.source,
+            "path": self.path,
+            "line": self.line,
+        }
+
+
+def gated(targets: Iterable[Target], config: Config) -> list[tuple[Target, str]]:
+    """(target, required environment) pairs to check: one per entry in the target env's ``requires``."""
+    pairs: list[tuple[Target, str]] = []
+    for target in targets:
+        env = config.environments.get(target.env)
+        if env is None:
+            continue
+        pairs.extend((target, required) for required in env.requires)
+    return pairs
+
+
+def check_gates(
+    targets: Iterable[Target], config: Config, facts: Iterable[RunFact], *, source: str
+) -> list[GateResult]:
+    """Check every target against every environment its environment requires."""
+    ran = {(f.env, f.app, f.sha) for f in facts if f.result in RAN}
+    return [
+        GateResult(
+            env=target.env,
+            app=target.app,
+            sha=target.sha,
+            required=required,
+            passed=(required, target.app, target.sha) in ran,
+            source=source,
+            path=target.path,
+            line=target.line,
+        )
+        for target, required in gated(targets, config)
+    ]
+
+
+def violations(results: Iterable[GateResult]) -> list[GateResult]:
+    return [r for r in results if not r.passed]
+
+
+def gate_problems(results: Iterable[GateResult]) -> list[Problem]:
+    """Each failed gate as an error naming the deploy file, its line and the missing environment."""
+    return [r.problem() for r in results if not r.passed]

@@ -1,0 +1,208 @@
+"""Deploys over time as a chart: one lane per app, one marker per attempt coloured by its result.
+
+:func:`build_figure` turns audit records into a plotly figure (no I/O); :func:`write_timeline`
+writes it as a self-contained interactive HTML file (plotly.js inlined, works offline) or as a
+PNG rendered from that HTML by a headless Chromium found on the PATH.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go  # type: ignore[import-untyped]
+import structlog
+
+from deployctl.errors import DeployctlError, InvalidInputError
+from deployctl.model.audit import RESULTS, STARTED, AuditRecord
+
+log = structlog.get_logger(__name__)
+
+RESULT_COLOURS = {
+    "succeeded": "#2ca02c",
+    "failed": "#d62728",
+    "blocked": "#ff7f0e",
+    "drift-corrected": "#9467bd",
+    "interrupted": "#8c564b",
+    "refused": "#e377c2",
+    STARTED: "#1f77b4",
+}
+ENV_SYMBOLS = ("circle", "diamond", "square", "triangle-up", "star", "hexagon", "cross", "x")
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+class TimelineError(DeployctlError):
+    """The timeline cannot be rendered or written."""
+
+    exit_code = 1
+
+
+def _hover(record: AuditRecord) -> str:
+    a = record.attempt
+    lines = [
+        f"<b>{html.escape(a.app)}</b> → {html.escape(a.env)}: <b>{record.result}</b>",
+        f"SHA {a.new_sha[:12]}" + (f" (was {a.previous_sha[:12]})" if a.previous_sha else ""),
+    ]
+    if a.app_commit_summary:
+        lines.append(html.escape(a.app_commit_summary.splitlines()[0][:90]))
+    if a.file_author:
+        lines.append("author: " + html.escape(a.file_author.split(" <")[0]))
+    if a.file_commit_summary:
+        lines.append("deploy: " + html.escape(a.file_commit_summary.splitlines()[0][:90]))
+    when = a.started_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    took = "" if record.duration_seconds is None else f", took {record.duration_seconds:.1f}s"
+    lines.append(f"{when}{took}")
+    lines.append(
+        f"{a.trigger} by {html.escape(a.actor.user)}"
+        + (f" · release {a.deploy_commit[:12]}" if a.deploy_commit else "")
+    )
+    if record.error:
+        lines.append("error: " + html.escape(record.error[:120]))
+    return "<br>".join(lines)
+
+
+def build_figure(records: Sequence[AuditRecord], *, title: str = "Deploys") -> go.Figure:
+    """The timeline figure: x is when an attempt started, y is its app, colour is its result."""
+    apps = sorted({r.attempt.app for r in records})
+    envs = sorted({r.attempt.env for r in records})
+    symbol = {env: ENV_SYMBOLS[i % len(ENV_SYMBOLS)] for i, env in enumerate(envs)}
+    fig = go.Figure()
+    for result in (*RESULTS, STARTED):
+        chosen = sorted((r for r in records if r.result == result), key=lambda r: r.attempt.started_at)
+        if not chosen:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=[r.attempt.started_at.astimezone(UTC) for r in chosen],
+                y=[r.attempt.app for r in chosen],
+                mode="markers",
+                name=result,
+                legendgroup="result",
+                legendgrouptitle_text="result",
+                marker={
+                    "color": RESULT_COLOURS[result],
+                    "size": 13,
+                    "symbol": [symbol[r.attempt.env] for r in chosen],
+                    "line": {"width": 1, "color": "#333"},
+                },
+                text=[_hover(r) for r in chosen],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
+    if len(envs) > 1:
+        for env in envs:  # a legend for the marker shapes only
+            fig.add_trace(
+                go.Scatter(
+                    x=[None],
+                    y=[None],
+                    mode="markers",
+                    name=env,
+                    legendgroup="env",
+                    legendgrouptitle_text="environment",
+                    marker={"color": "#999", "size": 11, "symbol": symbol[env]},
+                    hoverinfo="skip",
+                )
+            )
+    fig.update_layout(
+        title={"text": f"{html.escape(title)} · {len(records)} attempt(s)", "x": 0.01},
+        template="plotly_white",
+        height=max(320, 140 + 60 * len(apps)),
+        hovermode="closest",
+        margin={"l": 110, "r": 170, "t": 70, "b": 40},
+        legend={"orientation": "v", "x": 1.01, "y": 1},
+        xaxis={
+            "title": "time (UTC)",
+            "type": "date",
+            "showspikes": True,
+            "spikemode": "across",
+            "spikesnap": "cursor",
+            "spikedash": "dot",
+            "spikethickness": 1,
+            "rangeselector": {
+                "buttons": [
+                    {"count": 6, "label": "6h", "step": "hour", "stepmode": "backward"},
+                    {"count": 1, "label": "1d", "step": "day", "stepmode": "backward"},
+                    {"count": 7, "label": "7d", "step": "day", "stepmode": "backward"},
+                    {"step": "all", "label": "all"},
+                ]
+            },
+        },
+        yaxis={
+            "title": "",
+            "type": "category",
+            "categoryorder": "array",
+            "categoryarray": list(reversed(apps)),
+            "showgrid": True,
+            "gridcolor": "#ddd",
+        },
+    )
+    if not records:
+        fig.add_annotation(text="no deploy attempts in this range", showarrow=False, x=0.5, y=0.5,
+                           xref="paper", yref="paper")  # fmt: skip
+    return fig
+
+
+def write_timeline(records: Sequence[AuditRecord], path: str | Path, *, title: str = "Deploys") -> Path:
+    """Write the timeline to ``path``: ``.html`` (self-contained) or ``.png`` (via headless Chromium)."""
+    target = Path(path)
+    suffix = target.suffix.lower()
+    if suffix not in (".html", ".htm", ".png"):
+        raise InvalidInputError(f"{target}: the timeline is written as .html or .png")
+    fig = build_figure(records, title=title)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".png":
+            render_png(fig, target)
+        else:
+            fig.write_html(target, include_plotlyjs=True, full_html=True, config={"displaylogo": False})
+    except OSError as exc:
+        raise TimelineError(f"{target}: cannot write the timeline: {exc}") from exc
+    log.info("timeline.written", path=str(target), attempts=len(records))
+    return target
+
+
+def find_chromium() -> str | None:
+    """A Chromium or Chrome binary: ``$DEPLOYCTL_CHROMIUM`` or the first on the PATH."""
+    explicit = os.environ.get("DEPLOYCTL_CHROMIUM")
+    if explicit:
+        return explicit
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def render_png(fig: go.Figure, target: Path, *, width: int = 1400) -> None:
+    """Screenshot the figure's self-contained HTML with headless Chromium (no network, no downloads)."""
+    chromium = find_chromium()
+    if chromium is None:
+        raise TimelineError(
+            "a PNG timeline needs Chromium (apt-get install chromium) or DEPLOYCTL_CHROMIUM; "
+            "write --output deploys.html instead"
+        )
+    height = int(fig.layout.height or 500)
+    static: dict[str, Any] = {"staticPlot": True, "displayModeBar": False}
+    fig = go.Figure(fig).update_layout(width=width, height=height)
+    with tempfile.TemporaryDirectory(prefix="deployctl-timeline-") as tmp:
+        page = Path(tmp) / "timeline.html"
+        fig.write_html(page, include_plotlyjs=True, full_html=True, config=static)
+        command = [
+            chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+            "--disable-dev-shm-usage", f"--user-data-dir={tmp}/profile", f"--window-size={width},{height}",
+            "--virtual-time-budget=10000", f"--screenshot={target.resolve()}", page.as_uri(),
+        ]  # fmt: skip
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise TimelineError(f"{chromium} could not render the timeline: {exc}") from exc
+        if done.returncode != 0 or not target.exists():
+            raise TimelineError(f"{chromium} could not render the timeline: {done.stderr.strip()[-500:]}")
