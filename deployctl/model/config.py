@@ -417,6 +417,10 @@ def load_config(data: bytes, *, path: str = CONFIG_PATH) -> tuple[Config | None,
         mark = exc.problem_mark or exc.context_mark
         line = None if mark is None else int(mark.line) + 1
         what = " ".join(x for x in (exc.context, exc.problem) if x) or "invalid YAML"
+        if "nesting depth" in what:  # PyYAML >= 6.0.4 stops deep flow nesting itself, before our own check
+            what = f"YAML is nested more than {MAX_YAML_DEPTH} levels deep"
+            reader.problems.append(Problem(path, line, what))
+            return None, reader.problems
         reader.problems.append(Problem(path, line, f"is not valid YAML: {what}"))
         return None, reader.problems
     except yaml.YAMLError as exc:
