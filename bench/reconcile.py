@@ -32,6 +32,7 @@ from deployctl.devtools.localcluster import controlplane  # noqa: E402
 from deployctl.edges.git.repo import read_desired_state  # noqa: E402
 from deployctl.log import configure_logging  # noqa: E402
 from deployctl.reconcile import reconciler as rec  # noqa: E402
+from deployctl.reconcile.options import ReconcileOptions  # noqa: E402
 
 ENVS = {"staging": "bench-staging", "canary": "bench-canary", "production": "bench-production"}
 IMAGE = "registry.example.com/bench"
@@ -121,7 +122,7 @@ def bare_patch_loop(kubeconfig: str, namespace: str, n: int, version: str) -> fl
 def run(kubeconfig: str, repo_path: str, **kw: object) -> rec.ReconcileResult:
     desired = read_desired_state(repo_path)
     pool = rec.ClusterPool(kubeconfig=kubeconfig)
-    return rec.reconcile(desired, pool, **kw)
+    return rec.reconcile(desired, pool, ReconcileOptions(**kw))  # type: ignore[arg-type]
 
 
 def main() -> None:

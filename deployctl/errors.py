@@ -5,26 +5,28 @@ The CLI maps them to a message and an exit code in one place (`deployctl.cli`).
 
 from __future__ import annotations
 
+from deployctl.model.vocabulary import ExitCode
+
 
 class DeployctlError(Exception):
     """Base of every error deployctl reports to a user."""
 
-    exit_code = 1
+    exit_code: int = ExitCode.FAILED
 
 
 class InvalidInputError(DeployctlError):
     """A deploy file, config or other untrusted input is invalid."""
 
-    exit_code = 2
+    exit_code = ExitCode.INVALID
 
 
 class ClusterUnreachableError(DeployctlError):
     """The Kubernetes API cannot be reached."""
 
-    exit_code = 3
+    exit_code = ExitCode.UNREACHABLE
 
 
 class LocalClusterError(DeployctlError):
     """The local control plane cannot be built, started or stopped."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED

@@ -13,7 +13,10 @@ import click
 
 from deployctl.cli.output import echo_json, render_table
 from deployctl.model.state import DesiredState
-from deployctl.reconcile import reconciler as rec
+from deployctl.model.vocabulary import ExitCode
+from deployctl.reconcile.observe import ClusterPool, observe_selection
+from deployctl.reconcile.options import ReconcileOptions
+from deployctl.reconcile.outcome import Progress, ReconcileResult
 from deployctl.rules.plan import Plan
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -105,7 +108,7 @@ def plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kube
             click.echo(f"refused: {reason}", err=True)
         click.echo(render_plan(result))
     if refused or not desired.ok:
-        sys.exit(rec.EXIT_INVALID)
+        sys.exit(ExitCode.INVALID)
 
 
 def _observed_plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,
@@ -115,8 +118,8 @@ def _observed_plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, 
     from deployctl.rules.plan import make_plan
 
     desired = load_desired(repo, ref)
-    pool = rec.ClusterPool(kubeconfig=_first_kubeconfig(kubeconfig), context=context)
-    seen = rec.observe_selection(desired, pool, envs=envs, apps=apps,
+    pool = ClusterPool(kubeconfig=_first_kubeconfig(kubeconfig), context=context)
+    seen = observe_selection(desired, pool, envs=envs, apps=apps,
                                  allowed_namespaces=_split_allowed(allowed_namespaces))
     plan = make_plan(desired, seen.live, envs=seen.envs, apps=apps, images=seen.known_images)
     return desired, plan, seen.refused
@@ -145,7 +148,7 @@ class ProgressPrinter:
         self.drawn = 0
         self.lock = threading.Lock()
 
-    def __call__(self, p: rec.Progress) -> None:
+    def __call__(self, p: Progress) -> None:
         with self.lock:
             if not self.live:
                 stamp = datetime.now(UTC).strftime("%H:%M:%SZ")
@@ -179,7 +182,7 @@ class ProgressPrinter:
 _TIMED = ("succeeded", "failed", "drift-corrected", "applied")
 
 
-def render_result(result: rec.ReconcileResult) -> str:
+def render_result(result: ReconcileResult) -> str:
     rows = [
         (o.env, o.app, o.result, _short(o.old_sha), _short(o.new_sha),
          f"{o.seconds:.1f}s" if o.seconds is not None and o.result in _TIMED else "",
@@ -238,60 +241,27 @@ def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...],
     """
     if override_freeze and not (override_reason or "").strip():
         raise click.UsageError("--override-freeze needs --reason TEXT (it goes into the audit history)")
-    result = run_reconcile(
-        repo=repo, ref=ref, envs=envs, apps=apps, kubeconfig=_first_kubeconfig(kubeconfig), context=context,
-        allowed_namespaces=_split_allowed(allowed_namespaces), wait=not no_wait, timeout=timeout,
-        concurrency=concurrency, audit_url=None if no_audit else (audit_url or ""),
-        trigger=trigger or _default_trigger(), progress=output == "text", allow_retagged=allow_retagged,
+    from deployctl.app.run import run_reconcile
+
+    options = ReconcileOptions(
+        envs=envs, apps=apps, wait=not no_wait, timeout=timeout, concurrency=concurrency,
+        allowed_namespaces=tuple(_split_allowed(allowed_namespaces)), allow_retagged=allow_retagged,
         override_freeze=override_freeze, override_reason=override_reason,
+    )
+    desired = load_desired(repo, ref)
+    progress = output == "text"
+    if progress:
+        _echo_problems(desired)
+    result = run_reconcile(
+        repo=repo, ref=ref, options=options, kubeconfig=_first_kubeconfig(kubeconfig), context=context,
+        audit_url=None if no_audit else (audit_url or ""), trigger=trigger or _default_trigger(),
+        on_progress=ProgressPrinter(sys.stderr, live=sys.stderr.isatty()) if progress else None, desired=desired,
     )
     if output == "json":
         echo_json(result.as_dict())
     else:
         click.echo(render_result(result))
     sys.exit(result.exit_code)
-
-
-def run_reconcile(*, repo: str, ref: str, envs: tuple[str, ...] = (), apps: tuple[str, ...] = (),
-                  kubeconfig: str | None = None, context: str | None = None,
-                  allowed_namespaces: list[str] | None = None, wait: bool = True, timeout: float = 300.0,
-                  concurrency: int = 16, audit_url: str | None = "", trigger: str = "manual",
-                  progress: bool = True, allow_retagged: bool = False,
-                  refusals: dict[tuple[str, str], str] | None = None, override_freeze: bool = False,
-                  override_reason: str | None = None) -> rec.ReconcileResult:
-    """The reconcile command without click: read, reconcile, record. ``audit_url=None`` disables audit;
-    ``""`` means the default store."""
-    desired = load_desired(repo, ref)
-    if progress:
-        _echo_problems(desired)
-    pool = rec.ClusterPool(kubeconfig=kubeconfig, context=context)
-    recorder = None
-    store = None
-    if audit_url is not None:
-        from deployctl.edges.audit import url as audit_location
-        from deployctl.edges.git.repo import local_sources
-        from deployctl.reconcile.recorder import AuditRecorder
-
-        store = audit_location.open_store(audit_url or None)
-        recorder = AuditRecorder(store, repo_path=repo, trigger=trigger, sources=local_sources(repo, desired.config))
-        recorder.close_interrupted()
-    from deployctl.reconcile import policy  # promotion gates, approvals and freezes become refusals
-    from deployctl.reconcile.artifacts import registry_pinner
-
-    refusals, sink = policy.for_reconcile(
-        desired, repo=repo, store=store if audit_url else None, sink=recorder, override_freeze=override_freeze,
-        reason=override_reason, extra=refusals,
-    )
-    printer = ProgressPrinter(sys.stderr, live=sys.stderr.isatty()) if progress else None
-    try:
-        return rec.reconcile(
-            desired, pool, envs=envs, apps=apps, wait=wait, timeout=timeout, concurrency=concurrency,
-            audit=sink, allowed_namespaces=allowed_namespaces or (), on_progress=printer,
-            pinner=registry_pinner(desired, store, allow_retagged=allow_retagged), refusals=refusals,
-        )
-    finally:
-        if store is not None:
-            store.close()
 
 
 # -- status -------------------------------------------------------------------------------------

@@ -22,23 +22,23 @@ from pathlib import Path
 
 import structlog
 
+from deployctl.app.run import run_once
 from deployctl.controller.metrics import ControllerMetrics
 from deployctl.edges.audit import url as audit_location
 from deployctl.edges.git.mirror import Mirror
-from deployctl.edges.git.repo import local_sources, read_desired_state
+from deployctl.edges.git.repo import read_desired_state
 from deployctl.edges.kube.cluster import Cluster
 from deployctl.edges.kube.lease import LeaderElector, LeaseConfig
 from deployctl.errors import DeployctlError
 from deployctl.model import audit as audit_mod
-from deployctl.reconcile import policy
-from deployctl.reconcile import reconciler as rec
-from deployctl.reconcile.artifacts import registry_pinner
-from deployctl.reconcile.recorder import AuditRecorder
-from deployctl.rules.plan import Change
+from deployctl.model.vocabulary import Result
+from deployctl.reconcile.observe import ClusterPool
+from deployctl.reconcile.options import ReconcileOptions
+from deployctl.reconcile.outcome import ReconcileResult
+from deployctl.reconcile.sink import AttemptItem, AuditSink, FinishItem
 
 log = structlog.get_logger(__name__)
 
-INTERRUPTED = "interrupted"
 
 
 class Stopped(Exception):  # noqa: N818 - a signal, not an error a user sees
@@ -55,11 +55,19 @@ class ControllerSettings:
     poll_interval: float = 0.5
     allowed_namespaces: tuple[str, ...] = ()
 
+    def reconcile_options(self) -> ReconcileOptions:
+        """The options of every run this controller makes."""
+        return ReconcileOptions(
+            wait=True, timeout=self.timeout, concurrency=self.concurrency, poll_interval=self.poll_interval,
+            allowed_namespaces=self.allowed_namespaces,
+            observe_concurrency=1,  # a long-lived process: lower peak memory beats a faster LIST
+        )
+
 
 class _GatedClusters:
-    """A :data:`deployctl.reconcile.reconciler.ClusterFor` that refuses to hand out a cluster once acting must stop."""
+    """A :data:`deployctl.reconcile.observe.ClusterFor` that refuses to hand out a cluster once acting must stop."""
 
-    def __init__(self, pool: rec.ClusterPool, may_act: Callable[[], bool], why: Callable[[], str]) -> None:
+    def __init__(self, pool: ClusterPool, may_act: Callable[[], bool], why: Callable[[], str]) -> None:
         self.pool = pool
         self.may_act = may_act
         self.why = why
@@ -74,10 +82,10 @@ class _GatedClusters:
 
 
 class _GatedAudit:
-    """An :class:`~deployctl.reconcile.reconciler.AuditSink` that remembers open attempts and refuses new ones once
+    """An :class:`~deployctl.reconcile.sink.AuditSink` that remembers open attempts and refuses new ones once
     acting must stop, so a stopped run can close what it started."""
 
-    def __init__(self, inner: rec.AuditSink, may_act: Callable[[], bool], why: Callable[[], str]) -> None:
+    def __init__(self, inner: AuditSink, may_act: Callable[[], bool], why: Callable[[], str]) -> None:
         self.inner = inner
         self.may_act = may_act
         self.why = why
@@ -85,21 +93,22 @@ class _GatedAudit:
         self._closed = False
         self._lock = threading.Lock()
 
-    def attempt_started(self, change: Change, *, image: str, deploy_commit: str | None) -> int | None:
+    def attempts_started(self, items: Sequence[AttemptItem], *, deploy_commit: str | None) -> list[int | None]:
         if not self.may_act():
             raise Stopped(self.why())
-        attempt_id = self.inner.attempt_started(change, image=image, deploy_commit=deploy_commit)
-        if attempt_id is not None:
-            with self._lock:
-                self._open.add(attempt_id)
-        return attempt_id
-
-    def attempt_finished(self, attempt_id: int | None, *, result: str, error: str | None) -> None:
+        ids = self.inner.attempts_started(items, deploy_commit=deploy_commit)
         with self._lock:
-            if self._closed or attempt_id not in self._open:
+            self._open.update(i for i in ids if i is not None)
+        return ids
+
+    def attempts_finished(self, items: Sequence[FinishItem]) -> None:
+        with self._lock:
+            if self._closed:
                 return
-            self._open.discard(attempt_id)
-        self.inner.attempt_finished(attempt_id, result=result, error=error)
+            mine = [item for item in items if item[0] in self._open]
+            self._open.difference_update(item[0] for item in mine)
+        if mine:
+            self.inner.attempts_finished(mine)
 
     def close_open(self, reason: str) -> list[int]:
         """Close every attempt still open as ``interrupted``; later outcomes of this run are dropped."""
@@ -107,8 +116,8 @@ class _GatedAudit:
             self._closed = True
             ids = sorted(self._open)
             self._open.clear()
-        for attempt_id in ids:
-            self.inner.attempt_finished(attempt_id, result=INTERRUPTED, error=reason)
+        if ids:
+            self.inner.attempts_finished([(attempt_id, Result.INTERRUPTED, reason) for attempt_id in ids])
         return ids
 
 
@@ -118,7 +127,7 @@ class Controller:
     def __init__(
         self,
         mirror: Mirror,
-        clusters: rec.ClusterPool,
+        clusters: ClusterPool,
         *,
         settings: ControllerSettings,
         store: audit_mod.AuditStore | None = None,
@@ -128,6 +137,7 @@ class Controller:
         self.mirror = mirror
         self.pool = clusters
         self.settings = settings
+        self.options = settings.reconcile_options()
         self.store = store
         self.metrics = metrics or ControllerMetrics()
         self.is_leader = is_leader
@@ -208,7 +218,7 @@ class Controller:
             self.sync_once(trigger)
         log.info("controller.stopped", reason=self._stopping)
 
-    def sync_once(self, trigger: str) -> rec.ReconcileResult | None:
+    def sync_once(self, trigger: str) -> ReconcileResult | None:
         """One fetch, then (if we may act) one reconcile of the branch head."""
         try:
             sha = self.mirror.fetch()
@@ -223,7 +233,7 @@ class Controller:
             return None
         return self._reconcile(sha, trigger)
 
-    def _reconcile(self, sha: str, trigger: str) -> rec.ReconcileResult | None:
+    def _reconcile(self, sha: str, trigger: str) -> ReconcileResult | None:
         started = time.monotonic()
         self._running.set()
         gated_audit: _GatedAudit | None = None
@@ -231,26 +241,20 @@ class Controller:
             desired = read_desired_state(self.mirror.path, ref=sha)
             for p in desired.problems:
                 log.warning("desired_state.problem", problem=str(p))
-            sink: rec.AuditSink | None = None
-            if self.store is not None:
-                recorder = AuditRecorder(self.store, repo_path=self.mirror.path, trigger=trigger,
-                                         sources=local_sources(self.mirror.path, desired.config))
-                if self._new_term:
-                    # Whatever a previous leader (or our own crashed run) left open is over now.
-                    recorder.close_interrupted()
-                    self._new_term = False
-                gated_audit = _GatedAudit(recorder, self.may_act, self._why_not)
-                sink = gated_audit
+            close_interrupted, self._new_term = self._new_term, False
             log.info("reconcile.started", sha=sha, trigger=trigger)
-            s = self.settings
-            # the same guards as `deployctl reconcile`: gates, approvals, freezes, digest pins
-            refusals, sink = policy.for_reconcile(desired, repo=self.mirror.path, store=self.store, sink=sink)
-            result = rec.reconcile(
-                desired, _GatedClusters(self.pool, self.may_act, self._why_not), wait=True, timeout=s.timeout,
-                concurrency=s.concurrency, poll_interval=s.poll_interval, audit=sink,
-                allowed_namespaces=s.allowed_namespaces, refusals=refusals,
-                pinner=registry_pinner(desired, self.store),
-                observe_concurrency=1,  # a long-lived process: lower peak memory beats a faster LIST
+
+            def guard(sink: AuditSink) -> AuditSink:
+                nonlocal gated_audit
+                gated_audit = _GatedAudit(sink, self.may_act, self._why_not)
+                return gated_audit
+
+            # the same pipeline and guards as `deployctl reconcile`: gates, approvals, freezes, digest pins
+            result = run_once(
+                desired, _GatedClusters(self.pool, self.may_act, self._why_not), repo_path=self.mirror.path,
+                options=self.options, store=self.store, trigger=trigger,
+                # whatever a previous leader (or our own crashed run) left open is over once we lead
+                close_interrupted=close_interrupted, guard_sink=guard,
             )
         except Stopped as exc:
             seconds = time.monotonic() - started
@@ -344,7 +348,7 @@ async def _serve(options: WatchOptions) -> int:
 
     metrics = ControllerMetrics()
     mirror = Mirror(options.repo, options.mirror_dir, branch=options.settings.branch)
-    pool = rec.ClusterPool(kubeconfig=options.kubeconfig, context=options.context)
+    pool = ClusterPool(kubeconfig=options.kubeconfig, context=options.context)
     store = audit_location.open_store(options.audit_url or None) if options.audit_url != "-" else None
     elector: LeaderElector | None = None
     controller: Controller

@@ -18,7 +18,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from deployctl.reconcile.reconciler import APPLIED, DRIFT_CORRECTED, IN_SYNC, SUCCEEDED, Outcome
+from deployctl.reconcile.outcome import APPLIED, DRIFT_CORRECTED, IN_SYNC, SUCCEEDED, Outcome
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

@@ -23,10 +23,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from deployctl.errors import DeployctlError, InvalidInputError
+from deployctl.model.vocabulary import AUDIT_RESULTS, Trigger
+from deployctl.model.vocabulary import (
+    STARTED as STARTED,  # re-exported: the audit model's word for an open attempt
+)
 
-TRIGGERS = ("ci", "watch", "webhook", "drift", "manual")
-RESULTS = ("succeeded", "failed", "blocked", "drift-corrected", "interrupted", "refused")
-STARTED = "started"
+TRIGGERS: tuple[str, ...] = tuple(Trigger)
+RESULTS: tuple[str, ...] = AUDIT_RESULTS
 """The result of an attempt that has no outcome yet (running, or its process died)."""
 
 EVENT_SCHEMA = 1

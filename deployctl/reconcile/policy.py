@@ -33,8 +33,7 @@ from deployctl.rules.gates import AUDIT, GIT, GateResult, RunFact, check_gates, 
 from deployctl.rules.promote import deploy_path, ran_shas
 
 if TYPE_CHECKING:
-    from deployctl.reconcile.reconciler import AuditSink
-    from deployctl.rules.plan import Change
+    from deployctl.reconcile.sink import AttemptItem, AuditSink, FinishItem
 
 log = structlog.get_logger(__name__)
 
@@ -250,45 +249,22 @@ class OverrideNotes:
         self.notes = dict(notes)
         self._by_id: dict[int, str] = {}
 
-    def attempt_started(self, change: Change, *, image: str, deploy_commit: str | None) -> int | None:
-        attempt_id = self.sink.attempt_started(change, image=image, deploy_commit=deploy_commit)
-        note = self.notes.get(change.key)
-        if note is not None and attempt_id is not None:
-            self._by_id[attempt_id] = note
-        return attempt_id
-
-    def attempt_finished(self, attempt_id: int | None, *, result: str, error: str | None) -> None:
-        note = self._by_id.pop(attempt_id, None) if attempt_id is not None else None
-        if note is not None:
-            error = note if not error else f"{error}; {note}"
-        self.sink.attempt_finished(attempt_id, result=result, error=error)
-
-    def __getattr__(self, name: str) -> object:
-        # Batch writes are offered only when the wrapped sink has them, and then carry the notes too.
-        if name == "attempts_started":
-            getattr(self.sink, name)
-            return self._attempts_started
-        if name == "attempts_finished":
-            getattr(self.sink, name)
-            return self._attempts_finished
-        return getattr(self.sink, name)
-
-    def _attempts_started(self, items: Sequence[tuple[Change, str]], *, deploy_commit: str | None) -> list[int]:
-        ids: list[int] = self.sink.attempts_started(items, deploy_commit=deploy_commit)  # type: ignore[attr-defined]
+    def attempts_started(self, items: Sequence[AttemptItem], *, deploy_commit: str | None) -> list[int | None]:
+        ids = self.sink.attempts_started(items, deploy_commit=deploy_commit)
         for (change, _), attempt_id in zip(items, ids, strict=True):
             note = self.notes.get(change.key)
-            if note is not None:
+            if note is not None and attempt_id is not None:
                 self._by_id[attempt_id] = note
         return ids
 
-    def _attempts_finished(self, items: Sequence[tuple[int | None, str, str | None]]) -> None:
-        noted = []
+    def attempts_finished(self, items: Sequence[FinishItem]) -> None:
+        noted: list[FinishItem] = []
         for attempt_id, result, error in items:
             note = self._by_id.pop(attempt_id, None) if attempt_id is not None else None
             if note is not None:
                 error = note if not error else f"{error}; {note}"
             noted.append((attempt_id, result, error))
-        self.sink.attempts_finished(noted)  # type: ignore[attr-defined]
+        self.sink.attempts_finished(noted)
 
 
 def for_reconcile(

@@ -9,17 +9,14 @@ next run converges from (each apply is one atomic server-side apply of image + a
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Protocol
 
 import structlog
 
-from deployctl.edges.kube.cluster import Cluster, ClusterError
 from deployctl.errors import ClusterUnreachableError, DeployctlError
 from deployctl.model.state import DesiredState, Target
 from deployctl.model.workload import (
@@ -30,231 +27,38 @@ from deployctl.model.workload import (
     ANN_DEPLOY_FILE,
     ANN_DIGEST,
     ANN_IMAGE,
-    KINDS,
     Health,
     Workload,
     combined_status,
 )
-from deployctl.reconcile.artifacts import PinDecisions, known_pins, pin_mode
-from deployctl.rules.plan import Action, Change, Plan, dependency_order, make_plan
+from deployctl.reconcile.artifacts import PinDecisions, pin_mode
+from deployctl.reconcile.observe import ClusterFor, ClusterPool, Observation, observe_selection
+from deployctl.reconcile.options import ReconcileOptions
+from deployctl.reconcile.outcome import (
+    APPLIED,
+    BLOCKED,
+    DRIFT_CORRECTED,
+    FAILED,
+    IN_SYNC,
+    INVALID,
+    MISSING,
+    REFUSED,
+    SUCCEEDED,
+    Outcome,
+    Progress,
+    ReconcileResult,
+)
+from deployctl.reconcile.sink import AuditSink, FinishItem, NullAudit
+from deployctl.reconcile.wait import Waiting, check_rollouts
+from deployctl.rules.plan import Action, Change, dependency_order, make_plan
+
+__all__ = [
+    "APPLIED", "BLOCKED", "DRIFT_CORRECTED", "FAILED", "IN_SYNC", "INVALID", "MISSING", "REFUSED", "SUCCEEDED",
+    "AuditSink", "ClusterFor", "ClusterPool", "NullAudit", "Outcome", "Progress", "ReconcileOptions",
+    "ReconcileResult", "Reconciler", "reconcile",
+]
 
 log = structlog.get_logger(__name__)
-
-# Outcome results. The audit vocabulary (succeeded, failed, blocked, drift-corrected, refused)
-# plus what needs no record: in-sync, applied (--no-wait), missing, invalid.
-SUCCEEDED = "succeeded"
-APPLIED = "applied"
-DRIFT_CORRECTED = "drift-corrected"
-IN_SYNC = "in-sync"
-FAILED = "failed"
-BLOCKED = "blocked"
-MISSING = "missing"
-INVALID = "invalid"
-REFUSED = "refused"
-
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_UNREACHABLE = 0, 1, 2, 3
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How one env/app ended in this run."""
-
-    env: str
-    app: str
-    action: Action
-    result: str
-    message: str = ""
-    old_sha: str | None = None
-    new_sha: str | None = None
-    image: str | None = None
-    workloads: tuple[str, ...] = ()
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    audit_id: int | None = None
-    healthy: bool | None = None  # for in-sync apps: is the running rollout healthy?
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.env, self.app)
-
-    @property
-    def seconds(self) -> float | None:
-        if self.started_at and self.finished_at:
-            return (self.finished_at - self.started_at).total_seconds()
-        return None
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "env": self.env,
-            "app": self.app,
-            "action": str(self.action),
-            "result": self.result,
-            "message": self.message,
-            "old_sha": self.old_sha,
-            "new_sha": self.new_sha,
-            "image": self.image,
-            "workloads": list(self.workloads),
-            "started_at": self.started_at.isoformat() if self.started_at else None,
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-            "seconds": round(self.seconds, 3) if self.seconds is not None else None,
-        }
-
-
-@dataclass(frozen=True)
-class ReconcileResult:
-    plan: Plan
-    outcomes: tuple[Outcome, ...]
-    requests: Mapping[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    @property
-    def exit_code(self) -> int:
-        results = {o.result for o in self.outcomes}
-        if results & {INVALID, REFUSED}:
-            return EXIT_INVALID
-        if results & {FAILED, BLOCKED, MISSING}:
-            return EXIT_FAILED
-        return EXIT_OK
-
-    def writes(self) -> int:
-        return sum(n for verb, n in self.requests.items() if verb in ("PATCH", "PUT", "POST", "DELETE"))
-
-    def as_dict(self) -> dict[str, object]:
-        counts: dict[str, int] = {}
-        for o in self.outcomes:
-            counts[o.result] = counts.get(o.result, 0) + 1
-        return {
-            "ref": self.plan.ref,
-            "deploy_commit": self.plan.deploy_commit,
-            "exit_code": self.exit_code,
-            "seconds": round(self.seconds, 3),
-            "requests": dict(self.requests),
-            "counts": counts,
-            "outcomes": [o.as_dict() for o in self.outcomes],
-        }
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A state change of one env/app during a run, for live displays."""
-
-    env: str
-    app: str
-    state: str  # applying, waiting, or a final result
-    message: str = ""
-
-
-class AuditSink(Protocol):
-    """What reconcile needs from the audit history: record an attempt before acting, its outcome after."""
-
-    def attempt_started(self, change: Change, *, image: str, deploy_commit: str | None) -> int | None: ...
-
-    def attempt_finished(self, attempt_id: int | None, *, result: str, error: str | None) -> None: ...
-
-
-class NullAudit:
-    """Records nothing; events still go to structlog."""
-
-    def attempt_started(self, change: Change, *, image: str, deploy_commit: str | None) -> int | None:
-        return None
-
-    def attempt_finished(self, attempt_id: int | None, *, result: str, error: str | None) -> None:
-        return None
-
-
-ClusterFor = Callable[[str | None], Cluster]
-
-
-class ClusterPool:
-    """One :class:`Cluster` per kubeconfig context, created on first use."""
-
-    def __init__(self, *, kubeconfig: str | None = None, context: str | None = None) -> None:
-        self.kubeconfig = kubeconfig
-        self.context_override = context
-        self._clusters: dict[str | None, Cluster] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, context: str | None) -> Cluster:
-        key = self.context_override or context
-        with self._lock:
-            if key not in self._clusters:
-                self._clusters[key] = Cluster(kubeconfig=self.kubeconfig, context=key)
-            return self._clusters[key]
-
-    def requests(self) -> dict[str, int]:
-        total: dict[str, int] = {}
-        for c in self._clusters.values():
-            for verb, n in c.requests.items():
-                total[verb] = total.get(verb, 0) + n
-        return total
-
-
-def check_namespaces(desired: DesiredState, allowed: Sequence[str]) -> dict[str, str]:
-    """Environments whose namespace the controller may not touch (env -> reason)."""
-    if not allowed or desired.config is None:
-        return {}
-    refused = {}
-    for name, env in desired.config.environments.items():
-        if env.namespace not in allowed:
-            refused[name] = (
-                f"environment {name}: namespace {env.namespace!r} is not allowed by --allow-namespace "
-                f"({', '.join(allowed)}); the deploy repo cannot widen deployctl's reach"
-            )
-    return refused
-
-
-def observe(
-    desired: DesiredState, clusters: ClusterFor, *, envs: Sequence[str] = (), concurrency: int = 2
-) -> dict[str, list[Workload]]:
-    """The labelled workloads of every selected environment's namespace (one LIST per kind)."""
-    live: dict[str, list[Workload]] = {}
-    if desired.config is None:
-        return live
-    wanted: dict[str, str | None] = {}
-    for name in sorted(desired.config.environments):
-        env = desired.config.environments[name]
-        if (not envs or name in envs) and env.namespace not in wanted:
-            wanted[env.namespace] = env.context
-    jobs = [(ns, kind) for ns in wanted for kind in KINDS]
-    if concurrency <= 1 or len(jobs) <= 2:
-        results = [clusters(wanted[ns]).list_kind(ns, kind) for ns, kind in jobs]
-    else:  # the server encodes one LIST while we decode another; a bound keeps peak memory down
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deployctl-list") as pool:
-            results = list(pool.map(lambda job: clusters(wanted[job[0]]).list_kind(job[0], job[1]), jobs))
-    for (ns, _), workloads in zip(jobs, results, strict=True):
-        live.setdefault(ns, []).extend(workloads)
-    return live
-
-
-@dataclass(frozen=True)
-class Observation:
-    """What the cluster shows for a selection of a desired state, before anything is decided."""
-
-    envs: tuple[str, ...]  # the selected environments (all of the config's when none was asked for)
-    refused: Mapping[str, str]  # env -> why its namespace may not be touched (not observed)
-    live: Mapping[str, list[Workload]]  # namespace -> labelled workloads
-    known_images: Mapping[tuple[str, str], str]  # digest pins already applied for the same tag
-
-
-def observe_selection(
-    desired: DesiredState,
-    clusters: ClusterFor,
-    *,
-    envs: Sequence[str] = (),
-    apps: Sequence[str] = (),
-    allowed_namespaces: Sequence[str] = (),
-    concurrency: int = 2,
-) -> Observation:
-    """The one observe step of ``plan``, ``status`` and ``reconcile``: guards on namespaces, one LIST
-    per allowed namespace and kind, and the pins the workloads already carry."""
-    refused = check_namespaces(desired, allowed_namespaces)
-    selected = tuple(envs) or (tuple(sorted(desired.config.environments)) if desired.config else ())
-    allowed = [e for e in selected if e not in refused]
-    live = observe(desired, clusters, envs=allowed, concurrency=concurrency) if allowed else {}
-    targets = [t for t in desired.targets if t.env in selected and (not apps or t.app in apps)]
-    known = known_pins(targets, desired.config, applied_images(live))
-    return Observation(envs=selected, refused=refused, live=live, known_images=known)
-
 
 def annotations_for(change: Change, image: str, deploy_commit: str | None, now: datetime) -> dict[str, str]:
     target = change.target
@@ -295,38 +99,30 @@ class Reconciler:
         self,
         desired: DesiredState,
         clusters: ClusterFor,
+        options: ReconcileOptions | None = None,
         *,
-        envs: Sequence[str] = (),
-        apps: Sequence[str] = (),
-        wait: bool = True,
-        timeout: float = 300.0,
-        concurrency: int = 16,
-        poll_interval: float = 0.5,
         audit: AuditSink | None = None,
-        allowed_namespaces: Sequence[str] = (),
         images: Mapping[tuple[str, str], str] | None = None,
         refusals: Mapping[tuple[str, str], str] | None = None,
         pinner: Callable[[Sequence[Target]], PinDecisions] | None = None,
-        observe_concurrency: int = 2,
         on_progress: Callable[[Progress], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.desired = desired
         self.clusters = clusters
-        self.envs = tuple(envs)
-        self.apps = tuple(apps)
-        self.wait = wait
-        self.timeout = timeout
-        self.concurrency = max(1, concurrency)
-        self.poll_interval = poll_interval
+        self.options = options = options or ReconcileOptions()
+        self.envs = tuple(options.envs)
+        self.apps = tuple(options.apps)
+        self.wait = options.wait
+        self.timeout = options.timeout
+        self.concurrency = max(1, options.concurrency)
+        self.poll_interval = options.poll_interval
         self.audit: AuditSink = audit or NullAudit()
-        self.allowed_namespaces = tuple(allowed_namespaces)
+        self.allowed_namespaces = tuple(options.allowed_namespaces)
         self.images = dict(images or {})
         self.refusals = dict(refusals or {})
         self.pinner = pinner
-        self.observe_concurrency = observe_concurrency
-        # A sink that can write many records at once gets one durable write per wave, not per app.
-        self._batches = hasattr(self.audit, "attempts_started") and hasattr(self.audit, "attempts_finished")
+        self.observe_concurrency = options.observe_concurrency
         self._finishes: list[tuple[_AppRun, str, str | None]] = []
         self.on_progress = on_progress or (lambda p: None)
         self.clock = clock
@@ -486,11 +282,9 @@ class Reconciler:
         recorded is not applied."""
         if not ready:
             return []
-        if not self._batches:
-            return ready  # each attempt is recorded by its own apply
         items = [(run.change, self._image(run.change)) for run in ready]
         try:
-            ids = self.audit.attempts_started(items, deploy_commit=self.desired.commit)  # type: ignore[attr-defined]
+            ids = self.audit.attempts_started(items, deploy_commit=self.desired.commit)
         except DeployctlError as exc:
             for run in ready:
                 self._finish(run, FAILED, f"not applied: the attempt could not be recorded: {exc}", record=False)
@@ -508,8 +302,7 @@ class Reconciler:
             return
         queued, self._finishes = self._finishes, []
         try:
-            self.audit.attempts_finished(  # type: ignore[attr-defined]
-                [(run.audit_id, result, error) for run, result, error in queued])
+            self.audit.attempts_finished([(run.audit_id, result, error) for run, result, error in queued])
         except DeployctlError as exc:
             for run, result, _ in queued:
                 log.error("audit.write_failed", env=run.change.env, app=run.change.app, result=result,
@@ -542,10 +335,6 @@ class Reconciler:
     def _apply(self, run: _AppRun) -> tuple[Workload, ...]:
         change = run.change
         image = self._image(change)
-        if not run.recorded:
-            run.started_at = self.clock()
-            run.audit_id = self.audit.attempt_started(change, image=image, deploy_commit=self.desired.commit)
-            run.recorded = True
         self.on_progress(Progress(change.env, change.app, "applying", f"{change.old_sha or '-'} -> {image}"))
         log.info("apply.started", env=change.env, app=change.app, image=image, action=str(change.action))
         annotations = annotations_for(change, image, self.desired.commit, run.started_at or self.clock())
@@ -558,69 +347,53 @@ class Reconciler:
         return tuple(applied)
 
     def _poll(self, waiting: list[_AppRun]) -> None:
-        by_ns: dict[tuple[str | None, str], list[_AppRun]] = {}
+        seen = check_rollouts(self.clusters, [
+            Waiting(key=run.change.key, context=run.change.target.context if run.change.target else None,
+                    namespace=run.change.namespace, workloads=run.workloads)
+            for run in waiting
+        ])
         for run in waiting:
-            ctx = run.change.target.context if run.change.target else None
-            by_ns.setdefault((ctx, run.change.namespace), []).append(run)
-        for (ctx, namespace), runs in by_ns.items():
-            cluster = self.clusters(ctx)
-            kinds = sorted({w.kind for run in runs for w in run.workloads})
-            current = {(w.kind, w.name): w for kind in kinds for w in cluster.list_kind(namespace, kind)}
-            for run in runs:
-                fresh = tuple(current.get((w.kind, w.name), w) for w in run.workloads)
-                # A status computed before our apply was observed must not count.
-                fresh = tuple(
-                    f if f.generation >= w.generation else w for f, w in zip(fresh, run.workloads, strict=True)
-                )
-                run.workloads = fresh
-                status = combined_status(fresh)
-                if status.health is Health.HEALTHY:
-                    if not run.change.writes:
-                        result = IN_SYNC
-                    elif run.change.action is Action.DRIFT:
-                        result = DRIFT_CORRECTED
-                    else:
-                        result = SUCCEEDED
-                    self._finish(run, result, status.message, record=run.change.writes)
-                elif status.health is Health.FAILED:
-                    reasons = self._pod_reasons(cluster, fresh)
-                    message = status.message + (f" (pods: {reasons})" if reasons else "")
-                    self._finish(run, FAILED, message, record=run.change.writes)
-
-    @staticmethod
-    def _pod_reasons(cluster: Cluster, workloads: Iterable[Workload]) -> str:
-        reasons: list[str] = []
-        for w in workloads:
-            try:
-                reasons.extend(f"{p.pod}: {p.reason}" for p in cluster.pod_problems(w, limit=2))
-            except ClusterError:
-                continue
-        return "; ".join(reasons)
+            found = seen[run.change.key]
+            run.workloads = found.workloads
+            if found.status.health is Health.HEALTHY:
+                if not run.change.writes:
+                    result = IN_SYNC
+                elif run.change.action is Action.DRIFT:
+                    result = DRIFT_CORRECTED
+                else:
+                    result = SUCCEEDED
+                self._finish(run, result, found.status.message, record=run.change.writes)
+            elif found.status.health is Health.FAILED:
+                reasons = found.pod_reasons
+                message = found.status.message + (f" (pods: {reasons})" if reasons else "")
+                self._finish(run, FAILED, message, record=run.change.writes)
 
     def _abandon(self, runs: Mapping[tuple[str, str], _AppRun], futures: Mapping[Future[tuple[Workload, ...]],
                  tuple[str, str]], why: str) -> None:
         for fut in futures:
             fut.cancel()
         self._flush_finishes()
-        for run in runs.values():
-            if run.outcome is None and run.audit_id is not None:
-                self.audit.attempt_finished(run.audit_id, result=FAILED, error=why)
+        open_attempts: list[FinishItem] = [(run.audit_id, FAILED, why) for run in runs.values()
+                                           if run.outcome is None and run.audit_id is not None]
+        if open_attempts:
+            self.audit.attempts_finished(open_attempts)
 
     def _finish(self, run: _AppRun, result: str, message: str, *, record: bool,
                 healthy: bool | None = None) -> None:
         change = run.change
         now = self.clock()
         audit_id = run.audit_id
-        audit_result = {APPLIED: SUCCEEDED}.get(result, result)
+        audit_result = str(SUCCEEDED) if result == APPLIED else result
         error = None if result in (SUCCEEDED, DRIFT_CORRECTED, APPLIED) else message
-        if record and self._batches and audit_id is not None:
+        if record and audit_id is not None:
             self._finishes.append((run, audit_result, error))  # written by _flush_finishes, this wave
-        elif record:
-            image = self._image(change)
+        elif record:  # never applied (blocked, refused): its attempt and outcome go on record together
             try:
-                if audit_id is None:
-                    audit_id = self.audit.attempt_started(change, image=image, deploy_commit=self.desired.commit)
-                self.audit.attempt_finished(audit_id, result=audit_result, error=error)
+                (audit_id,) = self.audit.attempts_started([(change, self._image(change))],
+                                                          deploy_commit=self.desired.commit)
+                run.audit_id = audit_id
+                if audit_id is not None:
+                    self._finishes.append((run, audit_result, error))
             except DeployctlError as exc:
                 # The outcome stands; the record of it could not be written (the next run closes
                 # an open attempt as interrupted). Say so loudly rather than lose the result.
@@ -651,16 +424,18 @@ class Reconciler:
         self.on_progress(Progress(change.env, change.app, result, message))
 
 
-def applied_images(live: Mapping[str, Sequence[Workload]]) -> dict[tuple[str, str], set[str | None]]:
-    """(namespace, app) -> the images deployctl last applied to its workloads (annotation)."""
-    out: dict[tuple[str, str], set[str | None]] = {}
-    for workloads in live.values():
-        for w in workloads:
-            out.setdefault((w.namespace, w.app), set()).add(w.annotations.get(ANN_IMAGE))
-    return out
-
-
-def reconcile(desired: DesiredState, clusters: ClusterFor, **options: object) -> ReconcileResult:
-    """Run one reconcile; see :class:`Reconciler` for the options."""
-    return Reconciler(desired, clusters, **options).run()  # type: ignore[arg-type]
+def reconcile(
+    desired: DesiredState,
+    clusters: ClusterFor,
+    options: ReconcileOptions | None = None,
+    *,
+    audit: AuditSink | None = None,
+    images: Mapping[tuple[str, str], str] | None = None,
+    refusals: Mapping[tuple[str, str], str] | None = None,
+    pinner: Callable[[Sequence[Target]], PinDecisions] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> ReconcileResult:
+    """Run one reconcile of ``desired`` with ``options``; the keywords are the run's collaborators."""
+    return Reconciler(desired, clusters, options, audit=audit, images=images, refusals=refusals, pinner=pinner,
+                      on_progress=on_progress).run()
 

@@ -17,13 +17,14 @@ import structlog
 
 from deployctl.edges.git import repo
 from deployctl.model import audit
+from deployctl.reconcile.sink import AttemptItem, FinishItem
 from deployctl.rules.plan import Change
 
 log = structlog.get_logger(__name__)
 
 
 class AuditRecorder:
-    """An :class:`~deployctl.reconcile.reconciler.AuditSink` writing to an :class:`~deployctl.model.audit.AuditStore`."""
+    """An :class:`~deployctl.reconcile.sink.AuditSink` writing to an :class:`~deployctl.model.audit.AuditStore`."""
 
     def __init__(
         self,
@@ -77,15 +78,12 @@ class AuditRecorder:
 
     # -- AuditSink ----------------------------------------------------------------------------
 
-    def attempt_started(self, change: Change, *, image: str, deploy_commit: str | None) -> int | None:
-        return self.store.start(self._attempt(change, image=image, deploy_commit=deploy_commit))
-
-    def attempts_started(self, items: Sequence[tuple[Change, str]], *, deploy_commit: str | None) -> list[int]:
+    def attempts_started(self, items: Sequence[AttemptItem], *, deploy_commit: str | None) -> list[int | None]:
         """Several attempts (change, image) in one durable write, before any of them is applied."""
         attempts = [self._attempt(change, image=image, deploy_commit=deploy_commit) for change, image in items]
-        return self.store.start_many(attempts) if attempts else []
+        return list(self.store.start_many(attempts)) if attempts else []
 
-    def attempts_finished(self, items: Sequence[tuple[int | None, str, str | None]]) -> None:
+    def attempts_finished(self, items: Sequence[FinishItem]) -> None:
         """Several outcomes (attempt id, result, error) in one durable write."""
         finishes = [audit.Finish(attempt_id=i, result=r, error=e) for i, r, e in items if i is not None]
         if finishes:
@@ -124,8 +122,3 @@ class AuditRecorder:
             started_at=datetime.now(UTC),
         )
         return attempt
-
-    def attempt_finished(self, attempt_id: int | None, *, result: str, error: str | None) -> None:
-        if attempt_id is None:
-            return
-        self.store.finish(attempt_id, result=result, error=error)

@@ -9,11 +9,14 @@ import time
 import pytest
 from click.testing import CliRunner
 
+from deployctl.app.run import run_reconcile
 from deployctl.cli import main
-from deployctl.cli.reconcile import run_reconcile
 from deployctl.devtools.localcluster import controlplane
 from deployctl.edges.git.repo import read_desired_state
 from deployctl.reconcile import reconciler as rec
+from deployctl.reconcile.observe import observe
+from deployctl.reconcile.options import ReconcileOptions
+from deployctl.rules.plan import make_plan
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +64,9 @@ def reconcile_repo(cluster, repo, **kw):
     pool = rec.ClusterPool(kubeconfig=cluster.kubeconfig)
     kw.setdefault("timeout", 60)
     kw.setdefault("poll_interval", 0.2)
-    return rec.reconcile(desired, pool, **kw)
+    if "allowed_namespaces" in kw:
+        kw["allowed_namespaces"] = tuple(kw["allowed_namespaces"])
+    return rec.reconcile(desired, pool, ReconcileOptions(**kw))
 
 
 def image_of(cluster, namespace, name):
@@ -122,7 +127,7 @@ def test_drift_made_with_a_direct_patch_is_reported_and_corrected(cluster, names
             {"spec": {"template": {"spec": {"containers": [{"name": "worker", "image": f"{IMAGE}/worker:hotfix"}]}}}},
         )
     desired = read_desired_state(repo.path)
-    plan = rec.make_plan(desired, rec.observe(desired, rec.ClusterPool(kubeconfig=cluster.kubeconfig)))
+    plan = make_plan(desired, observe(desired, rec.ClusterPool(kubeconfig=cluster.kubeconfig)))
     assert str(plan.get("staging", "worker").action) == "drift"
     result = reconcile_repo(cluster, repo)
     assert {o.app: o.result for o in result.outcomes}["worker"] == "drift-corrected"
@@ -251,8 +256,7 @@ def test_api_server_restart_during_a_reconcile_and_the_next_run_converges(make_r
 
         def first_run() -> None:
             try:
-                outcome["result"] = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=state.kubeconfig,
-                                                  audit_url=None, progress=False, timeout=30)
+                outcome["result"] = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=state.kubeconfig, audit_url=None, options=ReconcileOptions(timeout=30))
             except Exception as exc:  # the restart may surface as an unreachable cluster
                 outcome["error"] = exc
 
@@ -265,8 +269,7 @@ def test_api_server_restart_during_a_reconcile_and_the_next_run_converges(make_r
         deadline = time.monotonic() + 120
         while True:
             try:
-                second = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=state.kubeconfig,
-                                       audit_url=None, progress=False, timeout=120)
+                second = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=state.kubeconfig, audit_url=None, options=ReconcileOptions(timeout=120))
                 break
             except Exception:
                 if time.monotonic() > deadline:

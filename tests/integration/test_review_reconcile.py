@@ -14,12 +14,13 @@ import pygit2
 import pytest
 from click.testing import CliRunner
 
+from deployctl.app.run import run_reconcile
 from deployctl.cli import main
-from deployctl.cli.reconcile import run_reconcile
 from deployctl.cli.review import promote_apps
 from deployctl.edges.audit.url import open_store
 from deployctl.edges.git.repo import read_desired_state
 from deployctl.reconcile import policy
+from deployctl.reconcile.options import ReconcileOptions
 from tests.fixtures.gitrepo import GitRepo
 
 pytestmark = pytest.mark.integration
@@ -81,8 +82,7 @@ def shop(cluster, namespace, production_ns, make_repo, tmp_path):
 
 
 def reconcile(cluster, repo: GitRepo, audit_url: str | None, **kw):
-    return run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=audit_url,
-                         progress=False, timeout=60, **kw)
+    return run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=audit_url, options=ReconcileOptions(timeout=60, **kw))
 
 
 def image(cluster, namespace: str) -> str:

@@ -6,7 +6,7 @@ import io
 import re
 
 from deployctl.cli.reconcile import ProgressPrinter
-from deployctl.reconcile.reconciler import Progress
+from deployctl.reconcile.outcome import Progress
 
 
 def test_ci_gets_one_timestamped_line_per_state_change():
