@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from click.testing import CliRunner  # noqa: E402
 
 from deployctl.cli import main  # noqa: E402
-from deployctl.edges.audit import db as auditdb  # noqa: E402
+from deployctl.edges.audit import sql as auditsql  # noqa: E402
+from deployctl.edges.audit.sqlite import SqliteStore  # noqa: E402
 from deployctl.edges.audit.url import open_store  # noqa: E402
 from deployctl.log import configure_logging  # noqa: E402
 from deployctl.model.audit import Actor, Attempt, AuditStore, Finish  # noqa: E402
@@ -93,7 +94,7 @@ def fill_sqlite(path: Path, count: int) -> None:
     """Setup only (not measured): ``count`` finished attempts over 180 days in one transaction."""
     rng = random.Random(2)
     store = open_store(f"sqlite://{path}")
-    assert isinstance(store, auditdb.SqliteStore)
+    assert isinstance(store, SqliteStore)
     rows, outcomes = [], []
     for i in range(count):
         started = NOW - timedelta(days=180) + timedelta(seconds=i * 180 * 86400 / count)
@@ -110,7 +111,7 @@ def fill_sqlite(path: Path, count: int) -> None:
         finished = store._enc_time(started + timedelta(seconds=30))
         outcomes.append((i + 1, "succeeded", None, None, finished, finished))
     with store._write() as cur:
-        cur.executemany(auditdb._INSERT_ATTEMPT.removesuffix(" RETURNING id"), rows)
+        cur.executemany(auditsql._INSERT_ATTEMPT.removesuffix(" RETURNING id"), rows)
         cur.executemany("INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?)", outcomes)
     store._conn.execute("ANALYZE")
     store.close()
@@ -207,9 +208,9 @@ def main_() -> None:
             )
             print(f"command as a new process (Python start-up and imports included): median {median:.0f} ms")
         store = open_store(url)
-        assert isinstance(store, auditdb.SqliteStore)
+        assert isinstance(store, SqliteStore)
         plan = store._conn.execute(
-            "EXPLAIN QUERY PLAN " + auditdb._SELECT_RECORDS + " WHERE a.app = ? AND a.started_at >= ?",
+            "EXPLAIN QUERY PLAN " + auditsql._SELECT_RECORDS + " WHERE a.app = ? AND a.started_at >= ?",
             ("app07", "2024"),
         ).fetchall()
         store.close()

@@ -1,7 +1,7 @@
 """The audit record: every deploy attempt, who ran it, what it changed and how it ended.
 
 This module holds the values (``Attempt``, ``AuditRecord``, ``Actor``), the store interface
-(``AuditStore``) and ``open_store(url)``. The SQL backends live in :mod:`deployctl.edges.audit.db`;
+(``AuditStore``) and ``open_store(url)``. The SQL backends live in :mod:`deployctl.edges.audit`;
 this module does no I/O itself except reading the environment in :func:`current_actor`.
 
 The store is append-only: an attempt is written before the apply, its outcome is a separate

@@ -11,8 +11,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from deployctl.edges.audit import db as auditdb
-from deployctl.edges.audit.db import INTERRUPTED_ERROR, SCHEMA_VERSION, SqliteStore
+from deployctl.edges.audit import sql as auditsql
+from deployctl.edges.audit.schema import SCHEMA_VERSION
+from deployctl.edges.audit.sql import INTERRUPTED_ERROR
+from deployctl.edges.audit.sqlite import SqliteStore
 from deployctl.edges.audit.url import open_store
 from deployctl.errors import InvalidInputError
 from deployctl.model.audit import AuditError, AuditStore, Finish
@@ -149,7 +151,7 @@ def test_outcome_and_outbox_event_are_one_transaction(
     def broken(record: object) -> dict[str, object]:
         raise RuntimeError("payload cannot be built")
 
-    monkeypatch.setattr(auditdb, "record_to_event", broken)
+    monkeypatch.setattr(auditsql, "record_to_event", broken)
     with pytest.raises(RuntimeError):
         store.finish(attempt_id, result="succeeded")
     monkeypatch.undo()
@@ -323,7 +325,7 @@ def test_a_batch_whose_outbox_event_cannot_be_built_writes_no_outcome(
             raise RuntimeError("payload cannot be built")
         return {}
 
-    monkeypatch.setattr(auditdb, "record_to_event", second_fails)
+    monkeypatch.setattr(auditsql, "record_to_event", second_fails)
     with pytest.raises(RuntimeError):
         store.finish_many([Finish(i, "succeeded") for i in ids])
     monkeypatch.undo()

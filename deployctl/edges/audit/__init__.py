@@ -1,1 +1,6 @@
-"""The audit store edge: append-only SQLite and PostgreSQL stores behind the AuditStore protocol."""
+"""The audit store edge: append-only SQLite and PostgreSQL stores behind the AuditStore protocol.
+
+``schema`` (tables, triggers, migrations), ``dialect`` (connection hooks, migrating forward),
+``outbox`` and ``sql`` (the queries both backends share), ``sqlite`` and ``postgres`` (the two
+backends), ``url`` (where the store is and opening it).
+"""

@@ -6,7 +6,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from deployctl.edges.audit import db as auditdb
+from deployctl.edges.audit.postgres import PostgresStore
+from deployctl.edges.audit.sqlite import SqliteStore
 from deployctl.errors import InvalidInputError
 from deployctl.model.audit import AuditError, AuditStore
 
@@ -50,7 +51,7 @@ def open_store(url: str | None = None, *, create: bool = True) -> AuditStore:
     """
     url = url or default_audit_url()
     if url.startswith(("postgresql://", "postgres://")):
-        return auditdb.PostgresStore(url)
+        return PostgresStore(url)
     if "://" in url and not url.startswith("sqlite://"):
         raise InvalidInputError(
             f"audit URL {url!r}: use sqlite:///path/audit.db or postgresql://user@host:port/dbname"
@@ -58,4 +59,4 @@ def open_store(url: str | None = None, *, create: bool = True) -> AuditStore:
     path = sqlite_path_from_url(url)
     if not create and not path.exists():
         raise AuditError(f"no audit database at {path}; pass --audit URL or set {AUDIT_ENV}")
-    return auditdb.SqliteStore(path)
+    return SqliteStore(path)

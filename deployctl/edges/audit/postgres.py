@@ -1,0 +1,74 @@
+"""The shared audit store: a PostgreSQL database (psycopg 3)."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from deployctl.edges.audit.schema import Migration
+from deployctl.edges.audit.sql import SqlStore
+from deployctl.model.audit import AuditError, utc
+
+if TYPE_CHECKING:
+    import psycopg
+
+_PG_MIGRATION_LOCK = 0x6465706C6F79  # "deploy": serialises concurrent migrations
+
+
+class PostgresStore(SqlStore):
+    """The shared store: a PostgreSQL database (psycopg 3), one transaction per append."""
+
+    placeholder = "%s"
+    prefix_match = "LIKE"
+    prefix_wildcard = "%"
+
+    def __init__(self, url: str, *, connect: Callable[..., psycopg.Connection[Any]] | None = None) -> None:
+        try:
+            import psycopg
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise AuditError("audit: PostgreSQL needs psycopg; install deployctl[postgres]") from exc
+        self.url = _redact(url)
+        self._lock = threading.RLock()
+        self._psycopg = psycopg
+        try:
+            self._conn = (connect or psycopg.connect)(url, autocommit=True)
+            with self._write() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_MIGRATION_LOCK,))
+                self._open_schema(cur, where=self.url, time_type="TIMESTAMPTZ")
+        except psycopg.Error as exc:
+            raise AuditError(f"audit: cannot open PostgreSQL store {self.url}: {exc}") from exc
+
+    def _migration_statements(self, migration: Migration) -> Sequence[str]:
+        return migration.postgres
+
+    @contextmanager
+    def _write(self) -> Iterator[Any]:
+        try:
+            with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
+                yield cur
+        except self._psycopg.Error as exc:
+            raise AuditError(f"audit: write to {self.url} failed: {exc}") from exc
+
+    def _read(self) -> Any:
+        return self._conn
+
+    def _db_errors(self) -> type[Exception]:
+        return self._psycopg.Error
+
+    def _enc_time(self, value: datetime | None) -> datetime | None:
+        return None if value is None else utc(value)
+
+    def _dec_time(self, value: Any) -> datetime | None:
+        return None if value is None else utc(value)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)

@@ -1,0 +1,129 @@
+"""The audit schema: its tables, the append-only triggers and the ordered list of migrations.
+
+Both backends keep the same append-only schema: ``attempts`` (written before an apply), ``outcomes``
+(one per attempt, appended after it), ``outbox`` (one notification event per outcome, written
+in the same transaction), ``sinks`` and ``deliveries`` (notification delivery attempts).
+Nothing is ever updated or deleted; the database refuses it with triggers. The schema is
+versioned in ``schema_version`` and migrated forward when a store is opened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    sqlite: tuple[str, ...]
+    postgres: tuple[str, ...]
+
+
+ATTEMPT_COLUMNS = (
+    "env",
+    "app",
+    "namespace",
+    "workloads",
+    "previous_sha",
+    "new_sha",
+    "image",
+    "digest",
+    "deploy_commit",
+    "deploy_file",
+    "file_commit",
+    "file_author",
+    "file_committer",
+    "file_commit_time",
+    "file_commit_summary",
+    "reviewers",
+    "app_commit_summary",
+    "trigger",
+    "actor_user",
+    "actor_host",
+    "actor_ci_job",
+    "started_at",
+)
+
+
+
+def _attempt_table(id_column: str, time_type: str) -> str:
+    return f"""CREATE TABLE attempts (
+        id {id_column},
+        env TEXT NOT NULL, app TEXT NOT NULL, namespace TEXT NOT NULL, workloads TEXT NOT NULL,
+        previous_sha TEXT, new_sha TEXT NOT NULL, image TEXT NOT NULL, digest TEXT,
+        deploy_commit TEXT, deploy_file TEXT NOT NULL,
+        file_commit TEXT, file_author TEXT, file_committer TEXT, file_commit_time {time_type},
+        file_commit_summary TEXT, reviewers TEXT NOT NULL, app_commit_summary TEXT,
+        trigger TEXT NOT NULL, actor_user TEXT NOT NULL, actor_host TEXT NOT NULL, actor_ci_job TEXT,
+        started_at {time_type} NOT NULL)"""
+
+
+_INDEXES = (
+    "CREATE INDEX attempts_app_started ON attempts (app, started_at)",
+    "CREATE INDEX attempts_env_started ON attempts (env, started_at)",
+    "CREATE INDEX attempts_started ON attempts (started_at)",
+    "CREATE INDEX attempts_new_sha ON attempts (new_sha)",
+    "CREATE INDEX attempts_deploy_commit ON attempts (deploy_commit)",
+    "CREATE INDEX deliveries_sink_outbox ON deliveries (sink, outbox_id)",
+)
+_APPEND_ONLY_TABLES = ("attempts", "outcomes", "outbox", "sinks", "deliveries")
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "attempts, outcomes, outbox, sinks, deliveries; append-only",
+        sqlite=(
+            _attempt_table("INTEGER PRIMARY KEY AUTOINCREMENT", "TEXT"),
+            """CREATE TABLE outcomes (
+                attempt_id INTEGER PRIMARY KEY REFERENCES attempts (id),
+                result TEXT NOT NULL, error TEXT, digest TEXT,
+                finished_at TEXT NOT NULL, recorded_at TEXT NOT NULL)""",
+            """CREATE TABLE outbox (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL UNIQUE,
+                attempt_id INTEGER NOT NULL REFERENCES attempts (id),
+                payload TEXT NOT NULL, created_at TEXT NOT NULL)""",
+            """CREATE TABLE sinks (
+                name TEXT PRIMARY KEY, first_outbox_id INTEGER NOT NULL, added_at TEXT NOT NULL)""",
+            """CREATE TABLE deliveries (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                outbox_id INTEGER NOT NULL REFERENCES outbox (id), sink TEXT NOT NULL,
+                attempt_no INTEGER NOT NULL, attempted_at TEXT NOT NULL, ok INTEGER NOT NULL,
+                error TEXT, next_attempt_at TEXT, UNIQUE (outbox_id, sink, attempt_no))""",
+            *_INDEXES,
+            *(
+                f"""CREATE TRIGGER {t}_append_only_{op.lower()} BEFORE {op} ON {t}
+                BEGIN SELECT RAISE(ABORT, 'the audit store is append-only'); END"""
+                for t in _APPEND_ONLY_TABLES
+                for op in ("UPDATE", "DELETE")
+            ),
+        ),
+        postgres=(
+            _attempt_table("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "TIMESTAMPTZ"),
+            """CREATE TABLE outcomes (
+                attempt_id BIGINT PRIMARY KEY REFERENCES attempts (id),
+                result TEXT NOT NULL, error TEXT, digest TEXT,
+                finished_at TIMESTAMPTZ NOT NULL, recorded_at TIMESTAMPTZ NOT NULL)""",
+            """CREATE TABLE outbox (
+                id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, key TEXT NOT NULL UNIQUE,
+                attempt_id BIGINT NOT NULL REFERENCES attempts (id),
+                payload TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL)""",
+            """CREATE TABLE sinks (
+                name TEXT PRIMARY KEY, first_outbox_id BIGINT NOT NULL, added_at TIMESTAMPTZ NOT NULL)""",
+            """CREATE TABLE deliveries (
+                id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                outbox_id BIGINT NOT NULL REFERENCES outbox (id), sink TEXT NOT NULL,
+                attempt_no INTEGER NOT NULL, attempted_at TIMESTAMPTZ NOT NULL, ok BOOLEAN NOT NULL,
+                error TEXT, next_attempt_at TIMESTAMPTZ, UNIQUE (outbox_id, sink, attempt_no))""",
+            *_INDEXES,
+            """CREATE FUNCTION deployctl_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN RAISE EXCEPTION 'the audit store is append-only'; END $$""",
+            *(
+                f"""CREATE TRIGGER {t}_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON {t}
+                FOR EACH STATEMENT EXECUTE FUNCTION deployctl_append_only()"""
+                for t in _APPEND_ONLY_TABLES
+            ),
+        ),
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,307 @@
+"""The audit record queries shared by both backends: attempts, outcomes and reading them back."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from deployctl.edges.audit.outbox import OutboxQueries
+from deployctl.edges.audit.schema import ATTEMPT_COLUMNS
+from deployctl.errors import InvalidInputError
+from deployctl.model.audit import (
+    STARTED,
+    Actor,
+    Attempt,
+    AuditError,
+    AuditRecord,
+    Finish,
+    record_to_event,
+    utc,
+)
+
+log = structlog.get_logger(__name__)
+
+INTERRUPTED_ERROR = (
+    "no outcome was recorded: the process running this attempt stopped before it finished "
+    "(crash, kill or power loss); check the workload's rollout"
+)
+_SHA_PREFIX = re.compile(r"^[0-9a-f]{4,64}$")
+_IDS_PER_QUERY = 500
+"""Attempt ids looked up per query; far below SQLite's limit on bound parameters."""
+
+# Built from the constant column list of the schema; user values only ever travel as parameters.
+_INSERT_ATTEMPT = (
+    "INSERT INTO attempts (" + ", ".join(ATTEMPT_COLUMNS) + ") "
+    "VALUES (" + ", ".join("?" for _ in ATTEMPT_COLUMNS) + ") RETURNING id"
+)
+_SELECT_RECORDS = (
+    "SELECT " + ", ".join("a." + c for c in ("id", *ATTEMPT_COLUMNS)) + ", "
+    "o.result, o.error, o.digest, o.finished_at "
+    "FROM attempts a LEFT JOIN outcomes o ON o.attempt_id = a.id"
+)
+
+
+def _sha_prefix(sha: str) -> str:
+    prefix = sha.strip().lower()
+    if not _SHA_PREFIX.match(prefix):
+        raise InvalidInputError(f"--sha {sha!r}: give at least 4 hex digits of a commit SHA")
+    return prefix
+
+
+class SqlStore(OutboxQueries):
+    """The store logic shared by both backends; subclasses supply the connection and dialect."""
+
+    # -- attempts and outcomes -------------------------------------------------------------------
+    def start(self, attempt: Attempt) -> int:
+        return self.start_many([attempt])[0]
+
+    def start_many(self, attempts: Sequence[Attempt]) -> list[int]:
+        if not attempts:
+            return []
+        rows = [self._attempt_values(a) for a in attempts]
+        with self._write() as cur:
+            ids = [int(cur.execute(self._sql(_INSERT_ATTEMPT), row).fetchone()[0]) for row in rows]
+        for attempt_id, a in zip(ids, attempts, strict=True):
+            log.debug("audit.started", id=attempt_id, env=a.env, app=a.app, sha=a.new_sha)
+        return ids
+
+    def _attempt_values(self, a: Attempt) -> tuple[Any, ...]:
+        return (
+            a.env,
+            a.app,
+            a.namespace,
+            json.dumps(list(a.workloads)),
+            a.previous_sha,
+            a.new_sha,
+            a.image,
+            a.digest,
+            a.deploy_commit,
+            a.deploy_file,
+            a.file_commit,
+            a.file_author,
+            a.file_committer,
+            self._enc_time(a.file_commit_time),
+            a.file_commit_summary,
+            json.dumps(list(a.reviewers)),
+            a.app_commit_summary,
+            a.trigger,
+            a.actor.user,
+            a.actor.host,
+            a.actor.ci_job,
+            self._enc_time(a.started_at),
+        )
+
+    def finish(
+        self,
+        attempt_id: int,
+        *,
+        result: str,
+        error: str | None = None,
+        digest: str | None = None,
+        finished_at: datetime | None = None,
+    ) -> None:
+        self.finish_many(
+            [Finish(attempt_id, result=result, error=error, digest=digest, finished_at=finished_at)]
+        )
+
+    def finish_many(self, finishes: Sequence[Finish]) -> None:
+        if not finishes:
+            return
+        now = datetime.now(UTC)
+        # The whole batch is checked before the first insert so that a refusal names the attempt
+        # at fault; either way the transaction rolls back and nothing of the batch is written.
+        unwritten = ""
+        if len(finishes) > 1:
+            unwritten = f"; none of the {len(finishes)} outcomes in this batch was written"
+        with self._write() as cur:
+            records = self._records_by_id(cur, [f.attempt_id for f in finishes])
+            seen: set[int] = set()
+            for f in finishes:
+                record = records.get(f.attempt_id)
+                if record is None:
+                    raise AuditError(f"audit: no attempt with id {f.attempt_id} in {self.url}{unwritten}")
+                if record.result != STARTED:
+                    raise AuditError(
+                        f"audit: attempt {f.attempt_id} already has the outcome {record.result!r}; "
+                        f"outcomes are append-only and there is one per attempt{unwritten}"
+                    )
+                if f.attempt_id in seen:
+                    raise AuditError(
+                        f"audit: attempt {f.attempt_id} has two outcomes in one batch; "
+                        f"there is one per attempt{unwritten}"
+                    )
+                seen.add(f.attempt_id)
+            for f in finishes:
+                self._append_outcome(
+                    cur,
+                    records[f.attempt_id],
+                    result=f.result,
+                    error=f.error,
+                    digest=f.digest,
+                    finished=utc(f.finished_at or now),
+                )
+        for f in finishes:
+            log.debug("audit.finished", id=f.attempt_id, result=f.result)
+
+    def close_interrupted(self, *, older_than: datetime | None = None) -> list[int]:
+        now = datetime.now(UTC)
+        where = "o.attempt_id IS NULL"
+        params: tuple[Any, ...] = ()
+        if older_than is not None:
+            where += " AND a.started_at < ?"
+            params = (self._enc_time(older_than),)
+        closed: list[int] = []
+        with self._write() as cur:
+            rows = cur.execute(self._sql(self._select_records(where) + " ORDER BY a.id"), params).fetchall()
+            for row in rows:
+                record = self._decode(row)
+                self._append_outcome(
+                    cur, record, result="interrupted", error=INTERRUPTED_ERROR, digest=None, finished=now
+                )
+                closed.append(record.id)
+        if closed:
+            log.warning("audit.interrupted_closed", ids=closed, url=self.url)
+        return closed
+
+    def _append_outcome(
+        self,
+        cur: Any,
+        record: AuditRecord,
+        *,
+        result: str,
+        error: str | None,
+        digest: str | None,
+        finished: datetime,
+    ) -> None:
+        cur.execute(
+            self._sql(
+                "INSERT INTO outcomes (attempt_id, result, error, digest, finished_at, recorded_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)"
+            ),
+            (record.id, result, error, digest, self._enc_time(finished), self._enc_time(datetime.now(UTC))),
+        )
+        done = _with_outcome(record, result=result, error=error, digest=digest, finished=finished)
+        key = uuid.uuid4().hex
+        payload = {"event": "deploy.finished", "idempotency_key": key, **record_to_event(done)}
+        cur.execute(
+            self._sql("INSERT INTO outbox (key, attempt_id, payload, created_at) VALUES (?, ?, ?, ?)"),
+            (key, record.id, json.dumps(payload, sort_keys=True), self._enc_time(finished)),
+        )
+
+    # -- reading ---------------------------------------------------------------------------------
+    @staticmethod
+    def _select_records(where: str) -> str:
+        return _SELECT_RECORDS + " WHERE " + where
+
+    def _records_by_id(self, cur: Any, attempt_ids: Sequence[int]) -> dict[int, AuditRecord]:
+        records: dict[int, AuditRecord] = {}
+        unique = list(dict.fromkeys(attempt_ids))
+        for i in range(0, len(unique), _IDS_PER_QUERY):
+            chunk = unique[i : i + _IDS_PER_QUERY]
+            where = "a.id IN (" + ", ".join("?" for _ in chunk) + ")"
+            for row in cur.execute(self._sql(self._select_records(where)), chunk).fetchall():
+                record = self._decode(row)
+                records[record.id] = record
+        return records
+
+    def query(
+        self,
+        *,
+        env: str | None = None,
+        app: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        sha: str | None = None,
+        limit: int | None = None,
+    ) -> list[AuditRecord]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if env is not None:
+            clauses.append("a.env = ?")
+            params.append(env)
+        if app is not None:
+            clauses.append("a.app = ?")
+            params.append(app)
+        if since is not None:
+            clauses.append("a.started_at >= ?")
+            params.append(self._enc_time(since))
+        if until is not None:
+            clauses.append("a.started_at <= ?")
+            params.append(self._enc_time(until))
+        if sha is not None:
+            pattern = _sha_prefix(sha) + self.prefix_wildcard
+            clauses.append(f"(a.new_sha {self.prefix_match} ? OR a.deploy_commit {self.prefix_match} ?)")
+            params += [pattern, pattern]
+        sql = (
+            self._select_records(" AND ".join(clauses) or "1 = 1") + " ORDER BY a.started_at DESC, a.id DESC"
+        )
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        return [self._decode(row) for row in self._fetchall(sql, params)]
+
+    def _decode(self, row: Sequence[Any]) -> AuditRecord:
+        (id_, env, app, namespace, workloads, previous_sha, new_sha, image, digest, deploy_commit,
+         deploy_file, file_commit, file_author, file_committer, file_commit_time, file_commit_summary,
+         reviewers, app_commit_summary, trigger, actor_user, actor_host, actor_ci_job, started_at,
+         result, error, outcome_digest, finished_at) = row  # fmt: skip
+        started = self._dec_time(started_at)
+        assert started is not None
+        attempt = Attempt(
+            env=env,
+            app=app,
+            namespace=namespace,
+            workloads=tuple(json.loads(workloads)),
+            previous_sha=previous_sha,
+            new_sha=new_sha,
+            image=image,
+            digest=digest,
+            deploy_commit=deploy_commit,
+            deploy_file=deploy_file,
+            file_commit=file_commit,
+            file_author=file_author,
+            file_committer=file_committer,
+            file_commit_time=self._dec_time(file_commit_time),
+            file_commit_summary=file_commit_summary,
+            reviewers=tuple(json.loads(reviewers)),
+            app_commit_summary=app_commit_summary,
+            trigger=trigger,
+            actor=Actor(user=actor_user, host=actor_host, ci_job=actor_ci_job),
+            started_at=started,
+        )
+        finished = self._dec_time(finished_at)
+        return AuditRecord(
+            id=int(id_),
+            attempt=attempt,
+            result=result or STARTED,
+            error=error,
+            finished_at=finished,
+            duration_seconds=None if finished is None else (finished - started).total_seconds(),
+            digest=outcome_digest or digest,
+        )
+
+    def __enter__(self) -> SqlStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _with_outcome(
+    record: AuditRecord, *, result: str, error: str | None, digest: str | None, finished: datetime
+) -> AuditRecord:
+    return AuditRecord(
+        id=record.id,
+        attempt=record.attempt,
+        result=result,
+        error=error,
+        finished_at=finished,
+        duration_seconds=(finished - utc(record.attempt.started_at)).total_seconds(),
+        digest=digest or record.digest,
+    )
