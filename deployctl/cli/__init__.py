@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from deployctl import __version__
+from deployctl import __version__, settings
 from deployctl.errors import DeployctlError
 from deployctl.log import configure_logging
 
@@ -82,7 +82,7 @@ class DeployctlGroup(click.Group):
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="error",
     show_default=True,
-    envvar="DEPLOYCTL_LOG_LEVEL",
+    envvar=settings.LOG_LEVEL.name,
     help="Structured log events go to stderr (JSON when stderr is not a terminal).",
 )
 def main(log_level: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
+from deployctl import settings
 from deployctl.cli.output import output_option, render_table
 from deployctl.edges.audit.url import AUDIT_ENV, default_audit_url, open_store
 from deployctl.errors import InvalidInputError
@@ -222,7 +223,7 @@ def notify() -> None:
 @click.option(
     "--settings",
     "settings_file",
-    envvar="DEPLOYCTL_SETTINGS",
+    envvar=settings.SETTINGS_FILE.name,
     type=click.Path(dir_okay=False),
     help="Controller settings YAML with a 'notify:' list [default: $DEPLOYCTL_SETTINGS].",
 )

@@ -11,6 +11,7 @@ from typing import Any, TextIO, TypeVar
 
 import click
 
+from deployctl import settings
 from deployctl.cli.output import echo_json, render_table
 from deployctl.model.state import DesiredState
 from deployctl.model.vocabulary import ExitCode
@@ -37,7 +38,7 @@ def _selection_options(f: F) -> F:
             click.option("--context", default=None,
                          help="Use this kubeconfig context for every environment (overrides `context:`)."),
             click.option("--allow-namespace", "allowed_namespaces", multiple=True, metavar="NS",
-                         envvar="DEPLOYCTL_ALLOW_NAMESPACES",
+                         envvar=settings.ALLOW_NAMESPACES.name,
                          help="Refuse environments whose namespace is not one of these (repeatable; "
                          "space-separated in $DEPLOYCTL_ALLOW_NAMESPACES)."),
             click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text",
@@ -126,10 +127,7 @@ def _observed_plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, 
 
 
 def _split_allowed(values: tuple[str, ...]) -> list[str]:
-    out: list[str] = []
-    for v in values:
-        out.extend(v.split())
-    return out
+    return settings.split_names(values)
 
 
 # -- reconcile ----------------------------------------------------------------------------------
@@ -210,7 +208,7 @@ def _default_trigger() -> str:
 @click.option("--no-wait", is_flag=True, help="Apply and return without waiting for rollouts "
               "(dependents are then applied right after their dependencies).")
 @click.option("--concurrency", default=16, show_default=True, help="Applies in flight at once.")
-@click.option("--audit", "audit_url", default=None, envvar="DEPLOYCTL_AUDIT",
+@click.option("--audit", "audit_url", default=None, envvar=settings.AUDIT.name,
               help="Audit store URL (sqlite:///path or postgresql://...) [default: the local SQLite file].")
 @click.option("--no-audit", is_flag=True, help="Do not record this run in the audit history.")
 @click.option("--trigger", type=click.Choice(["ci", "watch", "webhook", "drift", "manual"]), default=None,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from deployctl import settings
 from deployctl.app import diff as df
 from deployctl.cli.output import echo_json, output_option, render_table, repo_option
 from deployctl.edges.git import repo as repo_edge
@@ -160,7 +161,7 @@ def build_diff(repo: str, base: str, head: str, *, audit_url: str | None = None,
 @repo_option
 @click.option("--base", required=True, help="The ref the pull request merges into (e.g. origin/main).")
 @click.option("--head", default="HEAD", show_default=True, help="The pull request's ref.")
-@click.option("--audit", "audit_url", default=None, envvar="DEPLOYCTL_AUDIT",
+@click.option("--audit", "audit_url", default=None, envvar=settings.AUDIT.name,
               help="Check promotion gates against this audit store [default: the deploy files' git history].")
 @click.option("--check-images", is_flag=True,
               help="Check that every changed target's image exists in its registry (one request per image).")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from deployctl import settings
 from deployctl.errors import InvalidInputError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -37,17 +38,17 @@ def parse_listen(text: str) -> tuple[str, int]:
 @click.option("--interval", default="30s", show_default=True,
               help="Fetch and reconcile this often even without a webhook (finds and corrects drift).")
 @click.option("--listen", default="0.0.0.0:8080", show_default=True, help="HOST:PORT of the HTTP endpoint.")
-@click.option("--audit", "audit_url", default=None, envvar="DEPLOYCTL_AUDIT",
+@click.option("--audit", "audit_url", default=None, envvar=settings.AUDIT.name,
               help="Audit store URL (sqlite:///path or postgresql://...) [default: the local SQLite file].")
 @click.option("--no-audit", is_flag=True, help="Do not record attempts in the audit history.")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG",
               help="Kubeconfig file [default: in-cluster, else $KUBECONFIG or ~/.kube/config].")
 @click.option("--context", default=None, help="Use this kubeconfig context for every environment.")
 @click.option("--allow-namespace", "allowed_namespaces", multiple=True, metavar="NS",
-              envvar="DEPLOYCTL_ALLOW_NAMESPACES",
+              envvar=settings.ALLOW_NAMESPACES.name,
               help="Refuse environments whose namespace is not one of these (repeatable; space- or "
               "comma-separated in $DEPLOYCTL_ALLOW_NAMESPACES).")
-@click.option("--mirror-dir", type=click.Path(file_okay=False), envvar="DEPLOYCTL_MIRROR_DIR",
+@click.option("--mirror-dir", type=click.Path(file_okay=False), envvar=settings.MIRROR_DIR.name,
               help="Where to keep the local mirror [default: ~/.cache/deployctl/mirrors/<hash>].")
 @click.option("--timeout", default="300s", show_default=True, help="How long one reconcile waits for rollouts.")
 @click.option("--concurrency", default=16, show_default=True, help="Applies in flight at once.")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import structlog
 
+from deployctl import settings
 from deployctl.app.run import run_once
 from deployctl.controller.metrics import ControllerMetrics
 from deployctl.edges.audit import url as audit_location
@@ -305,10 +306,7 @@ def in_cluster_namespace(default: str = "default") -> str:
 
 
 def split_namespaces(values: Sequence[str]) -> tuple[str, ...]:
-    out: list[str] = []
-    for v in values:
-        out.extend(v.replace(",", " ").split())
-    return tuple(out)
+    return tuple(settings.split_names(values))
 
 
 # -- the whole process: worker thread, lease thread, HTTP endpoint, signals ----------------------

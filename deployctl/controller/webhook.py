@@ -28,13 +28,14 @@ from urllib.parse import parse_qs
 import structlog
 from aiohttp import web
 
+from deployctl import settings
 from deployctl.controller.metrics import CONTENT_TYPE, ControllerMetrics
 from deployctl.errors import InvalidInputError
 
 log = structlog.get_logger(__name__)
 
-SECRET_ENV = "DEPLOYCTL_WEBHOOK_SECRET"
-SECRET_FILE_ENV = "DEPLOYCTL_WEBHOOK_SECRET_FILE"
+SECRET_ENV = settings.WEBHOOK_SECRET.name
+SECRET_FILE_ENV = settings.WEBHOOK_SECRET_FILE.name
 MAX_BODY = 1024 * 1024
 PROVIDERS = ("github", "gitlab", "generic")
 ZERO_SHA = "0" * 40

@@ -37,13 +37,13 @@ from typing import Any
 import structlog
 import yaml
 
-from deployctl import __version__
+from deployctl import __version__, settings
 from deployctl.errors import DeployctlError, InvalidInputError
 from deployctl.model.audit import AuditStore, Delivery, OutboxEvent
 
 log = structlog.get_logger(__name__)
 
-SETTINGS_ENV = "DEPLOYCTL_SETTINGS"
+SETTINGS_ENV = settings.SETTINGS_FILE.name
 SINK_TYPES = ("webhook", "slack")
 _SINK_KEYS = {"type", "url", "url_env", "secret_env", "name", "max_attempts", "timeout_seconds"}
 _RETRYABLE_STATUS = {408, 425, 429}

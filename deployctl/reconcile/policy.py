@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from deployctl import settings
 from deployctl.edges.git import repo as repo_edge
 from deployctl.model.audit import AuditStore
 from deployctl.model.config import Config
@@ -37,8 +38,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-ALLOWED_SIGNERS_ENV = "DEPLOYCTL_ALLOWED_SIGNERS"
-GPG_HOME_ENV = "DEPLOYCTL_GPG_HOME"
+ALLOWED_SIGNERS_ENV = settings.ALLOWED_SIGNERS.name
+GPG_HOME_ENV = settings.GPG_HOME.name
 
 
 # --- promotion gates ----------------------------------------------------------------------------

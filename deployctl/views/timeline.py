@@ -8,7 +8,6 @@ PNG rendered from that HTML by a headless Chromium found on the PATH.
 from __future__ import annotations
 
 import html
-import os
 import shutil
 import subprocess
 import tempfile
@@ -20,6 +19,7 @@ from typing import Any
 import plotly.graph_objects as go  # type: ignore[import-untyped]
 import structlog
 
+from deployctl import settings
 from deployctl.errors import DeployctlError, InvalidInputError
 from deployctl.model.audit import RESULTS, STARTED, AuditRecord
 
@@ -170,7 +170,7 @@ def write_timeline(records: Sequence[AuditRecord], path: str | Path, *, title: s
 
 def find_chromium() -> str | None:
     """A Chromium or Chrome binary: ``$DEPLOYCTL_CHROMIUM`` or the first on the PATH."""
-    explicit = os.environ.get("DEPLOYCTL_CHROMIUM")
+    explicit = settings.CHROMIUM.get()
     if explicit:
         return explicit
     for name in CHROMIUM_NAMES:

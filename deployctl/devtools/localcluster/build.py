@@ -18,6 +18,7 @@ from pathlib import Path
 
 import structlog
 
+from deployctl import settings
 from deployctl.devtools.localcluster import pins
 from deployctl.errors import LocalClusterError
 
@@ -43,7 +44,7 @@ class ControlPlaneBinaries:
 
 def cache_root() -> Path:
     """The user-level cache directory; overridable with ``DEPLOYCTL_CACHE``."""
-    env = os.environ.get("DEPLOYCTL_CACHE")
+    env = settings.CACHE.get()
     if env:
         return Path(env)
     xdg = os.environ.get("XDG_CACHE_HOME")

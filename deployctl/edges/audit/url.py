@@ -6,12 +6,13 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from deployctl import settings
 from deployctl.edges.audit.postgres import PostgresStore
 from deployctl.edges.audit.sqlite import SqliteStore
 from deployctl.errors import InvalidInputError
 from deployctl.model.audit import AuditError, AuditStore
 
-AUDIT_ENV = "DEPLOYCTL_AUDIT"
+AUDIT_ENV = settings.AUDIT.name
 
 
 def default_sqlite_path(environ: Mapping[str, str] | None = None) -> Path:

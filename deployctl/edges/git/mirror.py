@@ -22,14 +22,15 @@ from urllib.parse import urlsplit, urlunsplit
 import pygit2
 import structlog
 
+from deployctl import settings
 from deployctl.errors import DeployctlError, InvalidInputError
 
 log = structlog.get_logger(__name__)
 
-TOKEN_ENV = "DEPLOYCTL_GIT_TOKEN"
-TOKEN_USER_ENV = "DEPLOYCTL_GIT_USERNAME"
-SSH_KEY_ENV = "DEPLOYCTL_GIT_SSH_KEY"
-SSH_PASSPHRASE_ENV = "DEPLOYCTL_GIT_SSH_PASSPHRASE"
+TOKEN_ENV = settings.GIT_TOKEN.name
+TOKEN_USER_ENV = settings.GIT_USERNAME.name
+SSH_KEY_ENV = settings.GIT_SSH_KEY.name
+SSH_PASSPHRASE_ENV = settings.GIT_SSH_PASSPHRASE.name
 _SCP_LIKE = re.compile(r"^(?P<user>[A-Za-z0-9._-]+@)?(?P<host>[A-Za-z0-9.-]+):(?!//)(?P<path>.+)$")
 
 
@@ -119,7 +120,7 @@ class _Credentials(pygit2.RemoteCallbacks):
 def default_mirror_dir(repo: str, environ: Mapping[str, str] | None = None) -> Path:
     """$DEPLOYCTL_MIRROR_DIR, else ~/.cache/deployctl/mirrors/<hash of the repo URL>."""
     env = os.environ if environ is None else environ
-    base = env.get("DEPLOYCTL_MIRROR_DIR")
+    base = settings.MIRROR_DIR.get(env)
     if base:
         return Path(base)
     digest = hashlib.sha256(repo.encode()).hexdigest()[:16]

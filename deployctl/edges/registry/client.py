@@ -36,6 +36,7 @@ from typing import Literal
 
 import structlog
 
+from deployctl import settings
 from deployctl.errors import InvalidInputError
 from deployctl.model.imageref import ImageRef, InvalidImageRefError, parse_image_ref, short_digest
 
@@ -183,7 +184,7 @@ def env_host_key(host: str) -> str:
 
 def env_credential(env: Mapping[str, str], host: str | None) -> Credential | None:
     """Credentials from ``DEPLOYCTL_REGISTRY_<HOST>_USERNAME/_PASSWORD`` (host given) or the global pair."""
-    prefix = f"DEPLOYCTL_REGISTRY_{env_host_key(host)}_" if host else "DEPLOYCTL_REGISTRY_"
+    prefix = f"{settings.REGISTRY_HOST.name}{env_host_key(host)}_" if host else settings.REGISTRY_HOST.name
     username, password = env.get(prefix + "USERNAME"), env.get(prefix + "PASSWORD")
     if username is None and password is None:
         return None

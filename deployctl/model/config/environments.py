@@ -1,0 +1,200 @@
+"""The ``environments:`` section of deployctl.yaml: namespaces, contexts, gates, approvers and freezes."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import yaml
+
+from deployctl.model.config.strict_yaml import Reader, Who, node_line
+from deployctl.model.config.values import (
+    APPROVER,
+    ENV_KEYS,
+    FREEZE_KEYS,
+    EnvironmentConfig,
+    FreezeWindow,
+    dns_label_problem,
+    find_cycle,
+    show,
+)
+
+
+def parse_time(text: str) -> datetime | None:
+    """An ISO 8601 instant with a timezone (or a bare date, taken as 00:00 UTC), converted to UTC."""
+    text = text.strip()
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=UTC)
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed.astimezone(UTC)
+
+
+def read_environments(
+    reader: Reader, entry: tuple[Any, Any] | None, root: Any, lines: dict[str, int]
+) -> tuple[dict[str, EnvironmentConfig], set[str]]:
+    if entry is None:
+        reader.error(root, "missing 'environments:'; list the environments this repo deploys to")
+        return {}, set()
+    entries = reader.mapping(entry[1], "environments", None)
+    if entries is None:
+        return {}, set()
+    envs: dict[str, EnvironmentConfig] = {}
+    invalid: set[str] = set()
+    requires_nodes: dict[str, list[tuple[str, Any]]] = {}
+    for name, (key_node, node) in entries.items():
+        lines[f"environments.{name}"] = node_line(key_node) or 0
+        before = len(reader.problems)
+        why = dns_label_problem(name)
+        if why is not None:
+            reader.error(
+                key_node, f"environment name {show(name)} {why} (it must be a Kubernetes DNS-1123 label)"
+            )
+            invalid.add(name)
+            continue
+        parsed = _environment(reader, name, node)
+        if parsed is None or len(reader.problems) > before:
+            invalid.add(name)
+            continue
+        envs[name] = parsed[0]
+        requires_nodes[name] = parsed[1]
+    for name, reqs in requires_nodes.items():
+        for req, req_node in reqs:
+            if req == name:
+                reader.error(req_node, f"environment {show(name)} requires itself; remove it", env=name)
+                invalid.add(name)
+            elif req not in entries:
+                reader.error(
+                    req_node,
+                    f"environments.{name}.requires names unknown environment {show(req)}; "
+                    "add it under environments or remove it",
+                    env=name,
+                )
+                invalid.add(name)
+    graph = {name: env.requires for name, env in envs.items()}
+    cycle = find_cycle(graph)
+    while cycle is not None:
+        first = cycle[0]
+        node = next(n for r, n in requires_nodes[first] if r == cycle[1])
+        reader.error(
+            node, f"requires cycle: {' -> '.join(cycle)}; remove one of these requirements", env=first
+        )
+        invalid.update(cycle)
+        for member in cycle:
+            graph.pop(member, None)
+        cycle = find_cycle(graph)
+    return {k: v for k, v in envs.items() if k not in invalid}, invalid
+
+
+def _environment(
+    reader: Reader, name: str, node: Any
+) -> tuple[EnvironmentConfig, list[tuple[str, Any]]] | None:
+    kp = f"environments.{name}"
+    who: Who = {"env": name}
+    fields = reader.mapping(node, kp, ENV_KEYS, **who)
+    if fields is None:
+        return None
+    if "namespace" not in fields:
+        reader.error(node, f"{kp}.namespace is missing; give the Kubernetes namespace to deploy into", **who)
+        return None
+    namespace = reader.string(fields["namespace"][1], f"{kp}.namespace", required=True, **who)
+    if namespace is None:
+        return None
+    why = dns_label_problem(namespace)
+    if why is not None:
+        reader.error(
+            fields["namespace"][1],
+            f"{kp}.namespace {show(namespace)} {why} (it must be a DNS-1123 label)",
+            **who,
+        )
+    context = None
+    if "context" in fields:
+        context = reader.string(fields["context"][1], f"{kp}.context", **who)
+    requires: list[tuple[str, Any]] = []
+    if "requires" in fields:
+        requires = reader.string_list(fields["requires"][1], f"{kp}.requires", **who) or []
+    approvers: list[str] = []
+    if "approvers" in fields:
+        for approver, approver_node in (
+            reader.string_list(fields["approvers"][1], f"{kp}.approvers", **who) or []
+        ):
+            if APPROVER.fullmatch(approver) is None:
+                reader.error(
+                    approver_node,
+                    f"{kp}.approvers entry {show(approver)} is not @user, @org/team or an email address",
+                    **who,
+                )
+            approvers.append(approver)
+    require_approval = False
+    if "require_approval" in fields:
+        require_approval = bool(
+            reader.boolean(fields["require_approval"][1], f"{kp}.require_approval", **who)
+        )
+        if require_approval and not approvers:
+            reader.error(
+                fields["require_approval"][1],
+                f"{kp}.require_approval is true but approvers is empty; add approvers",
+                **who,
+            )
+    freeze: list[FreezeWindow] = []
+    if "freeze" in fields:
+        freeze = _freeze(reader, fields["freeze"][1], kp, name)
+    env = EnvironmentConfig(
+        name=name,
+        namespace=namespace,
+        context=context,
+        requires=tuple(dict.fromkeys(r for r, _ in requires)),
+        approvers=tuple(approvers),
+        require_approval=require_approval,
+        freeze=tuple(freeze),
+    )
+    return env, requires
+
+
+def _freeze(reader: Reader, node: Any, kp: str, env: str) -> list[FreezeWindow]:
+    if not isinstance(node, yaml.SequenceNode):
+        reader.error(node, f"{kp}.freeze must be a list of {{start, end, reason}} windows", env=env)
+        return []
+    windows: list[FreezeWindow] = []
+    for i, item in enumerate(node.value):
+        wkp = f"{kp}.freeze[{i}]"
+        fields = reader.mapping(item, wkp, FREEZE_KEYS, env=env)
+        if fields is None:
+            continue
+        missing = [k for k in ("start", "end", "reason") if k not in fields]
+        if missing:
+            reader.error(item, f"{wkp} is missing {', '.join(missing)}", env=env)
+            continue
+        times: list[datetime] = []
+        for key in ("start", "end"):
+            value_node = fields[key][1]
+            text = reader.string(value_node, f"{wkp}.{key}", required=True, env=env)
+            when = None if text is None else parse_time(text)
+            if text is not None and when is None:
+                reader.error(
+                    value_node,
+                    f"{wkp}.{key} {show(text)} is not a time with a timezone; "
+                    "write e.g. 2024-12-20T18:00:00Z",
+                    env=env,
+                )
+            if when is not None:
+                times.append(when)
+        reason = reader.string(fields["reason"][1], f"{wkp}.reason", required=True, env=env)
+        weekly = False
+        if "weekly" in fields:
+            weekly = bool(reader.boolean(fields["weekly"][1], f"{wkp}.weekly", env=env))
+        if len(times) != 2 or reason is None:
+            continue
+        start, end = times
+        if end <= start:
+            reader.error(item, f"{wkp} ends before it starts; end must be after start", env=env)
+            continue
+        if weekly and end - start > timedelta(days=7):
+            reader.error(item, f"{wkp} is weekly but longer than 7 days", env=env)
+            continue
+        windows.append(FreezeWindow(start=start, end=end, reason=reason, weekly=weekly))
+    return windows

@@ -1,0 +1,112 @@
+"""Every ``DEPLOYCTL_*`` environment variable, in one place: its name, meaning and default.
+
+The CLI (``envvar=``) and the library read variables through these objects only, and
+docs/config.md lists each of them (a test fails when one is undocumented). Values, not I/O:
+:meth:`Setting.get` reads the mapping it is given (``os.environ`` by default).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+PREFIX = "DEPLOYCTL_"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable (or, with ``family``, a set of them sharing a ``name`` prefix)."""
+
+    name: str
+    meaning: str
+    default: str = ""  # how the default reads in the docs ("" = unset, nothing happens)
+    secret: bool = False
+    family: bool = False  # e.g. DEPLOYCTL_REGISTRY_<HOST>_USERNAME: ``name`` is the prefix
+
+    def get(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The value, or None when unset or empty."""
+        value = (os.environ if environ is None else environ).get(self.name)
+        return value or None
+
+
+LOG_LEVEL = Setting("DEPLOYCTL_LOG_LEVEL", "Level of the structured log on stderr (debug, info, warning, error); "
+                    "the same as --log-level.", "error")
+AUDIT = Setting("DEPLOYCTL_AUDIT", "Audit store URL (sqlite:///path/audit.db or postgresql://...); the same as "
+                "--audit.", "sqlite:///~/.local/state/deployctl/audit.db")
+ALLOW_NAMESPACES = Setting("DEPLOYCTL_ALLOW_NAMESPACES", "Namespaces deployctl may touch, separated by commas "
+                           "or spaces; environments outside them are refused. The same as --allow-namespace.",
+                           "every namespace")
+SETTINGS_FILE = Setting("DEPLOYCTL_SETTINGS", "Controller settings YAML (notification sinks: `notify:`); the "
+                        "same as --settings.")
+MIRROR_DIR = Setting("DEPLOYCTL_MIRROR_DIR", "Where `watch` keeps its mirror of the deploy repo; the same as "
+                     "--mirror-dir.", "~/.cache/deployctl/mirrors/<hash of the repo URL>")
+GIT_TOKEN = Setting("DEPLOYCTL_GIT_TOKEN", "Token for fetching an https deploy repo in `watch`.", secret=True)
+GIT_USERNAME = Setting("DEPLOYCTL_GIT_USERNAME", "User name sent with DEPLOYCTL_GIT_TOKEN.", "x-access-token")
+GIT_SSH_KEY = Setting("DEPLOYCTL_GIT_SSH_KEY", "ssh private key (a file path or the key itself) for an ssh deploy "
+                      "repo in `watch`.", secret=True)
+GIT_SSH_PASSPHRASE = Setting("DEPLOYCTL_GIT_SSH_PASSPHRASE", "Passphrase of DEPLOYCTL_GIT_SSH_KEY.", secret=True)
+WEBHOOK_SECRET = Setting("DEPLOYCTL_WEBHOOK_SECRET", "Shared secret that signs push webhooks to `watch`; without "
+                         "one every hook is refused.", secret=True)
+WEBHOOK_SECRET_FILE = Setting("DEPLOYCTL_WEBHOOK_SECRET_FILE", "File holding the webhook secret (preferred over "
+                              "DEPLOYCTL_WEBHOOK_SECRET); the same as --webhook-secret-file.")
+ALLOWED_SIGNERS = Setting("DEPLOYCTL_ALLOWED_SIGNERS", "ssh allowed-signers file of the approvers' keys, to "
+                          "verify signed approval commits.")
+GPG_HOME = Setting("DEPLOYCTL_GPG_HOME", "GnuPG home holding only the approvers' public keys, to verify "
+                   "GPG-signed approval commits.")
+REGISTRY_USERNAME = Setting("DEPLOYCTL_REGISTRY_USERNAME", "Registry user for every registry without its own "
+                            "credentials (checked after ~/.docker/config.json).")
+REGISTRY_PASSWORD = Setting("DEPLOYCTL_REGISTRY_PASSWORD", "Password or token for DEPLOYCTL_REGISTRY_USERNAME.",
+                            secret=True)
+REGISTRY_HOST = Setting("DEPLOYCTL_REGISTRY_", "DEPLOYCTL_REGISTRY_<HOST>_USERNAME and _PASSWORD: credentials "
+                        "for one registry; <HOST> is the host upper-cased with every other character as '_' "
+                        "(reg.example.com:5000 -> REG_EXAMPLE_COM_5000).", secret=True, family=True)
+CHROMIUM = Setting("DEPLOYCTL_CHROMIUM", "Chromium or Chrome binary for `timeline --out deploys.png`.",
+                   "the first chromium/chrome on the PATH")
+CACHE = Setting("DEPLOYCTL_CACHE", "Cache directory of the local control plane's binaries (`localcluster`).",
+                "$XDG_CACHE_HOME/deployctl or ~/.cache/deployctl")
+
+# Read by the example CI workflows (docs/ci/, `deployctl init --ci`), not by deployctl itself.
+CI_INSTALL = Setting("DEPLOYCTL_INSTALL", "CI workflows: the pip requirement that installs deployctl.",
+                     "deployctl[postgres]")
+CI_NOTE_TOKEN = Setting("DEPLOYCTL_NOTE_TOKEN", "GitLab CI: project access token that posts the diff as a merge "
+                        "request note.", secret=True)
+CI_ALLOWED_SIGNERS_DATA = Setting("DEPLOYCTL_ALLOWED_SIGNERS_DATA", "CI workflows: the allowed-signers file's "
+                                  "content (a CI secret), written to a file for DEPLOYCTL_ALLOWED_SIGNERS.",
+                                  secret=True)
+CI_OVERRIDE_REASON = Setting("DEPLOYCTL_OVERRIDE_REASON", "CI workflows: a freeze-override reason passed to "
+                             "`reconcile --override-freeze --reason`.")
+
+SETTINGS: tuple[Setting, ...] = (
+    LOG_LEVEL, AUDIT, ALLOW_NAMESPACES, SETTINGS_FILE, MIRROR_DIR, GIT_TOKEN, GIT_USERNAME, GIT_SSH_KEY,
+    GIT_SSH_PASSPHRASE, WEBHOOK_SECRET, WEBHOOK_SECRET_FILE, ALLOWED_SIGNERS, GPG_HOME, REGISTRY_USERNAME,
+    REGISTRY_PASSWORD, REGISTRY_HOST, CHROMIUM, CACHE, CI_INSTALL, CI_NOTE_TOKEN, CI_ALLOWED_SIGNERS_DATA,
+    CI_OVERRIDE_REASON,
+)
+
+_SEPARATORS = re.compile(r"[,\s]+")
+
+
+def lookup(name: str) -> Setting | None:
+    """The setting a variable name belongs to (a family matches by prefix), or None."""
+    for setting in SETTINGS:
+        if setting.name == name:
+            return setting
+    for setting in SETTINGS:
+        if setting.family and (name + "_").startswith(setting.name):
+            return setting
+    return None
+
+
+def split_names(values: Iterable[str]) -> list[str]:
+    """Repeated option values, each comma- or space-separated, as one de-duplicated list in order.
+
+    ``--env a,b --env c`` and ``DEPLOYCTL_ALLOW_NAMESPACES="a b,c"`` read the same way.
+    """
+    out: list[str] = []
+    for value in values:
+        for item in _SEPARATORS.split(value):
+            if item and item not in out:
+                out.append(item)
+    return out
