@@ -28,6 +28,7 @@ import pygit2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from deployctl.devtools import manifests  # noqa: E402
 from deployctl.devtools.localcluster import controlplane  # noqa: E402
 from deployctl.edges.git.repo import read_desired_state  # noqa: E402
 from deployctl.log import configure_logging  # noqa: E402
@@ -94,13 +95,8 @@ def create_workloads(kubeconfig: str, n: int) -> None:
     def create(args: tuple[str, int]) -> None:
         ns, i = args
         name = app_name(i)
-        apps.create_namespaced_deployment(ns, {
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "labels": {"deployctl.dev/app": name}},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-                     "template": {"metadata": {"labels": {"app": name}},
-                                  "spec": {"containers": [{"name": name, "image": f"{IMAGE}/{name}:initial"}]}}},
-        }, _preload_content=False)
+        apps.create_namespaced_deployment(ns, manifests.deployment(ns, name, image=f"{IMAGE}/{name}:initial"),
+                                          _preload_content=False)
 
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(create, [(ns, i) for ns in ENVS.values() for i in range(n)]))
@@ -122,7 +118,7 @@ def bare_patch_loop(kubeconfig: str, namespace: str, n: int, version: str) -> fl
 def run(kubeconfig: str, repo_path: str, **kw: object) -> rec.ReconcileResult:
     desired = read_desired_state(repo_path)
     pool = rec.ClusterPool(kubeconfig=kubeconfig)
-    return rec.reconcile(desired, pool, ReconcileOptions(**kw))  # type: ignore[arg-type]
+    return rec.Reconciler(desired, pool, ReconcileOptions(**kw)).run()  # type: ignore[arg-type]
 
 
 def main() -> None:

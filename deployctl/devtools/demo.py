@@ -230,19 +230,14 @@ def main() -> None:
 
 
 def create_workloads(kubeconfig: str) -> None:
+    from deployctl.devtools import manifests
     from deployctl.edges.kube.cluster import Cluster
 
     cluster = Cluster(kubeconfig=kubeconfig)
     for ns in ("shop-staging", "shop"):
         cluster.ensure_namespace(ns)
         for app in ("api", "web", "worker"):
-            cluster.create_deployment({
-                "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": app, "namespace": ns, "labels": {"deployctl.dev/app": app}},
-                "spec": {"replicas": 2, "selector": {"matchLabels": {"app": app}},
-                         "template": {"metadata": {"labels": {"app": app}},
-                                      "spec": {"containers": [{"name": app, "image": f"shop/{app}:bootstrap"}]}}},
-            })
+            cluster.create_deployment(manifests.deployment(ns, app, image=f"shop/{app}:bootstrap", replicas=2))
             click.echo(f"deployment {ns}/{app} labelled deployctl.dev/app={app}")
 
 

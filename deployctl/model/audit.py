@@ -298,19 +298,8 @@ def parse_when(text: str, *, now: datetime) -> datetime:
 
 # --- export shape ------------------------------------------------------------------------------
 
-EVENT_FIELDS = (
-    "schema",
-    "id",
-    "release",
-    "env",
-    "app",
-    "namespace",
-    "workloads",
-    "result",
-    "error",
-    "started_at",
-    "finished_at",
-    "duration_seconds",
+#: The provenance of an attempt, common to the stored attempt and the exported event (same order).
+PROVENANCE_FIELDS = (
     "previous_sha",
     "new_sha",
     "image",
@@ -328,6 +317,22 @@ EVENT_FIELDS = (
     "actor_user",
     "actor_host",
     "actor_ci_job",
+)
+
+EVENT_FIELDS = (
+    "schema",
+    "id",
+    "release",
+    "env",
+    "app",
+    "namespace",
+    "workloads",
+    "result",
+    "error",
+    "started_at",
+    "finished_at",
+    "duration_seconds",
+    *PROVENANCE_FIELDS,
 )
 """The stable field names of an exported attempt, in order. Add fields at the end; never rename."""
 

@@ -55,7 +55,7 @@ from deployctl.rules.plan import Action, Change, dependency_order, make_plan
 __all__ = [
     "APPLIED", "BLOCKED", "DRIFT_CORRECTED", "FAILED", "IN_SYNC", "INVALID", "MISSING", "REFUSED", "SUCCEEDED",
     "AuditSink", "ClusterFor", "ClusterPool", "NullAudit", "Outcome", "Progress", "ReconcileOptions",
-    "ReconcileResult", "Reconciler", "reconcile",
+    "ReconcileResult", "Reconciler",
 ]
 
 log = structlog.get_logger(__name__)
@@ -93,7 +93,7 @@ class _AppRun:
 
 
 class Reconciler:
-    """One reconcile run over a desired state. Use :func:`reconcile` unless you need the pieces."""
+    """One reconcile run over a desired state: ``Reconciler(desired, clusters, options, ...).run()``."""
 
     def __init__(
         self,
@@ -422,20 +422,3 @@ class Reconciler:
             log.info("app.outcome", env=change.env, app=change.app, result=result, message=message,
                      sha=change.new_sha)
         self.on_progress(Progress(change.env, change.app, result, message))
-
-
-def reconcile(
-    desired: DesiredState,
-    clusters: ClusterFor,
-    options: ReconcileOptions | None = None,
-    *,
-    audit: AuditSink | None = None,
-    images: Mapping[tuple[str, str], str] | None = None,
-    refusals: Mapping[tuple[str, str], str] | None = None,
-    pinner: Callable[[Sequence[Target]], PinDecisions] | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
-) -> ReconcileResult:
-    """Run one reconcile of ``desired`` with ``options``; the keywords are the run's collaborators."""
-    return Reconciler(desired, clusters, options, audit=audit, images=images, refusals=refusals, pinner=pinner,
-                      on_progress=on_progress).run()
-

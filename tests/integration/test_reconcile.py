@@ -66,7 +66,7 @@ def reconcile_repo(cluster, repo, **kw):
     kw.setdefault("poll_interval", 0.2)
     if "allowed_namespaces" in kw:
         kw["allowed_namespaces"] = tuple(kw["allowed_namespaces"])
-    return rec.reconcile(desired, pool, ReconcileOptions(**kw))
+    return rec.Reconciler(desired, pool, ReconcileOptions(**kw)).run()
 
 
 def image_of(cluster, namespace, name):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from deployctl.model.audit import PROVENANCE_FIELDS
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -25,23 +27,7 @@ ATTEMPT_COLUMNS = (
     "app",
     "namespace",
     "workloads",
-    "previous_sha",
-    "new_sha",
-    "image",
-    "digest",
-    "deploy_commit",
-    "deploy_file",
-    "file_commit",
-    "file_author",
-    "file_committer",
-    "file_commit_time",
-    "file_commit_summary",
-    "reviewers",
-    "app_commit_summary",
-    "trigger",
-    "actor_user",
-    "actor_host",
-    "actor_ci_job",
+    *PROVENANCE_FIELDS,
     "started_at",
 )
 
