@@ -1,207 +1,48 @@
-"""What a change to the deploy repo does: per env/app the old and new SHA, image, approvals, gates
-and the app commits in between.
-
-:func:`diff_states` and :func:`with_details` are pure: the two desired states and the gate results
-(:mod:`deployctl.reconcile.policy`) come in as values. :func:`commit_ranges` reads the apps' ``source`` repos
-through the repo edge.
-"""
+"""The diff of a pull request: two refs of the deploy repo read, gates checked, app commit ranges found
+(the I/O around the pure :mod:`deployctl.rules.diff`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 from deployctl.edges.git import repo as repo_edge
 from deployctl.model.config import Config
-from deployctl.model.problem import Problem
-from deployctl.model.state import DesiredState, Target
-from deployctl.rules.gates import GateResult
-
-ADDED = "added"
-CHANGED = "changed"
-REMOVED = "removed"
-UNCHANGED = "unchanged"
+from deployctl.reconcile import policy
+from deployctl.rules import diff as df
+from deployctl.rules.diff import CommitLine, CommitRange, StateDiff
 
 
-@dataclass(frozen=True)
-class CommitLine:
-    """An app commit as listed in a diff: short SHA, author, first line of the message."""
+def build_diff(repo: str, base: str, head: str, *, audit_url: str | None = None, check_images: bool = False,
+               strict: bool = False) -> df.StateDiff:
+    """The diff between two refs of the deploy repo, with gate results and app commit ranges
+    (and, with ``check_images``, a problem for every changed target whose image is missing)."""
+    base_state = repo_edge.read_desired_state(repo, ref=base)
+    head_state = repo_edge.read_desired_state(repo, ref=head)
+    d = df.diff_states(base_state, head_state)
+    keys = {t.key for t in d.targets}
+    changed = [t for t in head_state.targets if t.key in keys]
+    store = None
+    if audit_url:
+        from deployctl.edges.audit.url import open_store
 
-    sha: str
-    author: str
-    summary: str
+        store = open_store(audit_url, create=False)
+    try:
+        gates = policy.gate_results(repo, head_state, base_ref=base_state.commit, store=store, targets=changed)
+    finally:
+        if store is not None:
+            store.close()
+    root = repo_edge.repo_root(repo_edge.open_repository(repo))
+    result = df.with_details(d, gates=gates, commits=commit_ranges(root, d, head_state.config))
+    if check_images and changed:
+        from deployctl.edges.registry.client import RegistryClient
+        from deployctl.reconcile.artifacts import image_problems
 
-    def as_dict(self) -> dict[str, object]:
-        return {"sha": self.sha, "author": self.author, "summary": self.summary}
+        with RegistryClient() as client:
+            resolutions = client.resolve_many(sorted({t.image for t in changed}))
+        result = replace(result, problems=(*result.problems, *image_problems(changed, resolutions, strict=strict)))
+    return result
 
-
-@dataclass(frozen=True)
-class CommitRange:
-    """The app commits from the old SHA (excluded) to the new one, newest first.
-
-    ``descendant`` is False when the new SHA does not contain the old one: a step backwards or
-    sideways, which reviewers should notice.
-    """
-
-    commits: tuple[CommitLine, ...]
-    descendant: bool
-    truncated: bool = False
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "commits": [c.as_dict() for c in self.commits],
-            "descendant": self.descendant,
-            "truncated": self.truncated,
-        }
-
-
-@dataclass(frozen=True)
-class TargetDiff:
-    """One env/app between two refs of the deploy repo."""
-
-    env: str
-    app: str
-    status: str  # added | changed | removed | unchanged
-    path: str
-    line: int
-    old_sha: str | None
-    new_sha: str | None
-    old_image: str | None
-    new_image: str | None
-    needs_approval: bool
-    approvers: tuple[str, ...] = ()
-    gates: tuple[GateResult, ...] = ()
-    commits: CommitRange | None = None
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.env, self.app)
-
-    @property
-    def gates_ok(self) -> bool:
-        return all(g.passed for g in self.gates)
-
-    @property
-    def warnings(self) -> tuple[str, ...]:
-        if self.commits is not None and not self.commits.descendant and self.old_sha and self.new_sha:
-            return (
-                f"{self.new_sha[:12]} is not a descendant of {self.old_sha[:12]}: this goes backwards "
-                "(or sideways); commits in the old SHA are not in the new one",
-            )
-        return ()
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "env": self.env,
-            "app": self.app,
-            "status": self.status,
-            "path": self.path,
-            "line": self.line,
-            "old_sha": self.old_sha,
-            "new_sha": self.new_sha,
-            "old_image": self.old_image,
-            "new_image": self.new_image,
-            "needs_approval": self.needs_approval,
-            "approvers": list(self.approvers),
-            "gates": [g.as_dict() for g in self.gates],
-            "commits": self.commits.as_dict() if self.commits is not None else None,
-            "warnings": list(self.warnings),
-        }
-
-
-@dataclass(frozen=True)
-class StateDiff:
-    """Everything a pull request to the deploy repo changes, and whether it may be merged."""
-
-    base_ref: str
-    head_ref: str
-    base_commit: str | None
-    head_commit: str | None
-    targets: tuple[TargetDiff, ...]
-    problems: tuple[Problem, ...] = field(default=())  # the head's problems plus failed gates
-
-    @property
-    def ok(self) -> bool:
-        return not any(p.is_error for p in self.problems) and all(t.gates_ok for t in self.targets)
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "ok": self.ok,
-            "base": {"ref": self.base_ref, "commit": self.base_commit},
-            "head": {"ref": self.head_ref, "commit": self.head_commit},
-            "targets": [t.as_dict() for t in self.targets],
-            "problems": [p.as_dict() for p in self.problems],
-        }
-
-
-def diff_states(base: DesiredState, head: DesiredState, *, include_unchanged: bool = False) -> StateDiff:
-    """Compare two desired states per env/app. Approvals come from the head's deployctl.yaml."""
-    old = {t.key: t for t in base.targets}
-    new = {t.key: t for t in head.targets}
-    out: list[TargetDiff] = []
-    for key in sorted(old.keys() | new.keys()):
-        before, after = old.get(key), new.get(key)
-        if before is None:
-            status = ADDED
-        elif after is None:
-            status = REMOVED if key not in head.invalid() else CHANGED
-        elif before.sha != after.sha or before.image != after.image:
-            status = CHANGED
-        else:
-            status = UNCHANGED
-        if status == UNCHANGED and not include_unchanged:
-            continue
-        out.append(_target_diff(key, status, before, after, head))
-    return StateDiff(
-        base_ref=base.ref,
-        head_ref=head.ref,
-        base_commit=base.commit,
-        head_commit=head.commit,
-        targets=tuple(out),
-        problems=head.problems,
-    )
-
-
-def _target_diff(
-    key: tuple[str, str], status: str, before: Target | None, after: Target | None, head: DesiredState
-) -> TargetDiff:
-    env, app = key
-    cfg = head.config.environments.get(env) if head.config is not None else None
-    shown = after or before
-    assert shown is not None
-    return TargetDiff(
-        env=env,
-        app=app,
-        status=status,
-        path=shown.path,
-        line=shown.line,
-        old_sha=before.sha if before else None,
-        new_sha=after.sha if after else None,
-        old_image=before.image if before else None,
-        new_image=after.image if after else None,
-        needs_approval=bool(cfg and (cfg.require_approval or cfg.approvers)),
-        approvers=cfg.approvers if cfg else (),
-    )
-
-
-def with_details(
-    diff: StateDiff,
-    *,
-    gates: Iterable[GateResult] = (),
-    commits: Mapping[tuple[str, str], CommitRange] | None = None,
-) -> StateDiff:
-    """The diff with gate results and commit ranges attached to targets; failed gates become problems."""
-    by_key: dict[tuple[str, str], list[GateResult]] = {}
-    for g in gates:
-        by_key.setdefault((g.env, g.app), []).append(g)
-    commits = commits or {}
-    targets = tuple(
-        replace(t, gates=tuple(by_key.get(t.key, ())), commits=commits.get(t.key, t.commits))
-        for t in diff.targets
-    )
-    failed = tuple(g.problem() for t in targets for g in t.gates if not g.passed)
-    return replace(diff, targets=targets, problems=diff.problems + failed)
 
 
 def commit_ranges(

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
 from deployctl import settings
-from deployctl.app import diff as df
+from deployctl.app.diff import build_diff
+from deployctl.app.promote import promote_apps, rollback_app, workdir
 from deployctl.cli.output import echo_json, output_option, render_table, repo_option
 from deployctl.edges.git import repo as repo_edge
 from deployctl.errors import DeployctlError, InvalidInputError
-from deployctl.reconcile import policy
 from deployctl.rules import codeowners as co
-from deployctl.rules.promote import (
-    PromoteError,
-    Promotion,
-    choose_rollback,
-    deploy_path,
-    note_line,
-    plan_promotions,
-    prepend,
-    ran_shas,
-)
+from deployctl.rules import diff as df
 
 
 class CodeownersOutOfDateError(DeployctlError):
@@ -124,39 +113,6 @@ def render_diff_markdown(d: df.StateDiff) -> list[str]:
     return lines
 
 
-def build_diff(repo: str, base: str, head: str, *, audit_url: str | None = None, check_images: bool = False,
-               strict: bool = False) -> df.StateDiff:
-    """The diff between two refs of the deploy repo, with gate results and app commit ranges
-    (and, with ``check_images``, a problem for every changed target whose image is missing)."""
-    base_state = repo_edge.read_desired_state(repo, ref=base)
-    head_state = repo_edge.read_desired_state(repo, ref=head)
-    d = df.diff_states(base_state, head_state)
-    keys = {t.key for t in d.targets}
-    changed = [t for t in head_state.targets if t.key in keys]
-    store = None
-    if audit_url:
-        from deployctl.edges.audit.url import open_store
-
-        store = open_store(audit_url, create=False)
-    try:
-        gates = policy.gate_results(repo, head_state, base_ref=base_state.commit, store=store, targets=changed)
-    finally:
-        if store is not None:
-            store.close()
-    root = repo_edge.repo_root(repo_edge.open_repository(repo))
-    result = df.with_details(d, gates=gates, commits=df.commit_ranges(root, d, head_state.config))
-    if check_images and changed:
-        from dataclasses import replace
-
-        from deployctl.edges.registry.client import RegistryClient
-        from deployctl.reconcile.artifacts import image_problems
-
-        with RegistryClient() as client:
-            resolutions = client.resolve_many(sorted({t.image for t in changed}))
-        result = replace(result, problems=(*result.problems, *image_problems(changed, resolutions, strict=strict)))
-    return result
-
-
 @click.command()
 @repo_option
 @click.option("--base", required=True, help="The ref the pull request merges into (e.g. origin/main).")
@@ -195,57 +151,6 @@ def diff(repo: str, base: str, head: str, audit_url: str | None, check_images: b
 # -- promote and rollback ---------------------------------------------------------------------------
 
 
-def _workdir(repo: str) -> Path:
-    repository = repo_edge.open_repository(repo)
-    if repository.is_bare or not repository.workdir:
-        raise PromoteError(f"{repo}: a bare repo has no work tree; run this in a clone")
-    return Path(repository.workdir)
-
-
-def _read(root: Path, path: str) -> bytes | None:
-    try:
-        return (root / path).read_bytes()
-    except FileNotFoundError:
-        return None
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _write(repo: str, files: dict[str, bytes], *, commit: bool, message: str) -> str | None:
-    repo_edge.write_worktree_files(repo, files)
-    if not commit:
-        return None
-    return repo_edge.commit_files(repo, files, message=message)
-
-
-def promote_apps(
-    repo: str, apps: Sequence[str] | None, *, from_env: str, to_env: str, message: str | None = None,
-    commit: bool = False, now: datetime | None = None,
-) -> tuple[list[Promotion], str | None]:
-    """Promote (write, and with ``commit`` commit) ``apps`` (None: all that differ). Returns what changed."""
-    root = _workdir(repo)
-    state = repo_edge.read_desired_state(repo, worktree=True)
-    promotions = plan_promotions(state, state, from_env=from_env, to_env=to_env, apps=apps)
-    if not promotions:
-        return [], None
-    name, email = repo_edge.identity(repo)
-    when = now or _now()
-    files: dict[str, bytes] = {}
-    for p in promotions:
-        note = note_line(f"promoted from {from_env}", who=f"{name} <{email}>", when=when, message=message)
-        files[p.path] = prepend(_read(root, p.path), p.new_sha, note)
-    if len(promotions) == 1:
-        p = promotions[0]
-        subject = f"Promote {p.app} from {from_env} to {to_env} ({p.new_sha[:12]})"
-    else:
-        subject = f"Promote {len(promotions)} apps from {from_env} to {to_env}"
-    body = "\n".join(f"- {p.app}: {_short(p.old_sha)} -> {p.new_sha[:12]}" for p in promotions)
-    text = f"{subject}\n\n{body}\n" + (f"\n{message}\n" if message else "")
-    return promotions, _write(repo, files, commit=commit, message=text)
-
-
 @click.command()
 @click.argument("app", required=False)
 @click.option("--from", "from_env", required=True, metavar="ENV", help="Environment whose SHA is promoted.")
@@ -277,32 +182,6 @@ def promote(app: str | None, from_env: str, to_env: str, repo: str, message: str
         click.echo(f"promoted {p.app} to {p.env}: {_short(p.old_sha)} -> {p.new_sha[:12]} ({p.path})")
     if sha is not None:
         click.echo(f"committed {sha[:12]}")
-
-
-def rollback_app(
-    repo: str, app: str, *, env: str, to: str | None = None, steps: int | None = None, force: bool = False,
-    message: str | None = None, commit: bool = False, now: datetime | None = None,
-) -> tuple[Promotion, str | None]:
-    """Deploy an earlier SHA by prepending it to the deploy file (never rewriting history)."""
-    root = _workdir(repo)
-    path = deploy_path(env, app)
-    data = _read(root, path)
-    if data is None:
-        raise PromoteError(f"{path}: no such deploy file in the work tree")
-    history: list[str] = []
-    repository = repo_edge.open_repository(repo)
-    if not repository.head_is_unborn:
-        for version in repo_edge.file_versions(repo, [path], ref="HEAD")[path]:
-            history.extend(ran_shas(version))
-    chosen = choose_rollback(data, path=path, to=to, steps=steps, git_history=history, force=force)
-    current = data.split(None, 1)[0].decode()
-    name, email = repo_edge.identity(repo)
-    note = note_line(f"rollback from {current[:12]}", who=f"{name} <{email}>", when=now or _now(),
-                     message=message)
-    files = {path: prepend(data, chosen, note)}
-    text = f"Roll back {app} in {env} to {chosen[:12]} (from {current[:12]})\n" + (
-        f"\n{message}\n" if message else "")
-    return Promotion(env, app, path, current, chosen), _write(repo, files, commit=commit, message=text)
 
 
 @click.command()
@@ -368,7 +247,7 @@ def codeowners(repo: str, mode: str | None, fmt: str, file_: str | None) -> None
       deployctl codeowners --write
       deployctl codeowners --check --format gitlab
     """
-    root = _workdir(repo)
+    root = workdir(repo)
     state = repo_edge.read_desired_state(repo, worktree=True)
     if state.config is None:
         raise InvalidInputError("deployctl.yaml is missing or invalid; run deployctl validate --worktree")

@@ -14,9 +14,9 @@ import pygit2
 import pytest
 from click.testing import CliRunner
 
+from deployctl.app.promote import promote_apps
 from deployctl.app.run import run_reconcile
 from deployctl.cli import main
-from deployctl.cli.review import promote_apps
 from deployctl.edges.audit.url import open_store
 from deployctl.edges.git.repo import read_desired_state
 from deployctl.reconcile import policy
