@@ -67,6 +67,9 @@ CHROMIUM = Setting("DEPLOYCTL_CHROMIUM", "Chromium or Chrome binary for `timelin
 CACHE = Setting("DEPLOYCTL_CACHE", "Cache directory of the local control plane's binaries (`localcluster`).",
                 "$XDG_CACHE_HOME/deployctl or ~/.cache/deployctl")
 
+COMPLETE = Setting("_DEPLOYCTL_COMPLETE", "Set by the completion scripts (`deployctl completion`) to ask for "
+                   "completions; not for users.")
+
 # Read by the example CI workflows (docs/ci/, `deployctl init --ci`), not by deployctl itself.
 CI_INSTALL = Setting("DEPLOYCTL_INSTALL", "CI workflows: the pip requirement that installs deployctl.",
                      "deployctl[postgres]")
@@ -81,7 +84,7 @@ CI_OVERRIDE_REASON = Setting("DEPLOYCTL_OVERRIDE_REASON", "CI workflows: a freez
 SETTINGS: tuple[Setting, ...] = (
     LOG_LEVEL, AUDIT, ALLOW_NAMESPACES, SETTINGS_FILE, MIRROR_DIR, GIT_TOKEN, GIT_USERNAME, GIT_SSH_KEY,
     GIT_SSH_PASSPHRASE, WEBHOOK_SECRET, WEBHOOK_SECRET_FILE, ALLOWED_SIGNERS, GPG_HOME, REGISTRY_USERNAME,
-    REGISTRY_PASSWORD, REGISTRY_HOST, CHROMIUM, CACHE, CI_INSTALL, CI_NOTE_TOKEN, CI_ALLOWED_SIGNERS_DATA,
+    REGISTRY_PASSWORD, REGISTRY_HOST, CHROMIUM, CACHE, COMPLETE, CI_INSTALL, CI_NOTE_TOKEN, CI_ALLOWED_SIGNERS_DATA,
     CI_OVERRIDE_REASON,
 )
 
