@@ -33,6 +33,8 @@ COMMANDS: dict[str, str] = {
     "rollback": "deployctl.cli.review:rollback",
     "codeowners": "deployctl.cli.review:codeowners",
     "watch": "deployctl.cli.watch:watch",
+    "suspend": "deployctl.cli.suspend:suspend",
+    "resume": "deployctl.cli.suspend:resume",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,22 +19,29 @@ HEADERS = ("ENV", "APP", "DESIRED", "LIVE", "IN SYNC", "HEALTH", "DETAIL")
 def status_document(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,
                     context: str | None, allowed_namespaces: tuple[str, ...]) -> tuple[dict[str, Any], Any]:
     """One observation: the machine-readable document (the table's rows are built from it) and the state."""
+    from deployctl.model.workload import suspension
     from deployctl.rules.plan import Action
 
     desired, result, refused = _observed_plan(repo, ref, envs, apps, kubeconfig, context, allowed_namespaces)
     docs = []
     for c in result.changes:
-        in_sync = c.action is Action.IN_SYNC
+        in_sync = c.action is Action.IN_SYNC or (c.action is Action.SUSPENDED and c.live_images != ()
+                                                 and all(i == c.desired_image for i in c.live_images))
+        held = suspension(c.workloads)
         docs.append({"env": c.env, "app": c.app, "desired_sha": c.new_sha,
                      "live_sha": c.old_sha if c.workloads else None, "in_sync": in_sync,
                      "action": str(c.action), "health": str(c.health.health) if c.health else "-",
-                     "message": c.health.message if c.health else c.reason})
+                     "message": c.reason if held or not c.health else c.health.message,
+                     "suspended": asdict(held) if held else None})
     return {"deploy_commit": desired.commit, "apps": docs, "refused": dict(refused)}, desired
 
 
 def _row(d: dict[str, Any]) -> tuple[str, ...]:
-    return (d["env"], d["app"], _short(d["desired_sha"]), _short(d["live_sha"]),
-            "yes" if d["in_sync"] else d["action"], d["health"], d["message"] or "")
+    sync = "yes" if d["in_sync"] else d["action"]
+    if d.get("suspended"):
+        sync = f"{sync} (suspended)" if d["in_sync"] else "suspended"
+    return (d["env"], d["app"], _short(d["desired_sha"]), _short(d["live_sha"]), sync, d["health"],
+            d["message"] or "")
 
 
 def render_status(doc: dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from deployctl.errors import DeployctlError, InvalidInputError
 
 TRIGGERS = ("ci", "watch", "webhook", "drift", "manual")
-RESULTS = ("succeeded", "failed", "blocked", "drift-corrected", "interrupted", "refused")
+RESULTS = ("succeeded", "failed", "blocked", "drift-corrected", "interrupted", "refused", "suspended", "resumed")
 STARTED = "started"
 """The result of an attempt that has no outcome yet (running, or its process died)."""
 

@@ -51,6 +51,7 @@ BLOCKED = "blocked"
 MISSING = "missing"
 INVALID = "invalid"
 REFUSED = "refused"
+SUSPENDED = "suspended"
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -356,6 +357,8 @@ class Reconciler:
                 self._finish(run, INVALID, change.reason, record=False)
             elif change.action is Action.MISSING:
                 self._finish(run, MISSING, change.reason, record=False)
+            elif change.action is Action.SUSPENDED:  # `deployctl suspend`: left alone, said so
+                self._finish(run, SUSPENDED, change.reason, record=False)
             elif change.action is Action.BLOCKED:
                 self._finish(run, BLOCKED, change.reason, record=True)
             elif change.action is Action.IN_SYNC:

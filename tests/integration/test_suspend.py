@@ -1,0 +1,96 @@
+"""suspend/resume, plan --exit-code and status (--watch, -o yaml) on the real control plane."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from deployctl.cli import main
+from deployctl.edges.audit.url import open_store
+from tests.integration.test_reconcile import IMAGE, config, deploy_files, image_of, sha
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def setup(cluster, namespace, make_repo, tmp_path):
+    for app in ("api", "web"):
+        cluster.deployment(namespace, app, image=f"{IMAGE}/{app}:initial")
+    repo = make_repo()
+    shas = {app: sha(f"{app}-1") for app in ("api", "web")}
+    repo.commit({"deployctl.yaml": config({"staging": namespace}, {"api": [], "web": []}),
+                 **deploy_files("staging", shas)}, message="First deploy")
+    base = ["--repo", str(repo.path), "--kubeconfig", cluster.kubeconfig]
+    return repo, shas, base, f"sqlite://{tmp_path}/audit.db"
+
+
+def cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.stdout
+
+
+def test_suspended_app_is_left_alone_shown_by_status_and_recorded(cluster, namespace, setup):
+    repo, shas, base, audit = setup
+    code, out = cli("suspend", *base, "--env", "staging", "--app", "web", "--reason", "INC-42 debugging",
+                    "--audit", audit, "-o", "json")
+    assert code == 0, out
+    [done] = json.loads(out)
+    assert (done["app"], done["result"], done["changed"]) == ("web", "suspended", True)
+    ann = cluster.read_deployment(namespace, "web").metadata.annotations
+    assert ann["deployctl.dev/suspended"] == "true" and ann["deployctl.dev/suspended-reason"] == "INC-42 debugging"
+
+    code, out = cli("reconcile", *base, "--timeout", "1m", "--no-audit")
+    assert code == 0, out
+    assert "suspended" in next(line for line in out.splitlines() if line.startswith("staging  web"))
+    assert image_of(cluster, namespace, "web") == f"{IMAGE}/web:initial"  # left alone
+    assert image_of(cluster, namespace, "api") == f"{IMAGE}/api:{shas['api']}"
+
+    code, out = cli("status", *base, "-o", "yaml")
+    web = next(d for d in yaml.safe_load(out)["apps"] if d["app"] == "web")
+    assert web["action"] == "suspended" and web["suspended"]["reason"] == "INC-42 debugging"
+    assert "INC-42 debugging" in cli("status", *base)[1]
+
+    code, out = cli("resume", *base, "--env", "staging", "--app", "web", "--audit", audit)
+    assert code == 0 and "resumed" in out
+    assert "deployctl.dev/suspended" not in (cluster.read_deployment(namespace, "web").metadata.annotations or {})
+    assert cli("reconcile", *base, "--timeout", "1m", "--no-audit")[0] == 0
+    assert image_of(cluster, namespace, "web") == f"{IMAGE}/web:{shas['web']}"
+
+    store = open_store(audit, create=False)
+    try:
+        records = store.query(app="web")
+    finally:
+        store.close()
+    assert [r.result for r in records] == ["resumed", "suspended"]
+    assert "INC-42 debugging" in (records[1].error or "")
+
+
+def test_suspend_names_a_missing_app_and_changes_nothing(cluster, namespace, setup):
+    _, _, base, audit = setup
+    result = CliRunner().invoke(main, ["suspend", *base, "--env", "staging", "--app", "nope", "--reason", "x",
+                                       "--audit", audit])
+    assert result.exit_code == 2 and "deployctl.dev/app=nope" in result.output
+
+
+def test_plan_exit_code_is_2_with_changes_and_0_when_in_sync(cluster, namespace, setup):
+    _, _, base, _ = setup
+    assert cli("plan", *base)[0] == 0
+    code, out = cli("plan", *base, "--exit-code", "-o", "json")
+    assert code == 2 and json.loads(out)["counts"] == {"update": 2}
+    assert cli("reconcile", *base, "--timeout", "1m", "--no-audit")[0] == 0
+    assert cli("plan", *base, "--exit-code")[0] == 0
+    as_json, as_yaml = cli("plan", *base, "-o", "json")[1], cli("plan", *base, "-o", "yaml")[1]
+    assert json.loads(as_json) == yaml.safe_load(as_yaml)
+
+
+def test_status_watch_prints_a_line_per_change_when_not_a_terminal(cluster, namespace, setup):
+    _, _, base, _ = setup
+    code, out = cli("status", *base, "--watch", "--interval", "0.2", "--watch-count", "2")
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 2 and all(" in-sync update " in line for line in lines)  # unchanged: not repeated
+    assert {line.split()[1] for line in lines} == {"staging/api:", "staging/web:"}
