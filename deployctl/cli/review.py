@@ -25,6 +25,7 @@ from deployctl.edges.git import repo as repo_edge
 from deployctl.errors import DeployctlError, InvalidInputError
 from deployctl.reconcile import policy
 from deployctl.rules import codeowners as co
+from deployctl.rules.freeze import ActiveFreeze, frozen_environments
 from deployctl.rules.promote import (
     PromoteError,
     Promotion,
@@ -195,12 +196,23 @@ def diff(repo: str, base: str, head: str, audit_url: str | None, check_images: b
       deployctl diff --base origin/main --exit-code -o json --out diff.json
     """
     result = build_diff(repo, base, head, audit_url=audit_url, check_images=check_images, strict=strict)
-    if not output.data(result.as_dict()):
-        output.lines((render_diff_markdown if output.format == MARKDOWN else render_diff_text)(result))
+    frozen = _freezes(repo, head, {t.env for t in result.targets})
+    if not output.data({**result.as_dict(), "freezes": {env: f.as_dict() for env, f in frozen.items()}}):
+        lines = (render_diff_markdown if output.format == MARKDOWN else render_diff_text)(result)
+        output.lines([*lines, *(f"{'- ' if output.format == MARKDOWN else ''}freeze: {f.notice()}"
+                                for f in frozen.values())])
     if not result.ok:
         click.get_current_context().exit(1)
     if exit_code and result.targets:
         click.get_current_context().exit(2)
+
+
+def _freezes(repo: str, head: str, envs: set[str]) -> dict[str, ActiveFreeze]:
+    """The freezes covering the changed environments now (head's deployctl.yaml): when each one ends."""
+    config = repo_edge.read_desired_state(repo, ref=head).config
+    if config is None or not envs:
+        return {}
+    return {env: f for env, f in frozen_environments(config, datetime.now(UTC)).items() if env in envs}
 
 
 # -- promote and rollback ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ def status_document(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str,
                     context: str | None, allowed_namespaces: tuple[str, ...]) -> tuple[dict[str, Any], Any]:
     """One observation: the machine-readable document (the table's rows are built from it) and the state."""
     from deployctl.model.workload import suspension
+    from deployctl.rules.freeze import frozen_environments
     from deployctl.rules.plan import Action
 
     desired, result, refused = _observed_plan(repo, ref, envs, apps, kubeconfig, context, allowed_namespaces)
@@ -33,7 +34,9 @@ def status_document(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str,
                      "action": str(c.action), "health": str(c.health.health) if c.health else "-",
                      "message": c.reason if held or not c.health else c.health.message,
                      "suspended": asdict(held) if held else None})
-    return {"deploy_commit": desired.commit, "apps": docs, "refused": dict(refused)}, desired
+    frozen = frozen_environments(desired.config, datetime.now(UTC)) if desired.config else {}
+    freezes = {env: f.as_dict() for env, f in frozen.items() if env in {c.env for c in result.changes}}
+    return {"deploy_commit": desired.commit, "apps": docs, "refused": dict(refused), "freezes": freezes}, desired
 
 
 def _row(d: dict[str, Any]) -> tuple[str, ...]:
@@ -45,7 +48,9 @@ def _row(d: dict[str, Any]) -> tuple[str, ...]:
 
 
 def render_status(doc: dict[str, Any]) -> str:
-    return render_table(HEADERS, [_row(d) for d in doc["apps"]])
+    notes = [f"freeze: {f['env']} is frozen until {f['until']} ({f['reason']}; {f['rule']})"
+             for f in doc.get("freezes", {}).values()]
+    return "\n".join([render_table(HEADERS, [_row(d) for d in doc["apps"]]), *notes])
 
 
 def changed_lines(before: dict[str, Any] | None, after: dict[str, Any], *, now: datetime) -> list[str]:

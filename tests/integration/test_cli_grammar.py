@@ -156,3 +156,23 @@ def test_diff_exit_code_tells_ci_whether_there_are_changes(shop: Shop) -> None: 
     assert changed.exit_code == 2 and "staging" in changed.output
     shop.deploy.commit({"environments/staging/api.deploy": "not-a-sha\n"}, message="Broken")
     assert CliRunner().invoke(main, ["diff", "--repo", shop.path, "--base", base, "--exit-code"]).exit_code == 1
+
+
+def test_diff_says_when_the_freeze_of_a_changed_environment_ends(shop: Shop) -> None:  # noqa: F811
+    from tests.integration.test_review_cli import CONFIG
+
+    frozen = CONFIG.replace("    approvers: [\"@shop/release-managers\"]\n", "    approvers: [\"@shop/release-managers\"]\n"
+                            "    freeze:\n      - {start: 2000-01-01, end: 2100-01-01, reason: Long freeze}\n")
+    assert frozen != CONFIG
+    base = shop.deploy.head
+    shop.deploy.commit({"deployctl.yaml": frozen, "environments/production/api.deploy": f"{'3' * 40}\n"},
+                       message="Deploy api to production")
+    code, out = _run_diff(shop.path, base)
+    assert "freeze: production is frozen until 2100-01-01T00:00Z (Long freeze; deployctl.yaml:" in out
+    as_json = json.loads(_run_diff(shop.path, base, "-o", "json")[1])
+    assert as_json["freezes"]["production"]["until"] == "2100-01-01T00:00Z"
+
+
+def _run_diff(repo: str, base: str, *extra: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["diff", "--repo", repo, "--base", base, *extra])
+    return result.exit_code, result.stdout

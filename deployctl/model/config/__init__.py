@@ -24,6 +24,7 @@ from deployctl.model.config.values import (
     Config,
     EnvironmentConfig,
     FreezeWindow,
+    RecurringFreeze,
     dns_label_problem,
     find_cycle,
     is_dns_label,
@@ -33,6 +34,6 @@ from deployctl.model.config.values import (
 __all__ = [
     "APPROVER", "APP_KEYS", "CONFIG_PATH", "CONFIG_VERSION", "DNS_LABEL", "ENV_KEYS", "FREEZE_KEYS",
     "IMAGE_REPOSITORY", "IMAGE_TAG", "MAX_CONFIG_BYTES", "MAX_YAML_DEPTH", "PIN_MODES", "TOP_KEYS",
-    "AppConfig", "Config", "EnvironmentConfig", "FreezeWindow", "decode_text", "dns_label_problem",
+    "AppConfig", "Config", "EnvironmentConfig", "FreezeWindow", "RecurringFreeze", "decode_text", "dns_label_problem",
     "find_cycle", "is_dns_label", "load_config", "show",
 ]
