@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "completion": "deployctl.cli.completion:completion",
     "localcluster": "deployctl.cli.localcluster:localcluster",
     "validate": "deployctl.cli.validate:validate",
+    "schema": "deployctl.cli.schema:schema",
     "plan": "deployctl.cli.reconcile:plan",
     "reconcile": "deployctl.cli.reconcile:reconcile",
     "status": "deployctl.cli.status:status",

@@ -30,6 +30,31 @@ def render_text(state: DesiredState) -> list[str]:
     return lines
 
 
+def with_schema_problems(repo: str, state: DesiredState, *, ref: str, worktree: bool) -> DesiredState:
+    """The state with deployctl.yaml also checked against the JSON Schema (only when the loader found no
+    error in it: the schema is a cross-check that editors and validate agree, not a second report)."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from deployctl.edges.git.repo import read_file_at, repo_root
+    from deployctl.model.config import CONFIG_PATH, MAX_CONFIG_BYTES
+    from deployctl.model.config.schema import schema_problems
+
+    if state.config is None or any(p.is_error and p.path == CONFIG_PATH for p in state.problems):
+        return state
+    if worktree:
+        from deployctl.edges.git.repo import open_repository
+
+        path = Path(repo_root(open_repository(repo))) / CONFIG_PATH
+        data: bytes | None = path.read_bytes()[: MAX_CONFIG_BYTES + 1] if path.is_file() else None
+    else:
+        data = read_file_at(repo, CONFIG_PATH, ref=ref)
+    if data is None:
+        return state
+    extra = schema_problems(data)
+    return replace(state, problems=state.problems + tuple(extra)) if extra else state
+
+
 @click.command()
 @repo_option
 @click.option("--ref", default=None, shell_complete=complete_ref, help="Branch, tag or commit to read (default: HEAD).")
@@ -68,6 +93,7 @@ def validate(repo: str, ref: str | None, worktree: bool, gates: bool, check_imag
 
         with RegistryClient() as client:
             state = check(state, client, strict=strict)
+    state = with_schema_problems(repo, state, ref=ref or "HEAD", worktree=worktree)
     if gates:
         from deployctl.reconcile.policy import with_gate_problems
 

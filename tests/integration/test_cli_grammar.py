@@ -124,6 +124,7 @@ def invocations(shop: Shop, audit: str, tmp_path: Path) -> dict[str, Callable[[]
         "notify drain": fixed("notify", "drain", "--audit", audit, "--max-wait", "0"),
         "timeline": fixed("timeline", "--audit", audit, "--out", str(tmp_path / "t.html")),
         "localcluster status": fixed("localcluster", "status", "--dir", str(tmp_path / "nothing")),
+        "schema": fixed("schema"),
     }
 
 

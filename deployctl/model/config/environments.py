@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from deployctl.model.config.fields import ENV_KEYS
 from deployctl.model.config.freeze import read_freeze
 from deployctl.model.config.strict_yaml import Reader, Who, node_line
 from deployctl.model.config.values import (
     APPROVER,
-    ENV_KEYS,
     EnvironmentConfig,
     FreezeWindow,
     RecurringFreeze,

@@ -11,8 +11,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from croniter import croniter
 
+from deployctl.model.config.fields import FREEZE_KEYS
 from deployctl.model.config.strict_yaml import Reader
-from deployctl.model.config.values import FREEZE_KEYS, FreezeWindow, RecurringFreeze, show
+from deployctl.model.config.values import FreezeWindow, RecurringFreeze, show
 from deployctl.model.duration import DurationError, parse_duration
 
 _DAY_TIME = re.compile(r"(?:([A-Za-z]+)\s+)?([0-9]{1,2}):([0-9]{2})")

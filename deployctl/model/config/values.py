@@ -24,10 +24,6 @@ APPROVER = re.compile(
 )
 PIN_MODES = ("digest", "tag")
 
-TOP_KEYS = ("version", "apps", "environments")
-APP_KEYS = ("image", "tag", "container", "source", "depends_on", "pin")
-ENV_KEYS = ("namespace", "context", "requires", "approvers", "require_approval", "freeze")
-FREEZE_KEYS = ("start", "end", "reason", "weekly", "cron", "duration", "from", "until", "timezone")
 
 def is_dns_label(name: str) -> bool:
     """A Kubernetes DNS-1123 label: lowercase alphanumerics and '-', 1-63 chars, alphanumeric at both ends."""
