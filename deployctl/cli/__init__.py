@@ -19,6 +19,7 @@ from deployctl.log import configure_logging
 # command name -> "module:attribute". A module that does not exist yet is simply not listed.
 COMMANDS: dict[str, str] = {
     "completion": "deployctl.cli.completion:completion",
+    "init": "deployctl.cli.init:init",
     "localcluster": "deployctl.cli.localcluster:localcluster",
     "validate": "deployctl.cli.validate:validate",
     "schema": "deployctl.cli.schema:schema",

@@ -89,8 +89,12 @@ def test_plan_exit_code_is_2_with_changes_and_0_when_in_sync(cluster, namespace,
 
 def test_status_watch_prints_a_line_per_change_when_not_a_terminal(cluster, namespace, setup):
     _, _, base, _ = setup
-    code, out = cli("status", *base, "--watch", "--interval", "0.2", "--watch-count", "2")
+    code, out = cli("status", *base, "--watch", "--interval", "0.2", "--watch-count", "4")
     assert code == 0
-    lines = out.splitlines()
-    assert len(lines) == 2 and all(" in-sync update " in line for line in lines)  # unchanged: not repeated
-    assert {line.split()[1] for line in lines} == {"staging/api:", "staging/web:"}
+    lines = [line.split(" ", 1)[1] for line in out.splitlines()]  # without the time stamp
+    assert [line.split()[0] for line in lines[:2]] == ["staging/api:", "staging/web:"]  # all at first
+    assert all(" in-sync update " in line for line in lines)
+    for app in ("api", "web"):  # then a line only when something changed (e.g. the rollout became healthy)
+        mine = [line for line in lines if line.startswith(f"staging/{app}:")]
+        assert all(a != b for a, b in zip(mine, mine[1:], strict=False)), mine
+    assert len(lines) < 8

@@ -568,3 +568,13 @@ def reference_names(repo: str | Path) -> list[str]:
             if full.startswith(prefix):
                 names.append(full[len(prefix) :])
     return sorted(set(names))
+
+
+def ensure_repository(path: str | Path) -> bool:
+    """Make ``path`` a git repository (with a work tree) unless it is one; True when one was created."""
+    try:
+        open_repository(path)
+        return False
+    except RepoError:
+        pygit2.init_repository(str(path), bare=False, initial_head="main")
+        return True
