@@ -59,9 +59,9 @@ REGISTRY_USERNAME = Setting("DEPLOYCTL_REGISTRY_USERNAME", "Registry user for ev
                             "credentials (checked after ~/.docker/config.json).")
 REGISTRY_PASSWORD = Setting("DEPLOYCTL_REGISTRY_PASSWORD", "Password or token for DEPLOYCTL_REGISTRY_USERNAME.",
                             secret=True)
-REGISTRY_HOST = Setting("DEPLOYCTL_REGISTRY_", "DEPLOYCTL_REGISTRY_<HOST>_USERNAME and _PASSWORD: credentials "
-                        "for one registry; <HOST> is the host upper-cased with every other character as '_' "
-                        "(reg.example.com:5000 -> REG_EXAMPLE_COM_5000).", secret=True, family=True)
+REGISTRY_HOST = Setting("DEPLOYCTL_REGISTRY_", "Credentials for one registry; `<HOST>` is the host upper-cased "
+                        "with every other character as `_` (`reg.example.com:5000` -> `REG_EXAMPLE_COM_5000`).",
+                        secret=True, family=True)
 CHROMIUM = Setting("DEPLOYCTL_CHROMIUM", "Chromium or Chrome binary for `timeline --out deploys.png`.",
                    "the first chromium/chrome on the PATH")
 CACHE = Setting("DEPLOYCTL_CACHE", "Cache directory of the local control plane's binaries (`localcluster`).",

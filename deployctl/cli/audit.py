@@ -15,9 +15,10 @@ import click
 from deployctl import settings
 from deployctl.cli.completion import app_option, env_option
 from deployctl.cli.output import JSON, TABLE, YAML, Duration, Output, output_options, render_table
-from deployctl.edges.audit.url import AUDIT_ENV, default_audit_url, open_store
+from deployctl.edges.audit.url import AUDIT_ENV, open_store
 from deployctl.errors import InvalidInputError
 from deployctl.model.audit import EVENT_FIELDS, AuditRecord, AuditStore, parse_when, record_to_event
+from deployctl.settings import AUDIT
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,7 +40,7 @@ def audit_option(f: F) -> F:
         default=None,
         metavar="URL",
         help="Audit store: sqlite:///path/audit.db or postgresql://... "
-        f"[default: ${AUDIT_ENV}, else {default_audit_url()}]",
+        f"[default: ${AUDIT_ENV}, else sqlite://$XDG_STATE_HOME/deployctl/audit.db, i.e. {AUDIT.default}]",
     )(f)
 
 
