@@ -31,7 +31,8 @@ class Scaffold:
     next_commands: tuple[str, ...]
 
 
-def config_text(envs: Sequence[str], apps: Sequence[str], *, registry: str, approvers: Sequence[str]) -> str:
+def config_text(envs: Sequence[str], apps: Sequence[str], *, registry: str, approvers: Sequence[str],
+                namespaces: Mapping[str, str] | None = None) -> str:
     """deployctl.yaml for a new repo: every default written out as a comment next to the key."""
     lines = [
         f"# yaml-language-server: $schema={SCHEMA_PATH}",
@@ -54,7 +55,8 @@ def config_text(envs: Sequence[str], apps: Sequence[str], *, registry: str, appr
         ]
     lines += ["", "environments:" + ("" if envs else " {}")]
     for i, env in enumerate(envs):
-        lines += [f"  {env}:", f"    namespace: {env}    # the Kubernetes namespace", "    # context: my-cluster   # "
+        namespace = (namespaces or {}).get(env, env)
+        lines += [f"  {env}:", f"    namespace: {namespace}    # the Kubernetes namespace", "    # context: my-cluster   # "
                   "kubeconfig context [default: the current one]"]
         lines.append(f"    requires: [{envs[i - 1]}]   # a SHA runs here only after it ran there" if i
                      else "    # requires: []")
@@ -69,14 +71,18 @@ def config_text(envs: Sequence[str], apps: Sequence[str], *, registry: str, appr
 
 
 def plan_scaffold(*, envs: Sequence[str], apps: Sequence[str], registry: str, approvers: Sequence[str],
-                  ci: str | None, repo_arg: str) -> Scaffold:
+                  ci: str | None, repo_arg: str, namespaces: Mapping[str, str] | None = None) -> Scaffold:
     """What init writes (pure): the files and the three commands to run next."""
     for kind, names in (("environment", envs), ("app", apps)):
         for name in names:
             why = dns_label_problem(name)
             if why is not None:
                 raise ScaffoldError(f"{kind} name {name!r} {why} (it must be a Kubernetes DNS-1123 label)")
-    text = config_text(envs, apps, registry=registry, approvers=approvers)
+    unknown = sorted(set(namespaces or {}) - set(envs))
+    if unknown:
+        raise ScaffoldError(f"--namespace names {', '.join(unknown)}, which is not one of the environments "
+                            f"({', '.join(envs)})")
+    text = config_text(envs, apps, registry=registry, approvers=approvers, namespaces=namespaces)
     config, problems = load_config(text.encode())
     errors = [p for p in problems if p.is_error]
     if config is None or errors:

@@ -14,6 +14,8 @@ from deployctl.settings import split_names
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
 @click.option("--env", "envs", multiple=True, metavar="ENV",
               help="An environment, in promotion order (repeatable or comma-separated) [default: staging,production].")
+@click.option("--namespace", "namespaces", multiple=True, metavar="ENV=NS",
+              help="The Kubernetes namespace of an environment (repeatable) [default: the environment's name].")
 @click.option("--app", "apps", multiple=True, metavar="APP", help="An app (repeatable or comma-separated).")
 @click.option("--registry", default="registry.example.com/shop", show_default=True,
               help="Image repository prefix: each app's image is REGISTRY/<app>.")
@@ -23,7 +25,7 @@ from deployctl.settings import split_names
               help="Also write the CI workflow (and CODEOWNERS in that forge's syntax).")
 @click.option("--force", is_flag=True, help="Overwrite files that exist with other content.")
 @output_options(TABLE, JSON, YAML)
-def init(directory: str, envs: tuple[str, ...], apps: tuple[str, ...], registry: str,
+def init(directory: str, envs: tuple[str, ...], namespaces: tuple[str, ...], apps: tuple[str, ...], registry: str,
          approvers: tuple[str, ...], ci: str | None, force: bool, output: Output) -> None:
     """Scaffold a deploy repo: deployctl.yaml, environments/<env>/, CODEOWNERS and CI.
 
@@ -34,14 +36,22 @@ def init(directory: str, envs: tuple[str, ...], apps: tuple[str, ...], registry:
 
     \b
     Example:
-      deployctl init --env staging --env production --app checkout --ci github --approver @shop/release
+      deployctl init --env staging --env production --namespace staging=shop-staging \\
+          --app checkout --ci github --approver @shop/release
     """
     from deployctl.app.scaffold import plan_scaffold, write_scaffold
     from deployctl.edges.git.repo import ensure_repository
 
     env_names = split_names(envs) or ["staging", "production"]
+    by_env: dict[str, str] = {}
+    for item in split_names(namespaces):
+        env, sep, ns = item.partition("=")
+        if not sep or not env or not ns:
+            raise click.BadParameter(f"{item!r}: write ENV=NAMESPACE, e.g. staging=shop-staging",
+                                     param_hint="'--namespace'")
+        by_env[env] = ns
     scaffold = plan_scaffold(envs=env_names, apps=split_names(apps), registry=registry.rstrip("/"),
-                             approvers=split_names(approvers), ci=ci, repo_arg=directory)
+                             approvers=split_names(approvers), ci=ci, repo_arg=directory, namespaces=by_env)
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     written = write_scaffold(root, scaffold, force=force)
