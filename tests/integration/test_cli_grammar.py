@@ -177,3 +177,16 @@ def test_diff_says_when_the_freeze_of_a_changed_environment_ends(shop: Shop) -> 
 def _run_diff(repo: str, base: str, *extra: str) -> tuple[int, str]:
     result = CliRunner().invoke(main, ["diff", "--repo", repo, "--base", base, *extra])
     return result.exit_code, result.stdout
+
+
+def test_the_documented_fields_are_the_ones_printed(invocations: dict[str, Callable[[], list[str]]]) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "config.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip(): line.split("|")[2] for line in doc.splitlines()
+            if line.strip().startswith("| `") and line.count("|") >= 3}
+    for name, make in invocations.items():
+        data = json.loads(_run([*make(), "-o", "json"]))
+        row = next((fields for cmd, fields in rows.items() if f"`{name}`" in cmd), None)
+        assert row is not None, f"docs/config.md documents no fields for {name}"
+        if isinstance(data, dict) and name != "schema":
+            undocumented = [k for k in data if f"`{k}`" not in row]
+            assert undocumented == [], name

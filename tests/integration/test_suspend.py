@@ -98,3 +98,17 @@ def test_status_watch_prints_a_line_per_change_when_not_a_terminal(cluster, name
         mine = [line for line in lines if line.startswith(f"staging/{app}:")]
         assert all(a != b for a, b in zip(mine, mine[1:], strict=False)), mine
     assert len(lines) < 8
+
+
+def test_status_says_when_the_current_freeze_ends(cluster, namespace, make_repo):
+    cluster.deployment(namespace, "api", image=f"{IMAGE}/api:initial")
+    repo = make_repo("frozen")
+    text = config({"staging": namespace}, {"api": []}) + \
+        "    freeze:\n      - {from: '00:00', until: '23:59', timezone: UTC, reason: Always}\n" \
+        "      - {start: 2000-01-01, end: 2100-01-01, reason: Long freeze}\n"
+    repo.commit({"deployctl.yaml": text, **deploy_files("staging", {"api": sha("api-1")})}, message="frozen")
+    base = ["--repo", str(repo.path), "--kubeconfig", cluster.kubeconfig]
+    doc = json.loads(cli("status", *base, "-o", "json")[1])
+    assert doc["freezes"]["staging"]["until"] == "2100-01-01T00:00Z"
+    assert doc["freezes"]["staging"]["rule"] == "environments.staging.freeze[1]"
+    assert "freeze: staging is frozen until 2100-01-01T00:00Z (Long freeze;" in cli("status", *base)[1]
