@@ -39,9 +39,9 @@ DAY_TIME = {"type": "string", "pattern": r"^\s*(?:[A-Za-z]{3,9}\s+)?[0-9]{1,2}:[
 
 TOP = (
     Key("version", {"const": 1}, "Schema version; must be 1.", required=True),
-    Key("apps", {"type": ["object", "null"]}, "App name (a DNS-1123 label, the <app> of deploy file names) "
+    Key("apps", {"type": "object"}, "App name (a DNS-1123 label, the <app> of deploy file names) "
         "-> its settings.", required=True),
-    Key("environments", {"type": ["object", "null"]}, "Environment name (a DNS-1123 label, the <env> folder "
+    Key("environments", {"type": "object"}, "Environment name (a DNS-1123 label, the <env> folder "
         "under environments/) -> its settings.", required=True),
 )
 APP = (
