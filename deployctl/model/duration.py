@@ -14,6 +14,8 @@ import durationpy
 EXAMPLE = "90s, 10m, 1h30m, 2d or 300 (seconds)"
 _BARE = re.compile(r"\d+(?:\.\d+)?")
 _DAYS = re.compile(r"(\d+(?:\.\d+)?)([dw])(?![a-z])")
+# Go's units plus days and weeks; durationpy would also take "y", which Go and Kubernetes do not.
+_GRAMMAR = re.compile(r"(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h|d|w))+")
 
 
 class DurationError(ValueError):
@@ -24,6 +26,8 @@ def parse_duration(text: str, *, what: str = "duration", allow_zero: bool = Fals
     """``text`` as a timedelta; ``what`` names the option or field in the error (e.g. ``--timeout``)."""
     cleaned = text.strip()
     try:
+        if not _BARE.fullmatch(cleaned) and not _GRAMMAR.fullmatch(cleaned):
+            raise ValueError(cleaned)
         if _BARE.fullmatch(cleaned):
             value = timedelta(seconds=float(cleaned))
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -113,6 +114,10 @@ def invocations(shop: Shop, audit: str, tmp_path: Path) -> dict[str, Callable[[]
             return list(args)
         return make
 
+    def fresh_init() -> list[str]:
+        shutil.rmtree(tmp_path / "init", ignore_errors=True)
+        return ["init", str(tmp_path / "init"), "--app", "web", "--ci", "gitlab"]
+
     return {
         "validate": fixed("validate", "--repo", shop.path),
         "diff": fixed("diff", "--repo", shop.path, "--base", "HEAD", "--head", "HEAD"),
@@ -125,6 +130,7 @@ def invocations(shop: Shop, audit: str, tmp_path: Path) -> dict[str, Callable[[]
         "timeline": fixed("timeline", "--audit", audit, "--out", str(tmp_path / "t.html")),
         "localcluster status": fixed("localcluster", "status", "--dir", str(tmp_path / "nothing")),
         "schema": fixed("schema"),
+        "init": fresh_init,
     }
 
 
