@@ -83,10 +83,11 @@ EXIT_CHANGES = 2  # --exit-code: there is something to do (like terraform plan -
 
 
 def plan_has_changes(plan: Plan) -> bool:
-    """Whether a reconcile of this plan would change anything (an update, drift, a missing workload...)."""
+    """Whether the live state differs from the plan's desired state (an update, drift, a missing or blocked
+    app); suspended apps are left alone on purpose, so they are no change."""
     from deployctl.rules.plan import Action
 
-    return any(c.action is not Action.IN_SYNC for c in plan.changes)
+    return any(c.action not in (Action.IN_SYNC, Action.SUSPENDED) for c in plan.changes)
 
 
 exit_code_option = click.option(
@@ -119,10 +120,11 @@ def plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kube
         for reason in refused.values():
             click.echo(f"refused: {reason}", err=True)
         output.write(render_plan(result))
-    if refused or not desired.ok:
+    failed = bool(refused) or not desired.ok
+    if exit_code:
+        sys.exit(1 if failed else (EXIT_CHANGES if plan_has_changes(result) else 0))
+    if failed:
         sys.exit(rec.EXIT_INVALID)
-    if exit_code and plan_has_changes(result):
-        sys.exit(EXIT_CHANGES)
 
 
 def _observed_plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,

@@ -85,6 +85,10 @@ def test_plan_exit_code_is_2_with_changes_and_0_when_in_sync(cluster, namespace,
     assert cli("plan", *base, "--exit-code")[0] == 0
     as_json, as_yaml = cli("plan", *base, "-o", "json")[1], cli("plan", *base, "-o", "yaml")[1]
     assert json.loads(as_json) == yaml.safe_load(as_yaml)
+    repo = setup[0]
+    repo.commit({"environments/staging/web.deploy": "not-a-sha\n"}, message="broken")
+    assert cli("plan", *base)[0] == 2  # invalid input, as before
+    assert cli("plan", *base, "--exit-code")[0] == 1  # with --exit-code: 1 is an error, 2 means changes
 
 
 def test_status_watch_prints_a_line_per_change_when_not_a_terminal(cluster, namespace, setup):
