@@ -78,7 +78,6 @@ def test_commands_envs_apps_refs_and_contexts_complete(repo: str, tmp_path: Path
     kubeconfig.write_text(KUBECONFIG)
     assert complete(["deployctl", "plan", "--kubeconfig", str(kubeconfig), "--context", "prod"]) == \
         ["prod-eu", "prod-us"]
-    assert "-o" in complete(["deployctl", "plan", "-"]) or "--output" in complete(["deployctl", "plan", "--"])
     assert complete(["deployctl", "plan", "-o", ""]) == ["table", "json", "yaml"]
 
 

@@ -116,3 +116,28 @@ def test_status_says_when_the_current_freeze_ends(cluster, namespace, make_repo)
     assert doc["freezes"]["staging"]["until"] == "2100-01-01T00:00Z"
     assert doc["freezes"]["staging"]["rule"] == "environments.staging.freeze[1]"
     assert "freeze: staging is frozen until 2100-01-01T00:00Z (Long freeze;" in cli("status", *base)[1]
+
+
+def test_watch_leaves_a_suspended_app_alone_and_says_so(cluster, namespace, make_repo, tmp_path):
+    from tests.integration.test_controller import Watch, audit_url, wait_for
+    from tests.integration.test_controller import config as watch_config
+    from tests.integration.test_controller import deploy as watch_deploy
+    from tests.integration.test_controller import sha as watch_sha
+
+    cluster.deployment(namespace, "api", image=f"{IMAGE}/api:initial")
+    bare = make_repo("deploy.git", bare=True)
+    bare.commit({"deployctl.yaml": watch_config(namespace), **watch_deploy("api", "api-1")}, message="First")
+    code, out = cli("suspend", "--repo", str(bare.path), "--kubeconfig", cluster.kubeconfig, "--env", "staging",
+                    "--reason", "debugging", "--no-audit")
+    assert code == 0, out
+    w = Watch(tmp_path, bare.path, kubeconfig=cluster.kubeconfig, audit=audit_url(tmp_path), interval="0.5s")
+    try:
+        w.wait_ready()
+        wait_for("a suspended outcome line", lambda: '"result": "suspended"' in w.log.read_text(), timeout=30)
+        assert image_of(cluster, namespace, "api") == f"{IMAGE}/api:initial"
+        assert cli("resume", "--repo", str(bare.path), "--kubeconfig", cluster.kubeconfig, "--env", "staging",
+                   "--no-audit")[0] == 0
+        wait_for("the deploy after resume",
+                 lambda: image_of(cluster, namespace, "api") == f"{IMAGE}/api:{watch_sha('api-1')}", timeout=30)
+    finally:
+        w.stop()
