@@ -59,13 +59,16 @@ REGISTRY_USERNAME = Setting("DEPLOYCTL_REGISTRY_USERNAME", "Registry user for ev
                             "credentials (checked after ~/.docker/config.json).")
 REGISTRY_PASSWORD = Setting("DEPLOYCTL_REGISTRY_PASSWORD", "Password or token for DEPLOYCTL_REGISTRY_USERNAME.",
                             secret=True)
-REGISTRY_HOST = Setting("DEPLOYCTL_REGISTRY_", "DEPLOYCTL_REGISTRY_<HOST>_USERNAME and _PASSWORD: credentials "
-                        "for one registry; <HOST> is the host upper-cased with every other character as '_' "
-                        "(reg.example.com:5000 -> REG_EXAMPLE_COM_5000).", secret=True, family=True)
+REGISTRY_HOST = Setting("DEPLOYCTL_REGISTRY_", "Credentials for one registry; `<HOST>` is the host upper-cased "
+                        "with every other character as `_` (`reg.example.com:5000` -> `REG_EXAMPLE_COM_5000`).",
+                        secret=True, family=True)
 CHROMIUM = Setting("DEPLOYCTL_CHROMIUM", "Chromium or Chrome binary for `timeline --out deploys.png`.",
                    "the first chromium/chrome on the PATH")
 CACHE = Setting("DEPLOYCTL_CACHE", "Cache directory of the local control plane's binaries (`localcluster`).",
                 "$XDG_CACHE_HOME/deployctl or ~/.cache/deployctl")
+
+COMPLETE = Setting("_DEPLOYCTL_COMPLETE", "Set by the completion scripts (`deployctl completion`) to ask for "
+                   "completions; not for users.")
 
 # Read by the example CI workflows (docs/ci/, `deployctl init --ci`), not by deployctl itself.
 CI_INSTALL = Setting("DEPLOYCTL_INSTALL", "CI workflows: the pip requirement that installs deployctl.",
@@ -81,7 +84,7 @@ CI_OVERRIDE_REASON = Setting("DEPLOYCTL_OVERRIDE_REASON", "CI workflows: a freez
 SETTINGS: tuple[Setting, ...] = (
     LOG_LEVEL, AUDIT, ALLOW_NAMESPACES, SETTINGS_FILE, MIRROR_DIR, GIT_TOKEN, GIT_USERNAME, GIT_SSH_KEY,
     GIT_SSH_PASSPHRASE, WEBHOOK_SECRET, WEBHOOK_SECRET_FILE, ALLOWED_SIGNERS, GPG_HOME, REGISTRY_USERNAME,
-    REGISTRY_PASSWORD, REGISTRY_HOST, CHROMIUM, CACHE, CI_INSTALL, CI_NOTE_TOKEN, CI_ALLOWED_SIGNERS_DATA,
+    REGISTRY_PASSWORD, REGISTRY_HOST, CHROMIUM, CACHE, COMPLETE, CI_INSTALL, CI_NOTE_TOKEN, CI_ALLOWED_SIGNERS_DATA,
     CI_OVERRIDE_REASON,
 )
 

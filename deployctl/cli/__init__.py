@@ -18,11 +18,14 @@ from deployctl.log import configure_logging
 
 # command name -> "module:attribute". A module that does not exist yet is simply not listed.
 COMMANDS: dict[str, str] = {
+    "completion": "deployctl.cli.completion:completion",
+    "init": "deployctl.cli.init:init",
     "localcluster": "deployctl.cli.localcluster:localcluster",
     "validate": "deployctl.cli.validate:validate",
+    "schema": "deployctl.cli.schema:schema",
     "plan": "deployctl.cli.reconcile:plan",
     "reconcile": "deployctl.cli.reconcile:reconcile",
-    "status": "deployctl.cli.reconcile:status",
+    "status": "deployctl.cli.status:status",
     "history": "deployctl.cli.audit:history",
     "events": "deployctl.cli.audit:events",
     "notify": "deployctl.cli.audit:notify",
@@ -32,7 +35,12 @@ COMMANDS: dict[str, str] = {
     "rollback": "deployctl.cli.review:rollback",
     "codeowners": "deployctl.cli.review:codeowners",
     "watch": "deployctl.cli.watch:watch",
+    "suspend": "deployctl.cli.suspend:suspend",
+    "resume": "deployctl.cli.suspend:resume",
 }
+
+
+GLOBAL_OPTIONS = ("--log-level",)
 
 
 class CliError(click.ClickException):
@@ -68,6 +76,13 @@ class DeployctlGroup(click.Group):
         assert isinstance(command, click.Command)
         return command
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:  # global options may also follow the subcommand
+            from deployctl.cli.output import hoist_global_options
+
+            args = hoist_global_options(args, GLOBAL_OPTIONS)
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -83,7 +98,8 @@ class DeployctlGroup(click.Group):
     default="error",
     show_default=True,
     envvar=settings.LOG_LEVEL.name,
-    help="Structured log events go to stderr (JSON when stderr is not a terminal).",
+    help="Structured log events go to stderr (JSON when stderr is not a terminal). "
+    "May also be given after the subcommand.",
 )
 def main(log_level: str) -> None:
     """deployctl: a reviewed pull request that changes one line is a deploy.

@@ -13,10 +13,12 @@ from typing import Any, TypeVar
 import click
 
 from deployctl import settings
-from deployctl.cli.output import output_option, render_table
-from deployctl.edges.audit.url import AUDIT_ENV, default_audit_url, open_store
+from deployctl.cli.completion import app_option, env_option
+from deployctl.cli.output import JSON, TABLE, YAML, Duration, Output, output_options, render_table
+from deployctl.edges.audit.url import AUDIT_ENV, open_store
 from deployctl.errors import InvalidInputError
 from deployctl.model.audit import EVENT_FIELDS, AuditRecord, AuditStore, parse_when, record_to_event
+from deployctl.settings import AUDIT
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,15 +40,15 @@ def audit_option(f: F) -> F:
         default=None,
         metavar="URL",
         help="Audit store: sqlite:///path/audit.db or postgresql://... "
-        f"[default: ${AUDIT_ENV}, else {default_audit_url()}]",
+        f"[default: ${AUDIT_ENV}, else sqlite://$XDG_STATE_HOME/deployctl/audit.db, i.e. {AUDIT.default}]",
     )(f)
 
 
 def filter_options(f: F) -> F:
     for decorator in reversed(
         [
-            click.option("--env", help="Only this environment."),
-            click.option("--app", help="Only this app."),
+            env_option,
+            app_option,
             click.option(
                 "--since", callback=_when, metavar="WHEN", help="From this time: 2d, 90m, 1w or ISO."
             ),
@@ -61,6 +63,18 @@ def filter_options(f: F) -> F:
 
 def _read(audit_url: str | None) -> AuditStore:
     return open_store(audit_url, create=False)
+
+
+def query(store: AuditStore, *, envs: tuple[str, ...], apps: tuple[str, ...], limit: int | None = None,
+          **filters: Any) -> list[AuditRecord]:
+    """``store.query`` with repeatable --env/--app: one value is filtered by the store, several here."""
+    several = len(envs) > 1 or len(apps) > 1
+    records = store.query(env=envs[0] if len(envs) == 1 else None, app=apps[0] if len(apps) == 1 else None,
+                          limit=None if several else limit, **filters)
+    if several:
+        records = [r for r in records if (not envs or r.attempt.env in envs) and (not apps or r.attempt.app in apps)]
+        records = records[:limit] if limit else records
+    return records
 
 
 def _short(value: str | None, n: int = 12) -> str:
@@ -142,17 +156,17 @@ def render_csv(records: Sequence[AuditRecord]) -> str:
 @click.option("--sha", help="Only attempts whose new SHA or release (deploy commit) starts with this.")
 @click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True, help="0: no limit.")
 @click.option("--by-release", is_flag=True, help="Group the table by release (deploy commit).")
-@output_option("table", "json", "csv", default="table")
+@output_options(TABLE, JSON, YAML, "csv")
 def history(
     audit_url: str | None,
-    env: str | None,
-    app: str | None,
+    envs: tuple[str, ...],
+    apps: tuple[str, ...],
     since: datetime | None,
     until: datetime | None,
     sha: str | None,
     limit: int,
     by_release: bool,
-    output: str,
+    output: Output,
 ) -> None:
     """Every deploy attempt on record, newest first.
 
@@ -164,19 +178,19 @@ def history(
     """
     store = _read(audit_url)
     try:
-        records = store.query(env=env, app=app, since=since, until=until, sha=sha, limit=limit or None)
+        records = query(store, envs=envs, apps=apps, since=since, until=until, sha=sha, limit=limit or None)
     finally:
         store.close()
-    if output == "json":
-        click.echo(json.dumps([record_to_event(r) for r in records], indent=2))
-    elif output == "csv":
-        click.echo(render_csv(records), nl=False)
+    if output.data([record_to_event(r) for r in records]):
+        return
+    if output.format == "csv":
+        output.write(render_csv(records).rstrip("\n"))
     elif not records:
-        click.echo("No deploy attempts match.")
+        output.write("No deploy attempts match.")
     elif by_release:
-        click.echo(render_history_by_release(records))
+        output.write(render_history_by_release(records))
     else:
-        click.echo(render_table(HISTORY_HEADERS, [history_row(r) for r in records]))
+        output.write(render_table(HISTORY_HEADERS, [history_row(r) for r in records]))
 
 
 @click.group()
@@ -187,30 +201,34 @@ def events() -> None:
 @events.command("export")
 @audit_option
 @filter_options
-@click.option("--format", "fmt", type=click.Choice(["jsonl"]), default="jsonl", show_default=True)
-@click.option("--output", "-o", type=click.File("w"), default="-", help="File to write [default: stdout].")
+@click.option("--format", "fmt", type=click.Choice(["jsonl"]), default=None, hidden=True,
+              help="The same as -o jsonl (before one output grammar).")
+@output_options("jsonl", JSON, YAML, default="jsonl", legacy_file=True)
 def export(
     audit_url: str | None,
-    env: str | None,
-    app: str | None,
+    envs: tuple[str, ...],
+    apps: tuple[str, ...],
     since: datetime | None,
     until: datetime | None,
-    fmt: str,
-    output: io.TextIOBase,
+    fmt: str | None,
+    output: Output,
 ) -> None:
     """Export attempts as JSON Lines, oldest first: one object per attempt, stable field names.
 
+    -o json and -o yaml write the same objects as one list.
+
     \b
     Example (load into a warehouse next to product analytics):
-      deployctl events export --format jsonl --since 1d > deploys.jsonl
+      deployctl events export --since 1d --out deploys.jsonl
     """
     store = _read(audit_url)
     try:
-        records = store.query(env=env, app=app, since=since, until=until)
+        records = query(store, envs=envs, apps=apps, since=since, until=until)
     finally:
         store.close()
-    for record in reversed(records):
-        output.write(json.dumps(record_to_event(record), separators=(",", ":")) + "\n")
+    events_ = [record_to_event(record) for record in reversed(records)]
+    if not output.data(events_) and events_:
+        output.lines(json.dumps(event, separators=(",", ":")) for event in events_)
 
 
 @click.group()
@@ -229,12 +247,13 @@ def notify() -> None:
 )
 @click.option(
     "--max-wait",
-    type=click.FloatRange(min=0),
-    default=60.0,
+    type=Duration(allow_zero=True),
+    default="60s",
     show_default=True,
-    help="Seconds to keep retrying failed deliveries; 0 is a single pass.",
+    help="How long to keep retrying failed deliveries (e.g. 90s, 10m); 0 is a single pass.",
 )
-def drain(audit_url: str | None, settings_file: str | None, max_wait: float) -> None:
+@output_options(TABLE, JSON, YAML)
+def drain(audit_url: str | None, settings_file: str | None, max_wait: float, output: Output) -> None:
     """Deliver pending notifications, retrying with backoff; exits 1 if some remain undelivered.
 
     \b
@@ -246,15 +265,19 @@ def drain(audit_url: str | None, settings_file: str | None, max_wait: float) -> 
 
     settings = load_settings(settings_file)
     if not settings.sinks:
-        click.echo("no notification sinks configured (settings: --settings FILE or $DEPLOYCTL_SETTINGS)")
+        if not output.data({"sinks": 0, "delivered_by_sink": {}, "pending": 0, "gave_up": []}):
+            output.write("no notification sinks configured (settings: --settings FILE or $DEPLOYCTL_SETTINGS)")
         return
     store = open_store(audit_url)
     try:
         report = drain_outbox(store, settings, max_wait_seconds=max_wait)
     finally:
         store.close()
-    for sink, count in report.delivered_by_sink.items():
-        click.echo(f"{sink}: {count} delivered")
+    doc = {"sinks": len(settings.sinks), "delivered_by_sink": dict(report.delivered_by_sink),
+           "pending": report.pending, "gave_up": list(report.gave_up)}
+    if not output.data(doc):
+        for sink, count in report.delivered_by_sink.items():
+            output.write(f"{sink}: {count} delivered")
     if not report.ok:
         raise NotifyError(
             f"{report.pending + len(report.gave_up)} notification(s) not delivered yet "
@@ -266,37 +289,36 @@ def drain(audit_url: str | None, settings_file: str | None, max_wait: float) -> 
 @click.command()
 @audit_option
 @filter_options
-@click.option(
-    "--output",
-    "-o",
-    "output_path",
-    required=True,
-    type=click.Path(dir_okay=False, writable=True),
-    help="deploys.html (self-contained, interactive) or deploys.png (needs chromium).",
-)
 @click.option("--title", default="Deploys", show_default=True)
+@output_options(TABLE, JSON, YAML, legacy_file=True)
 def timeline(
     audit_url: str | None,
-    env: str | None,
-    app: str | None,
+    envs: tuple[str, ...],
+    apps: tuple[str, ...],
     since: datetime | None,
     until: datetime | None,
-    output_path: str,
     title: str,
+    output: Output,
 ) -> None:
-    """Plot deploys over time: one lane per app, markers coloured by result.
+    """Plot deploys over time into --out FILE: one lane per app, markers coloured by result.
+
+    FILE is deploys.html (self-contained, interactive) or deploys.png (needs chromium).
 
     \b
     Examples:
-      deployctl timeline --env production --since 7d --output deploys.html
-      deployctl timeline --since 2d --output deploys.png
+      deployctl timeline --env production --since 7d --out deploys.html
+      deployctl timeline --since 2d --out deploys.png -o json
     """
+    if output.path is None:
+        raise click.UsageError("give the chart file with --out deploys.html (or deploys.png)")
     from deployctl.views import timeline as plot
 
     store = _read(audit_url)
     try:
-        records = store.query(env=env, app=app, since=since, until=until)
+        records = query(store, envs=envs, apps=apps, since=since, until=until)
     finally:
         store.close()
-    written = plot.write_timeline(records, output_path, title=title)
-    click.echo(f"{written}: {len(records)} deploy attempt(s)")
+    written = plot.write_timeline(records, output.path, title=title)
+    summary = Output(output.format)  # the chart goes to the file, this summary to stdout
+    if not summary.data({"file": str(written), "attempts": len(records)}):
+        summary.write(f"{written}: {len(records)} deploy attempt(s)")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from deployctl.cli.output import JSON, TABLE, YAML, Output, duration_option, output_options, render_table
 from deployctl.devtools.localcluster import build, controlplane
 
 _dir_option = click.option(
@@ -46,7 +47,7 @@ def build_cmd(force: bool) -> None:
 
 @localcluster.command()
 @_dir_option
-@click.option("--timeout", default=90.0, show_default=True, help="Seconds to wait for the cluster to be usable.")
+@duration_option("--timeout", default="90s", help="How long to wait for the cluster to be usable")
 @click.option("--no-build", is_flag=True, help="Fail instead of building missing binaries.")
 def up(directory: Path | None, timeout: float, no_build: bool) -> None:
     """Start the control plane on 127.0.0.1 and print the admin kubeconfig path."""
@@ -69,3 +70,25 @@ def down(directory: Path | None) -> None:
 def env(directory: Path | None) -> None:
     """Print `export KUBECONFIG=...` for the running local cluster (use with eval)."""
     click.echo(controlplane.env_lines(directory))
+
+
+@localcluster.command()
+@_dir_option
+@output_options(TABLE, JSON, YAML)
+def status(directory: Path | None, output: Output) -> None:
+    """Whether the local cluster runs: its server, kubeconfig and each component's process.
+
+    \b
+    Example:
+      deployctl localcluster status -o json
+    """
+    doc = controlplane.status(directory)
+    if output.data(doc):
+        return
+    components = doc["components"]
+    assert isinstance(components, dict)
+    rows = [(name, "running" if ok else "stopped") for name, ok in sorted(components.items())]
+    head = f"{'running' if doc['running'] else 'not running'}: {doc['dir']}"
+    if doc["server"]:
+        head += f"\nserver {doc['server']}, kubeconfig {doc['kubeconfig']}"
+    output.write(head + ("\n\n" + render_table(("COMPONENT", "PROCESS"), rows) if rows else ""))

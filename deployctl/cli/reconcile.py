@@ -12,7 +12,8 @@ from typing import Any, TextIO, TypeVar
 import click
 
 from deployctl import settings
-from deployctl.cli.output import echo_json, render_table
+from deployctl.cli.completion import app_option, complete_context, complete_ref, env_option
+from deployctl.cli.output import JSON, TABLE, YAML, Output, duration_option, output_options, render_table
 from deployctl.model.state import DesiredState
 from deployctl.model.vocabulary import ExitCode
 from deployctl.reconcile.observe import ClusterPool, observe_selection
@@ -28,21 +29,19 @@ def _selection_options(f: F) -> F:
         [
             click.option("--repo", default=".", show_default=True, type=click.Path(file_okay=False),
                          help="The deploy repo (bare or with a work tree)."),
-            click.option("--ref", default="HEAD", show_default=True,
+            click.option("--ref", default="HEAD", show_default=True, shell_complete=complete_ref,
                          help="Branch, tag or commit of the deploy repo to read."),
-            click.option("--env", "envs", multiple=True, metavar="ENV",
-                         help="Only this environment (repeatable)."),
-            click.option("--app", "apps", multiple=True, metavar="APP", help="Only this app (repeatable)."),
+            env_option,
+            app_option,
             click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG",
                          help="Kubeconfig file [default: $KUBECONFIG, ~/.kube/config or in-cluster]."),
-            click.option("--context", default=None,
+            click.option("--context", default=None, shell_complete=complete_context,
                          help="Use this kubeconfig context for every environment (overrides `context:`)."),
             click.option("--allow-namespace", "allowed_namespaces", multiple=True, metavar="NS",
                          envvar=settings.ALLOW_NAMESPACES.name,
                          help="Refuse environments whose namespace is not one of these (repeatable; "
-                         "space-separated in $DEPLOYCTL_ALLOW_NAMESPACES)."),
-            click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text",
-                         show_default=True, help="Output format."),
+                         "comma- or space-separated, also in $DEPLOYCTL_ALLOW_NAMESPACES)."),
+            output_options(TABLE, JSON, YAML),
         ]
     ):
         f = decorator(f)
@@ -83,10 +82,27 @@ def render_plan(plan: Plan) -> str:
     return f"{table}\n\nplan at {_short(plan.deploy_commit)}: {summary}"
 
 
+EXIT_CHANGES = 2  # --exit-code: there is something to do (like terraform plan -detailed-exitcode)
+
+
+def plan_has_changes(plan: Plan) -> bool:
+    """Whether the live state differs from the plan's desired state (an update, drift, a missing or blocked
+    app); suspended apps are left alone on purpose, so they are no change."""
+    from deployctl.rules.plan import Action
+
+    return any(c.action not in (Action.IN_SYNC, Action.SUSPENDED) for c in plan.changes)
+
+
+exit_code_option = click.option(
+    "--exit-code", is_flag=True,
+    help="Exit 2 when there are changes, 0 when there are none (1 on errors), for CI.")
+
+
 @click.command()
 @_selection_options
+@exit_code_option
 def plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,
-         context: str | None, allowed_namespaces: tuple[str, ...], output: str) -> None:
+         context: str | None, allowed_namespaces: tuple[str, ...], output: Output, exit_code: bool) -> None:
     """Show what reconcile would do, per env/app, without writing anything.
 
     Actions: in-sync, update (old SHA -> new SHA), drift (the live image was changed
@@ -96,19 +112,21 @@ def plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kube
     \b
     Example:
       deployctl plan --repo . --env staging
+      deployctl plan --exit-code -o json   # exit 2 when something would change
     """
     desired, result, refused = _observed_plan(repo, ref, envs, apps, kubeconfig, context, allowed_namespaces)
-    if output == "json":
-        doc = result.as_dict()
-        doc["problems"] = [p.as_dict() for p in desired.problems]
-        doc["refused"] = dict(refused)
-        echo_json(doc)
-    else:
+    doc = result.as_dict()
+    doc["problems"] = [p.as_dict() for p in desired.problems]
+    doc["refused"] = dict(refused)
+    if not output.data(doc):
         _echo_problems(desired)
         for reason in refused.values():
             click.echo(f"refused: {reason}", err=True)
-        click.echo(render_plan(result))
-    if refused or not desired.ok:
+        output.write(render_plan(result))
+    failed = bool(refused) or not desired.ok
+    if exit_code:
+        sys.exit(1 if failed else (EXIT_CHANGES if plan_has_changes(result) else 0))
+    if failed:
         sys.exit(ExitCode.INVALID)
 
 
@@ -204,7 +222,7 @@ def _default_trigger() -> str:
 
 @click.command()
 @_selection_options
-@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for all rollouts.")
+@duration_option("--timeout", default="5m", help="How long to wait for all rollouts")
 @click.option("--no-wait", is_flag=True, help="Apply and return without waiting for rollouts "
               "(dependents are then applied right after their dependencies).")
 @click.option("--concurrency", default=16, show_default=True, help="Applies in flight at once.")
@@ -220,7 +238,7 @@ def _default_trigger() -> str:
               help="Apply even in a freeze window (needs --reason; the override is logged and audited).")
 @click.option("--reason", "override_reason", default=None, metavar="TEXT", help="Why the freeze is overridden.")
 def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,
-              context: str | None, allowed_namespaces: tuple[str, ...], output: str, timeout: float,
+              context: str | None, allowed_namespaces: tuple[str, ...], output: Output, timeout: float,
               no_wait: bool, concurrency: int, audit_url: str | None, no_audit: bool,
               trigger: str | None, allow_retagged: bool, override_freeze: bool,
               override_reason: str | None) -> None:
@@ -234,7 +252,7 @@ def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...],
 
     \b
     Example (what CI runs on merge):
-      deployctl reconcile --repo . --ref origin/main --timeout 600
+      deployctl reconcile --repo . --ref origin/main --timeout 10m
       deployctl reconcile --env production --override-freeze --reason "INC-42 hotfix"
     """
     if override_freeze and not (override_reason or "").strip():
@@ -247,7 +265,7 @@ def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...],
         override_freeze=override_freeze, override_reason=override_reason,
     )
     desired = load_desired(repo, ref)
-    progress = output == "text"
+    progress = not output.is_data
     if progress:
         _echo_problems(desired)
     result = run_reconcile(
@@ -255,42 +273,6 @@ def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...],
         audit_url=None if no_audit else (audit_url or ""), trigger=trigger or _default_trigger(),
         on_progress=ProgressPrinter(sys.stderr, live=sys.stderr.isatty()) if progress else None, desired=desired,
     )
-    if output == "json":
-        echo_json(result.as_dict())
-    else:
-        click.echo(render_result(result))
+    if not output.data(result.as_dict()):
+        output.write(render_result(result))
     sys.exit(result.exit_code)
-
-
-# -- status -------------------------------------------------------------------------------------
-
-
-@click.command()
-@_selection_options
-def status(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,
-           context: str | None, allowed_namespaces: tuple[str, ...], output: str) -> None:
-    """A table of env x app: desired SHA, live SHA, in sync or not, rollout health.
-
-    \b
-    Example:
-      deployctl status --repo .
-    """
-    from deployctl.rules.plan import Action
-
-    desired, result, _ = _observed_plan(repo, ref, envs, apps, kubeconfig, context, allowed_namespaces)
-    rows = []
-    docs = []
-    for c in result.changes:
-        in_sync = c.action is Action.IN_SYNC
-        health = str(c.health.health) if c.health else "-"
-        live_sha = c.old_sha if c.workloads else None
-        rows.append((c.env, c.app, _short(c.new_sha), _short(live_sha), "yes" if in_sync else str(c.action),
-                     health, c.health.message if c.health else c.reason))
-        docs.append({"env": c.env, "app": c.app, "desired_sha": c.new_sha, "live_sha": live_sha,
-                     "in_sync": in_sync, "action": str(c.action), "health": health,
-                     "message": c.health.message if c.health else c.reason})
-    if output == "json":
-        echo_json({"deploy_commit": desired.commit, "apps": docs})
-    else:
-        _echo_problems(desired)
-        click.echo(render_table(("ENV", "APP", "DESIRED", "LIVE", "IN SYNC", "HEALTH", "DETAIL"), rows))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -9,11 +11,21 @@ import click
 from deployctl import settings
 from deployctl.app.diff import build_diff
 from deployctl.app.promote import promote_apps, rollback_app, workdir
-from deployctl.cli.output import echo_json, output_option, render_table, repo_option
+from deployctl.cli.output import (
+    JSON,
+    MARKDOWN,
+    TABLE,
+    YAML,
+    Output,
+    output_options,
+    render_table,
+    repo_option,
+)
 from deployctl.edges.git import repo as repo_edge
 from deployctl.errors import DeployctlError, InvalidInputError
 from deployctl.rules import codeowners as co
 from deployctl.rules import diff as df
+from deployctl.rules.freeze import ActiveFreeze, frozen_environments
 
 
 class CodeownersOutOfDateError(DeployctlError):
@@ -122,9 +134,11 @@ def render_diff_markdown(d: df.StateDiff) -> list[str]:
 @click.option("--check-images", is_flag=True,
               help="Check that every changed target's image exists in its registry (one request per image).")
 @click.option("--strict", is_flag=True, help="With --check-images: an unreachable registry is an error.")
-@output_option("text", "json", "markdown")
+@output_options(TABLE, JSON, YAML, MARKDOWN)
+@click.option("--exit-code", is_flag=True, help="Exit 2 when there are deploy changes, 0 when there are none "
+              "(1 on errors), like git diff --exit-code.")
 def diff(repo: str, base: str, head: str, audit_url: str | None, check_images: bool, strict: bool,
-         output: str) -> None:
+         output: Output, exit_code: bool) -> None:
     """Show what a change to the deploy repo deploys, without a cluster.
 
     Per env/app: old and new SHA, image, who must approve, promotion gate results and, when
@@ -136,16 +150,26 @@ def diff(repo: str, base: str, head: str, audit_url: str | None, check_images: b
     Example:
       deployctl diff --base origin/main --head HEAD -o markdown > comment.md
       deployctl diff --base origin/main --check-images
+      deployctl diff --base origin/main --exit-code -o json --out diff.json
     """
     result = build_diff(repo, base, head, audit_url=audit_url, check_images=check_images, strict=strict)
-    if output == "json":
-        echo_json(result.as_dict())
-    else:
-        render = render_diff_markdown if output == "markdown" else render_diff_text
-        for line in render(result):
-            click.echo(line)
+    frozen = _freezes(repo, head, {t.env for t in result.targets})
+    if not output.data({**result.as_dict(), "freezes": {env: f.as_dict() for env, f in frozen.items()}}):
+        lines = (render_diff_markdown if output.format == MARKDOWN else render_diff_text)(result)
+        output.lines([*lines, *(f"{'- ' if output.format == MARKDOWN else ''}freeze: {f.notice()}"
+                                for f in frozen.values())])
     if not result.ok:
         click.get_current_context().exit(1)
+    if exit_code and result.targets:
+        click.get_current_context().exit(2)
+
+
+def _freezes(repo: str, head: str, envs: set[str]) -> dict[str, ActiveFreeze]:
+    """The freezes covering the changed environments now (head's deployctl.yaml): when each one ends."""
+    config = repo_edge.read_desired_state(repo, ref=head).config
+    if config is None or not envs:
+        return {}
+    return {env: f for env, f in frozen_environments(config, datetime.now(UTC)).items() if env in envs}
 
 
 # -- promote and rollback ---------------------------------------------------------------------------
@@ -159,8 +183,9 @@ def diff(repo: str, base: str, head: str, audit_url: str | None, check_images: b
 @click.option("--message", "-m", default=None, help="Added to the note line and the commit message.")
 @click.option("--commit", is_flag=True, help="Commit the change on the current branch.")
 @click.option("--all", "all_apps", is_flag=True, help="Promote every app whose SHA differs.")
+@output_options(TABLE, JSON, YAML)
 def promote(app: str | None, from_env: str, to_env: str, repo: str, message: str | None, commit: bool,
-            all_apps: bool) -> None:
+            all_apps: bool, output: Output) -> None:
     """Write the SHA APP runs in --from at the top of its deploy file in --to.
 
     A note line (who, when, from where) goes under it and the file's history stays below. The
@@ -175,13 +200,15 @@ def promote(app: str | None, from_env: str, to_env: str, repo: str, message: str
         raise click.UsageError("give an APP or --all (not both)")
     done, sha = promote_apps(repo, None if all_apps else [app or ""], from_env=from_env, to_env=to_env,
                              message=message, commit=commit)
+    if output.data({"from": from_env, "to": to_env, "promoted": [asdict(p) for p in done], "commit": sha}):
+        return
     if not done:
-        click.echo(f"nothing to promote: every app in {to_env} already runs what {from_env} runs")
+        output.write(f"nothing to promote: every app in {to_env} already runs what {from_env} runs")
         return
     for p in done:
-        click.echo(f"promoted {p.app} to {p.env}: {_short(p.old_sha)} -> {p.new_sha[:12]} ({p.path})")
+        output.write(f"promoted {p.app} to {p.env}: {_short(p.old_sha)} -> {p.new_sha[:12]} ({p.path})")
     if sha is not None:
-        click.echo(f"committed {sha[:12]}")
+        output.write(f"committed {sha[:12]}")
 
 
 @click.command()
@@ -193,8 +220,9 @@ def promote(app: str | None, from_env: str, to_env: str, repo: str, message: str
 @repo_option
 @click.option("--message", "-m", default=None, help="Why; added to the note line and the commit message.")
 @click.option("--commit", is_flag=True, help="Commit the change on the current branch.")
+@output_options(TABLE, JSON, YAML)
 def rollback(app: str, env: str, to_sha: str | None, steps: int | None, force: bool, repo: str,
-             message: str | None, commit: bool) -> None:
+             message: str | None, commit: bool, output: Output) -> None:
     """Roll APP in --env forward to an earlier SHA.
 
     The earlier SHA is prepended with a note, like any deploy; history is never rewritten. A SHA
@@ -210,9 +238,11 @@ def rollback(app: str, env: str, to_sha: str | None, steps: int | None, force: b
         raise click.UsageError("give either --to or --steps, not both")
     done, sha = rollback_app(repo, app, env=env, to=to_sha, steps=steps, force=force, message=message,
                              commit=commit)
-    click.echo(f"rolled back {app} in {env}: {_short(done.old_sha)} -> {done.new_sha[:12]} ({done.path})")
+    if output.data({"rolled_back": asdict(done), "commit": sha}):
+        return
+    output.write(f"rolled back {app} in {env}: {_short(done.old_sha)} -> {done.new_sha[:12]} ({done.path})")
     if sha is not None:
-        click.echo(f"committed {sha[:12]}")
+        output.write(f"committed {sha[:12]}")
 
 
 # -- codeowners -------------------------------------------------------------------------------------
@@ -235,7 +265,8 @@ def _codeowners_file(root: Path, fmt: str, given: str | None) -> Path:
               help="GitHub or GitLab CODEOWNERS syntax.")
 @click.option("--file", "file_", default=None,
               help="CODEOWNERS path in the repo [default: the existing one, else .github/ or .gitlab/CODEOWNERS].")
-def codeowners(repo: str, mode: str | None, fmt: str, file_: str | None) -> None:
+@output_options(TABLE, JSON, YAML)
+def codeowners(repo: str, mode: str | None, fmt: str, file_: str | None, output: Output) -> None:
     """Generate CODEOWNERS entries from each environment's approvers in deployctl.yaml.
 
     Changes to environments/<env>/ (and to deployctl.yaml) then need a review from those
@@ -252,22 +283,28 @@ def codeowners(repo: str, mode: str | None, fmt: str, file_: str | None) -> None
     if state.config is None:
         raise InvalidInputError("deployctl.yaml is missing or invalid; run deployctl validate --worktree")
     block = co.render_block(state.config, fmt)
+    doc: dict[str, object] = {"format": fmt, "entries": [asdict(e) for e in co.entries(state.config)],
+                              "block": block}
     if mode is None:
-        click.echo(block, nl=False)
+        if not output.data(doc):
+            output.write(block.rstrip("\n"))
         return
     path = _codeowners_file(root, fmt, file_)
     rel = path.relative_to(root).as_posix()
     text = path.read_text(encoding="utf-8") if path.exists() else None
+    doc["file"] = rel
     if mode == "check":
         if not co.is_current(text, state.config, fmt):
             why = "does not exist" if text is None else "is out of date with deployctl.yaml"
             raise CodeownersOutOfDateError(f"{rel} {why}; run deployctl codeowners --write and commit it")
-        click.echo(f"ok: {rel} matches deployctl.yaml")
+        if not output.data({**doc, "current": True}):
+            output.write(f"ok: {rel} matches deployctl.yaml")
         return
     new = co.replace_block(text or "", block)
-    if new == text:
-        click.echo(f"{rel} is up to date")
+    doc["written"] = new != text
+    if new != text:
+        repo_edge.write_worktree_files(repo, {rel: new.encode()})
+    if output.data(doc):
         return
-    repo_edge.write_worktree_files(repo, {rel: new.encode()})
     n = len(co.entries(state.config))
-    click.echo(f"wrote {rel} ({n} entr{'ies' if n != 1 else 'y'})")
+    output.write(f"{rel} is up to date" if new == text else f"wrote {rel} ({n} entr{'ies' if n != 1 else 'y'})")

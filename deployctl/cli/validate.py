@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from deployctl.cli.output import echo_json, output_option, repo_option
+from deployctl.cli.completion import complete_ref
+from deployctl.cli.output import JSON, TABLE, YAML, Output, output_options, repo_option
 from deployctl.edges.git.repo import read_desired_state
 from deployctl.model.state import DesiredState
 
@@ -29,9 +30,34 @@ def render_text(state: DesiredState) -> list[str]:
     return lines
 
 
+def with_schema_problems(repo: str, state: DesiredState, *, ref: str, worktree: bool) -> DesiredState:
+    """The state with deployctl.yaml also checked against the JSON Schema (only when the loader found no
+    error in it: the schema is a cross-check that editors and validate agree, not a second report)."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from deployctl.edges.git.repo import read_file_at, repo_root
+    from deployctl.model.config import CONFIG_PATH, MAX_CONFIG_BYTES
+    from deployctl.model.config.schema import schema_problems
+
+    if state.config is None or any(p.is_error and p.path == CONFIG_PATH for p in state.problems):
+        return state
+    if worktree:
+        from deployctl.edges.git.repo import open_repository
+
+        path = Path(repo_root(open_repository(repo))) / CONFIG_PATH
+        data: bytes | None = path.read_bytes()[: MAX_CONFIG_BYTES + 1] if path.is_file() else None
+    else:
+        data = read_file_at(repo, CONFIG_PATH, ref=ref)
+    if data is None:
+        return state
+    extra = schema_problems(data)
+    return replace(state, problems=state.problems + tuple(extra)) if extra else state
+
+
 @click.command()
 @repo_option
-@click.option("--ref", default=None, help="Branch, tag or commit to read (default: HEAD).")
+@click.option("--ref", default=None, shell_complete=complete_ref, help="Branch, tag or commit to read (default: HEAD).")
 @click.option(
     "--worktree", is_flag=True, help="Read the files on disk instead of a commit (before committing)."
 )
@@ -44,9 +70,9 @@ def render_text(state: DesiredState) -> list[str]:
 @click.option("--check-images", is_flag=True,
               help="Also check that every target's image exists in its registry (one request per image).")
 @click.option("--strict", is_flag=True, help="With --check-images: an unreachable registry is an error, not a warning.")
-@output_option("text", "json")
+@output_options(TABLE, JSON, YAML)
 def validate(repo: str, ref: str | None, worktree: bool, gates: bool, check_images: bool, strict: bool,
-             output: str) -> None:
+             output: Output) -> None:
     """Check deployctl.yaml and every environments/<env>/<app>.deploy file.
 
     Reports every problem at once as path:line: message, exits 1 if there is any error and
@@ -67,14 +93,12 @@ def validate(repo: str, ref: str | None, worktree: bool, gates: bool, check_imag
 
         with RegistryClient() as client:
             state = check(state, client, strict=strict)
+    state = with_schema_problems(repo, state, ref=ref or "HEAD", worktree=worktree)
     if gates:
         from deployctl.reconcile.policy import with_gate_problems
 
         state = with_gate_problems(repo, state)
-    if output == "json":
-        echo_json(state.as_dict())
-    else:
-        for line in render_text(state):
-            click.echo(line)
+    if not output.data(state.as_dict()):
+        output.lines(render_text(state))
     if not state.ok:
         click.get_current_context().exit(1)

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
 import click
 
 from deployctl import settings
+from deployctl.cli.completion import complete_context
+from deployctl.cli.output import Duration
 from deployctl.errors import InvalidInputError
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(text: str, *, option: str) -> float:
-    """``30s``, ``500ms``, ``2m``, ``1.5`` (seconds) -> seconds."""
-    m = _DURATION.match(text)
-    if not m or float(m.group(1)) <= 0:
-        raise InvalidInputError(f"{option} {text!r}: give a positive duration like 30s, 500ms, 2m or 1.5")
-    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -35,7 +25,7 @@ def parse_listen(text: str) -> tuple[str, int]:
               help="The deploy repo: a path, file://, https:// (token in $DEPLOYCTL_GIT_TOKEN) or ssh "
               "(key in $DEPLOYCTL_GIT_SSH_KEY).")
 @click.option("--branch", default="main", show_default=True, help="The branch to keep the cluster on.")
-@click.option("--interval", default="30s", show_default=True,
+@click.option("--interval", type=Duration(), default="30s", show_default=True,
               help="Fetch and reconcile this often even without a webhook (finds and corrects drift).")
 @click.option("--listen", default="0.0.0.0:8080", show_default=True, help="HOST:PORT of the HTTP endpoint.")
 @click.option("--audit", "audit_url", default=None, envvar=settings.AUDIT.name,
@@ -43,14 +33,14 @@ def parse_listen(text: str) -> tuple[str, int]:
 @click.option("--no-audit", is_flag=True, help="Do not record attempts in the audit history.")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG",
               help="Kubeconfig file [default: in-cluster, else $KUBECONFIG or ~/.kube/config].")
-@click.option("--context", default=None, help="Use this kubeconfig context for every environment.")
+@click.option("--context", default=None, shell_complete=complete_context, help="Use this kubeconfig context for every environment.")
 @click.option("--allow-namespace", "allowed_namespaces", multiple=True, metavar="NS",
               envvar=settings.ALLOW_NAMESPACES.name,
               help="Refuse environments whose namespace is not one of these (repeatable; space- or "
               "comma-separated in $DEPLOYCTL_ALLOW_NAMESPACES).")
 @click.option("--mirror-dir", type=click.Path(file_okay=False), envvar=settings.MIRROR_DIR.name,
               help="Where to keep the local mirror [default: ~/.cache/deployctl/mirrors/<hash>].")
-@click.option("--timeout", default="300s", show_default=True, help="How long one reconcile waits for rollouts.")
+@click.option("--timeout", type=Duration(), default="5m", show_default=True, help="How long one reconcile waits for rollouts.")
 @click.option("--concurrency", default=16, show_default=True, help="Applies in flight at once.")
 @click.option("--webhook-secret-file", type=click.Path(dir_okay=False),
               help="File holding the webhook secret [default: $DEPLOYCTL_WEBHOOK_SECRET_FILE, else "
@@ -59,17 +49,17 @@ def parse_listen(text: str) -> tuple[str, int]:
 @click.option("--lease-namespace", default=None,
               help="Namespace of the leader Lease [default: $POD_NAMESPACE, the pod's own, else default].")
 @click.option("--identity", default=None, help="This replica's name in the Lease [default: <hostname>-<pid>].")
-@click.option("--lease-duration", default="15s", show_default=True,
+@click.option("--lease-duration", type=Duration(), default="15s", show_default=True,
               help="How long a leader that stopped renewing keeps the Lease.")
-@click.option("--renew-deadline", default="10s", show_default=True,
+@click.option("--renew-deadline", type=Duration(), default="10s", show_default=True,
               help="A leader that could not renew for this long stops acting.")
-@click.option("--retry-period", default="2s", show_default=True, help="How often to try to acquire or renew.")
+@click.option("--retry-period", type=Duration(), default="2s", show_default=True, help="How often to try to acquire or renew.")
 @click.option("--no-leader-election", is_flag=True, help="Act without a Lease (one replica only).")
-def watch(repo: str, branch: str, interval: str, listen: str, audit_url: str | None, no_audit: bool,
+def watch(repo: str, branch: str, interval: float, listen: str, audit_url: str | None, no_audit: bool,
           kubeconfig: str | None, context: str | None, allowed_namespaces: tuple[str, ...],
-          mirror_dir: str | None, timeout: str, concurrency: int, webhook_secret_file: str | None,
-          lease_name: str, lease_namespace: str | None, identity: str | None, lease_duration: str,
-          renew_deadline: str, retry_period: str, no_leader_election: bool) -> None:
+          mirror_dir: str | None, timeout: float, concurrency: int, webhook_secret_file: str | None,
+          lease_name: str, lease_namespace: str | None, identity: str | None, lease_duration: float,
+          renew_deadline: float, retry_period: float, no_leader_election: bool) -> None:
     """Keep the cluster on a branch of the deploy repo: reconcile every new commit, correct drift.
 
     Fetches the branch into a local mirror and reconciles its head on every push webhook
@@ -102,17 +92,17 @@ def watch(repo: str, branch: str, interval: str, listen: str, audit_url: str | N
             name=lease_name,
             namespace=lease_namespace or in_cluster_namespace(),
             identity=identity or identity_default(),
-            lease_duration=parse_duration(lease_duration, option="--lease-duration"),
-            renew_deadline=parse_duration(renew_deadline, option="--renew-deadline"),
-            retry_period=parse_duration(retry_period, option="--retry-period"),
+            lease_duration=lease_duration,
+            renew_deadline=renew_deadline,
+            retry_period=retry_period,
         )
     options = WatchOptions(
         repo=repo,
         mirror_dir=Path(mirror_dir) if mirror_dir else default_mirror_dir(repo),
         settings=ControllerSettings(
             branch=branch,
-            interval=parse_duration(interval, option="--interval"),
-            timeout=parse_duration(timeout, option="--timeout"),
+            interval=interval,
+            timeout=timeout,
             concurrency=concurrency,
             allowed_namespaces=split_namespaces(allowed_namespaces),
         ),

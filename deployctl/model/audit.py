@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import getpass
 import os
-import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from deployctl.errors import DeployctlError, InvalidInputError
+from deployctl.model.duration import DurationError, parse_duration
 from deployctl.model.vocabulary import AUDIT_RESULTS, Trigger
 from deployctl.model.vocabulary import (
     STARTED as STARTED,  # re-exported: the audit model's word for an open attempt
@@ -267,8 +267,6 @@ def current_actor() -> Actor:
 
 # --- times -------------------------------------------------------------------------------------
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def utc(value: datetime) -> datetime:
@@ -277,20 +275,21 @@ def utc(value: datetime) -> datetime:
 
 
 def parse_when(text: str, *, now: datetime) -> datetime:
-    """A time from a duration ago (``30s``, ``90m``, ``12h``, ``2d``, ``1w``) or ISO (UTC if no zone)."""
-    match = _DURATION.match(text)
-    if match:
-        return utc(now) - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    """A time: ISO (UTC if no zone), or a duration ago in the one duration grammar (``90m``, ``1h30m``,
+    ``2d``, ``1w``, a bare number of seconds)."""
     raw = text.strip()
     if raw.endswith(("Z", "z")):
         raw = raw[:-1] + "+00:00"
     try:
         value = datetime.fromisoformat(raw)
     except ValueError:
-        raise InvalidInputError(
-            f"{text!r} is not a time: use an ISO time like 2024-05-01T12:00:00Z "
-            "or a duration like 2d, 90m, 1w"
-        ) from None
+        try:
+            return utc(now) - parse_duration(text, what="")
+        except DurationError:
+            raise InvalidInputError(
+                f"{text!r} is not a time: use an ISO time like 2024-05-01T12:00:00Z "
+                "or a duration like 2d, 90m, 1w or 1h30m"
+            ) from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC)

@@ -18,6 +18,8 @@ class Result(StrEnum):
     DRIFT_CORRECTED = "drift-corrected"
     INTERRUPTED = "interrupted"
     REFUSED = "refused"
+    SUSPENDED = "suspended"  # `deployctl suspend`: left alone (also the audit word for the suspend itself)
+    RESUMED = "resumed"  # the audit word for `deployctl resume`
     # outcomes that need no audit record of their own
     APPLIED = "applied"  # --no-wait: applied, the rollout not waited for (recorded as succeeded)
     IN_SYNC = "in-sync"
@@ -28,6 +30,7 @@ class Result(StrEnum):
 #: The results an audit outcome may hold.
 AUDIT_RESULTS: tuple[Result, ...] = (
     Result.SUCCEEDED, Result.FAILED, Result.BLOCKED, Result.DRIFT_CORRECTED, Result.INTERRUPTED, Result.REFUSED,
+    Result.SUSPENDED, Result.RESUMED,
 )
 
 #: An attempt on record whose outcome is not (yet) written.

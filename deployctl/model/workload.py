@@ -21,6 +21,12 @@ ANN_DEPLOY_FILE = "deployctl.dev/deploy-file"
 ANN_APPLIED_AT = "deployctl.dev/applied-at"
 ANN_DIGEST = "deployctl.dev/digest"
 ANN_CHANGE_CAUSE = "kubernetes.io/change-cause"
+# `deployctl suspend`: reconcile and watch leave a workload carrying ANN_SUSPENDED alone.
+ANN_SUSPENDED = "deployctl.dev/suspended"  # "true"
+ANN_SUSPENDED_BY = "deployctl.dev/suspended-by"
+ANN_SUSPENDED_REASON = "deployctl.dev/suspended-reason"
+ANN_SUSPENDED_AT = "deployctl.dev/suspended-at"
+SUSPENSION_ANNOTATIONS = (ANN_SUSPENDED, ANN_SUSPENDED_BY, ANN_SUSPENDED_REASON, ANN_SUSPENDED_AT)
 
 KINDS = ("Deployment", "StatefulSet")
 
@@ -98,6 +104,28 @@ class Workload:
             partition=int(strategy.get("partition") or 0),
             selector=dict(((spec.get("selector") or {}).get("matchLabels")) or {}),
         )
+
+
+@dataclass(frozen=True)
+class Suspension:
+    """Who suspended a workload, when and why (from its annotations)."""
+
+    by: str
+    reason: str
+    at: str
+
+    def describe(self) -> str:
+        return f"suspended by {self.by or 'unknown'}{f' at {self.at}' if self.at else ''}: {self.reason}"
+
+
+def suspension(workloads: Sequence[Workload]) -> Suspension | None:
+    """The suspension of the first suspended workload among ``workloads``, or None."""
+    for w in workloads:
+        if w.annotations.get(ANN_SUSPENDED) == "true":
+            return Suspension(by=w.annotations.get(ANN_SUSPENDED_BY, ""),
+                              reason=w.annotations.get(ANN_SUSPENDED_REASON, ""),
+                              at=w.annotations.get(ANN_SUSPENDED_AT, ""))
+    return None
 
 
 def rollout_status(w: Workload) -> RolloutStatus:

@@ -20,6 +20,7 @@ BLOCKED = Result.BLOCKED
 MISSING = Result.MISSING
 INVALID = Result.INVALID
 REFUSED = Result.REFUSED
+SUSPENDED = Result.SUSPENDED
 
 
 @dataclass(frozen=True)

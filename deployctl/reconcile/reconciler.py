@@ -44,6 +44,7 @@ from deployctl.reconcile.outcome import (
     MISSING,
     REFUSED,
     SUCCEEDED,
+    SUSPENDED,
     Outcome,
     Progress,
     ReconcileResult,
@@ -152,6 +153,8 @@ class Reconciler:
                 self._finish(run, INVALID, change.reason, record=False)
             elif change.action is Action.MISSING:
                 self._finish(run, MISSING, change.reason, record=False)
+            elif change.action is Action.SUSPENDED:  # `deployctl suspend`: left alone, said so
+                self._finish(run, SUSPENDED, change.reason, record=False)
             elif change.action is Action.BLOCKED:
                 self._finish(run, BLOCKED, change.reason, record=True)
             elif change.action is Action.IN_SYNC:

@@ -9,6 +9,7 @@ Actions:
 - ``missing``: no workload in the namespace carries ``deployctl.dev/app=<app>``.
 - ``blocked``: a dependency (``depends_on``) is failed, missing or invalid.
 - ``invalid``: the deploy file or config is invalid, or a workload lacks the container.
+- ``suspended``: a workload carries ``deployctl.dev/suspended`` (``deployctl suspend``); left alone.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from deployctl.model.state import DesiredState, Target
-from deployctl.model.workload import ANN_COMMIT, ANN_IMAGE, Health, RolloutStatus, Workload, combined_status
+from deployctl.model.workload import (
+    ANN_COMMIT,
+    ANN_IMAGE,
+    Health,
+    RolloutStatus,
+    Workload,
+    combined_status,
+    suspension,
+)
 
 
 class Action(str, Enum):
@@ -28,6 +37,7 @@ class Action(str, Enum):
     MISSING = "missing"
     BLOCKED = "blocked"
     INVALID = "invalid"
+    SUSPENDED = "suspended"
 
     def __str__(self) -> str:
         return self.value
@@ -163,6 +173,10 @@ def plan_target(target: Target, workloads: Sequence[Workload], desired_image: st
     old_shas = {w.annotations.get(ANN_COMMIT) for w in workloads}
     old_sha = next(iter(old_shas)) if len(old_shas) == 1 else None
     health = combined_status(workloads)
+    suspended = suspension(workloads)
+    if suspended is not None:
+        return Change(action=Action.SUSPENDED, live_images=live, old_sha=old_sha, health=health,
+                      reason=suspended.describe(), **base)  # type: ignore[arg-type]
     if all(image == desired_image for image in live):
         return Change(action=Action.IN_SYNC, live_images=live, old_sha=old_sha, health=health,
                       **base)  # type: ignore[arg-type]

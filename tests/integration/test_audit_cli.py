@@ -139,7 +139,7 @@ def test_export_jsonl_round_trips_every_attempt_oldest_first(audit: str) -> None
 
 def test_timeline_writes_a_self_contained_html_chart(audit: str, tmp_path: Path) -> None:
     out_file = tmp_path / "deploys.html"
-    code, out = run("timeline", "--audit", audit, "--output", str(out_file))
+    code, out = run("timeline", "--audit", audit, "--out", str(out_file))
     assert code == 0 and out.strip() == f"{out_file}: 5 deploy attempt(s)"
     page = out_file.read_text()
     assert "<script src=" not in page  # plotly.js is inlined: the file works offline
@@ -149,14 +149,14 @@ def test_timeline_writes_a_self_contained_html_chart(audit: str, tmp_path: Path)
 
 
 def test_timeline_rejects_other_file_types(audit: str, tmp_path: Path) -> None:
-    code, out = run("timeline", "--audit", audit, "--output", str(tmp_path / "deploys.svg"))
+    code, out = run("timeline", "--audit", audit, "--out", str(tmp_path / "deploys.svg"))
     assert code == 2 and "the timeline is written as .html or .png" in out
 
 
 @pytest.mark.skipif(find_chromium() is None, reason="PNG rendering needs chromium (apt-get install chromium)")
 def test_timeline_renders_a_png_with_headless_chromium(audit: str, tmp_path: Path) -> None:
     out_file = tmp_path / "deploys.png"
-    code, out = run("timeline", "--audit", audit, "--output", str(out_file))
+    code, out = run("timeline", "--audit", audit, "--out", str(out_file))
     assert code == 0, out
     data = out_file.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
@@ -167,5 +167,27 @@ def test_timeline_png_without_chromium_says_what_to_install(
 ) -> None:
     monkeypatch.setattr(shutil, "which", lambda name: None)
     monkeypatch.delenv("DEPLOYCTL_CHROMIUM", raising=False)
-    code, out = run("timeline", "--audit", audit, "--output", str(tmp_path / "d.png"))
+    code, out = run("timeline", "--audit", audit, "--out", str(tmp_path / "d.png"))
     assert code == 1 and "needs Chromium (apt-get install chromium)" in out
+
+
+def test_old_output_file_forms_still_work_with_a_deprecation_warning(audit: str, tmp_path: Path) -> None:
+    chart = tmp_path / "old.html"
+    result = CliRunner().invoke(main, ["timeline", "--audit", audit, "-o", str(chart)])
+    assert result.exit_code == 0 and chart.stat().st_size > 1000
+    assert f"deprecated: -o/--output FILE; write --out {chart}" in result.stderr
+    export_file = tmp_path / "old.jsonl"
+    result = CliRunner().invoke(main, ["events", "export", "--audit", audit, "--output", str(export_file)])
+    assert result.exit_code == 0 and "deprecated:" in result.stderr
+    new_file = tmp_path / "new.jsonl"
+    assert run("events", "export", "--audit", audit, "--out", str(new_file))[0] == 0
+    assert export_file.read_text() == new_file.read_text() and len(new_file.read_text().splitlines()) == 5
+
+
+def test_env_and_app_filters_are_repeatable_and_comma_separated(audit: str) -> None:
+    _, everything = run("history", "--audit", audit, "-o", "json")
+    _, both = run("history", "--audit", audit, "--app", "web,api", "-o", "json")
+    _, repeated = run("history", "--audit", audit, "--app", "web", "--app", "api", "-o", "json")
+    _, web = run("history", "--audit", audit, "--app", "web", "-o", "json")
+    assert json.loads(both) == json.loads(repeated) == json.loads(everything)
+    assert {r["app"] for r in json.loads(web)} == {"web"} and len(json.loads(web)) < len(json.loads(everything))

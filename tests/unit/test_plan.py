@@ -159,3 +159,19 @@ def test_pins_reuse_the_applied_digest_and_refuse_missing_or_retagged_images():
     assert "the artifact changed after it was tested" in retagged.refusals[prod.key]
     allowed = pin_decisions([prod], config, {prod.image: found}, tested_digest=lambda *a: other, allow_retagged=True)
     assert not allowed.refusals and allowed.images[prod.key].endswith(digest)
+
+
+def test_a_suspended_workload_gets_the_suspended_action_with_who_and_why_and_no_write():
+    from dataclasses import replace
+
+    from deployctl.model.workload import ANN_SUSPENDED, ANN_SUSPENDED_BY, ANN_SUSPENDED_REASON
+
+    old = target("api", SHA1)
+    t = target("api", SHA2)
+    live = workload("api", old.image, applied=old.image, commit=SHA1)
+    held = replace(live, annotations={**live.annotations, ANN_SUSPENDED: "true", ANN_SUSPENDED_BY: "ana@box",
+                                      ANN_SUSPENDED_REASON: "INC-42"})
+    change = make_plan(desired(t), {"ns-staging": [held]}).get("staging", "api")
+    assert change.action is Action.SUSPENDED and not change.writes
+    assert change.reason == "suspended by ana@box: INC-42"
+    assert make_plan(desired(t), {"ns-staging": [live]}).get("staging", "api").action is Action.UPDATE

@@ -8,7 +8,7 @@ from pathlib import Path
 from deployctl import settings
 
 ROOT = Path(__file__).resolve().parents[2]
-NAME = re.compile(r"DEPLOYCTL_[A-Z0-9_]*[A-Z0-9]")
+NAME = re.compile(r"(?<![A-Z0-9])_?DEPLOYCTL_[A-Z0-9_]*[A-Z0-9]")
 
 
 def _names_used() -> dict[str, str]:

@@ -413,3 +413,14 @@ def env_lines(directory: Path | None = None) -> str:
     if state is None:
         raise LocalClusterError(f"no local cluster runs in {directory}; start one with 'deployctl localcluster up'")
     return f"export KUBECONFIG={state.kubeconfig}"
+
+
+def status(directory: Path | None = None) -> dict[str, object]:
+    """Where the local cluster is and which of its components run (for ``localcluster status``)."""
+    directory = (directory or default_dir()).resolve()
+    state = read_state(directory)
+    if state is None:
+        return {"dir": str(directory), "running": False, "server": None, "kubeconfig": None, "components": {}}
+    components = {name: _pid_runs(pid, state.binaries.get(name, "")) for name, pid in state.pids.items()}
+    return {"dir": str(directory), "running": bool(components) and all(components.values()),
+            "server": state.server, "kubeconfig": state.kubeconfig, "components": components}

@@ -557,3 +557,24 @@ def _tree_with(
             sub_base = repository[existing.id].peel(pygit2.Tree)
         builder.insert(name, _tree_with(repository, sub_base, sub), pygit2.GIT_FILEMODE_TREE)
     return builder.write()
+
+
+def reference_names(repo: str | Path) -> list[str]:
+    """Branch, remote-branch and tag names (short forms, e.g. ``main``, ``origin/main``, ``v1``), for completion."""
+    repository = open_repository(repo)
+    names = ["HEAD"]
+    for full in repository.references:
+        for prefix in ("refs/heads/", "refs/remotes/", "refs/tags/"):
+            if full.startswith(prefix):
+                names.append(full[len(prefix) :])
+    return sorted(set(names))
+
+
+def ensure_repository(path: str | Path) -> bool:
+    """Make ``path`` a git repository (with a work tree) unless it is one; True when one was created."""
+    try:
+        open_repository(path)
+        return False
+    except RepoError:
+        pygit2.init_repository(str(path), bare=False, initial_head="main")
+        return True

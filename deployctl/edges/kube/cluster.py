@@ -182,6 +182,19 @@ class Cluster:
         )
         return Workload.from_object(result, workload.kind)
 
+    def annotate(self, workload: Workload, annotations: Mapping[str, str | None]) -> Workload:
+        """Set (or, with None, remove) annotations on one workload with a JSON merge patch."""
+        fn = (
+            self.apps.patch_namespaced_deployment
+            if workload.kind == "Deployment"
+            else self.apps.patch_namespaced_stateful_set
+        )
+        body = {"metadata": {"annotations": dict(annotations)}}
+        result = self._call(f"annotate {workload.ref} in {workload.namespace}", fn, workload.name,
+                            workload.namespace, body, field_manager=FIELD_MANAGER,
+                            _content_type="application/merge-patch+json")
+        return Workload.from_object(result, workload.kind)
+
     def ensure_namespace(self, name: str) -> None:
         """Create a namespace unless it exists (for the demo and benchmarks, not for reconcile)."""
         try:

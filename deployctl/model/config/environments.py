@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import yaml
-
+from deployctl.model.config.fields import ENV_KEYS
+from deployctl.model.config.freeze import read_freeze
 from deployctl.model.config.strict_yaml import Reader, Who, node_line
 from deployctl.model.config.values import (
     APPROVER,
-    ENV_KEYS,
-    FREEZE_KEYS,
     EnvironmentConfig,
     FreezeWindow,
+    RecurringFreeze,
     dns_label_problem,
     find_cycle,
     show,
 )
-
-
-def parse_time(text: str) -> datetime | None:
-    """An ISO 8601 instant with a timezone (or a bare date, taken as 00:00 UTC), converted to UTC."""
-    text = text.strip()
-    try:
-        if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=UTC)
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.astimezone(UTC)
 
 
 def read_environments(
@@ -140,9 +124,9 @@ def _environment(
                 f"{kp}.require_approval is true but approvers is empty; add approvers",
                 **who,
             )
-    freeze: list[FreezeWindow] = []
+    freeze: list[FreezeWindow | RecurringFreeze] = []
     if "freeze" in fields:
-        freeze = _freeze(reader, fields["freeze"][1], kp, name)
+        freeze = read_freeze(reader, fields["freeze"][1], kp, name)
     env = EnvironmentConfig(
         name=name,
         namespace=namespace,
@@ -153,48 +137,3 @@ def _environment(
         freeze=tuple(freeze),
     )
     return env, requires
-
-
-def _freeze(reader: Reader, node: Any, kp: str, env: str) -> list[FreezeWindow]:
-    if not isinstance(node, yaml.SequenceNode):
-        reader.error(node, f"{kp}.freeze must be a list of {{start, end, reason}} windows", env=env)
-        return []
-    windows: list[FreezeWindow] = []
-    for i, item in enumerate(node.value):
-        wkp = f"{kp}.freeze[{i}]"
-        fields = reader.mapping(item, wkp, FREEZE_KEYS, env=env)
-        if fields is None:
-            continue
-        missing = [k for k in ("start", "end", "reason") if k not in fields]
-        if missing:
-            reader.error(item, f"{wkp} is missing {', '.join(missing)}", env=env)
-            continue
-        times: list[datetime] = []
-        for key in ("start", "end"):
-            value_node = fields[key][1]
-            text = reader.string(value_node, f"{wkp}.{key}", required=True, env=env)
-            when = None if text is None else parse_time(text)
-            if text is not None and when is None:
-                reader.error(
-                    value_node,
-                    f"{wkp}.{key} {show(text)} is not a time with a timezone; "
-                    "write e.g. 2024-12-20T18:00:00Z",
-                    env=env,
-                )
-            if when is not None:
-                times.append(when)
-        reason = reader.string(fields["reason"][1], f"{wkp}.reason", required=True, env=env)
-        weekly = False
-        if "weekly" in fields:
-            weekly = bool(reader.boolean(fields["weekly"][1], f"{wkp}.weekly", env=env))
-        if len(times) != 2 or reason is None:
-            continue
-        start, end = times
-        if end <= start:
-            reader.error(item, f"{wkp} ends before it starts; end must be after start", env=env)
-            continue
-        if weekly and end - start > timedelta(days=7):
-            reader.error(item, f"{wkp} is weekly but longer than 7 days", env=env)
-            continue
-        windows.append(FreezeWindow(start=start, end=end, reason=reason, weekly=weekly))
-    return windows

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from deployctl.model.config.environments import read_environments
+from deployctl.model.config.fields import APP_KEYS, TOP_KEYS
 from deployctl.model.config.strict_yaml import (
     YAML_TAG,
     Reader,
@@ -22,7 +23,6 @@ from deployctl.model.config.strict_yaml import (
     node_line,
 )
 from deployctl.model.config.values import (
-    APP_KEYS,
     CONFIG_PATH,
     CONFIG_VERSION,
     IMAGE_REPOSITORY,
@@ -30,7 +30,6 @@ from deployctl.model.config.values import (
     MAX_CONFIG_BYTES,
     MAX_YAML_DEPTH,
     PIN_MODES,
-    TOP_KEYS,
     AppConfig,
     Config,
     dns_label_problem,

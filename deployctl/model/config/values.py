@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 
 CONFIG_PATH = "deployctl.yaml"
 CONFIG_VERSION = 1
@@ -24,10 +24,6 @@ APPROVER = re.compile(
 )
 PIN_MODES = ("digest", "tag")
 
-TOP_KEYS = ("version", "apps", "environments")
-APP_KEYS = ("image", "tag", "container", "source", "depends_on", "pin")
-ENV_KEYS = ("namespace", "context", "requires", "approvers", "require_approval", "freeze")
-FREEZE_KEYS = ("start", "end", "reason", "weekly")
 
 def is_dns_label(name: str) -> bool:
     """A Kubernetes DNS-1123 label: lowercase alphanumerics and '-', 1-63 chars, alphanumeric at both ends."""
@@ -76,6 +72,22 @@ class FreezeWindow:
 
 
 @dataclass(frozen=True)
+class RecurringFreeze:
+    """A freeze that repeats in local time (an IANA ``timezone``): a cron expression starting a
+    period of ``duration``, or a weekday/time range (``from`` Fri 16:00 ``until`` Mon 08:00; without
+    weekdays, every day). Local wall-clock times, so daylight saving time is followed."""
+
+    reason: str
+    timezone: str
+    cron: str | None = None
+    duration: timedelta | None = None
+    from_day: int | None = None  # 0 = Monday; None with from_time = every day
+    from_time: time | None = None
+    until_day: int | None = None
+    until_time: time | None = None
+
+
+@dataclass(frozen=True)
 class AppConfig:
     """How one app's commits become images, and which container runs them."""
 
@@ -109,12 +121,12 @@ class EnvironmentConfig:
     requires: tuple[str, ...] = ()
     approvers: tuple[str, ...] = ()
     require_approval: bool = False
-    freeze: tuple[FreezeWindow, ...] = ()
+    freeze: tuple[FreezeWindow | RecurringFreeze, ...] = ()
 
     def frozen_at(self, at: datetime) -> FreezeWindow | None:
-        """The first freeze window active at ``at``, if any."""
+        """The first date-range freeze window active at ``at``, if any (recurring ones: rules.freeze)."""
         for window in self.freeze:
-            if window.active(at):
+            if isinstance(window, FreezeWindow) and window.active(at):
                 return window
         return None
 

@@ -1,0 +1,113 @@
+"""`deployctl status`: env x app, desired against live, once or refreshed with --watch."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from deployctl.cli.output import Output, duration_option, render_table, stderr_is_terminal
+from deployctl.cli.reconcile import _echo_problems, _observed_plan, _selection_options, _short
+
+HEADERS = ("ENV", "APP", "DESIRED", "LIVE", "IN SYNC", "HEALTH", "DETAIL")
+
+
+def status_document(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,
+                    context: str | None, allowed_namespaces: tuple[str, ...]) -> tuple[dict[str, Any], Any]:
+    """One observation: the machine-readable document (the table's rows are built from it) and the state."""
+    from deployctl.model.workload import suspension
+    from deployctl.rules.freeze import frozen_environments
+    from deployctl.rules.plan import Action
+
+    desired, result, refused = _observed_plan(repo, ref, envs, apps, kubeconfig, context, allowed_namespaces)
+    docs = []
+    for c in result.changes:
+        in_sync = c.action is Action.IN_SYNC or (c.action is Action.SUSPENDED and c.live_images != ()
+                                                 and all(i == c.desired_image for i in c.live_images))
+        held = suspension(c.workloads)
+        docs.append({"env": c.env, "app": c.app, "desired_sha": c.new_sha,
+                     "live_sha": c.old_sha if c.workloads else None, "in_sync": in_sync,
+                     "action": str(c.action), "health": str(c.health.health) if c.health else "-",
+                     "message": c.reason if held or not c.health else c.health.message,
+                     "suspended": asdict(held) if held else None})
+    frozen = frozen_environments(desired.config, datetime.now(UTC)) if desired.config else {}
+    freezes = {env: f.as_dict() for env, f in frozen.items() if env in {c.env for c in result.changes}}
+    return {"deploy_commit": desired.commit, "apps": docs, "refused": dict(refused), "freezes": freezes}, desired
+
+
+def _row(d: dict[str, Any]) -> tuple[str, ...]:
+    sync = "yes" if d["in_sync"] else d["action"]
+    if d.get("suspended"):
+        sync = f"{sync} (suspended)" if d["in_sync"] else "suspended"
+    return (d["env"], d["app"], _short(d["desired_sha"]), _short(d["live_sha"]), sync, d["health"],
+            d["message"] or "")
+
+
+def render_status(doc: dict[str, Any]) -> str:
+    notes = [f"freeze: {f['env']} is frozen until {f['until']} ({f['reason']}; {f['rule']})"
+             for f in doc.get("freezes", {}).values()]
+    return "\n".join([render_table(HEADERS, [_row(d) for d in doc["apps"]]), *notes])
+
+
+def changed_lines(before: dict[str, Any] | None, after: dict[str, Any], *, now: datetime) -> list[str]:
+    """One line per env/app whose row differs from the last observation (all of them the first time)."""
+    old = {(d["env"], d["app"]): _row(d) for d in (before or {}).get("apps", [])}
+    stamp = now.strftime("%H:%M:%SZ")
+    lines = []
+    for d in after["apps"]:
+        row = _row(d)
+        if old.get((d["env"], d["app"])) != row:
+            lines.append(f"{stamp} {d['env']}/{d['app']}: desired {row[2]} live {row[3]} in-sync {row[4]} "
+                         f"health {row[5]}{' ' + row[6] if row[6] else ''}")
+    return lines
+
+
+@click.command()
+@_selection_options
+@click.option("--watch", "-w", "watch_", is_flag=True,
+              help="Refresh until interrupted: redrawn in place on a terminal, else one line per change.")
+@duration_option("--interval", default="5s", help="With --watch: how often to look again")
+@click.option("--watch-count", type=int, default=0, hidden=True, help="Stop after N observations (tests).")
+def status(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,
+           context: str | None, allowed_namespaces: tuple[str, ...], output: Output, watch_: bool,
+           interval: float, watch_count: int) -> None:
+    """A table of env x app: desired SHA, live SHA, in sync or not, rollout health.
+
+    \b
+    Example:
+      deployctl status --repo .
+      deployctl status --env production --watch --interval 10s
+    """
+    def observe() -> dict[str, Any]:
+        return status_document(repo, ref, envs, apps, kubeconfig, context, allowed_namespaces)[0]
+
+    if not watch_:
+        doc, desired = status_document(repo, ref, envs, apps, kubeconfig, context, allowed_namespaces)
+        if not output.data(doc):
+            _echo_problems(desired)
+            output.write(render_status(doc))
+        return
+    live = output.path is None and not output.is_data and stderr_is_terminal() and sys.stdout.isatty()
+    before: dict[str, Any] | None = None
+    seen = 0
+    try:
+        while True:
+            doc = observe()
+            seen += 1
+            if live:
+                stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+                click.echo("\x1b[H\x1b[2J" + f"every {interval:g}s, {stamp} (Ctrl-C stops)\n\n" + render_status(doc))
+            elif doc != before:
+                if not output.data(doc):
+                    for line in changed_lines(before, doc, now=datetime.now(UTC)):
+                        output.write(line)
+            before = doc
+            if watch_count and seen >= watch_count:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
