@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "plan": "deployctl.cli.reconcile:plan",
     "reconcile": "deployctl.cli.reconcile:reconcile",
     "status": "deployctl.cli.reconcile:status",
+    "audit": "deployctl.cli.audit:audit",
     "history": "deployctl.cli.audit:history",
     "events": "deployctl.cli.audit:events",
     "notify": "deployctl.cli.audit:notify",

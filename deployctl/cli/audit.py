@@ -213,6 +213,30 @@ def export(
 
 
 @click.group()
+def audit() -> None:
+    """The audit store itself."""
+
+
+@audit.command("migrate")
+@audit_option
+def migrate(audit_url: str | None) -> None:
+    """Create the audit store, or migrate its schema to this deployctl's version.
+
+    Every command does this when it opens a store its role may change; with PostgreSQL's two
+    roles (docs/audit.md), run it with the owner role's URL before upgrading the writers.
+
+    \b
+    Example:
+      deployctl audit migrate --audit postgresql://deployctl_owner@db:5432/deploys
+    """
+    store = open_store(audit_url)
+    try:
+        click.echo(f"schema version {store.schema_version()}")  # type: ignore[attr-defined]
+    finally:
+        store.close()
+
+
+@click.group()
 def notify() -> None:
     """Deploy notifications (webhook, Slack) from the audit outbox."""
 
