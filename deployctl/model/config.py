@@ -15,11 +15,12 @@ from typing import Any, TypedDict, Unpack
 
 import yaml
 
+from deployctl.model.limits import CONFIG_BYTES
 from deployctl.model.problem import ERROR, WARNING, Problem
 
 CONFIG_PATH = "deployctl.yaml"
 CONFIG_VERSION = 1
-MAX_CONFIG_BYTES = 1024 * 1024
+MAX_CONFIG_BYTES = CONFIG_BYTES
 MAX_YAML_DEPTH = 16
 
 DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
@@ -387,16 +388,18 @@ def find_cycle(graph: Mapping[str, tuple[str, ...]]) -> list[str] | None:
     return None
 
 
-def load_config(data: bytes, *, path: str = CONFIG_PATH) -> tuple[Config | None, list[Problem]]:
+def load_config(
+    data: bytes, *, path: str = CONFIG_PATH, max_bytes: int = MAX_CONFIG_BYTES
+) -> tuple[Config | None, list[Problem]]:
     """Parse and validate deployctl.yaml. Returns the config (None if unusable) and every problem found.
 
     Apps and environments with errors are left out of the returned config and listed in
     ``Config.invalid_apps`` / ``Config.invalid_environments``.
     """
     reader = _Reader(path)
-    if len(data) > MAX_CONFIG_BYTES:
+    if len(data) > max_bytes:
         reader.problems.append(
-            Problem(path, None, f"is {len(data)} bytes; the limit is {MAX_CONFIG_BYTES} bytes")
+            Problem(path, None, f"is {len(data)} bytes; the limit is {max_bytes} bytes")
         )
         return None, reader.problems
     text, bad_line, message = decode_text(data, what="deployctl.yaml")

@@ -30,7 +30,7 @@ from deployctl.rules.approval import ApprovalCommit, Verdict, check_approval
 from deployctl.rules.deployfile import split_deploy_path
 from deployctl.rules.freeze import ActiveFreeze, frozen_environments
 from deployctl.rules.gates import AUDIT, GIT, GateResult, RunFact, check_gates, gate_problems, gated
-from deployctl.rules.promote import deploy_path, ran_shas
+from deployctl.rules.promote import deploy_path
 
 if TYPE_CHECKING:
     from deployctl.reconcile.reconciler import AuditSink
@@ -45,17 +45,19 @@ GPG_HOME_ENV = "DEPLOYCTL_GPG_HOME"
 # --- promotion gates ----------------------------------------------------------------------------
 
 
-def git_facts(repo: str | Path, targets: Iterable[Target], config: Config, *, ref: str) -> list[RunFact]:
-    """What ran in each required environment according to its deploy file's history at ``ref``."""
+def git_facts(
+    repo: str | Path, targets: Iterable[Target], config: Config, *, ref: str, before: bool = False
+) -> list[RunFact]:
+    """What ran in each required environment: the SHAs that were the first token of its deploy file
+    in the commits reachable from ``ref`` (with ``before``: from ``ref``'s parents only)."""
     paths = {deploy_path(required, t.app) for t, required in gated(targets, config)}
     if not paths:
         return []
     facts: list[RunFact] = []
-    for path, versions in repo_edge.file_versions(repo, sorted(paths), ref=ref).items():
+    for path, shas in repo_edge.deployed_shas(repo, sorted(paths), ref=ref, before=before).items():
         names = split_deploy_path(path)
         assert names is not None
-        for data in versions:
-            facts.extend(RunFact(names[0], names[1], sha, "deployed") for sha in ran_shas(data))
+        facts.extend(RunFact(names[0], names[1], sha, "deployed") for sha in shas)
     return facts
 
 
@@ -80,7 +82,8 @@ def gate_results(
     """Check ``targets`` (default: all of ``desired``) against their environments' ``requires``.
 
     From the audit history when ``store`` is given; otherwise from the required environments'
-    deploy-file history at ``base_ref`` (default: the state's own commit, or HEAD for the work tree).
+    deploy-file history: at ``base_ref`` when given, else before the state's own commit (its
+    parents: a change cannot be its own evidence), else at HEAD for the work tree.
     """
     config = desired.config
     chosen = list(desired.targets if targets is None else targets)
@@ -89,8 +92,9 @@ def gate_results(
     if store is not None:
         return check_gates(chosen, config, audit_facts(store, chosen, config), source=AUDIT)
     ref = base_ref or desired.commit or "HEAD"
+    before = base_ref is None and desired.commit is not None
     try:
-        facts = git_facts(repo, chosen, config, ref=ref)
+        facts = git_facts(repo, chosen, config, ref=ref, before=before)
     except repo_edge.RepoError:
         if base_ref is not None:
             raise

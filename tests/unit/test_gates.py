@@ -54,7 +54,8 @@ def test_violation_is_an_error_naming_the_deploy_file_line_and_missing_environme
     assert problem.is_error and (problem.env, problem.app) == ("production", "web")
     assert str(problem) == (
         "environments/production/web.deploy:1: aaaaaaaaaaaa has not run successfully in staging "
-        "(in environments/staging/ history); environment production requires staging first: deploy it "
+        "(as the first line of environments/staging/web.deploy in an earlier commit); environment production "
+        "requires staging first: deploy it "
         "to staging (deployctl promote web --from <env> --to staging) and promote from there"
     )
 
