@@ -81,16 +81,15 @@ def gate_results(
 ) -> list[GateResult]:
     """Check ``targets`` (default: all of ``desired``) against their environments' ``requires``.
 
-    From the audit history when ``store`` is given; otherwise from the required environments'
-    deploy-file history: at ``base_ref`` when given, else before the state's own commit (its
-    parents: a change cannot be its own evidence), else at HEAD for the work tree.
+    A SHA counts when it was the first token of the required environment's deploy file in a
+    commit before the one checked: at ``base_ref`` when given, else before the state's own commit
+    (its parents: a change cannot be its own evidence), else at HEAD for the work tree. With
+    ``store`` it must also have run there successfully according to the audit history.
     """
     config = desired.config
     chosen = list(desired.targets if targets is None else targets)
     if config is None or not gated(chosen, config):
         return []
-    if store is not None:
-        return check_gates(chosen, config, audit_facts(store, chosen, config), source=AUDIT)
     ref = base_ref or desired.commit or "HEAD"
     before = base_ref is None and desired.commit is not None
     try:
@@ -99,7 +98,11 @@ def gate_results(
         if base_ref is not None:
             raise
         facts = []  # a repo without commits yet has no history: every gate fails
-    return check_gates(chosen, config, facts, source=GIT)
+    if store is None:
+        return check_gates(chosen, config, facts, source=GIT)
+    in_git = {(f.env, f.app, f.sha) for f in facts}
+    ran = [f for f in audit_facts(store, chosen, config) if (f.env, f.app, f.sha) in in_git]
+    return check_gates(chosen, config, ran, source=AUDIT)
 
 
 def with_gate_problems(

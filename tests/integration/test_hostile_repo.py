@@ -10,14 +10,17 @@ import subprocess
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pygit2
 import pytest
 from click.testing import CliRunner
 
 from deployctl.cli import main
+from deployctl.edges.audit.url import open_store
 from deployctl.edges.git.repo import read_desired_state
 from deployctl.reconcile import policy
+from tests.fixtures.auditdata import make_attempt
 from tests.fixtures.gitrepo import PROJECT_ROOT, Blob, GitRepo, write_zero_blob
 
 pytestmark = pytest.mark.integration
@@ -82,6 +85,27 @@ def test_a_sha_first_in_staging_in_an_earlier_commit_passes_the_gate(make_repo: 
     repo.commit({PRODUCTION: f"{B}\n{A}\n"}, message="Promote b to production")
     assert validate(repo) == (0, f"ok: 2 targets in 2 environments at {repo.head[:12]}\n")
     assert refusals(repo) == {}
+
+
+def test_with_an_audit_store_a_gate_needs_both_a_successful_run_and_the_git_evidence(
+    make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    repo = make_repo()
+    repo.commit({"deployctl.yaml": CONFIG, STAGING: f"{A}\n", PRODUCTION: f"{A}\n"})
+    repo.commit({STAGING: f"{A}\n{B}\n", PRODUCTION: f"{B}\n"}, message="Ship b to production")
+    store = open_store(f"sqlite://{tmp_path}/audit.db")
+    try:  # b did run in staging (from another branch, say), but no staging commit here deployed it
+        attempt = store.start(make_attempt(env="staging", new_sha=B, deploy_file=STAGING))
+        store.finish(attempt, result="succeeded")
+        desired = read_desired_state(repo.path)
+        [gate] = policy.gate_results(repo.path, desired, store=store)
+        assert (gate.passed, gate.source) == (False, "audit")
+        repo.commit({STAGING: f"{B}\n"}, message="Ship b to staging")
+        repo.commit({PRODUCTION: f"{B}\n# again\n"}, message="Ship b to production")
+        [gate] = policy.gate_results(repo.path, read_desired_state(repo.path), store=store)
+        assert gate.passed
+    finally:
+        store.close()
 
 
 def test_the_history_walk_stops_after_the_configured_number_of_commits(

@@ -62,4 +62,5 @@ def test_violation_is_an_error_naming_the_deploy_file_line_and_missing_environme
 
 def test_audit_source_is_named_in_the_message() -> None:
     [result] = violations(check_gates([target("production", A)], CONFIG, [], source=AUDIT))[:1]
-    assert "(in the audit history)" in result.message()
+    assert "(in the audit history, as the first line of environments/staging/web.deploy in an earlier commit)" \
+        in result.message()
