@@ -16,6 +16,7 @@ from deployctl.cli.output import output_option, render_table
 from deployctl.edges.audit.url import AUDIT_ENV, default_audit_url, open_store
 from deployctl.errors import InvalidInputError
 from deployctl.model.audit import EVENT_FIELDS, AuditRecord, AuditStore, parse_when, record_to_event
+from deployctl.model.printable import printable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -114,7 +115,7 @@ def render_history_by_release(records: Sequence[AuditRecord]) -> str:
             f"{_clip(first.file_commit_summary, 70)}"
         ).rstrip()
         blocks.append(
-            heading + "\n" + _indent(render_table(HISTORY_HEADERS, [history_row(r) for r in items]))
+            printable(heading) + "\n" + _indent(render_table(HISTORY_HEADERS, [history_row(r) for r in items]))
         )
     return "\n\n".join(blocks)
 

@@ -12,6 +12,7 @@ from typing import Any, TextIO, TypeVar
 import click
 
 from deployctl.cli.output import echo_json, render_table
+from deployctl.model.printable import printable
 from deployctl.model.state import DesiredState
 from deployctl.reconcile import reconciler as rec
 from deployctl.rules.plan import Plan
@@ -102,7 +103,7 @@ def plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kube
     else:
         _echo_problems(desired)
         for reason in refused.values():
-            click.echo(f"refused: {reason}", err=True)
+            click.echo(printable(f"refused: {reason}"), err=True)
         click.echo(render_plan(result))
     if refused or not desired.ok:
         sys.exit(rec.EXIT_INVALID)
@@ -162,7 +163,8 @@ class ProgressPrinter:
         counts: dict[str, int] = {}
         for _, (state, _) in self.states.items():
             counts[state] = counts.get(state, 0) + 1
-        lines = [f"{k[0]}/{k[1]}: {s} {m}"[:120] for k, (s, m) in (done[-5:] + active)[-self.max_lines:]]
+        lines = [printable(f"{k[0]}/{k[1]}: {s} {m}")[:120]
+                 for k, (s, m) in (done[-5:] + active)[-self.max_lines:]]
         lines.append("  ".join(f"{s}: {n}" for s, n in sorted(counts.items())))
         out = ""
         if self.drawn:

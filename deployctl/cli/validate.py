@@ -6,6 +6,7 @@ import click
 
 from deployctl.cli.output import echo_json, output_option, repo_option
 from deployctl.edges.git.repo import read_desired_state
+from deployctl.model.printable import printable
 from deployctl.model.state import DesiredState
 
 
@@ -26,7 +27,7 @@ def render_text(state: DesiredState) -> list[str]:
             f"ok: {len(state.targets)} target{'s' * (len(state.targets) != 1)} in {len(envs)} "
             f"environment{'s' * (len(envs) != 1)} at {where}{note}"
         )
-    return lines
+    return [printable(line) for line in lines]
 
 
 @click.command()

@@ -230,6 +230,19 @@ def test_diff_markdown_is_a_table_then_folded_details(shop: Shop) -> None:
     assert out.rstrip().endswith("</details>")
 
 
+def test_diff_escapes_control_characters_from_commit_messages_and_authors(shop: Shop) -> None:
+    hostile = shop.web.commit({"app.py": "4"}, message="Fix\x1b]0;owned\x07 paging\x1b[2J\r`x`\n",
+                              author=("Eve\x1b[8m", "eve@x.io"))
+    shop.deploy.commit({"environments/staging/web.deploy": f"{hostile}\n"}, message="web 4")
+    outputs = [run("diff", "--base", "main~1", "--head", "main", "--repo", shop.path, *fmt)[1]
+               for fmt in ((), ("-o", "markdown"))]
+    for out in outputs:
+        assert not set(out) & {"\x1b", "\x07", "\r"}, out
+    text, markdown = outputs
+    assert f"    {hostile[:12]} Eve\\x1b[8m: Fix\\x1b]0;owned\\x07 paging\\x1b[2J\\x0d`x`" in text.splitlines()
+    assert f"- `{hostile[:12]}` Fix\\x1b]0;owned\\x07 paging\\x1b[2J\\x0d\\x60x\\x60 (Eve\\x1b[8m)" in markdown.splitlines()
+
+
 def test_diff_json_carries_gates_and_commits(shop: Shop) -> None:
     shop.deploy.commit({"environments/production/web.deploy": f"{shop.w3}\n"}, message="web 3")
     code, out = run("diff", "--base", "main~1", "--head", "main", "--repo", shop.path, "-o", "json")
