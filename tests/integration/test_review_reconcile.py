@@ -176,6 +176,21 @@ def test_freeze_blocks_reconcile_and_the_override_is_audited(cluster, namespace,
                                  "until 2099-01-01T00:00Z)")
 
 
+def test_staging_history_written_in_the_production_commit_is_refused_by_git_mode_reconcile(
+        cluster, namespace, production_ns, shop) -> None:
+    make, _ = shop
+    repo = make()
+    repo.commit({"environments/staging/web.deploy": f"{sha('web-2')}\n{sha('web-9')}\n",
+                 "environments/production/web.deploy": f"{sha('web-9')}\n"}, message="web-9 'ran in staging'")
+    result = reconcile(cluster, repo, None, envs=("production",))
+    assert result.exit_code == 2
+    status, message = outcomes(result)["production"]
+    assert status == "refused" and message.startswith(
+        f"promotion gate: environments/production/web.deploy:1: {sha('web-9')[:12]} has not run successfully in "
+        "staging (as the first line of environments/staging/web.deploy in an earlier commit)")
+    assert image(cluster, production_ns) == f"{IMAGE}/web:initial"
+
+
 def test_unapproved_production_commit_is_refused_and_a_reviewed_merge_is_applied(cluster, namespace,
                                                                                  production_ns, shop, rita_allowed,
                                                                                  monkeypatch) -> None:
