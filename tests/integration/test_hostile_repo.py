@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from deployctl.cli import main
 from deployctl.edges.audit.url import open_store
-from deployctl.edges.git.repo import read_desired_state
+from deployctl.edges.git.repo import RepoError, read_desired_state, read_file_at
 from deployctl.reconcile import policy
 from tests.fixtures.auditdata import make_attempt
 from tests.fixtures.gitrepo import PROJECT_ROOT, Blob, GitRepo, write_zero_blob
@@ -127,7 +127,7 @@ def test_the_history_walk_stops_after_the_configured_number_of_commits(
 
 _MEASURE = """
 import json, resource, sys
-from deployctl.edges.git.repo import read_desired_state
+from deployctl.edges.git.repo import RepoError, read_desired_state, read_file_at
 from deployctl.reconcile.policy import with_gate_problems
 state = with_gate_problems(sys.argv[1], read_desired_state(sys.argv[1]))
 print(json.dumps({"rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
@@ -227,3 +227,11 @@ def test_duplicate_tree_entry_names_are_a_validation_error_and_give_no_target(ma
         "client never writes this: rewrite the commit"
     )
     assert [t.key for t in read_desired_state(repo.path).targets] == [("production", "web")]
+
+
+def test_reading_one_file_at_a_ref_is_bounded_too(make_repo: MakeRepo) -> None:
+    repo = make_repo(bare=True)
+    repo.commit({"deployctl.yaml": CONFIG, PRODUCTION: Blob(write_zero_blob(repo.repo, GIB))})
+    with pytest.raises(RepoError, match=rf"^{PRODUCTION} at 'HEAD': is {GIB} bytes; the limit is 1048576 bytes$"):
+        read_file_at(repo.path, PRODUCTION)
+    assert read_file_at(repo.path, "deployctl.yaml") == CONFIG

@@ -437,16 +437,21 @@ def last_change(repo: str | Path, path: str, *, ref: str = "HEAD") -> CommitInfo
     return None
 
 
-def read_file_at(repo: str | Path, path: str, *, ref: str = "HEAD") -> bytes | None:
-    """A file's bytes at ``ref``, or None if it is not a regular file there."""
+def read_file_at(repo: str | Path, path: str, *, ref: str = "HEAD", max_bytes: int | None = None) -> bytes | None:
+    """A file's bytes at ``ref``, or None if it is not a regular file there. A file over ``max_bytes``
+    (default: the deployctl.yaml limit of :class:`ReadLimits`) is a RepoError naming it, never read."""
+    limit = max_bytes if max_bytes is not None else ReadLimits.from_env().config_bytes
     repository = open_repository(repo)
     tree = resolve_commit(repository, ref).tree
     try:
         obj: Any = tree[path]
-    except KeyError:
+    except (KeyError, pygit2.GitError):
         return None
     if _MODE_KIND.get(obj.filemode) != FILE:
         return None
+    _, size = repository.odb.read_header(obj.id)
+    if size > limit:
+        raise RepoError(f"{path} at {show(ref)}: is {size} bytes; the limit is {limit} bytes")
     return bytes(obj.data)
 
 
