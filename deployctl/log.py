@@ -7,6 +7,13 @@ import sys
 
 import structlog
 
+from deployctl.model.printable import printable
+
+
+def _escape_text(_: object, __: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
+    """Repo-derived strings (paths, commit summaries) reach a terminal only escaped."""
+    return {k: printable(v) if isinstance(v, str) else v for k, v in event.items()}
+
 
 def configure_logging(level: str = "warning", *, json: bool | None = None) -> None:
     """Configure structlog once for a process. Library code only calls ``structlog.get_logger``."""
@@ -21,6 +28,7 @@ def configure_logging(level: str = "warning", *, json: bool | None = None) -> No
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *(() if json else (_escape_text,)),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

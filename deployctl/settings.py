@@ -67,12 +67,20 @@ CHROMIUM = Setting("DEPLOYCTL_CHROMIUM", "Chromium or Chrome binary for `timelin
 CACHE = Setting("DEPLOYCTL_CACHE", "Cache directory of the local control plane's binaries (`localcluster`).",
                 "$XDG_CACHE_HOME/deployctl or ~/.cache/deployctl")
 
+MAX_DEPLOY_FILE_BYTES = Setting("DEPLOYCTL_MAX_DEPLOY_FILE_BYTES", "Largest deploy file read; a bigger one is an "
+                                "error naming it, and is never read.", "65536")
+MAX_CONFIG_BYTES = Setting("DEPLOYCTL_MAX_CONFIG_BYTES", "Largest deployctl.yaml read; a bigger one is an error.",
+                           "1048576")
+MAX_HISTORY_COMMITS = Setting("DEPLOYCTL_MAX_HISTORY_COMMITS", "How many commits a history walk (promotion gates, "
+                              "rollback) looks at, at most.", "10000")
+
 COMPLETE = Setting("_DEPLOYCTL_COMPLETE", "Set by the completion scripts (`deployctl completion`) to ask for "
                    "completions; not for users.")
 
 # Read by the example CI workflows (docs/ci/, `deployctl init --ci`), not by deployctl itself.
-CI_INSTALL = Setting("DEPLOYCTL_INSTALL", "CI workflows: the pip requirement that installs deployctl.",
-                     "deployctl[postgres]")
+CI_GIT = Setting("DEPLOYCTL_GIT", "CI workflows: the git URL deployctl is installed from (never a package "
+                 "index name).")
+CI_COMMIT = Setting("DEPLOYCTL_COMMIT", "CI workflows: the full 40-hex deployctl commit to install and run.")
 CI_NOTE_TOKEN = Setting("DEPLOYCTL_NOTE_TOKEN", "GitLab CI: project access token that posts the diff as a merge "
                         "request note.", secret=True)
 CI_ALLOWED_SIGNERS_DATA = Setting("DEPLOYCTL_ALLOWED_SIGNERS_DATA", "CI workflows: the allowed-signers file's "
@@ -82,9 +90,10 @@ CI_OVERRIDE_REASON = Setting("DEPLOYCTL_OVERRIDE_REASON", "CI workflows: a freez
                              "`reconcile --override-freeze --reason`.")
 
 SETTINGS: tuple[Setting, ...] = (
+    MAX_DEPLOY_FILE_BYTES, MAX_CONFIG_BYTES, MAX_HISTORY_COMMITS,
     LOG_LEVEL, AUDIT, ALLOW_NAMESPACES, SETTINGS_FILE, MIRROR_DIR, GIT_TOKEN, GIT_USERNAME, GIT_SSH_KEY,
     GIT_SSH_PASSPHRASE, WEBHOOK_SECRET, WEBHOOK_SECRET_FILE, ALLOWED_SIGNERS, GPG_HOME, REGISTRY_USERNAME,
-    REGISTRY_PASSWORD, REGISTRY_HOST, CHROMIUM, CACHE, COMPLETE, CI_INSTALL, CI_NOTE_TOKEN, CI_ALLOWED_SIGNERS_DATA,
+    REGISTRY_PASSWORD, REGISTRY_HOST, CHROMIUM, CACHE, COMPLETE, CI_GIT, CI_COMMIT, CI_NOTE_TOKEN, CI_ALLOWED_SIGNERS_DATA,
     CI_OVERRIDE_REASON,
 )
 

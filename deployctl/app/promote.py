@@ -16,7 +16,6 @@ from deployctl.rules.promote import (
     note_line,
     plan_promotions,
     prepend,
-    ran_shas,
 )
 
 
@@ -89,8 +88,7 @@ def rollback_app(
     history: list[str] = []
     repository = repo_edge.open_repository(repo)
     if not repository.head_is_unborn:
-        for version in repo_edge.file_versions(repo, [path], ref="HEAD")[path]:
-            history.extend(ran_shas(version))
+        history = repo_edge.deployed_shas(repo, [path], ref="HEAD")[path]
     chosen = choose_rollback(data, path=path, to=to, steps=steps, git_history=history, force=force)
     current = data.split(None, 1)[0].decode()
     name, email = repo_edge.identity(repo)

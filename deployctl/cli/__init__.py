@@ -15,6 +15,7 @@ import click
 from deployctl import __version__, settings
 from deployctl.errors import DeployctlError
 from deployctl.log import configure_logging
+from deployctl.model.printable import printable
 
 # command name -> "module:attribute". A module that does not exist yet is simply not listed.
 COMMANDS: dict[str, str] = {
@@ -26,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "plan": "deployctl.cli.reconcile:plan",
     "reconcile": "deployctl.cli.reconcile:reconcile",
     "status": "deployctl.cli.status:status",
+    "audit": "deployctl.cli.audit:audit",
     "history": "deployctl.cli.audit:history",
     "events": "deployctl.cli.audit:events",
     "notify": "deployctl.cli.audit:notify",
@@ -87,7 +89,7 @@ class DeployctlGroup(click.Group):
         try:
             return super().invoke(ctx)
         except DeployctlError as exc:
-            raise CliError(str(exc), exc.exit_code) from exc
+            raise CliError(printable(str(exc), newlines=True), exc.exit_code) from exc
 
 
 @click.group(cls=DeployctlGroup, context_settings={"help_option_names": ["-h", "--help"]})

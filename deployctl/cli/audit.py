@@ -18,6 +18,7 @@ from deployctl.cli.output import JSON, TABLE, YAML, Duration, Output, output_opt
 from deployctl.edges.audit.url import AUDIT_ENV, open_store
 from deployctl.errors import InvalidInputError
 from deployctl.model.audit import EVENT_FIELDS, AuditRecord, AuditStore, parse_when, record_to_event
+from deployctl.model.printable import printable
 from deployctl.settings import AUDIT
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -129,7 +130,7 @@ def render_history_by_release(records: Sequence[AuditRecord]) -> str:
             f"{_clip(first.file_commit_summary, 70)}"
         ).rstrip()
         blocks.append(
-            heading + "\n" + _indent(render_table(HISTORY_HEADERS, [history_row(r) for r in items]))
+            printable(heading) + "\n" + _indent(render_table(HISTORY_HEADERS, [history_row(r) for r in items]))
         )
     return "\n\n".join(blocks)
 
@@ -229,6 +230,30 @@ def export(
     events_ = [record_to_event(record) for record in reversed(records)]
     if not output.data(events_) and events_:
         output.lines(json.dumps(event, separators=(",", ":")) for event in events_)
+
+
+@click.group()
+def audit() -> None:
+    """The audit store itself."""
+
+
+@audit.command("migrate")
+@audit_option
+def migrate(audit_url: str | None) -> None:
+    """Create the audit store, or migrate its schema to this deployctl's version.
+
+    Every command does this when it opens a store its role may change; with PostgreSQL's two
+    roles (docs/audit.md), run it with the owner role's URL before upgrading the writers.
+
+    \b
+    Example:
+      deployctl audit migrate --audit postgresql://deployctl_owner@db:5432/deploys
+    """
+    store = open_store(audit_url)
+    try:
+        click.echo(f"schema version {store.schema_version()}")  # type: ignore[attr-defined]
+    finally:
+        store.close()
 
 
 @click.group()

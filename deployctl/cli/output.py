@@ -19,6 +19,7 @@ import yaml
 
 from deployctl import settings
 from deployctl.model.duration import DurationError, parse_duration
+from deployctl.model.printable import printable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -177,8 +178,8 @@ def echo_json(value: Any) -> None:
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A plain aligned text table."""
-    cells = [[str(h) for h in headers]] + [[("" if c is None else str(c)) for c in r] for r in rows]
+    """A plain aligned text table; control characters in cells are escaped."""
+    cells = [[str(h) for h in headers]] + [[("" if c is None else printable(str(c))) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     return "\n".join(lines)

@@ -14,6 +14,7 @@ import click
 from deployctl import settings
 from deployctl.cli.completion import app_option, complete_context, complete_ref, env_option
 from deployctl.cli.output import JSON, TABLE, YAML, Output, duration_option, output_options, render_table
+from deployctl.model.printable import printable
 from deployctl.model.state import DesiredState
 from deployctl.model.vocabulary import ExitCode
 from deployctl.reconcile.observe import ClusterPool, observe_selection
@@ -121,7 +122,7 @@ def plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kube
     if not output.data(doc):
         _echo_problems(desired)
         for reason in refused.values():
-            click.echo(f"refused: {reason}", err=True)
+            click.echo(printable(f"refused: {reason}"), err=True)
         output.write(render_plan(result))
     failed = bool(refused) or not desired.ok
     if exit_code:
@@ -181,7 +182,8 @@ class ProgressPrinter:
         counts: dict[str, int] = {}
         for _, (state, _) in self.states.items():
             counts[state] = counts.get(state, 0) + 1
-        lines = [f"{k[0]}/{k[1]}: {s} {m}"[:120] for k, (s, m) in (done[-5:] + active)[-self.max_lines:]]
+        lines = [printable(f"{k[0]}/{k[1]}: {s} {m}")[:120]
+                 for k, (s, m) in (done[-5:] + active)[-self.max_lines:]]
         lines.append("  ".join(f"{s}: {n}" for s, n in sorted(counts.items())))
         out = ""
         if self.drawn:

@@ -23,6 +23,7 @@ from deployctl.cli.output import (
 )
 from deployctl.edges.git import repo as repo_edge
 from deployctl.errors import DeployctlError, InvalidInputError
+from deployctl.model.printable import printable
 from deployctl.rules import codeowners as co
 from deployctl.rules import diff as df
 from deployctl.rules.freeze import ActiveFreeze, frozen_environments
@@ -83,13 +84,14 @@ def render_diff_text(d: df.StateDiff) -> list[str]:
         lines.append(f"{head}: {len(problems)} error{'s' * (len(problems) != 1)}; fix before merging")
     else:
         lines.append(f"{head}: ok")
-    return lines
+    return [printable(line) for line in lines]
 
 
 def _md(text: str) -> str:
-    """Text safe inside a markdown table cell or list item."""
-    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
-            .replace("\n", " "))
+    """Text safe inside a markdown table cell, list item or code span: no HTML, no table break, no
+    control characters, no backtick to end a code span."""
+    return printable(text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+                     .replace("\n", " ")).replace("`", "\\x60")
 
 
 def render_diff_markdown(d: df.StateDiff) -> list[str]:

@@ -7,6 +7,7 @@ import click
 from deployctl.cli.completion import complete_ref
 from deployctl.cli.output import JSON, TABLE, YAML, Output, output_options, repo_option
 from deployctl.edges.git.repo import read_desired_state
+from deployctl.model.printable import printable
 from deployctl.model.state import DesiredState
 
 
@@ -27,7 +28,7 @@ def render_text(state: DesiredState) -> list[str]:
             f"ok: {len(state.targets)} target{'s' * (len(state.targets) != 1)} in {len(envs)} "
             f"environment{'s' * (len(envs) != 1)} at {where}{note}"
         )
-    return lines
+    return [printable(line) for line in lines]
 
 
 def with_schema_problems(repo: str, state: DesiredState, *, ref: str, worktree: bool) -> DesiredState:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from deployctl.model.printable import printable
+
 ERROR = "error"
 WARNING = "warning"
 
@@ -20,8 +22,9 @@ class Problem:
     app: str | None = None
 
     def __str__(self) -> str:
+        """``path:line: message``, safe to print (paths come from the repo; see :mod:`printable`)."""
         where = self.path if self.line is None else f"{self.path}:{self.line}"
-        return f"{where}: {self.message}"
+        return printable(f"{where}: {self.message}")
 
     @property
     def is_error(self) -> bool:

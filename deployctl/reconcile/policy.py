@@ -31,7 +31,7 @@ from deployctl.rules.approval import ApprovalCommit, Verdict, check_approval
 from deployctl.rules.deployfile import split_deploy_path
 from deployctl.rules.freeze import ActiveFreeze, frozen_environments
 from deployctl.rules.gates import AUDIT, GIT, GateResult, RunFact, check_gates, gate_problems, gated
-from deployctl.rules.promote import deploy_path, ran_shas
+from deployctl.rules.promote import deploy_path
 
 if TYPE_CHECKING:
     from deployctl.reconcile.sink import AttemptItem, AuditSink, FinishItem
@@ -45,17 +45,19 @@ GPG_HOME_ENV = settings.GPG_HOME.name
 # --- promotion gates ----------------------------------------------------------------------------
 
 
-def git_facts(repo: str | Path, targets: Iterable[Target], config: Config, *, ref: str) -> list[RunFact]:
-    """What ran in each required environment according to its deploy file's history at ``ref``."""
+def git_facts(
+    repo: str | Path, targets: Iterable[Target], config: Config, *, ref: str, before: bool = False
+) -> list[RunFact]:
+    """What ran in each required environment: the SHAs that were the first token of its deploy file
+    in the commits reachable from ``ref`` (with ``before``: from ``ref``'s parents only)."""
     paths = {deploy_path(required, t.app) for t, required in gated(targets, config)}
     if not paths:
         return []
     facts: list[RunFact] = []
-    for path, versions in repo_edge.file_versions(repo, sorted(paths), ref=ref).items():
+    for path, shas in repo_edge.deployed_shas(repo, sorted(paths), ref=ref, before=before).items():
         names = split_deploy_path(path)
         assert names is not None
-        for data in versions:
-            facts.extend(RunFact(names[0], names[1], sha, "deployed") for sha in ran_shas(data))
+        facts.extend(RunFact(names[0], names[1], sha, "deployed") for sha in shas)
     return facts
 
 
@@ -79,23 +81,28 @@ def gate_results(
 ) -> list[GateResult]:
     """Check ``targets`` (default: all of ``desired``) against their environments' ``requires``.
 
-    From the audit history when ``store`` is given; otherwise from the required environments'
-    deploy-file history at ``base_ref`` (default: the state's own commit, or HEAD for the work tree).
+    A SHA counts when it was the first token of the required environment's deploy file in a
+    commit before the one checked: at ``base_ref`` when given, else before the state's own commit
+    (its parents: a change cannot be its own evidence), else at HEAD for the work tree. With
+    ``store`` it must also have run there successfully according to the audit history.
     """
     config = desired.config
     chosen = list(desired.targets if targets is None else targets)
     if config is None or not gated(chosen, config):
         return []
-    if store is not None:
-        return check_gates(chosen, config, audit_facts(store, chosen, config), source=AUDIT)
     ref = base_ref or desired.commit or "HEAD"
+    before = base_ref is None and desired.commit is not None
     try:
-        facts = git_facts(repo, chosen, config, ref=ref)
+        facts = git_facts(repo, chosen, config, ref=ref, before=before)
     except repo_edge.RepoError:
         if base_ref is not None:
             raise
         facts = []  # a repo without commits yet has no history: every gate fails
-    return check_gates(chosen, config, facts, source=GIT)
+    if store is None:
+        return check_gates(chosen, config, facts, source=GIT)
+    in_git = {(f.env, f.app, f.sha) for f in facts}
+    ran = [f for f in audit_facts(store, chosen, config) if (f.env, f.app, f.sha) in in_git]
+    return check_gates(chosen, config, ran, source=AUDIT)
 
 
 def with_gate_problems(

@@ -1,14 +1,13 @@
 """Production approvals: does a deploy commit carry an approval from one of the environment's approvers?
 
-Two kinds of evidence count (``require_approval: true`` in deployctl.yaml):
-
-- a merge commit whose ``Reviewed-by:``/``Approved-by:`` trailer names an approver (``@user``,
-  ``@org/team`` or an email, matched literally and case-insensitively; an approver cannot approve
-  their own change);
-- a commit signed by an allowed key: SSH signatures are verified with ``ssh-keygen -Y verify``
-  against an allowed-signers file, GPG signatures with ``gpg --verify`` against a keyring that
-  holds only approvers' public keys. Both are controller settings (``DEPLOYCTL_ALLOWED_SIGNERS``,
-  ``DEPLOYCTL_GPG_HOME``), never read from the deploy repo, so a pull request cannot widen them.
+What counts (``require_approval: true`` in deployctl.yaml) is a commit signed by an allowed key
+whose signer is not the change's author: SSH signatures are verified with ``ssh-keygen -Y verify``
+against an allowed-signers file (the signer is its principal), GPG signatures with ``gpg --verify``
+against a keyring that holds only approvers' public keys (the signer is the key's user id). Both
+are controller settings (``DEPLOYCTL_ALLOWED_SIGNERS``, ``DEPLOYCTL_GPG_HOME``), never read from the
+deploy repo, so a pull request cannot widen them. A ``Reviewed-by:``/``Approved-by:`` trailer
+(``@user``, ``@org/team`` or an email, matched case-insensitively) names the approver only inside
+such a signed commit: unsigned, anyone who can push could write it.
 
 Trailer matching is pure; signature checks run the two tools (no shell) on temporary files.
 """
@@ -89,6 +88,14 @@ def trailer_approver(reviewers: Iterable[str], approvers: Sequence[str], *, auth
     return None
 
 
+@dataclass(frozen=True)
+class Signer:
+    """Who made a verified signature: a name for messages and the emails it stands for."""
+
+    name: str
+    emails: frozenset[str]
+
+
 def check_approval(
     commits: Sequence[ApprovalCommit],
     approvers: Sequence[str],
@@ -97,39 +104,60 @@ def check_approval(
     allowed_signers: Path | None = None,
     gnupg_home: Path | None = None,
 ) -> Verdict:
-    """Approved when a merge commit has an approver's trailer or any commit has an allowed signature."""
-    for c in commits:
-        if c.parents >= 2:
-            who = trailer_approver(c.reviewers, approvers, author=author)
-            if who is not None:
-                return Verdict(True, f"merge commit {c.sha[:12]} approved by {who}")
+    """Approved when a commit is signed by an allowed signer who is not the change's ``author``.
+
+    Its ``Reviewed-by:``/``Approved-by:`` trailer (naming an approver other than the author) is
+    reported as the approval; a trailer in an unsigned commit, or in one the author signed,
+    counts for nothing, since anyone who can push can write one.
+    """
+    author = author.lower()
     tried: list[str] = []
     for c in commits:
         if c.signature is None or c.signed_data is None:
+            if c.reviewers:
+                tried.append(f"{c.sha[:12]} has a trailer but is not signed, so it does not count")
             continue
-        if c.signature.lstrip().startswith(b"-----BEGIN SSH SIGNATURE"):
-            if allowed_signers is None:
-                tried.append(f"{c.sha[:12]} is SSH-signed but DEPLOYCTL_ALLOWED_SIGNERS is not set")
-                continue
-            principal = verify_ssh(c.signature, c.signed_data, allowed_signers)
-            if principal is not None:
-                return Verdict(True, f"commit {c.sha[:12]} signed by {principal} (ssh)")
-            tried.append(f"{c.sha[:12]} has an SSH signature by no allowed signer")
-        else:
-            if gnupg_home is None:
-                tried.append(f"{c.sha[:12]} is GPG-signed but DEPLOYCTL_GPG_HOME is not set")
-                continue
-            key = verify_gpg(c.signature, c.signed_data, gnupg_home)
-            if key is not None:
-                return Verdict(True, f"commit {c.sha[:12]} signed by GPG key {key}")
-            tried.append(f"{c.sha[:12]} has a GPG signature by no allowed key")
+        signer = _signer(c, allowed_signers, gnupg_home, tried)
+        if signer is None:
+            continue
+        if author and author in signer.emails:
+            tried.append(f"{c.sha[:12]} is signed by {signer.name}, the change's own author")
+            continue
+        who = trailer_approver(c.reviewers, approvers, author=author)
+        if who is not None:
+            return Verdict(True, f"commit {c.sha[:12]} signed by {signer.name}, approved by {who}")
+        return Verdict(True, f"commit {c.sha[:12]} signed by {signer.name}")
     detail = "; ".join(tried)
     return Verdict(
         False,
-        "no merge commit with a Reviewed-by:/Approved-by: trailer from an approver "
-        f"({', '.join(approvers) or 'none configured'}) and no commit signed by an allowed key"
+        f"no commit signed by an allowed signer other than the change's author ({author or 'unknown'}) "
+        f"approves it (approvers: {', '.join(approvers) or 'none configured'})"
         + (f" ({detail})" if detail else ""),
     )
+
+
+def _signer(
+    c: ApprovalCommit, allowed_signers: Path | None, gnupg_home: Path | None, tried: list[str]
+) -> Signer | None:
+    assert c.signature is not None and c.signed_data is not None
+    if c.signature.lstrip().startswith(b"-----BEGIN SSH SIGNATURE"):
+        if allowed_signers is None:
+            tried.append(f"{c.sha[:12]} is SSH-signed but DEPLOYCTL_ALLOWED_SIGNERS is not set")
+            return None
+        principal = verify_ssh(c.signature, c.signed_data, allowed_signers)
+        if principal is None:
+            tried.append(f"{c.sha[:12]} has an SSH signature by no allowed signer")
+            return None
+        return Signer(f"{principal} (ssh)", frozenset(identities(principal)) | {principal.lower()})
+    if gnupg_home is None:
+        tried.append(f"{c.sha[:12]} is GPG-signed but DEPLOYCTL_GPG_HOME is not set")
+        return None
+    key = verify_gpg(c.signature, c.signed_data, gnupg_home)
+    if key is None:
+        tried.append(f"{c.sha[:12]} has a GPG signature by no allowed key")
+        return None
+    fingerprint, user_id = key
+    return Signer(f"GPG key {fingerprint} ({user_id})", frozenset(identities(user_id)))
 
 
 def _tool(name: str) -> str:
@@ -168,8 +196,9 @@ def verify_ssh(signature: bytes, data: bytes, allowed_signers: Path) -> str | No
     return None
 
 
-def verify_gpg(signature: bytes, data: bytes, gnupg_home: Path) -> str | None:
-    """The fingerprint of the key in ``gnupg_home`` that made a good ``signature`` over ``data``, or None."""
+def verify_gpg(signature: bytes, data: bytes, gnupg_home: Path) -> tuple[str, str] | None:
+    """(fingerprint, user id) of the key in ``gnupg_home`` that made a good ``signature`` over
+    ``data``, or None."""
     gpg = _tool("gpg")
     if not gnupg_home.is_dir():
         raise ApprovalError(f"{gnupg_home}: GPG home not found (DEPLOYCTL_GPG_HOME)")
@@ -183,8 +212,9 @@ def verify_gpg(signature: bytes, data: bytes, gnupg_home: Path) -> str | None:
             env={**os.environ, "GNUPGHOME": str(gnupg_home)},
         )
     status = result.stdout.decode(errors="replace").splitlines()
-    good = any(line.startswith("[GNUPG:] GOODSIG ") for line in status)
+    user_ids = [line.split(" ", 3)[3] for line in status if line.startswith("[GNUPG:] GOODSIG ") and
+                line.count(" ") >= 3]
     for line in status:
-        if good and line.startswith("[GNUPG:] VALIDSIG "):
-            return line.split()[2]
+        if user_ids and line.startswith("[GNUPG:] VALIDSIG "):
+            return line.split()[2], user_ids[0]
     return None

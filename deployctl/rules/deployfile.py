@@ -10,11 +10,12 @@ import re
 from dataclasses import dataclass
 
 from deployctl.model.config import decode_text, dns_label_problem, show
+from deployctl.model.limits import DEPLOY_FILE_BYTES
 from deployctl.model.problem import ERROR, WARNING, Problem
 
 ENVIRONMENTS_DIR = "environments"
 DEPLOY_SUFFIX = ".deploy"
-MAX_DEPLOY_FILE_BYTES = 64 * 1024
+MAX_DEPLOY_FILE_BYTES = DEPLOY_FILE_BYTES
 
 FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _ANY_HEX = re.compile(r"[0-9a-fA-F]+")
@@ -48,7 +49,12 @@ def split_deploy_path(path: str) -> tuple[str, str] | None:
 
 
 def parse_deploy_file(
-    data: bytes, *, path: str, env: str | None = None, app: str | None = None
+    data: bytes,
+    *,
+    path: str,
+    env: str | None = None,
+    app: str | None = None,
+    max_bytes: int = MAX_DEPLOY_FILE_BYTES,
 ) -> DeployFile:
     """Parse a deploy file's bytes. Never raises: every defect becomes a Problem naming path and line.
 
@@ -66,8 +72,8 @@ def parse_deploy_file(
             path, env, app, None, line, (Problem(path, line, message, ERROR, env=env, app=app),)
         )
 
-    if len(data) > MAX_DEPLOY_FILE_BYTES:
-        return fail(1, f"is {len(data)} bytes; deploy files are limited to {MAX_DEPLOY_FILE_BYTES} bytes")
+    if len(data) > max_bytes:
+        return fail(1, f"is {len(data)} bytes; deploy files are limited to {max_bytes} bytes")
     warnings: list[Problem] = []
     text, bad_line, message = decode_text(data, what="deploy file")
     if text is None:

@@ -2,9 +2,10 @@
 
 Pure: the facts (which SHA ran where, and how it ended) come in as values, gathered by
 :mod:`deployctl.reconcile.policy` from one of two sources: the audit history (``source="audit"``: only
-``succeeded`` and ``drift-corrected`` attempts count) or the required environment's deploy file
-in git (``source="git"``: every SHA that was at the top of the file in some commit, and every
-SHA the file lists below its first line, counts as deployed).
+``succeeded`` and ``drift-corrected`` attempts of a SHA that the git history also shows count) or the required environment's deploy file
+in git (``source="git"``: a SHA counts as deployed only if it was the file's first token in a
+commit before the one being checked; SHAs listed below the first line never count, since a
+change could add one in the same commit that deploys it to production).
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ class GateResult:
         if self.passed:
             return f"{self.sha[:12]} ran in {self.required}"
         where = (
-            "in the audit history" if self.source == AUDIT else f"in environments/{self.required}/ history"
+            f"in the audit history, as the first line of environments/{self.required}/{self.app}.deploy "
+            "in an earlier commit"
+            if self.source == AUDIT
+            else f"as the first line of environments/{self.required}/{self.app}.deploy in an earlier commit"
         )
         return (
             f"{self.sha[:12]} has not run successfully in {self.required} ({where}); environment "

@@ -8,13 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
-from deployctl.model.config import CONFIG_PATH, MAX_CONFIG_BYTES, Config, dns_label_problem, load_config, show
+from deployctl.model.config import CONFIG_PATH, Config, dns_label_problem, load_config, show
+from deployctl.model.limits import DEFAULT_LIMITS, ReadLimits
 from deployctl.model.problem import ERROR, WARNING, Problem
 from deployctl.model.state import DesiredState, Target
 from deployctl.rules.deployfile import (
     DEPLOY_SUFFIX,
     ENVIRONMENTS_DIR,
-    MAX_DEPLOY_FILE_BYTES,
     name_problems,
     parse_deploy_file,
     quick_sha,
@@ -54,12 +54,14 @@ def build_desired_state(
     ref: str,
     commit: str | None,
     config_path: str = CONFIG_PATH,
+    limits: ReadLimits = DEFAULT_LIMITS,
 ) -> DesiredState:
     """Apply every rule to a repo's config and files (paths relative to the repo root).
 
     ``files`` is either ``{path: bytes}`` (every path a regular file; folders implied) or
     RepoEntry values that also say what a path is (folder, symlink, submodule). Paths outside
-    ``environments/`` are ignored. Never raises on untrusted content.
+    ``environments/`` are ignored. Never raises on untrusted content. ``limits`` are the sizes the reader applied: a file it
+    left unread for its size is an error saying so.
     """
     problems: list[Problem] = []
     config: Config | None = None
@@ -69,12 +71,12 @@ def build_desired_state(
             problems.append(Problem(config_path, None, f"is a {entry.kind}; commit a regular file"))
         elif entry.data is None:
             problems.append(
-                Problem(config_path, None, f"is {entry.size} bytes; the limit is {MAX_CONFIG_BYTES} bytes")
+                Problem(config_path, None, f"is {entry.size} bytes; the limit is {limits.config_bytes} bytes")
             )
         else:
             config_bytes = entry.data
     if isinstance(config_bytes, bytes):
-        config, config_problems = load_config(config_bytes, path=config_path)
+        config, config_problems = load_config(config_bytes, path=config_path, max_bytes=limits.config_bytes)
         problems.extend(config_problems)
     elif not problems:
         problems.append(
@@ -171,12 +173,12 @@ def build_desired_state(
                 problems.extend(naming)
                 continue
             good_app_names.add(app)
-        if entry.size is not None and entry.size > MAX_DEPLOY_FILE_BYTES:
+        if entry.size is not None and entry.size > limits.deploy_file_bytes:
             problems.append(
                 Problem(
                     path,
                     1,
-                    f"is {entry.size} bytes; deploy files are limited to {MAX_DEPLOY_FILE_BYTES} "
+                    f"is {entry.size} bytes; deploy files are limited to {limits.deploy_file_bytes} "
                     "bytes (keep the SHA and a short history)",
                     env=env,
                     app=app,
@@ -189,7 +191,7 @@ def build_desired_state(
         sha = quick_sha(entry.data)
         line = 1
         if sha is None:
-            parsed = parse_deploy_file(entry.data, path=path, env=env, app=app)
+            parsed = parse_deploy_file(entry.data, path=path, env=env, app=app, max_bytes=limits.deploy_file_bytes)
             problems.extend(parsed.problems)
             sha, line = parsed.sha, parsed.line
         if config is None or sha is None:

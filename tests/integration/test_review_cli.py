@@ -54,6 +54,11 @@ class Shop:
         self.deploy = make_repo("deploy")
         self.deploy.repo.config["user.name"] = "Ana Admin"
         self.deploy.repo.config["user.email"] = "ana@example.com"
+        self.deploy.commit({  # staging ran what production runs, before production got it
+            "deployctl.yaml": CONFIG,
+            "environments/staging/web.deploy": f"{self.w1}\n",
+            "environments/staging/api.deploy": f"{API1}\n",
+        }, message="Staging first")
         self.base = self.deploy.commit({
             "deployctl.yaml": CONFIG,
             "environments/staging/web.deploy": f"{self.w3}\n* Search paging\n{self.w1}\n",
@@ -193,7 +198,8 @@ def test_diff_fails_a_gate_when_staging_and_production_change_in_one_pr(shop: Sh
     assert lines[1] == f"production  api  changed  {API1[:12]}  {'3' * 12}  @shop/release-managers  FAILED: staging"
     assert lines[2] == f"staging     api  changed  {API2[:12]}  {'3' * 12}  -                       -"
     assert (f"error: environments/production/api.deploy:1: {'3' * 12} has not run successfully in staging "
-            "(in environments/staging/ history); environment production requires staging first: deploy it to "
+            "(as the first line of environments/staging/api.deploy in an earlier commit); environment production "
+            "requires staging first: deploy it to "
             "staging (deployctl promote api --from <env> --to staging) and promote from there") in lines
     assert lines[-1].endswith(": 1 error; fix before merging")
 
@@ -224,6 +230,19 @@ def test_diff_markdown_is_a_table_then_folded_details(shop: Shop) -> None:
     assert out.rstrip().endswith("</details>")
 
 
+def test_diff_escapes_control_characters_from_commit_messages_and_authors(shop: Shop) -> None:
+    hostile = shop.web.commit({"app.py": "4"}, message="Fix\x1b]0;owned\x07 paging\x1b[2J\r`x`\n",
+                              author=("Eve\x1b[8m", "eve@x.io"))
+    shop.deploy.commit({"environments/staging/web.deploy": f"{hostile}\n"}, message="web 4")
+    outputs = [run("diff", "--base", "main~1", "--head", "main", "--repo", shop.path, *fmt)[1]
+               for fmt in ((), ("-o", "markdown"))]
+    for out in outputs:
+        assert not set(out) & {"\x1b", "\x07", "\r"}, out
+    text, markdown = outputs
+    assert f"    {hostile[:12]} Eve\\x1b[8m: Fix\\x1b]0;owned\\x07 paging\\x1b[2J\\x0d`x`" in text.splitlines()
+    assert f"- `{hostile[:12]}` Fix\\x1b]0;owned\\x07 paging\\x1b[2J\\x0d\\x60x\\x60 (Eve\\x1b[8m)" in markdown.splitlines()
+
+
 def test_diff_json_carries_gates_and_commits(shop: Shop) -> None:
     shop.deploy.commit({"environments/production/web.deploy": f"{shop.w3}\n"}, message="web 3")
     code, out = run("diff", "--base", "main~1", "--head", "main", "--repo", shop.path, "-o", "json")
@@ -249,8 +268,9 @@ def test_validate_reports_a_gate_violation_naming_file_and_environment(shop: Sho
     code, out = run("validate", "--repo", shop.path)
     assert code == 1
     assert out.splitlines()[0] == (
-        f"environments/production/api.deploy:1: {'4' * 12} has not run successfully in staging (in "
-        "environments/staging/ history); environment production requires staging first: deploy it to staging "
+        f"environments/production/api.deploy:1: {'4' * 12} has not run successfully in staging (as the first "
+        "line of environments/staging/api.deploy in an earlier commit); environment production requires "
+        "staging first: deploy it to staging "
         "(deployctl promote api --from <env> --to staging) and promote from there")
     code, out = run("validate", "--repo", shop.path, "--no-gates")
     assert code == 0, out

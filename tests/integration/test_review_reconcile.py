@@ -1,5 +1,5 @@
 """The review workflow end to end on the real control plane: promote then reconcile, promotion gates,
-freeze windows and their audited override, production approvals (merge trailers, SSH and GPG signatures)."""
+freeze windows and their audited override, production approvals (SSH and GPG signed commits, trailers inside them)."""
 
 from __future__ import annotations
 
@@ -176,9 +176,27 @@ def test_freeze_blocks_reconcile_and_the_override_is_audited(cluster, namespace,
                                  "until 2099-01-01T00:00Z)")
 
 
-def test_unapproved_production_commit_is_refused_and_a_reviewed_merge_is_applied(cluster, namespace,
-                                                                                 production_ns, shop) -> None:
+def test_staging_history_written_in_the_production_commit_is_refused_by_git_mode_reconcile(
+        cluster, namespace, production_ns, shop) -> None:
     make, _ = shop
+    repo = make()
+    repo.commit({"environments/staging/web.deploy": f"{sha('web-2')}\n{sha('web-9')}\n",
+                 "environments/production/web.deploy": f"{sha('web-9')}\n"}, message="web-9 'ran in staging'")
+    result = reconcile(cluster, repo, None, envs=("production",))
+    assert result.exit_code == 2
+    status, message = outcomes(result)["production"]
+    assert status == "refused" and message.startswith(
+        f"promotion gate: environments/production/web.deploy:1: {sha('web-9')[:12]} has not run successfully in "
+        "staging (as the first line of environments/staging/web.deploy in an earlier commit)")
+    assert image(cluster, production_ns) == f"{IMAGE}/web:initial"
+
+
+def test_unapproved_production_commit_is_refused_and_a_reviewed_merge_is_applied(cluster, namespace,
+                                                                                 production_ns, shop, rita_allowed,
+                                                                                 monkeypatch) -> None:
+    make, _ = shop
+    allowed, rita, _ = rita_allowed
+    monkeypatch.setenv(policy.ALLOWED_SIGNERS_ENV, str(allowed))
     repo = make("    require_approval: true\n")
     files = {"environments/production/web.deploy": f"{sha('web-2')}\n{sha('web-1')}\n"}
     direct = repo.commit(files, message="web-2 to prod, unreviewed")
@@ -186,16 +204,17 @@ def test_unapproved_production_commit_is_refused_and_a_reviewed_merge_is_applied
     status, message = outcomes(refused)["production"]
     assert status == "refused"
     assert message == (
-        "approval required: environments/production/web.deploy: no merge commit with a Reviewed-by:/Approved-by: "
-        "trailer from an approver (@shop/release-managers, rita@example.com) and no commit signed by an allowed "
-        "key; merge it through a reviewed pull request")
+        "approval required: environments/production/web.deploy: no commit signed by an allowed signer other than "
+        "the change's author (dana@example.com) approves it (approvers: @shop/release-managers, rita@example.com); "
+        "merge it through a reviewed pull request")
     assert image(cluster, production_ns) == f"{IMAGE}/web:initial"
 
-    # the same change as a reviewed pull request: a branch commit merged with a Reviewed-by trailer
+    # the same change as a reviewed pull request: a branch commit merged by Rita, signed, with her trailer
     base = str(repo.repo.revparse_single("main~1").id)
+    repo.repo.references["refs/heads/main"].set_target(base)
     branch = repo.commit(files, branch="pr-7", parents=[base], message="web-2 to prod")
-    repo.commit(files, parents=[base, branch], message="Merge pull request #7",
-                trailers=["Reviewed-by: Rita Release <rita@example.com>"])
+    signed_commit(repo, {"web.deploy": files["environments/production/web.deploy"]}, rita, author=RITA,
+                  merge=branch, message="Merge pull request #7\n\nReviewed-by: Rita Release <rita@example.com>\n")
     assert direct not in {str(p) for p in repo.repo.head.peel(pygit2.Commit).parent_ids}
     applied = reconcile(cluster, repo, None, envs=("production",))
     assert applied.exit_code == 0, applied.outcomes
@@ -221,7 +240,13 @@ def verdict(repo: GitRepo, **kw) -> policy.Verdict:
     return policy.approval_verdicts(repo.path, desired, ref="HEAD", **kw)[("production", "web")]
 
 
-def signed_commit(repo: GitRepo, files: dict[str, str], sign: Callable[[bytes], bytes]) -> str:
+RITA, DANA = ("Rita Release", "rita@example.com"), ("Dana Deployer", "dana@example.com")
+
+
+def signed_commit(repo: GitRepo, files: dict[str, str], sign: Callable[[bytes], bytes], *,
+                  author: tuple[str, str] = DANA, merge: str | None = None, message: str = "web-2 to prod\n") -> str:
+    """A commit on main changing production's ``files``, signed with ``sign``; with ``merge``, a merge
+    commit of main and that branch commit."""
     parent = repo.repo.head.peel(pygit2.Commit)
     builder = repo.repo.TreeBuilder(parent.tree)
     env_tree = repo.repo[parent.tree["environments"].id]
@@ -231,8 +256,9 @@ def signed_commit(repo: GitRepo, files: dict[str, str], sign: Callable[[bytes], 
     envs = repo.repo.TreeBuilder(env_tree)
     envs.insert("production", prod.write(), pygit2.GIT_FILEMODE_TREE)
     builder.insert("environments", envs.write(), pygit2.GIT_FILEMODE_TREE)
-    who = pygit2.Signature("Rita Release", "rita@example.com", 1717405200, 0)
-    content = repo.repo.create_commit_string(who, who, "web-2 to prod\n", builder.write(), [parent.id])
+    who = pygit2.Signature(*author, 1717405200, 0)
+    parents = [parent.id] + ([pygit2.Oid(hex=merge)] if merge else [])
+    content = repo.repo.create_commit_string(who, who, message, builder.write(), parents)
     oid = repo.repo.create_commit_with_signature(content, sign(content.encode()).decode())
     repo.repo.references["refs/heads/main"].set_target(oid)
     return str(oid)
@@ -252,26 +278,62 @@ def ssh_signer(key: Path) -> Callable[[bytes], bytes]:
     return sign
 
 
-def test_a_merge_trailer_by_the_author_themselves_does_not_count(approval_repo: GitRepo) -> None:
+def test_an_unsigned_merge_trailer_naming_an_approver_does_not_count(approval_repo: GitRepo) -> None:
     files = {"environments/production/web.deploy": f"{sha('web-2')}\n"}
-    branch = approval_repo.commit(files, branch="pr", author=("Rita Release", "rita@example.com"))
-    approval_repo.commit(files, parents=[str(approval_repo.repo.head.target), branch], message="Merge",
-                         trailers=["Approved-by: Rita Release <rita@example.com>"])
-    assert not verdict(approval_repo)
+    branch = approval_repo.commit(files, branch="pr", author=DANA)
+    merge = approval_repo.commit(files, parents=[str(approval_repo.repo.head.target), branch], message="Merge",
+                                 author=DANA, trailers=["Reviewed-by: Rita Release <rita@example.com>"])
+    result = verdict(approval_repo)
+    assert not result
+    assert f"{merge[:12]} has a trailer but is not signed, so it does not count" in result.evidence
+
+
+@pytest.fixture
+def rita_allowed(tmp_path: Path) -> tuple[Path, Callable[[bytes], bytes], Callable[[bytes], bytes]]:
+    """An allowed-signers file holding Rita's SSH key; Rita's and Mallory's signing functions."""
+    rita, mallory = ssh_key(tmp_path, "rita"), ssh_key(tmp_path, "mallory")
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(f"rita@example.com {Path(f'{rita}.pub').read_text()}")
+    return allowed, ssh_signer(rita), ssh_signer(mallory)
+
+
+@pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="ssh-keygen is not installed")
+def test_a_trailer_in_a_merge_signed_by_an_allowed_signer_approves_the_change(approval_repo: GitRepo,
+                                                                              rita_allowed) -> None:
+    allowed, rita, _ = rita_allowed
+    files = {"environments/production/web.deploy": f"{sha('web-2')}\n"}
+    branch = approval_repo.commit(files, branch="pr", author=DANA)
+    merge = signed_commit(approval_repo, {"web.deploy": f"{sha('web-2')}\n"}, rita, author=RITA, merge=branch,
+                          message="Merge pull request #7\n\nReviewed-by: Rita Release <rita@example.com>\n")
+    assert verdict(approval_repo, allowed_signers=allowed) == policy.Verdict(
+        True, f"commit {merge[:12]} signed by rita@example.com (ssh), approved by rita@example.com")
+
+
+@pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="ssh-keygen is not installed")
+def test_an_allowed_signer_approving_their_own_change_does_not_count(approval_repo: GitRepo, rita_allowed) -> None:
+    allowed, rita, _ = rita_allowed
+    files = {"environments/production/web.deploy": f"{sha('web-2')}\n"}
+    branch = approval_repo.commit(files, branch="pr", author=RITA)
+    merge = signed_commit(approval_repo, {"web.deploy": f"{sha('web-2')}\n"}, rita, author=RITA, merge=branch,
+                          message="Merge\n\nApproved-by: Rita Release <rita@example.com>\n")
+    result = verdict(approval_repo, allowed_signers=allowed)
+    assert not result
+    assert f"{merge[:12]} is signed by rita@example.com (ssh), the change's own author" in result.evidence
+    own = signed_commit(approval_repo, {"web.deploy": f"{sha('web-3')}\n"}, rita, author=RITA)
+    result = verdict(approval_repo, allowed_signers=allowed)
+    assert not result and f"{own[:12]} is signed by rita@example.com (ssh), the change's own author" in result.evidence
 
 
 @pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="ssh-keygen is not installed")
 def test_a_commit_signed_by_an_allowed_ssh_key_is_approved_and_another_key_is_not(approval_repo: GitRepo,
-                                                                                  tmp_path: Path) -> None:
-    rita, mallory = ssh_key(tmp_path, "rita"), ssh_key(tmp_path, "mallory")
-    allowed = tmp_path / "allowed_signers"
-    allowed.write_text(f"rita@example.com {Path(f'{rita}.pub').read_text()}")
-    signed = signed_commit(approval_repo, {"web.deploy": f"{sha('web-2')}\n"}, ssh_signer(rita))
+                                                                                  rita_allowed) -> None:
+    allowed, rita, mallory = rita_allowed
+    signed = signed_commit(approval_repo, {"web.deploy": f"{sha('web-2')}\n"}, rita)
     assert verdict(approval_repo, allowed_signers=allowed) == policy.Verdict(
         True, f"commit {signed[:12]} signed by rita@example.com (ssh)")
     assert not verdict(approval_repo)  # no allowed-signers file configured: a signature proves nothing
 
-    signed_commit(approval_repo, {"web.deploy": f"{sha('web-3')}\n"}, ssh_signer(mallory))
+    signed_commit(approval_repo, {"web.deploy": f"{sha('web-3')}\n"}, mallory)
     result = verdict(approval_repo, allowed_signers=allowed)
     assert not result and "has an SSH signature by no allowed signer" in result.evidence
 
@@ -292,6 +354,10 @@ def test_a_commit_signed_by_a_key_in_the_approvers_keyring_is_approved(approval_
         signed = signed_commit(approval_repo, {"web.deploy": f"{sha('web-2')}\n"}, sign)
         result = verdict(approval_repo, gnupg_home=home)
         assert result.approved and result.evidence.startswith(f"commit {signed[:12]} signed by GPG key ")
+        assert result.evidence.endswith(" (Rita <rita@example.com>)")
+        own = signed_commit(approval_repo, {"web.deploy": f"{sha('web-3')}\n"}, sign, author=RITA)
+        result = verdict(approval_repo, gnupg_home=home)
+        assert not result and f"{own[:12]} is signed by GPG key " in result.evidence
         empty = Path(tempfile.mkdtemp(prefix="dgpg-"))
         empty.chmod(0o700)
         assert not verdict(approval_repo, gnupg_home=empty)

@@ -54,11 +54,13 @@ def test_violation_is_an_error_naming_the_deploy_file_line_and_missing_environme
     assert problem.is_error and (problem.env, problem.app) == ("production", "web")
     assert str(problem) == (
         "environments/production/web.deploy:1: aaaaaaaaaaaa has not run successfully in staging "
-        "(in environments/staging/ history); environment production requires staging first: deploy it "
+        "(as the first line of environments/staging/web.deploy in an earlier commit); environment production "
+        "requires staging first: deploy it "
         "to staging (deployctl promote web --from <env> --to staging) and promote from there"
     )
 
 
 def test_audit_source_is_named_in_the_message() -> None:
     [result] = violations(check_gates([target("production", A)], CONFIG, [], source=AUDIT))[:1]
-    assert "(in the audit history)" in result.message()
+    assert "(in the audit history, as the first line of environments/staging/web.deploy in an earlier commit)" \
+        in result.message()

@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from deployctl.cli.output import render_table
+from deployctl.cli.review import _md
+from deployctl.model.printable import printable
+from deployctl.model.problem import Problem
 from deployctl.rules.validation import FILE, SUBMODULE, SYMLINK, RepoEntry, build_desired_state
 from tests.fixtures.gitrepo import FileValue, Submodule, Symlink
 
@@ -347,6 +351,19 @@ CASES = [
         "has a tag or digest",
         config=CONFIG.replace(b"shop/web,", b"shop/web:latest,"),
     ),
+    # --- control characters in names: escaped wherever a message prints them ---
+    Case(
+        "ESC, OSC and BEL in a folder name",
+        deploy(SHA.encode(), "environments/\x1b]0;owned\x07\x1b[2J/web.deploy"),
+        "environments/\\x1b]0;owned\\x07\\x1b[2J",
+        "environment folder '\\x1b]0;owned\\x07\\x1b[2J'",
+    ),
+    Case(
+        "CR and a bidi override in a file name",
+        deploy(SHA.encode(), "environments/staging/w\reb\u202e.deploy"),
+        "environments/staging/w\\x0deb\\u202e.deploy",
+        "app name 'w\\reb\\u202e'",
+    ),
     Case(
         "app with config errors",
         deploy(SHA.encode()),
@@ -399,3 +416,25 @@ def test_hostile_files_never_produce_a_target_for_their_app() -> None:
         config = RepoEntry("deployctl.yaml", SYMLINK) if isinstance(case.config, Symlink) else case.config
         state = build_desired_state(config, entries({**case.extra, **case.files}), ref="HEAD", commit=None)
         assert state.target("staging", "web") is None, case.name
+
+
+# --- rendering: every human and markdown output escapes what came from the repo ----------------
+
+HOSTILE_TEXT = "Fix paging\x1b]0;owned\x07\x1b[2J\r`rm -rf`\u202e"
+
+
+def test_printable_escapes_controls_bidi_overrides_and_lone_surrogates() -> None:
+    assert printable(HOSTILE_TEXT) == "Fix paging\\x1b]0;owned\\x07\\x1b[2J\\x0d`rm -rf`\\u202e"
+    assert printable("caf\udce9") == "caf\\udce9"
+    assert printable("l1\nl2\x1b", newlines=True) == "l1\nl2\\x1b"
+    assert printable("Ünïcode stays") == "Ünïcode stays"
+
+
+def test_tables_and_problems_print_no_control_character() -> None:
+    table = render_table(("A", "B"), [(HOSTILE_TEXT, "x")])
+    assert not any(c in table for c in "\x1b\x07\r\u202e")
+    assert str(Problem("environments/\x1b[31mred/web.deploy", 1, "bad")) == "environments/\\x1b[31mred/web.deploy:1: bad"
+
+
+def test_markdown_cells_carry_no_control_character_and_cannot_end_a_code_span() -> None:
+    assert _md(HOSTILE_TEXT) == "Fix paging\\x1b]0;owned\\x07\\x1b[2J\\x0d\\x60rm -rf\\x60\\u202e"

@@ -57,16 +57,24 @@ class SqlDialect:
     def close(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def _has_table(self, cur: Any, name: str) -> bool:  # pragma: no cover - overridden
+        raise NotImplementedError
+
     # -- helpers ---------------------------------------------------------------------------------
     def _sql(self, sql: str) -> str:
         return sql.replace("?", self.placeholder)
 
     def _open_schema(self, cur: Any, *, where: str, time_type: str) -> None:
-        """Create the version table, refuse a schema newer than this code, migrate forward."""
-        cur.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version "
-            f"(version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at {time_type} NOT NULL)"
-        )
+        """Create the version table, refuse a schema newer than this code, migrate forward.
+
+        A store that is up to date is only read here, so a role that may only insert and select
+        (the PostgreSQL writer role of docs/audit.md) can open it.
+        """
+        if not self._has_table(cur, "schema_version"):
+            cur.execute(
+                "CREATE TABLE schema_version "
+                f"(version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at {time_type} NOT NULL)"
+            )
         current = cur.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
         if current > SCHEMA_VERSION:
             raise AuditError(

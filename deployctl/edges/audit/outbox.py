@@ -56,6 +56,12 @@ class OutboxQueries(SqlDialect):
     def record_delivery(self, delivery: Delivery) -> None:
         d = delivery
         with self._write() as cur:
+            # Recorded once: SQLite's append-only trigger refuses a second row for the same key
+            # (ON CONFLICT DO NOTHING alone would not reach the conflict), PostgreSQL's race is
+            # settled by the constraint.
+            exists = "SELECT 1 FROM deliveries WHERE outbox_id = ? AND sink = ? AND attempt_no = ?"
+            if cur.execute(self._sql(exists), (d.outbox_id, d.sink, d.attempt_no)).fetchone():
+                return
             cur.execute(
                 self._sql(
                     "INSERT INTO deliveries "

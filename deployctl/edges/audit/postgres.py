@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from deployctl.edges.audit.schema import Migration
+from deployctl.edges.audit.schema import SCHEMA_VERSION, Migration
 from deployctl.edges.audit.sql import SqlStore
 from deployctl.model.audit import AuditError, utc
 
@@ -41,6 +41,14 @@ class PostgresStore(SqlStore):
                 self._open_schema(cur, where=self.url, time_type="TIMESTAMPTZ")
         except psycopg.Error as exc:
             raise AuditError(f"audit: cannot open PostgreSQL store {self.url}: {exc}") from exc
+        except AuditError as exc:
+            if isinstance(exc.__cause__, psycopg.errors.InsufficientPrivilege):
+                raise AuditError(
+                    f"audit: cannot open PostgreSQL store {self.url}: {exc.__cause__}; this role may "
+                    f"not create or migrate the schema (version {SCHEMA_VERSION}): run "
+                    "`deployctl audit migrate` once with the owner role's URL (docs/audit.md)"
+                ) from exc
+            raise
 
     def _migration_statements(self, migration: Migration) -> Sequence[str]:
         return migration.postgres
@@ -64,6 +72,9 @@ class PostgresStore(SqlStore):
 
     def _dec_time(self, value: Any) -> datetime | None:
         return None if value is None else utc(value)
+
+    def _has_table(self, cur: Any, name: str) -> bool:
+        return cur.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None
 
     def close(self) -> None:
         self._conn.close()

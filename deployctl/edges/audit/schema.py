@@ -54,6 +54,17 @@ _INDEXES = (
     "CREATE INDEX deliveries_sink_outbox ON deliveries (sink, outbox_id)",
 )
 _APPEND_ONLY_TABLES = ("attempts", "outcomes", "outbox", "sinks", "deliveries")
+# Every key a REPLACE could collide on (its conflict resolution deletes the old row without
+# firing DELETE triggers): the rowid and each UNIQUE constraint of the table.
+_REPLACE_KEYS = {
+    "attempts": "rowid = NEW.rowid",
+    "outcomes": "attempt_id = NEW.attempt_id",
+    "outbox": "rowid = NEW.rowid OR key = NEW.key",
+    "sinks": "rowid = NEW.rowid OR name = NEW.name",
+    "deliveries": (
+        "rowid = NEW.rowid OR (outbox_id = NEW.outbox_id AND sink = NEW.sink AND attempt_no = NEW.attempt_no)"
+    ),
+}
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -110,6 +121,18 @@ MIGRATIONS: tuple[Migration, ...] = (
                 for t in _APPEND_ONLY_TABLES
             ),
         ),
+    ),
+    Migration(
+        2,
+        "SQLite refuses INSERT OR REPLACE over an existing row of an append-only table",
+        sqlite=tuple(  # built from the constant table of keys above
+            f"""CREATE TRIGGER {table}_append_only_replace BEFORE INSERT ON {table}
+            WHEN EXISTS (SELECT 1 FROM {table} WHERE {existing})
+            BEGIN SELECT RAISE(ABORT, 'the audit store is append-only: that row exists'); END"""  # noqa: S608
+            for table, existing in _REPLACE_KEYS.items()
+        ),
+        # PostgreSQL has no REPLACE; ON CONFLICT DO UPDATE fires the UPDATE trigger of migration 1.
+        postgres=(),
     ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -79,6 +79,10 @@ class SqliteStore(SqlStore):
     def _dec_time(self, value: Any) -> datetime | None:
         return None if value is None else datetime.fromisoformat(value)
 
+    def _has_table(self, cur: Any, name: str) -> bool:
+        found = cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+        return found.fetchone() is not None
+
     def close(self) -> None:
         self._conn.close()
 

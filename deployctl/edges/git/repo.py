@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import stat
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,10 +21,17 @@ import pygit2
 import structlog
 
 from deployctl.errors import InvalidInputError
-from deployctl.model.config import CONFIG_PATH, MAX_CONFIG_BYTES, Config, show
+from deployctl.model.config import CONFIG_PATH, Config, show
+from deployctl.model.limits import ReadLimits
 from deployctl.model.problem import ERROR, WARNING, Problem
 from deployctl.model.state import DesiredState
-from deployctl.rules.deployfile import DEPLOY_SUFFIX, ENVIRONMENTS_DIR, MAX_DEPLOY_FILE_BYTES
+from deployctl.rules.deployfile import (
+    DEPLOY_SUFFIX,
+    ENVIRONMENTS_DIR,
+    parse_deploy_file,
+    quick_sha,
+    split_deploy_path,
+)
 from deployctl.rules.validation import (
     DIR,
     FILE,
@@ -108,12 +116,16 @@ def repo_root(repository: pygit2.Repository) -> Path:
     return Path(repository.workdir or repository.path)
 
 
-def read_desired_state(repo: str | Path, *, ref: str = "HEAD", worktree: bool = False) -> DesiredState:
+def read_desired_state(
+    repo: str | Path, *, ref: str = "HEAD", worktree: bool = False, limits: ReadLimits | None = None
+) -> DesiredState:
     """Read and validate the desired state at ``ref`` (or in the work tree).
 
     Raises RepoError when ``repo`` is not a git repo or ``ref`` does not resolve; everything
-    wrong inside the repo is reported in ``DesiredState.problems``.
+    wrong inside the repo is reported in ``DesiredState.problems``. No file over ``limits``
+    (default: :meth:`ReadLimits.from_env`) is read: its size comes from the object header.
     """
+    limits = limits or ReadLimits.from_env()
     repository = open_repository(repo)
     if worktree:
         if repository.is_bare or not repository.workdir:
@@ -121,12 +133,13 @@ def read_desired_state(repo: str | Path, *, ref: str = "HEAD", worktree: bool = 
                 f"{repository.path}: a bare repo has no work tree; use --ref instead of --worktree"
             )
         root = Path(repository.workdir)
-        config, entries = _read_worktree(root)
-        state = build_desired_state(config, entries, ref="worktree", commit=None)
+        config, entries = _read_worktree(root, limits)
+        state = build_desired_state(config, entries, ref="worktree", commit=None, limits=limits)
     else:
         commit = resolve_commit(repository, ref)
-        config, entries = _read_tree(repository, commit.tree)
-        state = build_desired_state(config, entries, ref=ref, commit=str(commit.id))
+        config, entries, tree_problems = _read_tree(repository, commit.tree, limits)
+        state = build_desired_state(config, entries, ref=ref, commit=str(commit.id), limits=limits)
+        state = drop_targets(state, tree_problems)
     state = check_sources(state, repo_root(repository))
     log.debug(
         "desired_state.read",
@@ -153,49 +166,93 @@ def _name(obj: Any) -> str:
         return bytes(obj.raw_name).decode("utf-8", errors="backslashreplace")
 
 
-def _read_tree(repository: pygit2.Repository, tree: pygit2.Tree) -> tuple[RepoEntry | None, list[RepoEntry]]:
+def _children(tree: Any, path: str, problems: list[Problem]) -> list[tuple[str, Any]]:
+    """The entries of one git tree by name. A tree git cannot parse (an empty entry name) and names
+    that appear twice (two SHAs for one target) are errors naming the path; they yield nothing."""
+    try:
+        objs = list(tree)
+    except pygit2.GitError as exc:
+        problems.append(
+            _tree_problem(path, f"is a git tree that cannot be read ({_oneline(exc)}); an entry has an "
+                          "empty or malformed name, which a normal git client never writes: rewrite the commit")
+        )
+        return []
+    named: list[tuple[str, Any]] = []
+    for obj in objs:
+        try:
+            name = obj.name
+        except UnicodeDecodeError:
+            name = _name(obj)
+        if not name.isascii():
+            name = _name(obj)
+        named.append((name, obj))
+    if len(named) == len({name for name, _ in named}):
+        return named
+    counts = Counter(name for name, _ in named)
+    for name, count in sorted(counts.items()):
+        if count > 1:
+            problems.append(
+                _tree_problem(f"{path}/{name}" if path else name,
+                              f"appears {count} times in one git tree, so which one counts is undefined; "
+                              "a normal git client never writes this: rewrite the commit")
+            )
+    return [(name, obj) for name, obj in named if counts[name] == 1]
+
+
+def _tree_problem(path: str, message: str) -> Problem:
+    names = split_deploy_path(path)
+    parts = path.split("/")
+    env = names[0] if names else (parts[1] if len(parts) == 2 and parts[0] == ENVIRONMENTS_DIR else None)
+    return Problem(path, None, message, ERROR, env=env, app=names[1] if names else None)
+
+
+def _blob_entry(repository: pygit2.Repository, path: str, obj: Any, limit: int) -> RepoEntry:
+    """A file's entry, its bytes read only when the object header says it is within ``limit``."""
+    try:
+        _, size = repository.odb.read_header(obj.id)
+        data = bytes(obj.data) if size <= limit else None
+    except (KeyError, ValueError, pygit2.GitError):
+        return RepoEntry(path, FILE, None, None)
+    return RepoEntry(path, FILE, data, size)
+
+
+def _read_tree(
+    repository: pygit2.Repository, tree: pygit2.Tree, limits: ReadLimits
+) -> tuple[RepoEntry | None, list[RepoEntry], list[Problem]]:
+    problems: list[Problem] = []
+    top = dict(_children(tree, "", problems))
     config: RepoEntry | None = None
-    if CONFIG_PATH in tree:
-        obj: Any = tree[CONFIG_PATH]
+    if CONFIG_PATH in top:
+        obj: Any = top[CONFIG_PATH]
         kind = _MODE_KIND.get(obj.filemode, OTHER)
         if kind == FILE:
-            _, size = repository.odb.read_header(obj.id)
-            config = RepoEntry(CONFIG_PATH, FILE, obj.data if size <= MAX_CONFIG_BYTES else None, size)
+            config = _blob_entry(repository, CONFIG_PATH, obj, limits.config_bytes)
         else:
             config = RepoEntry(CONFIG_PATH, kind)
     entries: list[RepoEntry] = []
-    if ENVIRONMENTS_DIR not in tree:
-        return config, entries
-    root: Any = tree[ENVIRONMENTS_DIR]
+    if ENVIRONMENTS_DIR not in top:
+        return config, entries, problems
+    root: Any = top[ENVIRONMENTS_DIR]
     root_kind = _MODE_KIND.get(root.filemode, OTHER)
     entries.append(RepoEntry(ENVIRONMENTS_DIR, root_kind))
     if root_kind != DIR:
-        return config, entries
+        return config, entries, problems
     append = entries.append
     file_mode = pygit2.GIT_FILEMODE_BLOB
-    for env_obj in root:
-        env_path = f"{ENVIRONMENTS_DIR}/{_name(env_obj)}"
+    limit = limits.deploy_file_bytes
+    for env_name, env_obj in _children(root, ENVIRONMENTS_DIR, problems):
+        env_path = f"{ENVIRONMENTS_DIR}/{env_name}"
         env_kind = _MODE_KIND.get(env_obj.filemode, OTHER)
         append(RepoEntry(env_path, env_kind))
         if env_kind != DIR:
             continue
-        for obj in env_obj:
-            try:
-                name = obj.name
-            except UnicodeDecodeError:
-                name = _name(obj)
-            if not name.isascii():
-                name = _name(obj)
+        for name, obj in _children(env_obj, env_path, problems):
             mode = obj.filemode
             if mode != file_mode or not name.endswith(DEPLOY_SUFFIX):
                 append(RepoEntry(f"{env_path}/{name}", _MODE_KIND.get(mode, OTHER)))
                 continue
-            data = obj.data  # deploy files are small; reading is cheaper than asking the size first
-            size = len(data)
-            append(
-                RepoEntry(f"{env_path}/{name}", FILE, data if size <= MAX_DEPLOY_FILE_BYTES else None, size)
-            )
-    return config, entries
+            append(_blob_entry(repository, f"{env_path}/{name}", obj, limit))
+    return config, entries, problems
 
 
 def _lstat_kind(path: Path) -> tuple[str, int]:
@@ -216,12 +273,12 @@ def _read_limited(path: Path, limit: int) -> bytes:
         return f.read(limit + 1)
 
 
-def _read_worktree(root: Path) -> tuple[RepoEntry | None, list[RepoEntry]]:
+def _read_worktree(root: Path, limits: ReadLimits) -> tuple[RepoEntry | None, list[RepoEntry]]:
     config: RepoEntry | None = None
     config_path = root / CONFIG_PATH
     if os.path.lexists(config_path):
         kind, size = _lstat_kind(config_path)
-        data = _read_limited(config_path, MAX_CONFIG_BYTES) if kind == FILE else None
+        data = _read_limited(config_path, limits.config_bytes) if kind == FILE and size <= limits.config_bytes else None
         config = RepoEntry(CONFIG_PATH, kind, data, size)
     entries: list[RepoEntry] = []
     env_root = root / ENVIRONMENTS_DIR
@@ -245,8 +302,8 @@ def _read_worktree(root: Path) -> tuple[RepoEntry | None, list[RepoEntry]]:
                 kind, size = _lstat_kind(Path(f.path))
                 if kind == FILE and f.name.endswith(DEPLOY_SUFFIX):
                     data = (
-                        _read_limited(Path(f.path), MAX_DEPLOY_FILE_BYTES)
-                        if size <= MAX_DEPLOY_FILE_BYTES
+                        _read_limited(Path(f.path), limits.deploy_file_bytes)
+                        if size <= limits.deploy_file_bytes
                         else None
                     )
                     entries.append(RepoEntry(path, FILE, data, size))
@@ -357,7 +414,7 @@ def commit_info(repo: str | Path, rev: str) -> CommitInfo:
 def _entry_id(tree: pygit2.Tree, path: str) -> tuple[str, int] | None:
     try:
         obj = tree[path]
-    except KeyError:
+    except (KeyError, pygit2.GitError):  # GitError: a tree on the way that git cannot parse
         return None
     return (str(obj.id), int(obj.filemode))
 
@@ -380,36 +437,81 @@ def last_change(repo: str | Path, path: str, *, ref: str = "HEAD") -> CommitInfo
     return None
 
 
-def read_file_at(repo: str | Path, path: str, *, ref: str = "HEAD") -> bytes | None:
-    """A file's bytes at ``ref``, or None if it is not a regular file there."""
+def read_file_at(repo: str | Path, path: str, *, ref: str = "HEAD", max_bytes: int | None = None) -> bytes | None:
+    """A file's bytes at ``ref``, or None if it is not a regular file there. A file over ``max_bytes``
+    (default: the deployctl.yaml limit of :class:`ReadLimits`) is a RepoError naming it, never read."""
+    limit = max_bytes if max_bytes is not None else ReadLimits.from_env().config_bytes
     repository = open_repository(repo)
     tree = resolve_commit(repository, ref).tree
     try:
         obj: Any = tree[path]
-    except KeyError:
+    except (KeyError, pygit2.GitError):
         return None
     if _MODE_KIND.get(obj.filemode) != FILE:
         return None
+    _, size = repository.odb.read_header(obj.id)
+    if size > limit:
+        raise RepoError(f"{path} at {show(ref)}: is {size} bytes; the limit is {limit} bytes")
     return bytes(obj.data)
 
 
 # --- the review workflow: file history, commit ranges, approvals, promote writes -----------------
 
 
-def file_versions(repo: str | Path, paths: Iterable[str], *, ref: str = "HEAD") -> dict[str, list[bytes]]:
-    """Every distinct content each of ``paths`` had in the commits reachable from ``ref``, newest first."""
+def deployed_shas(
+    repo: str | Path,
+    paths: Iterable[str],
+    *,
+    ref: str = "HEAD",
+    before: bool = False,
+    limits: ReadLimits | None = None,
+) -> dict[str, list[str]]:
+    """For each deploy file: the SHAs that were its first token in the commits reachable from ``ref``
+    (with ``before``: from ``ref``'s parents, so ``ref``'s own change does not count), newest first.
+
+    Bounded: each distinct version is read once, only when its object header says it is within
+    the deploy-file limit, and only its first token is kept; the walk stops after
+    ``limits.history_commits`` commits (logged). Lines below the first token never count: anyone
+    can write a SHA there in the same commit that deploys it elsewhere.
+    """
+    limits = limits or ReadLimits.from_env()
     repository = open_repository(repo)
     start = resolve_commit(repository, ref)
     wanted = list(dict.fromkeys(paths))
-    seen: dict[str, dict[str, None]] = {p: {} for p in wanted}
-    walker = repository.walk(start.id, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.TIME)
-    for commit in walker:
+    found: dict[str, dict[str, None]] = {p: {} for p in wanted}
+    tips = [p.id for p in start.parents] if before else [start.id]
+    if not tips or not wanted:
+        return {p: [] for p in wanted}
+    walker = repository.walk(tips[0], pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.TIME)
+    for tip in tips[1:]:
+        walker.push(tip)
+    tokens: dict[str, str | None] = {}
+    for count, commit in enumerate(walker):
+        if count == limits.history_commits:
+            log.warning("history.truncated", ref=ref, commits=count, paths=wanted)
+            break
         tree = commit.tree
         for path in wanted:
             entry = _entry_id(tree, path)
-            if entry is not None and _MODE_KIND.get(entry[1]) == FILE:
-                seen[path].setdefault(entry[0], None)
-    return {p: [bytes(repository[oid].read_raw()) for oid in seen[p]] for p in wanted}
+            if entry is None or _MODE_KIND.get(entry[1]) != FILE:
+                continue
+            if entry[0] not in tokens:
+                tokens[entry[0]] = _first_token(repository, entry[0], path, limits.deploy_file_bytes)
+            sha = tokens[entry[0]]
+            if sha is not None:
+                found[path].setdefault(sha, None)
+    return {p: list(found[p]) for p in wanted}
+
+
+def _first_token(repository: pygit2.Repository, oid: str, path: str, limit: int) -> str | None:
+    try:
+        _, size = repository.odb.read_header(oid)
+        if size > limit:
+            return None
+        data = bytes(repository[oid].read_raw())
+    except (KeyError, ValueError, pygit2.GitError):
+        return None
+    return quick_sha(data) or parse_deploy_file(data, path=path, max_bytes=limit).sha
 
 
 def source_repo_path(root: Path, source: str) -> Path | None:

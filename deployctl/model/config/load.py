@@ -39,16 +39,18 @@ from deployctl.model.config.values import (
 from deployctl.model.problem import WARNING, Problem
 
 
-def load_config(data: bytes, *, path: str = CONFIG_PATH) -> tuple[Config | None, list[Problem]]:
+def load_config(
+    data: bytes, *, path: str = CONFIG_PATH, max_bytes: int = MAX_CONFIG_BYTES
+) -> tuple[Config | None, list[Problem]]:
     """Parse and validate deployctl.yaml. Returns the config (None if unusable) and every problem found.
 
     Apps and environments with errors are left out of the returned config and listed in
     ``Config.invalid_apps`` / ``Config.invalid_environments``.
     """
     reader = Reader(path)
-    if len(data) > MAX_CONFIG_BYTES:
+    if len(data) > max_bytes:
         reader.problems.append(
-            Problem(path, None, f"is {len(data)} bytes; the limit is {MAX_CONFIG_BYTES} bytes")
+            Problem(path, None, f"is {len(data)} bytes; the limit is {max_bytes} bytes")
         )
         return None, reader.problems
     text, bad_line, message = decode_text(data, what="deployctl.yaml")

@@ -7,9 +7,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 
+from deployctl.model.limits import CONFIG_BYTES
+
 CONFIG_PATH = "deployctl.yaml"
 CONFIG_VERSION = 1
-MAX_CONFIG_BYTES = 1024 * 1024
+MAX_CONFIG_BYTES = CONFIG_BYTES
 MAX_YAML_DEPTH = 16
 
 DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
