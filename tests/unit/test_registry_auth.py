@@ -8,24 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from deployctl.edges.registry.client import (
-    Challenge,
+from deployctl.edges.registry.auth import Challenge, parse_www_authenticate, pick_challenge
+from deployctl.edges.registry.credentials import (
     Credential,
     CredentialStore,
     DockerConfig,
     RegistryConfigError,
-    Resolution,
-    api_base_url,
-    check_retagged,
     decode_docker_auth,
     env_credential,
     env_host_key,
     normalize_registry_host,
     parse_docker_config,
     parse_helper_output,
-    parse_www_authenticate,
-    pick_challenge,
 )
+from deployctl.edges.registry.manifest import Resolution, check_retagged
+from deployctl.edges.registry.transport import api_base_url
 from deployctl.errors import InvalidInputError
 
 OLD = "sha256:" + "a" * 64
