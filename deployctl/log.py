@@ -7,6 +7,15 @@ import sys
 
 import structlog
 
+from deployctl.redact import redact
+
+
+def redact_secrets(
+    logger: object, method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """A processor: every string value with URL passwords and ``password=`` values replaced by ``***``."""
+    return {k: redact(v) if isinstance(v, str) else v for k, v in event.items()}
+
 
 def configure_logging(level: str = "warning", *, json: bool | None = None) -> None:
     """Configure structlog once for a process. Library code only calls ``structlog.get_logger``."""
@@ -21,6 +30,7 @@ def configure_logging(level: str = "warning", *, json: bool | None = None) -> No
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_secrets,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

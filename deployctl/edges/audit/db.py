@@ -36,6 +36,7 @@ from deployctl.model.audit import (
     record_to_event,
     utc,
 )
+from deployctl.redact import redact
 
 if TYPE_CHECKING:
     import psycopg
@@ -215,7 +216,7 @@ class SqlStore:
             with self._lock:
                 return list(self._read().execute(self._sql(sql), params).fetchall())
         except self._db_errors() as exc:
-            raise AuditError(f"audit: read from {self.url} failed: {exc}") from exc
+            raise AuditError(f"audit: read from {self.url} failed: {_redact(str(exc))}") from exc
 
     def _enc_time(self, value: datetime | None) -> Any:
         raise NotImplementedError  # pragma: no cover
@@ -699,7 +700,7 @@ class PostgresStore(SqlStore):
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_MIGRATION_LOCK,))
                 self._open_schema(cur, where=self.url, time_type="TIMESTAMPTZ")
         except psycopg.Error as exc:
-            raise AuditError(f"audit: cannot open PostgreSQL store {self.url}: {exc}") from exc
+            raise AuditError(f"audit: cannot open PostgreSQL store {self.url}: {_redact(str(exc))}") from exc
 
     def _migration_statements(self, migration: Migration) -> Sequence[str]:
         return migration.postgres
@@ -710,7 +711,7 @@ class PostgresStore(SqlStore):
             with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
                 yield cur
         except self._psycopg.Error as exc:
-            raise AuditError(f"audit: write to {self.url} failed: {exc}") from exc
+            raise AuditError(f"audit: write to {self.url} failed: {_redact(str(exc))}") from exc
 
     def _read(self) -> Any:
         return self._conn
@@ -730,4 +731,4 @@ class PostgresStore(SqlStore):
 
 def _redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    return redact(url)

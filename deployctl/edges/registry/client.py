@@ -26,6 +26,7 @@ from types import TracebackType
 
 import structlog
 
+from deployctl.edges.http import HttpClient, HttpError, Response
 from deployctl.edges.registry.auth import Challenge, parse_www_authenticate, pick_challenge, repository_scope
 from deployctl.edges.registry.credentials import (
     Credential,
@@ -44,7 +45,13 @@ from deployctl.edges.registry.manifest import (
     check_retagged,
     error_detail,
 )
-from deployctl.edges.registry.transport import Response, Transport, Unreachable, api_base_url, safe_url
+from deployctl.edges.registry.transport import (
+    USER_AGENT,
+    answered_by_registry,
+    api_base_url,
+    realm_may_receive_credentials,
+    safe_url,
+)
 from deployctl.model.imageref import ImageRef, InvalidImageRefError, parse_image_ref
 
 __all__ = [
@@ -63,6 +70,9 @@ log = structlog.get_logger(__name__)
 
 _ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
 _TOKEN_SLACK_SECONDS = 10.0
+_MAX_REDIRECTS = 3
+_MANIFEST_BODY = 4 * 1024 * 1024
+_SMALL_BODY = 1024 * 1024
 
 
 @dataclass
@@ -95,17 +105,19 @@ class RegistryClient:
     ) -> None:
         """``credentials=None`` reads them from the environment (see ``CredentialStore.from_environment``).
 
+        ``timeout`` is the total deadline of each call (connect to last byte, retries included).
         Loopback registries and those in ``insecure_registries`` are spoken to over plain http.
         """
         self._credentials = credentials if credentials is not None else CredentialStore.from_environment()
         self._concurrency = max(1, concurrency)
         self._insecure = {normalize_registry_host(h) for h in insecure_registries}
-        self._transport = Transport(timeout=timeout, ssl_context=ssl_context)
+        self._timeout = timeout
+        self._http = HttpClient(user_agent=USER_AGENT, ssl_context=ssl_context)
         self._lock = threading.Lock()
         self._results: dict[str, Future[Resolution]] = {}
         self._hosts: dict[str, _HostState] = {}
-        self._tokens: dict[tuple[str, str, str], tuple[str, float] | _Denied] = {}
-        self._token_locks: dict[tuple[str, str, str], threading.Lock] = {}
+        self._tokens: dict[tuple[str, str, str, str], tuple[str, float] | _Denied] = {}
+        self._token_locks: dict[tuple[str, str, str, str], threading.Lock] = {}
         self._requests: Counter[str] = Counter()
         self._executor: ThreadPoolExecutor | None = None
 
@@ -132,7 +144,7 @@ class RegistryClient:
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True)
-        self._transport.close()
+        self._http.close()
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -230,12 +242,13 @@ class RegistryClient:
             headers = {"Accept": _ACCEPT}
             if authorization is not None:
                 headers["Authorization"] = authorization
+            url = self._url(ref.registry, path)
             try:
-                response = self._request(method, self._url(ref.registry, path), headers, kind="manifest")
-            except Unreachable as exc:
+                response = self._request(method, url, headers, kind="manifest")
+            except HttpError as exc:
                 return Resolution(text, "unreachable", message=self._unreachable_message(ref, str(exc)))
-            if response.status != 401 or attempt > 0:
-                return response
+            if response.status != 401 or attempt > 0 or not answered_by_registry(response.url, url):
+                return response  # a challenge from a host a redirect led to is never answered
             challenge = pick_challenge(parse_www_authenticate(response.header("www-authenticate") or ""))
             if challenge is None:
                 return response
@@ -266,7 +279,8 @@ class RegistryClient:
                 "unauthorized", f"registry {ref.registry} asked for a bearer token without a realm"
             )
         service = challenge.service or ""
-        key = (realm, service, repository_scope(ref.repository))
+        # the registry is part of the key: a token fetched for one registry is never sent to another
+        key = (ref.registry, realm, service, repository_scope(ref.repository))
         with self._lock:
             lock = self._token_locks.setdefault(key, threading.Lock())
         with lock:
@@ -276,17 +290,19 @@ class RegistryClient:
                 return cached  # the token service said no once this run; asking again won't change it
             if cached is not None and not fresh and cached[1] > time.monotonic():
                 return cached[0]
-            query = {"scope": key[2]}
+            query = {"scope": key[3]}
             if service:
                 query["service"] = service
             url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
             headers = {}
-            if credential is not None:
+            if credential is not None and not realm_may_receive_credentials(realm):
+                log.warning("registry.realm_not_https", registry=ref.registry, realm=safe_url(realm))
+            elif credential is not None:
                 pair = f"{credential.username}:{credential.password}".encode()
                 headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
             try:
-                response = self._request("GET", url, headers, kind="token")
-            except Unreachable as exc:
+                response = self._request("GET", url, headers, kind="token", max_bytes=_SMALL_BODY)
+            except HttpError as exc:
                 return _Denied(
                     "unreachable",
                     f"the token service of {ref.registry} at {safe_url(realm)} is unreachable ({exc})",
@@ -299,8 +315,7 @@ class RegistryClient:
             if response.status != 200:
                 return _Denied(
                     "unauthorized",
-                    f"the token service of {ref.registry} answered {response.status} for {ref.repository}"
-                    + error_detail(response.body),
+                    f"the token service of {ref.registry} answered {response.status} for {ref.repository}",
                 )
             try:
                 data = json.loads(response.body)
@@ -324,12 +339,13 @@ class RegistryClient:
         with state.lock:
             if state.pinged:
                 return state
+            url = self._url(registry, "/v2/")
             try:
-                response = self._request("GET", self._url(registry, "/v2/"), {}, kind="ping")
-            except Unreachable as exc:
+                response = self._request("GET", url, {}, kind="ping", max_bytes=_SMALL_BODY)
+            except HttpError as exc:
                 state.unreachable = str(exc)
             else:
-                if response.status == 401:
+                if response.status == 401 and answered_by_registry(response.url, url):
                     state.challenge = pick_challenge(
                         parse_www_authenticate(response.header("www-authenticate") or "")
                     )
@@ -363,12 +379,22 @@ class RegistryClient:
             f"{credential.source} (or {ref.repository} does not exist)"
         )
 
-    # -- HTTP with pooled keep-alive connections --
+    # -- HTTP (deployctl.edges.http: total deadline, bounded body, keep-alive, proxies) --
 
     def _url(self, registry: str, path: str) -> str:
         return api_base_url(registry, insecure_registries=self._insecure) + path
 
-    def _request(self, method: str, url: str, headers: dict[str, str], *, kind: str) -> Response:
+    def _request(
+        self, method: str, url: str, headers: dict[str, str], *, kind: str, max_bytes: int = _MANIFEST_BODY
+    ) -> Response:
+        """One call within the client's total deadline; Authorization never follows a redirect elsewhere."""
         with self._lock:
             self._requests[f"{method} {kind}"] += 1
-        return self._transport.request(method, url, headers)
+        return self._http.request(
+            method,
+            url,
+            headers=headers,
+            deadline=self._timeout,
+            max_bytes=max_bytes,
+            max_redirects=_MAX_REDIRECTS,
+        )

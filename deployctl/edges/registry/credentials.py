@@ -1,4 +1,4 @@
-"""Registry credentials: docker config files, credential helpers and ``DEPLOYCTL_REGISTRY_*`` variables.
+"""Registry credentials per host: docker/podman auth files, credential helpers, ``DEPLOYCTL_REGISTRY_*``.
 
 Parsing is pure; :class:`CredentialStore` finds the credential for one registry host. Passwords are
 never logged or put in messages.
@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import threading
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,8 @@ from deployctl.errors import InvalidInputError
 log = structlog.get_logger(__name__)
 
 DOCKER_HUB = "docker.io"
+HOST_ENV = "DEPLOYCTL_REGISTRY_HOST"
+_MAX_AUTH_FILE_BYTES = 4 * 1024 * 1024
 DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
 DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 
@@ -158,10 +160,12 @@ def run_credential_helper(helper: str, server: str) -> Credential | None:
 
 
 class CredentialStore:
-    """Finds credentials for a registry host.
+    """Finds the credential for one registry host; a credential is only ever returned for its own host.
 
-    Order: ``DEPLOYCTL_REGISTRY_<HOST>_USERNAME/_PASSWORD``; docker config ``credHelpers[host]``,
-    ``credsStore``, ``auths[host]``; then the global ``DEPLOYCTL_REGISTRY_USERNAME/_PASSWORD``.
+    Order: ``DEPLOYCTL_REGISTRY_<HOST>_USERNAME/_PASSWORD``; ``DEPLOYCTL_REGISTRY_USERNAME/_PASSWORD`` when
+    ``host`` is ``DEPLOYCTL_REGISTRY_HOST``; then each auth file in turn (``REGISTRY_AUTH_FILE``,
+    ``$XDG_RUNTIME_DIR/containers/auth.json``, ``${DOCKER_CONFIG:-~/.docker}/config.json``):
+    ``credHelpers[host]``, ``credsStore``, ``auths[host]``. Nothing else: an unknown host is anonymous.
     Helper answers are cached per store. Thread-safe.
     """
 
@@ -170,11 +174,14 @@ class CredentialStore:
         *,
         env: Mapping[str, str] | None = None,
         docker_config: DockerConfig | None = None,
+        auth_files: Sequence[DockerConfig] = (),
         static: Mapping[str, Credential] | None = None,
         helper_runner: HelperRunner = run_credential_helper,
     ) -> None:
+        """``auth_files`` are asked in order, then ``docker_config``; ``env`` holds ``DEPLOYCTL_REGISTRY_*``."""
         self._env = dict(env or {})
-        self._docker = docker_config or DockerConfig()
+        self._global_host = global_credential_host(self._env)
+        self._files = [*auth_files, *([docker_config] if docker_config is not None else [])]
         self._static = {normalize_registry_host(k): v for k, v in (static or {}).items()}
         self._run_helper = helper_runner
         self._cache: dict[str, Credential | None] = {}
@@ -184,12 +191,19 @@ class CredentialStore:
     def from_environment(
         cls, env: Mapping[str, str] | None = None, *, docker_config_path: Path | None = None
     ) -> CredentialStore:
-        """The store a user expects: ``os.environ`` and ``${DOCKER_CONFIG:-~/.docker}/config.json``."""
+        """The store a user expects: ``os.environ`` and the auth files docker, podman, skopeo and crane use."""
         env = dict(os.environ if env is None else env)
         if docker_config_path is None:
             base = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else Path.home() / ".docker"
             docker_config_path = base / "config.json"
-        return cls(env=env, docker_config=load_docker_config(docker_config_path))
+        files = [Path(env["REGISTRY_AUTH_FILE"])] if env.get("REGISTRY_AUTH_FILE") else []
+        if env.get("XDG_RUNTIME_DIR"):
+            files.append(Path(env["XDG_RUNTIME_DIR"]) / "containers" / "auth.json")
+        return cls(
+            env=env,
+            auth_files=[load_docker_config(path) for path in files],
+            docker_config=load_docker_config(docker_config_path),
+        )
 
     @classmethod
     def anonymous(cls) -> CredentialStore:
@@ -197,6 +211,7 @@ class CredentialStore:
         return cls()
 
     def lookup(self, host: str) -> Credential | None:
+        """The credential keyed by exactly this registry host, or None (anonymous)."""
         host = normalize_registry_host(host)
         with self._lock:
             if host in self._cache:
@@ -212,25 +227,57 @@ class CredentialStore:
         found = env_credential(self._env, host)
         if found is not None:
             return found
+        if self._global_host is not None and host == self._global_host:
+            return env_credential(self._env, None)
         server = DOCKER_HUB_CONFIG_KEY if host == DOCKER_HUB else host
-        helper = self._docker.cred_helpers.get(host)
-        if helper is not None:
-            found = self._run_helper(helper, server)
-        elif self._docker.creds_store is not None:
-            found = self._run_helper(self._docker.creds_store, server)
-        if found is None:
-            found = self._docker.auths.get(host)
-        return found if found is not None else env_credential(self._env, None)
+        for config in self._files:
+            helper = config.cred_helpers.get(host)
+            if helper is not None:
+                found = self._run_helper(helper, server)
+            elif config.creds_store is not None:
+                found = self._run_helper(config.creds_store, server)
+            if found is None:
+                found = config.auths.get(host)
+            if found is not None:
+                return found
+        return None
+
+
+def global_credential_host(env: Mapping[str, str]) -> str | None:
+    """The one host ``DEPLOYCTL_REGISTRY_USERNAME/_PASSWORD`` belong to (``DEPLOYCTL_REGISTRY_HOST``).
+
+    The pair without a host is an error: it used to be offered to any registry a deploy repo names.
+    """
+    pair = env_credential(env, None)
+    host = env.get(HOST_ENV, "").strip()
+    if pair is None:
+        return None
+    if not host:
+        raise RegistryConfigError(
+            f"DEPLOYCTL_REGISTRY_USERNAME/PASSWORD are set but {HOST_ENV} is not: set it to the registry "
+            "host[:port] they belong to (they are sent to no other host), or use "
+            "DEPLOYCTL_REGISTRY_<HOST>_USERNAME/_PASSWORD or `docker login <host>`"
+        )
+    return normalize_registry_host(host)
 
 
 def load_docker_config(path: Path) -> DockerConfig:
-    """Read a docker config file; an absent file is an empty config."""
+    """Read a docker config or containers auth.json file; an absent file is an empty config."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(_MAX_AUTH_FILE_BYTES + 1)
     except FileNotFoundError:
         return DockerConfig()
     except OSError as exc:
         raise RegistryConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+    if len(raw) > _MAX_AUTH_FILE_BYTES:
+        raise RegistryConfigError(
+            f"{path}: larger than {_MAX_AUTH_FILE_BYTES // 1024} KiB; not an auth file?"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RegistryConfigError(f"{path}: not UTF-8 text") from exc
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -13,6 +13,7 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_MEDIA_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST)
+_MAX_DETAIL = 200
 _ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
 
 Status = Literal["found", "missing", "unreachable", "unauthorized", "error"]
@@ -67,4 +68,7 @@ def error_detail(body: bytes) -> str:
         message = errors[0].get("message") or errors[0].get("code")
     except (ValueError, AttributeError, IndexError, TypeError):
         return ""
-    return f": {message}" if isinstance(message, str) and message else ""
+    if not isinstance(message, str) or not message:
+        return ""
+    shown = "".join(c if c.isprintable() else "?" for c in message[:_MAX_DETAIL])
+    return f": {shown}" + ("…" if len(message) > _MAX_DETAIL else "")
