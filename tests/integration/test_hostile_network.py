@@ -98,12 +98,16 @@ def reply(
 
 
 def trickle(h: BaseHTTPRequestHandler, server: Server) -> None:
-    """The status line, then one byte a second for 30 s (until the test stops the server)."""
+    """The status line and headers, one byte every half second for about 40 s (or until the test ends).
+
+    Every read gets a byte in time, so a per-read timeout never fires; only a total deadline ends the call.
+    """
     for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Padding: " + b"x" * 30:
-        if server.stopping.wait(1.0):
+        if server.stopping.wait(0.5):
             return
         h.wfile.write(bytes([byte]))
         h.wfile.flush()
+    h.close_connection = True
 
 
 @pytest.fixture

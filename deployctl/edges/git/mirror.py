@@ -223,6 +223,10 @@ class Mirror:
                     "running past its deadline"
                 )
             deadline = _fetch_deadline(self.environ)
+            # libgit2's per-read limit: an abandoned fetch from a silent server ends on its own
+            milliseconds = max(1, int(deadline * 1000))
+            pygit2.option(pygit2.enums.Option.SET_SERVER_CONNECT_TIMEOUT, milliseconds)
+            pygit2.option(pygit2.enums.Option.SET_SERVER_TIMEOUT, milliseconds)
             callbacks = _Credentials(
                 self.source, self.environ, expires=time.monotonic() + deadline, deadline=deadline
             )
