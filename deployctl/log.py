@@ -8,11 +8,18 @@ import sys
 import structlog
 
 from deployctl.model.printable import printable
+from deployctl.redact import redact
 
 
 def _escape_text(_: object, __: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
     """Repo-derived strings (paths, commit summaries) reach a terminal only escaped."""
     return {k: printable(v) if isinstance(v, str) else v for k, v in event.items()}
+
+def redact_secrets(
+    logger: object, method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """A processor: every string value with URL passwords and ``password=`` values replaced by ``***``."""
+    return {k: redact(v) if isinstance(v, str) else v for k, v in event.items()}
 
 
 def configure_logging(level: str = "warning", *, json: bool | None = None) -> None:
@@ -28,6 +35,7 @@ def configure_logging(level: str = "warning", *, json: bool | None = None) -> No
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_secrets,
             *(() if json else (_escape_text,)),
             renderer,
         ],

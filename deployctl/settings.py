@@ -44,6 +44,8 @@ MIRROR_DIR = Setting("DEPLOYCTL_MIRROR_DIR", "Where `watch` keeps its mirror of 
                      "--mirror-dir.", "~/.cache/deployctl/mirrors/<hash of the repo URL>")
 GIT_TOKEN = Setting("DEPLOYCTL_GIT_TOKEN", "Token for fetching an https deploy repo in `watch`.", secret=True)
 GIT_USERNAME = Setting("DEPLOYCTL_GIT_USERNAME", "User name sent with DEPLOYCTL_GIT_TOKEN.", "x-access-token")
+GIT_FETCH_TIMEOUT = Setting("DEPLOYCTL_GIT_FETCH_TIMEOUT", "Total deadline of one fetch of the deploy repo in "
+                              "`watch` (a duration).", "120s")
 GIT_SSH_KEY = Setting("DEPLOYCTL_GIT_SSH_KEY", "ssh private key (a file path or the key itself) for an ssh deploy "
                       "repo in `watch`.", secret=True)
 GIT_SSH_PASSPHRASE = Setting("DEPLOYCTL_GIT_SSH_PASSPHRASE", "Passphrase of DEPLOYCTL_GIT_SSH_KEY.", secret=True)
@@ -91,7 +93,7 @@ CI_OVERRIDE_REASON = Setting("DEPLOYCTL_OVERRIDE_REASON", "CI workflows: a freez
 
 SETTINGS: tuple[Setting, ...] = (
     MAX_DEPLOY_FILE_BYTES, MAX_CONFIG_BYTES, MAX_HISTORY_COMMITS,
-    LOG_LEVEL, AUDIT, ALLOW_NAMESPACES, SETTINGS_FILE, MIRROR_DIR, GIT_TOKEN, GIT_USERNAME, GIT_SSH_KEY,
+    LOG_LEVEL, AUDIT, ALLOW_NAMESPACES, SETTINGS_FILE, MIRROR_DIR, GIT_TOKEN, GIT_USERNAME, GIT_FETCH_TIMEOUT, GIT_SSH_KEY,
     GIT_SSH_PASSPHRASE, WEBHOOK_SECRET, WEBHOOK_SECRET_FILE, ALLOWED_SIGNERS, GPG_HOME, REGISTRY_USERNAME,
     REGISTRY_PASSWORD, REGISTRY_HOST, CHROMIUM, CACHE, COMPLETE, CI_GIT, CI_COMMIT, CI_NOTE_TOKEN, CI_ALLOWED_SIGNERS_DATA,
     CI_OVERRIDE_REASON,

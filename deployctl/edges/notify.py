@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http
 import json
 import os
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -38,8 +37,10 @@ import structlog
 import yaml
 
 from deployctl import __version__, settings
+from deployctl.edges.http import REDIRECT_STATUSES, HttpClient, HttpError, ResponseTooLarge
 from deployctl.errors import DeployctlError, InvalidInputError
 from deployctl.model.audit import AuditStore, Delivery, OutboxEvent
+from deployctl.redact import redact
 
 log = structlog.get_logger(__name__)
 
@@ -159,7 +160,7 @@ def parse_settings(data: object, *, source: str) -> NotifySettings:
         if url is not None:
             scheme = urllib.parse.urlsplit(str(url)).scheme
             if scheme not in ("http", "https"):
-                raise InvalidInputError(f"{where}: url must be http(s)://..., not {url!r}")
+                raise InvalidInputError(f"{where}: url must be http(s)://..., not {redact(str(url))!r}")
         max_attempts = entry.get("max_attempts", 8)
         timeout = entry.get("timeout_seconds", 10.0)
         if not isinstance(max_attempts, int) or max_attempts < 1:
@@ -211,19 +212,27 @@ _RESULT_EMOJI = {
 }
 
 
+def slack_escape(text: object) -> str:
+    """Text for Slack mrkdwn: ``&``, ``<``, ``>`` escaped, so ``<!channel>`` from a commit message cannot ping."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def slack_text(event: Mapping[str, Any]) -> str:
-    """One Slack mrkdwn line (plus the error) describing a deploy outcome."""
-    sha = str(event.get("new_sha") or "")[:12]
-    author = str(event.get("file_author") or event.get("actor_user") or "unknown").split(" <")[0]
+    """One Slack mrkdwn line (plus the error) describing a deploy outcome; every value from the event escaped."""
+    sha = slack_escape(str(event.get("new_sha") or "")[:12])
+    author = slack_escape(
+        str(event.get("file_author") or event.get("actor_user") or "unknown").split(" <")[0]
+    )
     text = (
         f"{_RESULT_EMOJI.get(str(event.get('result')), ':grey_question:')} "
-        f"*{event.get('app')}* to *{event.get('env')}*: {event.get('result')} `{sha}` by {author}"
+        f"*{slack_escape(event.get('app'))}* to *{slack_escape(event.get('env'))}*: "
+        f"{slack_escape(event.get('result'))} `{sha}` by {author}"
     )
     summary = event.get("app_commit_summary") or event.get("file_commit_summary")
     if summary:
-        text += f" — {summary}"
+        text += f" — {slack_escape(summary)}"
     if event.get("error"):
-        text += f"\n> {event['error']}"
+        text += f"\n> {slack_escape(event['error'])}"
     return text
 
 
@@ -266,23 +275,53 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
+_HTTP = HttpClient(user_agent=f"deployctl/{__version__}")
+_MAX_ANSWER_BYTES = 64 * 1024
+
+
 def send(request: HttpRequest, *, timeout: float) -> None:
-    """POST ``request``; a 2xx answer is delivered, anything else raises DeliveryError."""
-    headers = dict(request.headers)
-    req = urllib.request.Request(request.url, data=request.body, headers=headers, method="POST")  # noqa: S310
+    """POST ``request`` within a total deadline of ``timeout`` seconds; only a 2xx answer is delivered.
+
+    A redirect is a failed delivery (retried by the outbox), never followed: the event and its signature
+    go only to the configured URL.
+    """
+    where = urllib.parse.urlsplit(request.url).netloc.rsplit("@", 1)[-1]
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as response:  # noqa: S310 - http(s) only, see Sink.resolve_url
-            response.read()
-    except urllib.error.HTTPError as exc:
-        permanent = 400 <= exc.code < 500 and exc.code not in _RETRYABLE_STATUS
+        response = _HTTP.request(
+            "POST",
+            request.url,
+            headers=request.headers,
+            body=request.body,
+            deadline=timeout,
+            max_bytes=_MAX_ANSWER_BYTES,
+        )
+    except ResponseTooLarge as exc:
+        if 200 <= exc.status < 300:
+            return  # delivered; only the receiver's answer was longer than we read
+        raise DeliveryError(f"HTTP {exc.status} {_phrase(exc.status)}") from exc
+    except HttpError as exc:
+        raise DeliveryError(f"cannot deliver to {where}: {exc}") from exc
+    if 200 <= response.status < 300:
+        return
+    if response.status in REDIRECT_STATUSES:
+        target = urllib.parse.urlsplit(response.header("location") or "").hostname or "elsewhere"
         raise DeliveryError(
-            f"HTTP {exc.code} {exc.reason}",
-            permanent=permanent,
-            retry_after=_retry_after(exc.headers.get("Retry-After") if exc.headers else None),
-        ) from exc
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DeliveryError(f"cannot reach {urllib.parse.urlsplit(request.url).netloc}: {reason}") from exc
+            f"HTTP {response.status} from {where}: redirected to {target}; redirects are not followed"
+        )
+
+    permanent = 400 <= response.status < 500 and response.status not in _RETRYABLE_STATUS
+    raise DeliveryError(
+        f"HTTP {response.status} {_phrase(response.status)}",
+        permanent=permanent,
+        retry_after=_retry_after(response.header("retry-after")),
+    )
+
+
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "(non-standard status)"
 
 
 def drain(

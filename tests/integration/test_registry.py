@@ -296,7 +296,7 @@ def test_basic_auth_registry_without_credentials_says_how_to_provide_them(
 def test_credentials_from_per_host_environment_variables(
     basic_auth_registry: LocalRegistry, unique_repo: str
 ) -> None:
-    from deployctl.edges.registry.client import env_host_key
+    from deployctl.edges.registry.credentials import env_host_key
 
     pushed = RegistryPusher(basic_auth_registry).push_image(unique_repo, "v1")
     prefix = f"DEPLOYCTL_REGISTRY_{env_host_key(basic_auth_registry.host)}_"

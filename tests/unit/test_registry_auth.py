@@ -8,24 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from deployctl.edges.registry.client import (
-    Challenge,
+from deployctl.edges.registry.auth import Challenge, parse_www_authenticate, pick_challenge
+from deployctl.edges.registry.credentials import (
     Credential,
     CredentialStore,
     DockerConfig,
     RegistryConfigError,
-    Resolution,
-    api_base_url,
-    check_retagged,
     decode_docker_auth,
     env_credential,
     env_host_key,
     normalize_registry_host,
     parse_docker_config,
     parse_helper_output,
-    parse_www_authenticate,
-    pick_challenge,
 )
+from deployctl.edges.registry.manifest import Resolution, check_retagged
+from deployctl.edges.registry.transport import api_base_url
 from deployctl.errors import InvalidInputError
 
 OLD = "sha256:" + "a" * 64
@@ -193,6 +190,7 @@ def test_credential_store_order_host_env_then_helpers_then_auths_then_global_env
             "DEPLOYCTL_REGISTRY_PINNED_IO_PASSWORD": "x",
             "DEPLOYCTL_REGISTRY_USERNAME": "global",
             "DEPLOYCTL_REGISTRY_PASSWORD": "x",
+            "DEPLOYCTL_REGISTRY_HOST": "bound.io",
         },
         docker_config=DockerConfig(
             auths={
@@ -214,10 +212,43 @@ def test_credential_store_order_host_env_then_helpers_then_auths_then_global_env
     assert user("ecr.io") == "from-helper"
     assert user("plain.io") == "from-auths"
     assert user("docker.io") == "hub"
-    assert user("elsewhere.io") == "global"
+    assert user("bound.io") == "global"
+    assert user("elsewhere.io") is None, "the global pair goes only to DEPLOYCTL_REGISTRY_HOST"
     assert ("desktop", "https://index.docker.io/v1/") in calls
     store.lookup("ecr.io")
     assert calls.count(("ecr", "ecr.io")) == 1, "helper answers are cached"
+
+
+def test_global_env_credentials_without_a_host_are_an_error_naming_the_host_variable() -> None:
+    env = {"DEPLOYCTL_REGISTRY_USERNAME": "ci", "DEPLOYCTL_REGISTRY_PASSWORD": "hunter2"}
+    with pytest.raises(RegistryConfigError, match="DEPLOYCTL_REGISTRY_HOST is not") as caught:
+        CredentialStore(env=env)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_auth_files_are_asked_in_order_and_only_for_the_host_they_key(tmp_path: Path) -> None:
+    runtime = tmp_path / "run"
+    (runtime / "containers").mkdir(parents=True)
+    (runtime / "containers" / "auth.json").write_text(
+        json.dumps(
+            {"auths": {"a.io": {"auth": _auth("podman-a", "p")}, "b.io": {"auth": _auth("podman-b", "p")}}}
+        )
+    )
+    (tmp_path / "explicit.json").write_text(json.dumps({"auths": {"a.io": {"auth": _auth("explicit", "p")}}}))
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {"c.io": {"auth": _auth("docker-c", "p")}}}))
+    store = CredentialStore.from_environment(
+        {
+            "REGISTRY_AUTH_FILE": str(tmp_path / "explicit.json"),
+            "XDG_RUNTIME_DIR": str(runtime),
+            "DOCKER_CONFIG": str(tmp_path),
+        }
+    )
+
+    def user(host: str) -> str | None:
+        found = store.lookup(host)
+        return found.username if found else None
+
+    assert [user(h) for h in ("a.io", "b.io", "c.io", "d.io")] == ["explicit", "podman-b", "docker-c", None]
 
 
 def test_anonymous_store_has_no_credentials() -> None:

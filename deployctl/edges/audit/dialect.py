@@ -12,6 +12,7 @@ import structlog
 
 from deployctl.edges.audit.schema import MIGRATIONS, SCHEMA_VERSION, Migration
 from deployctl.model.audit import AuditError
+from deployctl.redact import redact
 
 log = structlog.get_logger(__name__)
 
@@ -46,7 +47,7 @@ class SqlDialect:
             with self._lock:
                 return list(self._read().execute(self._sql(sql), params).fetchall())
         except self._db_errors() as exc:
-            raise AuditError(f"audit: read from {self.url} failed: {exc}") from exc
+            raise AuditError(f"audit: read from {self.url} failed: {redact(str(exc))}") from exc
 
     def _enc_time(self, value: datetime | None) -> Any:
         raise NotImplementedError  # pragma: no cover

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from deployctl.edges.audit.schema import SCHEMA_VERSION, Migration
 from deployctl.edges.audit.sql import SqlStore
 from deployctl.model.audit import AuditError, utc
+from deployctl.redact import redact
 
 if TYPE_CHECKING:
     import psycopg
@@ -40,7 +40,7 @@ class PostgresStore(SqlStore):
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_MIGRATION_LOCK,))
                 self._open_schema(cur, where=self.url, time_type="TIMESTAMPTZ")
         except psycopg.Error as exc:
-            raise AuditError(f"audit: cannot open PostgreSQL store {self.url}: {exc}") from exc
+            raise AuditError(f"audit: cannot open PostgreSQL store {self.url}: {_redact(str(exc))}") from exc
         except AuditError as exc:
             if isinstance(exc.__cause__, psycopg.errors.InsufficientPrivilege):
                 raise AuditError(
@@ -59,7 +59,7 @@ class PostgresStore(SqlStore):
             with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
                 yield cur
         except self._psycopg.Error as exc:
-            raise AuditError(f"audit: write to {self.url} failed: {exc}") from exc
+            raise AuditError(f"audit: write to {self.url} failed: {_redact(str(exc))}") from exc
 
     def _read(self) -> Any:
         return self._conn
@@ -82,4 +82,4 @@ class PostgresStore(SqlStore):
 
 def _redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    return redact(url)

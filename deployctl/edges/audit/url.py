@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -11,8 +13,12 @@ from deployctl.edges.audit.postgres import PostgresStore
 from deployctl.edges.audit.sqlite import SqliteStore
 from deployctl.errors import InvalidInputError
 from deployctl.model.audit import AuditError, AuditStore
+from deployctl.redact import redact
 
 AUDIT_ENV = settings.AUDIT.name
+PG_CONNECT_TIMEOUT_SECONDS = 10
+_LIBPQ_KEYWORD = re.compile(r"^\s*[A-Za-z_]+\s*=")
+_FORMS = "use sqlite:///absolute/path.db, sqlite:relative/path.db, a plain file path, or postgresql://user@host:port/dbname"
 
 
 def default_sqlite_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -33,7 +39,7 @@ def sqlite_path_from_url(url: str) -> Path:
         rest = url[len("sqlite://") :]
         if not rest.startswith("/"):
             raise InvalidInputError(
-                f"audit URL {url!r}: write sqlite:///absolute/path.db or sqlite:relative/path.db"
+                f"audit URL {redact(url)!r}: write sqlite:///absolute/path.db or sqlite:relative/path.db"
             )
         path = "/" + rest.lstrip("/")
     elif url.startswith("sqlite:"):
@@ -41,7 +47,7 @@ def sqlite_path_from_url(url: str) -> Path:
     else:
         path = url
     if not path:
-        raise InvalidInputError(f"audit URL {url!r} names no file")
+        raise InvalidInputError(f"audit URL {redact(url)!r} names no file")
     return Path(path)
 
 
@@ -52,12 +58,34 @@ def open_store(url: str | None = None, *, create: bool = True) -> AuditStore:
     """
     url = url or default_audit_url()
     if url.startswith(("postgresql://", "postgres://")):
-        return PostgresStore(url)
-    if "://" in url and not url.startswith("sqlite://"):
-        raise InvalidInputError(
-            f"audit URL {url!r}: use sqlite:///path/audit.db or postgresql://user@host:port/dbname"
-        )
+        return PostgresStore(with_connect_timeout(url))
+    check_audit_url(url)
     path = sqlite_path_from_url(url)
     if not create and not path.exists():
         raise AuditError(f"no audit database at {path}; pass --audit URL or set {AUDIT_ENV}")
     return SqliteStore(path)
+
+
+def check_audit_url(url: str) -> None:
+    """Refuse what is neither ``sqlite:``, a plain path nor ``postgresql://``: it must never become a file name."""
+    if _LIBPQ_KEYWORD.match(url):
+        raise InvalidInputError(
+            f"audit URL {redact(url)!r} looks like a libpq connection string (key=value); write it as "
+            "postgresql://user@host:port/dbname (password in PGPASSWORD or ~/.pgpass)"
+        )
+    scheme = urllib.parse.urlsplit(url).scheme
+    if ("://" in url and not url.startswith("sqlite://")) or (
+        scheme and len(scheme) > 1 and scheme != "sqlite"
+    ):
+        raise InvalidInputError(f"audit URL {redact(url)!r}: {_FORMS}")
+    if any(ord(c) < 32 for c in url):
+        raise InvalidInputError(f"audit URL {redact(url)!r} has control characters; {_FORMS}")
+
+
+def with_connect_timeout(url: str) -> str:
+    """A PostgreSQL URL with ``connect_timeout`` (a total connect deadline) unless it names one already."""
+    parts = urllib.parse.urlsplit(url)
+    if "connect_timeout" in urllib.parse.parse_qs(parts.query):
+        return url
+    query = (parts.query + "&" if parts.query else "") + f"connect_timeout={PG_CONNECT_TIMEOUT_SECONDS}"
+    return urllib.parse.urlunsplit(parts._replace(query=query))

@@ -5,397 +5,74 @@ the HEAD carries no ``Docker-Content-Digest``) once per distinct reference, conc
 speaks the bearer-token and Basic auth challenges, and turns every outcome into a ``Resolution``:
 found, missing, unreachable, unauthorized or error. Nothing here raises for a registry's answer.
 
-Credentials come from ``DEPLOYCTL_REGISTRY_*`` variables or ``~/.docker/config.json`` (``auths``,
-``credHelpers``, ``credsStore``) and are never logged or put in messages. Parsing of challenges and
-docker config is pure and lives here too, next to the one place that uses it.
+Credentials come from :mod:`deployctl.edges.registry.credentials`, challenges are parsed in
+:mod:`~deployctl.edges.registry.auth`, HTTP is :mod:`~deployctl.edges.registry.transport`.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
-import http.client
-import ipaddress
 import json
-import os
-import re
-import shutil
 import ssl
-import subprocess
 import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from types import TracebackType
-from typing import Literal
 
 import structlog
 
-from deployctl import settings
-from deployctl.errors import InvalidInputError
-from deployctl.model.imageref import ImageRef, InvalidImageRefError, parse_image_ref, short_digest
+from deployctl.edges.http import HttpClient, HttpError, Response
+from deployctl.edges.registry.auth import Challenge, parse_www_authenticate, pick_challenge, repository_scope
+from deployctl.edges.registry.credentials import (
+    Credential,
+    CredentialStore,
+    env_host_key,
+    normalize_registry_host,
+)
+from deployctl.edges.registry.manifest import (
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    MANIFEST_MEDIA_TYPES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Resolution,
+    Status,
+    check_retagged,
+    error_detail,
+)
+from deployctl.edges.registry.transport import (
+    USER_AGENT,
+    answered_by_registry,
+    api_base_url,
+    realm_may_receive_credentials,
+    safe_url,
+)
+from deployctl.model.imageref import ImageRef, InvalidImageRefError, parse_image_ref
+
+__all__ = [
+    "DOCKER_MANIFEST",
+    "DOCKER_MANIFEST_LIST",
+    "OCI_INDEX",
+    "OCI_MANIFEST",
+    "Credential",
+    "CredentialStore",
+    "RegistryClient",
+    "Resolution",
+    "check_retagged",
+]
 
 log = structlog.get_logger(__name__)
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MANIFEST_MEDIA_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST)
 _ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
-
-Status = Literal["found", "missing", "unreachable", "unauthorized", "error"]
-
-_DOCKER_HUB = "docker.io"
-_DOCKER_HUB_API = "registry-1.docker.io"
-_DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
-_DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 _TOKEN_SLACK_SECONDS = 10.0
 _MAX_REDIRECTS = 3
-_USER_AGENT = "deployctl-registry/0.1"
-
-
-class RegistryConfigError(InvalidInputError):
-    """Registry credentials configuration (docker config, DEPLOYCTL_REGISTRY_*) is malformed."""
-
-
-@dataclass(frozen=True)
-class Resolution:
-    """What the registry said about one image reference."""
-
-    reference: str
-    status: Status
-    digest: str | None = None
-    media_type: str | None = None
-    message: str | None = None
-
-    @property
-    def found(self) -> bool:
-        return self.status == "found"
-
-    def pinned(self) -> str:
-        """The reference as written, pinned to the resolved digest: ``shop/web:<sha>@sha256:...``."""
-        if self.digest is None:
-            raise ValueError(f"{self.reference} was not resolved ({self.status}); there is no digest to pin")
-        return parse_image_ref(self.reference).with_digest(self.digest).familiar()
-
-
-def check_retagged(
-    expected_digest: str, resolution: Resolution, *, tested_in: str | None = None
-) -> str | None:
-    """A message if the tag now points to a different manifest than ``expected_digest``, else None.
-
-    Only a found resolution can disagree; missing/unreachable are reported by their own messages.
-    """
-    if not resolution.found or resolution.digest == expected_digest:
-        return None
-    where = f"in {tested_in}" if tested_in else "when it was tested"
-    try:
-        shown = parse_image_ref(resolution.reference).display()
-    except InvalidImageRefError:
-        shown = resolution.reference
-    return (
-        f"{shown} now points to {short_digest(resolution.digest or '')}, not {short_digest(expected_digest)} "
-        f"which ran {where}: the artifact changed after it was tested (was the tag re-pushed?). "
-        "Deploy the tested digest, or pass --allow-retagged to accept the new one"
-    )
-
-
-# --- credentials (parsing is pure) -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Credential:
-    """A username and password for one registry; ``source`` says where it came from (for messages)."""
-
-    username: str
-    password: str = field(repr=False)
-    source: str = "explicit"
-
-
-@dataclass(frozen=True)
-class DockerConfig:
-    """The registry parts of ``~/.docker/config.json``, keyed by normalised registry host."""
-
-    auths: Mapping[str, Credential] = field(default_factory=dict)
-    cred_helpers: Mapping[str, str] = field(default_factory=dict)
-    creds_store: str | None = None
-
-
-def normalize_registry_host(key: str) -> str:
-    """A docker config key as a registry host: ``https://index.docker.io/v1/`` -> ``docker.io``."""
-    text = key.strip()
-    if "://" in text:
-        text = urllib.parse.urlsplit(text).netloc
-    text = text.split("/", 1)[0].lower()
-    return _DOCKER_HUB if text in _DOCKER_HUB_ALIASES else text
-
-
-def decode_docker_auth(value: str, *, source: str = "docker config") -> Credential:
-    """Decode a docker config ``auth`` value (base64 of ``user:password``)."""
-    try:
-        decoded = base64.b64decode(value, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
-        raise RegistryConfigError(f"{source}: an 'auth' value is not base64 of 'user:password'") from exc
-    username, sep, password = decoded.partition(":")
-    if not sep or not username:
-        raise RegistryConfigError(f"{source}: an 'auth' value does not decode to 'user:password'")
-    return Credential(username=username, password=password, source=source)
-
-
-def parse_docker_config(data: object, *, source: str = "docker config") -> DockerConfig:
-    """Read ``auths``, ``credHelpers`` and ``credsStore`` from a parsed docker config document."""
-    if not isinstance(data, dict):
-        raise RegistryConfigError(f"{source}: expected a JSON object")
-    auths: dict[str, Credential] = {}
-    raw_auths = data.get("auths", {})
-    if not isinstance(raw_auths, dict):
-        raise RegistryConfigError(f"{source}: 'auths' must be an object of registry -> {{auth: ...}}")
-    for key, entry in raw_auths.items():
-        if not isinstance(entry, dict):
-            raise RegistryConfigError(f"{source}: auths[{key!r}] must be an object")
-        host = normalize_registry_host(str(key))
-        if entry.get("auth"):
-            auths[host] = decode_docker_auth(str(entry["auth"]), source=source)
-        elif entry.get("username") and entry.get("password") is not None:
-            auths[host] = Credential(str(entry["username"]), str(entry["password"]), source)
-    helpers = data.get("credHelpers", {})
-    if not isinstance(helpers, dict) or not all(isinstance(v, str) for v in helpers.values()):
-        raise RegistryConfigError(f"{source}: 'credHelpers' must be an object of registry -> helper name")
-    store = data.get("credsStore")
-    if store is not None and not isinstance(store, str):
-        raise RegistryConfigError(f"{source}: 'credsStore' must be a helper name")
-    return DockerConfig(
-        auths=auths,
-        cred_helpers={normalize_registry_host(str(k)): v for k, v in helpers.items()},
-        creds_store=store or None,
-    )
-
-
-def env_host_key(host: str) -> str:
-    """``DEPLOYCTL_REGISTRY_<HOST>_*`` names: ``reg.example.com:5000`` -> ``REG_EXAMPLE_COM_5000``."""
-    return re.sub(r"[^A-Z0-9]", "_", host.upper())
-
-
-def env_credential(env: Mapping[str, str], host: str | None) -> Credential | None:
-    """Credentials from ``DEPLOYCTL_REGISTRY_<HOST>_USERNAME/_PASSWORD`` (host given) or the global pair."""
-    prefix = f"{settings.REGISTRY_HOST.name}{env_host_key(host)}_" if host else settings.REGISTRY_HOST.name
-    username, password = env.get(prefix + "USERNAME"), env.get(prefix + "PASSWORD")
-    if username is None and password is None:
-        return None
-    if not username or password is None:
-        raise RegistryConfigError(f"set both {prefix}USERNAME and {prefix}PASSWORD, or neither")
-    return Credential(username, password, f"{prefix}USERNAME/PASSWORD")
-
-
-def parse_helper_output(stdout: str, *, helper: str) -> Credential | None:
-    """Parse ``docker-credential-<helper> get`` output; identity tokens are not supported (None)."""
-    try:
-        data = json.loads(stdout)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    username, secret = data.get("Username"), data.get("Secret")
-    if not isinstance(username, str) or not isinstance(secret, str) or not username or username == "<token>":
-        return None
-    return Credential(username, secret, f"docker-credential-{helper}")
-
-
-HelperRunner = Callable[[str, str], "Credential | None"]
-
-
-def run_credential_helper(helper: str, server: str) -> Credential | None:
-    """Ask ``docker-credential-<helper> get`` for ``server``; None if it is absent or has nothing."""
-    binary = shutil.which(f"docker-credential-{helper}")
-    if binary is None:
-        log.warning("registry.credential_helper_missing", helper=helper, server=server)
-        return None
-    try:
-        done = subprocess.run(
-            [binary, "get"], input=server, capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning(
-            "registry.credential_helper_failed", helper=helper, server=server, error=type(exc).__name__
-        )
-        return None
-    if done.returncode != 0:
-        # "credentials not found" is the usual answer for a registry the helper does not know.
-        log.debug("registry.credential_helper_none", helper=helper, server=server, returncode=done.returncode)
-        return None
-    return parse_helper_output(done.stdout, helper=helper)
-
-
-class CredentialStore:
-    """Finds credentials for a registry host.
-
-    Order: ``DEPLOYCTL_REGISTRY_<HOST>_USERNAME/_PASSWORD``; docker config ``credHelpers[host]``,
-    ``credsStore``, ``auths[host]``; then the global ``DEPLOYCTL_REGISTRY_USERNAME/_PASSWORD``.
-    Helper answers are cached per store. Thread-safe.
-    """
-
-    def __init__(
-        self,
-        *,
-        env: Mapping[str, str] | None = None,
-        docker_config: DockerConfig | None = None,
-        static: Mapping[str, Credential] | None = None,
-        helper_runner: HelperRunner = run_credential_helper,
-    ) -> None:
-        self._env = dict(env or {})
-        self._docker = docker_config or DockerConfig()
-        self._static = {normalize_registry_host(k): v for k, v in (static or {}).items()}
-        self._run_helper = helper_runner
-        self._cache: dict[str, Credential | None] = {}
-        self._lock = threading.Lock()
-
-    @classmethod
-    def from_environment(
-        cls, env: Mapping[str, str] | None = None, *, docker_config_path: Path | None = None
-    ) -> CredentialStore:
-        """The store a user expects: ``os.environ`` and ``${DOCKER_CONFIG:-~/.docker}/config.json``."""
-        env = dict(os.environ if env is None else env)
-        if docker_config_path is None:
-            base = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else Path.home() / ".docker"
-            docker_config_path = base / "config.json"
-        return cls(env=env, docker_config=load_docker_config(docker_config_path))
-
-    @classmethod
-    def anonymous(cls) -> CredentialStore:
-        """A store with no credentials at all."""
-        return cls()
-
-    def lookup(self, host: str) -> Credential | None:
-        host = normalize_registry_host(host)
-        with self._lock:
-            if host in self._cache:
-                return self._cache[host]
-        found = self._find(host)
-        with self._lock:
-            self._cache[host] = found
-        return found
-
-    def _find(self, host: str) -> Credential | None:
-        if host in self._static:
-            return self._static[host]
-        found = env_credential(self._env, host)
-        if found is not None:
-            return found
-        server = _DOCKER_HUB_CONFIG_KEY if host == _DOCKER_HUB else host
-        helper = self._docker.cred_helpers.get(host)
-        if helper is not None:
-            found = self._run_helper(helper, server)
-        elif self._docker.creds_store is not None:
-            found = self._run_helper(self._docker.creds_store, server)
-        if found is None:
-            found = self._docker.auths.get(host)
-        return found if found is not None else env_credential(self._env, None)
-
-
-def load_docker_config(path: Path) -> DockerConfig:
-    """Read a docker config file; an absent file is an empty config."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return DockerConfig()
-    except OSError as exc:
-        raise RegistryConfigError(f"{path}: cannot read ({exc.strerror})") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RegistryConfigError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
-    return parse_docker_config(data, source=str(path))
-
-
-# --- WWW-Authenticate (pure) -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Challenge:
-    """One ``WWW-Authenticate`` challenge: a scheme (lowercase) and its parameters."""
-
-    scheme: str
-    params: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def realm(self) -> str | None:
-        return self.params.get("realm")
-
-    @property
-    def service(self) -> str | None:
-        return self.params.get("service")
-
-    @property
-    def scope(self) -> str | None:
-        return self.params.get("scope")
-
-
-_TOKEN68 = re.compile(r"\s*([A-Za-z0-9._~+/-]+=*)\s*(?:,|$)")
-_AUTH_PARAM = re.compile(r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))\s*')
-_SCHEME = re.compile(r"\s*,*\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)(?:\s+|$|(?=,))")
-
-
-def parse_www_authenticate(header: str) -> list[Challenge]:
-    """Parse a ``WWW-Authenticate`` value into challenges (RFC 7235 syntax, quoted strings unescaped)."""
-    challenges: list[Challenge] = []
-    pos = 0
-    while pos < len(header):
-        match = _SCHEME.match(header, pos)
-        if match is None:
-            break
-        scheme, pos = match.group(1).lower(), match.end()
-        params: dict[str, str] = {}
-        token68 = _TOKEN68.match(header, pos)
-        if token68 is not None:
-            pos = token68.end()
-        while token68 is None and pos < len(header):
-            param = _AUTH_PARAM.match(header, pos)
-            if param is None:
-                break
-            name, quoted, bare = param.groups()
-            params[name.lower()] = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else bare
-            pos = param.end()
-            if pos < len(header) and header[pos] == ",":
-                pos += 1
-                continue
-            break
-        challenges.append(Challenge(scheme, params))
-        while pos < len(header) and header[pos] in " ,":
-            pos += 1
-    return challenges
-
-
-def pick_challenge(challenges: Iterable[Challenge]) -> Challenge | None:
-    """The challenge to answer: Bearer if offered, else Basic, else None."""
-    by_scheme = {c.scheme: c for c in challenges}
-    return by_scheme.get("bearer") or by_scheme.get("basic")
-
-
-def repository_scope(repository: str) -> str:
-    return f"repository:{repository}:pull"
-
-
-# --- the HTTP edge -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Response:
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
-
-
-class _Unreachable(Exception):
-    """A connection-level failure (refused, DNS, timeout, TLS)."""
+_MANIFEST_BODY = 4 * 1024 * 1024
+_SMALL_BODY = 1024 * 1024
 
 
 @dataclass
@@ -414,25 +91,6 @@ class _Denied:
     message: str
 
 
-def _is_loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    name = name.strip("[]")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def api_base_url(registry: str, *, insecure_registries: Collection[str] = ()) -> str:
-    """Where a registry's API lives: plain http for loopback and listed insecure hosts, else https."""
-    api_host = _DOCKER_HUB_API if registry == _DOCKER_HUB else registry
-    plain = registry in insecure_registries or registry.rsplit(":", 1)[0] in insecure_registries
-    scheme = "http" if plain or _is_loopback(registry) else "https"
-    return f"{scheme}://{api_host}"
-
-
 class RegistryClient:
     """Resolves image references to digests; one instance per run (results are cached on it)."""
 
@@ -447,19 +105,19 @@ class RegistryClient:
     ) -> None:
         """``credentials=None`` reads them from the environment (see ``CredentialStore.from_environment``).
 
+        ``timeout`` is the total deadline of each call (connect to last byte, retries included).
         Loopback registries and those in ``insecure_registries`` are spoken to over plain http.
         """
         self._credentials = credentials if credentials is not None else CredentialStore.from_environment()
-        self._timeout = timeout
         self._concurrency = max(1, concurrency)
         self._insecure = {normalize_registry_host(h) for h in insecure_registries}
-        self._ssl_context = ssl_context or ssl.create_default_context()
+        self._timeout = timeout
+        self._http = HttpClient(user_agent=USER_AGENT, ssl_context=ssl_context)
         self._lock = threading.Lock()
         self._results: dict[str, Future[Resolution]] = {}
         self._hosts: dict[str, _HostState] = {}
-        self._tokens: dict[tuple[str, str, str], tuple[str, float] | _Denied] = {}
-        self._token_locks: dict[tuple[str, str, str], threading.Lock] = {}
-        self._idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
+        self._tokens: dict[tuple[str, str, str, str], tuple[str, float] | _Denied] = {}
+        self._token_locks: dict[tuple[str, str, str, str], threading.Lock] = {}
         self._requests: Counter[str] = Counter()
         self._executor: ThreadPoolExecutor | None = None
 
@@ -484,12 +142,9 @@ class RegistryClient:
         """Stop the worker threads and close idle connections."""
         with self._lock:
             executor, self._executor = self._executor, None
-            idle, self._idle = self._idle, {}
         if executor is not None:
             executor.shutdown(wait=True)
-        for connections in idle.values():
-            for conn in connections:
-                conn.close()
+        self._http.close()
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -567,16 +222,16 @@ class RegistryClient:
             text,
             "error",
             message=f"registry {ref.registry} answered {response.status} for {ref.display()}"
-            + _error_detail(response.body),
+            + error_detail(response.body),
         )
 
     def _authorised_manifest_request(
         self, text: str, ref: ImageRef, method: str, path: str
-    ) -> _Response | Resolution:
+    ) -> Response | Resolution:
         """Send a manifest request with auth; on a 401 re-read the challenge, re-authorise once and retry."""
         host = self._host_state(ref.registry)
         sent: str | None = None
-        response: _Response | None = None
+        response: Response | None = None
         for attempt in range(2):
             authorization = self._authorization(ref, host.challenge, fresh=attempt > 0)
             if isinstance(authorization, _Denied):
@@ -587,12 +242,13 @@ class RegistryClient:
             headers = {"Accept": _ACCEPT}
             if authorization is not None:
                 headers["Authorization"] = authorization
+            url = self._url(ref.registry, path)
             try:
-                response = self._request(method, self._url(ref.registry, path), headers, kind="manifest")
-            except _Unreachable as exc:
+                response = self._request(method, url, headers, kind="manifest")
+            except HttpError as exc:
                 return Resolution(text, "unreachable", message=self._unreachable_message(ref, str(exc)))
-            if response.status != 401 or attempt > 0:
-                return response
+            if response.status != 401 or attempt > 0 or not answered_by_registry(response.url, url):
+                return response  # a challenge from a host a redirect led to is never answered
             challenge = pick_challenge(parse_www_authenticate(response.header("www-authenticate") or ""))
             if challenge is None:
                 return response
@@ -623,7 +279,8 @@ class RegistryClient:
                 "unauthorized", f"registry {ref.registry} asked for a bearer token without a realm"
             )
         service = challenge.service or ""
-        key = (realm, service, repository_scope(ref.repository))
+        # the registry is part of the key: a token fetched for one registry is never sent to another
+        key = (ref.registry, realm, service, repository_scope(ref.repository))
         with self._lock:
             lock = self._token_locks.setdefault(key, threading.Lock())
         with lock:
@@ -633,20 +290,22 @@ class RegistryClient:
                 return cached  # the token service said no once this run; asking again won't change it
             if cached is not None and not fresh and cached[1] > time.monotonic():
                 return cached[0]
-            query = {"scope": key[2]}
+            query = {"scope": key[3]}
             if service:
                 query["service"] = service
             url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
             headers = {}
-            if credential is not None:
+            if credential is not None and not realm_may_receive_credentials(realm):
+                log.warning("registry.realm_not_https", registry=ref.registry, realm=safe_url(realm))
+            elif credential is not None:
                 pair = f"{credential.username}:{credential.password}".encode()
                 headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
             try:
-                response = self._request("GET", url, headers, kind="token")
-            except _Unreachable as exc:
+                response = self._request("GET", url, headers, kind="token", max_bytes=_SMALL_BODY)
+            except HttpError as exc:
                 return _Denied(
                     "unreachable",
-                    f"the token service of {ref.registry} at {_safe_url(realm)} is unreachable ({exc})",
+                    f"the token service of {ref.registry} at {safe_url(realm)} is unreachable ({exc})",
                 )
             if response.status in (401, 403):
                 denied = _Denied("unauthorized", self._denied_message(ref, response.status))
@@ -656,8 +315,7 @@ class RegistryClient:
             if response.status != 200:
                 return _Denied(
                     "unauthorized",
-                    f"the token service of {ref.registry} answered {response.status} for {ref.repository}"
-                    + _error_detail(response.body),
+                    f"the token service of {ref.registry} answered {response.status} for {ref.repository}",
                 )
             try:
                 data = json.loads(response.body)
@@ -681,12 +339,13 @@ class RegistryClient:
         with state.lock:
             if state.pinged:
                 return state
+            url = self._url(registry, "/v2/")
             try:
-                response = self._request("GET", self._url(registry, "/v2/"), {}, kind="ping")
-            except _Unreachable as exc:
+                response = self._request("GET", url, {}, kind="ping", max_bytes=_SMALL_BODY)
+            except HttpError as exc:
                 state.unreachable = str(exc)
             else:
-                if response.status == 401:
+                if response.status == 401 and answered_by_registry(response.url, url):
                     state.challenge = pick_challenge(
                         parse_www_authenticate(response.header("www-authenticate") or "")
                     )
@@ -720,91 +379,22 @@ class RegistryClient:
             f"{credential.source} (or {ref.repository} does not exist)"
         )
 
-    # -- HTTP with pooled keep-alive connections --
+    # -- HTTP (deployctl.edges.http: total deadline, bounded body, keep-alive, proxies) --
 
     def _url(self, registry: str, path: str) -> str:
         return api_base_url(registry, insecure_registries=self._insecure) + path
 
-    def _request(self, method: str, url: str, headers: Mapping[str, str], *, kind: str) -> _Response:
-        """One request, following up to three redirects (dropping Authorization across hosts)."""
-        send = {"User-Agent": _USER_AGENT, **headers}
-        for _ in range(_MAX_REDIRECTS + 1):
-            parts = urllib.parse.urlsplit(url)
-            target = parts.path or "/"
-            if parts.query:
-                target += "?" + parts.query
-            with self._lock:
-                self._requests[f"{method} {kind}"] += 1
-            response = self._send(parts.scheme, parts.netloc, method, target, send)
-            location = response.header("location")
-            if response.status not in (301, 302, 303, 307, 308) or not location:
-                return response
-            next_url = urllib.parse.urljoin(url, location)
-            if urllib.parse.urlsplit(next_url).netloc != parts.netloc:
-                send = {k: v for k, v in send.items() if k.lower() != "authorization"}
-            url = next_url
-        raise _Unreachable(f"more than {_MAX_REDIRECTS} redirects from {_safe_url(url)}")
-
-    def _send(
-        self, scheme: str, netloc: str, method: str, target: str, headers: Mapping[str, str]
-    ) -> _Response:
-        key = (scheme, netloc)
-        for attempt in range(2):
-            with self._lock:
-                idle = self._idle.get(key)
-                conn = idle.pop() if idle else None
-            reused = conn is not None
-            if conn is None:
-                conn = self._connect(scheme, netloc)
-            try:
-                conn.request(method, target, headers=dict(headers))
-                raw = conn.getresponse()
-                body = raw.read()
-            except (OSError, http.client.HTTPException) as exc:
-                conn.close()
-                if reused and attempt == 0:
-                    continue  # the server closed an idle keep-alive connection; retry on a new one
-                raise _Unreachable(_describe_connection_error(exc, netloc)) from exc
-            response = _Response(raw.status, {k.lower(): v for k, v in raw.getheaders()}, body)
-            if raw.will_close:
-                conn.close()
-            else:
-                with self._lock:
-                    self._idle.setdefault(key, []).append(conn)
-            return response
-        raise AssertionError("unreachable")
-
-    def _connect(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
-        if scheme == "https":
-            return http.client.HTTPSConnection(netloc, timeout=self._timeout, context=self._ssl_context)
-        if scheme == "http":
-            return http.client.HTTPConnection(netloc, timeout=self._timeout)
-        raise _Unreachable(f"unsupported URL scheme {scheme!r}")
-
-
-def _describe_connection_error(exc: BaseException, netloc: str) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return f"connection to {netloc} refused"
-    if isinstance(exc, TimeoutError):
-        return f"no answer from {netloc} in time"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS with {netloc} failed: {exc.reason or exc}"
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{netloc}: {exc.strerror}"
-    return f"{netloc}: {type(exc).__name__}"
-
-
-def _safe_url(url: str) -> str:
-    """A URL without its query or userinfo, fit for messages."""
-    parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{':' + str(parts.port) if parts.port else ''}{parts.path}"
-
-
-def _error_detail(body: bytes) -> str:
-    """``: <message>`` from a distribution error body, or nothing."""
-    try:
-        errors = json.loads(body).get("errors") or []
-        message = errors[0].get("message") or errors[0].get("code")
-    except (ValueError, AttributeError, IndexError, TypeError):
-        return ""
-    return f": {message}" if isinstance(message, str) and message else ""
+    def _request(
+        self, method: str, url: str, headers: dict[str, str], *, kind: str, max_bytes: int = _MANIFEST_BODY
+    ) -> Response:
+        """One call within the client's total deadline; Authorization never follows a redirect elsewhere."""
+        with self._lock:
+            self._requests[f"{method} {kind}"] += 1
+        return self._http.request(
+            method,
+            url,
+            headers=headers,
+            deadline=self._timeout,
+            max_bytes=max_bytes,
+            max_redirects=_MAX_REDIRECTS,
+        )
