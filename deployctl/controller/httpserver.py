@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -177,6 +177,21 @@ class GuardedSite(web.BaseSite):
         self._server = await loop.create_server(
             self._pool.protocol, self._host, self._port, backlog=self._backlog, reuse_address=True
         )
+
+
+def fit_to_fd_limit(limits: ServerLimits) -> ServerLimits:
+    """``limits`` with the connection cap lowered to half the process's open-file limit, so that
+    connections can never use up the descriptors the controller needs for git, the cluster and the
+    audit store."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or limits.max_connections <= soft // 2:
+        return limits
+    fitted = max(1, soft // 2)
+    log.warning("http.max_connections_lowered", requested=limits.max_connections, max_connections=fitted,
+                open_file_limit=soft)
+    return replace(limits, max_connections=fitted)
 
 
 async def start(app: web.Application, *, host: str, port: int, limits: ServerLimits) -> tuple[web.AppRunner, ConnectionPool]:

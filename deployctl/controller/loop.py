@@ -453,12 +453,12 @@ async def _serve(options: WatchOptions) -> int:
                               own_address=options.lease.address, secret=options.webhook_secret)
     app = make_app(controller, secret=options.webhook_secret, branch=options.settings.branch, metrics=metrics,
                    limits=options.limits, forwarder=forwarder)
-    runner, _ = await httpserver.start(app, host=options.listen_host, port=options.listen_port,
-                                       limits=options.limits)
+    limits = httpserver.fit_to_fd_limit(options.limits)
+    runner, _ = await httpserver.start(app, host=options.listen_host, port=options.listen_port, limits=limits)
     log.info("http.listening", host=options.listen_host, port=options.listen_port,
              webhooks="enabled" if options.webhook_secret else "disabled (no secret: every hook gets 401)",
              advertised=options.lease.address if options.lease else None,
-             max_connections=options.limits.max_connections)
+             max_connections=limits.max_connections)
 
     loop = asyncio.get_running_loop()
     stop_signal = asyncio.Event()

@@ -275,10 +275,8 @@ def make_app(
             getattr(log, level)("webhook.request", provider=provider, result=result, status=status,
                                 message=message, **({"suppressed_since_last": suppressed} if suppressed else {}))
         headers = {"Retry-After": "1"} if status == 503 else None
-        response = web.json_response({"result": result, "message": message}, status=status, headers=headers)
-        if status in (408, 413):
-            response.force_close()  # the rest of the body is not read: this connection is done
-        return response
+        # after a 408 or 413 aiohttp reads what is left of the body for at most its lingering time, then closes
+        return web.json_response({"result": result, "message": message}, status=status, headers=headers)
 
     async def body_of(provider: str, request: web.Request, limit: int) -> bytes | web.Response:
         if request.content_length is not None and request.content_length > limit:
