@@ -269,3 +269,31 @@ def test_nested_json_gets_400_oversized_bodies_413_and_a_slow_body_408(cluster, 
                      + b"Content-Length: 100\r\n\r\n", b"{") == 408
     assert time.monotonic() - started < 4
     assert w.get("/healthz")[0] == 200
+
+
+# -- the manifests route webhooks to the leader --------------------------------------------------------
+
+
+def test_the_deploy_manifests_route_to_ready_pods_and_are_accepted_by_the_api_server(cluster, namespace):
+    from kubernetes import client
+
+    from tests.integration.test_controller import _manifests
+
+    (deployment,) = _manifests("deployment.yaml")
+    (service,) = _manifests("service.yaml")
+    pod = deployment["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    # The Service's endpoints are its ready pods; only the leader answers /readyz with 200.
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert not service["spec"].get("publishNotReadyAddresses")
+    # A standby never becomes ready while the old leader holds the Lease: an update replaces all pods at once.
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == "100%"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    for doc in (deployment, service):
+        doc["metadata"]["namespace"] = namespace
+    with cluster.api() as api:
+        client.AppsV1Api(api).create_namespaced_deployment(namespace, deployment, dry_run="All")
+        client.CoreV1Api(api).create_namespaced_service(namespace, service, dry_run="All")
