@@ -19,6 +19,7 @@ process's resources for long:
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -179,6 +180,28 @@ class GuardedSite(web.BaseSite):
         )
 
 
+class _RateLimited(logging.Filter):
+    """Drops stdlib log records (asyncio's accept errors, aiohttp's) over the rate limit."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        super().__init__()
+        self.limiter = limiter
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.limiter.allow(f"{record.name}:{record.msg}")[0]
+
+
+_STDLIB_LOGGERS = ("asyncio", "aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.internal")
+
+
+def limit_library_logs(limiter: RateLimiter) -> None:
+    """Rate-limit what asyncio and aiohttp log through the stdlib (once per process)."""
+    for name in _STDLIB_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RateLimited) for f in logger.filters):
+            logger.addFilter(_RateLimited(limiter))
+
+
 def fit_to_fd_limit(limits: ServerLimits) -> ServerLimits:
     """``limits`` with the connection cap lowered to half the process's open-file limit, so that
     connections can never use up the descriptors the controller needs for git, the cluster and the
@@ -197,6 +220,7 @@ def fit_to_fd_limit(limits: ServerLimits) -> ServerLimits:
 async def start(app: web.Application, *, host: str, port: int, limits: ServerLimits) -> tuple[web.AppRunner, ConnectionPool]:
     """Serve ``app`` on host:port under ``limits``; ``await runner.cleanup()`` stops it."""
     pool = ConnectionPool(limit=limits.max_connections)
+    limit_library_logs(pool.limiter)
     app.middlewares.append(pool.middleware)
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False,

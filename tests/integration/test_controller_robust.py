@@ -140,9 +140,9 @@ def test_a_webhook_sent_to_the_standby_reaches_the_leader_and_the_standby_is_not
     leader, standby = (a, b) if holder == "a" else (b, a)
     leader.wait_ready()
     wait_for("the first deploy", lambda: image_of(cluster, namespace) == f"{IMAGE}/api:{sha('api-1')}", timeout=60)
+    wait_for("the standby's endpoint", lambda: standby.get("/healthz")[0] == 200, timeout=30)
     status, body = standby.get("/readyz")
     assert status == 503 and "standby" in body
-    assert standby.get("/healthz")[0] == 200
 
     head = bare.commit(deploy("api", "api-2"), message="Deploy api 2")
     pushed = time.monotonic()
