@@ -42,6 +42,7 @@ class ServerLimits:
     max_body: int = 1024 * 1024
     max_headers: int = 64
     max_field_size: int = 8190
+    backlog: int = 1024  # also how many connections asyncio accepts in one go
 
 
 class BodyTimeout(Exception):  # noqa: N818 - a signal for the handler, answered 408
@@ -159,8 +160,8 @@ class ConnectionPool:
 class GuardedSite(web.BaseSite):
     """A TCP site whose connections go through a :class:`ConnectionPool`."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, *, pool: ConnectionPool) -> None:
-        super().__init__(runner, backlog=128)
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, *, pool: ConnectionPool, backlog: int) -> None:
+        super().__init__(runner, backlog=backlog)
         self._host = host
         self._port = port
         self._pool = pool
@@ -203,18 +204,23 @@ def limit_library_logs(limiter: RateLimiter) -> None:
 
 
 def fit_to_fd_limit(limits: ServerLimits) -> ServerLimits:
-    """``limits`` with the connection cap lowered to half the process's open-file limit, so that
-    connections can never use up the descriptors the controller needs for git, the cluster and the
-    audit store."""
+    """``limits`` with the connection cap and the accept backlog each lowered to a quarter of the
+    process's open-file limit. asyncio accepts up to a backlog of connections in one go and the ones
+    evicted meanwhile are closed only after that, so open connections can reach cap + backlog for a
+    moment; at half the limit they still leave the descriptors git, the cluster and the audit store
+    need (running out would make asyncio stop accepting for a second)."""
     import resource
 
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or limits.max_connections <= soft // 2:
+    if soft == resource.RLIM_INFINITY:
         return limits
-    fitted = max(1, soft // 2)
-    log.warning("http.max_connections_lowered", requested=limits.max_connections, max_connections=fitted,
-                open_file_limit=soft)
-    return replace(limits, max_connections=fitted)
+    quarter = max(1, soft // 4)
+    fitted = replace(limits, max_connections=min(limits.max_connections, quarter),
+                     backlog=min(limits.backlog, max(16, quarter)))
+    if fitted.max_connections < limits.max_connections:
+        log.warning("http.max_connections_lowered", requested=limits.max_connections,
+                    max_connections=fitted.max_connections, backlog=fitted.backlog, open_file_limit=soft)
+    return fitted
 
 
 async def start(app: web.Application, *, host: str, port: int, limits: ServerLimits) -> tuple[web.AppRunner, ConnectionPool]:
@@ -229,6 +235,6 @@ async def start(app: web.Application, *, host: str, port: int, limits: ServerLim
         lingering_time=1.0,
     )
     await runner.setup()
-    site = GuardedSite(runner, host, port, pool=pool)
+    site = GuardedSite(runner, host, port, pool=pool, backlog=limits.backlog)
     await site.start()
     return runner, pool
