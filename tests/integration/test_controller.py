@@ -238,7 +238,7 @@ def test_two_controllers_elect_one_leader_and_the_other_takes_over_when_it_dies(
     b = Watch(tmp_path, bare.path, kubeconfig=cluster.kubeconfig, audit=audit_url(tmp_path), name="b",
               lease_namespace=namespace)
     watches += [a, b]
-    holder = wait_for("a leader", lambda: lease_holder(cluster, namespace))
+    holder = wait_for("a leader", lambda: lease_holder(cluster, namespace), timeout=60)  # two processes starting on a busy machine
     leader, standby = (a, b) if holder == "a" else (b, a)
     leader.wait_ready()
     time.sleep(1.0)

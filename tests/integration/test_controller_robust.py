@@ -136,7 +136,7 @@ def test_a_webhook_sent_to_the_standby_reaches_the_leader_and_the_standby_is_not
     b = Watch(tmp_path, bare.path, kubeconfig=cluster.kubeconfig, audit=audit_url(tmp_path), name="b",
               interval="1h", lease_namespace=namespace)
     watches += [a, b]
-    holder = wait_for("a leader", lambda: lease_holder(cluster, namespace))
+    holder = wait_for("a leader", lambda: lease_holder(cluster, namespace), timeout=60)  # two processes starting on a busy machine
     leader, standby = (a, b) if holder == "a" else (b, a)
     leader.wait_ready()
     wait_for("the first deploy", lambda: image_of(cluster, namespace) == f"{IMAGE}/api:{sha('api-1')}", timeout=60)
