@@ -149,7 +149,7 @@ def test_a_webhook_sent_to_the_standby_reaches_the_leader_and_the_standby_is_not
     assert standby.github_push(head) == 202
     wait_for("api-2 applied by the leader",
              lambda: image_of(cluster, namespace) == f"{IMAGE}/api:{sha('api-2')}", timeout=10, step=0.02)
-    assert time.monotonic() - pushed < 2.0  # the interval is an hour: the forwarded webhook did it
+    assert time.monotonic() - pushed < 3.0  # ~1 s on an idle machine; the interval is an hour: the forward did it
     assert standby.metric('deployctl_webhook_requests_total{provider="github",result="forwarded"}') == 1
     assert leader.metric('deployctl_webhook_requests_total{provider="forwarded",result="accepted"}') == 1
     assert standby.metric("deployctl_reconciles_total") == 0
