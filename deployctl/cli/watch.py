@@ -55,11 +55,21 @@ def parse_listen(text: str) -> tuple[str, int]:
               help="A leader that could not renew for this long stops acting.")
 @click.option("--retry-period", type=Duration(), default="2s", show_default=True, help="How often to try to acquire or renew.")
 @click.option("--no-leader-election", is_flag=True, help="Act without a Lease (one replica only).")
+@click.option("--advertise-url", default=None, metavar="URL",
+              help="Where the other replicas forward webhooks to this one while it leads "
+              "[default: http://$POD_IP:PORT, else http://HOST:PORT of --listen when HOST is one address].")
+@click.option("--max-connections", default=256, show_default=True,
+              help="Open HTTP connections at most; over it, the oldest idle one is closed.")
+@click.option("--header-timeout", type=Duration(), default="10s", show_default=True,
+              help="Close a connection that has not sent a complete request head within this.")
+@click.option("--body-timeout", type=Duration(), default="10s", show_default=True,
+              help="Answer 408 to a request whose body has not arrived within this.")
 def watch(repo: str, branch: str, interval: float, listen: str, audit_url: str | None, no_audit: bool,
           kubeconfig: str | None, context: str | None, allowed_namespaces: tuple[str, ...],
           mirror_dir: str | None, timeout: float, concurrency: int, webhook_secret_file: str | None,
           lease_name: str, lease_namespace: str | None, identity: str | None, lease_duration: float,
-          renew_deadline: float, retry_period: float, no_leader_election: bool) -> None:
+          renew_deadline: float, retry_period: float, no_leader_election: bool, advertise_url: str | None,
+          max_connections: int, header_timeout: float, body_timeout: float) -> None:
     """Keep the cluster on a branch of the deploy repo: reconcile every new commit, correct drift.
 
     Fetches the branch into a local mirror and reconciles its head on every push webhook
@@ -73,6 +83,8 @@ def watch(repo: str, branch: str, interval: float, listen: str, audit_url: str |
       DEPLOYCTL_WEBHOOK_SECRET=... deployctl watch --repo https://github.com/acme/deploy.git \\
           --interval 30s --listen 0.0.0.0:8080 --allow-namespace shop-staging
     """
+    from deployctl.controller.forward import usable_address
+    from deployctl.controller.httpserver import ServerLimits
     from deployctl.controller.loop import (
         ControllerSettings,
         WatchOptions,
@@ -81,11 +93,19 @@ def watch(repo: str, branch: str, interval: float, listen: str, audit_url: str |
         serve,
         split_namespaces,
     )
+    from deployctl.controller.loop import (
+        advertise_url as default_advertise_url,
+    )
     from deployctl.controller.webhook import load_secret
     from deployctl.edges.git.mirror import default_mirror_dir
     from deployctl.edges.kube.lease import LeaseConfig
 
     host, port = parse_listen(listen)
+    if max_connections < 1:
+        raise InvalidInputError(f"--max-connections {max_connections}: give at least 1")
+    if advertise_url is not None and usable_address(advertise_url) is not None:
+        raise InvalidInputError(f"--advertise-url {advertise_url!r}: {usable_address(advertise_url)}; "
+                                "give http://HOST:PORT")
     lease = None
     if not no_leader_election:
         lease = LeaseConfig(
@@ -95,6 +115,7 @@ def watch(repo: str, branch: str, interval: float, listen: str, audit_url: str |
             lease_duration=lease_duration,
             renew_deadline=renew_deadline,
             retry_period=retry_period,
+            address=advertise_url or default_advertise_url(host, port),
         )
     options = WatchOptions(
         repo=repo,
@@ -113,5 +134,10 @@ def watch(repo: str, branch: str, interval: float, listen: str, audit_url: str |
         context=context,
         lease=lease,
         webhook_secret=load_secret(file=webhook_secret_file),
+        limits=ServerLimits(
+            max_connections=max_connections,
+            header_timeout=header_timeout,
+            body_timeout=body_timeout,
+        ),
     )
     sys.exit(serve(options))

@@ -10,12 +10,20 @@ Acting is gated: every cluster call and every audit attempt of a run first asks
 no, the run stops at its next step, attempts already on record are closed as ``interrupted``,
 and nothing more is written. An apply already on the wire finishes (it is one atomic
 server-side apply); the rollout it started is confirmed by whoever reconciles next.
+
+The worker never dies quietly: whatever a run raises (a ``DeployctlError`` or anything else: a
+NUL byte that reaches the file system, MemoryError) is logged with its traceback, counted in
+``deployctl_reconcile_errors_total`` and the loop goes on. :meth:`Controller.health` turns false
+when the worker thread is gone or has not finished an iteration within ``3 x interval + timeout``
+(``/healthz`` then fails and Kubernetes restarts the pod); :meth:`Controller.ready` is true only on
+the leader once a run of its current term finished.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +32,7 @@ import structlog
 
 from deployctl import settings
 from deployctl.app.run import run_once
+from deployctl.controller.httpserver import ServerLimits
 from deployctl.controller.metrics import ControllerMetrics
 from deployctl.edges.audit import url as audit_location
 from deployctl.edges.git.mirror import Mirror
@@ -151,6 +160,11 @@ class Controller:
         self._last_sha: str | None = None
         self._running = threading.Event()
         self.reconciles = 0
+        self._term = 0  # bumped when this replica becomes leader
+        self._done_term = -1  # the term in which the last run finished (ok, failed or errored)
+        self._progress = time.monotonic()  # when the worker last finished an iteration (or started)
+        self._worker: threading.Thread | None = None
+        self._last_error: str | None = None
 
     # -- requests from other threads ----------------------------------------------------------
 
@@ -165,6 +179,7 @@ class Controller:
     def leadership_started(self) -> None:
         with self._cond:
             self._new_term = True
+            self._term += 1
         self.metrics.leader.set(1)
         self.request_sync("watch")
 
@@ -189,15 +204,39 @@ class Controller:
             return f"controller stopped ({self._stopping}) before the run finished"
         return "this replica lost the leader lease before the run finished"
 
+    def stall_limit(self) -> float:
+        """Seconds the worker may go without finishing an iteration: three intervals plus one run's timeout."""
+        return 3 * self.settings.interval + self.settings.timeout
+
+    def health(self) -> tuple[bool, str]:
+        """False when the worker cannot go on: its thread is gone, or it is stuck (see :meth:`stall_limit`)."""
+        if self._stopping is not None:
+            return True, "shutting down"
+        worker = self._worker
+        if worker is not None and not worker.is_alive():
+            return False, "the controller's worker thread has exited"
+        idle = time.monotonic() - self._progress
+        if idle > self.stall_limit():
+            return False, (f"the worker has not finished a run for {idle:.0f}s (limit {self.stall_limit():.0f}s: "
+                           "3 intervals plus the run timeout)")
+        return True, "ok"
+
     def ready(self) -> tuple[bool, str]:
-        """Ready once the first reconcile finished; a standby replica once its mirror is fetched."""
+        """Ready (to be sent webhooks) only on a healthy leader once a run of its current term finished."""
         if self._stopping is not None:
             return False, "shutting down"
-        if self._reconciled:
-            return True, f"reconciled {self._last_sha}"
-        if not self.is_leader() and self._fetched:
-            return True, "standby: another replica holds the leader lease"
-        return False, "the first reconcile has not finished yet"
+        healthy, why = self.health()
+        if not healthy:
+            return False, why
+        if not self.is_leader():
+            return False, "standby: another replica holds (or is taking) the leader lease"
+        if self._done_term != self._term:
+            return False, "the first run as leader has not finished yet"
+        if self._last_error is not None:
+            return True, f"leader; the last run raised {self._last_error}"
+        if self._last_sha is None:
+            return True, "leader; no run has reconciled yet (see reconcile.error in the log)"
+        return True, f"leader; reconciled {self._last_sha}"
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -205,6 +244,8 @@ class Controller:
         """Fetch and reconcile until :meth:`stop`."""
         interval = self.settings.interval
         next_check = time.monotonic()
+        self._worker = threading.current_thread()
+        self._progress = time.monotonic()
         log.info("controller.started", repo=self.mirror.source.display, branch=self.settings.branch,
                  interval=interval)
         while True:
@@ -216,15 +257,38 @@ class Controller:
                 trigger = self._pending or "watch"
                 self._pending = None
             next_check = time.monotonic() + interval
-            self.sync_once(trigger)
+            try:
+                self.sync_once(trigger)
+            except Exception as exc:  # noqa: BLE001 - the last line of defence: log, count, go on
+                self._raised("run", exc, trigger=trigger, seconds=0.0)
+            self._progress = time.monotonic()
         log.info("controller.stopped", reason=self._stopping)
+
+    def _raised(self, stage: str, exc: BaseException, *, trigger: str, seconds: float, sha: str | None = None) -> None:
+        """A run raised something other than a handled error: log its traceback, count it, go on."""
+        self._last_error = f"{type(exc).__name__}: {exc}"[:300]
+        log.error("reconcile.crashed", stage=stage, sha=sha, trigger=trigger, error_type=type(exc).__name__,
+                  error=str(exc)[:300],
+                  traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        if stage == "reconcile":
+            self.metrics.observe_aborted(seconds=seconds, trigger=trigger, status="error",
+                                         error_type=type(exc).__name__)
+        else:
+            self.metrics.observe_error(stage=stage, error_type=type(exc).__name__)
+        with self._cond:
+            self._new_term = True  # the next run closes what this one left open as interrupted
 
     def sync_once(self, trigger: str) -> ReconcileResult | None:
         """One fetch, then (if we may act) one reconcile of the branch head."""
+        term = self._term
         try:
             sha = self.mirror.fetch()
         except DeployctlError as exc:
             log.error("mirror.fetch_failed", error=str(exc))
+            self.metrics.observe_error(stage="fetch", error_type=type(exc).__name__)
+            return None
+        except Exception as exc:  # noqa: BLE001 - see _raised
+            self._raised("fetch", exc, trigger=trigger, seconds=0.0)
             return None
         self._fetched = True
         self.metrics.head.set(time.time())
@@ -232,7 +296,17 @@ class Controller:
             log.info("mirror.fetched", sha=sha, previous=self._last_sha)
         if not self.may_act():
             return None
-        return self._reconcile(sha, trigger)
+        started = time.monotonic()
+        try:
+            result = self._reconcile(sha, trigger)
+        except Exception as exc:  # noqa: BLE001 - see _raised
+            self._raised("reconcile", exc, trigger=trigger, seconds=time.monotonic() - started, sha=sha)
+            result = None
+        else:
+            if result is not None:
+                self._last_error = None
+        self._done_term = term
+        return result
 
     def _reconcile(self, sha: str, trigger: str) -> ReconcileResult | None:
         started = time.monotonic()
@@ -305,6 +379,18 @@ def in_cluster_namespace(default: str = "default") -> str:
         return default
 
 
+def advertise_url(listen_host: str, port: int, *, environ: dict[str, str] | None = None) -> str | None:
+    """Where other replicas reach this one: ``http://$POD_IP:<port>``, else the listen address when it
+    is a single host; None when neither is known (forwarding to this replica is then impossible)."""
+    import os
+
+    env = os.environ if environ is None else environ
+    host = env.get("POD_IP") or ("" if listen_host in ("0.0.0.0", "::", "") else listen_host)  # noqa: S104
+    if not host:
+        return None
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def split_namespaces(values: Sequence[str]) -> tuple[str, ...]:
     return tuple(settings.split_names(values))
 
@@ -327,6 +413,7 @@ class WatchOptions:
     lease: LeaseConfig | None = None
     webhook_secret: bytes | None = None
     shutdown_timeout: float = 20.0
+    limits: ServerLimits = ServerLimits()
 
 
 def serve(options: WatchOptions) -> int:
@@ -340,8 +427,8 @@ async def _serve(options: WatchOptions) -> int:
     import asyncio
     import signal
 
-    from aiohttp import web
-
+    from deployctl.controller import httpserver
+    from deployctl.controller.forward import Forwarder
     from deployctl.controller.webhook import make_app
 
     metrics = ControllerMetrics()
@@ -362,13 +449,18 @@ async def _serve(options: WatchOptions) -> int:
         controller = Controller(mirror, pool, settings=options.settings, store=store, metrics=metrics)
         metrics.leader.set(1)
 
-    app = make_app(controller, secret=options.webhook_secret, branch=options.settings.branch, metrics=metrics)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, options.listen_host, options.listen_port)
-    await site.start()
+    forwarder = None
+    if elector is not None and options.lease is not None:
+        forwarder = Forwarder(leader=elector.leader_address, identity=options.lease.identity,
+                              own_address=options.lease.address, secret=options.webhook_secret)
+    app = make_app(controller, secret=options.webhook_secret, branch=options.settings.branch, metrics=metrics,
+                   limits=options.limits, forwarder=forwarder)
+    limits = httpserver.fit_to_fd_limit(options.limits)
+    runner, _ = await httpserver.start(app, host=options.listen_host, port=options.listen_port, limits=limits)
     log.info("http.listening", host=options.listen_host, port=options.listen_port,
-             webhooks="enabled" if options.webhook_secret else "disabled (no secret: every hook gets 401)")
+             webhooks="enabled" if options.webhook_secret else "disabled (no secret: every hook gets 401)",
+             advertised=options.lease.address if options.lease else None,
+             max_connections=limits.max_connections)
 
     loop = asyncio.get_running_loop()
     stop_signal = asyncio.Event()

@@ -56,7 +56,8 @@ class ControllerMetrics:
         )
         self.webhook_requests = Counter(
             "deployctl_webhook_requests_total",
-            "Webhook requests by provider and result (accepted, standby, ignored, unauthorized, malformed, too-large).",
+            "Webhook requests by provider and result (accepted, forwarded, unavailable, ignored, unauthorized, "
+            "malformed, too-large, timeout).",
             ["provider", "result"], registry=self.registry,
         )
         self.out_of_sync = Gauge(
@@ -70,6 +71,11 @@ class ControllerMetrics:
         self.head = Gauge(
             "deployctl_fetch_timestamp_seconds", "Unix time of the last successful fetch of the deploy repo.",
             registry=self.registry,
+        )
+        self.reconcile_errors = Counter(
+            "deployctl_reconcile_errors_total",
+            "Runs that raised instead of finishing, by where (fetch, reconcile) and the exception's type.",
+            ["stage", "error"], registry=self.registry,
         )
         self._out_of_sync_envs: set[str] = set()
 
@@ -92,10 +98,16 @@ class ControllerMetrics:
             self.out_of_sync.labels(env).set(n)
         self._out_of_sync_envs = set(out)
 
-    def observe_aborted(self, *, seconds: float, trigger: str, status: str) -> None:
-        """Record a run that raised (``error``) or was stopped (``stopped``) before it finished."""
+    def observe_aborted(self, *, seconds: float, trigger: str, status: str, error_type: str = "DeployctlError") -> None:
+        """Record a run that raised (``error``, also counted in the errors) or was stopped (``stopped``)."""
         self.reconcile_duration.labels(trigger).observe(seconds)
         self.reconciles.labels(trigger, status).inc()
+        if status == "error":
+            self.observe_error(stage="reconcile", error_type=error_type)
+
+    def observe_error(self, *, stage: str, error_type: str) -> None:
+        """Count a fetch or run that raised (any exception: the worker logs it and goes on)."""
+        self.reconcile_errors.labels(stage, error_type).inc()
 
     def webhook(self, provider: str, result: str) -> None:
         self.webhook_requests.labels(provider, result).inc()

@@ -3,11 +3,14 @@
 ``POST /hooks/github`` (``X-Hub-Signature-256`` HMAC of the body), ``POST /hooks/gitlab``
 (``X-Gitlab-Token``) and ``POST /hooks/generic`` (``Authorization: Bearer``) all check one
 shared secret. Authentication comes first, on the raw body: anything unauthenticated gets 401
-and triggers nothing; only then is the body parsed (malformed -> 400, oversized -> 413). A
-valid push to the watched branch asks the controller for an immediate fetch and reconcile
-and is answered 202 at once (a standby replica answers 202 ``standby`` and leaves the commit to
-the leader's next interval); pushes to other branches and other events are answered 202 and
-ignored. ``GET /healthz``, ``GET /readyz`` and ``GET /metrics`` need no authentication.
+and triggers nothing; only then is the body parsed (malformed or nested deeper than
+:data:`MAX_JSON_DEPTH` -> 400, oversized -> 413, body not sent in time -> 408). A valid push to
+the watched branch asks the controller for an immediate fetch and reconcile and is answered
+202 at once; a replica that may not act (a standby) hands the hook on to the leader
+(:mod:`deployctl.controller.forward`) and answers 202 only when the leader took it, else 503
+so that the sender retries. Pushes to other branches and other events are answered 202 and
+ignored. ``GET /healthz``, ``GET /readyz`` and ``GET /metrics`` need no authentication. One log
+line per request, rate-limited (:mod:`deployctl.controller.ratelimit`).
 
 The checks (:func:`verify_github`, :func:`verify_token`, :func:`verify_bearer`,
 :func:`parse_push`) are pure functions; :func:`make_app` is the thin aiohttp shell.
@@ -19,6 +22,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +33,10 @@ import structlog
 from aiohttp import web
 
 from deployctl import settings
+from deployctl.controller import forward as fwd
+from deployctl.controller.httpserver import BodyTimeout, ServerLimits, read_body
 from deployctl.controller.metrics import CONTENT_TYPE, ControllerMetrics
+from deployctl.controller.ratelimit import RateLimiter
 from deployctl.errors import InvalidInputError
 
 log = structlog.get_logger(__name__)
@@ -37,6 +44,7 @@ log = structlog.get_logger(__name__)
 SECRET_ENV = settings.WEBHOOK_SECRET.name
 SECRET_FILE_ENV = settings.WEBHOOK_SECRET_FILE.name
 MAX_BODY = 1024 * 1024
+MAX_JSON_DEPTH = 64
 PROVIDERS = ("github", "gitlab", "generic")
 ZERO_SHA = "0" * 40
 
@@ -120,11 +128,48 @@ class MalformedHook(ValueError):
     """The body of an authenticated hook is not what its provider sends."""
 
 
+_SPECIAL = re.compile(rb'[\[\]{}"\\]')
+
+
+def json_depth(body: bytes, *, limit: int) -> int:
+    """How deep ``body``'s arrays and objects nest (brackets inside strings do not count),
+    counting no further than ``limit + 1``. Runs before ``json.loads``, so that no body can
+    make the parser recurse deeply."""
+    depth = deepest = 0
+    in_string = False
+    skip = -1  # the position of a character escaped by a backslash
+    for m in _SPECIAL.finditer(body):
+        pos = m.start()
+        if pos == skip:
+            continue
+        c = body[pos]
+        if in_string:
+            if c == 0x5C:  # backslash: the next character is escaped
+                skip = pos + 1
+            elif c == 0x22:
+                in_string = False
+        elif c == 0x22:
+            in_string = True
+        elif c in (0x5B, 0x7B):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        elif c in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
 def _json_object(body: bytes) -> dict[str, object]:
+    if json_depth(body, limit=MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise MalformedHook(f"body nests arrays or objects deeper than {MAX_JSON_DEPTH} levels")
     try:
         doc = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MalformedHook(f"body is not JSON: {exc}") from exc
+    except RecursionError as exc:  # not reached after the depth check; kept as the backstop
+        raise MalformedHook("body nests too deeply") from exc
     if not isinstance(doc, dict):
         raise MalformedHook("body is not a JSON object")
     return doc
@@ -199,7 +244,12 @@ class SyncTarget(Protocol):
 
     def ready(self) -> tuple[bool, str]: ...
 
+    def health(self) -> tuple[bool, str]: ...
+
     def may_act(self) -> bool: ...
+
+
+_WARN = frozenset((400, 401, 408, 413, 503))
 
 
 def make_app(
@@ -208,25 +258,45 @@ def make_app(
     secret: bytes | None,
     branch: str,
     metrics: ControllerMetrics,
-    max_body: int = MAX_BODY,
+    limits: ServerLimits | None = None,
+    forwarder: fwd.Forwarder | None = None,
+    limiter: RateLimiter | None = None,
 ) -> web.Application:
-    """The controller's aiohttp application."""
+    """The controller's aiohttp application (serve it with :func:`deployctl.controller.httpserver.start`)."""
+    lim = limits or ServerLimits()
+    max_body = lim.max_body
     app = web.Application(client_max_size=max_body)
+    log_limit = limiter or RateLimiter()
 
     def reply(provider: str, result: str, status: int, message: str) -> web.Response:
         metrics.webhook(provider, result)
-        level = "warning" if status in (400, 401, 413) else "info"
-        getattr(log, level)("webhook.request", provider=provider, result=result, status=status, message=message)
-        return web.json_response({"result": result, "message": message}, status=status)
+        allowed, suppressed = log_limit.allow(f"webhook:{provider}:{result}")
+        if allowed:
+            level = "warning" if status in _WARN else "info"
+            getattr(log, level)("webhook.request", provider=provider, result=result, status=status,
+                                message=message, **({"suppressed_since_last": suppressed} if suppressed else {}))
+        headers = {"Retry-After": "1"} if status == 503 else None
+        # after a 408 or 413 aiohttp reads what is left of the body for at most its lingering time, then closes
+        return web.json_response({"result": result, "message": message}, status=status, headers=headers)
+
+    async def body_of(provider: str, request: web.Request, limit: int) -> bytes | web.Response:
+        if request.content_length is not None and request.content_length > limit:
+            return reply(provider, "too-large", 413, f"body over {limit} bytes")
+        try:
+            body = await read_body(request, timeout=lim.body_timeout)
+        except web.HTTPRequestEntityTooLarge:
+            return reply(provider, "too-large", 413, f"body over {limit} bytes")
+        except BodyTimeout as exc:
+            return reply(provider, "timeout", 408, str(exc))
+        if len(body) > limit:
+            return reply(provider, "too-large", 413, f"body over {limit} bytes")
+        return body
 
     def hook(provider: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
-            if request.content_length is not None and request.content_length > max_body:
-                return reply(provider, "too-large", 413, f"body over {max_body} bytes")
-            try:
-                body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                return reply(provider, "too-large", 413, f"body over {max_body} bytes")
+            body = await body_of(provider, request, max_body)
+            if isinstance(body, web.Response):
+                return body
             if not authenticate(provider, secret, request.headers, body):
                 return reply(provider, "unauthorized", 401, "missing or wrong signature or token")
             try:
@@ -235,16 +305,36 @@ def make_app(
                 return reply(provider, "malformed", 400, str(exc))
             if not verdict.sync:
                 return reply(provider, "ignored", 202, verdict.reason)
-            if not target.may_act():
-                return reply(provider, "standby", 202, "this replica is on standby; the leader picks the "
-                             "commit up at its next interval")
-            target.request_sync("webhook", sha=verdict.sha)
-            return reply(provider, "accepted", 202, f"sync of {branch} requested")
+            if target.may_act():
+                target.request_sync("webhook", sha=verdict.sha)
+                return reply(provider, "accepted", 202, f"sync of {branch} requested")
+            if forwarder is None:
+                return reply(provider, "unavailable", 503, "this replica may not act now (shutting down); retry")
+            forwarded = await forwarder.forward(provider=provider, sha=verdict.sha)
+            if forwarded.ok:
+                return reply(provider, "forwarded", 202, forwarded.message)
+            return reply(provider, "unavailable", 503, f"this replica is on standby and {forwarded.message}; retry")
 
         return handle
 
+    async def forwarded(request: web.Request) -> web.StreamResponse:
+        body = await body_of("forwarded", request, fwd.MAX_FORWARD_BODY)
+        if isinstance(body, web.Response):
+            return body
+        if not fwd.verify(secret, body, request.headers.get(fwd.SIGNATURE_HEADER)):
+            return reply("forwarded", "unauthorized", 401, "missing or wrong forward signature")
+        try:
+            provider, sha, sender = fwd.decode(body)
+        except fwd.ForwardError as exc:
+            return reply("forwarded", "malformed", 400, str(exc))
+        if not target.may_act():  # never forwarded twice: the standby answers its sender 503
+            return reply("forwarded", "unavailable", 503, "this replica is not the leader (any more)")
+        target.request_sync("webhook", sha=sha)
+        return reply("forwarded", "accepted", 202, f"sync of {branch} requested ({provider} hook via {sender})")
+
     async def healthz(request: web.Request) -> web.StreamResponse:
-        return web.json_response({"status": "ok"})
+        ok, why = target.health()
+        return web.json_response({"status": "ok" if ok else "failing", "message": why}, status=200 if ok else 503)
 
     async def readyz(request: web.Request) -> web.StreamResponse:
         ok, why = target.ready()
@@ -255,6 +345,7 @@ def make_app(
 
     for provider in PROVIDERS:
         app.router.add_post(f"/hooks/{provider}", hook(provider))
+    app.router.add_post(fwd.FORWARD_PATH, forwarded)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)

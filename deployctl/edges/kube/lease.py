@@ -8,6 +8,10 @@ A leader that cannot renew within ``renew_deadline`` (shorter than ``lease_durat
 counting itself leader at once, before anybody else may take over: :meth:`LeaderElector.is_leader`
 is checked before every write the controller makes.
 
+The leader also writes the URL at which it takes forwarded webhooks into the Lease (annotation
+``deployctl.dev/leader-address``), so a standby can hand a webhook on to it
+(:meth:`LeaderElector.leader_address`).
+
 The API calls go through :class:`deployctl.edges.kube.cluster.Cluster` as raw JSON.
 """
 
@@ -27,6 +31,8 @@ from deployctl.errors import DeployctlError, InvalidInputError
 
 log = structlog.get_logger(__name__)
 
+ADDRESS_ANNOTATION = "deployctl.dev/leader-address"
+
 
 @dataclass(frozen=True)
 class LeaseConfig:
@@ -36,6 +42,7 @@ class LeaseConfig:
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
+    address: str | None = None  # where this replica takes forwarded webhooks (written while it leads)
 
     def __post_init__(self) -> None:
         if not self.lease_duration > self.renew_deadline > self.retry_period > 0:
@@ -73,6 +80,7 @@ class LeaderElector:
         self._leader = False
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
+        self._observed_address: str | None = None
         self._stop = threading.Event()
 
     # -- state --------------------------------------------------------------------------------
@@ -85,6 +93,24 @@ class LeaderElector:
     def holder(self) -> str | None:
         with self._lock:
             return self._observed[0] if self._observed else None
+
+    def leader_address(self) -> tuple[str | None, str | None]:
+        """(holder, its address) as last read from the Lease; (None, None) when nobody holds it.
+
+        The Lease is read every retry period, so this may be that old; a forward to a stale
+        address fails (or reaches a replica that is no longer leader, which refuses it)."""
+        with self._lock:
+            if not self._observed or not self._observed[0]:
+                return None, None
+            return self._observed[0], self._observed_address
+
+    def _mark(self, metadata: dict[str, Any]) -> dict[str, Any]:
+        annotations = dict(metadata.get("annotations") or {})
+        if self.config.address:
+            annotations[ADDRESS_ANNOTATION] = self.config.address
+        else:
+            annotations.pop(ADDRESS_ANNOTATION, None)
+        return {**metadata, "annotations": annotations}
 
     # -- API ----------------------------------------------------------------------------------
 
@@ -140,7 +166,7 @@ class LeaderElector:
             body: dict[str, Any] = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
-                "metadata": {"name": cfg.name, "namespace": cfg.namespace},
+                "metadata": self._mark({"name": cfg.name, "namespace": cfg.namespace}),
                 "spec": self._spec(acquire=True, transitions=0, acquired_at=None),
             }
             self._write(body, create=True)
@@ -149,7 +175,9 @@ class LeaderElector:
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity") or None
         record = (holder, spec.get("renewTime"), spec.get("leaseDurationSeconds"), spec.get("leaseTransitions"))
+        address = ((lease.get("metadata") or {}).get("annotations") or {}).get(ADDRESS_ANNOTATION)
         with self._lock:
+            self._observed_address = address if isinstance(address, str) else None
             if record != self._observed:
                 self._observed = record
                 self._observed_at = attempt_at
@@ -161,11 +189,13 @@ class LeaderElector:
         transitions = int(spec.get("leaseTransitions") or 0) + (0 if mine else 1)
         new_spec = self._spec(acquire=not mine, transitions=transitions, acquired_at=spec.get("acquireTime"))
         lease["spec"] = new_spec
+        lease["metadata"] = self._mark(lease.get("metadata") or {})
         updated = self._write(lease, create=False)  # carries the resourceVersion we read: 409 if raced
         self._won(attempt_at, new_spec)
         with self._lock:
             self._observed = (cfg.identity, new_spec["renewTime"], new_spec["leaseDurationSeconds"], transitions)
             self._observed_at = attempt_at
+            self._observed_address = self.config.address
         del updated
         return True
 
@@ -223,6 +253,8 @@ class LeaderElector:
                 spec["holderIdentity"] = None
                 spec["leaseDurationSeconds"] = 1
                 spec["renewTime"] = _micro_time(self.now())
+                annotations = (lease.get("metadata") or {}).get("annotations") or {}
+                annotations.pop(ADDRESS_ANNOTATION, None)
                 self._write(lease, create=False)
                 log.info("leader.released", lease=self._path(), identity=self.config.identity)
         except DeployctlError as exc:
