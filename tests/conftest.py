@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.gitrepo",
+    "tests.fixtures.kafka",
     "tests.fixtures.postgres",
     "tests.fixtures.registry",
 ]

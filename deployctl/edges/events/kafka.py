@@ -94,6 +94,8 @@ class KafkaTarget:
             "socket.connection.setup.timeout.ms": int(min(timeout_seconds, 30) * 1000),
             "socket.timeout.ms": int(max(timeout_seconds, 10) * 1000),
             "linger.ms": 0,
+            # librdkafka logs every refused connection to stderr; the delivery error says it once
+            "log_level": 2,
         }
         if self.sasl_mechanism is not None:
             conf["sasl.mechanism"] = self.sasl_mechanism
