@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from deployctl.edges.audit.db import SCHEMA_VERSION
 from deployctl.edges.audit.url import open_store
 from deployctl.model.audit import Finish
 from tests.fixtures.auditdata import T0, make_attempt
@@ -93,7 +94,7 @@ def test_processes_opening_a_new_store_at_once_migrate_it_once(
     assert len(set(ids)) == PROCESSES
     store = open_store(url)
     try:
-        assert store.schema_version() == 1  # type: ignore[attr-defined]
+        assert store.schema_version() == SCHEMA_VERSION  # type: ignore[attr-defined]
         assert len(store.query()) == PROCESSES
     finally:
         store.close()

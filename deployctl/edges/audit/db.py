@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from deployctl.edges.audit.views import DEPLOY_EVENTS_POSTGRES, DEPLOY_EVENTS_SQLITE
 from deployctl.errors import InvalidInputError
 from deployctl.model.audit import (
     STARTED,
@@ -173,6 +174,12 @@ MIGRATIONS: tuple[Migration, ...] = (
                 for t in _APPEND_ONLY_TABLES
             ),
         ),
+    ),
+    Migration(
+        4,
+        "deploy_events view: one row per finished deploy, stable columns (docs/analytics.md)",
+        sqlite=(DEPLOY_EVENTS_SQLITE,),
+        postgres=(DEPLOY_EVENTS_POSTGRES,),
     ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
