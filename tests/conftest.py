@@ -5,5 +5,6 @@ pytest_plugins = [
     "tests.fixtures.gitrepo",
     "tests.fixtures.kafka",
     "tests.fixtures.postgres",
+    "tests.fixtures.prometheus",
     "tests.fixtures.registry",
 ]

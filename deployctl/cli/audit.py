@@ -274,6 +274,13 @@ def drain(audit_url: str | None, settings_file: str | None, max_wait: float) -> 
     help="deploys.html (self-contained, interactive) or deploys.png (needs chromium).",
 )
 @click.option("--title", default="Deploys", show_default=True)
+@click.option(
+    "--overlay",
+    metavar="prometheus=URL|csv=FILE",
+    help="A product metric drawn above the deploy lanes: a Prometheus range query (with --query) "
+    "or a CSV of time,value[,series] (docs/analytics.md).",
+)
+@click.option("--query", metavar="PROMQL", help="The PromQL of --overlay prometheus=URL.")
 def timeline(
     audit_url: str | None,
     env: str | None,
@@ -282,6 +289,8 @@ def timeline(
     until: datetime | None,
     output_path: str,
     title: str,
+    overlay: str | None,
+    query: str | None,
 ) -> None:
     """Plot deploys over time: one lane per app, markers coloured by result.
 
@@ -289,13 +298,25 @@ def timeline(
     Examples:
       deployctl timeline --env production --since 7d --output deploys.html
       deployctl timeline --since 2d --output deploys.png
+      deployctl timeline --app web --since 14d --output deploys.html \\
+        --overlay prometheus=http://prometheus:9090 --query 'sum(rate(checkout_total[5m]))'
+      deployctl timeline --since 14d --overlay csv=confirmed_hourly.csv --output deploys.html
     """
     from deployctl.views import timeline as plot
 
+    if query is not None and overlay is None:
+        raise click.UsageError("--query goes with --overlay prometheus=URL")
     store = _read(audit_url)
     try:
         records = store.query(env=env, app=app, since=since, until=until)
     finally:
         store.close()
-    written = plot.write_timeline(records, output_path, title=title)
-    click.echo(f"{written}: {len(records)} deploy attempt(s)")
+    series, span = None, None
+    if overlay is not None:
+        from deployctl.edges.metrics import load_overlay
+
+        span = plot.time_range(records, since=since, until=until, now=datetime.now(UTC))
+        series = load_overlay(overlay, query=query, start=span[0] if span else None, end=span[1] if span else None)
+    written = plot.write_timeline(records, output_path, title=title, overlay=series, time_range=span)
+    extra = f", {series.points} metric point(s) in {len(series.series)} series" if series else ""
+    click.echo(f"{written}: {len(records)} deploy attempt(s){extra}")
