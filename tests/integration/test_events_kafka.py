@@ -16,7 +16,7 @@ from deployctl.edges.audit.url import open_store
 from deployctl.edges.notify import NotifySettings, drain, parse_settings
 from deployctl.model.audit import AuditStore
 from tests.fixtures.auditdata import make_attempt, sha
-from tests.unit.test_cdevents import assert_valid
+from tests.fixtures.cdevents import assert_valid
 
 pytestmark = pytest.mark.integration
 confluent_kafka = pytest.importorskip("confluent_kafka")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -13,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import deployctl
 from deployctl.edges.events.envelope import http_message, kafka_message
 from deployctl.edges.events.kafka import encode, parse_target
 from deployctl.edges.notify import Sink, parse_settings, render_request
@@ -21,18 +19,9 @@ from deployctl.errors import InvalidInputError
 from deployctl.model.audit import RESULTS, AuditRecord, OutboxEvent, record_to_event
 from deployctl.rules.cdevents import cdevent, cdevent_for_record, package_url, predicate
 from tests.fixtures.auditdata import T0, make_attempt, sha
+from tests.fixtures.cdevents import assert_valid
 
-SCHEMAS = Path(deployctl.__file__).parent / "model" / "schemas"
 DIGEST = "sha256:" + "ab" * 32
-
-
-def schema_for(event: dict[str, Any]) -> dict[str, Any]:
-    kind = event["context"]["type"].split(".")[3]
-    return dict(json.loads((SCHEMAS / f"cdevents-service-{kind}.json").read_text()))
-
-
-def assert_valid(event: dict[str, Any]) -> None:
-    jsonschema.validate(event, schema_for(event), format_checker=jsonschema.FormatChecker())
 
 
 def record(result: str = "succeeded", **changes: Any) -> AuditRecord:
