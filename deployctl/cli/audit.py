@@ -315,7 +315,8 @@ def timeline(
     if overlay is not None:
         from deployctl.edges.metrics import load_overlay
 
-        span = plot.time_range(records, since=since, until=until, now=datetime.now(UTC))
+        if since is not None or overlay.startswith("prometheus="):  # a CSV's own range is shown whole
+            span = plot.time_range(records, since=since, until=until, now=datetime.now(UTC))
         series = load_overlay(overlay, query=query, start=span[0] if span else None, end=span[1] if span else None)
     written = plot.write_timeline(records, output_path, title=title, overlay=series, time_range=span)
     extra = f", {series.points} metric point(s) in {len(series.series)} series" if series else ""

@@ -46,7 +46,14 @@ import yaml
 
 from deployctl import __version__
 from deployctl.edges.events.envelope import MODES, http_message
-from deployctl.edges.events.kafka import KAFKA_KEYS, KafkaPublishers, KafkaTarget, PublishError, parse_target
+from deployctl.edges.events.kafka import (
+    KAFKA_KEYS,
+    KafkaPublishers,
+    KafkaTarget,
+    PublishError,
+    check_ready,
+    parse_target,
+)
 from deployctl.edges.events.kafka import encode as kafka_encode
 from deployctl.errors import DeployctlError, InvalidInputError
 from deployctl.model.audit import AuditStore, Delivery, OutboxEvent
@@ -366,7 +373,7 @@ def drain(
     env = os.environ if environ is None else environ
     for sink in settings.sinks:  # fail on a missing secret before sending anything
         if sink.kafka is not None:
-            sink.kafka.config(env, timeout_seconds=sink.timeout_seconds)
+            check_ready(sink.kafka, env, timeout_seconds=sink.timeout_seconds)
         else:
             sink.resolve_url(env)
             sink.secret(env)

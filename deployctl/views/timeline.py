@@ -179,7 +179,7 @@ def time_range(
     if not records:
         return None
     times = [r.attempt.started_at.astimezone(UTC) for r in records]
-    pad = max(timedelta(hours=1), (max(times) - min(times)) / 20)
+    pad = max(timedelta(minutes=5), (max(times) - min(times)) / 20)
     return min(times) - pad, until or (max(times) + pad)
 
 

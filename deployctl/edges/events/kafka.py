@@ -106,6 +106,18 @@ class KafkaTarget:
         return conf
 
 
+def check_ready(target: KafkaTarget, environ: Mapping[str, str], *, timeout_seconds: float) -> None:
+    """Fail before anything is sent when the Kafka client is not installed or a secret is missing."""
+    try:
+        import confluent_kafka  # noqa: F401
+    except ImportError:
+        raise InvalidInputError(
+            f"kafka sink for topic {target.topic}: the Kafka client is not installed; "
+            "pip install 'deployctl[kafka]' (confluent-kafka)"
+        ) from None
+    target.config(environ, timeout_seconds=timeout_seconds)
+
+
 def _secret(environ: Mapping[str, str], name: str | None, key: str) -> str:
     value = environ.get(name or "")
     if not value:
