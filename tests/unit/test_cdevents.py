@@ -97,7 +97,7 @@ def test_the_schema_refuses_an_event_without_environment() -> None:
 _text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     previous=st.sampled_from([None, sha("1")]),
     result=st.sampled_from(["succeeded", "drift-corrected"]),
