@@ -17,6 +17,7 @@ from deployctl.edges.notify import NotifySettings, drain, parse_settings
 from deployctl.model.audit import AuditStore
 from tests.fixtures.auditdata import make_attempt, sha
 from tests.fixtures.cdevents import assert_valid
+from tests.fixtures.kafka import SASL_PASSWORD, SASL_USER
 
 pytestmark = pytest.mark.integration
 confluent_kafka = pytest.importorskip("confluent_kafka")
@@ -140,6 +141,26 @@ def test_an_unreachable_broker_leaves_the_events_in_the_outbox(kafka_broker: str
         up = kafka_settings(kafka_broker, topic, name="deploys")
         later = drain(store, up, max_wait_seconds=0, clock=lambda: datetime.now(UTC) + timedelta(hours=1))
         assert later.delivered == 2
+    finally:
+        store.close()
+    assert len(consume(kafka_broker, topic, 2)) == 2
+
+
+def test_sasl_credentials_come_from_the_environment(kafka_sasl: str, kafka_broker: str, tmp_path: Path) -> None:
+    topic = f"sasl-{uuid.uuid4().hex[:8]}"
+    sasl = {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
+            "sasl_username_env": "KAFKA_USER", "sasl_password_env": "KAFKA_PASSWORD"}  # fmt: skip
+    settings = kafka_settings(kafka_sasl, topic, name="deploys", timeout_seconds=2, **sasl)
+    store = finished_store(tmp_path, settings)
+    try:
+        wrong = drain(store, settings, max_wait_seconds=0, base_delay=60,
+                      environ={"KAFKA_USER": SASL_USER, "KAFKA_PASSWORD": "not-the-password"})  # fmt: skip
+        assert wrong.delivered == 0 and wrong.pending == 2
+        failure = [d.error for d in store.deliveries(sink="deploys") if not d.ok][0] or ""
+        assert "uthentication" in failure and "not-the-password" not in failure
+        right = drain(store, settings, max_wait_seconds=0, environ={"KAFKA_USER": SASL_USER, "KAFKA_PASSWORD": SASL_PASSWORD},
+                      clock=lambda: datetime.now(UTC) + timedelta(hours=1))  # fmt: skip
+        assert right.delivered == 2
     finally:
         store.close()
     assert len(consume(kafka_broker, topic, 2)) == 2

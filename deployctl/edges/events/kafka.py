@@ -193,6 +193,8 @@ class KafkaPublishers:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.environ = environ
         self._producers: dict[str, Any] = {}
+        self._client_errors: dict[str, str] = {}
+        """The last connection-level error of each sink's producer (refused, authentication, TLS)."""
 
     def publish(self, sink_name: str, target: KafkaTarget, message: Message, *, timeout: float) -> None:
         """Send ``message`` and wait for the brokers' acknowledgement (or raise PublishError)."""
@@ -200,8 +202,11 @@ class KafkaPublishers:
 
         producer = self._producers.get(sink_name)
         if producer is None:
-            producer = Producer(target.config(self.environ, timeout_seconds=timeout))
+            conf = target.config(self.environ, timeout_seconds=timeout)
+            conf["error_cb"] = lambda err: self._client_errors.__setitem__(sink_name, str(err.str()))
+            producer = Producer(conf)
             self._producers[sink_name] = producer
+        self._client_errors.pop(sink_name, None)
         outcome: list[Any] = []
         try:
             producer.produce(
@@ -215,7 +220,10 @@ class KafkaPublishers:
             raise PublishError(f"kafka {target.topic}: cannot queue the event: {exc}") from exc
         remaining = producer.flush(timeout + 5)
         if remaining or not outcome:
-            raise PublishError(f"kafka {target.topic}: no acknowledgement within {timeout:.0f}s")
+            why = self._client_errors.get(sink_name, "")
+            raise PublishError(
+                f"kafka {target.topic}: no acknowledgement within {timeout:.0f}s" + (f" ({why[:300]})" if why else "")
+            )
         err = outcome[0]
         if err is not None:
             if err.fatal():  # an idempotent producer that failed fatally cannot be used again
@@ -225,7 +233,9 @@ class KafkaPublishers:
                 KafkaError.MSG_SIZE_TOO_LARGE,
                 KafkaError._INVALID_ARG,
             )
-            raise PublishError(f"kafka {target.topic}: {err.str()}", permanent=bool(fatal))
+            known = self._client_errors.get(sink_name)
+            detail = f" ({known[:300]})" if known else ""
+            raise PublishError(f"kafka {target.topic}: {err.str()}{detail}", permanent=bool(fatal))
         log.debug("kafka.published", sink=sink_name, topic=target.topic, key=message.key)
 
     def close(self) -> None:
