@@ -26,7 +26,8 @@ done
 ls "$work/lib"/kafka_2.13-*.jar >/dev/null
 touch "$work/COMPLETE"
 rm -f "$work/mvn.log"
-rm -rf "$cache"
-mv "$work" "$cache"
-trap - EXIT
+# another fetch may have finished first: keep a complete cache, replace only a partial one
+if ! mv -T "$work" "$cache" 2>/dev/null; then
+  if [ ! -f "$cache/COMPLETE" ]; then rm -rf "$cache" && mv -T "$work" "$cache"; fi
+fi
 echo "$cache"
