@@ -4,10 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export DEPLOYCTL_LOG_LEVEL ?= error
 
-.PHONY: test demo bench clean deps system-deps controlplane lint typecheck unit integration
+.PHONY: test demo bench clean deps system-deps controlplane kafka lint typecheck unit integration
 
 ## test: install everything, build or reuse the control plane, lint, type-check, run all tests
-test: deps system-deps controlplane lint typecheck
+test: deps system-deps controlplane kafka lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
 
 ## unit: the fast pure-logic tests only
@@ -15,7 +15,7 @@ unit: deps
 	$(BIN)/pytest -q tests/unit
 
 ## integration: the tests against the real control plane, git, SQLite, PostgreSQL and registry
-integration: deps system-deps controlplane
+integration: deps system-deps controlplane kafka
 	$(BIN)/pytest -q -m integration
 
 $(BIN)/.installed: pyproject.toml
@@ -36,6 +36,10 @@ controlplane: deps
 	else \
 	  echo "make: no Go toolchain: the tests that need the local control plane will be skipped (install Go >= 1.25 to run them)"; \
 	fi
+
+## kafka: fetch the Apache Kafka broker jars the integration tests run (Maven Central, cached)
+kafka: system-deps
+	@bash .ci/kafka/fetch.sh >/dev/null
 
 lint: deps
 	$(BIN)/ruff check deployctl tests bench

@@ -3,6 +3,8 @@
 pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.gitrepo",
+    "tests.fixtures.kafka",
     "tests.fixtures.postgres",
+    "tests.fixtures.prometheus",
     "tests.fixtures.registry",
 ]

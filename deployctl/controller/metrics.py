@@ -77,6 +77,12 @@ class ControllerMetrics:
             "Runs that raised instead of finishing, by where (fetch, reconcile) and the exception's type.",
             ["stage", "error"], registry=self.registry,
         )
+        self.deploy_timestamp = Gauge(
+            "deployctl_deploy_timestamp_seconds",
+            "Unix time at which the last deploy of each app finished; one series per app, labelled with its SHA.",
+            ["env", "app", "sha"], registry=self.registry,
+        )
+        self._deployed_sha: dict[tuple[str, str], str] = {}
         self._out_of_sync_envs: set[str] = set()
 
     def observe_reconcile(self, outcomes: Iterable[Outcome], *, seconds: float, trigger: str, exit_code: int) -> None:
@@ -94,9 +100,19 @@ class ControllerMetrics:
                 self.deploys.labels(o.env, o.app, o.result).inc()
             if o.result == DRIFT_CORRECTED:
                 self.drift_corrections.labels(o.env, o.app).inc()
+            if o.result in (SUCCEEDED, APPLIED) and o.new_sha:
+                self._deployed(o.env, o.app, o.new_sha, o.finished_at.timestamp() if o.finished_at else self.clock())
         for env, n in out.items():
             self.out_of_sync.labels(env).set(n)
         self._out_of_sync_envs = set(out)
+
+    def _deployed(self, env: str, app: str, sha: str, when: float) -> None:
+        """Keep one series per app (a Grafana annotation per deploy): the old SHA's is removed."""
+        old = self._deployed_sha.get((env, app))
+        if old is not None and old != sha:
+            self.deploy_timestamp.remove(env, app, old)
+        self._deployed_sha[(env, app)] = sha
+        self.deploy_timestamp.labels(env, app, sha).set(when)
 
     def observe_aborted(self, *, seconds: float, trigger: str, status: str, error_type: str = "DeployctlError") -> None:
         """Record a run that raised (``error``, also counted in the errors) or was stopped (``stopped``)."""

@@ -221,12 +221,46 @@ def main() -> None:
         step("8. Where things stand, and what happened")
         sh("status", "--repo", str(repo_dir), env=env)
         sh("history", env=env, check=False)
+
+        step("9. Deploys over a product metric (docs/analytics.md): a timeline with an overlay")
+        metric = write_demo_metric(DEMO / "audit.db", DEMO / "basket_reorders.csv")
+        chart = DEMO / "timeline.html"
+        sh("timeline", "--overlay", f"csv={metric}", "--title", "Deploys and basket reorders",
+           "--out", str(chart), env=env)
+        click.echo(f"timeline with overlay: {chart}  (open it in a browser; metric: {metric})")
     finally:
         registry.terminate()
         registry.wait(10)
     click.secho(f"\ndemo finished in {time.monotonic() - started:.0f}s. The cluster is still running:", bold=True)
     click.echo(f"  export KUBECONFIG={state.kubeconfig}")
     click.echo("  deployctl localcluster down --dir .demo/cluster   # or: make clean")
+
+
+def write_demo_metric(audit_db: Path, path: Path) -> Path:
+    """A product metric the demo makes up: basket reorders per minute, rising after web's one-click reorder."""
+    from datetime import UTC, datetime, timedelta
+
+    from deployctl.edges.audit.url import open_store
+
+    store = open_store(f"sqlite:///{audit_db}", create=False)
+    try:
+        records = store.query()
+    finally:
+        store.close()
+    reorder = [r.attempt.started_at for r in records if "reorder" in (r.attempt.app_commit_summary or "")
+               or "reorder" in (r.attempt.file_commit_summary or "")]  # fmt: skip
+    first = min((r.attempt.started_at for r in records), default=datetime.now(UTC))
+    change = min(reorder, default=datetime.now(UTC))
+    at, end = first - timedelta(minutes=5), datetime.now(UTC) + timedelta(minutes=2)
+    rows = ["time,value,series"]
+    n = 0
+    while at <= end:
+        wobble = (n * 7919) % 5
+        rows.append(f"{at.isoformat()},{(12 if at < change else 31) + wobble},basket reorders/min")
+        at += timedelta(seconds=15)
+        n += 1
+    path.write_text("\n".join(rows) + "\n")
+    return path
 
 
 def create_workloads(kubeconfig: str) -> None:

@@ -15,6 +15,13 @@ Sinks are configured in the controller's settings file (never in the deploy repo
         secret_env: DEPLOY_HOOK_SECRET      # optional: HMAC-SHA256 of the body in X-Deployctl-Signature
       - type: slack
         url_env: SLACK_DEPLOYS_WEBHOOK      # the Slack URL is a secret: read it from the environment
+      - type: webhook
+        url: https://events.example.com/cdevents
+        format: cdevents                    # CDEvents in CloudEvents 1.0 (docs/analytics.md)
+        mode: binary                        # ce-* headers; default structured (application/cloudevents+json)
+      - type: kafka                         # see deployctl.edges.events.kafka
+        bootstrap_servers: kafka.internal:9093
+        topic: deploys
 """
 
 from __future__ import annotations
@@ -37,6 +44,16 @@ import structlog
 import yaml
 
 from deployctl import __version__, settings
+from deployctl.edges.events.envelope import MODES, http_message
+from deployctl.edges.events.kafka import (
+    KAFKA_KEYS,
+    KafkaPublishers,
+    KafkaTarget,
+    PublishError,
+    check_ready,
+    parse_target,
+)
+from deployctl.edges.events.kafka import encode as kafka_encode
 from deployctl.edges.http import REDIRECT_STATUSES, HttpClient, HttpError, ResponseTooLarge
 from deployctl.errors import DeployctlError, InvalidInputError
 from deployctl.model.audit import AuditStore, Delivery, OutboxEvent
@@ -45,8 +62,10 @@ from deployctl.redact import redact
 log = structlog.get_logger(__name__)
 
 SETTINGS_ENV = settings.SETTINGS_FILE.name
-SINK_TYPES = ("webhook", "slack")
+SINK_TYPES = ("webhook", "slack", "kafka")
+FORMATS = ("json", "cdevents")
 _SINK_KEYS = {"type", "url", "url_env", "secret_env", "name", "max_attempts", "timeout_seconds"}
+_EVENT_KEYS = {"format", "mode", "source", "repo"}
 _RETRYABLE_STATUS = {408, 425, 429}
 
 
@@ -77,6 +96,15 @@ class Sink:
     secret_env: str | None = None
     max_attempts: int = 8
     timeout_seconds: float = 10.0
+    format: str = "json"
+    """``json`` (the flat export shape) or ``cdevents`` (CloudEvents 1.0, docs/analytics.md)."""
+    mode: str = "structured"
+    """CloudEvents content mode: ``structured`` or ``binary``."""
+    source: str = "/deployctl"
+    """The CloudEvents/CDEvents ``source`` of the events."""
+    repo: str | None = None
+    """The deploy repo's name, carried in the CDEvents extension."""
+    kafka: KafkaTarget | None = None
 
     def resolve_url(self, environ: Mapping[str, str]) -> str:
         url = self.url or environ.get(self.url_env or "", "")
@@ -148,15 +176,20 @@ def parse_settings(data: object, *, source: str) -> NotifySettings:
         where = f"{source}: notify[{index}]"
         if not isinstance(entry, Mapping):
             raise InvalidInputError(f"{where}: must be a mapping like {{type: webhook, url: https://...}}")
-        unknown = set(entry) - _SINK_KEYS
+        kind = entry.get("type")
+        allowed = _SINK_KEYS | _EVENT_KEYS
+        if kind == "kafka":
+            allowed = (allowed - {"url", "url_env", "secret_env"}) | KAFKA_KEYS
+        unknown = set(entry) - allowed
         if unknown:
             raise InvalidInputError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-        kind = entry.get("type")
         if kind not in SINK_TYPES:
             raise InvalidInputError(f"{where}: type must be one of {', '.join(SINK_TYPES)}, not {kind!r}")
         url, url_env = entry.get("url"), entry.get("url_env")
-        if (url is None) == (url_env is None):
+        kafka = parse_target(entry, where=where) if kind == "kafka" else None
+        if kafka is None and (url is None) == (url_env is None):
             raise InvalidInputError(f"{where}: give exactly one of url or url_env")
+        fmt, mode, source = _event_options(entry, kind=str(kind), where=where)
         if url is not None:
             scheme = urllib.parse.urlsplit(str(url)).scheme
             if scheme not in ("http", "https"):
@@ -167,7 +200,7 @@ def parse_settings(data: object, *, source: str) -> NotifySettings:
             raise InvalidInputError(f"{where}: max_attempts must be a positive integer")
         if not isinstance(timeout, int | float) or timeout <= 0:
             raise InvalidInputError(f"{where}: timeout_seconds must be a positive number")
-        identity = url_env or hashlib.sha256(str(url).encode()).hexdigest()[:12]
+        identity = kafka.topic if kafka else url_env or hashlib.sha256(str(url).encode()).hexdigest()[:12]
         name = str(entry.get("name") or f"{kind}:{identity}")
         if name in {s.name for s in sinks}:
             raise InvalidInputError(f"{where}: a second sink named {name!r}; give each a distinct name")
@@ -180,9 +213,28 @@ def parse_settings(data: object, *, source: str) -> NotifySettings:
                 secret_env=entry.get("secret_env"),
                 max_attempts=max_attempts,
                 timeout_seconds=float(timeout),
+                format=fmt,
+                mode=mode,
+                source=source,
+                repo=None if entry.get("repo") is None else str(entry["repo"]),
+                kafka=kafka,
             )
         )
     return NotifySettings(sinks=tuple(sinks))
+
+
+def _event_options(entry: Mapping[str, Any], *, kind: str, where: str) -> tuple[str, str, str]:
+    """``format``, ``mode`` and ``source`` of one sink entry (Kafka defaults to CDEvents)."""
+    fmt = entry.get("format", "cdevents" if kind == "kafka" else "json")
+    if fmt not in FORMATS or (kind == "slack" and fmt != "json"):
+        raise InvalidInputError(f"{where}: format must be one of {', '.join(FORMATS)} (slack: json only)")
+    mode = entry.get("mode", "structured")
+    if mode not in MODES:
+        raise InvalidInputError(f"{where}: mode must be one of {', '.join(MODES)}")
+    source = entry.get("source", "/deployctl")
+    if not isinstance(source, str) or not source or any(c.isspace() for c in source):
+        raise InvalidInputError(f"{where}: source must be a URI reference like /deployctl/acme-deploy")
+    return str(fmt), str(mode), source
 
 
 def load_settings(path: str | Path | None = None) -> NotifySettings:
@@ -236,8 +288,19 @@ def slack_text(event: Mapping[str, Any]) -> str:
     return text
 
 
-def render_request(sink: Sink, event: OutboxEvent, environ: Mapping[str, str]) -> HttpRequest:
-    """The HTTP request delivering ``event`` to ``sink``; the same bytes on every retry."""
+def render_request(sink: Sink, event: OutboxEvent, environ: Mapping[str, str]) -> HttpRequest | None:
+    """The HTTP request delivering ``event`` to ``sink``; the same bytes on every retry.
+
+    None when a CDEvents sink gets an outcome that deployed nothing (not a service event).
+    """
+    if sink.format == "cdevents":
+        data = {**event.payload, "idempotency_key": event.key, "repo": sink.repo}
+        message = http_message(data, source=sink.source, mode=sink.mode)
+        if message is None:
+            return None
+        ce_headers = {**message.headers, "User-Agent": f"deployctl/{__version__}", "Idempotency-Key": event.key}
+        request = HttpRequest(url=sink.resolve_url(environ), body=message.body, headers=ce_headers)
+        return _signed(sink, request, environ)
     payload: Mapping[str, Any]
     if sink.type == "slack":
         payload = {"text": slack_text(event.payload), "idempotency_key": event.key}
@@ -250,10 +313,15 @@ def render_request(sink: Sink, event: OutboxEvent, environ: Mapping[str, str]) -
         "Idempotency-Key": event.key,
         "X-Deployctl-Event": str(event.payload.get("event", "deploy.finished")),
     }
+    return _signed(sink, HttpRequest(url=sink.resolve_url(environ), body=body, headers=headers), environ)
+
+
+def _signed(sink: Sink, request: HttpRequest, environ: Mapping[str, str]) -> HttpRequest:
     secret = sink.secret(environ)
-    if secret is not None:
-        headers["X-Deployctl-Signature"] = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-    return HttpRequest(url=sink.resolve_url(environ), body=body, headers=headers)
+    if secret is None:
+        return request
+    signature = "sha256=" + hmac.new(secret, request.body, hashlib.sha256).hexdigest()
+    return HttpRequest(request.url, request.body, {**request.headers, "X-Deployctl-Signature": signature})
 
 
 def backoff(attempt_no: int, *, base: float, cap: float) -> float:
@@ -343,16 +411,22 @@ def drain(
     """
     env = os.environ if environ is None else environ
     for sink in settings.sinks:  # fail on a missing secret before sending anything
-        sink.resolve_url(env)
-        sink.secret(env)
+        if sink.kafka is not None:
+            check_ready(sink.kafka, env, timeout_seconds=sink.timeout_seconds)
+        else:
+            sink.resolve_url(env)
+            sink.secret(env)
         store.register_sink(sink.name)
+    kafka = KafkaPublishers(env)
     report = DrainReport(delivered_by_sink={s.name: 0 for s in settings.sinks})
     deadline = clock() + timedelta(seconds=max_wait_seconds)
     while True:
         for sink in settings.sinks:
             while events := store.pending_events(sink.name, now=clock()):
                 for event in events:
-                    _deliver_one(store, sink, event, env, report, transport, clock, base_delay, max_delay)
+                    _deliver_one(
+                        store, sink, event, env, report, transport, clock, base_delay, max_delay, kafka
+                    )
         retries = [t for t in (store.next_retry_at(s.name) for s in settings.sinks) if t is not None]
         if not retries:
             break
@@ -361,6 +435,7 @@ def drain(
             report.pending = sum(_pending_retries(store, s.name) for s in settings.sinks)
             break
         sleep(max(0.0, (wake - clock()).total_seconds()))
+    kafka.close()
     log.info(
         "notify.drained",
         delivered=report.delivered,
@@ -386,12 +461,13 @@ def _deliver_one(
     clock: Callable[[], datetime],
     base_delay: float,
     max_delay: float,
+    kafka: KafkaPublishers,
 ) -> None:
     attempt_no = event.attempts_made + 1
     started = clock()
     try:
-        transport(render_request(sink, event, environ), timeout=sink.timeout_seconds)
-    except DeliveryError as exc:
+        sent = _send_one(sink, event, environ, transport, kafka)
+    except (DeliveryError, PublishError) as exc:
         report.failed_attempts += 1
         give_up = exc.permanent or attempt_no >= sink.max_attempts
         delay = max(backoff(attempt_no, base=base_delay, cap=max_delay), exc.retry_after or 0.0)
@@ -407,8 +483,38 @@ def _deliver_one(
         else:
             log.warning("notify.retry", sink=sink.name, key=event.key, attempt=attempt_no, error=str(exc))
         return
+    if not sent:  # accounted for, so that it is not pending forever, and said to be not sent
+        why = f"not sent: a {event.payload.get('result')} outcome is not a CDEvents service event"
+        store.record_delivery(
+            Delivery(event.id, sink.name, attempt_no, started, ok=True, error=why, next_attempt_at=None)
+        )
+        log.info("notify.skipped", sink=sink.name, key=event.key, result=event.payload.get("result"))
+        return
     store.record_delivery(
         Delivery(event.id, sink.name, attempt_no, started, ok=True, error=None, next_attempt_at=None)
     )
     report.delivered_by_sink[sink.name] += 1
     log.info("notify.delivered", sink=sink.name, key=event.key, attempt=attempt_no)
+
+
+def _send_one(
+    sink: Sink,
+    event: OutboxEvent,
+    environ: Mapping[str, str],
+    transport: Callable[..., None],
+    kafka: KafkaPublishers,
+) -> bool:
+    """Deliver one event to one sink; False when there was nothing to send for this sink."""
+    if sink.kafka is not None:
+        message = kafka_encode(
+            event.payload, key=event.key, fmt=sink.format, mode=sink.mode, source=sink.source, repo=sink.repo
+        )
+        if message is None:
+            return False
+        kafka.publish(sink.name, sink.kafka, message, timeout=sink.timeout_seconds)
+        return True
+    request = render_request(sink, event, environ)
+    if request is None:
+        return False
+    transport(request, timeout=sink.timeout_seconds)
+    return True

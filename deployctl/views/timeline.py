@@ -1,5 +1,9 @@
 """Deploys over time as a chart: one lane per app, one marker per attempt coloured by its result.
 
+With an :class:`~deployctl.model.metric.Overlay` (a product metric from Prometheus or a CSV), the
+metric is drawn on its own axis above the deploy lanes, on the same time axis, with a thin line
+at every deploy through both, so that zooming to a day shows the deploys and the metric together.
+
 :func:`build_figure` turns audit records into a plotly figure (no I/O); :func:`write_timeline`
 writes it as a self-contained interactive HTML file (plotly.js inlined, works offline) or as a
 PNG rendered from that HTML by a headless Chromium found on the PATH.
@@ -12,7 +16,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Sequence
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,7 @@ import structlog
 from deployctl import settings
 from deployctl.errors import DeployctlError, InvalidInputError
 from deployctl.model.audit import RESULTS, STARTED, AuditRecord
+from deployctl.model.metric import Overlay
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +41,9 @@ RESULT_COLOURS = {
     "resumed": "#17becf",
     STARTED: "#1f77b4",
 }
+OVERLAY_COLOURS = ("#17becf", "#7f7f7f", "#bcbd22", "#1f77b4", "#e377c2", "#8c564b")
+OVERLAY_HEIGHT = 260
+MAX_DEPLOY_LINES = 300
 ENV_SYMBOLS = ("circle", "diamond", "square", "triangle-up", "star", "hexagon", "cross", "x")
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -70,8 +78,17 @@ def _hover(record: AuditRecord) -> str:
     return "<br>".join(lines)
 
 
-def build_figure(records: Sequence[AuditRecord], *, title: str = "Deploys") -> go.Figure:
-    """The timeline figure: x is when an attempt started, y is its app, colour is its result."""
+def build_figure(
+    records: Sequence[AuditRecord],
+    *,
+    title: str = "Deploys",
+    overlay: Overlay | None = None,
+    time_range: tuple[datetime, datetime] | None = None,
+) -> go.Figure:
+    """The timeline figure: x is when an attempt started, y is its app, colour is its result.
+
+    ``overlay`` adds its series on an axis of their own above the lanes; ``time_range`` fixes the x range.
+    """
     apps = sorted({r.attempt.app for r in records})
     envs = sorted({r.attempt.env for r in records})
     symbol = {env: ENV_SYMBOLS[i % len(ENV_SYMBOLS)] for i, env in enumerate(envs)}
@@ -148,16 +165,84 @@ def build_figure(records: Sequence[AuditRecord], *, title: str = "Deploys") -> g
     if not records:
         fig.add_annotation(text="no deploy attempts in this range", showarrow=False, x=0.5, y=0.5,
                            xref="paper", yref="paper")  # fmt: skip
+    if overlay is not None:
+        _add_overlay(fig, overlay, records)
+    if time_range is not None:
+        fig.update_xaxes(range=[t.astimezone(UTC) for t in time_range])
     return fig
 
 
-def write_timeline(records: Sequence[AuditRecord], path: str | Path, *, title: str = "Deploys") -> Path:
+def time_range(
+    records: Sequence[AuditRecord], *, since: datetime | None, until: datetime | None, now: datetime
+) -> tuple[datetime, datetime] | None:
+    """The range a timeline shows: ``since``..``until`` (else now), or the deploys' own range padded."""
+    if since is not None:
+        return since, until or now
+    if not records:
+        return None
+    times = [r.attempt.started_at.astimezone(UTC) for r in records]
+    pad = max(timedelta(minutes=5), (max(times) - min(times)) / 20)
+    return min(times) - pad, until or (max(times) + pad)
+
+
+def _add_overlay(fig: go.Figure, overlay: Overlay, records: Sequence[AuditRecord]) -> None:
+    """The metric on ``yaxis2`` (top), the deploy lanes below it, a dotted line at each deploy."""
+    lanes = int(fig.layout.height or 320)
+    height = lanes + OVERLAY_HEIGHT
+    split = (lanes - 110) / (height - 110)
+    for i, series in enumerate(overlay.series):
+        fig.add_trace(
+            go.Scatter(
+                x=list(series.times),
+                y=list(series.values),
+                mode="lines",
+                name=html.escape(series.name)[:80],
+                legendgroup="metric",
+                legendgrouptitle_text="metric",
+                yaxis="y2",
+                line={"color": OVERLAY_COLOURS[i % len(OVERLAY_COLOURS)], "width": 1.6},
+                hovertemplate="%{y:.4g}<br>%{x|%Y-%m-%d %H:%M} UTC<extra>%{fullData.name}</extra>",
+            )
+        )
+    deployed = sorted(
+        (r for r in records if r.result in ("succeeded", "drift-corrected")), key=lambda r: r.attempt.started_at
+    )
+    fig.update_layout(
+        height=height,
+        yaxis={"domain": [0.0, max(0.2, split - 0.04)]},
+        yaxis2={
+            "domain": [min(0.8, split + 0.02), 1.0],
+            "anchor": "x",
+            "title": html.escape(overlay.title)[:60],
+            "showgrid": True,
+            "gridcolor": "#eee",
+            "rangemode": "tozero",
+        },
+        shapes=[
+            {"type": "line", "xref": "x", "yref": "paper", "x0": x, "x1": x, "y0": 0, "y1": 1,
+             "line": {"color": "#999", "width": 1, "dash": "dot"}, "layer": "below"}
+            for x in [r.attempt.started_at.astimezone(UTC) for r in deployed[-MAX_DEPLOY_LINES:]]
+        ],  # fmt: skip
+    )
+    if not overlay.points:
+        fig.add_annotation(text="the metric has no points in this range", showarrow=False, x=0.5, y=0.95,
+                           xref="paper", yref="paper")  # fmt: skip
+
+
+def write_timeline(
+    records: Sequence[AuditRecord],
+    path: str | Path,
+    *,
+    title: str = "Deploys",
+    overlay: Overlay | None = None,
+    time_range: tuple[datetime, datetime] | None = None,
+) -> Path:
     """Write the timeline to ``path``: ``.html`` (self-contained) or ``.png`` (via headless Chromium)."""
     target = Path(path)
     suffix = target.suffix.lower()
     if suffix not in (".html", ".htm", ".png"):
         raise InvalidInputError(f"{target}: the timeline is written as .html or .png")
-    fig = build_figure(records, title=title)
+    fig = build_figure(records, title=title, overlay=overlay, time_range=time_range)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         if suffix == ".png":

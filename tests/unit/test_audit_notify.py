@@ -61,7 +61,7 @@ def test_no_settings_means_no_sinks() -> None:
     [
         (
             {"type": "email", "url": "https://x"},
-            r"notify\[0\]: type must be one of webhook, slack, not 'email'",
+            r"notify\[0\]: type must be one of webhook, slack, kafka, not 'email'",
         ),
         ({"type": "webhook"}, r"notify\[0\]: give exactly one of url or url_env"),
         ({"type": "webhook", "url": "https://x", "url_env": "U"}, "give exactly one of url or url_env"),

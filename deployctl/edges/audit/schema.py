@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from deployctl.edges.audit.views import DEPLOY_EVENTS_POSTGRES, DEPLOY_EVENTS_SQLITE
 from deployctl.model.audit import PROVENANCE_FIELDS
 
 
@@ -133,6 +134,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
         # PostgreSQL has no REPLACE; ON CONFLICT DO UPDATE fires the UPDATE trigger of migration 1.
         postgres=(),
+    ),
+    Migration(
+        4,
+        "deploy_events view: one row per finished deploy, stable columns (docs/analytics.md)",
+        sqlite=(DEPLOY_EVENTS_SQLITE,),
+        postgres=(DEPLOY_EVENTS_POSTGRES,),
     ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,219 @@
+"""Deploy outcomes as CDEvents: which event, its subject, its extension, its envelope; every one
+checked against our JSON Schema for its type."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import jsonschema
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from deployctl.edges.events.envelope import http_message, kafka_message
+from deployctl.edges.events.kafka import encode, parse_target
+from deployctl.edges.notify import Sink, parse_settings, render_request
+from deployctl.errors import InvalidInputError
+from deployctl.model.audit import RESULTS, AuditRecord, OutboxEvent, record_to_event
+from deployctl.rules.cdevents import cdevent, cdevent_for_record, package_url, predicate
+from tests.fixtures.auditdata import T0, make_attempt, sha
+from tests.fixtures.cdevents import assert_valid
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def record(result: str = "succeeded", **changes: Any) -> AuditRecord:
+    attempt = make_attempt(**changes)
+    return AuditRecord(
+        id=7,
+        attempt=attempt,
+        result=result,
+        error=None if result == "succeeded" else "boom",
+        finished_at=attempt.started_at + timedelta(seconds=42),
+        duration_seconds=42.0,
+        digest=DIGEST,
+    )
+
+
+def test_first_deploy_of_an_app_to_an_env_is_service_deployed() -> None:
+    event = cdevent_for_record(record(previous_sha=None), source="/deployctl/acme")
+    assert event is not None
+    assert event["context"]["type"] == "dev.cdevents.service.deployed.0.2.0"
+    assert event["subject"]["content"]["environment"]["id"] == "production"
+    assert event["subject"]["id"] == "production/web"
+    assert_valid(event)
+
+
+def test_a_new_sha_is_service_upgraded_with_our_fields_in_the_extension() -> None:
+    event = cdevent_for_record(record(), source="/deployctl/acme", repo="github.com/acme/deploy")
+    assert event is not None
+    assert event["context"]["type"] == "dev.cdevents.service.upgraded.0.2.0"
+    ours = event["customData"]["dev.deployctl"]
+    assert ours["repo"] == "github.com/acme/deploy"
+    assert ours["sha"] == sha("2") and ours["previousSha"] == sha("1")
+    assert ours["deployCommit"] == sha("d")
+    assert ours["author"] == "Ann Author <ann@example.com>"
+    assert ours["approvers"] == ["bob@example.com"]
+    assert ours["commitMessage"] == "Fix checkout rounding"
+    assert ours["digest"] == DIGEST and ours["durationSeconds"] == 42.0
+    assert event["context"]["timestamp"] == "2024-05-01T12:00:42Z"
+    assert_valid(event)
+
+
+def test_a_rollback_commit_is_service_rolledback() -> None:
+    summary = f"Roll back web in production to {sha('1')[:12]} (from {sha('2')[:12]})"
+    event = cdevent_for_record(record(file_commit_summary=summary), source="/deployctl")
+    assert event is not None
+    assert event["context"]["type"] == "dev.cdevents.service.rolledback.0.2.0"
+    assert_valid(event)
+
+
+@pytest.mark.parametrize("result", [r for r in RESULTS if r not in ("succeeded", "drift-corrected")])
+def test_an_outcome_that_deployed_nothing_is_no_service_event(result: str) -> None:
+    assert cdevent_for_record(record(result), source="/deployctl") is None
+
+
+def test_artifact_id_is_the_package_url_of_the_pinned_image() -> None:
+    image = "registry.example.com:5000/shop/web:" + sha("2")
+    assert package_url(image, DIGEST) == (
+        "pkg:oci/web@sha256%3A" + "ab" * 32 + "?repository_url=registry.example.com:5000/shop/web"
+    )
+    assert package_url("registry.local/web:v1.2", None) == "pkg:oci/web@v1.2?repository_url=registry.local/web"
+    event = cdevent_for_record(record(image=image), source="/deployctl")
+    assert event is not None
+    assert event["subject"]["content"]["artifactId"].startswith("pkg:oci/web@sha256%3A")
+
+
+def test_the_schema_refuses_an_event_without_environment() -> None:
+    event = cdevent_for_record(record(), source="/deployctl")
+    assert event is not None
+    del event["subject"]["content"]["environment"]
+    with pytest.raises(jsonschema.ValidationError, match="environment"):
+        assert_valid(event)
+
+
+_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    previous=st.sampled_from([None, sha("1")]),
+    result=st.sampled_from(["succeeded", "drift-corrected"]),
+    summary=st.one_of(st.none(), _text),
+    app_summary=st.one_of(st.none(), _text),
+    author=st.one_of(st.none(), _text),
+    reviewers=st.lists(_text, max_size=3),
+)
+def test_every_emitted_event_matches_its_schema(
+    previous: str | None,
+    result: str,
+    summary: str | None,
+    app_summary: str | None,
+    author: str | None,
+    reviewers: list[str],
+) -> None:
+    rec = record(
+        result,
+        previous_sha=previous,
+        file_commit_summary=summary,
+        app_commit_summary=app_summary,
+        file_author=author,
+        reviewers=tuple(reviewers),
+    )
+    event = cdevent(record_to_event(rec), source="/deployctl")
+    assert event is not None and predicate(record_to_event(rec)) is not None
+    assert_valid(event)
+    for mode in ("structured", "binary"):  # the envelopes carry the same event
+        message = http_message(record_to_event(rec), source="/deployctl", mode=mode)
+        assert message is not None
+        body = json.loads(message.body)
+        assert_valid(body["data"] if mode == "structured" else body)
+
+
+def test_structured_http_is_one_cloudevents_json_document() -> None:
+    payload = {**record_to_event(record()), "idempotency_key": "key-1"}
+    message = http_message(payload, source="/deployctl/acme", mode="structured")
+    assert message is not None
+    assert message.headers["content-type"] == "application/cloudevents+json"
+    body = json.loads(message.body)
+    assert body["specversion"] == "1.0"
+    assert body["id"] == "key-1" == body["data"]["context"]["id"]
+    assert body["type"] == "dev.cdevents.service.upgraded.0.2.0"
+    assert body["source"] == "/deployctl/acme"
+    assert body["subject"] == "production/web"
+    assert body["time"] == "2024-05-01T12:00:42Z"
+
+
+def test_binary_mode_puts_the_attributes_in_headers() -> None:
+    payload = {**record_to_event(record()), "idempotency_key": "key-1"}
+    http = http_message(payload, source="/deployctl", mode="binary")
+    kafka = kafka_message(payload, source="/deployctl", mode="binary")
+    assert http is not None and kafka is not None
+    assert http.headers["ce-id"] == "key-1" and http.headers["ce-specversion"] == "1.0"
+    assert http.headers["ce-type"] == "dev.cdevents.service.upgraded.0.2.0"
+    assert http.headers["content-type"] == "application/json"
+    assert kafka.headers["ce_id"] == "key-1" and kafka.key == "production/web"
+    assert_valid(json.loads(http.body))
+
+
+def test_a_cdevents_webhook_sink_renders_a_cloudevent_and_skips_failures() -> None:
+    settings_ = parse_settings(
+        {"notify": [{"type": "webhook", "url": "https://h.example/x", "format": "cdevents", "mode": "binary"}]},
+        source="s.yaml",
+    )
+    sink = settings_.sinks[0]
+    ok = OutboxEvent(1, "k", 7, {**record_to_event(record()), "event": "deploy.finished"}, T0)
+    request = render_request(sink, ok, {})
+    assert request is not None and request.headers["ce-id"] == "k"
+    assert request.headers["Idempotency-Key"] == "k"
+    failed = OutboxEvent(2, "k2", 7, record_to_event(record("failed")), T0)
+    assert render_request(sink, failed, {}) is None
+    json_sink = Sink(type="webhook", name="w", url="https://h.example/x")
+    assert render_request(json_sink, failed, {}) is not None
+
+
+def test_kafka_sink_settings_are_validated_with_the_entry_named() -> None:
+    good = {"type": "kafka", "bootstrap_servers": "127.0.0.1:9092,k2:9093", "topic": "deploys"}
+    sink = parse_settings({"notify": [good]}, source="s.yaml").sinks[0]
+    assert sink.kafka is not None and sink.kafka.bootstrap_servers == ("127.0.0.1:9092", "k2:9093")
+    assert sink.format == "cdevents" and sink.name == "kafka:deploys"
+    bad = [
+        ({**good, "topic": "no spaces"}, "topic must be"),
+        ({**good, "bootstrap_servers": "nohost"}, "not host:port"),
+        ({**good, "url": "https://x"}, "unknown key"),
+        ({**good, "security_protocol": "SASL_SSL"}, "sasl_mechanism goes with"),
+        ({**good, "security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN"}, "needs sasl_username_env"),
+        ({**good, "format": "xml"}, "format must be"),
+    ]
+    for entry, message in bad:
+        with pytest.raises(InvalidInputError, match=rf"s.yaml: notify\[0\]: .*{message}"):
+            parse_settings({"notify": [entry]}, source="s.yaml")
+
+
+def test_kafka_credentials_come_from_the_environment() -> None:
+    target = parse_target(
+        {
+            "bootstrap_servers": ["b:9093"],
+            "topic": "t",
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username_env": "KU",
+            "sasl_password_env": "KP",
+        },
+        where="w",
+    )
+    conf = target.config({"KU": "user", "KP": "pw"}, timeout_seconds=10)
+    assert conf["sasl.username"] == "user" and conf["sasl.password"] == "pw"
+    assert conf["enable.idempotence"] is True and conf["acks"] == "all"
+    with pytest.raises(InvalidInputError, match="KP"):
+        target.config({"KU": "user"}, timeout_seconds=10)
+
+
+def test_kafka_json_format_keeps_todays_shape_keyed_by_env_and_app() -> None:
+    payload = record_to_event(record("failed"))
+    message = encode(payload, key="k9", fmt="json", mode="structured", source="/d", repo=None)
+    assert message is not None and message.key == "production/web"
+    assert json.loads(message.body)["idempotency_key"] == "k9"
+    assert encode(payload, key="k9", fmt="cdevents", mode="structured", source="/d", repo=None) is None
