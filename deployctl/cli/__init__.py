@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "rollback": "deployctl.cli.review:rollback",
     "codeowners": "deployctl.cli.review:codeowners",
     "watch": "deployctl.cli.watch:watch",
+    "ui": "deployctl.cli.ui:ui",
 }
 
 

@@ -112,14 +112,13 @@ def _observed_plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, 
                    context: str | None, allowed_namespaces: tuple[str, ...]
                    ) -> tuple[DesiredState, Plan, Mapping[str, str]]:
     """Read, observe (the same step reconcile takes) and plan, without writing: for plan and status."""
-    from deployctl.rules.plan import make_plan
+    from deployctl.app.status import observed_plan
 
     desired = load_desired(repo, ref)
     pool = rec.ClusterPool(kubeconfig=_first_kubeconfig(kubeconfig), context=context)
-    seen = rec.observe_selection(desired, pool, envs=envs, apps=apps,
-                                 allowed_namespaces=_split_allowed(allowed_namespaces))
-    plan = make_plan(desired, seen.live, envs=seen.envs, apps=apps, images=seen.known_images)
-    return desired, plan, seen.refused
+    plan, refused = observed_plan(desired, pool, envs=envs, apps=apps,
+                                  allowed_namespaces=_split_allowed(allowed_namespaces))
+    return desired, plan, refused
 
 
 def _split_allowed(values: tuple[str, ...]) -> list[str]:
@@ -307,20 +306,16 @@ def status(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], ku
     Example:
       deployctl status --repo .
     """
-    from deployctl.rules.plan import Action
+    from deployctl.app.status import status_row
 
     desired, result, _ = _observed_plan(repo, ref, envs, apps, kubeconfig, context, allowed_namespaces)
     rows = []
     docs = []
     for c in result.changes:
-        in_sync = c.action is Action.IN_SYNC
-        health = str(c.health.health) if c.health else "-"
-        live_sha = c.old_sha if c.workloads else None
-        rows.append((c.env, c.app, _short(c.new_sha), _short(live_sha), "yes" if in_sync else str(c.action),
-                     health, c.health.message if c.health else c.reason))
-        docs.append({"env": c.env, "app": c.app, "desired_sha": c.new_sha, "live_sha": live_sha,
-                     "in_sync": in_sync, "action": str(c.action), "health": health,
-                     "message": c.health.message if c.health else c.reason})
+        doc = status_row(c)
+        rows.append((c.env, c.app, _short(c.new_sha), _short(doc["live_sha"]),  # type: ignore[arg-type]
+                     "yes" if doc["in_sync"] else str(c.action), doc["health"], doc["message"]))
+        docs.append(doc)
     if output == "json":
         echo_json({"deploy_commit": desired.commit, "apps": docs})
     else:

@@ -35,7 +35,7 @@ APPROVER = re.compile(
 PIN_MODES = ("digest", "tag")
 
 TOP_KEYS = ("version", "apps", "environments")
-APP_KEYS = ("image", "tag", "container", "source", "depends_on", "pin")
+APP_KEYS = ("image", "tag", "container", "source", "depends_on", "pin", "commit_url", "owner")
 ENV_KEYS = ("namespace", "context", "requires", "approvers", "require_approval", "freeze")
 FREEZE_KEYS = ("start", "end", "reason", "weekly")
 
@@ -102,6 +102,8 @@ class AppConfig:
     source: str | None = None
     depends_on: tuple[str, ...] = ()
     pin: str = "digest"  # "digest" | "tag"
+    commit_url: str | None = None  # e.g. "https://github.com/acme/web/commit/{sha}", for links to a commit
+    owner: str | None = None  # the team or person who owns the app (shown and filtered on in the dashboard)
 
     def __post_init__(self) -> None:
         if not self.container:
@@ -113,6 +115,12 @@ class AppConfig:
     def image_ref(self, sha: str) -> str:
         """The image reference for a commit: ``<image>:<tag>`` with {sha} and {short_sha} filled in."""
         return f"{self.image}:{self.image_tag(sha)}"
+
+    def commit_link(self, sha: str) -> str | None:
+        """The web page of an app commit from ``commit_url`` ({sha}, {short_sha} filled in), if configured."""
+        if not self.commit_url:
+            return None
+        return self.commit_url.replace("{sha}", sha).replace("{short_sha}", sha[:12])
 
 
 @dataclass(frozen=True)
@@ -593,6 +601,18 @@ def _app(reader: _Reader, name: str, node: Any) -> tuple[AppConfig, list[tuple[s
         pin = reader.string(fields["pin"][1], f"{kp}.pin", required=True, **who) or pin
         if pin not in PIN_MODES:
             reader.error(fields["pin"][1], f"{kp}.pin {show(pin)} must be 'digest' or 'tag'", **who)
+    commit_url = None
+    if "commit_url" in fields:
+        commit_url = reader.string(fields["commit_url"][1], f"{kp}.commit_url", required=True, **who)
+        if commit_url is not None and (
+            not commit_url.startswith(("https://", "http://")) or "{sha}" not in commit_url.replace(
+                "{short_sha}", "{sha}") or any(c.isspace() or c in "\"'<>" for c in commit_url)
+        ):
+            reader.error(fields["commit_url"][1], f"{kp}.commit_url {show(commit_url)} must be an http(s) URL "
+                         "containing {sha} or {short_sha}, e.g. https://github.com/acme/web/commit/{sha}", **who)
+    owner = None
+    if "owner" in fields:
+        owner = reader.string(fields["owner"][1], f"{kp}.owner", required=True, **who)
     unique: list[tuple[str, Any]] = []
     for dep, dep_node in deps:
         if any(dep == d for d, _ in unique):
@@ -607,6 +627,8 @@ def _app(reader: _Reader, name: str, node: Any) -> tuple[AppConfig, list[tuple[s
         source=source,
         depends_on=tuple(d for d, _ in unique),
         pin=pin,
+        commit_url=commit_url,
+        owner=owner,
     )
     return app, unique
 
