@@ -64,17 +64,26 @@ def parse_listen(text: str) -> tuple[str, int]:
               help="A leader that could not renew for this long stops acting.")
 @click.option("--retry-period", default="2s", show_default=True, help="How often to try to acquire or renew.")
 @click.option("--no-leader-election", is_flag=True, help="Act without a Lease (one replica only).")
+@click.option("--no-ui", is_flag=True, help="Do not serve the dashboard (/ui/, /api/v1/) on the listener.")
+@click.option("--ui-token-file", type=click.Path(dir_okay=False), default=None,
+              help="Bearer token file for the dashboard [default: $DEPLOYCTL_UI_TOKEN_FILE, else "
+              "$DEPLOYCTL_UI_TOKEN]. On a non-loopback --listen the dashboard needs it or --ui-trusted-proxy.")
+@click.option("--ui-trusted-proxy", "ui_trusted_proxies", multiple=True, metavar="ADDR[/BITS]",
+              envvar="DEPLOYCTL_UI_TRUSTED_PROXIES",
+              help="An auth proxy whose X-Forwarded-User header the dashboard believes (repeatable).")
 def watch(repo: str, branch: str, interval: str, listen: str, audit_url: str | None, no_audit: bool,
           kubeconfig: str | None, context: str | None, allowed_namespaces: tuple[str, ...],
           mirror_dir: str | None, timeout: str, concurrency: int, webhook_secret_file: str | None,
           lease_name: str, lease_namespace: str | None, identity: str | None, lease_duration: str,
-          renew_deadline: str, retry_period: str, no_leader_election: bool) -> None:
+          renew_deadline: str, retry_period: str, no_leader_election: bool, no_ui: bool,
+          ui_token_file: str | None, ui_trusted_proxies: tuple[str, ...]) -> None:
     """Keep the cluster on a branch of the deploy repo: reconcile every new commit, correct drift.
 
     Fetches the branch into a local mirror and reconciles its head on every push webhook
     (POST /hooks/github, /hooks/gitlab, /hooks/generic) and every --interval. Serves
     GET /healthz, /readyz and /metrics. With several replicas, only the holder of the
-    leader Lease acts. SIGTERM stops acting at once, closes open audit records as
+    leader Lease acts. The dashboard (see `deployctl ui`) is served under /ui/ and
+    /api/v1/ unless --no-ui. SIGTERM stops acting at once, closes open audit records as
     interrupted, releases the Lease and exits 0.
 
     \b
@@ -93,8 +102,12 @@ def watch(repo: str, branch: str, interval: str, listen: str, audit_url: str | N
     from deployctl.controller.webhook import load_secret
     from deployctl.edges.git.mirror import default_mirror_dir
     from deployctl.edges.kube.lease import LeaseConfig
+    from deployctl.ui import auth as ui_auth
 
     host, port = parse_listen(listen)
+    dashboard_auth = None if no_ui else ui_auth.UiAuth.for_listener(
+        host, token=ui_auth.load_token(file=ui_token_file),
+        trusted_proxies=ui_auth.parse_networks(ui_trusted_proxies))
     lease = None
     if not no_leader_election:
         lease = LeaseConfig(
@@ -122,5 +135,6 @@ def watch(repo: str, branch: str, interval: str, listen: str, audit_url: str | N
         context=context,
         lease=lease,
         webhook_secret=load_secret(file=webhook_secret_file),
+        ui_auth=dashboard_auth,
     )
     sys.exit(serve(options))

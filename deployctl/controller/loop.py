@@ -35,6 +35,7 @@ from deployctl.reconcile import reconciler as rec
 from deployctl.reconcile.artifacts import registry_pinner
 from deployctl.reconcile.recorder import AuditRecorder
 from deployctl.rules.plan import Change
+from deployctl.ui.auth import UiAuth
 
 log = structlog.get_logger(__name__)
 
@@ -325,6 +326,7 @@ class WatchOptions:
     lease: LeaseConfig | None = None
     webhook_secret: bytes | None = None
     shutdown_timeout: float = 20.0
+    ui_auth: UiAuth | None = None  # serve the dashboard (/ui/, /api/v1/) on the same listener; None: do not
 
 
 def serve(options: WatchOptions) -> int:
@@ -361,6 +363,13 @@ async def _serve(options: WatchOptions) -> int:
         metrics.leader.set(1)
 
     app = make_app(controller, secret=options.webhook_secret, branch=options.settings.branch, metrics=metrics)
+    if options.ui_auth is not None:  # the dashboard, from the controller's own mirror, store and clusters
+        from deployctl.ui.data import Dashboard, RepoView
+        from deployctl.ui.server import add_routes
+
+        add_routes(app, Dashboard(RepoView(mirror.path, mirror=mirror, fetch_every=None), store=store,
+                                  clusters=pool, allowed_namespaces=options.settings.allowed_namespaces),
+                   options.ui_auth)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, options.listen_host, options.listen_port)
