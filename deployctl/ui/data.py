@@ -26,10 +26,10 @@ from deployctl.errors import DeployctlError
 from deployctl.model.audit import STARTED, AuditRecord, AuditStore
 from deployctl.model.config import Config
 from deployctl.model.state import DesiredState, Target
-from deployctl.model.workload import ANN_DIGEST, Health
+from deployctl.model.workload import ANN_DIGEST, ANN_IMAGE, Health
 from deployctl.reconcile import reconciler as rec
 from deployctl.rules.freeze import frozen_environments
-from deployctl.rules.plan import Action, Change
+from deployctl.rules.plan import Action, Change, dependency_order
 
 log = structlog.get_logger(__name__)
 
@@ -197,7 +197,7 @@ def cell_state(change: Change, last: LastDeploy | None) -> tuple[str, str]:
     if change.action is Action.UPDATE:
         if last is not None and last.result == STARTED and last.sha == change.new_sha:
             return "progressing", "being applied"
-        live = (change.old_sha or "an image deployctl did not apply")[:12]
+        live = change.old_sha[:12] if change.old_sha else "an image deployctl did not apply"
         return "pending", f"live runs {live}; waiting for reconcile to apply {(change.new_sha or '')[:12]}"
     if health is not None and health.health is Health.PROGRESSING:
         return "progressing", health.message
@@ -210,8 +210,9 @@ def live_digest(change: Change) -> str | None:
     for image in change.live_images:
         if "@" in image:
             digests.add(image.split("@", 1)[1])
-    if not digests:
-        digests = {w.annotations[ANN_DIGEST] for w in change.workloads if w.annotations.get(ANN_DIGEST)}
+    if not digests:  # a tag-pinned image: the digest deployctl recorded, while that image still runs
+        digests = {w.annotations[ANN_DIGEST] for w in change.workloads if w.annotations.get(ANN_DIGEST)
+                   and w.annotations.get(ANN_IMAGE) in w.images.values()}
     return next(iter(digests)) if len(digests) == 1 else None
 
 
@@ -266,7 +267,10 @@ def build_snapshot(desired: DesiredState, plan_changes: Sequence[Change] | None,
             digest=live_digest(change) if plan_changes is not None else None, last=previous,
             freeze=freeze, approval=approval,
         ))
-    envs = tuple(sorted(config.environments)) if config else tuple(sorted({c.env for c in cells}))
+    if config is not None:  # in promotion order: an environment after those it requires
+        envs = tuple(dependency_order({n: e.requires for n, e in config.environments.items()}))
+    else:
+        envs = tuple(sorted({c.env for c in cells}))
     return Snapshot(
         taken_at=now, deploy_commit=desired.commit, ref=desired.ref, cells=tuple(cells), envs=envs,
         apps=tuple(sorted({c.app for c in cells})), owners=tuple(sorted({c.owner for c in cells if c.owner})),
