@@ -7,7 +7,7 @@ need=()
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
-command -v chromium >/dev/null || need+=(chromium)   # PNG audit timelines (headless screenshot)
+command -v chromium >/dev/null || need+=(chromium)   # PNG audit timelines; the dashboard browser tests (Playwright drives it)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "system-deps: missing ${need[*]}; install them with: sudo apt-get install ${need[*]}" >&2

@@ -62,11 +62,12 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
         return 0, ""
 
 
-def config(staging: str, production: str, *, owner: str = "@shop/payments") -> str:
+def config(staging: str, production: str, *, owner: str = "@shop/payments", source: str = "") -> str:
     return (
         "version: 1\napps:\n"
         f"  api:\n    image: {IMAGE}/api\n    pin: tag\n    owner: '{owner}'\n"
         "    commit_url: https://git.example.com/shop/api/-/commit/{sha}\n"
+        + (f"    source: {source}\n" if source else "") +
         f"  web:\n    image: {IMAGE}/web\n    pin: tag\n    owner: '@shop/frontend'\n"
         "environments:\n"
         f"  staging:\n    namespace: {staging}\n"
@@ -107,10 +108,11 @@ class Server:
             self.proc.wait()
 
 
-def start_ui(tmp_path: Path, repo: Path, audit: str, *extra: str) -> Server:
+def start_ui(tmp_path: Path, repo: Path | str, audit: str, *extra: str, env: dict[str, str] | None = None) -> Server:
     port = free_port()
     server = Server(tmp_path / f"ui-{port}.log", ["ui", "--repo", str(repo), "--audit", audit,
-                                                  "--listen", f"127.0.0.1:{port}", "--refresh", "0.5", *extra], port)
+                                                  "--listen", f"127.0.0.1:{port}", "--refresh", "0.5", *extra], port,
+                    env=env)
     server.wait("/healthz")
     return server
 
@@ -150,10 +152,14 @@ def shop(cluster, namespace, make_repo, tmp_path):
     cluster.deployment(namespace, "web", image=f"{IMAGE}/web:initial", never_ready=True, progress_deadline=2)
     for app in ("api", "web"):
         cluster.deployment(production, app, image=f"{IMAGE}/{app}:initial")
+    source = make_repo("api-src")  # the api's own repo, on this disk: the app page lists its commits
+    api = [source.commit({"main.py": str(i)}, message=m) for i, m in enumerate(
+        ["Initial api", "Add a health endpoint", "Fix rounding in basket totals", "Speed up checkout"])]
     repo = make_repo()
-    shas = {"api": sha("api-1"), "web": sha("web-1")}
-    repo.commit({"deployctl.yaml": config(namespace, production), **deploy_files("staging", shas),
-                 **deploy_files("production", {"api": sha("api-0"), "web": sha("web-0")})},
+    shas = {"api": api[1], "web": sha("web-1"), "api-next": api[3]}
+    repo.commit({"deployctl.yaml": config(namespace, production, source="../api-src"),
+                 **deploy_files("staging", {"api": api[1], "web": shas["web"]}),
+                 **deploy_files("production", {"api": api[0], "web": sha("web-0")})},
                 message="First deploy")
     yield repo, shas, production
     cluster.delete_namespace(production)
@@ -215,6 +221,21 @@ def test_matrix_shows_the_live_sha_a_failed_rollout_and_the_promotion_verdict_af
         assert "ProgressDeadlineExceeded" in page.locator("pre.error").inner_text()
         assert "deployment/web" in page.locator("main").inner_text()
         page.shot("attempt")  # type: ignore[attr-defined]
+
+        # a second api deploy to staging: its history entry lists the api commits in between
+        repo.commit(deploy_files("staging", {"api": shas["api-next"]}), message="staging: speed up checkout")
+        done = subprocess.run([DEPLOYCTL, "reconcile", "--repo", str(repo.path), "--env", "staging", "--app", "api",
+                               "--audit", audit, "--kubeconfig", cluster.kubeconfig, "--timeout", "60"],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        page.goto(ui.url("/ui/apps/api"))
+        newest = page.locator(".history > li").first
+        assert f"{shas['api'][:12]} → {shas['api-next'][:12]}" in newest.inner_text()
+        newest.locator("summary").click()
+        commits = newest.locator(".commits li").all_inner_texts()
+        assert [c.split(" ", 1)[1].split(" (")[0] for c in commits] == [
+            "Speed up checkout", "Fix rounding in basket totals"]
+        page.shot("app-history")  # type: ignore[attr-defined]
 
         # the JSON behind the matrix has the fields of `deployctl status -o json`, plus the dashboard's
         status_cli = subprocess.run([DEPLOYCTL, "status", "--repo", str(repo.path), "--kubeconfig",
@@ -323,6 +344,15 @@ def test_escaping_auth_and_read_only(deploy_repo, page, tmp_path):
         assert refused.value.code == 405
     finally:
         open_ui.stop()
+
+    # a URL is mirrored and read at the branch head
+    by_url = start_ui(tmp_path, f"file://{deploy_repo.path}", audit, "--no-cluster",
+                      env={"DEPLOYCTL_MIRROR_DIR": str(tmp_path / "mirror")})
+    try:
+        code, body = get(by_url.url("/api/v1/status"))
+        assert code == 200 and json.loads(body)["deploy_commit"] == deploy_repo.head
+    finally:
+        by_url.stop()
 
     guarded = start_ui(tmp_path, deploy_repo.path, audit, "--no-cluster", "--token-file", str(token),
                        "--trusted-proxy", "10.0.0.0/8")
