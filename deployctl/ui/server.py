@@ -38,7 +38,6 @@ STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "connect-src 'self'; font-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 MAX_QUERY = 200
-DASHBOARD_KEY = web.AppKey("deployctl.ui.dashboard", Dashboard)
 
 
 def _templates() -> jinja2.Environment:
@@ -108,6 +107,7 @@ def add_routes(app: web.Application, dashboard: Dashboard, auth: UiAuth) -> None
                     {"error": "unauthorized", "message": decision.reason}, status=401,
                     headers={"WWW-Authenticate": 'Bearer realm="deployctl"'})
                 return _security_headers(response)
+            request["deployctl_ui_user"] = decision.user
             try:
                 response = await handler(request)
             except web.HTTPNotFound as exc:
@@ -120,7 +120,8 @@ def add_routes(app: web.Application, dashboard: Dashboard, auth: UiAuth) -> None
         return handle
 
     async def page(request: web.Request, name: str, *, status: int = 200, **context: Any) -> web.Response:
-        text = templates.get_template(name).render(poll_seconds=POLL_SECONDS, path=request.path, **context)
+        text = templates.get_template(name).render(poll_seconds=POLL_SECONDS, path=request.path,
+                                                   viewer=request.get("deployctl_ui_user"), **context)
         return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
 
     async def failure(request: web.Request, status: int, message: str) -> web.Response:
@@ -251,7 +252,6 @@ def add_routes(app: web.Application, dashboard: Dashboard, auth: UiAuth) -> None
         raise web.HTTPFound("/ui/")
 
     app.router.add_get("/ui", to_ui)
-    app[DASHBOARD_KEY] = dashboard
 
 
 def make_app(dashboard: Dashboard, auth: UiAuth) -> web.Application:

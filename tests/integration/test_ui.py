@@ -366,6 +366,14 @@ def test_escaping_auth_and_read_only(deploy_repo, page, tmp_path):
     finally:
         guarded.stop()
 
+    proxied = start_ui(tmp_path, deploy_repo.path, audit, "--no-cluster", "--trusted-proxy", "127.0.0.1")
+    try:
+        assert get(proxied.url("/ui/"))[0] == 401
+        code, body = get(proxied.url("/ui/"), {"X-Forwarded-User": "<b>dana</b>"})
+        assert code == 200 and "read-only, as &lt;b&gt;dana&lt;/b&gt;" in body
+    finally:
+        proxied.stop()
+
 
 def test_a_non_loopback_listener_answers_401_without_credentials(deploy_repo):
     """The rule for `--listen 0.0.0.0:8090` (or any non-loopback address), served here on 127.0.0.1."""

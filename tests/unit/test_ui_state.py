@@ -47,3 +47,29 @@ def test_drift_missing_pending_and_being_applied() -> None:
     state, why = cell_state(change(Action.UPDATE, old=A), last("succeeded", sha=A))
     assert state == "pending" and A[:12] in why and B[:12] in why
     assert cell_state(change(Action.UPDATE, old=A), last("started"))[0] == "progressing"
+
+
+def test_snapshot_orders_environments_for_promotion_and_filters_by_owner() -> None:
+    from deployctl.model.config import load_config
+    from deployctl.model.state import DesiredState, Target
+    from deployctl.ui.data import build_snapshot
+
+    config, _ = load_config(
+        b"version: 1\napps:\n  web: {image: r/web, owner: '@front', commit_url: 'https://g/web/{short_sha}'}\n"
+        b"  api: {image: r/api, owner: '@back'}\n"
+        b"environments:\n  a-prod: {namespace: p, requires: [b-stage]}\n  b-stage: {namespace: s}\n")
+    assert config is not None
+    targets = tuple(Target(e, a, B, f"r/{a}:{B}", "p" if e == "a-prod" else "s", a,
+                           f"environments/{e}/{a}.deploy", 1, ()) for e in ("a-prod", "b-stage") for a in ("api", "web"))
+    desired = DesiredState(config, targets, (), "HEAD", "c" * 40)
+    changes = [Change(t.env, t.app, Action.IN_SYNC, t.namespace, t, old_sha=B,
+                      health=RolloutStatus(Health.HEALTHY, "ok")) for t in targets]
+    snap = build_snapshot(desired, changes, refused={"a-prod": "namespace p is not allowed"}, last={}, now=T)
+    assert snap.envs == ("b-stage", "a-prod")  # staging before the environment that requires it
+    assert {c.state for c in snap.cells if c.env == "a-prod"} == {"refused"}
+    web = snap.select(owner="@front")
+    assert [(c.env, c.app) for c in web.cells] == [("a-prod", "web"), ("b-stage", "web")]
+    assert web.cell("b-stage", "web").desired_url == f"https://g/web/{B[:12]}"  # type: ignore[union-attr]
+    offline = build_snapshot(desired, None, refused={}, last={}, now=T, cluster_error="connection refused")
+    assert {c.state for c in offline.cells} == {"unknown"}
+    assert all(c.as_dict()["live_sha"] is None for c in offline.cells)
