@@ -271,8 +271,14 @@ def make_app(dashboard: Dashboard, auth: UiAuth) -> web.Application:
 
 
 async def run(app: web.Application, host: str, port: int, *, on_ready: Callable[[str], None] | None = None) -> None:
-    """Serve ``app`` until cancelled (Ctrl-C)."""
-    runner = web.AppRunner(app, access_log=None)
+    """Serve ``app`` until SIGINT (Ctrl-C) or SIGTERM, then close the listener."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -284,6 +290,7 @@ async def run(app: web.Application, host: str, port: int, *, on_ready: Callable[
     if on_ready is not None:
         on_ready(f"http://{shown}:{actual}/ui/")
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         await runner.cleanup()
+    log.info("ui.stopped")
