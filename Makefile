@@ -48,9 +48,10 @@ lint: deps
 typecheck: deps
 	$(BIN)/mypy
 
-## demo: a local control plane, the example environments/ reconciled, an update rolled out, status
+## demo: a local control plane, the example environments/ reconciled, an update rolled out, status, then the
+## dashboard until Ctrl-C (make demo DEMO_ARGS=--no-ui, or CI=true, skips it)
 demo: deps system-deps controlplane
-	$(BIN)/python -m deployctl.devtools.demo
+	$(BIN)/python -m deployctl.devtools.demo $(DEMO_ARGS)
 
 ## bench: every benchmark, printing its figures
 bench: deps system-deps controlplane

@@ -76,6 +76,13 @@ MAX_CONFIG_BYTES = Setting("DEPLOYCTL_MAX_CONFIG_BYTES", "Largest deployctl.yaml
 MAX_HISTORY_COMMITS = Setting("DEPLOYCTL_MAX_HISTORY_COMMITS", "How many commits a history walk (promotion gates, "
                               "rollback) looks at, at most.", "10000")
 
+UI_TOKEN = Setting("DEPLOYCTL_UI_TOKEN", "Bearer token the dashboard (`ui`, `watch`'s /ui/) requires on a "
+                   "non-loopback listener.", secret=True)
+UI_TOKEN_FILE = Setting("DEPLOYCTL_UI_TOKEN_FILE", "File holding the dashboard's bearer token (preferred over "
+                        "DEPLOYCTL_UI_TOKEN); the same as --token-file / --ui-token-file.")
+UI_TRUSTED_PROXIES = Setting("DEPLOYCTL_UI_TRUSTED_PROXIES", "Auth proxy addresses (ADDR[/BITS], comma- or "
+                             "space-separated) whose X-Forwarded-User the dashboard believes.")
+
 COMPLETE = Setting("_DEPLOYCTL_COMPLETE", "Set by the completion scripts (`deployctl completion`) to ask for "
                    "completions; not for users.")
 
@@ -92,6 +99,7 @@ CI_OVERRIDE_REASON = Setting("DEPLOYCTL_OVERRIDE_REASON", "CI workflows: a freez
                              "`reconcile --override-freeze --reason`.")
 
 SETTINGS: tuple[Setting, ...] = (
+    UI_TOKEN, UI_TOKEN_FILE, UI_TRUSTED_PROXIES,
     MAX_DEPLOY_FILE_BYTES, MAX_CONFIG_BYTES, MAX_HISTORY_COMMITS,
     LOG_LEVEL, AUDIT, ALLOW_NAMESPACES, SETTINGS_FILE, MIRROR_DIR, GIT_TOKEN, GIT_USERNAME, GIT_FETCH_TIMEOUT, GIT_SSH_KEY,
     GIT_SSH_PASSPHRASE, WEBHOOK_SECRET, WEBHOOK_SECRET_FILE, ALLOWED_SIGNERS, GPG_HOME, REGISTRY_USERNAME,

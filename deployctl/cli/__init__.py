@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "watch": "deployctl.cli.watch:watch",
     "suspend": "deployctl.cli.suspend:suspend",
     "resume": "deployctl.cli.suspend:resume",
+    "ui": "deployctl.cli.ui:ui",
 }
 
 

@@ -17,7 +17,7 @@ from deployctl.cli.output import JSON, TABLE, YAML, Output, duration_option, out
 from deployctl.model.printable import printable
 from deployctl.model.state import DesiredState
 from deployctl.model.vocabulary import ExitCode
-from deployctl.reconcile.observe import ClusterPool, observe_selection
+from deployctl.reconcile.observe import ClusterPool
 from deployctl.reconcile.options import ReconcileOptions
 from deployctl.reconcile.outcome import Progress, ReconcileResult
 from deployctl.rules.plan import Plan
@@ -135,14 +135,13 @@ def _observed_plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, 
                    context: str | None, allowed_namespaces: tuple[str, ...]
                    ) -> tuple[DesiredState, Plan, Mapping[str, str]]:
     """Read, observe (the same step reconcile takes) and plan, without writing: for plan and status."""
-    from deployctl.rules.plan import make_plan
+    from deployctl.app.status import observed_plan
 
     desired = load_desired(repo, ref)
     pool = ClusterPool(kubeconfig=_first_kubeconfig(kubeconfig), context=context)
-    seen = observe_selection(desired, pool, envs=envs, apps=apps,
-                                 allowed_namespaces=_split_allowed(allowed_namespaces))
-    plan = make_plan(desired, seen.live, envs=seen.envs, apps=apps, images=seen.known_images)
-    return desired, plan, seen.refused
+    plan, refused = observed_plan(desired, pool, envs=envs, apps=apps,
+                                  allowed_namespaces=_split_allowed(allowed_namespaces))
+    return desired, plan, refused
 
 
 def _split_allowed(values: tuple[str, ...]) -> list[str]:

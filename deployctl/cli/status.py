@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,21 +18,11 @@ HEADERS = ("ENV", "APP", "DESIRED", "LIVE", "IN SYNC", "HEALTH", "DETAIL")
 def status_document(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,
                     context: str | None, allowed_namespaces: tuple[str, ...]) -> tuple[dict[str, Any], Any]:
     """One observation: the machine-readable document (the table's rows are built from it) and the state."""
-    from deployctl.model.workload import suspension
+    from deployctl.app.status import status_row
     from deployctl.rules.freeze import frozen_environments
-    from deployctl.rules.plan import Action
 
     desired, result, refused = _observed_plan(repo, ref, envs, apps, kubeconfig, context, allowed_namespaces)
-    docs = []
-    for c in result.changes:
-        in_sync = c.action is Action.IN_SYNC or (c.action is Action.SUSPENDED and c.live_images != ()
-                                                 and all(i == c.desired_image for i in c.live_images))
-        held = suspension(c.workloads)
-        docs.append({"env": c.env, "app": c.app, "desired_sha": c.new_sha,
-                     "live_sha": c.old_sha if c.workloads else None, "in_sync": in_sync,
-                     "action": str(c.action), "health": str(c.health.health) if c.health else "-",
-                     "message": c.reason if held or not c.health else c.health.message,
-                     "suspended": asdict(held) if held else None})
+    docs = [status_row(c) for c in result.changes]
     frozen = frozen_environments(desired.config, datetime.now(UTC)) if desired.config else {}
     freezes = {env: f.as_dict() for env, f in frozen.items() if env in {c.env for c in result.changes}}
     return {"deploy_commit": desired.commit, "apps": docs, "refused": dict(refused), "freezes": freezes}, desired

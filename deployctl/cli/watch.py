@@ -64,18 +64,27 @@ def parse_listen(text: str) -> tuple[str, int]:
               help="Close a connection that has not sent a complete request head within this.")
 @click.option("--body-timeout", type=Duration(), default="10s", show_default=True,
               help="Answer 408 to a request whose body has not arrived within this.")
+@click.option("--no-ui", is_flag=True, help="Do not serve the dashboard (/ui/, /api/v1/) on the listener.")
+@click.option("--ui-token-file", type=click.Path(dir_okay=False), default=None,
+              help="Bearer token file for the dashboard [default: $DEPLOYCTL_UI_TOKEN_FILE, else "
+              "$DEPLOYCTL_UI_TOKEN]. On a non-loopback --listen the dashboard needs it or --ui-trusted-proxy.")
+@click.option("--ui-trusted-proxy", "ui_trusted_proxies", multiple=True, metavar="ADDR[/BITS]",
+              envvar=settings.UI_TRUSTED_PROXIES.name,
+              help="An auth proxy whose X-Forwarded-User header the dashboard believes (repeatable).")
 def watch(repo: str, branch: str, interval: float, listen: str, audit_url: str | None, no_audit: bool,
           kubeconfig: str | None, context: str | None, allowed_namespaces: tuple[str, ...],
           mirror_dir: str | None, timeout: float, concurrency: int, webhook_secret_file: str | None,
           lease_name: str, lease_namespace: str | None, identity: str | None, lease_duration: float,
           renew_deadline: float, retry_period: float, no_leader_election: bool, advertise_url: str | None,
-          max_connections: int, header_timeout: float, body_timeout: float) -> None:
+          max_connections: int, header_timeout: float, body_timeout: float, no_ui: bool,
+          ui_token_file: str | None, ui_trusted_proxies: tuple[str, ...]) -> None:
     """Keep the cluster on a branch of the deploy repo: reconcile every new commit, correct drift.
 
     Fetches the branch into a local mirror and reconciles its head on every push webhook
     (POST /hooks/github, /hooks/gitlab, /hooks/generic) and every --interval. Serves
     GET /healthz, /readyz and /metrics. With several replicas, only the holder of the
-    leader Lease acts. SIGTERM stops acting at once, closes open audit records as
+    leader Lease acts. The dashboard (see `deployctl ui`) is served under /ui/ and
+    /api/v1/ unless --no-ui. SIGTERM stops acting at once, closes open audit records as
     interrupted, releases the Lease and exits 0.
 
     \b
@@ -99,6 +108,7 @@ def watch(repo: str, branch: str, interval: float, listen: str, audit_url: str |
     from deployctl.controller.webhook import load_secret
     from deployctl.edges.git.mirror import default_mirror_dir
     from deployctl.edges.kube.lease import LeaseConfig
+    from deployctl.ui import auth as ui_auth
 
     host, port = parse_listen(listen)
     if max_connections < 1:
@@ -106,6 +116,9 @@ def watch(repo: str, branch: str, interval: float, listen: str, audit_url: str |
     if advertise_url is not None and usable_address(advertise_url) is not None:
         raise InvalidInputError(f"--advertise-url {advertise_url!r}: {usable_address(advertise_url)}; "
                                 "give http://HOST:PORT")
+    dashboard_auth = None if no_ui else ui_auth.UiAuth.for_listener(
+        host, token=ui_auth.load_token(file=ui_token_file),
+        trusted_proxies=ui_auth.parse_networks(ui_trusted_proxies))
     lease = None
     if not no_leader_election:
         lease = LeaseConfig(
@@ -139,5 +152,6 @@ def watch(repo: str, branch: str, interval: float, listen: str, audit_url: str |
             header_timeout=header_timeout,
             body_timeout=body_timeout,
         ),
+        ui_auth=dashboard_auth,
     )
     sys.exit(serve(options))

@@ -46,6 +46,7 @@ from deployctl.reconcile.observe import ClusterPool
 from deployctl.reconcile.options import ReconcileOptions
 from deployctl.reconcile.outcome import ReconcileResult
 from deployctl.reconcile.sink import AttemptItem, AuditSink, FinishItem
+from deployctl.ui.auth import UiAuth
 
 log = structlog.get_logger(__name__)
 
@@ -414,6 +415,7 @@ class WatchOptions:
     webhook_secret: bytes | None = None
     shutdown_timeout: float = 20.0
     limits: ServerLimits = ServerLimits()
+    ui_auth: UiAuth | None = None  # serve the dashboard (/ui/, /api/v1/) on the same listener; None: do not
 
 
 def serve(options: WatchOptions) -> int:
@@ -455,6 +457,13 @@ async def _serve(options: WatchOptions) -> int:
                               own_address=options.lease.address, secret=options.webhook_secret)
     app = make_app(controller, secret=options.webhook_secret, branch=options.settings.branch, metrics=metrics,
                    limits=options.limits, forwarder=forwarder)
+    if options.ui_auth is not None:  # the dashboard, from the controller's own mirror, store and clusters
+        from deployctl.ui.data import Dashboard, RepoView
+        from deployctl.ui.server import add_routes
+
+        add_routes(app, Dashboard(RepoView(mirror.path, mirror=mirror, fetch_every=None), store=store,
+                                  clusters=pool, allowed_namespaces=options.settings.allowed_namespaces),
+                   options.ui_auth)
     limits = httpserver.fit_to_fd_limit(options.limits)
     runner, _ = await httpserver.start(app, host=options.listen_host, port=options.listen_port, limits=limits)
     log.info("http.listening", host=options.listen_host, port=options.listen_port,

@@ -5,7 +5,8 @@
 3. a deploy repo made from the project's example ``deployctl.yaml`` and ``environments/``;
 4. the labelled workloads the cluster owner creates (Deployments with deployctl.dev/app);
 5. ``deployctl validate``, ``plan`` and ``reconcile`` (staging first, then production, which
-   requires staging), a new deploy commit reconciled as an update, ``status`` and ``history``.
+   requires staging), a new deploy commit reconciled as an update, ``status`` and ``history``;
+6. ``deployctl ui`` on the demo data until Ctrl-C (``--no-ui`` or ``CI=true`` skip it).
 
 Everything lives in ``.demo/``; ``make clean`` removes it. Run: ``python -m deployctl.devtools.demo``.
 """
@@ -234,6 +235,26 @@ def main() -> None:
     click.secho(f"\ndemo finished in {time.monotonic() - started:.0f}s. The cluster is still running:", bold=True)
     click.echo(f"  export KUBECONFIG={state.kubeconfig}")
     click.echo("  deployctl localcluster down --dir .demo/cluster   # or: make clean")
+    if "--no-ui" not in sys.argv[1:] and not os.environ.get("CI"):
+        serve_dashboard(repo_dir, env)
+
+
+def serve_dashboard(repo_dir: Path, env: dict[str, str]) -> None:
+    """The dashboard for the demo data, until Ctrl-C (skipped with --no-ui or in CI)."""
+    import socket
+
+    step("9. The dashboard: what runs where, what changed, what may be promoted (Ctrl-C to stop)")
+    with socket.socket() as s:
+        port = 8090 if s.connect_ex(("127.0.0.1", 8090)) != 0 else 0
+    if port == 0:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    click.secho(f"open http://127.0.0.1:{port}/ui/", bold=True)
+    try:
+        sh("ui", "--repo", str(repo_dir), "--listen", f"127.0.0.1:{port}", env=env, check=False)
+    except KeyboardInterrupt:
+        click.echo("dashboard stopped")
 
 
 def write_demo_metric(audit_db: Path, path: Path) -> Path:

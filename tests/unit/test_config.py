@@ -347,3 +347,22 @@ def test_find_cycle_handles_long_chains_without_recursion() -> None:
     graph["a4999"] = ("a0",)
     cycle = find_cycle(graph)
     assert cycle is not None and cycle[0] == cycle[-1] and len(cycle) == 5001
+
+
+def test_commit_url_and_owner_are_read_and_link_a_commit() -> None:
+    config, problems = load_config(
+        BASE.replace("image: r.example.com/web\n", "image: r.example.com/web\n"
+                     "    commit_url: https://git.example.com/shop/web/-/commit/{sha}\n    owner: '@shop/web-team'\n")
+        .encode()
+    )
+    assert not [p for p in problems if p.is_error] and config is not None
+    web = config.apps["web"]
+    assert web.owner == "@shop/web-team"
+    assert web.commit_link(SHA) == f"https://git.example.com/shop/web/-/commit/{SHA}"
+    assert AppConfig(name="api", image="r/api").commit_link(SHA) is None
+
+
+@pytest.mark.parametrize("url", ["javascript:alert(1)//{sha}", "https://git.example.com/web", "https://x/\"{sha}"])
+def test_commit_url_must_be_http_with_a_sha(url: str) -> None:
+    problems = errors_for(BASE.replace("image: r.example.com/web\n", f"image: r.example.com/web\n    commit_url: '{url}'\n"))
+    assert len(problems) == 1 and "apps.web.commit_url" in problems[0] and "must be an http(s) URL" in problems[0]

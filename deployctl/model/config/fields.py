@@ -56,6 +56,9 @@ APP = (
         default=[]),
     Key("pin", {"enum": list(PIN_MODES)}, "digest: deploy image@sha256:... resolved from the tag; tag: deploy "
         "image:tag as is.", default="digest"),
+    Key("commit_url", {"type": "string", "pattern": r"^https?://\S*\{(?:short_)?sha\}"}, "Web page of an app "
+        "commit, with {sha} or {short_sha}, e.g. https://github.com/acme/web/commit/{sha} (links in the dashboard)."),
+    Key("owner", {"type": "string"}, "The team or person who owns the app (shown and filtered on in the dashboard)."),
 )
 ENVIRONMENT = (
     Key("namespace", NAME, "Kubernetes namespace to deploy into.", required=True),

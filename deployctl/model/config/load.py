@@ -247,6 +247,18 @@ def _app(reader: Reader, name: str, node: Any) -> tuple[AppConfig, list[tuple[st
         pin = reader.string(fields["pin"][1], f"{kp}.pin", required=True, **who) or pin
         if pin not in PIN_MODES:
             reader.error(fields["pin"][1], f"{kp}.pin {show(pin)} must be 'digest' or 'tag'", **who)
+    commit_url = None
+    if "commit_url" in fields:
+        commit_url = reader.string(fields["commit_url"][1], f"{kp}.commit_url", required=True, **who)
+        if commit_url is not None and (
+            not commit_url.startswith(("https://", "http://")) or "{sha}" not in commit_url.replace(
+                "{short_sha}", "{sha}") or any(c.isspace() or c in "\"'<>" for c in commit_url)
+        ):
+            reader.error(fields["commit_url"][1], f"{kp}.commit_url {show(commit_url)} must be an http(s) URL "
+                         "containing {sha} or {short_sha}, e.g. https://github.com/acme/web/commit/{sha}", **who)
+    owner = None
+    if "owner" in fields:
+        owner = reader.string(fields["owner"][1], f"{kp}.owner", required=True, **who)
     unique: list[tuple[str, Any]] = []
     for dep, dep_node in deps:
         if any(dep == d for d, _ in unique):
@@ -261,5 +273,7 @@ def _app(reader: Reader, name: str, node: Any) -> tuple[AppConfig, list[tuple[st
         source=source,
         depends_on=tuple(d for d, _ in unique),
         pin=pin,
+        commit_url=commit_url,
+        owner=owner,
     )
     return app, unique

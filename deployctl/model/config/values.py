@@ -100,6 +100,8 @@ class AppConfig:
     source: str | None = None
     depends_on: tuple[str, ...] = ()
     pin: str = "digest"  # "digest" | "tag"
+    commit_url: str | None = None  # e.g. "https://github.com/acme/web/commit/{sha}", for links to a commit
+    owner: str | None = None  # the team or person who owns the app (shown and filtered on in the dashboard)
 
     def __post_init__(self) -> None:
         if not self.container:
@@ -111,6 +113,12 @@ class AppConfig:
     def image_ref(self, sha: str) -> str:
         """The image reference for a commit: ``<image>:<tag>`` with {sha} and {short_sha} filled in."""
         return f"{self.image}:{self.image_tag(sha)}"
+
+    def commit_link(self, sha: str) -> str | None:
+        """The web page of an app commit from ``commit_url`` ({sha}, {short_sha} filled in), if configured."""
+        if not self.commit_url:
+            return None
+        return self.commit_url.replace("{sha}", sha).replace("{short_sha}", sha[:12])
 
 
 @dataclass(frozen=True)
