@@ -192,6 +192,10 @@ def main() -> None:
         if repo_dir.exists():
             shutil.rmtree(repo_dir)
         repo = pygit2.init_repository(str(repo_dir), initial_head="main")
+        # Production's SHAs ran in staging first: promotion gates count only what was the first line
+        # of staging's deploy file in an earlier commit.
+        earlier = {p.replace("/production/", "/staging/"): d for p, d in files.items() if "/production/" in p}
+        commit_files(repo, {**files, **earlier}, "Deploy the shop to staging\n", "Dana Deployer")
         commit_files(repo, files, "Deploy the shop to staging and production\n\nReviewed-by: Rae Reviewer "
                      "<rae@example.com>\n", "Dana Deployer")
         sh("validate", "--repo", str(repo_dir))
