@@ -172,7 +172,7 @@ class HttpClient:
     ) -> None:
         """``environ`` is where proxy variables are read (default: ``os.environ`` at each call)."""
         self._user_agent = user_agent
-        self._ssl_context = ssl_context or ssl.create_default_context()
+        self._ssl_context = ssl_context  # the default one is made at the first https call (loading CAs costs)
         self._environ = environ
         self._retries = max(0, retries)
         self._backoff = backoff_seconds
@@ -318,12 +318,17 @@ class HttpClient:
             return Response(raw.status, _headers(raw), data, url)
         raise AssertionError("unreachable")
 
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
+
     def _connect(
         self, scheme: str, netloc: str, proxy: str | None, timeout: float
     ) -> http.client.HTTPConnection:
         if proxy is None:
             if scheme == "https":
-                return http.client.HTTPSConnection(netloc, timeout=timeout, context=self._ssl_context)
+                return http.client.HTTPSConnection(netloc, timeout=timeout, context=self._tls())
             return http.client.HTTPConnection(netloc, timeout=timeout)
         proxy_parts = urllib.parse.urlsplit(proxy)
         if proxy_parts.scheme.lower() != "http":
@@ -331,7 +336,7 @@ class HttpClient:
         proxy_netloc = proxy_parts.netloc.rsplit("@", 1)[-1]
         if scheme == "http":
             return http.client.HTTPConnection(proxy_netloc, timeout=timeout)
-        conn = http.client.HTTPSConnection(proxy_netloc, timeout=timeout, context=self._ssl_context)
+        conn = http.client.HTTPSConnection(proxy_netloc, timeout=timeout, context=self._tls())
         host, _, port = netloc.rpartition(":") if netloc.rsplit(":", 1)[-1].isdigit() else (netloc, "", "")
         conn.set_tunnel(host.strip("[]"), int(port) if port else None, headers=_proxy_auth(proxy))
         return conn
