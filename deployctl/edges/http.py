@@ -24,7 +24,6 @@ import base64
 import http.client
 import ipaddress
 import os
-import socket
 import ssl
 import threading
 import time
@@ -33,6 +32,7 @@ import urllib.request
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
+from deployctl.edges.watchdog import Alarm
 from deployctl.redact import redact
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -117,39 +117,6 @@ def proxy_for(url: str, environ: Mapping[str, str]) -> str | None:
     if no_proxy and urllib.request.proxy_bypass_environment(netloc, {"no": no_proxy}):  # type: ignore[attr-defined]
         return None
     return proxy if "://" in proxy else f"http://{proxy}"
-
-
-class _Alarm:
-    """Shuts a connection's socket down at a deadline so a blocked connect, handshake or read returns at once."""
-
-    def __init__(self, conn: http.client.HTTPConnection, seconds: float) -> None:
-        self.fired = False
-        self._conn: http.client.HTTPConnection | None = conn
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _fire(self) -> None:
-        with self._lock:
-            if self._conn is None:
-                return
-            self.fired = True
-            sock = self._conn.sock  # during a TLS handshake still the plain socket
-            if sock is None:
-                return
-            try:
-                # the plain-socket shutdown also for TLS sockets: SSLSocket.shutdown would unwrap under a reader
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cancel(self) -> bool:
-        """Stop the alarm; True if it had already fired."""
-        self._timer.cancel()
-        with self._lock:
-            self._conn = None
-            return self.fired
 
 
 @dataclass
@@ -283,11 +250,11 @@ class HttpClient:
                 idle = self._pool.idle.get(key)
                 conn = idle.pop() if idle else None
             reused = conn is not None
-            alarm: _Alarm | None = None
+            alarm: Alarm | None = None
             try:
                 if conn is None:
                     conn = self._connect(scheme, key[1], proxy, remaining)
-                alarm = _Alarm(conn, remaining)
+                alarm = Alarm(conn, remaining)
                 if conn.sock is None:
                     conn.connect()
                 else:
