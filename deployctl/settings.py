@@ -57,10 +57,12 @@ ALLOWED_SIGNERS = Setting("DEPLOYCTL_ALLOWED_SIGNERS", "ssh allowed-signers file
                           "verify signed approval commits.")
 GPG_HOME = Setting("DEPLOYCTL_GPG_HOME", "GnuPG home holding only the approvers' public keys, to verify "
                    "GPG-signed approval commits.")
-REGISTRY_USERNAME = Setting("DEPLOYCTL_REGISTRY_USERNAME", "Registry user for every registry without its own "
-                            "credentials (checked after ~/.docker/config.json).")
+REGISTRY_USERNAME = Setting("DEPLOYCTL_REGISTRY_USERNAME", "Registry user for the one registry named by "
+                            "DEPLOYCTL_REGISTRY_HOST (an error without it).")
 REGISTRY_PASSWORD = Setting("DEPLOYCTL_REGISTRY_PASSWORD", "Password or token for DEPLOYCTL_REGISTRY_USERNAME.",
                             secret=True)
+REGISTRY_ONE_HOST = Setting("DEPLOYCTL_REGISTRY_HOST", "The registry host[:port] DEPLOYCTL_REGISTRY_USERNAME/"
+                            "PASSWORD belong to; they are sent nowhere else.")
 REGISTRY_HOST = Setting("DEPLOYCTL_REGISTRY_", "Credentials for one registry; `<HOST>` is the host upper-cased "
                         "with every other character as `_` (`reg.example.com:5000` -> `REG_EXAMPLE_COM_5000`).",
                         secret=True, family=True)
@@ -103,7 +105,7 @@ SETTINGS: tuple[Setting, ...] = (
     MAX_DEPLOY_FILE_BYTES, MAX_CONFIG_BYTES, MAX_HISTORY_COMMITS,
     LOG_LEVEL, AUDIT, ALLOW_NAMESPACES, SETTINGS_FILE, MIRROR_DIR, GIT_TOKEN, GIT_USERNAME, GIT_FETCH_TIMEOUT, GIT_SSH_KEY,
     GIT_SSH_PASSPHRASE, WEBHOOK_SECRET, WEBHOOK_SECRET_FILE, ALLOWED_SIGNERS, GPG_HOME, REGISTRY_USERNAME,
-    REGISTRY_PASSWORD, REGISTRY_HOST, CHROMIUM, CACHE, COMPLETE, CI_GIT, CI_COMMIT, CI_NOTE_TOKEN, CI_ALLOWED_SIGNERS_DATA,
+    REGISTRY_PASSWORD, REGISTRY_ONE_HOST, REGISTRY_HOST, CHROMIUM, CACHE, COMPLETE, CI_GIT, CI_COMMIT, CI_NOTE_TOKEN, CI_ALLOWED_SIGNERS_DATA,
     CI_OVERRIDE_REASON,
 )
 

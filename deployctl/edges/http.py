@@ -24,7 +24,6 @@ import base64
 import http.client
 import ipaddress
 import os
-import socket
 import ssl
 import threading
 import time
@@ -33,6 +32,7 @@ import urllib.request
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
+from deployctl.edges.watchdog import Alarm
 from deployctl.redact import redact
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -119,39 +119,6 @@ def proxy_for(url: str, environ: Mapping[str, str]) -> str | None:
     return proxy if "://" in proxy else f"http://{proxy}"
 
 
-class _Alarm:
-    """Shuts a connection's socket down at a deadline so a blocked connect, handshake or read returns at once."""
-
-    def __init__(self, conn: http.client.HTTPConnection, seconds: float) -> None:
-        self.fired = False
-        self._conn: http.client.HTTPConnection | None = conn
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _fire(self) -> None:
-        with self._lock:
-            if self._conn is None:
-                return
-            self.fired = True
-            sock = self._conn.sock  # during a TLS handshake still the plain socket
-            if sock is None:
-                return
-            try:
-                # the plain-socket shutdown also for TLS sockets: SSLSocket.shutdown would unwrap under a reader
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cancel(self) -> bool:
-        """Stop the alarm; True if it had already fired."""
-        self._timer.cancel()
-        with self._lock:
-            self._conn = None
-            return self.fired
-
-
 @dataclass
 class _Pool:
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -172,7 +139,7 @@ class HttpClient:
     ) -> None:
         """``environ`` is where proxy variables are read (default: ``os.environ`` at each call)."""
         self._user_agent = user_agent
-        self._ssl_context = ssl_context or ssl.create_default_context()
+        self._ssl_context = ssl_context  # the default one is made at the first https call (loading CAs costs)
         self._environ = environ
         self._retries = max(0, retries)
         self._backoff = backoff_seconds
@@ -283,11 +250,11 @@ class HttpClient:
                 idle = self._pool.idle.get(key)
                 conn = idle.pop() if idle else None
             reused = conn is not None
-            alarm: _Alarm | None = None
+            alarm: Alarm | None = None
             try:
                 if conn is None:
                     conn = self._connect(scheme, key[1], proxy, remaining)
-                alarm = _Alarm(conn, remaining)
+                alarm = Alarm(conn, remaining)
                 if conn.sock is None:
                     conn.connect()
                 else:
@@ -318,12 +285,17 @@ class HttpClient:
             return Response(raw.status, _headers(raw), data, url)
         raise AssertionError("unreachable")
 
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
+
     def _connect(
         self, scheme: str, netloc: str, proxy: str | None, timeout: float
     ) -> http.client.HTTPConnection:
         if proxy is None:
             if scheme == "https":
-                return http.client.HTTPSConnection(netloc, timeout=timeout, context=self._ssl_context)
+                return http.client.HTTPSConnection(netloc, timeout=timeout, context=self._tls())
             return http.client.HTTPConnection(netloc, timeout=timeout)
         proxy_parts = urllib.parse.urlsplit(proxy)
         if proxy_parts.scheme.lower() != "http":
@@ -331,7 +303,7 @@ class HttpClient:
         proxy_netloc = proxy_parts.netloc.rsplit("@", 1)[-1]
         if scheme == "http":
             return http.client.HTTPConnection(proxy_netloc, timeout=timeout)
-        conn = http.client.HTTPSConnection(proxy_netloc, timeout=timeout, context=self._ssl_context)
+        conn = http.client.HTTPSConnection(proxy_netloc, timeout=timeout, context=self._tls())
         host, _, port = netloc.rpartition(":") if netloc.rsplit(":", 1)[-1].isdigit() else (netloc, "", "")
         conn.set_tunnel(host.strip("[]"), int(port) if port else None, headers=_proxy_auth(proxy))
         return conn

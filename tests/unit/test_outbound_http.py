@@ -96,3 +96,28 @@ def test_slack_text_escapes_markup_from_commit_messages_so_nobody_is_pinged() ->
     assert "<!channel>" not in text and "<https://" not in text and "<@U123>" not in text
     assert "fix &lt;!channel&gt; &amp; see &lt;https://evil.example|the docs&gt;" in text
     assert "&lt;@U123&gt; broke it" in text
+
+
+def test_log_lines_never_carry_a_password(capsys: pytest.CaptureFixture[str]) -> None:
+    import structlog
+
+    from deployctl.log import configure_logging
+
+    configure_logging("info", json=True)
+    structlog.get_logger("t").info("audit.opened", url="postgresql://deploy:hunter2@db/x?password=hunter3")
+    err = capsys.readouterr().err
+    assert "postgresql://deploy:***@db/x?password=***" in err
+    assert "hunter" not in err
+
+
+def test_a_postgresql_url_gets_a_connect_deadline_unless_it_names_one() -> None:
+    from deployctl.edges.audit.url import with_connect_timeout
+
+    assert with_connect_timeout("postgresql://deploy@db/x") == "postgresql://deploy@db/x?connect_timeout=10"
+    assert (
+        with_connect_timeout("postgresql://db/x?sslmode=require")
+        == "postgresql://db/x?sslmode=require&connect_timeout=10"
+    )
+    assert (
+        with_connect_timeout("postgresql://db/x?connect_timeout=3") == "postgresql://db/x?connect_timeout=3"
+    )

@@ -26,7 +26,7 @@ from types import TracebackType
 
 import structlog
 
-from deployctl.edges.http import HttpClient, HttpError, Response
+from deployctl.edges.http import HttpClient, HttpError, Response, ResponseTooLarge
 from deployctl.edges.registry.auth import Challenge, parse_www_authenticate, pick_challenge, repository_scope
 from deployctl.edges.registry.credentials import (
     Credential,
@@ -245,6 +245,8 @@ class RegistryClient:
             url = self._url(ref.registry, path)
             try:
                 response = self._request(method, url, headers, kind="manifest")
+            except ResponseTooLarge as exc:
+                return Resolution(text, "error", message=f"checking {ref.display()} failed: {exc}")
             except HttpError as exc:
                 return Resolution(text, "unreachable", message=self._unreachable_message(ref, str(exc)))
             if response.status != 401 or attempt > 0 or not answered_by_registry(response.url, url):

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import structlog
 
+from deployctl import settings
 from deployctl.errors import InvalidInputError
 
 log = structlog.get_logger(__name__)
 
 DOCKER_HUB = "docker.io"
-HOST_ENV = "DEPLOYCTL_REGISTRY_HOST"
+HOST_ENV = settings.REGISTRY_ONE_HOST.name
 _MAX_AUTH_FILE_BYTES = 4 * 1024 * 1024
 DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
 DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
