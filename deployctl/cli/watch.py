@@ -119,7 +119,7 @@ def watch(repo: str, branch: str, interval: str, listen: str, audit_url: str | N
         listen_host=host,
         listen_port=port,
         audit_url="-" if no_audit else (audit_url or ""),
-        kubeconfig=kubeconfig.split(":")[0] if kubeconfig else None,
+        kubeconfig=kubeconfig or None,  # every file of $KUBECONFIG, merged
         context=context,
         lease=lease,
         webhook_secret=load_secret(file=webhook_secret_file),

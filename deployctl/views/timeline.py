@@ -32,6 +32,7 @@ RESULT_COLOURS = {
     "drift-corrected": "#9467bd",
     "interrupted": "#8c564b",
     "refused": "#e377c2",
+    "skipped": "#7f7f7f",
     STARTED: "#1f77b4",
 }
 ENV_SYMBOLS = ("circle", "diamond", "square", "triangle-up", "star", "hexagon", "cross", "x")

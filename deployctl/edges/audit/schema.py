@@ -43,6 +43,7 @@ ATTEMPT_COLUMNS = (
     "actor_host",
     "actor_ci_job",
     "started_at",
+    "lock_holder",  # migration 3
 )
 
 
@@ -124,6 +125,12 @@ MIGRATIONS: tuple[Migration, ...] = (
                 for t in _APPEND_ONLY_TABLES
             ),
         ),
+    ),
+    Migration(
+        3,
+        "attempts.lock_holder: the environment lock holder of the run, to tell an interrupted run from a live one",
+        sqlite=("ALTER TABLE attempts ADD COLUMN lock_holder TEXT",),
+        postgres=("ALTER TABLE attempts ADD COLUMN lock_holder TEXT",),
     ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
