@@ -109,8 +109,8 @@ def run_once(
                                 refusals=refused, pinner=pinner, on_progress=on_progress, relation=relation).run()
             return replace(result, environments=tuple(EnvironmentOutcome(e, "ok", context=context) for e in envs))
         except ClusterUnreachableError as exc:
-            message = f"environment {env} (context {context or 'current'}, server {_server(clusters, context)}) " \
-                      f"is unreachable: {exc}"
+            named = context_namer(clusters)(context) or "in-cluster"
+            message = f"environment {env} (context {named}, server {_server(clusters, context)}) is unreachable: {exc}"
             log.error("environment.unreachable", env=env, context=context, error=str(exc))
             return _empty(desired, EnvironmentOutcome(env or "-", "unreachable", message, context))
         except DeployctlError as exc:
