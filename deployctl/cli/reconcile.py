@@ -38,10 +38,10 @@ def _selection_options(f: F) -> F:
                          "$KUBECONFIG, ~/.kube/config or in-cluster]."),
             click.option("--context", default=None,
                          help="Use this kubeconfig context for every environment (overrides `context:`)."),
-            click.option("--allow-namespace", "allowed_namespaces", multiple=True, metavar="NS",
+            click.option("--allow-namespace", "allowed_namespaces", multiple=True, metavar="[CTX/]NS",
                          envvar=settings.ALLOW_NAMESPACES.name,
-                         help="Refuse environments whose namespace is not one of these (repeatable; "
-                         "space-separated in $DEPLOYCTL_ALLOW_NAMESPACES)."),
+                         help="Refuse environments whose context/namespace is not one of these; a bare NS means "
+                         "the current context only (repeatable; space-separated in $DEPLOYCTL_ALLOW_NAMESPACES)."),
             click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text",
                          show_default=True, help="Output format."),
         ]

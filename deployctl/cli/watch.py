@@ -44,10 +44,10 @@ def parse_listen(text: str) -> tuple[str, int]:
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG",
               help="Kubeconfig file [default: in-cluster, else $KUBECONFIG or ~/.kube/config].")
 @click.option("--context", default=None, help="Use this kubeconfig context for every environment.")
-@click.option("--allow-namespace", "allowed_namespaces", multiple=True, metavar="NS",
+@click.option("--allow-namespace", "allowed_namespaces", multiple=True, metavar="[CTX/]NS",
               envvar=settings.ALLOW_NAMESPACES.name,
-              help="Refuse environments whose namespace is not one of these (repeatable; space- or "
-              "comma-separated in $DEPLOYCTL_ALLOW_NAMESPACES).")
+              help="Refuse environments whose context/namespace is not one of these; a bare NS means the "
+              "current context only (repeatable; space- or comma-separated in $DEPLOYCTL_ALLOW_NAMESPACES).")
 @click.option("--mirror-dir", type=click.Path(file_okay=False), envvar=settings.MIRROR_DIR.name,
               help="Where to keep the local mirror [default: ~/.cache/deployctl/mirrors/<hash>].")
 @click.option("--timeout", default="300s", show_default=True, help="How long one reconcile waits for rollouts.")

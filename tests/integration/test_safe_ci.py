@@ -215,7 +215,7 @@ def test_a_run_killed_holding_the_lock_is_closed_as_interrupted_but_a_live_run_i
             assert by_env["staging"].attempt.lock_holder and by_env["production"].attempt.lock_holder
             assert by_env["staging"].attempt.lock_holder != by_env["production"].attempt.lock_holder
             everything = [(r.id, r.attempt.env, r.result, r.attempt.lock_holder) for r in records(audit_url)]
-            assert len(everything) == 2, everything  # the take-over found api in sync: nothing recorded again
+            assert len(everything) == 2, (everything, killed.pid, live.pid)  # the take-over found api in sync: nothing recorded again
         finally:
             live.kill()
             live.wait(10)
