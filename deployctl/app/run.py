@@ -149,8 +149,8 @@ def _take_lock(cluster: Cluster, env: str, namespace: str, identity: str, option
     lock = EnvironmentLock(cluster, namespace=namespace, identity=identity, lease_duration=options.lock_lease)
 
     def waiting(holder: LockHolder) -> None:
-        since = (holder.since or "")[11:19] or "?"
-        line = f"waiting for {env}: held by {holder.identity} since {since}"
+        since = _printable((holder.since or "")[11:19]) or "?"
+        line = f"waiting for {env}: held by {_printable(holder.identity or '')} since {since}"
         log.info("lock.waiting", env=env, holder=holder.identity, since=holder.since)
         if on_wait is not None:
             on_wait(line)
@@ -164,6 +164,11 @@ def _take_lock(cluster: Cluster, env: str, namespace: str, identity: str, option
         raise
     log.info("lock.acquired", env=env, namespace=namespace, identity=identity)
     return lock
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """A string from the cluster (anyone who may write the Lease wrote it), safe to print on one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
 
 
 class _Locked:

@@ -259,6 +259,10 @@ def test_one_stopped_cluster_fails_its_environment_only_and_every_kubeconfig_fil
         assert both.exit_code == 0, both.output
         assert image_of(other, "shop") == f"{IMAGE}/api:{sha('one')}"  # reached through the second file
         assert image_of(cluster, namespace) == f"{IMAGE}/api:{sha('one')}"
+        status = CliRunner().invoke(main, ["status", "--repo", str(repo.path), "-o", "json"],
+                                    env={"KUBECONFIG": kubeconfig})  # plan and status read both files too
+        assert status.exit_code == 0, status.output
+        assert [a["in_sync"] for a in yaml.safe_load(status.output)["apps"]] == [True, True]
     finally:
         controlplane.down(second_dir)
 
