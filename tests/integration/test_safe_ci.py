@@ -196,7 +196,9 @@ def test_a_run_killed_holding_the_lock_is_closed_as_interrupted_but_a_live_run_i
         killed, live = start("staging"), start("production")
         try:
             deadline = time.monotonic() + 60
-            while not (open_attempt("staging") and open_attempt("production")):
+            applied = f"{IMAGE}/api:{sha('one')}"
+            while not (open_attempt("staging") and open_attempt("production")
+                       and image_of(cluster, staging) == applied):  # killed while it waits for the rollout
                 assert time.monotonic() < deadline, "the two runs did not record their attempts"
                 time.sleep(0.2)
             killed.send_signal(signal.SIGKILL)
