@@ -89,11 +89,16 @@ def run_once(
     )
     pinner = registry_pinner(desired, store, allow_retagged=options.allow_retagged)
 
+    relations: dict[tuple[str, str], Relation] = {}  # most workloads share one live deploy commit
+
     def relation(desired_commit: str, live: str) -> Relation:
-        try:
-            return repo_edge.commit_relation(repo_path, desired_commit, live)
-        except repo_edge.RepoError:
-            return Relation.UNKNOWN
+        key = (desired_commit, live)
+        if key not in relations:
+            try:
+                relations[key] = repo_edge.commit_relation(repo_path, desired_commit, live)
+            except repo_edge.RepoError:
+                relations[key] = Relation.UNKNOWN
+        return relations[key]
 
     def reconcile_env(envs: tuple[str, ...]) -> ReconcileResult:
         env = envs[0] if len(envs) == 1 else None
@@ -102,7 +107,7 @@ def run_once(
         lock: EnvironmentLock | None = None
         try:
             if env_config is not None and options.lock and env not in guarded:
-                lock = _take_lock(clusters(context), env or "", env_config.namespace, identity, options, on_wait)
+                lock = _take_lock(clusters, context, env or "", env_config.namespace, identity, options, on_wait)
                 if lock is not None and recorder is not None and close_interrupted:
                     recorder.close_interrupted(env=env)
             result = Reconciler(desired, _Locked(clusters, lock, env), replace(options, envs=envs), audit=sink,
@@ -125,7 +130,7 @@ def run_once(
     if len(groups) <= 1:
         results = [reconcile_env(g) for g in groups]
     else:
-        with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="deployctl-env") as pool:
+        with ThreadPoolExecutor(max_workers=min(len(groups), 16), thread_name_prefix="deployctl-env") as pool:
             results = list(pool.map(reconcile_env, groups))
     pool_requests = getattr(clusters, "requests", None)
     return _merge(desired, results, requests=pool_requests() if callable(pool_requests) else {},
@@ -143,10 +148,13 @@ def _groups(desired: DesiredState, options: ReconcileOptions) -> list[tuple[str,
     return groups
 
 
-def _take_lock(cluster: Cluster, env: str, namespace: str, identity: str, options: ReconcileOptions,
-               on_wait: Callable[[str], None] | None) -> EnvironmentLock | None:
-    """Take ``env``'s lock (None when its namespace does not exist: there is nothing to write there)."""
-    lock = EnvironmentLock(cluster, namespace=namespace, identity=identity, lease_duration=options.lock_lease)
+def _take_lock(clusters: ClusterFor, context: str | None, env: str, namespace: str, identity: str,
+               options: ReconcileOptions, on_wait: Callable[[str], None] | None) -> EnvironmentLock | None:
+    """Take ``env``'s lock (None when its namespace does not exist: there is nothing to write there).
+    While waiting, ``clusters`` is asked for the cluster again before each try: the controller's refuses
+    (raises) once it must stop acting, which ends the wait."""
+    lock = EnvironmentLock(clusters(context), namespace=namespace, identity=identity,
+                           lease_duration=options.lock_lease)
 
     def waiting(holder: LockHolder) -> None:
         since = _printable((holder.since or "")[11:19]) or "?"
@@ -157,7 +165,7 @@ def _take_lock(cluster: Cluster, env: str, namespace: str, identity: str, option
 
     timeout = options.lock_timeout if options.lock_timeout is not None else options.timeout
     try:
-        lock.acquire(timeout=timeout, on_wait=waiting)
+        lock.acquire(timeout=timeout, on_wait=waiting, between=lambda: clusters(context))
     except ClusterError as exc:
         if exc.status == 404:
             return None

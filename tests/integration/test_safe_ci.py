@@ -64,9 +64,10 @@ def audit_url(request, tmp_path) -> str:
     return str(request.getfixturevalue("postgres_db"))
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(EXE), *args], capture_output=True, text=True, timeout=180,
-                          env={**os.environ, "CI": "", **(env or {})}, check=False)
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``deployctl ARGS`` in this process (the separate-process runs are the lock and kill tests)."""
+    result = CliRunner().invoke(main, list(args), env={"CI": ""})
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
 
 
 # -- never move backwards by accident -------------------------------------------------------------

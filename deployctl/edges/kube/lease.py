@@ -264,9 +264,11 @@ class EnvironmentLock:
         spec = (lease or {}).get("spec") or {}
         return LockHolder(spec.get("holderIdentity") or None, spec.get("acquireTime"))
 
-    def acquire(self, *, timeout: float, on_wait: Callable[[LockHolder], None] = lambda h: None) -> None:
+    def acquire(self, *, timeout: float, on_wait: Callable[[LockHolder], None] = lambda h: None,
+                between: Callable[[], object] = lambda: None) -> None:
         """Take the lock, waiting at most ``timeout`` seconds for its holder to release it or stop renewing
-        it; ``on_wait`` is called whenever a new holder is seen while waiting. Raises LockTimeoutError."""
+        it; ``on_wait`` is called whenever a new holder is seen while waiting, ``between`` before each new
+        try (it may raise to give up, e.g. when the controller stops). Raises LockTimeoutError."""
         deadline = self.elector.monotonic() + timeout
         seen: LockHolder | None = None
         while True:
@@ -287,6 +289,7 @@ class EnvironmentLock:
                     f"lock lease {self.config.namespace}/{self.config.name} is held by {who}; gave up after "
                     f"{timeout:.0f}s (--lock-timeout)")
             time.sleep(min(self.config.retry_period, remaining))
+            between()
         self._thread = threading.Thread(target=self.elector.run, name=f"deployctl-lock-{self.config.namespace}",
                                         daemon=True)
         self._thread.start()
