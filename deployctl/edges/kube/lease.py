@@ -258,6 +258,7 @@ class EnvironmentLock:
                                   renew_deadline=lease_duration * 2 / 3, retry_period=lease_duration / 5)
         self.elector = LeaderElector(cluster, self.config)
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def holder(self) -> LockHolder:
         lease = self.elector._get()  # noqa: SLF001 - same module family: the Lease as last written
@@ -290,16 +291,24 @@ class EnvironmentLock:
                     f"{timeout:.0f}s (--lock-timeout)")
             time.sleep(min(self.config.retry_period, remaining))
             between()
-        self._thread = threading.Thread(target=self.elector.run, name=f"deployctl-lock-{self.config.namespace}",
+        self._thread = threading.Thread(target=self._renew, name=f"deployctl-lock-{self.config.namespace}",
                                         daemon=True)
         self._thread.start()
+
+    def _renew(self) -> None:
+        """Renew every retry period until released; a run that cannot renew in time stops holding it."""
+        while not self._stop.wait(self.config.retry_period):
+            try:
+                self.elector.try_acquire_or_renew()
+            except DeployctlError as exc:
+                log.info("lock.renew_failed", lease=self.elector._path(), error=str(exc))  # noqa: SLF001
 
     def held(self) -> bool:
         """True while the lock is ours and renewed within its renew deadline."""
         return self.elector.is_leader()
 
     def release(self) -> None:
-        self.elector.stop()
+        self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.config.retry_period * 3)
         self.elector.release()
