@@ -35,8 +35,9 @@ LOG_LEVEL = Setting("DEPLOYCTL_LOG_LEVEL", "Level of the structured log on stder
                     "the same as --log-level.", "error")
 AUDIT = Setting("DEPLOYCTL_AUDIT", "Audit store URL (sqlite:///path/audit.db or postgresql://...); the same as "
                 "--audit.", "sqlite:///~/.local/state/deployctl/audit.db")
-ALLOW_NAMESPACES = Setting("DEPLOYCTL_ALLOW_NAMESPACES", "Namespaces deployctl may touch, separated by commas "
-                           "or spaces; environments outside them are refused. The same as --allow-namespace.",
+ALLOW_NAMESPACES = Setting("DEPLOYCTL_ALLOW_NAMESPACES", "`context/namespace` pairs deployctl may touch (a bare "
+                           "namespace: in the current context only), separated by commas or spaces; environments "
+                           "outside them are refused. The same as --allow-namespace.",
                            "every namespace")
 SETTINGS_FILE = Setting("DEPLOYCTL_SETTINGS", "Controller settings YAML (notification sinks: `notify:`); the "
                         "same as --settings.")

@@ -35,23 +35,19 @@ def _selection_options(f: F) -> F:
             env_option,
             app_option,
             click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG",
-                         help="Kubeconfig file [default: $KUBECONFIG, ~/.kube/config or in-cluster]."),
+                         help="Kubeconfig file(s), os.pathsep-separated and merged like kubectl does [default: "
+                         "$KUBECONFIG, ~/.kube/config or in-cluster]."),
             click.option("--context", default=None, shell_complete=complete_context,
                          help="Use this kubeconfig context for every environment (overrides `context:`)."),
-            click.option("--allow-namespace", "allowed_namespaces", multiple=True, metavar="NS",
+            click.option("--allow-namespace", "allowed_namespaces", multiple=True, metavar="[CTX/]NS",
                          envvar=settings.ALLOW_NAMESPACES.name,
-                         help="Refuse environments whose namespace is not one of these (repeatable; "
-                         "comma- or space-separated, also in $DEPLOYCTL_ALLOW_NAMESPACES)."),
+                         help="Refuse environments whose context/namespace is not one of these; a bare NS means "
+                         "the current context only (repeatable; comma- or space-separated, also in $DEPLOYCTL_ALLOW_NAMESPACES)."),
             output_options(TABLE, JSON, YAML),
         ]
     ):
         f = decorator(f)
     return f
-
-
-def _first_kubeconfig(value: str | None) -> str | None:
-    # KUBECONFIG may hold a colon-separated list; the client takes the first file.
-    return value.split(os.pathsep)[0] if value else None
 
 
 def load_desired(repo_path: str, ref: str) -> DesiredState:
@@ -138,7 +134,7 @@ def _observed_plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, 
     from deployctl.app.status import observed_plan
 
     desired = load_desired(repo, ref)
-    pool = ClusterPool(kubeconfig=_first_kubeconfig(kubeconfig), context=context)
+    pool = ClusterPool(kubeconfig=kubeconfig or None, context=context)
     plan, refused = observed_plan(desired, pool, envs=envs, apps=apps,
                                   allowed_namespaces=_split_allowed(allowed_namespaces))
     return desired, plan, refused
@@ -211,10 +207,20 @@ def render_result(result: ReconcileResult) -> str:
     for o in result.outcomes:
         counts[o.result] = counts.get(o.result, 0) + 1
     summary = ", ".join(f"{n} {r}" for r, n in sorted(counts.items())) or "nothing selected"
+    envs = "".join(f"\nenvironment {e.env}: {e.status}" + (f": {e.message}" if e.message else _env_counts(result, e.env))
+                   for e in result.environments if len(result.environments) > 1 or e.status != "ok")
     return (
-        f"{table}\n\nreconciled {_short(result.plan.deploy_commit)} in {result.seconds:.1f}s: {summary} "
+        f"{table}\n{envs}\nreconciled {_short(result.plan.deploy_commit)} in {result.seconds:.1f}s: {summary} "
         f"(exit {result.exit_code})"
     )
+
+
+def _env_counts(result: ReconcileResult, env: str) -> str:
+    counts: dict[str, int] = {}
+    for o in result.outcomes:
+        if o.env == env:
+            counts[o.result] = counts.get(o.result, 0) + 1
+    return " (" + ", ".join(f"{n} {r}" for r, n in sorted(counts.items())) + ")" if counts else ""
 
 
 def _default_trigger() -> str:
@@ -238,18 +244,29 @@ def _default_trigger() -> str:
 @click.option("--override-freeze", is_flag=True,
               help="Apply even in a freeze window (needs --reason; the override is logged and audited).")
 @click.option("--reason", "override_reason", default=None, metavar="TEXT", help="Why the freeze is overridden.")
+@click.option("--lock-timeout", type=float, default=None, metavar="SECONDS",
+              help="How long to wait for an environment held by another run [default: --timeout].")
+@click.option("--lock-lease", type=float, default=15.0, show_default=True, metavar="SECONDS", hidden=True,
+              help="How long an environment lock outlives a run that died holding it.")
+@click.option("--force-older", is_flag=True, help="Emergency: apply even when the live deploy commit is newer "
+              "(recorded in the audit history). To roll back, prefer `deployctl rollback`.")
+@click.option("--allow-non-descendant", is_flag=True,
+              help="Apply a commit that is neither an ancestor nor a descendant of the live one (force-push).")
 def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,
               context: str | None, allowed_namespaces: tuple[str, ...], output: Output, timeout: float,
               no_wait: bool, concurrency: int, audit_url: str | None, no_audit: bool,
               trigger: str | None, allow_retagged: bool, override_freeze: bool,
-              override_reason: str | None) -> None:
+              override_reason: str | None, lock_timeout: float | None, lock_lease: float, force_older: bool,
+              allow_non_descendant: bool) -> None:
     """Apply the deploy files at REF to the cluster and wait for the rollouts.
 
     Each app's workloads (Deployments and StatefulSets labelled deployctl.dev/app=<app> in
     the environment's namespace) get the image of the SHA in its deploy file, in depends_on
-    order. Exit codes: 0 all in sync or updated and healthy; 1 a rollout failed, an app is
-    blocked or has no workload; 2 invalid input or a refused namespace (nothing applied for
-    it); 3 the cluster cannot be reached.
+    order, one run per environment at a time (a lock in the cluster). An app whose live deploy
+    commit is newer is skipped. Exit codes: 0 all in sync, updated and healthy, or skipped; 1 a
+    rollout failed, an app is blocked or has no workload; 2 invalid input, a refused namespace or a
+    commit that does not descend from the live one (nothing applied for it); 3 an environment's
+    cluster cannot be reached (the other environments were still reconciled).
 
     \b
     Example (what CI runs on merge):
@@ -263,16 +280,18 @@ def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...],
     options = ReconcileOptions(
         envs=envs, apps=apps, wait=not no_wait, timeout=timeout, concurrency=concurrency,
         allowed_namespaces=tuple(_split_allowed(allowed_namespaces)), allow_retagged=allow_retagged,
-        override_freeze=override_freeze, override_reason=override_reason,
+        override_freeze=override_freeze, override_reason=override_reason, lock_timeout=lock_timeout,
+        lock_lease=lock_lease, force_older=force_older, allow_non_descendant=allow_non_descendant,
     )
     desired = load_desired(repo, ref)
     progress = not output.is_data
     if progress:
         _echo_problems(desired)
     result = run_reconcile(
-        repo=repo, ref=ref, options=options, kubeconfig=_first_kubeconfig(kubeconfig), context=context,
+        repo=repo, ref=ref, options=options, kubeconfig=kubeconfig or None, context=context,
         audit_url=None if no_audit else (audit_url or ""), trigger=trigger or _default_trigger(),
         on_progress=ProgressPrinter(sys.stderr, live=sys.stderr.isatty()) if progress else None, desired=desired,
+        on_wait=lambda line: click.echo(line, err=True),
     )
     if not output.data(result.as_dict()):
         output.write(render_result(result))

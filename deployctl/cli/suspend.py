@@ -9,7 +9,6 @@ import click
 from deployctl.cli.output import Output, render_table
 from deployctl.cli.reconcile import (
     _default_trigger,
-    _first_kubeconfig,
     _selection_options,
     _split_allowed,
     load_desired,
@@ -34,7 +33,7 @@ def _run(*, suspend: bool, repo: str, ref: str, envs: tuple[str, ...], apps: tup
         store = open_store(audit_url)
     try:
         results = set_suspended(
-            desired, ClusterPool(kubeconfig=_first_kubeconfig(kubeconfig), context=context), envs=envs, apps=apps,
+            desired, ClusterPool(kubeconfig=kubeconfig or None, context=context), envs=envs, apps=apps,
             suspend=suspend, reason=reason, actor=current_actor(), now=datetime.now(UTC), store=store,
             trigger=_default_trigger(), allowed_namespaces=_split_allowed(allowed_namespaces),
         )

@@ -34,10 +34,10 @@ def parse_listen(text: str) -> tuple[str, int]:
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG",
               help="Kubeconfig file [default: in-cluster, else $KUBECONFIG or ~/.kube/config].")
 @click.option("--context", default=None, shell_complete=complete_context, help="Use this kubeconfig context for every environment.")
-@click.option("--allow-namespace", "allowed_namespaces", multiple=True, metavar="NS",
+@click.option("--allow-namespace", "allowed_namespaces", multiple=True, metavar="[CTX/]NS",
               envvar=settings.ALLOW_NAMESPACES.name,
-              help="Refuse environments whose namespace is not one of these (repeatable; space- or "
-              "comma-separated in $DEPLOYCTL_ALLOW_NAMESPACES).")
+              help="Refuse environments whose context/namespace is not one of these; a bare NS means the "
+              "current context only (repeatable; space- or comma-separated in $DEPLOYCTL_ALLOW_NAMESPACES).")
 @click.option("--mirror-dir", type=click.Path(file_okay=False), envvar=settings.MIRROR_DIR.name,
               help="Where to keep the local mirror [default: ~/.cache/deployctl/mirrors/<hash>].")
 @click.option("--timeout", type=Duration(), default="5m", show_default=True, help="How long one reconcile waits for rollouts.")
@@ -143,7 +143,7 @@ def watch(repo: str, branch: str, interval: float, listen: str, audit_url: str |
         listen_host=host,
         listen_port=port,
         audit_url="-" if no_audit else (audit_url or ""),
-        kubeconfig=kubeconfig.split(":")[0] if kubeconfig else None,
+        kubeconfig=kubeconfig or None,  # every file of $KUBECONFIG, merged
         context=context,
         lease=lease,
         webhook_secret=load_secret(file=webhook_secret_file),

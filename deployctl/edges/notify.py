@@ -261,6 +261,7 @@ _RESULT_EMOJI = {
     "drift-corrected": ":wrench:",
     "interrupted": ":warning:",
     "refused": ":no_entry_sign:",
+    "skipped": ":fast_forward:",
 }
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import getpass
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -75,6 +75,8 @@ class Attempt:
     trigger: str
     actor: Actor
     started_at: datetime
+    lock_holder: str | None = None
+    """The identity in the environment lock (a Lease) held by the run that made this attempt."""
 
     def __post_init__(self) -> None:
         if self.trigger not in TRIGGERS:
@@ -179,8 +181,12 @@ class AuditStore(Protocol):
         """
         ...
 
-    def close_interrupted(self, *, older_than: datetime | None = None) -> list[int]:
-        """Give every attempt without an outcome (started before ``older_than``) an 'interrupted' one."""
+    def close_interrupted(
+        self, *, older_than: datetime | None = None, env: str | None = None,
+        holder_alive: Callable[[str | None], bool] | None = None,
+    ) -> list[int]:
+        """Give every attempt without an outcome (started before ``older_than``, of ``env``) an 'interrupted'
+        one, except those whose lock holder ``holder_alive`` says still holds its environment's lock."""
         ...
 
     def query(

@@ -10,7 +10,7 @@ from enum import IntEnum, StrEnum
 
 
 class Result(StrEnum):
-    """How one env/app ended in a run. The first six are the audit history's words."""
+    """How one env/app ended in a run. The first seven are the audit history's words."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -20,6 +20,7 @@ class Result(StrEnum):
     REFUSED = "refused"
     SUSPENDED = "suspended"  # `deployctl suspend`: left alone (also the audit word for the suspend itself)
     RESUMED = "resumed"  # the audit word for `deployctl resume`
+    SKIPPED = "skipped"  # the live deploy commit is newer than the one reconciled: nothing applied
     # outcomes that need no audit record of their own
     APPLIED = "applied"  # --no-wait: applied, the rollout not waited for (recorded as succeeded)
     IN_SYNC = "in-sync"
@@ -30,7 +31,7 @@ class Result(StrEnum):
 #: The results an audit outcome may hold.
 AUDIT_RESULTS: tuple[Result, ...] = (
     Result.SUCCEEDED, Result.FAILED, Result.BLOCKED, Result.DRIFT_CORRECTED, Result.INTERRUPTED, Result.REFUSED,
-    Result.SUSPENDED, Result.RESUMED,
+    Result.SUSPENDED, Result.RESUMED, Result.SKIPPED,
 )
 
 #: An attempt on record whose outcome is not (yet) written.
@@ -53,4 +54,4 @@ class ExitCode(IntEnum):
     OK = 0
     FAILED = 1  # a rollout failed, an app is blocked or missing, or an error
     INVALID = 2  # invalid input or a refused change (gate, approval, freeze, namespace, image)
-    UNREACHABLE = 3  # the Kubernetes API cannot be reached
+    UNREACHABLE = 3  # the Kubernetes API of an environment cannot be reached (the others still ran)

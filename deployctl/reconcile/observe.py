@@ -7,10 +7,11 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from deployctl.edges.kube.cluster import Cluster
+from deployctl.edges.kube.cluster import Cluster, current_context
 from deployctl.model.state import DesiredState
 from deployctl.model.workload import ANN_IMAGE, KINDS, Workload
 from deployctl.reconcile.artifacts import known_pins
+from deployctl.rules.reach import allowlist_refusals, parse_allowed, shared_targets
 
 ClusterFor = Callable[[str | None], Cluster]
 
@@ -23,6 +24,16 @@ class ClusterPool:
         self.context_override = context
         self._clusters: dict[str | None, Cluster] = {}
         self._lock = threading.Lock()
+        self._current: tuple[str | None] | None = None
+
+    def context_name(self, context: str | None) -> str | None:
+        """The kubeconfig context an environment's ``context:`` resolves to (None: in-cluster)."""
+        if self.context_override or context:
+            return self.context_override or context
+        with self._lock:
+            if self._current is None:
+                self._current = (current_context(self.kubeconfig),)
+            return self._current[0]
 
     def __call__(self, context: str | None) -> Cluster:
         key = self.context_override or context
@@ -39,17 +50,26 @@ class ClusterPool:
         return total
 
 
-def check_namespaces(desired: DesiredState, allowed: Sequence[str]) -> dict[str, str]:
-    """Environments whose namespace the controller may not touch (env -> reason)."""
-    if not allowed or desired.config is None:
+def context_namer(clusters: ClusterFor) -> Callable[[str | None], str | None]:
+    """How ``clusters`` resolves an environment's context to a kubeconfig context name."""
+    pool = clusters if isinstance(clusters, ClusterPool) else getattr(clusters, "pool", None)
+    if isinstance(pool, ClusterPool):
+        return pool.context_name
+    return lambda context: context
+
+
+def check_namespaces(
+    desired: DesiredState, allowed: Sequence[str], *, context_name: Callable[[str | None], str | None] | None = None,
+) -> dict[str, str]:
+    """Environments deployctl may not touch (env -> reason): two environments sharing one context +
+    namespace, or a context + namespace that the allowlist (``ctx/ns`` or bare ``ns`` entries) does not name."""
+    if desired.config is None:
         return {}
-    refused = {}
-    for name, env in desired.config.environments.items():
-        if env.namespace not in allowed:
-            refused[name] = (
-                f"environment {name}: namespace {env.namespace!r} is not allowed by --allow-namespace "
-                f"({', '.join(allowed)}); the deploy repo cannot widen deployctl's reach"
-            )
+    name_of = context_name or (lambda context: context)
+    reach = {name: (name_of(env.context), env.namespace) for name, env in desired.config.environments.items()}
+    refused = shared_targets(reach)
+    rest = {name: where for name, where in reach.items() if name not in refused}
+    refused.update(allowlist_refusals(rest, parse_allowed(allowed), current_context=name_of(None)))
     return refused
 
 
@@ -97,7 +117,7 @@ def observe_selection(
 ) -> Observation:
     """The one observe step of ``plan``, ``status`` and ``reconcile``: guards on namespaces, one LIST
     per allowed namespace and kind, and the pins the workloads already carry."""
-    refused = check_namespaces(desired, allowed_namespaces)
+    refused = check_namespaces(desired, allowed_namespaces, context_name=context_namer(clusters))
     selected = tuple(envs) or (tuple(sorted(desired.config.environments)) if desired.config else ())
     allowed = [e for e in selected if e not in refused]
     live = observe(desired, clusters, envs=allowed, concurrency=concurrency) if allowed else {}

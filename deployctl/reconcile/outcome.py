@@ -21,6 +21,7 @@ MISSING = Result.MISSING
 INVALID = Result.INVALID
 REFUSED = Result.REFUSED
 SUSPENDED = Result.SUSPENDED
+SKIPPED = Result.SKIPPED
 
 
 @dataclass(frozen=True)
@@ -69,18 +70,36 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class EnvironmentOutcome:
+    """How one environment ended: ``ok`` (its apps have their own outcomes), ``unreachable`` (its cluster
+    could not be reached: nothing more was done there) or ``failed`` (e.g. its lock was not obtained)."""
+
+    env: str
+    status: str
+    message: str = ""
+    context: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {"env": self.env, "status": self.status, "message": self.message, "context": self.context}
+
+
+@dataclass(frozen=True)
 class ReconcileResult:
     plan: Plan
     outcomes: tuple[Outcome, ...]
     requests: Mapping[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    environments: tuple[EnvironmentOutcome, ...] = ()
 
     @property
     def exit_code(self) -> int:
         results = {o.result for o in self.outcomes}
+        statuses = {e.status for e in self.environments}
+        if "unreachable" in statuses:
+            return ExitCode.UNREACHABLE
         if results & {INVALID, REFUSED}:
             return ExitCode.INVALID
-        if results & {FAILED, BLOCKED, MISSING}:
+        if results & {FAILED, BLOCKED, MISSING} or "failed" in statuses:
             return ExitCode.FAILED
         return ExitCode.OK
 
@@ -99,6 +118,7 @@ class ReconcileResult:
             "requests": dict(self.requests),
             "counts": counts,
             "outcomes": [o.as_dict() for o in self.outcomes],
+            "environments": [e.as_dict() for e in self.environments],
         }
 
 

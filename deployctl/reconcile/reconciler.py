@@ -43,6 +43,7 @@ from deployctl.reconcile.outcome import (
     INVALID,
     MISSING,
     REFUSED,
+    SKIPPED,
     SUCCEEDED,
     SUSPENDED,
     Outcome,
@@ -51,10 +52,11 @@ from deployctl.reconcile.outcome import (
 )
 from deployctl.reconcile.sink import AuditSink, FinishItem, NullAudit
 from deployctl.reconcile.wait import Waiting, check_rollouts
+from deployctl.rules.ordering import Ordering, Relation, Verdict, decide, worst
 from deployctl.rules.plan import Action, Change, dependency_order, make_plan
 
 __all__ = [
-    "APPLIED", "BLOCKED", "DRIFT_CORRECTED", "FAILED", "IN_SYNC", "INVALID", "MISSING", "REFUSED", "SUCCEEDED",
+    "APPLIED", "BLOCKED", "DRIFT_CORRECTED", "FAILED", "IN_SYNC", "INVALID", "MISSING", "REFUSED", "SKIPPED", "SUCCEEDED",
     "AuditSink", "ClusterFor", "ClusterPool", "NullAudit", "Outcome", "Progress", "ReconcileOptions",
     "ReconcileResult", "Reconciler",
 ]
@@ -108,6 +110,7 @@ class Reconciler:
         pinner: Callable[[Sequence[Target]], PinDecisions] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        relation: Callable[[str, str], Relation] | None = None,
     ) -> None:
         self.desired = desired
         self.clusters = clusters
@@ -127,6 +130,8 @@ class Reconciler:
         self._finishes: list[tuple[_AppRun, str, str | None]] = []
         self.on_progress = on_progress or (lambda p: None)
         self.clock = clock
+        self.relation = relation  # (desired deploy commit, live one) -> Relation; None: no ordering check
+        self._notes: dict[tuple[str, str], str] = {}  # audit notes of overrides (--force-older)
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -145,7 +150,15 @@ class Reconciler:
             run = _AppRun(change)
             runs[change.key] = run
             reason = refused_envs.get(change.env) or self.refusals.get(change.key)
-            if reason and change.action in (Action.UPDATE, Action.DRIFT, Action.BLOCKED):
+            order = self._ordering(change) if not reason and change.writes else Ordering(Verdict.APPLY)
+            if order.note:
+                self._notes[change.key] = order.note
+                log.warning("ordering.overridden", env=change.env, app=change.app, note=order.note)
+            if order.verdict is Verdict.SKIP:
+                self._finish(run, SKIPPED, order.message, record=True)
+            elif order.verdict is Verdict.REFUSE:
+                self._finish(run, REFUSED, order.message, record=True)
+            elif reason and change.action in (Action.UPDATE, Action.DRIFT, Action.BLOCKED):
                 self._finish(run, REFUSED, reason, record=True)
             elif reason and change.env in refused_envs:
                 self._finish(run, REFUSED, reason, record=False)
@@ -186,6 +199,15 @@ class Reconciler:
         log.info("reconcile.finished", exit_code=result.exit_code, seconds=round(result.seconds, 3),
                  requests=requests)
         return result
+
+    def _ordering(self, change: Change) -> Ordering:
+        """Never move backwards by accident: the verdict for the live deploy commits of ``change``'s workloads."""
+        desired = self.desired.commit
+        if self.relation is None or desired is None:
+            return Ordering(Verdict.APPLY)
+        lives = sorted({c for w in change.workloads if (c := w.annotations.get(ANN_DEPLOY_COMMIT))})
+        return worst(decide(live, desired, self.relation(desired, live), force_older=self.options.force_older,
+                            allow_non_descendant=self.options.allow_non_descendant) for live in lives)
 
     def _pin(self, seen: Observation) -> None:
         """Digest-pin the selected targets: reuse pins already applied for the same tag, resolve the rest."""
@@ -327,7 +349,7 @@ class Reconciler:
             outcome = dep_run.outcome
             if outcome is None:
                 return "wait"
-            if outcome.result in (SUCCEEDED, DRIFT_CORRECTED, APPLIED):
+            if outcome.result in (SUCCEEDED, DRIFT_CORRECTED, APPLIED, SKIPPED):
                 continue
             if outcome.result == IN_SYNC and outcome.healthy is not False:
                 continue
@@ -388,6 +410,10 @@ class Reconciler:
         audit_id = run.audit_id
         audit_result = str(SUCCEEDED) if result == APPLIED else result
         error = None if result in (SUCCEEDED, DRIFT_CORRECTED, APPLIED) else message
+        note = self._notes.get(change.key)
+        if note is not None:
+            error = note if not error else f"{error}; {note}"
+            message = note if not message else f"{message} ({note})"
         if record and audit_id is not None:
             self._finishes.append((run, audit_result, error))  # written by _flush_finishes, this wave
         elif record:  # never applied (blocked, refused): its attempt and outcome go on record together

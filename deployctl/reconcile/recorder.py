@@ -34,6 +34,7 @@ class AuditRecorder:
         trigger: str,
         actor: audit.Actor | None = None,
         sources: Mapping[str, Path] | None = None,
+        lock_holder: str | None = None,
     ) -> None:
         self.store = store
         self.repo_path = Path(repo_path) if repo_path is not None else None
@@ -42,12 +43,18 @@ class AuditRecorder:
         self._lock = threading.Lock()
         self._lookups: dict[tuple[str, ...], repo.CommitInfo | None] = {}
         self.sources = dict(sources or {})
+        self.lock_holder = lock_holder  # this run's identity in the environment locks it holds
 
-    def close_interrupted(self) -> list[int]:
-        """Close attempts a crashed run left open; called once at the start of a run."""
-        ids = self.store.close_interrupted()
+    def close_interrupted(self, *, env: str | None = None) -> list[int]:
+        """Close the attempts of ``env`` that a run which no longer holds its lock left open.
+
+        Called right after this run took ``env``'s lock: whoever recorded an attempt there under another
+        lock holder has lost that lock (it expired, or was released without closing the attempt), so its
+        attempt is over. ``env=None`` closes every open attempt (only safe when no other run can be going)."""
+        mine = self.lock_holder
+        ids = self.store.close_interrupted(env=env, holder_alive=None if mine is None else (lambda h: h == mine))
         if ids:
-            log.warning("audit.interrupted_closed", attempts=ids)
+            log.warning("audit.interrupted_closed", env=env, attempts=ids)
         return ids
 
     # -- provenance ---------------------------------------------------------------------------
@@ -120,5 +127,6 @@ class AuditRecorder:
             trigger=trigger,
             actor=self.actor,
             started_at=datetime.now(UTC),
+            lock_holder=self.lock_holder,
         )
         return attempt

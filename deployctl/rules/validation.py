@@ -19,6 +19,7 @@ from deployctl.rules.deployfile import (
     parse_deploy_file,
     quick_sha,
 )
+from deployctl.rules.reach import shared_targets
 
 FILE = "file"
 DIR = "dir"
@@ -39,6 +40,14 @@ class RepoEntry(NamedTuple):
     kind: str = FILE  # "file" | "dir" | "symlink" | "submodule" | "other"
     data: bytes | None = None
     size: int | None = None
+
+
+def shared_target_problems(config: Config) -> list[Problem]:
+    """Environments that name the same context + namespace (contexts as written; reconcile checks them again
+    once the current context is known): refused, so one cannot bypass another's freeze and approval rules."""
+    shared = shared_targets({name: (env.context, env.namespace) for name, env in config.environments.items()})
+    return [Problem(config.path, config.lines.get(f"environments.{env}"), reason.split(": ", 1)[1], ERROR, env=env)
+            for env, reason in sorted(shared.items())]
 
 
 def _entries(files: Mapping[str, bytes] | Iterable[RepoEntry]) -> Iterable[RepoEntry]:
@@ -78,6 +87,8 @@ def build_desired_state(
     if isinstance(config_bytes, bytes):
         config, config_problems = load_config(config_bytes, path=config_path, max_bytes=limits.config_bytes)
         problems.extend(config_problems)
+        if config is not None:
+            problems.extend(shared_target_problems(config))
     elif not problems:
         problems.append(
             Problem(config_path, None, "is missing; create it at the repo root (see docs/config.md)")

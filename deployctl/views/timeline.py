@@ -39,6 +39,7 @@ RESULT_COLOURS = {
     "refused": "#e377c2",
     "suspended": "#7f7f7f",
     "resumed": "#17becf",
+    "skipped": "#bcbd22",
     STARTED: "#1f77b4",
 }
 OVERLAY_COLOURS = ("#17becf", "#7f7f7f", "#bcbd22", "#1f77b4", "#e377c2", "#8c564b")

@@ -216,7 +216,8 @@ def test_drift_made_with_a_direct_patch_is_corrected_within_one_interval_and_aud
     record = wait_for("the drift-corrected record", drift_record, timeout=15)[0]
     assert record.attempt.trigger == "drift"
     assert record.attempt.previous_sha == sha("api-1")
-    assert w.metric("deployctl_drift_corrections_total") >= 1
+    # the record is written mid-run, the metric when the run returns (after its environment lock is released)
+    assert wait_for("the drift metric", lambda: w.metric("deployctl_drift_corrections_total") >= 1, timeout=5)
 
 
 def lease_holder(cluster, namespace, name="deployctl"):

@@ -30,6 +30,7 @@ ATTEMPT_COLUMNS = (
     "workloads",
     *PROVENANCE_FIELDS,
     "started_at",
+    "lock_holder",  # migration 3
 )
 
 
@@ -134,6 +135,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
         # PostgreSQL has no REPLACE; ON CONFLICT DO UPDATE fires the UPDATE trigger of migration 1.
         postgres=(),
+    ),
+    Migration(
+        3,
+        "attempts.lock_holder: the environment lock holder of the run, to tell an interrupted run from a live one",
+        sqlite=("ALTER TABLE attempts ADD COLUMN lock_holder TEXT",),
+        postgres=("ALTER TABLE attempts ADD COLUMN lock_holder TEXT",),
     ),
     Migration(
         4,

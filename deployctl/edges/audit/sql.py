@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -95,6 +95,7 @@ class SqlStore(OutboxQueries):
             a.actor.host,
             a.actor.ci_job,
             self._enc_time(a.started_at),
+            a.lock_holder,
         )
 
     def finish(
@@ -149,18 +150,26 @@ class SqlStore(OutboxQueries):
         for f in finishes:
             log.debug("audit.finished", id=f.attempt_id, result=f.result)
 
-    def close_interrupted(self, *, older_than: datetime | None = None) -> list[int]:
+    def close_interrupted(
+        self, *, older_than: datetime | None = None, env: str | None = None,
+        holder_alive: Callable[[str | None], bool] | None = None,
+    ) -> list[int]:
         now = datetime.now(UTC)
         where = "o.attempt_id IS NULL"
         params: tuple[Any, ...] = ()
         if older_than is not None:
             where += " AND a.started_at < ?"
             params = (self._enc_time(older_than),)
+        if env is not None:
+            where += " AND a.env = ?"
+            params = (*params, env)
         closed: list[int] = []
         with self._write() as cur:
             rows = cur.execute(self._sql(self._select_records(where) + " ORDER BY a.id"), params).fetchall()
             for row in rows:
                 record = self._decode(row)
+                if holder_alive is not None and holder_alive(record.attempt.lock_holder):
+                    continue  # its run still holds its environment's lock: running, not interrupted
                 self._append_outcome(
                     cur, record, result="interrupted", error=INTERRUPTED_ERROR, digest=None, finished=now
                 )
@@ -250,7 +259,7 @@ class SqlStore(OutboxQueries):
         (id_, env, app, namespace, workloads, previous_sha, new_sha, image, digest, deploy_commit,
          deploy_file, file_commit, file_author, file_committer, file_commit_time, file_commit_summary,
          reviewers, app_commit_summary, trigger, actor_user, actor_host, actor_ci_job, started_at,
-         result, error, outcome_digest, finished_at) = row  # fmt: skip
+         lock_holder, result, error, outcome_digest, finished_at) = row  # fmt: skip
         started = self._dec_time(started_at)
         assert started is not None
         attempt = Attempt(
@@ -274,6 +283,7 @@ class SqlStore(OutboxQueries):
             trigger=trigger,
             actor=Actor(user=actor_user, host=actor_host, ci_job=actor_ci_job),
             started_at=started,
+            lock_holder=lock_holder,
         )
         finished = self._dec_time(finished_at)
         return AuditRecord(

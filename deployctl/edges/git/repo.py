@@ -25,6 +25,7 @@ from deployctl.model.limits import ReadLimits
 from deployctl.model.problem import ERROR, WARNING, Problem
 from deployctl.model.state import DesiredState
 from deployctl.rules.deployfile import parse_deploy_file, quick_sha
+from deployctl.rules.ordering import Relation
 from deployctl.rules.validation import FILE, build_desired_state, drop_targets
 
 log = structlog.get_logger(__name__)
@@ -383,6 +384,34 @@ def introducing_commits(repo: str | Path, path: str, *, ref: str = "HEAD") -> li
             commit = parents[0] if parents else None
     out.setdefault(str(head.id), _commit_info(head))
     return list(out.values())
+
+
+def commit_relation(repo: str | Path, desired: str, live: str) -> Relation:
+    """How the ``live`` deploy commit relates to the ``desired`` one, from the local clone's history.
+
+    A live commit that is not in the clone, or a shallow clone where neither reaches the other, is
+    UNKNOWN rather than a guess."""
+    repository = open_repository(repo)
+    try:
+        want = pygit2.Oid(hex=desired)
+        have = pygit2.Oid(hex=live)
+    except (ValueError, TypeError):
+        return Relation.UNKNOWN
+    if want == have:
+        return Relation.SAME
+    try:
+        repository[have]
+        repository[want]
+    except (KeyError, ValueError):
+        return Relation.UNKNOWN
+    try:
+        if repository.descendant_of(want, have):
+            return Relation.FORWARD
+        if repository.descendant_of(have, want):
+            return Relation.LIVE_NEWER
+    except pygit2.GitError:
+        return Relation.UNKNOWN
+    return Relation.UNKNOWN if repository.is_shallow else Relation.DIVERGED
 
 
 def _reaches(repository: pygit2.Repository, start: pygit2.Oid, target: pygit2.Oid) -> bool:

@@ -9,15 +9,18 @@ counts every request by verb, and turns connection failures into
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 import structlog
 import urllib3
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
@@ -37,6 +40,78 @@ class ClusterError(DeployctlError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+MAX_KUBECONFIG_BYTES = 4 * 1024 * 1024
+_SECTIONS = ("clusters", "contexts", "users")
+_FILE_KEYS = {"cluster": ("certificate-authority",), "user": ("client-certificate", "client-key", "tokenFile")}
+
+
+def kubeconfig_paths(value: str | None) -> list[Path]:
+    """The files of a KUBECONFIG value (os.pathsep-separated; empty parts ignored), else ~/.kube/config."""
+    value = value if value is not None else os.environ.get("KUBECONFIG")
+    parts = [p for p in (value or "").split(os.pathsep) if p]
+    return [Path(p).expanduser() for p in parts] or [Path("~/.kube/config").expanduser()]
+
+
+def merged_kubeconfig(value: str | None) -> dict[str, Any]:
+    """Every file of a KUBECONFIG value merged the way kubectl merges them: the first file that names a
+    cluster, context or user wins; the first ``current-context`` wins; a file that does not exist is skipped;
+    relative certificate paths are resolved against the file that holds them."""
+    merged: dict[str, Any] = {"apiVersion": "v1", "kind": "Config", **{s: [] for s in _SECTIONS}}
+    seen: dict[str, set[str]] = {s: set() for s in _SECTIONS}
+    found = False
+    for path in kubeconfig_paths(value):
+        try:
+            with path.open("rb") as f:
+                data = f.read(MAX_KUBECONFIG_BYTES + 1)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ClusterUnreachableError(f"cannot read kubeconfig {path}: {exc}") from exc
+        if len(data) > MAX_KUBECONFIG_BYTES:
+            raise ClusterUnreachableError(f"kubeconfig {path} is larger than {MAX_KUBECONFIG_BYTES} bytes")
+        try:
+            doc = yaml.safe_load(data) or {}
+        except yaml.YAMLError as exc:
+            raise ClusterUnreachableError(f"kubeconfig {path} is not valid YAML: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise ClusterUnreachableError(f"kubeconfig {path} is not a mapping")
+        found = True
+        if doc.get("current-context") and not merged.get("current-context"):
+            merged["current-context"] = doc["current-context"]
+        for section in _SECTIONS:
+            for item in doc.get(section) or []:
+                if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                    raise ClusterUnreachableError(f"kubeconfig {path}: an entry of {section} has no name")
+                if item["name"] in seen[section]:
+                    continue
+                seen[section].add(item["name"])
+                merged[section].append(_absolute_paths(item, section[:-1], path.parent))
+    if not found:
+        raise ClusterUnreachableError(
+            "no kubeconfig found (" + ", ".join(str(p) for p in kubeconfig_paths(value)) + ")")
+    return merged
+
+
+def _absolute_paths(item: dict[str, Any], kind: str, base: Path) -> dict[str, Any]:
+    body = item.get(kind)
+    if not isinstance(body, dict):
+        return item
+    body = dict(body)
+    for key in _FILE_KEYS.get(kind, ()):
+        value = body.get(key)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            body[key] = str(base / value)
+    return {**item, kind: body}
+
+
+def current_context(kubeconfig: str | None) -> str | None:
+    """The current context of the merged kubeconfig (None in a pod without one)."""
+    try:
+        return merged_kubeconfig(kubeconfig).get("current-context") or None
+    except ClusterUnreachableError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -64,16 +139,19 @@ class Cluster:
         if api_client is None:
             configuration = client.Configuration()
             try:
+                in_cluster = False
                 if kubeconfig is None and context is None:
                     try:
                         config.load_incluster_config(client_configuration=configuration)
+                        in_cluster = True
                     except ConfigException:
-                        config.load_kube_config(client_configuration=configuration)
-                else:
-                    config.load_kube_config(
-                        config_file=kubeconfig, context=context, client_configuration=configuration
+                        pass
+                if not in_cluster:
+                    config.load_kube_config_from_dict(
+                        merged_kubeconfig(kubeconfig), context=context, client_configuration=configuration,
+                        persist_config=False,
                     )
-            except (ConfigException, OSError, TypeError, ValueError) as exc:
+            except (ConfigException, OSError, TypeError, ValueError, KeyError) as exc:
                 where = kubeconfig or "the default kubeconfig (KUBECONFIG or ~/.kube/config)"
                 ctx = f" context {context!r}" if context else ""
                 raise ClusterUnreachableError(f"cannot load {where}{ctx}: {exc}") from exc
@@ -84,8 +162,11 @@ class Cluster:
         original = api_client.call_api
 
         def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            # Lease requests (the environment lock) are counted apart from the workload API's, so that
+            # "zero writes" still means no workload was touched.
+            verb = f"lease {method.upper()}" if "/apis/coordination.k8s.io/" in url else method.upper()
             with self._lock:
-                self.requests[method.upper()] += 1
+                self.requests[verb] += 1
             if kwargs.get("_request_timeout") is None:
                 kwargs["_request_timeout"] = self.timeout
             return original(method, url, *args, **kwargs)

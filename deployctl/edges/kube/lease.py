@@ -260,3 +260,87 @@ class LeaderElector:
         except DeployctlError as exc:
             log.warning("leader.release_failed", lease=self._path(), error=str(exc))
         self.on_stopped()
+
+
+# -- one writer per environment -----------------------------------------------------------------
+
+LOCK_NAME = "deployctl-lock"
+
+
+class LockTimeoutError(DeployctlError):
+    """An environment's lock was held by another run for longer than the run may wait."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    identity: str | None
+    since: str | None  # the Lease's acquireTime, as the API server wrote it
+
+
+class EnvironmentLock:
+    """One writer per environment: the Lease ``deployctl-lock`` in the environment's namespace, taken and
+    renewed the way :class:`LeaderElector` takes the leader Lease. It expires ``lease_duration`` after a
+    holder that died stopped renewing it; :meth:`release` frees it at once."""
+
+    def __init__(self, cluster: Cluster, *, namespace: str, identity: str, lease_duration: float = 15.0,
+                 name: str = LOCK_NAME) -> None:
+        self.config = LeaseConfig(name=name, namespace=namespace, identity=identity, lease_duration=lease_duration,
+                                  renew_deadline=lease_duration * 2 / 3, retry_period=lease_duration / 5)
+        self.elector = LeaderElector(cluster, self.config)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def holder(self) -> LockHolder:
+        lease = self.elector._get()  # noqa: SLF001 - same module family: the Lease as last written
+        spec = (lease or {}).get("spec") or {}
+        return LockHolder(spec.get("holderIdentity") or None, spec.get("acquireTime"))
+
+    def acquire(self, *, timeout: float, on_wait: Callable[[LockHolder], None] = lambda h: None,
+                between: Callable[[], object] = lambda: None) -> None:
+        """Take the lock, waiting at most ``timeout`` seconds for its holder to release it or stop renewing
+        it; ``on_wait`` is called whenever a new holder is seen while waiting, ``between`` before each new
+        try (it may raise to give up, e.g. when the controller stops). Raises LockTimeoutError."""
+        deadline = self.elector.monotonic() + timeout
+        seen: LockHolder | None = None
+        while True:
+            try:
+                if self.elector.try_acquire_or_renew():
+                    break
+            except DeployctlError as exc:
+                if getattr(exc, "status", None) != 409:  # 409: another run wrote the Lease first; look again
+                    raise
+            holder = self.holder()
+            if holder.identity and holder != seen:
+                seen = holder
+                on_wait(holder)
+            remaining = deadline - self.elector.monotonic()
+            if remaining <= 0:
+                who = f"{seen.identity} since {seen.since}" if seen else "another run"
+                raise LockTimeoutError(
+                    f"lock lease {self.config.namespace}/{self.config.name} is held by {who}; gave up after "
+                    f"{timeout:.0f}s (--lock-timeout)")
+            time.sleep(min(self.config.retry_period, remaining))
+            between()
+        self._thread = threading.Thread(target=self._renew, name=f"deployctl-lock-{self.config.namespace}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        """Renew every retry period until released; a run that cannot renew in time stops holding it."""
+        while not self._stop.wait(self.config.retry_period):
+            try:
+                self.elector.try_acquire_or_renew()
+            except DeployctlError as exc:
+                log.info("lock.renew_failed", lease=self.elector._path(), error=str(exc))  # noqa: SLF001
+
+    def held(self) -> bool:
+        """True while the lock is ours and renewed within its renew deadline."""
+        return self.elector.is_leader()
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.config.retry_period * 3)
+        self.elector.release()
