@@ -226,7 +226,7 @@ def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...],
               override_reason: str | None) -> None:
     """Apply the deploy files at REF to the cluster and wait for the rollouts.
 
-    Each app's workloads (Deployments and StatefulSets labelled deployctl.dev/app=<app> in
+    Each app's workloads (Deployments, StatefulSets, DaemonSets and CronJobs labelled deployctl.dev/app=<app> in
     the environment's namespace) get the image of the SHA in its deploy file, in depends_on
     order. Exit codes: 0 all in sync or updated and healthy; 1 a rollout failed, an app is
     blocked or has no workload; 2 invalid input or a refused namespace (nothing applied for

@@ -1,15 +1,15 @@
 """The Kubernetes edge: observe labelled workloads, patch images, read pod failure reasons.
 
-This is one of the two modules allowed to import the kubernetes client (see ``.importlinter``).
-It speaks raw JSON (``_preload_content=False``) to avoid the client's slow model conversion,
-counts every request by verb, and turns connection failures into
-:class:`~deployctl.errors.ClusterUnreachableError`.
+Requests are raw JSON over :class:`~deployctl.edges.kube.transport.Transport` (no kubernetes
+client import on the reconcile path: its models are slow to load); every request is counted by
+verb, and connection failures become :class:`~deployctl.errors.ClusterUnreachableError`. The
+kubernetes client (``api_client``, ``coordination``) is built lazily for the few callers that
+still use its typed APIs (the lease).
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,25 +18,28 @@ from typing import Any
 import orjson
 import structlog
 import urllib3
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
 
-from deployctl.errors import ClusterUnreachableError, DeployctlError
-from deployctl.model.workload import APP_LABEL, Workload
+from deployctl.edges.kube.transport import ClusterError, Transport, load_endpoint
+from deployctl.errors import ClusterUnreachableError
+from deployctl.model.workload import APP_LABEL, KINDS, Workload
 
 log = structlog.get_logger(__name__)
 
 FIELD_MANAGER = "deployctl"
-_PLURAL = {"Deployment": "deployments", "StatefulSet": "statefulsets"}
+RESOURCES = {  # kind -> (API group path, plural)
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    "StatefulSet": ("/apis/apps/v1", "statefulsets"),
+    "DaemonSet": ("/apis/apps/v1", "daemonsets"),
+    "CronJob": ("/apis/batch/v1", "cronjobs"),
+}
+_PLURAL = {kind: plural for kind, (_, plural) in RESOURCES.items()}
+
+__all__ = ["FIELD_MANAGER", "RESOURCES", "Cluster", "ClusterError", "PodProblem", "collection_path"]
 
 
-class ClusterError(DeployctlError):
-    """The API server refused a request."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
+def collection_path(kind: str, namespace: str) -> str:
+    group, plural = RESOURCES[kind]
+    return f"{group}/namespaces/{namespace}/{plural}"
 
 
 @dataclass(frozen=True)
@@ -53,52 +56,62 @@ class Cluster:
         *,
         kubeconfig: str | None = None,
         context: str | None = None,
-        api_client: client.ApiClient | None = None,
         pool_size: int = 32,
         timeout: float = 15.0,
     ) -> None:
-        self.requests: Counter[str] = Counter()
-        self._lock = threading.Lock()
         self.timeout = timeout
         self.context = context
-        if api_client is None:
+        self.kubeconfig = kubeconfig
+        self.transport = Transport(load_endpoint(kubeconfig, context), pool_size=pool_size, timeout=timeout)
+        self.server = self.transport.server
+        self._api_client: Any = None
+
+    @property
+    def requests(self) -> Counter[str]:
+        """Requests sent so far, by HTTP verb (``WATCH`` for watch streams)."""
+        return Counter(self.transport.requests)
+
+    # -- the kubernetes client, for the lease only ------------------------------------------------
+
+    @property
+    def api_client(self) -> Any:
+        if self._api_client is None:
+            from kubernetes import client, config
+            from kubernetes.config.config_exception import ConfigException
+
             configuration = client.Configuration()
-            try:
-                if kubeconfig is None and context is None:
-                    try:
-                        config.load_incluster_config(client_configuration=configuration)
-                    except ConfigException:
-                        config.load_kube_config(client_configuration=configuration)
-                else:
-                    config.load_kube_config(
-                        config_file=kubeconfig, context=context, client_configuration=configuration
-                    )
-            except (ConfigException, OSError, TypeError, ValueError) as exc:
-                where = kubeconfig or "the default kubeconfig (KUBECONFIG or ~/.kube/config)"
-                ctx = f" context {context!r}" if context else ""
-                raise ClusterUnreachableError(f"cannot load {where}{ctx}: {exc}") from exc
-            configuration.connection_pool_maxsize = pool_size
+            if self.kubeconfig is None and self.context is None:
+                try:
+                    config.load_incluster_config(client_configuration=configuration)
+                except ConfigException:
+                    config.load_kube_config(client_configuration=configuration)
+            else:
+                config.load_kube_config(config_file=self.kubeconfig, context=self.context,
+                                        client_configuration=configuration)
             configuration.retries = False
             api_client = client.ApiClient(configuration)
-        self.server = str(api_client.configuration.host)
-        original = api_client.call_api
+            original = api_client.call_api
 
-        def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                self.requests[method.upper()] += 1
-            if kwargs.get("_request_timeout") is None:
-                kwargs["_request_timeout"] = self.timeout
-            return original(method, url, *args, **kwargs)
+            def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+                self.transport._count(method.upper())  # noqa: SLF001 - one request counter per cluster
+                if kwargs.get("_request_timeout") is None:
+                    kwargs["_request_timeout"] = self.timeout
+                return original(method, url, *args, **kwargs)
 
-        api_client.call_api = counted  # type: ignore[method-assign]
-        self.api_client = api_client
-        self.apps = client.AppsV1Api(api_client)
-        self.core = client.CoreV1Api(api_client)
-        self.coordination = client.CoordinationV1Api(api_client)
+            api_client.call_api = counted  # type: ignore[method-assign]
+            self._api_client = api_client
+        return self._api_client
 
-    # -- errors -------------------------------------------------------------------------------
+    @property
+    def coordination(self) -> Any:
+        from kubernetes import client
+
+        return client.CoordinationV1Api(self.api_client)
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """A typed-client call, answered as raw JSON (the lease's requests)."""
+        from kubernetes.client.exceptions import ApiException
+
         try:
             resp = fn(*args, _preload_content=False, **kwargs)
             return orjson.loads(resp.data) if resp.data else {}
@@ -112,25 +125,34 @@ class Cluster:
                 f"cannot reach the Kubernetes API at {self.server} ({what}): {type(exc).__name__}: {exc}"
             ) from exc
 
+    def request(self, method: str, path: str, *, what: str, query: Mapping[str, Any] | None = None,
+                body: Any = None, content_type: str = "application/json") -> dict[str, Any]:
+        return self.transport.request(method, path, what=what, query=query, body=body, content_type=content_type)
+
     # -- observe ------------------------------------------------------------------------------
 
     def list_workloads(self, namespace: str, *, app_selector: str = APP_LABEL) -> list[Workload]:
-        """Every labelled Deployment and StatefulSet in ``namespace``: one LIST per kind."""
-        return [w for kind in _PLURAL for w in self.list_kind(namespace, kind, app_selector=app_selector)]
+        """Every labelled workload of :data:`KINDS` in ``namespace``: one LIST per kind."""
+        return [w for kind in KINDS for w in self.list_kind(namespace, kind, app_selector=app_selector)]
 
     def list_kind(self, namespace: str, kind: str, *, app_selector: str = APP_LABEL) -> list[Workload]:
         """The labelled workloads of one kind in ``namespace``: one LIST."""
-        fn = self.apps.list_namespaced_deployment if kind == "Deployment" else self.apps.list_namespaced_stateful_set
-        body = self._call(f"list {_PLURAL[kind]} in {namespace}", fn, namespace, label_selector=app_selector)
-        return [Workload.from_object(item, kind) for item in body.get("items", [])]
+        return self.list_kind_at(namespace, kind, app_selector=app_selector)[0]
+
+    def list_kind_at(self, namespace: str, kind: str, *, app_selector: str = APP_LABEL) -> tuple[list[Workload], str]:
+        """The labelled workloads of one kind and the list's resourceVersion (where a watch starts)."""
+        body = self.request("GET", collection_path(kind, namespace), what=f"list {_PLURAL[kind]} in {namespace}",
+                            query={"labelSelector": app_selector})
+        items = [Workload.from_object(item, kind) for item in body.get("items", [])]
+        return items, str((body.get("metadata") or {}).get("resourceVersion") or "")
 
     def get_workload(self, kind: str, namespace: str, name: str) -> Workload:
-        fn = self.apps.read_namespaced_deployment if kind == "Deployment" else self.apps.read_namespaced_stateful_set
-        return Workload.from_object(self._call(f"get {kind} {namespace}/{name}", fn, name, namespace), kind)
+        body = self.request("GET", f"{collection_path(kind, namespace)}/{name}", what=f"get {kind} {namespace}/{name}")
+        return Workload.from_object(body, kind)
 
     def namespace_exists(self, namespace: str) -> bool:
         try:
-            self._call(f"get namespace {namespace}", self.core.read_namespace, namespace)
+            self.request("GET", f"/api/v1/namespaces/{namespace}", what=f"get namespace {namespace}")
         except ClusterError as exc:
             if exc.status in (403, 404):
                 return False
@@ -142,9 +164,8 @@ class Cluster:
         if not workload.selector:
             return []
         selector = ",".join(f"{k}={v}" for k, v in sorted(workload.selector.items()))
-        body = self._call(
-            f"list pods of {workload.ref}", self.core.list_namespaced_pod, workload.namespace, label_selector=selector
-        )
+        body = self.request("GET", f"/api/v1/namespaces/{workload.namespace}/pods",
+                            what=f"list pods of {workload.ref}", query={"labelSelector": selector})
         problems: list[PodProblem] = []
         for pod in body.get("items", []):
             reason = _pod_reason(pod)
@@ -158,34 +179,29 @@ class Cluster:
     def apply_image(
         self, workload: Workload, *, container: str, image: str, annotations: Mapping[str, str]
     ) -> Workload:
-        """Server-side apply of one container image and deployctl's annotations, as field manager ``deployctl``."""
+        """Server-side apply of one container image and deployctl's annotations, as field manager ``deployctl``.
+        A CronJob's image is on its job template."""
+        pod_template = {"spec": {"containers": [{"name": container, "image": image}]}}
+        spec = ({"jobTemplate": {"spec": {"template": pod_template}}} if workload.kind == "CronJob"
+                else {"template": pod_template})
         body = {
-            "apiVersion": "apps/v1",
+            "apiVersion": RESOURCES[workload.kind][0].removeprefix("/apis/"),
             "kind": workload.kind,
             "metadata": {"name": workload.name, "namespace": workload.namespace, "annotations": dict(annotations)},
-            "spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}},
+            "spec": spec,
         }
-        fn = (
-            self.apps.patch_namespaced_deployment
-            if workload.kind == "Deployment"
-            else self.apps.patch_namespaced_stateful_set
-        )
-        result = self._call(
-            f"apply {workload.ref} in {workload.namespace}",
-            fn,
-            workload.name,
-            workload.namespace,
-            body,
-            field_manager=FIELD_MANAGER,
-            force=True,
-            _content_type="application/apply-patch+yaml",
+        result = self.request(
+            "PATCH", f"{collection_path(workload.kind, workload.namespace)}/{workload.name}",
+            what=f"apply {workload.ref} in {workload.namespace}", body=body,
+            query={"fieldManager": FIELD_MANAGER, "force": "true"}, content_type="application/apply-patch+yaml",
         )
         return Workload.from_object(result, workload.kind)
 
     def ensure_namespace(self, name: str) -> None:
         """Create a namespace unless it exists (for the demo and benchmarks, not for reconcile)."""
         try:
-            self._call(f"create namespace {name}", self.core.create_namespace, {"metadata": {"name": name}})
+            self.request("POST", "/api/v1/namespaces", what=f"create namespace {name}",
+                         body={"metadata": {"name": name}})
         except ClusterError as exc:
             if exc.status != 409:
                 raise
@@ -194,14 +210,14 @@ class Cluster:
         """Create a Deployment unless it exists (for the demo and benchmarks, not for reconcile)."""
         meta = body["metadata"]
         try:
-            self._call(f"create deployment {meta['namespace']}/{meta['name']}",
-                       self.apps.create_namespaced_deployment, meta["namespace"], dict(body))
+            self.request("POST", collection_path("Deployment", meta["namespace"]),
+                         what=f"create deployment {meta['namespace']}/{meta['name']}", body=dict(body))
         except ClusterError as exc:
             if exc.status != 409:
                 raise
 
 
-def _api_message(exc: ApiException) -> str:
+def _api_message(exc: Any) -> str:
     try:
         body = json.loads(exc.body or "{}")
         return str(body.get("message") or exc.reason)
