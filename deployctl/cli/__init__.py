@@ -34,6 +34,26 @@ COMMANDS: dict[str, str] = {
     "watch": "deployctl.cli.watch:watch",
 }
 
+# command name -> its one-line help, so that `deployctl --help` lists the commands without importing
+# them (the Kubernetes client, aiohttp, plotly...). tests/unit/test_cli_help.py keeps it equal to
+# each command's own short help.
+SUMMARIES: dict[str, str] = {
+    "codeowners": "Generate CODEOWNERS entries from each environment's approvers in deployctl.yaml.",
+    "diff": "Show what a change to the deploy repo deploys, without a cluster.",
+    "events": "Deploy attempts as events for other systems.",
+    "history": "Every deploy attempt on record, newest first.",
+    "localcluster": "Run a local control plane: etcd, kube-apiserver, controller-manager, scheduler and kwok.",
+    "notify": "Deploy notifications (webhook, Slack) from the audit outbox.",
+    "plan": "Show what reconcile would do, per env/app, without writing anything.",
+    "promote": "Write the SHA APP runs in --from at the top of its deploy file in --to.",
+    "reconcile": "Apply the deploy files at REF to the cluster and wait for the rollouts.",
+    "rollback": "Roll APP in --env forward to an earlier SHA.",
+    "status": "A table of env x app: desired SHA, live SHA, in sync or not, rollout health.",
+    "timeline": "Plot deploys over time: one lane per app, markers coloured by result.",
+    "validate": "Check deployctl.yaml and every environments/<env>/<app>.deploy file.",
+    "watch": "Keep the cluster on a branch of the deploy repo: reconcile every new commit, correct drift.",
+}
+
 
 class CliError(click.ClickException):
     """A DeployctlError on its way to the terminal, carrying its exit code."""
@@ -51,6 +71,15 @@ class DeployctlGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return self._load(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``--help`` from :data:`SUMMARIES`: no command module is imported."""
+        rows = [(name, SUMMARIES.get(name, "")) for name in sorted(COMMANDS) if name in SUMMARIES]
+        rows += [(name, cmd.get_short_help_str(formatter.width)) for name in sorted(COMMANDS)
+                 if name not in SUMMARIES and (cmd := self._load(name)) is not None]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(sorted(rows))
 
     @staticmethod
     def _load(name: str) -> click.Command | None:

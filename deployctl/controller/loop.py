@@ -151,6 +151,7 @@ class Controller:
         self._last_sha: str | None = None
         self._running = threading.Event()
         self.reconciles = 0
+        self.on_reconciled: Callable[[ReconcileResult], None] | None = None  # e.g. the workload cache
 
     # -- requests from other threads ----------------------------------------------------------
 
@@ -281,6 +282,8 @@ class Controller:
         self._last_sha = sha
         self._reconciled = True
         self.reconciles += 1
+        if self.on_reconciled is not None:
+            self.on_reconciled(result)
         return result
 
 
@@ -362,6 +365,12 @@ async def _serve(options: WatchOptions) -> int:
         controller = Controller(mirror, pool, settings=options.settings, store=store, metrics=metrics)
         metrics.leader.set(1)
 
+    from deployctl.controller.cache import WorkloadCache
+
+    # list + watch of the managed workloads: drift is seen as it happens, and observe reads memory
+    cache = WorkloadCache(pool, on_drift=lambda _w: controller.request_sync("drift"))
+    controller.on_reconciled = lambda result: cache.track(result.plan)
+
     app = make_app(controller, secret=options.webhook_secret, branch=options.settings.branch, metrics=metrics)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -397,6 +406,7 @@ async def _serve(options: WatchOptions) -> int:
         elector.stop()
         await loop.run_in_executor(None, elector.release)
     await runner.cleanup()
+    cache.close()
     if store is not None:
         store.close()
     log.info("controller.exited", clean=clean)

@@ -204,6 +204,13 @@ def _statefulset_status(w: Workload) -> RolloutStatus:
     return RolloutStatus(Health.HEALTHY, f"{w.ready_replicas}/{w.replicas} replicas ready")
 
 
+def drifted(w: Workload) -> bool:
+    """True when deployctl applied an image to this workload and no container runs it any more
+    (someone changed it by hand, e.g. ``kubectl set image``)."""
+    applied = w.annotations.get(ANN_IMAGE)
+    return bool(applied) and applied not in w.images.values()
+
+
 def combined_status(workloads: Sequence[Workload]) -> RolloutStatus:
     """The health of an app made of several workloads: failed beats progressing beats healthy."""
     statuses = [(w, rollout_status(w)) for w in workloads]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deployctl.model.workload import KINDS, Health, Workload, rollout_status
+from deployctl.model.workload import KINDS, Health, Workload, drifted, rollout_status
 
 
 def obj(kind: str, *, spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None,
@@ -96,3 +96,14 @@ def test_a_cronjob_takes_its_image_from_the_job_template_and_has_no_rollout():
         "containers": [{"name": "report", "image": "reg/report:1"}]}}}}})
     assert cj.images == {"report": "reg/report:1"}
     assert rollout_status(cj).health is Health.HEALTHY
+
+
+def test_a_workload_is_drifted_when_no_container_runs_the_image_deployctl_applied():
+    spec = {"template": {"spec": {"containers": [{"name": "api", "image": "reg/api:hand"}]}}}
+    meta_ann = {"deployctl.dev/image": "reg/api:applied"}
+    w = Workload.from_object({"metadata": {"name": "api", "annotations": meta_ann}, "spec": spec}, "Deployment")
+    assert drifted(w)
+    same = Workload.from_object({"metadata": {"name": "api", "annotations": {"deployctl.dev/image": "reg/api:hand"}},
+                                 "spec": spec}, "Deployment")
+    never = Workload.from_object({"metadata": {"name": "api"}, "spec": spec}, "Deployment")
+    assert not drifted(same) and not drifted(never)  # in sync; or never applied by deployctl

@@ -407,9 +407,16 @@ def restart_component(directory: Path, name: str) -> None:
 
 
 def env_lines(directory: Path | None = None) -> str:
-    """Shell lines that point kubectl and deployctl at the running local cluster."""
+    """Shell lines that point kubectl and deployctl at the running local cluster and put the
+    kubectl built from the same pinned release first on PATH."""
+    import shlex
+
     directory = (directory or default_dir()).resolve()
     state = read_state(directory)
     if state is None:
         raise LocalClusterError(f"no local cluster runs in {directory}; start one with 'deployctl localcluster up'")
-    return f"export KUBECONFIG={state.kubeconfig}"
+    lines = [f"export KUBECONFIG={shlex.quote(state.kubeconfig)}"]
+    bins = build.binaries()
+    if os.access(bins.path("kubectl"), os.X_OK):
+        lines.append(f'export PATH={shlex.quote(str(bins.bin_dir))}:"$PATH"')
+    return "\n".join(lines)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +65,8 @@ class Cluster:
         self.transport = Transport(load_endpoint(kubeconfig, context), pool_size=pool_size, timeout=timeout)
         self.server = self.transport.server
         self._api_client: Any = None
+        # (namespace, kind) -> cached workloads, or None to LIST (the controller's informer cache)
+        self.reader: Callable[[str, str], list[Workload] | None] | None = None
 
     @property
     def requests(self) -> Counter[str]:
@@ -136,7 +138,11 @@ class Cluster:
         return [w for kind in KINDS for w in self.list_kind(namespace, kind, app_selector=app_selector)]
 
     def list_kind(self, namespace: str, kind: str, *, app_selector: str = APP_LABEL) -> list[Workload]:
-        """The labelled workloads of one kind in ``namespace``: one LIST."""
+        """The labelled workloads of one kind in ``namespace``: one LIST (none when a cache has them)."""
+        if self.reader is not None and app_selector == APP_LABEL:
+            cached = self.reader(namespace, kind)
+            if cached is not None:
+                return cached
         return self.list_kind_at(namespace, kind, app_selector=app_selector)[0]
 
     def list_kind_at(self, namespace: str, kind: str, *, app_selector: str = APP_LABEL) -> tuple[list[Workload], str]:

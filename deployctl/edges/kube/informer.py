@@ -142,6 +142,12 @@ class Informer:
                 if self._stop.is_set():
                     return
                 self._apply(event)
+        except ClusterError as exc:
+            if exc.status == 410:
+                raise _Gone from exc
+            if self._stop.is_set():
+                return
+            raise
         except DeployctlError:
             if self._stop.is_set():
                 return
