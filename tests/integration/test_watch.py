@@ -6,9 +6,12 @@ LISTs a wait made; kubectl built from the same release gives the DaemonSet verdi
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import subprocess
 import time
+import urllib.request
 import uuid
 from typing import Any
 
@@ -135,14 +138,54 @@ def test_a_paused_deployment_fails_at_once_with_paused(cluster, namespace, kube,
     assert took < 5, took  # not the 60 s timeout
 
 
-def test_the_watch_survives_a_forced_410_gone(cluster, namespace, kube):
+@pytest.fixture(scope="module")
+def uncached(tmp_path_factory):
+    """A control plane of our own whose API server serves Deployment watches from etcd (no watch
+    cache), so that compacting etcd makes an old resourceVersion answer 410 Gone; and which may be
+    restarted without disturbing the other tests."""
+    from tests.fixtures.cluster import LocalCluster, _skip_reason
+
+    if _skip_reason():
+        pytest.skip(_skip_reason())
+    directory = tmp_path_factory.mktemp("uncached")
+    state = controlplane.up(directory, extra_args={"kube-apiserver": ["--watch-cache-sizes=deployments.apps#0"]})
+    try:
+        yield LocalCluster(dir=directory, kubeconfig=state.kubeconfig, server=state.server), state
+    finally:
+        controlplane.down(directory)
+
+
+def compact_etcd(state: controlplane.ClusterState) -> int:
+    """Compact etcd at its current revision (what the API server does every 5 minutes)."""
+    etcd = f"http://127.0.0.1:{state.ports['etcd']}"
+
+    def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        req = urllib.request.Request(etcd + path, data=json.dumps(body).encode(), method="POST")  # noqa: S310
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback etcd of this test
+            return json.loads(resp.read())
+
+    revision = int(post("/v3/kv/range", {"key": base64.b64encode(b"/").decode()})["header"]["revision"])
+    post("/v3/kv/compaction", {"revision": str(revision), "physical": True})
+    return revision
+
+
+def test_the_watch_survives_a_forced_410_gone(uncached):
+    own, state = uncached
+    kube = Cluster(kubeconfig=own.kubeconfig)
+    namespace = f"gone-{uuid.uuid4().hex[:6]}"
+    kube.ensure_namespace(namespace)
     create(kube, namespace, "Deployment", "api", {
         "replicas": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": "api"}},
         "template": pod_template("api", f"{IMAGE}/api:initial")})
     informer = Informer(kube, namespace, "Deployment").start()
     try:
-        assert set(informer.items()) == {"api"} and informer.lists == 1
-        informer.expire()  # resume from resourceVersion 1: far older than the server keeps
+        _until(lambda: informer.items()["api"].observed_generation >= 1 and informer.watching)
+        # other writes move etcd on; compaction then forgets the informer's resourceVersion
+        kube.request("POST", f"/api/v1/namespaces/{namespace}/configmaps", what="create configmap",
+                     body={"metadata": {"name": "bump"}, "data": {"a": "b"}})
+        assert compact_etcd(state) > int(informer.resource_version)
+        informer.reconnect()  # the stream drops; resuming from the compacted resourceVersion is 410 Gone
+        _until(lambda: informer.gone == 1)
         _set_image(kube, namespace, "api", f"{IMAGE}/api:after-gone")
         _until(lambda: informer.items()["api"].images["api"] == f"{IMAGE}/api:after-gone")
         assert informer.lists == 2  # one re-list for the 410, then watching again
@@ -150,22 +193,42 @@ def test_the_watch_survives_a_forced_410_gone(cluster, namespace, kube):
             "replicas": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": "web"}},
             "template": pod_template("web", f"{IMAGE}/web:initial")})
         _until(lambda: "web" in informer.items())
-        assert informer.lists == 2
+        assert (informer.lists, informer.gone) == (2, 1)
     finally:
         informer.stop()
 
 
-def test_the_watch_survives_a_restarted_api_server(cluster, namespace, kube):
+def test_a_reconnect_resumes_the_watch_without_a_list(cluster, namespace, kube):
     create(kube, namespace, "Deployment", "api", {
         "replicas": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": "api"}},
         "template": pod_template("api", f"{IMAGE}/api:initial")})
     informer = Informer(kube, namespace, "Deployment").start()
     try:
-        controlplane.restart_component(cluster.dir, "kube-apiserver")
+        _until(lambda: informer.watching)
+        informer.reconnect()
+        _until(lambda: informer.watches == 2 and informer.watching)
+        _set_image(kube, namespace, "api", f"{IMAGE}/api:after-reconnect")
+        _until(lambda: informer.items()["api"].images["api"] == f"{IMAGE}/api:after-reconnect")
+        assert informer.lists == 1
+    finally:
+        informer.stop()
+
+
+def test_the_watch_survives_a_restarted_api_server(uncached):
+    own, _ = uncached
+    kube = Cluster(kubeconfig=own.kubeconfig)
+    namespace = f"restart-{uuid.uuid4().hex[:6]}"
+    kube.ensure_namespace(namespace)
+    create(kube, namespace, "Deployment", "api", {
+        "replicas": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": "api"}},
+        "template": pod_template("api", f"{IMAGE}/api:initial")})
+    informer = Informer(kube, namespace, "Deployment").start()
+    try:
+        controlplane.restart_component(own.dir, "kube-apiserver")
         deadline = time.monotonic() + 90
         while True:  # the API server is back when it answers
             try:
-                kube.request("GET", "/readyz", what="readyz")
+                kube.request("GET", f"/api/v1/namespaces/{namespace}", what="get namespace")
                 break
             except Exception:
                 if time.monotonic() > deadline:

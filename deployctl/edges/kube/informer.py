@@ -41,6 +41,8 @@ class Informer:
         self.watch_seconds = watch_seconds
         self.resource_version = ""
         self.lists = 0  # LISTs made (1 + one per 410 Gone or dropped stream)
+        self.gone = 0  # 410 Gone answers (each cost a LIST)
+        self._reconnect = False
         self.watches = 0  # watch requests opened
         self.error: DeployctlError | None = None  # the last failure (cleared by a successful LIST)
         self._items: dict[str, Workload] = {}
@@ -59,6 +61,11 @@ class Informer:
         """The current workloads by name (a copy; no API call)."""
         with self._lock:
             return dict(self._items)
+
+    @property
+    def watching(self) -> bool:
+        """A watch stream is open."""
+        return self._response is not None
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -80,15 +87,15 @@ class Informer:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 
-    def expire(self) -> None:
-        """Forget the resourceVersion's recency: resume the watch from ``1`` (always too old), which
-        the server answers with ``410 Gone``. For tests of the recovery path."""
-        self.resource_version = "1"
+    def reconnect(self) -> None:
+        """Close the current watch stream; the informer resumes from its last resourceVersion (a LIST
+        only if the server answers ``410 Gone``). What a load balancer's idle timeout does; for tests."""
+        self._reconnect = True
         resp = self._response
         if resp is not None:
             try:
                 resp.shutdown()
-            except Exception:  # noqa: BLE001,S110
+            except Exception:  # noqa: BLE001,S110 - it is closing anyway
                 pass
 
     # -- internals ----------------------------------------------------------------------------
@@ -118,6 +125,7 @@ class Informer:
                 self._watch_once()
                 backoff = 0.2
             except _Gone:
+                self.gone += 1
                 log.info("watch.gone", namespace=self.namespace, kind=self.kind, rv=self.resource_version)
                 relist = True
             except DeployctlError as exc:  # dropped stream, refused, unreachable: re-list after a pause
@@ -149,11 +157,12 @@ class Informer:
                 return
             raise
         except DeployctlError:
-            if self._stop.is_set():
+            if self._stop.is_set() or self._reconnect:
                 return
             raise
         finally:
             self._response = None
+            self._reconnect = False
 
     def _opened(self, resp: Any) -> None:
         self._response = resp
