@@ -128,6 +128,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--apps", type=int, default=1000)
     parser.add_argument("--changed", type=int, default=50)
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one no-op with pyinstrument and print where its time goes")
     args = parser.parse_args()
     n, changed = args.apps, args.changed
     configure_logging("warning")
@@ -169,6 +171,11 @@ def main() -> None:
                                     "json"])[0])
         same = write_manifests(work / "same.json", THEIRS, range(n), "initial")
         apply_noop = median(lambda: timed([*k, "apply", "--server-side", "-f", str(same)])[0])
+        if args.profile:
+            profile = work / "noop-profile.txt"
+            subprocess.run([sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(profile), DEPLOYCTL,
+                            *ours[1:]], env=env, capture_output=True, check=False)
+            print(f"\nno-op profile (pyinstrument, whole command):\n{profile.read_text()}")
         rows.append((f"no-op of {n} apps", f"{noop:.2f} s", f"`get` LIST {get:.2f} s; `apply --server-side` "
                      f"{apply_noop:.2f} s", f"{noop / get:.2f}x the LIST; {noop / apply_noop:.2f}x apply"))
 

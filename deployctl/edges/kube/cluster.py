@@ -3,24 +3,20 @@
 Requests are raw JSON over :class:`~deployctl.edges.kube.transport.Transport` (no kubernetes
 client import on the reconcile path: its models are slow to load); every request is counted by
 verb, and connection failures become :class:`~deployctl.errors.ClusterUnreachableError`. The
-kubernetes client (``api_client``, ``coordination``) is built lazily for the few callers that
-still use its typed APIs (the lease).
+kubernetes client is imported only by the kubeconfig loader, and only for what it alone handles
+(exec plugins, auth providers).
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import structlog
-import urllib3
 
 from deployctl.edges.kube.transport import ClusterError, Transport, load_endpoint
-from deployctl.errors import ClusterUnreachableError
 from deployctl.model.workload import APP_LABEL, KINDS, Workload
 
 log = structlog.get_logger(__name__)
@@ -64,7 +60,6 @@ class Cluster:
         self.kubeconfig = kubeconfig
         self.transport = Transport(load_endpoint(kubeconfig, context), pool_size=pool_size, timeout=timeout)
         self.server = self.transport.server
-        self._api_client: Any = None
         # (namespace, kind) -> cached workloads, or None to LIST (the controller's informer cache)
         self.reader: Callable[[str, str], list[Workload] | None] | None = None
 
@@ -72,60 +67,6 @@ class Cluster:
     def requests(self) -> Counter[str]:
         """Requests sent so far, by HTTP verb (``WATCH`` for watch streams)."""
         return Counter(self.transport.requests)
-
-    # -- the kubernetes client, for the lease only ------------------------------------------------
-
-    @property
-    def api_client(self) -> Any:
-        if self._api_client is None:
-            from kubernetes import client, config
-            from kubernetes.config.config_exception import ConfigException
-
-            configuration = client.Configuration()
-            if self.kubeconfig is None and self.context is None:
-                try:
-                    config.load_incluster_config(client_configuration=configuration)
-                except ConfigException:
-                    config.load_kube_config(client_configuration=configuration)
-            else:
-                config.load_kube_config(config_file=self.kubeconfig, context=self.context,
-                                        client_configuration=configuration)
-            configuration.retries = False
-            api_client = client.ApiClient(configuration)
-            original = api_client.call_api
-
-            def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-                self.transport._count(method.upper())  # noqa: SLF001 - one request counter per cluster
-                if kwargs.get("_request_timeout") is None:
-                    kwargs["_request_timeout"] = self.timeout
-                return original(method, url, *args, **kwargs)
-
-            api_client.call_api = counted  # type: ignore[method-assign]
-            self._api_client = api_client
-        return self._api_client
-
-    @property
-    def coordination(self) -> Any:
-        from kubernetes import client
-
-        return client.CoordinationV1Api(self.api_client)
-
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """A typed-client call, answered as raw JSON (the lease's requests)."""
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            resp = fn(*args, _preload_content=False, **kwargs)
-            return orjson.loads(resp.data) if resp.data else {}
-        except ApiException as exc:
-            reason = _api_message(exc)
-            raise ClusterError(f"{what}: {exc.status} {reason}", status=exc.status) from exc
-        except orjson.JSONDecodeError as exc:
-            raise ClusterError(f"{what}: the API server sent a response that is not JSON ({exc})") from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise ClusterUnreachableError(
-                f"cannot reach the Kubernetes API at {self.server} ({what}): {type(exc).__name__}: {exc}"
-            ) from exc
 
     def request(self, method: str, path: str, *, what: str, query: Mapping[str, Any] | None = None,
                 body: Any = None, content_type: str = "application/json") -> dict[str, Any]:
@@ -221,14 +162,6 @@ class Cluster:
         except ClusterError as exc:
             if exc.status != 409:
                 raise
-
-
-def _api_message(exc: Any) -> str:
-    try:
-        body = json.loads(exc.body or "{}")
-        return str(body.get("message") or exc.reason)
-    except (ValueError, TypeError):
-        return str(exc.reason)
 
 
 def _pod_reason(pod: Mapping[str, Any]) -> str | None:
