@@ -14,7 +14,6 @@ import click
 
 from deployctl import __version__, settings
 from deployctl.errors import DeployctlError
-from deployctl.log import configure_logging
 
 # command name -> "module:attribute". A module that does not exist yet is simply not listed.
 COMMANDS: dict[str, str] = {
@@ -127,6 +126,8 @@ def main(log_level: str) -> None:
       deployctl validate --repo .        # check the deploy files at HEAD
       deployctl reconcile --repo .       # apply them and wait for the rollouts
     """
+    from deployctl.log import configure_logging  # here, not at the top: `--help` needs no structlog
+
     configure_logging(log_level)
 
 
