@@ -272,11 +272,16 @@ class Reconciler:
                 # Checks read the watch's memory: check on every event, and at the poll interval
                 # (a first check also opens the informers: their one LIST each).
                 fresh_events = self._watch is not None and self._watch.changed.is_set()
-                if waiting and ((fresh_events and now - last_poll >= _MIN_CHECK_GAP)
-                                or now - last_poll >= self.poll_interval):
+                tick = now - last_poll >= self.poll_interval
+                if waiting and ((fresh_events and now - last_poll >= _MIN_CHECK_GAP) or tick):
                     last_poll = now
-                    if self._watch is not None:
-                        self._watch.changed.clear()
+                    if self._watch is not None and not tick:  # check only the apps an event touched
+                        touched = self._watch.take_changed()
+                        waiting = [r for r in waiting if r.state == "waiting" and any(
+                            (r.change.target.context if r.change.target else None, w.namespace, w.kind, w.name)
+                            in touched for w in r.workloads)]
+                    elif self._watch is not None:
+                        self._watch.take_changed()
                     try:
                         self._poll(waiting)
                     except ClusterUnreachableError:

@@ -45,15 +45,29 @@ class RolloutWatch:
         self.clusters = clusters
         self.changed = threading.Event()
         self._informers: dict[tuple[str | None, str, str], Informer] = {}
+        self._dirty: set[tuple[str | None, str, str, str]] = set()  # (context, namespace, kind, name)
+        self._lock = threading.Lock()
 
     def current(self, context: str | None, namespace: str, kind: str) -> dict[str, Workload]:
         key = (context, namespace, kind)
         informer = self._informers.get(key)
         if informer is None:
-            informer = Informer(self.clusters(context), namespace, kind, on_change=lambda _w: self.changed.set())
+            def changed(w: Workload) -> None:
+                with self._lock:
+                    self._dirty.add((context, w.namespace, w.kind, w.name))
+                self.changed.set()
+
+            informer = Informer(self.clusters(context), namespace, kind, on_change=changed)
             informer.start()
             self._informers[key] = informer
         return informer.items()
+
+    def take_changed(self) -> set[tuple[str | None, str, str, str]]:
+        """The workloads an event touched since the last call (context, namespace, kind, name)."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+        self.changed.clear()
+        return dirty
 
     @property
     def informers(self) -> tuple[Informer, ...]:
