@@ -14,8 +14,6 @@ import click
 
 from deployctl import __version__, settings
 from deployctl.errors import DeployctlError
-from deployctl.log import configure_logging
-from deployctl.model.printable import printable
 
 # command name -> "module:attribute". A module that does not exist yet is simply not listed.
 COMMANDS: dict[str, str] = {
@@ -42,6 +40,33 @@ COMMANDS: dict[str, str] = {
     "ui": "deployctl.cli.ui:ui",
 }
 
+# command name -> its one-line help, so that `deployctl --help` lists the commands without importing
+# them (the Kubernetes client, aiohttp, plotly...). tests/unit/test_cli_help.py keeps it equal to
+# each command's own short help.
+SUMMARIES: dict[str, str] = {
+    "audit": "The audit store itself.",
+    "completion": "Print the shell completion script for SHELL (bash, zsh or fish).",
+    "init": "Scaffold a deploy repo: deployctl.yaml, environments/<env>/, CODEOWNERS and CI.",
+    "resume": "Let reconcile and watch manage the workloads `suspend` set aside again.",
+    "schema": "Print the JSON Schema of deployctl.yaml (generated from the config model).",
+    "suspend": "Make reconcile and watch leave the workloads of --env (and --app) alone until `resume`.",
+    "ui": "Serve the read-only dashboard: environments x apps, app pages, timeline, audit records.",
+    "codeowners": "Generate CODEOWNERS entries from each environment's approvers in deployctl.yaml.",
+    "diff": "Show what a change to the deploy repo deploys, without a cluster.",
+    "events": "Deploy attempts as events for other systems.",
+    "history": "Every deploy attempt on record, newest first.",
+    "localcluster": "Run a local control plane: etcd, kube-apiserver, controller-manager, scheduler and kwok.",
+    "notify": "Deploy notifications (webhook, Slack) from the audit outbox.",
+    "plan": "Show what reconcile would do, per env/app, without writing anything.",
+    "promote": "Write the SHA APP runs in --from at the top of its deploy file in --to.",
+    "reconcile": "Apply the deploy files at REF to the cluster and wait for the rollouts.",
+    "rollback": "Roll APP in --env forward to an earlier SHA.",
+    "status": "A table of env x app: desired SHA, live SHA, in sync or not, rollout health.",
+    "timeline": "Plot deploys over time: one lane per app, markers coloured by result.",
+    "validate": "Check deployctl.yaml and every environments/<env>/<app>.deploy file.",
+    "watch": "Keep the cluster on a branch of the deploy repo: reconcile every new commit, correct drift.",
+}
+
 
 GLOBAL_OPTIONS = ("--log-level",)
 
@@ -62,6 +87,15 @@ class DeployctlGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return self._load(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``--help`` from :data:`SUMMARIES`: no command module is imported."""
+        rows = [(name, SUMMARIES.get(name, "")) for name in sorted(COMMANDS) if name in SUMMARIES]
+        rows += [(name, cmd.get_short_help_str(formatter.width)) for name in sorted(COMMANDS)
+                 if name not in SUMMARIES and (cmd := self._load(name)) is not None]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(sorted(rows))
 
     @staticmethod
     def _load(name: str) -> click.Command | None:
@@ -90,6 +124,8 @@ class DeployctlGroup(click.Group):
         try:
             return super().invoke(ctx)
         except DeployctlError as exc:
+            from deployctl.model.printable import printable
+
             raise CliError(printable(str(exc), newlines=True), exc.exit_code) from exc
 
 
@@ -117,6 +153,8 @@ def main(log_level: str) -> None:
       deployctl validate --repo .        # check the deploy files at HEAD
       deployctl reconcile --repo .       # apply them and wait for the rollouts
     """
+    from deployctl.log import configure_logging  # here, not at the top: `--help` needs no structlog
+
     configure_logging(log_level)
 
 

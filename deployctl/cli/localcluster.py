@@ -24,7 +24,8 @@ _dir_option = click.option(
 def localcluster() -> None:
     """Run a local control plane: etcd, kube-apiserver, controller-manager, scheduler and kwok.
 
-    The binaries are built once from pinned Go modules (needs the Go toolchain) and cached in
+    The binaries (and a kubectl of the same release) are built once from pinned Go modules
+    (needs the Go toolchain) and cached in
     ~/.cache/deployctl/controlplane. kwok fakes a node, so Deployments really roll out.
     Pods labelled deployctl.dev/simulate=never-ready never become Ready (to rehearse failures).
 
@@ -68,7 +69,8 @@ def down(directory: Path | None) -> None:
 @localcluster.command()
 @_dir_option
 def env(directory: Path | None) -> None:
-    """Print `export KUBECONFIG=...` for the running local cluster (use with eval)."""
+    """Print `export KUBECONFIG=...` and `export PATH=<bin>:$PATH` (kubectl of the same release) for the
+    running local cluster; use with eval."""
     click.echo(controlplane.env_lines(directory))
 
 

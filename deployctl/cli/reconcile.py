@@ -260,7 +260,7 @@ def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...],
               allow_non_descendant: bool) -> None:
     """Apply the deploy files at REF to the cluster and wait for the rollouts.
 
-    Each app's workloads (Deployments and StatefulSets labelled deployctl.dev/app=<app> in
+    Each app's workloads (Deployments, StatefulSets, DaemonSets and CronJobs labelled deployctl.dev/app=<app> in
     the environment's namespace) get the image of the SHA in its deploy file, in depends_on
     order, one run per environment at a time (a lock in the cluster). An app whose live deploy
     commit is newer is skipped. Exit codes: 0 all in sync, updated and healthy, or skipped; 1 a

@@ -166,6 +166,7 @@ class Controller:
         self._progress = time.monotonic()  # when the worker last finished an iteration (or started)
         self._worker: threading.Thread | None = None
         self._last_error: str | None = None
+        self.on_reconciled: Callable[[ReconcileResult], None] | None = None  # e.g. the workload cache
 
     # -- requests from other threads ----------------------------------------------------------
 
@@ -356,6 +357,8 @@ class Controller:
         self._last_sha = sha
         self._reconciled = True
         self.reconciles += 1
+        if self.on_reconciled is not None:
+            self.on_reconciled(result)
         return result
 
 
@@ -451,6 +454,12 @@ async def _serve(options: WatchOptions) -> int:
         controller = Controller(mirror, pool, settings=options.settings, store=store, metrics=metrics)
         metrics.leader.set(1)
 
+    from deployctl.controller.cache import WorkloadCache
+
+    # list + watch of the managed workloads: drift is seen as it happens, and observe reads memory
+    cache = WorkloadCache(pool, on_drift=lambda _w: controller.request_sync("drift"))
+    controller.on_reconciled = lambda result: cache.track(result.plan)
+
     forwarder = None
     if elector is not None and options.lease is not None:
         forwarder = Forwarder(leader=elector.leader_address, identity=options.lease.identity,
@@ -498,6 +507,7 @@ async def _serve(options: WatchOptions) -> int:
         elector.stop()
         await loop.run_in_executor(None, elector.release)
     await runner.cleanup()
+    cache.close()
     if store is not None:
         store.close()
     log.info("controller.exited", clean=clean)

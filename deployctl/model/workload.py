@@ -1,8 +1,10 @@
 """Workloads as deployctl sees them, and their rollout health. Pure: no I/O.
 
-A :class:`Workload` is built from the JSON of a Deployment or StatefulSet by the cluster edge;
-:func:`rollout_status` decides, like ``kubectl rollout status``, whether its rollout is
-complete, still progressing, or failed.
+A :class:`Workload` is built from the JSON of a Deployment, StatefulSet, DaemonSet or CronJob by
+the cluster edge; :func:`rollout_status` decides, like ``kubectl rollout status``, whether its
+rollout is complete, still progressing, or failed. Where the outcome is already known (a paused
+Deployment, ``ProgressDeadlineExceeded``, an ``OnDelete`` update strategy) it fails at once with
+the reason instead of waiting out a timeout. A CronJob has no rollout: once applied it is in sync.
 """
 
 from __future__ import annotations
@@ -28,7 +30,11 @@ ANN_SUSPENDED_REASON = "deployctl.dev/suspended-reason"
 ANN_SUSPENDED_AT = "deployctl.dev/suspended-at"
 SUSPENSION_ANNOTATIONS = (ANN_SUSPENDED, ANN_SUSPENDED_BY, ANN_SUSPENDED_REASON, ANN_SUSPENDED_AT)
 
-KINDS = ("Deployment", "StatefulSet")
+KINDS = ("Deployment", "StatefulSet", "DaemonSet", "CronJob")
+"""The workload kinds deployctl manages when they carry ``deployctl.dev/app``."""
+ROLLOUT_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+"""The kinds whose rollout is waited for (a CronJob's next Job simply uses the new image)."""
+KINDS_TEXT = "Deployment, StatefulSet, DaemonSet or CronJob"
 
 
 class Health(str, Enum):
@@ -50,7 +56,11 @@ class RolloutStatus:
 
 @dataclass(frozen=True)
 class Workload:
-    """One labelled Deployment or StatefulSet."""
+    """One labelled Deployment, StatefulSet, DaemonSet or CronJob.
+
+    For a DaemonSet the replica counts are its scheduled-pod counts: ``replicas`` is
+    ``desiredNumberScheduled``, ``updated_replicas`` ``updatedNumberScheduled``,
+    ``available_replicas`` ``numberAvailable``, ``ready_replicas`` ``numberReady``."""
 
     kind: str
     namespace: str
@@ -70,6 +80,9 @@ class Workload:
     update_revision: str | None = None
     partition: int = 0
     selector: Mapping[str, str] = field(default_factory=dict)
+    paused: bool = False  # Deployment spec.paused
+    strategy: str = ""  # the update strategy type (RollingUpdate, OnDelete, Recreate)
+    resource_version: str = ""
 
     @property
     def ref(self) -> str:
@@ -77,13 +90,15 @@ class Workload:
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any], kind: str) -> Workload:
-        """Build from a Deployment or StatefulSet as returned by the API (JSON)."""
+        """Build from a workload of one of :data:`KINDS` as returned by the API (JSON)."""
         meta = obj.get("metadata") or {}
         spec = obj.get("spec") or {}
         status = obj.get("status") or {}
-        containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
-        strategy = (spec.get("updateStrategy") or {}).get("rollingUpdate") or {}
-        return cls(
+        pod_spec = spec.get("jobTemplate", {}).get("spec", {}) if kind == "CronJob" else spec
+        containers = ((pod_spec.get("template") or {}).get("spec") or {}).get("containers") or []
+        update = spec.get("strategy" if kind == "Deployment" else "updateStrategy") or {}
+        rolling = update.get("rollingUpdate") or {}
+        common: dict[str, Any] = dict(
             kind=kind,
             namespace=meta.get("namespace", ""),
             name=meta.get("name", ""),
@@ -93,16 +108,31 @@ class Workload:
                          if k.startswith(ANNOTATION_PREFIX) or k == ANN_CHANGE_CAUSE},
             generation=int(meta.get("generation") or 0),
             observed_generation=int(status.get("observedGeneration") or 0),
+            conditions=tuple(status.get("conditions") or ()),
+            selector=dict(((spec.get("selector") or {}).get("matchLabels")) or {}),
+            strategy=str(update.get("type") or ""),
+            resource_version=str(meta.get("resourceVersion") or ""),
+        )
+        if kind == "DaemonSet":
+            desired = int(status.get("desiredNumberScheduled") or 0)
+            return cls(replicas=desired, status_replicas=int(status.get("currentNumberScheduled") or 0),
+                       updated_replicas=int(status.get("updatedNumberScheduled") or 0),
+                       ready_replicas=int(status.get("numberReady") or 0),
+                       available_replicas=int(status.get("numberAvailable") or 0), **common)
+        if kind == "CronJob":
+            return cls(replicas=0, status_replicas=0, updated_replicas=0, ready_replicas=0, available_replicas=0,
+                       **common)
+        return cls(
             replicas=int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1),
             status_replicas=int(status.get("replicas") or 0),
             updated_replicas=int(status.get("updatedReplicas") or 0),
             ready_replicas=int(status.get("readyReplicas") or 0),
             available_replicas=int(status.get("availableReplicas") or 0),
-            conditions=tuple(status.get("conditions") or ()),
             current_revision=status.get("currentRevision"),
             update_revision=status.get("updateRevision"),
-            partition=int(strategy.get("partition") or 0),
-            selector=dict(((spec.get("selector") or {}).get("matchLabels")) or {}),
+            partition=int(rolling.get("partition") or 0),
+            paused=bool(spec.get("paused")),
+            **common,
         )
 
 
@@ -129,24 +159,68 @@ def suspension(workloads: Sequence[Workload]) -> Suspension | None:
 
 
 def rollout_status(w: Workload) -> RolloutStatus:
-    """Whether the workload's latest spec has fully rolled out (the rules of ``kubectl rollout status``)."""
+    """Whether the workload's latest spec has fully rolled out (the rules of ``kubectl rollout status``),
+    failing at once where waiting cannot help."""
+    if w.kind == "CronJob":
+        return RolloutStatus(Health.HEALTHY, "no rollout: the next Job runs the applied image")
+    if w.kind == "Deployment":
+        return _deployment_status(w)
+    if w.strategy == "OnDelete" and not _revision_complete(w):
+        return RolloutStatus(Health.FAILED, "update strategy OnDelete: pods are replaced only when deleted, so "
+                             "the rollout will not progress on its own (delete the pods or use RollingUpdate)")
+    if w.kind == "DaemonSet":
+        return _daemonset_status(w)
+    return _statefulset_status(w)
+
+
+def _revision_complete(w: Workload) -> bool:
+    """An OnDelete workload whose pods all run the latest template (nothing left to replace)."""
+    if w.observed_generation < w.generation:
+        return False
+    if w.kind == "DaemonSet":
+        return w.updated_replicas >= w.replicas
+    return not w.update_revision or w.current_revision == w.update_revision
+
+
+def _deployment_status(w: Workload) -> RolloutStatus:
+    for cond in w.conditions:
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            if w.observed_generation >= w.generation:
+                return RolloutStatus(Health.FAILED,
+                                     f"ProgressDeadlineExceeded: {cond.get('message', '')}".strip())
+    complete = (w.observed_generation >= w.generation and w.updated_replicas >= w.replicas
+                and w.status_replicas <= w.updated_replicas and w.available_replicas >= w.updated_replicas)
+    if w.paused and not complete:
+        return RolloutStatus(Health.FAILED, "deployment is paused: the rollout will not progress until it is "
+                             f"resumed (kubectl rollout resume deployment/{w.name})")
     if w.observed_generation < w.generation:
         return RolloutStatus(Health.PROGRESSING, "waiting for the controller to observe the new spec")
-    if w.kind == "Deployment":
-        for cond in w.conditions:
-            if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
-                return RolloutStatus(Health.FAILED, f"ProgressDeadlineExceeded: {cond.get('message', '')}".strip())
-        if w.updated_replicas < w.replicas:
-            return RolloutStatus(Health.PROGRESSING, f"{w.updated_replicas}/{w.replicas} replicas updated")
-        if w.status_replicas > w.updated_replicas:
-            old = w.status_replicas - w.updated_replicas
-            return RolloutStatus(Health.PROGRESSING, f"{old} old replicas pending termination")
-        if w.available_replicas < w.updated_replicas:
-            return RolloutStatus(
-                Health.PROGRESSING, f"{w.available_replicas}/{w.updated_replicas} updated replicas available"
-            )
-        return RolloutStatus(Health.HEALTHY, f"{w.available_replicas}/{w.replicas} replicas available")
-    # StatefulSet (RollingUpdate)
+    if w.updated_replicas < w.replicas:
+        return RolloutStatus(Health.PROGRESSING, f"{w.updated_replicas}/{w.replicas} replicas updated")
+    if w.status_replicas > w.updated_replicas:
+        old = w.status_replicas - w.updated_replicas
+        return RolloutStatus(Health.PROGRESSING, f"{old} old replicas pending termination")
+    if w.available_replicas < w.updated_replicas:
+        return RolloutStatus(
+            Health.PROGRESSING, f"{w.available_replicas}/{w.updated_replicas} updated replicas available"
+        )
+    return RolloutStatus(Health.HEALTHY, f"{w.available_replicas}/{w.replicas} replicas available")
+
+
+def _daemonset_status(w: Workload) -> RolloutStatus:
+    """``kubectl rollout status daemonset/...``: every scheduled pod updated, then available."""
+    if w.observed_generation < w.generation:
+        return RolloutStatus(Health.PROGRESSING, "waiting for the controller to observe the new spec")
+    if w.updated_replicas < w.replicas:
+        return RolloutStatus(Health.PROGRESSING, f"{w.updated_replicas} out of {w.replicas} new pods updated")
+    if w.available_replicas < w.replicas:
+        return RolloutStatus(Health.PROGRESSING, f"{w.available_replicas} of {w.replicas} updated pods available")
+    return RolloutStatus(Health.HEALTHY, f"{w.available_replicas}/{w.replicas} scheduled pods available")
+
+
+def _statefulset_status(w: Workload) -> RolloutStatus:
+    if w.observed_generation == 0 or w.observed_generation < w.generation:
+        return RolloutStatus(Health.PROGRESSING, "waiting for the controller to observe the new spec")
     if w.ready_replicas < w.replicas:
         return RolloutStatus(Health.PROGRESSING, f"{w.ready_replicas}/{w.replicas} replicas ready")
     if w.partition > 0:
@@ -156,6 +230,13 @@ def rollout_status(w: Workload) -> RolloutStatus:
     if w.update_revision and w.current_revision != w.update_revision:
         return RolloutStatus(Health.PROGRESSING, f"{w.updated_replicas}/{w.replicas} replicas updated")
     return RolloutStatus(Health.HEALTHY, f"{w.ready_replicas}/{w.replicas} replicas ready")
+
+
+def drifted(w: Workload) -> bool:
+    """True when deployctl applied an image to this workload and no container runs it any more
+    (someone changed it by hand, e.g. ``kubectl set image``)."""
+    applied = w.annotations.get(ANN_IMAGE)
+    return bool(applied) and applied not in w.images.values()
 
 
 def combined_status(workloads: Sequence[Workload]) -> RolloutStatus:

@@ -7,7 +7,8 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from deployctl.edges.kube.cluster import Cluster, current_context
+from deployctl.edges.kube.cluster import Cluster
+from deployctl.edges.kube.kubeconfig import current_context
 from deployctl.model.state import DesiredState
 from deployctl.model.workload import ANN_IMAGE, KINDS, Workload
 from deployctl.reconcile.artifacts import known_pins

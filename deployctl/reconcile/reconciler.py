@@ -51,7 +51,7 @@ from deployctl.reconcile.outcome import (
     ReconcileResult,
 )
 from deployctl.reconcile.sink import AuditSink, FinishItem, NullAudit
-from deployctl.reconcile.wait import Waiting, check_rollouts
+from deployctl.reconcile.wait import RolloutWatch, Waiting, check_rollouts
 from deployctl.rules.ordering import Ordering, Relation, Verdict, decide, worst
 from deployctl.rules.plan import Action, Change, dependency_order, make_plan
 
@@ -62,6 +62,8 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+_MIN_CHECK_GAP = 0.05  # seconds between two rollout checks at least (a check reads memory, but of every app)
 
 def annotations_for(change: Change, image: str, deploy_commit: str | None, now: datetime) -> dict[str, str]:
     target = change.target
@@ -132,6 +134,7 @@ class Reconciler:
         self.clock = clock
         self.relation = relation  # (desired deploy commit, live one) -> Relation; None: no ordering check
         self._notes: dict[tuple[str, str], str] = {}  # audit notes of overrides (--force-older)
+        self._watch: RolloutWatch | None = None
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -231,9 +234,17 @@ class Reconciler:
         for env in sorted({k[0] for k in runs}):
             env_apps = {k[1]: runs[k].change.depends_on for k in runs if k[0] == env}
             order.extend((env, app) for app in dependency_order(env_apps))
+        self._watch = RolloutWatch(self.clusters) if self.wait else None
+        try:
+            self._loop(runs, order)
+        finally:
+            if self._watch is not None:
+                self._watch.close()
+        self._flush_finishes()
+
+    def _loop(self, runs: dict[tuple[str, str], _AppRun], order: list[tuple[str, str]]) -> None:
         deadline = time.monotonic() + self.timeout
         last_poll = 0.0
-        poll_every = self.poll_interval
         futures: dict[Future[tuple[Workload, ...]], tuple[str, str]] = {}
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="deployctl-apply") as pool:
             while any(r.outcome is None for r in runs.values()):
@@ -254,7 +265,16 @@ class Reconciler:
                     futures[pool.submit(self._apply, run)] = run.change.key
                     run.state = "applying"
 
-                done, _ = wait(list(futures), timeout=self.poll_interval, return_when=FIRST_COMPLETED)
+                if futures:
+                    done, _ = wait(list(futures), timeout=self.poll_interval, return_when=FIRST_COMPLETED)
+                else:  # only waiting: wake up on the next watch event (or the poll interval)
+                    done = set()
+                    if self._watch is not None and any(r.state == "waiting" for r in runs.values()
+                                                       if r.outcome is None):
+                        gap = last_poll + _MIN_CHECK_GAP - time.monotonic()
+                        if gap > 0:
+                            time.sleep(gap)  # coalesce a burst of events into one check
+                        self._watch.changed.wait(self.poll_interval)
                 for fut in done:
                     key = futures.pop(fut)
                     run = runs[key]
@@ -274,13 +294,21 @@ class Reconciler:
 
                 waiting = [r for r in runs.values() if r.state == "waiting" and r.outcome is None]
                 now = time.monotonic()
-                if waiting and now - last_poll >= poll_every:
+                # Checks read the watch's memory: check on every event, and at the poll interval
+                # (a first check also opens the informers: their one LIST each).
+                fresh_events = self._watch is not None and self._watch.changed.is_set()
+                tick = now - last_poll >= self.poll_interval
+                if waiting and ((fresh_events and now - last_poll >= _MIN_CHECK_GAP) or tick):
                     last_poll = now
+                    if self._watch is not None and not tick:  # check only the apps an event touched
+                        touched = self._watch.take_changed()
+                        waiting = [r for r in waiting if r.state == "waiting" and any(
+                            (r.change.target.context if r.change.target else None, w.namespace, w.kind, w.name)
+                            in touched for w in r.workloads)]
+                    elif self._watch is not None:
+                        self._watch.take_changed()
                     try:
                         self._poll(waiting)
-                        # A LIST of thousands of workloads is not free, and the API server that
-                        # serves it is the one rolling them out: poll at most a quarter of the time.
-                        poll_every = max(self.poll_interval, 4 * (time.monotonic() - now))
                     except ClusterUnreachableError:
                         self._abandon(runs, futures, "the Kubernetes API became unreachable")
                         raise
@@ -299,7 +327,6 @@ class Reconciler:
                         for r in stuck:
                             self._finish(r, BLOCKED, "dependencies form a cycle or never started", record=True)
                 self._flush_finishes()
-        self._flush_finishes()
 
     def _record_attempts(self, ready: list[_AppRun]) -> list[_AppRun]:
         """Put the attempts of a wave on record before any of them is applied (one write when the
@@ -376,7 +403,7 @@ class Reconciler:
             Waiting(key=run.change.key, context=run.change.target.context if run.change.target else None,
                     namespace=run.change.namespace, workloads=run.workloads)
             for run in waiting
-        ])
+        ], watch=self._watch)
         for run in waiting:
             found = seen[run.change.key]
             run.workloads = found.workloads

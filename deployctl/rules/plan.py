@@ -22,6 +22,7 @@ from deployctl.model.state import DesiredState, Target
 from deployctl.model.workload import (
     ANN_COMMIT,
     ANN_IMAGE,
+    KINDS_TEXT,
     Health,
     RolloutStatus,
     Workload,
@@ -156,7 +157,7 @@ def plan_target(target: Target, workloads: Sequence[Workload], desired_image: st
     if not workloads:
         return Change(
             action=Action.MISSING,
-            reason=f"no Deployment or StatefulSet in namespace {target.namespace} is labelled "
+            reason=f"no {KINDS_TEXT} in namespace {target.namespace} is labelled "
             f"deployctl.dev/app={target.app}; label the app's workloads to let deployctl manage them",
             **base,  # type: ignore[arg-type]
         )

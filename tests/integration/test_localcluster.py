@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 import urllib.request
 
@@ -9,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from deployctl.cli import main
-from deployctl.devtools.localcluster import controlplane
+from deployctl.devtools.localcluster import build, controlplane
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +73,15 @@ def test_up_down_cli_starts_and_stops_only_its_own_processes(tmp_path):
         assert (tmp_path / "logs" / f"{name}.log").exists()
 
     env = runner.invoke(main, ["localcluster", "env", "--dir", str(tmp_path)])
-    assert env.stdout.strip() == f"export KUBECONFIG={kubeconfig}"
+    lines = env.stdout.strip().splitlines()
+    assert lines[0] == f"export KUBECONFIG={kubeconfig}"
+    # kubectl of the same pinned release is first on PATH after eval, and talks to this cluster
+    bin_dir = build.binaries().bin_dir
+    assert lines[1] == f'export PATH={bin_dir}:"$PATH"'
+    shell = subprocess.run(["bash", "-c", env.stdout + "\ncommand -v kubectl; kubectl get nodes -o name"],
+                           capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert shell.returncode == 0, shell.stderr
+    assert shell.stdout.splitlines() == [str(bin_dir / "kubectl"), f"node/{controlplane.FAKE_NODE}"]
 
     down = runner.invoke(main, ["localcluster", "down", "--dir", str(tmp_path)])
     assert down.exit_code == 0

@@ -100,7 +100,8 @@ def test_second_run_with_nothing_changed_makes_zero_writes(cluster, namespace, s
     assert {o.result for o in again.outcomes} == {"in-sync"}
     assert again.writes() == 0
     assert again.requests.get("PATCH", 0) == 0
-    assert again.requests.get("GET", 0) == 2  # one LIST per workload kind in the one namespace
+    assert again.requests.get("GET", 0) == 4  # one LIST per managed kind (Deployment, StatefulSet, DaemonSet, CronJob)
+    assert again.requests.get("WATCH", 0) == 0  # nothing to wait for: no watch opened
 
 
 def test_update_rolls_forward_from_old_sha_to_new_sha(cluster, namespace, shop):

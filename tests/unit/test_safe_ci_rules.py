@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from deployctl.edges.kube.cluster import merged_kubeconfig
+from deployctl.edges.kube.kubeconfig import merged_kubeconfig
 from deployctl.model.config import load_config
 from deployctl.rules.ordering import Relation, Verdict, decide, worst
 from deployctl.rules.reach import Allowed, allowlist_refusals, parse_allowed, shared_targets

@@ -1,4 +1,5 @@
-"""Build the local control plane (kube-apiserver, controller-manager, scheduler, etcd, kwok) from Go modules.
+"""Build the local control plane (kube-apiserver, controller-manager, scheduler, etcd, kwok) and kubectl
+from Go modules.
 
 Everything is pinned in :mod:`deployctl.devtools.localcluster.pins` and cached outside the
 repo, under ``$DEPLOYCTL_CACHE`` (default ``~/.cache/deployctl``)/controlplane/<key>/bin.
@@ -24,7 +25,7 @@ from deployctl.errors import LocalClusterError
 
 log = structlog.get_logger(__name__)
 
-BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd", "kwok")
+BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd", "kwok", "kubectl")
 _STAGING_LINE = re.compile(r"^\s*(k8s\.io/[A-Za-z0-9._/-]+)\s+v0\.0\.0\s*(//.*)?$")
 _ETCD_LINE = re.compile(r"^\s*go\.etcd\.io/etcd/server/v3\s+(v3\.[0-9.]+)\b")
 
@@ -153,6 +154,7 @@ def build(*, force: bool = False) -> ControlPlaneBinaries:
         "k8s.io/kubernetes/cmd/kube-apiserver",
         "k8s.io/kubernetes/cmd/kube-controller-manager",
         "k8s.io/kubernetes/cmd/kube-scheduler",
+        "k8s.io/kubernetes/cmd/kubectl",  # the client users of the local cluster expect, same release
         "go.etcd.io/etcd/server/v3",
     ]
     # Explicit versions: a bare `go get pkg` would upgrade to the newest release.

@@ -161,8 +161,10 @@ def _wait(what: str, check: Any, *, timeout: float, logs: Path, procs: dict[str,
     raise LocalClusterError(f"timed out after {timeout:.0f}s waiting for {what}; logs are in {logs}")
 
 
-def up(directory: Path | None = None, *, build_if_missing: bool = True, timeout: float = 90.0) -> ClusterState:
-    """Start the control plane in ``directory`` (reusing it if it already runs) and wait until it is usable."""
+def up(directory: Path | None = None, *, build_if_missing: bool = True, timeout: float = 90.0,
+       extra_args: dict[str, list[str]] | None = None) -> ClusterState:
+    """Start the control plane in ``directory`` (reusing it if it already runs) and wait until it is usable.
+    ``extra_args`` adds flags per component (e.g. ``{"kube-apiserver": ["--watch-cache-sizes=..."]}``)."""
     directory = (directory or default_dir()).resolve()
     existing = read_state(directory)
     if existing and all(_pid_runs(p, existing.binaries.get(n, "")) for n, p in existing.pids.items()):
@@ -274,6 +276,8 @@ def up(directory: Path | None = None, *, build_if_missing: bool = True, timeout:
         ],
     }
 
+    for component, flags in (extra_args or {}).items():
+        commands[component] = [*commands[component], *flags]
     procs: dict[str, subprocess.Popen[bytes]] = {}
     state = ClusterState(
         dir=str(directory), kubeconfig=str(kubeconfig), server=server, ports=ports, started_at=time.time()
@@ -407,12 +411,20 @@ def restart_component(directory: Path, name: str) -> None:
 
 
 def env_lines(directory: Path | None = None) -> str:
-    """Shell lines that point kubectl and deployctl at the running local cluster."""
+    """Shell lines that point kubectl and deployctl at the running local cluster and put the
+    kubectl built from the same pinned release first on PATH."""
+    import shlex
+
     directory = (directory or default_dir()).resolve()
     state = read_state(directory)
     if state is None:
         raise LocalClusterError(f"no local cluster runs in {directory}; start one with 'deployctl localcluster up'")
-    return f"export KUBECONFIG={state.kubeconfig}"
+    lines = [f"export KUBECONFIG={shlex.quote(state.kubeconfig)}"]
+    bins = build.binaries()
+    if os.access(bins.path("kubectl"), os.X_OK):
+        lines.append(f'export PATH={shlex.quote(str(bins.bin_dir))}:"$PATH"')
+    return "\n".join(lines)
+
 
 
 def status(directory: Path | None = None) -> dict[str, object]:

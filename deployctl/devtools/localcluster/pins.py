@@ -10,7 +10,7 @@ KUBERNETES = "v1.35.4"
 KWOK = "v0.8.0"
 GO_DIRECTIVE = "1.25.0"
 # Bump to force a rebuild when the build recipe itself changes.
-RECIPE = 1
+RECIPE = 2  # 2: kubectl is built too
 
 
 def as_dict() -> dict[str, object]:

@@ -117,33 +117,26 @@ class LeaderElector:
     def _path(self) -> str:
         return f"lease {self.config.namespace}/{self.config.name}"
 
+    def _url(self, *, collection: bool = False) -> str:
+        base = f"/apis/coordination.k8s.io/v1/namespaces/{self.config.namespace}/leases"
+        return base if collection else f"{base}/{self.config.name}"
+
     def _get(self) -> dict[str, Any] | None:
-        c = self.cluster
         try:
-            body: dict[str, Any] = c._call(  # noqa: SLF001 - the shared raw-JSON request path
-                f"get {self._path()}", c.coordination.read_namespaced_lease, self.config.name,
-                self.config.namespace, _request_timeout=self.config.retry_period * 2,
-            )
+            return self.cluster.transport.request("GET", self._url(), what=f"get {self._path()}",
+                                                  timeout=self.config.retry_period * 2)
         except DeployctlError as exc:
             if getattr(exc, "status", None) == 404:
                 return None
             raise
-        return body
 
     def _write(self, body: dict[str, Any], *, create: bool) -> dict[str, Any]:
-        c = self.cluster
         timeout = self.config.retry_period * 2
         if create:
-            result: dict[str, Any] = c._call(  # noqa: SLF001
-                f"create {self._path()}", c.coordination.create_namespaced_lease, self.config.namespace, body,
-                _request_timeout=timeout,
-            )
-        else:
-            result = c._call(  # noqa: SLF001
-                f"update {self._path()}", c.coordination.replace_namespaced_lease, self.config.name,
-                self.config.namespace, body, _request_timeout=timeout,
-            )
-        return result
+            return self.cluster.transport.request("POST", self._url(collection=True), what=f"create {self._path()}",
+                                                  body=body, timeout=timeout)
+        return self.cluster.transport.request("PUT", self._url(), what=f"update {self._path()}", body=body,
+                                              timeout=timeout)
 
     def _spec(self, *, acquire: bool, transitions: int, acquired_at: str | None) -> dict[str, Any]:
         now = _micro_time(self.now())
