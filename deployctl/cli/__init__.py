@@ -62,7 +62,7 @@ SUMMARIES: dict[str, str] = {
     "reconcile": "Apply the deploy files at REF to the cluster and wait for the rollouts.",
     "rollback": "Roll APP in --env forward to an earlier SHA.",
     "status": "A table of env x app: desired SHA, live SHA, in sync or not, rollout health.",
-    "timeline": "Plot deploys over time: one lane per app, markers coloured by result.",
+    "timeline": "Plot deploys over time into --out FILE: one lane per app, markers coloured by result.",
     "validate": "Check deployctl.yaml and every environments/<env>/<app>.deploy file.",
     "watch": "Keep the cluster on a branch of the deploy repo: reconcile every new commit, correct drift.",
 }
