@@ -20,7 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from deployctl.edges.audit.url import open_store  # noqa: E402
-from deployctl.edges.notify import drain, parse_settings  # noqa: E402
+from deployctl.edges.notify import drain  # noqa: E402
+from deployctl.edges.sinks import parse_settings  # noqa: E402
 from deployctl.log import configure_logging  # noqa: E402
 from tests.fixtures.auditdata import make_attempt  # noqa: E402
 from tests.fixtures.kafka import KafkaBroker, kafka_lib  # noqa: E402

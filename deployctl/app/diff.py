@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from deployctl.edges.git import history
 from deployctl.edges.git import repo as repo_edge
 from deployctl.model.config import Config
 from deployctl.reconcile import policy
@@ -59,7 +60,7 @@ def commit_ranges(
         source = repo_edge.source_repo_path(repo_root, app.source)
         if source is None:
             continue
-        found = repo_edge.commit_range(source, t.old_sha, t.new_sha, limit=limit)
+        found = history.commit_range(source, t.old_sha, t.new_sha, limit=limit)
         if found is None:
             continue
         infos, descendant, truncated = found

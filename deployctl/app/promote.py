@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from deployctl.edges.git import history as git_history
 from deployctl.edges.git import repo as repo_edge
 from deployctl.rules.promote import (
     PromoteError,
@@ -85,11 +86,11 @@ def rollback_app(
     data = _read(root, path)
     if data is None:
         raise PromoteError(f"{path}: no such deploy file in the work tree")
-    history: list[str] = []
+    ran: list[str] = []
     repository = repo_edge.open_repository(repo)
     if not repository.head_is_unborn:
-        history = repo_edge.deployed_shas(repo, [path], ref="HEAD")[path]
-    chosen = choose_rollback(data, path=path, to=to, steps=steps, git_history=history, force=force)
+        ran = git_history.deployed_shas(repo, [path], ref="HEAD")[path]
+    chosen = choose_rollback(data, path=path, to=to, steps=steps, git_history=ran, force=force)
     current = data.split(None, 1)[0].decode()
     name, email = repo_edge.identity(repo)
     note = note_line(f"rollback from {current[:12]}", who=f"{name} <{email}>", when=now or _now(),

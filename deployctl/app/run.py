@@ -16,6 +16,7 @@ from pathlib import Path
 import structlog
 
 from deployctl.edges.audit import url as audit_location
+from deployctl.edges.git import history
 from deployctl.edges.git import repo as repo_edge
 from deployctl.edges.git.repo import local_sources, read_desired_state
 from deployctl.edges.kube.cluster import Cluster, ClusterError
@@ -95,7 +96,7 @@ def run_once(
         key = (desired_commit, live)
         if key not in relations:
             try:
-                relations[key] = repo_edge.commit_relation(repo_path, desired_commit, live)
+                relations[key] = history.commit_relation(repo_path, desired_commit, live)
             except repo_edge.RepoError:
                 relations[key] = Relation.UNKNOWN
         return relations[key]

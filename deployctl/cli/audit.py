@@ -285,8 +285,8 @@ def drain(audit_url: str | None, settings_file: str | None, max_wait: float, out
     Example (a CI step after the deploy step, which it never blocks):
       deployctl notify drain --settings /etc/deployctl/settings.yaml
     """
-    from deployctl.edges.notify import NotifyError, load_settings
     from deployctl.edges.notify import drain as drain_outbox
+    from deployctl.edges.sinks import NotifyError, load_settings
 
     settings = load_settings(settings_file)
     if not settings.sinks:

@@ -37,7 +37,8 @@ def with_schema_problems(repo: str, state: DesiredState, *, ref: str, worktree: 
     from dataclasses import replace
     from pathlib import Path
 
-    from deployctl.edges.git.repo import read_file_at, repo_root
+    from deployctl.edges.git.history import read_file_at
+    from deployctl.edges.git.repo import repo_root
     from deployctl.model.config import CONFIG_PATH, MAX_CONFIG_BYTES
     from deployctl.model.config.schema import schema_problems
 

@@ -94,17 +94,15 @@ def watch(repo: str, branch: str, interval: float, listen: str, audit_url: str |
     """
     from deployctl.controller.forward import usable_address
     from deployctl.controller.httpserver import ServerLimits
-    from deployctl.controller.loop import (
-        ControllerSettings,
+    from deployctl.controller.loop import ControllerSettings
+    from deployctl.controller.serve import (
         WatchOptions,
         identity_default,
         in_cluster_namespace,
         serve,
         split_namespaces,
     )
-    from deployctl.controller.loop import (
-        advertise_url as default_advertise_url,
-    )
+    from deployctl.controller.serve import advertise_url as default_advertise_url
     from deployctl.controller.webhook import load_secret
     from deployctl.edges.git.mirror import default_mirror_dir
     from deployctl.edges.kube.lease import LeaseConfig

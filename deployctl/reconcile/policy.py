@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from deployctl import settings
+from deployctl.edges.git import history
 from deployctl.edges.git import repo as repo_edge
 from deployctl.model.audit import AuditStore
 from deployctl.model.config import Config
@@ -54,7 +55,7 @@ def git_facts(
     if not paths:
         return []
     facts: list[RunFact] = []
-    for path, shas in repo_edge.deployed_shas(repo, sorted(paths), ref=ref, before=before).items():
+    for path, shas in history.deployed_shas(repo, sorted(paths), ref=ref, before=before).items():
         names = split_deploy_path(path)
         assert names is not None
         facts.extend(RunFact(names[0], names[1], sha, "deployed") for sha in shas)
@@ -143,11 +144,11 @@ def approval_verdicts(
     signatures: dict[str, tuple[bytes, bytes] | None] = {}
     out: dict[tuple[str, str], Verdict] = {}
     for target in chosen:
-        commits = repo_edge.introducing_commits(repo, target.path, ref=ref)
+        commits = history.introducing_commits(repo, target.path, ref=ref)
         candidates = []
         for info in commits:
             if info.sha not in signatures:
-                signatures[info.sha] = repo_edge.commit_signature(repo, info.sha)
+                signatures[info.sha] = history.commit_signature(repo, info.sha)
             signed = signatures[info.sha]
             candidates.append(
                 ApprovalCommit(

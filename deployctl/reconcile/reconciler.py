@@ -20,13 +20,7 @@ import structlog
 from deployctl.errors import ClusterUnreachableError, DeployctlError
 from deployctl.model.state import DesiredState, Target
 from deployctl.model.workload import (
-    ANN_APPLIED_AT,
-    ANN_CHANGE_CAUSE,
-    ANN_COMMIT,
     ANN_DEPLOY_COMMIT,
-    ANN_DEPLOY_FILE,
-    ANN_DIGEST,
-    ANN_IMAGE,
     Health,
     Workload,
     combined_status,
@@ -53,7 +47,7 @@ from deployctl.reconcile.outcome import (
 from deployctl.reconcile.sink import AuditSink, FinishItem, NullAudit
 from deployctl.reconcile.wait import RolloutWatch, Waiting, check_rollouts
 from deployctl.rules.ordering import Ordering, Relation, Verdict, decide, worst
-from deployctl.rules.plan import Action, Change, dependency_order, make_plan
+from deployctl.rules.plan import Action, Change, annotations_for, dependency_order, make_plan
 
 __all__ = [
     "APPLIED", "BLOCKED", "DRIFT_CORRECTED", "FAILED", "IN_SYNC", "INVALID", "MISSING", "REFUSED", "SKIPPED", "SUCCEEDED",
@@ -64,26 +58,6 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 _MIN_CHECK_GAP = 0.05  # seconds between two rollout checks at least (a check reads memory, but of every app)
-
-def annotations_for(change: Change, image: str, deploy_commit: str | None, now: datetime) -> dict[str, str]:
-    target = change.target
-    assert target is not None
-    digest = image.split("@", 1)[1] if "@" in image else None
-    cause = f"deployctl: {target.app} {target.sha[:12]} from {target.path}"
-    if deploy_commit:
-        cause += f" at {deploy_commit[:12]}"
-    ann = {
-        ANN_COMMIT: target.sha,
-        ANN_IMAGE: image,
-        ANN_DEPLOY_FILE: target.path,
-        ANN_APPLIED_AT: now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        ANN_CHANGE_CAUSE: cause,
-    }
-    if deploy_commit:
-        ann[ANN_DEPLOY_COMMIT] = deploy_commit
-    if digest:
-        ann[ANN_DIGEST] = digest
-    return ann
 
 
 @dataclass

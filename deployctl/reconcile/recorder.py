@@ -15,7 +15,7 @@ from pathlib import Path
 
 import structlog
 
-from deployctl.edges.git import repo
+from deployctl.edges.git import history, repo
 from deployctl.model import audit
 from deployctl.reconcile.sink import AttemptItem, FinishItem
 from deployctl.rules.plan import Change
@@ -41,7 +41,7 @@ class AuditRecorder:
         self.trigger = trigger
         self.actor = actor or audit.current_actor()
         self._lock = threading.Lock()
-        self._lookups: dict[tuple[str, ...], repo.CommitInfo | None] = {}
+        self._lookups: dict[tuple[str, ...], history.CommitInfo | None] = {}
         self.sources = dict(sources or {})
         self.lock_holder = lock_holder  # this run's identity in the environment locks it holds
 
@@ -59,7 +59,7 @@ class AuditRecorder:
 
     # -- provenance ---------------------------------------------------------------------------
 
-    def _cached(self, key: tuple[str, ...], lookup: Callable[[], repo.CommitInfo | None]) -> repo.CommitInfo | None:
+    def _cached(self, key: tuple[str, ...], lookup: Callable[[], history.CommitInfo | None]) -> history.CommitInfo | None:
         """One git lookup per key and run; a commit that cannot be read is recorded as unknown."""
         with self._lock:
             if key in self._lookups:
@@ -72,16 +72,16 @@ class AuditRecorder:
             self._lookups[key] = info
         return info
 
-    def _file_commit(self, path: str, ref: str | None) -> repo.CommitInfo | None:
+    def _file_commit(self, path: str, ref: str | None) -> history.CommitInfo | None:
         if self.repo_path is None or ref is None:
             return None
         where = self.repo_path
-        return self._cached(("last_change", str(where), path, ref), lambda: repo.last_change(where, path, ref=ref))
+        return self._cached(("last_change", str(where), path, ref), lambda: history.last_change(where, path, ref=ref))
 
-    def _commit_in(self, where: Path | None, sha: str | None) -> repo.CommitInfo | None:
+    def _commit_in(self, where: Path | None, sha: str | None) -> history.CommitInfo | None:
         if where is None or sha is None:
             return None
-        return self._cached(("commit", str(where), sha), lambda: repo.commit_info(where, sha))
+        return self._cached(("commit", str(where), sha), lambda: history.commit_info(where, sha))
 
     # -- AuditSink ----------------------------------------------------------------------------
 

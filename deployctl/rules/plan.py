@@ -16,11 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 
 from deployctl.model.state import DesiredState, Target
 from deployctl.model.workload import (
+    ANN_APPLIED_AT,
+    ANN_CHANGE_CAUSE,
     ANN_COMMIT,
+    ANN_DEPLOY_COMMIT,
+    ANN_DEPLOY_FILE,
+    ANN_DIGEST,
     ANN_IMAGE,
     KINDS_TEXT,
     Health,
@@ -271,3 +277,25 @@ def _unhealthy_dependency(dep: str, change: Change | None) -> str | None:
     if change.action is Action.IN_SYNC and change.health and change.health.health is Health.FAILED:
         return f"dependency {dep} is unhealthy: {change.health.message}"
     return None
+
+
+def annotations_for(change: Change, image: str, deploy_commit: str | None, now: datetime) -> dict[str, str]:
+    """The annotations an apply writes on each workload: what runs, from which file and commit, and when."""
+    target = change.target
+    assert target is not None
+    digest = image.split("@", 1)[1] if "@" in image else None
+    cause = f"deployctl: {target.app} {target.sha[:12]} from {target.path}"
+    if deploy_commit:
+        cause += f" at {deploy_commit[:12]}"
+    ann = {
+        ANN_COMMIT: target.sha,
+        ANN_IMAGE: image,
+        ANN_DEPLOY_FILE: target.path,
+        ANN_APPLIED_AT: now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        ANN_CHANGE_CAUSE: cause,
+    }
+    if deploy_commit:
+        ann[ANN_DEPLOY_COMMIT] = deploy_commit
+    if digest:
+        ann[ANN_DIGEST] = digest
+    return ann

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from deployctl.edges.git import history as git_history
 from deployctl.edges.git import repo as repo_edge
 from deployctl.model.audit import AuditRecord, record_to_event
 from deployctl.model.state import DesiredState
@@ -130,7 +131,7 @@ def _commits(dashboard: Dashboard, source: Path | None, record: AuditRecord) -> 
         return None, False
     key = (str(source), old, new)
     if key not in dashboard.commit_ranges:
-        found = repo_edge.commit_range(source, old, new, limit=MAX_COMMITS)
+        found = git_history.commit_range(source, old, new, limit=MAX_COMMITS)
         if len(dashboard.commit_ranges) > 2000:
             dashboard.commit_ranges.clear()
         dashboard.commit_ranges[key] = None if found is None else (

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from deployctl.cli import main
 from deployctl.edges.audit.url import open_store
-from deployctl.edges.notify import NotifySettings, Sink, drain
+from deployctl.edges.notify import drain
+from deployctl.edges.sinks import NotifySettings, Sink
 from deployctl.model.audit import AuditStore
 from tests.fixtures.auditdata import make_attempt
 

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from deployctl.edges.audit.url import open_store
-from deployctl.edges.notify import NotifySettings, drain, parse_settings
+from deployctl.edges.notify import drain
+from deployctl.edges.sinks import NotifySettings, parse_settings
 from deployctl.model.audit import AuditStore
 from tests.fixtures.auditdata import make_attempt, sha
 from tests.fixtures.cdevents import assert_valid

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from deployctl.edges.audit.url import open_store
-from deployctl.edges.notify import drain, parse_settings
+from deployctl.edges.notify import drain
+from deployctl.edges.sinks import parse_settings
 from tests.fixtures.auditdata import make_attempt
 from tests.fixtures.cdevents import assert_valid
 

@@ -21,8 +21,9 @@ from click.testing import CliRunner
 from deployctl.cli import main
 from deployctl.edges.audit.url import open_store
 from deployctl.edges.git.mirror import Mirror, MirrorError
-from deployctl.edges.notify import DeliveryError, HttpRequest, NotifySettings, Sink, drain, send
+from deployctl.edges.notify import DeliveryError, HttpRequest, drain, send
 from deployctl.edges.registry.client import Credential, CredentialStore, RegistryClient
+from deployctl.edges.sinks import NotifySettings, Sink
 from tests.fixtures.auditdata import make_attempt
 from tests.fixtures.gitrepo import GitRepo
 from tests.fixtures.registry import LocalRegistry, RegistryPusher, free_port

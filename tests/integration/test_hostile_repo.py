@@ -18,7 +18,8 @@ from click.testing import CliRunner
 
 from deployctl.cli import main
 from deployctl.edges.audit.url import open_store
-from deployctl.edges.git.repo import RepoError, read_desired_state, read_file_at
+from deployctl.edges.git.history import read_file_at
+from deployctl.edges.git.repo import RepoError, read_desired_state
 from deployctl.reconcile import policy
 from tests.fixtures.auditdata import make_attempt
 from tests.fixtures.gitrepo import PROJECT_ROOT, Blob, GitRepo, write_zero_blob
@@ -127,7 +128,8 @@ def test_the_history_walk_stops_after_the_configured_number_of_commits(
 
 _MEASURE = """
 import json, resource, sys
-from deployctl.edges.git.repo import RepoError, read_desired_state, read_file_at
+from deployctl.edges.git.repo import RepoError, read_desired_state
+from deployctl.edges.git.history import read_file_at
 from deployctl.reconcile.policy import with_gate_problems
 state = with_gate_problems(sys.argv[1], read_desired_state(sys.argv[1]))
 print(json.dumps({"rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,

@@ -11,14 +11,8 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from deployctl.edges.git.repo import (
-    CommitInfo,
-    RepoError,
-    commit_info,
-    last_change,
-    read_desired_state,
-    read_file_at,
-)
+from deployctl.edges.git.history import CommitInfo, commit_info, last_change, read_file_at
+from deployctl.edges.git.repo import RepoError, read_desired_state
 from tests.fixtures.gitrepo import GitRepo, Submodule, Symlink, example_files
 
 pytestmark = pytest.mark.integration

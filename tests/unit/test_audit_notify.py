@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from deployctl.edges.notify import Sink, backoff, parse_settings, render_request, slack_text
+from deployctl.edges.notify import backoff, render_request, slack_text
+from deployctl.edges.sinks import Sink, parse_settings
 from deployctl.errors import InvalidInputError
 from deployctl.model.audit import OutboxEvent
 

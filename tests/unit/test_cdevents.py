@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from deployctl.edges.events.envelope import http_message, kafka_message
 from deployctl.edges.events.kafka import encode, parse_target
-from deployctl.edges.notify import Sink, parse_settings, render_request
+from deployctl.edges.notify import render_request
+from deployctl.edges.sinks import Sink, parse_settings
 from deployctl.errors import InvalidInputError
 from deployctl.model.audit import RESULTS, AuditRecord, OutboxEvent, record_to_event
 from deployctl.rules.cdevents import cdevent, cdevent_for_record, package_url, predicate
