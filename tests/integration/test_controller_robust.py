@@ -22,31 +22,17 @@ from tests.integration.test_controller import (
     SECRET,
     Watch,
     audit_url,
+    bare,  # noqa: F401 - the same fixtures as the controller tests
     config,
     deploy,
     image_of,
     lease_holder,
     sha,
     wait_for,
+    watches,  # noqa: F401
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def watches():
-    started: list[Watch] = []
-    yield started
-    for w in started:
-        w.stop()
-
-
-@pytest.fixture
-def bare(make_repo, namespace, cluster):
-    cluster.deployment(namespace, "api", image=f"{IMAGE}/api:initial")
-    repo = make_repo("deploy.git", bare=True)
-    repo.commit({"deployctl.yaml": config(namespace), **deploy("api", "api-1")}, message="First deploy")
-    return repo
 
 
 def events(w: Watch) -> list[dict]:
