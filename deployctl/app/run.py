@@ -19,7 +19,7 @@ from deployctl.edges.audit import url as audit_location
 from deployctl.edges.git import repo as repo_edge
 from deployctl.edges.git.repo import local_sources, read_desired_state
 from deployctl.edges.kube.cluster import Cluster, ClusterError
-from deployctl.edges.kube.lease import EnvironmentLock, LockHolder
+from deployctl.edges.kube.lease import EnvironmentLock, LockHolder, printable
 from deployctl.errors import ClusterUnreachableError, DeployctlError
 from deployctl.model.audit import AuditStore, current_actor
 from deployctl.model.state import DesiredState
@@ -157,8 +157,8 @@ def _take_lock(clusters: ClusterFor, context: str | None, env: str, namespace: s
                            lease_duration=options.lock_lease)
 
     def waiting(holder: LockHolder) -> None:
-        since = _printable((holder.since or "")[11:19]) or "?"
-        line = f"waiting for {env}: held by {_printable(holder.identity or '')} since {since}"
+        since = printable((holder.since or "")[11:19]) or "?"
+        line = f"waiting for {env}: held by {printable(holder.identity or '')} since {since}"
         log.info("lock.waiting", env=env, holder=holder.identity, since=holder.since)
         if on_wait is not None:
             on_wait(line)
@@ -172,11 +172,6 @@ def _take_lock(clusters: ClusterFor, context: str | None, env: str, namespace: s
         raise
     log.info("lock.acquired", env=env, namespace=namespace, identity=identity)
     return lock
-
-
-def _printable(text: str, limit: int = 200) -> str:
-    """A string from the cluster (anyone who may write the Lease wrote it), safe to print on one line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
 
 
 class _Locked:
