@@ -16,7 +16,6 @@ from pathlib import Path
 import structlog
 
 from deployctl.edges.audit import url as audit_location
-from deployctl.edges.git import repo as repo_edge
 from deployctl.edges.git.repo import local_sources, read_desired_state
 from deployctl.edges.kube.cluster import Cluster, ClusterError
 from deployctl.edges.kube.lease import EnvironmentLock, LockHolder, printable
@@ -27,11 +26,11 @@ from deployctl.reconcile import policy
 from deployctl.reconcile.artifacts import registry_pinner
 from deployctl.reconcile.observe import ClusterFor, ClusterPool, check_namespaces, context_namer
 from deployctl.reconcile.options import ReconcileOptions
+from deployctl.reconcile.ordering import git_relation
 from deployctl.reconcile.outcome import EnvironmentOutcome, Progress, ReconcileResult
 from deployctl.reconcile.reconciler import Reconciler
 from deployctl.reconcile.recorder import AuditRecorder
 from deployctl.reconcile.sink import AuditSink
-from deployctl.rules.ordering import Relation
 from deployctl.rules.plan import Plan
 
 log = structlog.get_logger(__name__)
@@ -89,16 +88,7 @@ def run_once(
     )
     pinner = registry_pinner(desired, store, allow_retagged=options.allow_retagged)
 
-    relations: dict[tuple[str, str], Relation] = {}  # most workloads share one live deploy commit
-
-    def relation(desired_commit: str, live: str) -> Relation:
-        key = (desired_commit, live)
-        if key not in relations:
-            try:
-                relations[key] = repo_edge.commit_relation(repo_path, desired_commit, live)
-            except repo_edge.RepoError:
-                relations[key] = Relation.UNKNOWN
-        return relations[key]
+    relation = git_relation(repo_path)
 
     def reconcile_env(envs: tuple[str, ...]) -> ReconcileResult:
         env = envs[0] if len(envs) == 1 else None

@@ -17,6 +17,7 @@ from deployctl.model.state import DesiredState
 from deployctl.model.vocabulary import ExitCode
 from deployctl.reconcile.observe import ClusterPool, observe_selection
 from deployctl.reconcile.options import ReconcileOptions
+from deployctl.reconcile.ordering import git_relation, with_ordering
 from deployctl.reconcile.outcome import Progress, ReconcileResult
 from deployctl.rules.plan import Plan
 
@@ -119,7 +120,7 @@ def _observed_plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, 
     seen = observe_selection(desired, pool, envs=envs, apps=apps,
                                  allowed_namespaces=_split_allowed(allowed_namespaces))
     plan = make_plan(desired, seen.live, envs=seen.envs, apps=apps, images=seen.known_images)
-    return desired, plan, seen.refused
+    return desired, with_ordering(plan, git_relation(repo)), seen.refused  # say what reconcile would skip
 
 
 def _split_allowed(values: tuple[str, ...]) -> list[str]:

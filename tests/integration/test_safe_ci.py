@@ -84,6 +84,8 @@ def test_an_older_ref_after_a_newer_one_is_skipped_and_force_older_is_audited(
     assert cli(*common, "--ref", newer).returncode == 0
     assert image_of(cluster, namespace) == f"{IMAGE}/api:{sha('two')}"
 
+    preview = cli("plan", "--repo", str(repo.path), "--kubeconfig", cluster.kubeconfig, "--ref", older)
+    assert f"skipped: live deploy commit {newer[:7]} is newer than {older[:7]}" in preview.stdout  # plan says so
     rerun = cli(*common, "--ref", older)  # a re-run of the old CI job
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"skipped: live deploy commit {newer[:7]} is newer than {older[:7]}" in rerun.stdout
