@@ -159,6 +159,10 @@ def _take_lock(clusters: ClusterFor, context: str | None, env: str, namespace: s
     except ClusterError as exc:
         if exc.status == 404:
             return None
+        if exc.status == 403:
+            raise ClusterError(f"{exc}; the environment lock needs create on leases and get/update on the Lease "
+                               f"deployctl-lock in namespace {namespace} (deploy/rbac-managed-namespace.yaml)",
+                               status=403) from exc
         raise
     log.info("lock.acquired", env=env, namespace=namespace, identity=identity)
     return lock
