@@ -16,11 +16,9 @@ from pathlib import Path
 import structlog
 
 from deployctl.edges.audit import url as audit_location
-from deployctl.edges.git import history
-from deployctl.edges.git import repo as repo_edge
 from deployctl.edges.git.repo import local_sources, read_desired_state
 from deployctl.edges.kube.cluster import Cluster, ClusterError
-from deployctl.edges.kube.lease import EnvironmentLock, LockHolder
+from deployctl.edges.kube.lease import EnvironmentLock, LockHolder, printable
 from deployctl.errors import ClusterUnreachableError, DeployctlError
 from deployctl.model.audit import AuditStore, current_actor
 from deployctl.model.state import DesiredState
@@ -28,11 +26,11 @@ from deployctl.reconcile import policy
 from deployctl.reconcile.artifacts import registry_pinner
 from deployctl.reconcile.observe import ClusterFor, ClusterPool, check_namespaces, context_namer
 from deployctl.reconcile.options import ReconcileOptions
+from deployctl.reconcile.ordering import git_relation
 from deployctl.reconcile.outcome import EnvironmentOutcome, Progress, ReconcileResult
 from deployctl.reconcile.reconciler import Reconciler
 from deployctl.reconcile.recorder import AuditRecorder
 from deployctl.reconcile.sink import AuditSink
-from deployctl.rules.ordering import Relation
 from deployctl.rules.plan import Plan
 
 log = structlog.get_logger(__name__)
@@ -90,16 +88,7 @@ def run_once(
     )
     pinner = registry_pinner(desired, store, allow_retagged=options.allow_retagged)
 
-    relations: dict[tuple[str, str], Relation] = {}  # most workloads share one live deploy commit
-
-    def relation(desired_commit: str, live: str) -> Relation:
-        key = (desired_commit, live)
-        if key not in relations:
-            try:
-                relations[key] = history.commit_relation(repo_path, desired_commit, live)
-            except repo_edge.RepoError:
-                relations[key] = Relation.UNKNOWN
-        return relations[key]
+    relation = git_relation(repo_path)
 
     def reconcile_env(envs: tuple[str, ...]) -> ReconcileResult:
         env = envs[0] if len(envs) == 1 else None
@@ -158,8 +147,8 @@ def _take_lock(clusters: ClusterFor, context: str | None, env: str, namespace: s
                            lease_duration=options.lock_lease)
 
     def waiting(holder: LockHolder) -> None:
-        since = _printable((holder.since or "")[11:19]) or "?"
-        line = f"waiting for {env}: held by {_printable(holder.identity or '')} since {since}"
+        since = printable((holder.since or "")[11:19]) or "?"
+        line = f"waiting for {env}: held by {printable(holder.identity or '')} since {since}"
         log.info("lock.waiting", env=env, holder=holder.identity, since=holder.since)
         if on_wait is not None:
             on_wait(line)
@@ -170,14 +159,13 @@ def _take_lock(clusters: ClusterFor, context: str | None, env: str, namespace: s
     except ClusterError as exc:
         if exc.status == 404:
             return None
+        if exc.status == 403:
+            raise ClusterError(f"{exc}; the environment lock needs create on leases and get/update on the Lease "
+                               f"deployctl-lock in namespace {namespace} (deploy/rbac-managed-namespace.yaml)",
+                               status=403) from exc
         raise
     log.info("lock.acquired", env=env, namespace=namespace, identity=identity)
     return lock
-
-
-def _printable(text: str, limit: int = 200) -> str:
-    """A string from the cluster (anyone who may write the Lease wrote it), safe to print on one line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
 
 
 class _Locked:

@@ -13,12 +13,22 @@ import click
 
 from deployctl import settings
 from deployctl.cli.completion import app_option, complete_context, complete_ref, env_option
-from deployctl.cli.output import JSON, TABLE, YAML, Output, duration_option, output_options, render_table
+from deployctl.cli.output import (
+    JSON,
+    TABLE,
+    YAML,
+    Duration,
+    Output,
+    duration_option,
+    output_options,
+    render_table,
+)
 from deployctl.model.printable import printable
 from deployctl.model.state import DesiredState
 from deployctl.model.vocabulary import ExitCode
 from deployctl.reconcile.observe import ClusterPool
 from deployctl.reconcile.options import ReconcileOptions
+from deployctl.reconcile.ordering import git_relation, with_ordering
 from deployctl.reconcile.outcome import Progress, ReconcileResult
 from deployctl.rules.plan import Plan
 
@@ -137,7 +147,7 @@ def _observed_plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, 
     pool = ClusterPool(kubeconfig=kubeconfig or None, context=context)
     plan, refused = observed_plan(desired, pool, envs=envs, apps=apps,
                                   allowed_namespaces=_split_allowed(allowed_namespaces))
-    return desired, plan, refused
+    return desired, with_ordering(plan, git_relation(repo)), refused  # say what reconcile would skip
 
 
 def _split_allowed(values: tuple[str, ...]) -> list[str]:
@@ -244,9 +254,9 @@ def _default_trigger() -> str:
 @click.option("--override-freeze", is_flag=True,
               help="Apply even in a freeze window (needs --reason; the override is logged and audited).")
 @click.option("--reason", "override_reason", default=None, metavar="TEXT", help="Why the freeze is overridden.")
-@click.option("--lock-timeout", type=float, default=None, metavar="SECONDS",
+@click.option("--lock-timeout", type=Duration(), default=None, metavar="DURATION",
               help="How long to wait for an environment held by another run [default: --timeout].")
-@click.option("--lock-lease", type=float, default=15.0, show_default=True, metavar="SECONDS", hidden=True,
+@click.option("--lock-lease", type=Duration(), default="15s", show_default=True, metavar="DURATION", hidden=True,
               help="How long an environment lock outlives a run that died holding it.")
 @click.option("--force-older", is_flag=True, help="Emergency: apply even when the live deploy commit is newer "
               "(recorded in the audit history). To roll back, prefer `deployctl rollback`.")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from deployctl import settings
+from deployctl.cli.output import Duration
 from deployctl.errors import InvalidInputError
 
 
@@ -17,7 +18,7 @@ from deployctl.errors import InvalidInputError
               "--fetch-interval, token in $DEPLOYCTL_GIT_TOKEN or key in $DEPLOYCTL_GIT_SSH_KEY).")
 @click.option("--ref", default="HEAD", show_default=True, help="For a local repo: the ref to show.")
 @click.option("--branch", default="main", show_default=True, help="For a URL: the branch to show.")
-@click.option("--audit", "audit_url", default=None, envvar="DEPLOYCTL_AUDIT", metavar="URL",
+@click.option("--audit", "audit_url", default=None, envvar=settings.AUDIT.name, metavar="URL",
               help="Audit store (sqlite:///path or postgresql://...) [default: $DEPLOYCTL_AUDIT, else the local "
               "SQLite file].")
 @click.option("--listen", default="127.0.0.1:8090", show_default=True,
@@ -34,10 +35,10 @@ from deployctl.errors import InvalidInputError
 @click.option("--trusted-proxy", "trusted_proxies", multiple=True, metavar="ADDR[/BITS]",
               envvar=settings.UI_TRUSTED_PROXIES.name,
               help="An auth proxy (e.g. oauth2-proxy) whose X-Forwarded-User header is believed (repeatable).")
-@click.option("--refresh", default=2.0, show_default=True, type=click.FloatRange(min=0.2),
-              help="Seconds a snapshot of the cluster and audit store is reused.")
-@click.option("--fetch-interval", default=30.0, show_default=True, type=click.FloatRange(min=1),
-              help="For a URL: seconds between fetches.")
+@click.option("--refresh", default="2s", show_default=True, type=Duration(),
+              help="How long a snapshot of the cluster and audit store is reused.")
+@click.option("--fetch-interval", default="30s", show_default=True, type=Duration(),
+              help="For a URL: how often to fetch it.")
 def ui(repo: str, ref: str, branch: str, audit_url: str | None, listen: str, kubeconfig: str | None,
        context: str | None, allowed_namespaces: tuple[str, ...], no_cluster: bool, token_file: str | None,
        trusted_proxies: tuple[str, ...], refresh: float, fetch_interval: float) -> None:

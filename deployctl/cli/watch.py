@@ -137,6 +137,8 @@ def watch(repo: str, branch: str, interval: float, listen: str, audit_url: str |
             timeout=timeout,
             concurrency=concurrency,
             allowed_namespaces=split_namespaces(allowed_namespaces),
+            # a replica that dies mid-run frees its environments as soon as it loses the leadership
+            lock_lease=lease_duration,
         ),
         listen_host=host,
         listen_port=port,

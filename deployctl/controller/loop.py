@@ -58,12 +58,13 @@ class ControllerSettings:
     concurrency: int = 16
     poll_interval: float = 0.5
     allowed_namespaces: tuple[str, ...] = ()
+    lock_lease: float = 15.0  # an environment lock outlives a dead holder this long (the leader lease's duration)
 
     def reconcile_options(self) -> ReconcileOptions:
         """The options of every run this controller makes."""
         return ReconcileOptions(
             wait=True, timeout=self.timeout, concurrency=self.concurrency, poll_interval=self.poll_interval,
-            allowed_namespaces=self.allowed_namespaces,
+            allowed_namespaces=self.allowed_namespaces, lock_lease=self.lock_lease,
             observe_concurrency=1,  # a long-lived process: lower peak memory beats a faster LIST
         )
 

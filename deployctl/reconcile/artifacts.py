@@ -7,6 +7,7 @@ Decisions are pure (:func:`pin_decisions`) over resolutions made by the registry
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -155,9 +156,20 @@ def registry_pinner(
                 return str(record.digest)
         return None
 
+    # One resolution per reference and run, although each environment pins on its own (in parallel):
+    # an environment resolves under the lock, the next one finds the references already resolved.
+    resolved: dict[str, Resolution] = {}
+    lock = threading.Lock()
+
     def pin(targets: Sequence[Target]) -> PinDecisions:
-        with RegistryClient() as client:
-            return resolve_targets(targets, desired.config, client, tested_digest=tested_digest,
-                                   allow_retagged=allow_retagged)
+        refs = references_to_resolve(targets, desired.config)
+        with lock:
+            todo = [r for r in dict.fromkeys(refs) if r not in resolved]
+            if todo:
+                with RegistryClient() as client:
+                    resolved.update(client.resolve_many(todo))
+            resolutions = {r: resolved[r] for r in refs}
+        return pin_decisions(targets, desired.config, resolutions, tested_digest=tested_digest,
+                             allow_retagged=allow_retagged)
 
     return pin

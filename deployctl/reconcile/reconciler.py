@@ -20,7 +20,6 @@ import structlog
 from deployctl.errors import ClusterUnreachableError, DeployctlError
 from deployctl.model.state import DesiredState, Target
 from deployctl.model.workload import (
-    ANN_DEPLOY_COMMIT,
     Health,
     Workload,
     combined_status,
@@ -28,6 +27,7 @@ from deployctl.model.workload import (
 from deployctl.reconcile.artifacts import PinDecisions, pin_mode
 from deployctl.reconcile.observe import ClusterFor, ClusterPool, Observation, observe_selection
 from deployctl.reconcile.options import ReconcileOptions
+from deployctl.reconcile.ordering import order_verdict
 from deployctl.reconcile.outcome import (
     APPLIED,
     BLOCKED,
@@ -46,7 +46,7 @@ from deployctl.reconcile.outcome import (
 )
 from deployctl.reconcile.sink import AuditSink, FinishItem, NullAudit
 from deployctl.reconcile.wait import RolloutWatch, Waiting, check_rollouts
-from deployctl.rules.ordering import Ordering, Relation, Verdict, decide, worst
+from deployctl.rules.ordering import Ordering, Relation, Verdict
 from deployctl.rules.plan import Action, Change, annotations_for, dependency_order, make_plan
 
 __all__ = [
@@ -179,12 +179,8 @@ class Reconciler:
 
     def _ordering(self, change: Change) -> Ordering:
         """Never move backwards by accident: the verdict for the live deploy commits of ``change``'s workloads."""
-        desired = self.desired.commit
-        if self.relation is None or desired is None:
-            return Ordering(Verdict.APPLY)
-        lives = sorted({c for w in change.workloads if (c := w.annotations.get(ANN_DEPLOY_COMMIT))})
-        return worst(decide(live, desired, self.relation(desired, live), force_older=self.options.force_older,
-                            allow_non_descendant=self.options.allow_non_descendant) for live in lives)
+        return order_verdict(change, self.desired.commit, self.relation, force_older=self.options.force_older,
+                             allow_non_descendant=self.options.allow_non_descendant)
 
     def _pin(self, seen: Observation) -> None:
         """Digest-pin the selected targets: reuse pins already applied for the same tag, resolve the rest."""

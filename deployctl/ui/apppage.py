@@ -100,7 +100,9 @@ def promotion_verdicts(dashboard: Dashboard, desired: DesiredState, app: str, no
             continue
         candidate = replace(current or source, env=name, sha=source.sha, path=deploy_path(name, app),
                             line=current.line if current else 1)
-        gates = policy.gate_results(dashboard.repo.path, desired, store=dashboard.store, targets=[candidate])
+        # a promotion would be a later commit: what the shown commit holds counts as evidence
+        gates = policy.gate_results(dashboard.repo.path, desired, base_ref=desired.commit or "HEAD",
+                                    store=dashboard.store, targets=[candidate])
         reasons = [g.message() for g in gates]
         blocked = any(not g.passed for g in gates)
         if name in frozen:

@@ -123,7 +123,7 @@ def test_postgres_view_column_types_are_stable(postgres_db: str) -> None:
 
 
 def test_an_existing_version_1_store_gains_the_view(tmp_path: Path) -> None:
-    from deployctl.edges.audit.db import MIGRATIONS
+    from deployctl.edges.audit.schema import MIGRATIONS
 
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)

@@ -154,7 +154,7 @@ def test_a_1_gib_deploy_file_is_an_error_naming_it_and_is_never_read(make_repo: 
     assert problems == [
         f"{PRODUCTION}:1: is {GIB} bytes; deploy files are limited to 65536 bytes (keep the SHA and a short history)"
     ]
-    assert rss_mib < 200, f"reading the repo took {rss_mib} MiB"
+    assert rss_mib < 400, f"reading the repo took {rss_mib} MiB"  # the interpreter and imports; the blob is 1,024
 
 
 def test_the_gate_history_walk_skips_a_1_gib_past_version(make_repo: MakeRepo) -> None:
@@ -164,7 +164,7 @@ def test_the_gate_history_walk_skips_a_1_gib_past_version(make_repo: MakeRepo) -
     repo.commit({PRODUCTION: f"{B}\n"})
     rss_mib, problems = _measure(repo)
     assert [p.split(" has not")[0] for p in problems] == [f"{PRODUCTION}:1: bbbbbbbbbbbb"]
-    assert rss_mib < 200, f"the gate walk took {rss_mib} MiB"
+    assert rss_mib < 400, f"the gate walk took {rss_mib} MiB"  # the interpreter and imports; the blob is 1,024
 
 
 def test_limits_come_from_the_environment_not_the_repo(make_repo: MakeRepo, monkeypatch: pytest.MonkeyPatch) -> None:

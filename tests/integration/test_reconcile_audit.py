@@ -105,7 +105,7 @@ def test_a_reconcile_killed_mid_apply_leaves_a_started_record_that_the_next_run_
     exe = Path(sys.executable).with_name("deployctl")
     proc = subprocess.Popen(
         [str(exe), "reconcile", "--repo", str(repo.path), "--kubeconfig", cluster.kubeconfig, "--audit", url,
-         "--app", "api", "--timeout", "120"],
+         "--app", "api", "--timeout", "120", "--lock-lease", "2"],  # its lock expires 2 s after the kill
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "CI": ""},
     )
     deadline = time.monotonic() + 60

@@ -84,6 +84,8 @@ def test_an_older_ref_after_a_newer_one_is_skipped_and_force_older_is_audited(
     assert cli(*common, "--ref", newer).returncode == 0
     assert image_of(cluster, namespace) == f"{IMAGE}/api:{sha('two')}"
 
+    preview = cli("plan", "--repo", str(repo.path), "--kubeconfig", cluster.kubeconfig, "--ref", older)
+    assert f"skipped: live deploy commit {newer[:7]} is newer than {older[:7]}" in preview.stdout  # plan says so
     rerun = cli(*common, "--ref", older)  # a re-run of the old CI job
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"skipped: live deploy commit {newer[:7]} is newer than {older[:7]}" in rerun.stdout
@@ -166,6 +168,29 @@ def test_two_concurrent_reconciles_of_one_environment_apply_once_and_record_once
     assert results == ["in-sync", "succeeded"], outputs  # the second re-planned from what is live: a no-op
     assert [(r.attempt.app, r.result) for r in records(audit_url)] == [("api", "succeeded")]
     assert image_of(cluster, namespace) == f"{IMAGE}/api:{sha('one')}"
+
+
+def test_a_run_that_cannot_get_the_lock_in_time_gives_up_naming_the_holder_and_applies_nothing(
+        cluster, namespace, make_repo):
+    from deployctl.edges.kube.cluster import Cluster
+    from deployctl.edges.kube.lease import EnvironmentLock
+
+    cluster.deployment(namespace, "api")
+    repo = make_repo()
+    repo.commit({"deployctl.yaml": config({"staging": (namespace, None)}), **deploy("staging", "one")})
+    holder = EnvironmentLock(Cluster(kubeconfig=cluster.kubeconfig), namespace=namespace, identity="ci-job-4710",
+                             lease_duration=3)
+    holder.acquire(timeout=10)
+    try:
+        result = cli("reconcile", "--repo", str(repo.path), "--kubeconfig", cluster.kubeconfig, "--no-audit",
+                     "--lock-timeout", "1")
+    finally:
+        holder.release()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "waiting for staging: held by ci-job-4710 since " in result.stderr
+    assert f"environment staging: failed: environment staging: lock lease {namespace}/deployctl-lock is held by " \
+        "ci-job-4710 since " in result.stdout and "gave up after 1s (--lock-timeout)" in result.stdout
+    assert image_of(cluster, namespace) == "registry.example.com/shop/app:initial"
 
 
 # -- interrupted means interrupted ----------------------------------------------------------------

@@ -266,6 +266,11 @@ class LockTimeoutError(DeployctlError):
     exit_code = 1
 
 
+def printable(text: str, limit: int = 200) -> str:
+    """A string read from a Lease (anyone who may write it wrote it), safe to print on one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+
+
 @dataclass(frozen=True)
 class LockHolder:
     identity: str | None
@@ -310,7 +315,8 @@ class EnvironmentLock:
                 on_wait(holder)
             remaining = deadline - self.elector.monotonic()
             if remaining <= 0:
-                who = f"{seen.identity} since {seen.since}" if seen else "another run"
+                who = f"{printable(seen.identity or '')} since {printable(seen.since or '?')}" if seen \
+                    else "another run"
                 raise LockTimeoutError(
                     f"lock lease {self.config.namespace}/{self.config.name} is held by {who}; gave up after "
                     f"{timeout:.0f}s (--lock-timeout)")
