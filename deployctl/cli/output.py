@@ -39,7 +39,7 @@ def echo_json(value: Any) -> None:
     import orjson
 
     options = (orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
-               | orjson.OPT_PASSTHROUGH_DATACLASS)
+               | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_NON_STR_KEYS)
     try:
         raw = orjson.dumps(value, option=options, default=str)
     except (TypeError, orjson.JSONEncodeError):
