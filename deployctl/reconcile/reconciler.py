@@ -32,7 +32,7 @@ from deployctl.model.workload import (
     combined_status,
 )
 from deployctl.reconcile.artifacts import PinDecisions, pin_mode
-from deployctl.reconcile.observe import ClusterFor, ClusterPool, Observation, observe_selection
+from deployctl.reconcile.observe import ClusterFor, ClusterPool, Observation, Seeds, observe_selection
 from deployctl.reconcile.options import ReconcileOptions
 from deployctl.reconcile.outcome import (
     APPLIED,
@@ -129,6 +129,7 @@ class Reconciler:
         self.on_progress = on_progress or (lambda p: None)
         self.clock = clock
         self._watch: RolloutWatch | None = None
+        self._seeds: Seeds = {}
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -137,6 +138,7 @@ class Reconciler:
         seen = observe_selection(self.desired, self.clusters, envs=self.envs, apps=self.apps,
                                  allowed_namespaces=self.allowed_namespaces, concurrency=self.observe_concurrency)
         refused_envs = seen.refused
+        self._seeds = seen.seeds
         self._pin(seen)
         plan = make_plan(self.desired, seen.live, envs=seen.envs, apps=self.apps, images=self.images)
         log.info("reconcile.planned", ref=plan.ref, deploy_commit=plan.deploy_commit, **plan.counts)
@@ -209,7 +211,7 @@ class Reconciler:
         for env in sorted({k[0] for k in runs}):
             env_apps = {k[1]: runs[k].change.depends_on for k in runs if k[0] == env}
             order.extend((env, app) for app in dependency_order(env_apps))
-        self._watch = RolloutWatch(self.clusters) if self.wait else None
+        self._watch = RolloutWatch(self.clusters, seeds=self._seeds) if self.wait else None
         try:
             self._loop(runs, order)
         finally:
