@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from deployctl.edges.kube.cluster import Cluster
 from deployctl.edges.kube.kubeconfig import current_context
@@ -78,23 +78,45 @@ def observe(
     desired: DesiredState, clusters: ClusterFor, *, envs: Sequence[str] = (), concurrency: int = 2
 ) -> dict[str, list[Workload]]:
     """The labelled workloads of every selected environment's namespace (one LIST per kind)."""
+    return observe_at(desired, clusters, envs=envs, concurrency=concurrency)[0]
+
+
+Seeds = dict[tuple[str | None, str, str], tuple[list[Workload], str]]
+"""(context, namespace, kind) -> the workloads a LIST returned and its resourceVersion (where a watch
+of the same selection may start without another LIST)."""
+
+
+def observe_at(
+    desired: DesiredState, clusters: ClusterFor, *, envs: Sequence[str] = (), concurrency: int = 2
+) -> tuple[dict[str, list[Workload]], Seeds]:
+    """:func:`observe`, and the resourceVersion of each LIST (none when a cache answered)."""
     live: dict[str, list[Workload]] = {}
+    seeds: Seeds = {}
     if desired.config is None:
-        return live
+        return live, seeds
     wanted: dict[str, str | None] = {}
     for name in sorted(desired.config.environments):
         env = desired.config.environments[name]
         if (not envs or name in envs) and env.namespace not in wanted:
             wanted[env.namespace] = env.context
     jobs = [(ns, kind) for ns in wanted for kind in KINDS]
+
+    def one(job: tuple[str, str]) -> tuple[list[Workload], str]:
+        cluster = clusters(wanted[job[0]])
+        if cluster.reader is not None:  # the controller's cache: no LIST, so no resourceVersion
+            return cluster.list_kind(job[0], job[1]), ""
+        return cluster.list_kind_at(job[0], job[1])
+
     if concurrency <= 1 or len(jobs) <= 2:
-        results = [clusters(wanted[ns]).list_kind(ns, kind) for ns, kind in jobs]
+        results = [one(job) for job in jobs]
     else:  # the server encodes one LIST while we decode another; a bound keeps peak memory down
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deployctl-list") as pool:
-            results = list(pool.map(lambda job: clusters(wanted[job[0]]).list_kind(job[0], job[1]), jobs))
-    for (ns, _), workloads in zip(jobs, results, strict=True):
+            results = list(pool.map(one, jobs))
+    for (ns, kind), (workloads, rv) in zip(jobs, results, strict=True):
         live.setdefault(ns, []).extend(workloads)
-    return live
+        if rv:
+            seeds[(wanted[ns], ns, kind)] = (workloads, rv)
+    return live, seeds
 
 
 @dataclass(frozen=True)
@@ -105,6 +127,7 @@ class Observation:
     refused: Mapping[str, str]  # env -> why its namespace may not be touched (not observed)
     live: Mapping[str, list[Workload]]  # namespace -> labelled workloads
     known_images: Mapping[tuple[str, str], str]  # digest pins already applied for the same tag
+    seeds: Seeds = field(default_factory=dict)  # where the rollout wait's watches start (no second LIST)
 
 
 def observe_selection(
@@ -121,10 +144,10 @@ def observe_selection(
     refused = check_namespaces(desired, allowed_namespaces, context_name=context_namer(clusters))
     selected = tuple(envs) or (tuple(sorted(desired.config.environments)) if desired.config else ())
     allowed = [e for e in selected if e not in refused]
-    live = observe(desired, clusters, envs=allowed, concurrency=concurrency) if allowed else {}
+    live, seeds = observe_at(desired, clusters, envs=allowed, concurrency=concurrency) if allowed else ({}, {})
     targets = [t for t in desired.targets if t.env in selected and (not apps or t.app in apps)]
     known = known_pins(targets, desired.config, applied_images(live))
-    return Observation(envs=selected, refused=refused, live=live, known_images=known)
+    return Observation(envs=selected, refused=refused, live=live, known_images=known, seeds=seeds)
 
 
 def applied_images(live: Mapping[str, Sequence[Workload]]) -> dict[tuple[str, str], set[str | None]]:

@@ -25,7 +25,7 @@ from deployctl.model.workload import (
     combined_status,
 )
 from deployctl.reconcile.artifacts import PinDecisions, pin_mode
-from deployctl.reconcile.observe import ClusterFor, ClusterPool, Observation, observe_selection
+from deployctl.reconcile.observe import ClusterFor, ClusterPool, Observation, Seeds, observe_selection
 from deployctl.reconcile.options import ReconcileOptions
 from deployctl.reconcile.ordering import order_verdict
 from deployctl.reconcile.outcome import (
@@ -109,6 +109,7 @@ class Reconciler:
         self.relation = relation  # (desired deploy commit, live one) -> Relation; None: no ordering check
         self._notes: dict[tuple[str, str], str] = {}  # audit notes of overrides (--force-older)
         self._watch: RolloutWatch | None = None
+        self._seeds: Seeds = {}
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -117,6 +118,7 @@ class Reconciler:
         seen = observe_selection(self.desired, self.clusters, envs=self.envs, apps=self.apps,
                                  allowed_namespaces=self.allowed_namespaces, concurrency=self.observe_concurrency)
         refused_envs = seen.refused
+        self._seeds = seen.seeds
         self._pin(seen)
         plan = make_plan(self.desired, seen.live, envs=seen.envs, apps=self.apps, images=self.images)
         log.info("reconcile.planned", ref=plan.ref, deploy_commit=plan.deploy_commit, **plan.counts)
@@ -204,7 +206,7 @@ class Reconciler:
         for env in sorted({k[0] for k in runs}):
             env_apps = {k[1]: runs[k].change.depends_on for k in runs if k[0] == env}
             order.extend((env, app) for app in dependency_order(env_apps))
-        self._watch = RolloutWatch(self.clusters) if self.wait else None
+        self._watch = RolloutWatch(self.clusters, seeds=self._seeds) if self.wait else None
         try:
             self._loop(runs, order)
         finally:

@@ -2,7 +2,8 @@
 ``kubectl rollout status`` does, from watch events.
 
 A :class:`RolloutWatch` opens one :class:`~deployctl.edges.kube.informer.Informer` per context,
-namespace and kind being waited for: one LIST for a resourceVersion, then one watch. Checking a
+namespace and kind being waited for: one watch, from the resourceVersion of the observe step's
+LIST (so a reconcile LISTs each namespace and kind once in all), or after a LIST of its own. Checking a
 waiting app reads memory, not the API; ``changed`` is set by every event so the reconciler wakes
 up as soon as something moved. Pods are listed only to explain a failed rollout.
 """
@@ -10,7 +11,7 @@ up as soon as something moved. Pods are listed only to explain a failed rollout.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from deployctl.edges.kube.cluster import Cluster, ClusterError
@@ -41,8 +42,10 @@ class Seen:
 class RolloutWatch:
     """The informers of one reconcile run's wait, opened on first use and stopped by :meth:`close`."""
 
-    def __init__(self, clusters: Callable[[str | None], Cluster]) -> None:
+    def __init__(self, clusters: Callable[[str | None], Cluster], *,
+                 seeds: Mapping[tuple[str | None, str, str], tuple[list[Workload], str]] | None = None) -> None:
         self.clusters = clusters
+        self.seeds = dict(seeds or {})  # the observe step's LISTs: a watch starts there, without its own LIST
         self.changed = threading.Event()
         self._informers: dict[tuple[str | None, str, str], Informer] = {}
         self._dirty: set[tuple[str | None, str, str, str]] = set()  # (context, namespace, kind, name)
@@ -58,7 +61,11 @@ class RolloutWatch:
                 self.changed.set()
 
             informer = Informer(self.clusters(context), namespace, kind, on_change=changed)
-            informer.start()
+            seed = self.seeds.pop(key, None)
+            if seed is not None:
+                informer.start(items=seed[0], resource_version=seed[1])
+            else:
+                informer.start()
             self._informers[key] = informer
         return informer.items()
 

@@ -69,8 +69,15 @@ class Informer:
 
     # -- life cycle ---------------------------------------------------------------------------
 
-    def start(self) -> Informer:
-        self._relist()
+    def start(self, *, items: list[Workload] | None = None, resource_version: str = "") -> Informer:
+        """List (or take ``items`` listed at ``resource_version`` by the caller), then watch."""
+        if items is not None and resource_version:
+            with self._lock:
+                self._items = {w.name: w for w in items}
+            self.resource_version = resource_version
+            self.synced.set()
+        else:
+            self._relist()
         self._thread = threading.Thread(target=self._run, name=f"deployctl-watch-{self.namespace}-{self.kind}",
                                         daemon=True)
         self._thread.start()
