@@ -25,6 +25,7 @@ import structlog
 from deployctl import settings
 from deployctl.edges.git import history
 from deployctl.edges.git import repo as repo_edge
+from deployctl.edges.signatures import SignatureVerifier
 from deployctl.model.audit import AuditStore
 from deployctl.model.config import Config
 from deployctl.model.state import DesiredState, Target
@@ -165,8 +166,7 @@ def approval_verdicts(
             candidates,
             config.environments[target.env].approvers,
             author=author,
-            allowed_signers=allowed_signers,
-            gnupg_home=gnupg_home,
+            signer_of=SignatureVerifier(allowed_signers=allowed_signers, gnupg_home=gnupg_home),
         )
         out[target.key] = verdict
         log.debug("approval.checked", env=target.env, app=target.app, approved=verdict.approved,
