@@ -5,14 +5,11 @@ a real SQLite audit store and the local control plane, read in headless Debian C
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -23,6 +20,8 @@ import pytest
 
 from deployctl.edges.audit.url import open_store
 from tests.fixtures.auditdata import make_attempt
+from tests.fixtures.registry import free_port
+from tests.integration.test_controller import sha, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -31,24 +30,6 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 IMAGE = "registry.example.com/shop"
 
 
-def sha(word: str) -> str:
-    return hashlib.sha1(word.encode()).hexdigest()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(what: str, check, timeout: float = 30.0, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
@@ -97,7 +78,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited {self.proc.returncode}:\n{self.log.read_text()}")
             return get(self.url(path))[0] == status
-        wait_for(f"{path} to answer {status}", up)
+        wait_for(f"{path} to answer {status}", up, timeout=30.0)
 
     def stop(self) -> None:
         self.proc.terminate()
