@@ -401,6 +401,12 @@ def restart_component(directory: Path, name: str) -> None:
     while _pid_runs(state.pids[name], state.binaries[name]):
         time.sleep(0.05)
     _reap(state.pids[name])
+    # A dying process still holds its listening socket after its cmdline is gone: start the new one
+    # only once the port can be bound again (else it fails with "address already in use").
+    port = state.ports.get({"kube-apiserver": "apiserver"}.get(name, name))
+    deadline = time.monotonic() + 15
+    while port and time.monotonic() < deadline and not _port_free(port):
+        time.sleep(0.05)
     out = (directory / "logs" / f"{name}.log").open("ab")
     proc = subprocess.Popen(  # noqa: S603
         argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=directory
@@ -408,6 +414,16 @@ def restart_component(directory: Path, name: str) -> None:
     out.close()
     state.pids[name] = proc.pid
     _state_path(directory).write_text(json.dumps(asdict(state), indent=2) + "\n")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Go's listeners do
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def env_lines(directory: Path | None = None) -> str:

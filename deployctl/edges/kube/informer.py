@@ -124,17 +124,22 @@ class Informer:
     def _run(self) -> None:
         backoff = 0.2
         relist = False
+        too_new = 0
         while not self._stop.is_set():
             try:
                 if relist:
                     self._relist()
                     relist = False
                 self._watch_once()
-                backoff = 0.2
+                backoff, too_new = 0.2, 0
             except _Gone:
                 self.gone += 1
                 log.info("watch.gone", namespace=self.namespace, kind=self.kind, rv=self.resource_version)
                 relist = True
+            except _TooNew:  # the server's watch cache has not caught up with the LIST yet: watch again
+                too_new += 1
+                relist = too_new > 5
+                self._stop.wait(0.2)
             except DeployctlError as exc:  # dropped stream, refused, unreachable: re-list after a pause
                 if self._stop.is_set():
                     return
@@ -160,6 +165,8 @@ class Informer:
         except ClusterError as exc:
             if exc.status == 410:
                 raise _Gone from exc
+            if exc.status == 504 and "too large resource version" in str(exc).lower():
+                raise _TooNew from exc
             if self._stop.is_set():
                 return
             raise
@@ -203,5 +210,9 @@ class Informer:
 
 
 class _Gone(Exception):  # noqa: N818 - a signal: the resourceVersion is too old (410)
+    pass
+
+
+class _TooNew(Exception):  # noqa: N818 - a signal: the server has not seen the resourceVersion yet (504)
     pass
 
