@@ -19,9 +19,9 @@ from click.testing import CliRunner
 
 from deployctl.app.run import run_reconcile
 from deployctl.cli import main
-from deployctl.edges.audit import url as audit_location
 from deployctl.model import audit
 from deployctl.reconcile.options import ReconcileOptions
+from tests.integration.test_reconcile_audit import records
 
 pytestmark = pytest.mark.integration
 
@@ -47,14 +47,6 @@ def deploy(env: str, word: str) -> dict[str, str]:
 
 def image_of(cluster, namespace: str) -> str:
     return cluster.read_deployment(namespace, "api").spec.template.spec.containers[0].image
-
-
-def records(url: str, **filters: object) -> list[audit.AuditRecord]:
-    store = audit_location.open_store(url)
-    try:
-        return store.query(**filters)  # type: ignore[arg-type]
-    finally:
-        store.close()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
