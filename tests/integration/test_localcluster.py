@@ -79,7 +79,7 @@ def test_up_down_cli_starts_and_stops_only_its_own_processes(tmp_path):
     bin_dir = build.binaries().bin_dir
     assert lines[1] == f'export PATH={bin_dir}:"$PATH"'
     shell = subprocess.run(["bash", "-c", env.stdout + "\ncommand -v kubectl; kubectl get nodes -o name"],
-                           capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+                           capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert shell.returncode == 0, shell.stderr
     assert shell.stdout.splitlines() == [str(bin_dir / "kubectl"), f"node/{controlplane.FAKE_NODE}"]
 
