@@ -82,6 +82,7 @@ class LeaderElector:
         self._observed_at = 0.0
         self._observed_address: str | None = None
         self._stop = threading.Event()
+        self._round = threading.Lock()  # one acquire/renew round at a time: release never races a renewal
 
     # -- state --------------------------------------------------------------------------------
 
@@ -217,11 +218,14 @@ class LeaderElector:
         """Try to acquire, then renew, every retry period until :meth:`stop`."""
         log.info("leader.candidate", lease=self._path(), identity=self.config.identity)
         while not self._stop.is_set():
-            try:
-                held = self.try_acquire_or_renew()
-            except DeployctlError as exc:
-                held = False
-                log.info("leader.attempt_failed", lease=self._path(), error=str(exc))
+            with self._round:
+                if self._stop.is_set():
+                    break
+                try:
+                    held = self.try_acquire_or_renew()
+                except DeployctlError as exc:
+                    held = False
+                    log.info("leader.attempt_failed", lease=self._path(), error=str(exc))
             if not held and self._leader and not self.is_leader():
                 self._lose("could not renew the lease within the renew deadline")
             elif not held and self._leader and self._observed and self._observed[0] != self.config.identity:
@@ -232,8 +236,10 @@ class LeaderElector:
         self._stop.set()
 
     def release(self) -> None:
-        """Give the Lease up (if we hold it) so another replica takes over without waiting it out."""
-        with self._lock:
+        """Give the Lease up (if we hold it) so another replica takes over without waiting it out.
+        Stops the loop first and waits for a round in flight, so a renewal cannot take the Lease back."""
+        self._stop.set()
+        with self._round, self._lock:
             was = self._leader
             self._leader = False
             self._valid_until = 0.0
