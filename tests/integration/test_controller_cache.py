@@ -40,4 +40,5 @@ def test_a_kubectl_set_image_drift_is_corrected_within_2s_with_no_new_commit(
     record = wait_for("the correction on record", corrected, timeout=30)
     assert (record.result, record.attempt.trigger, record.attempt.new_sha) == ("drift-corrected", "drift", sha("api-1"))
     assert len({r.attempt.deploy_commit for r in open_store(audit_url(tmp_path)).query(app="api")}) == 1  # no new commit
-    assert w.metric("deployctl_reconciles_total") == reconciles + 1
+    # the outcome is on record before the run returns (and releases the environment lock): wait for the count
+    wait_for("the run counted", lambda: w.metric("deployctl_reconciles_total") == reconciles + 1, timeout=10)
