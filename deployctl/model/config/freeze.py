@@ -9,7 +9,6 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from croniter import croniter
 
 from deployctl.model.config.fields import FREEZE_KEYS
 from deployctl.model.config.strict_yaml import Reader
@@ -146,6 +145,8 @@ def _recurring(
         text = reader.string(fields["duration"][1], f"{wkp}.duration", required=True, env=env)
         if expr is None or text is None:
             return None
+        from croniter import croniter  # only a config with a cron freeze loads it
+
         if len(expr.split()) != 5 or not croniter.is_valid(expr):
             reader.error(fields["cron"][1], f"{wkp}.cron {show(expr)} is not a 5-field cron expression; write "
                          "e.g. '0 16 * * FRI' (minute hour day-of-month month day-of-week)", env=env)
