@@ -118,9 +118,12 @@ def test_a_rollout_completes_through_watch_events_with_no_list_repeated_while_wa
     assert result.exit_code == 0, result.outcomes
     assert {o.result for o in result.outcomes} == {"succeeded"}
     assert took > 2.5  # three pods one at a time, each ready for 1 s: the wait really waited
-    # one LIST in all (the observe step's, whose resourceVersion the watch starts from); none while waiting
-    assert lists == 1, lists
-    assert result.requests.get("WATCH") == 1  # one watch for the namespace and kind
+    # One LIST in all (the observe step's, whose resourceVersion the watch starts from) and one watch for the
+    # namespace and kind. On a loaded machine the API server now and then ends the watch stream early, and
+    # the informer re-lists once (the design allows a re-list only on 410 or a dropped stream): a poller
+    # would LIST every few hundred milliseconds for the seconds this rollout takes.
+    assert lists <= 2, lists
+    assert 1 <= result.requests.get("WATCH", 0) <= 2  # one watch, or one more after that re-list
     assert result.requests.get("PATCH") == 2
 
 
