@@ -26,8 +26,10 @@ from deployctl.errors import InvalidInputError
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG",
               help="Kubeconfig for the live state [default: $KUBECONFIG, ~/.kube/config or in-cluster].")
 @click.option("--context", default=None, help="Use this kubeconfig context for every environment.")
-@click.option("--allow-namespace", "allowed_namespaces", multiple=True, metavar="NS",
-              envvar="DEPLOYCTL_ALLOW_NAMESPACES", help="Show live state only for these namespaces (repeatable).")
+@click.option("--allow-namespace", "allowed_namespaces", multiple=True, metavar="[CTX/]NS",
+              envvar=settings.ALLOW_NAMESPACES.name,
+              help="Show live state only for these context/namespace pairs; a bare NS means the current context "
+              "(repeatable; comma- or space-separated, also in $DEPLOYCTL_ALLOW_NAMESPACES).")
 @click.option("--no-cluster", is_flag=True, help="Show the repo and the audit history only (no live state).")
 @click.option("--token-file", type=click.Path(dir_okay=False), default=None,
               help="File with the bearer token every request must carry [default: $DEPLOYCTL_UI_TOKEN_FILE, "
@@ -79,7 +81,7 @@ def ui(repo: str, ref: str, branch: str, audit_url: str | None, listen: str, kub
     store = open_store(audit_url, create=False)
     clusters = None if no_cluster else ClusterPool(kubeconfig=kubeconfig.split(":")[0] if kubeconfig else None,
                                                    context=context)
-    allowed = [n for v in allowed_namespaces for n in v.replace(",", " ").split()]
+    allowed = settings.split_names(allowed_namespaces)
     dashboard = Dashboard(view, store=store, clusters=clusters, allowed_namespaces=allowed, ttl=refresh)
 
     def ready(url: str) -> None:
