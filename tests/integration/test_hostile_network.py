@@ -24,6 +24,7 @@ from deployctl.edges.git.mirror import Mirror, MirrorError
 from deployctl.edges.notify import DeliveryError, HttpRequest, drain, send
 from deployctl.edges.registry.client import Credential, CredentialStore, RegistryClient
 from deployctl.edges.sinks import NotifySettings, Sink
+from deployctl.errors import InvalidInputError
 from tests.fixtures.auditdata import make_attempt
 from tests.fixtures.gitrepo import GitRepo
 from tests.fixtures.registry import LocalRegistry, RegistryPusher, free_port
@@ -360,6 +361,22 @@ def test_the_git_token_never_reaches_the_host_a_redirect_points_at(
     assert "tok-s3cret" not in str(caught.value)
     assert any("tok-s3cret" in _decoded(a) for a in origin.authorizations()), "the configured host gets it"
     assert other.seen and not any("tok-s3cret" in _decoded(a) for a in other.authorizations())
+
+
+@pytest.mark.parametrize("url", ["http://git.example.com/shop/deploy.git", "http://10.1.2.3:3000/deploy.git"])
+def test_a_plain_http_deploy_repo_off_loopback_is_refused_before_any_fetch(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # libgit2 follows the first redirect of an http fetch even with follow_redirects set to none
+    message = (f"--repo {url}: plain http is refused except on loopback (a redirect on it cannot be stopped, "
+               "and a token would travel unencrypted); use https://")
+    monkeypatch.setenv("DEPLOYCTL_MIRROR_DIR", str(tmp_path / "mirror"))
+    result = CliRunner().invoke(main, ["ui", "--repo", url])
+    assert (result.exit_code, result.output) == (2, f"Error: {message}\n")
+    with pytest.raises(InvalidInputError) as caught:  # what `watch` builds (controller/serve.py)
+        Mirror(url, tmp_path / "mirror")
+    assert str(caught.value) == message
+    assert not (tmp_path / "mirror").exists()
 
 
 # --- notifications -------------------------------------------------------------------------------
