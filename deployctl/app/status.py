@@ -13,12 +13,13 @@ from dataclasses import asdict
 from deployctl.model.state import DesiredState
 from deployctl.model.workload import suspension
 from deployctl.reconcile import observe as rec
+from deployctl.reconcile.ports import Clusters
 from deployctl.rules.plan import Action, Change, Plan, make_plan
 
 
 def observed_plan(
     desired: DesiredState,
-    clusters: rec.ClusterFor,
+    clusters: Clusters,
     *,
     envs: Sequence[str] = (),
     apps: Sequence[str] = (),

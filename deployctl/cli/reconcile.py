@@ -285,7 +285,7 @@ def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...],
     """
     if override_freeze and not (override_reason or "").strip():
         raise click.UsageError("--override-freeze needs --reason TEXT (it goes into the audit history)")
-    from deployctl.app.run import run_reconcile
+    from deployctl.app.run import Callbacks, run_reconcile
 
     options = ReconcileOptions(
         envs=envs, apps=apps, wait=not no_wait, timeout=timeout, concurrency=concurrency,
@@ -293,15 +293,15 @@ def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...],
         override_freeze=override_freeze, override_reason=override_reason, lock_timeout=lock_timeout,
         lock_lease=lock_lease, force_older=force_older, allow_non_descendant=allow_non_descendant,
     )
-    desired = load_desired(repo, ref)
     progress = not output.is_data
-    if progress:
-        _echo_problems(desired)
     result = run_reconcile(
         repo=repo, ref=ref, options=options, kubeconfig=kubeconfig or None, context=context,
         audit_url=None if no_audit else (audit_url or ""), trigger=trigger or _default_trigger(),
-        on_progress=ProgressPrinter(sys.stderr, live=sys.stderr.isatty()) if progress else None, desired=desired,
-        on_wait=lambda line: click.echo(line, err=True),
+        callbacks=Callbacks(
+            on_read=_echo_problems if progress else None,
+            on_progress=ProgressPrinter(sys.stderr, live=sys.stderr.isatty()) if progress else None,
+            on_wait=lambda line: click.echo(line, err=True),
+        ),
     )
     if not output.data(result.as_dict()):
         output.write(render_result(result))

@@ -29,18 +29,19 @@ from dataclasses import dataclass
 
 import structlog
 
-from deployctl.app.run import run_once
+from deployctl.app.run import Run, audit_recorder, lock_identity, run_once
 from deployctl.controller.metrics import ControllerMetrics
 from deployctl.edges.git.mirror import Mirror
 from deployctl.edges.git.repo import read_desired_state
-from deployctl.edges.kube.cluster import Cluster
+from deployctl.edges.kube.lease import LeaseLocks
 from deployctl.errors import DeployctlError
 from deployctl.model import audit as audit_mod
 from deployctl.model.vocabulary import Result
 from deployctl.reconcile.observe import ClusterPool
 from deployctl.reconcile.options import ReconcileOptions
 from deployctl.reconcile.outcome import ReconcileResult
-from deployctl.reconcile.sink import AttemptItem, AuditSink, FinishItem
+from deployctl.reconcile.ports import GatedClusters
+from deployctl.reconcile.sink import AttemptItem, FinishItem, RunAudit
 
 log = structlog.get_logger(__name__)
 
@@ -69,28 +70,11 @@ class ControllerSettings:
         )
 
 
-class _GatedClusters:
-    """A :data:`deployctl.reconcile.observe.ClusterFor` that refuses to hand out a cluster once acting must stop."""
-
-    def __init__(self, pool: ClusterPool, may_act: Callable[[], bool], why: Callable[[], str]) -> None:
-        self.pool = pool
-        self.may_act = may_act
-        self.why = why
-
-    def __call__(self, context: str | None) -> Cluster:
-        if not self.may_act():
-            raise Stopped(self.why())
-        return self.pool(context)
-
-    def requests(self) -> dict[str, int]:
-        return self.pool.requests()
-
-
 class _GatedAudit:
     """An :class:`~deployctl.reconcile.sink.AuditSink` that remembers open attempts and refuses new ones once
     acting must stop, so a stopped run can close what it started."""
 
-    def __init__(self, inner: AuditSink, may_act: Callable[[], bool], why: Callable[[], str]) -> None:
+    def __init__(self, inner: RunAudit, may_act: Callable[[], bool], why: Callable[[], str]) -> None:
         self.inner = inner
         self.may_act = may_act
         self.why = why
@@ -114,6 +98,9 @@ class _GatedAudit:
             self._open.difference_update(item[0] for item in mine)
         if mine:
             self.inner.attempts_finished(mine)
+
+    def close_interrupted(self, *, env: str | None = None) -> list[int]:
+        return self.inner.close_interrupted(env=env)
 
     def close_open(self, reason: str) -> list[int]:
         """Close every attempt still open as ``interrupted``; later outcomes of this run are dropped."""
@@ -194,6 +181,11 @@ class Controller:
 
     def may_act(self) -> bool:
         return self._stopping is None and self.is_leader()
+
+    def _check(self) -> None:
+        """Raises :class:`Stopped` once this replica may no longer act (asked before every cluster call)."""
+        if not self.may_act():
+            raise Stopped(self._why_not())
 
     def _why_not(self) -> str:
         if self._stopping is not None:
@@ -314,19 +306,18 @@ class Controller:
                 log.warning("desired_state.problem", problem=str(p))
             close_interrupted, self._new_term = self._new_term, False
             log.info("reconcile.started", sha=sha, trigger=trigger)
-
-            def guard(sink: AuditSink) -> AuditSink:
-                nonlocal gated_audit
-                gated_audit = _GatedAudit(sink, self.may_act, self._why_not)
-                return gated_audit
-
+            identity = lock_identity()
+            if self.store is not None:
+                gated_audit = _GatedAudit(audit_recorder(desired, self.store, repo_path=self.mirror.path,
+                                                         trigger=trigger, identity=identity),
+                                          self.may_act, self._why_not)
             # the same pipeline and guards as `deployctl reconcile`: gates, approvals, freezes, digest pins
-            result = run_once(
-                desired, _GatedClusters(self.pool, self.may_act, self._why_not), repo_path=self.mirror.path,
-                options=self.options, store=self.store, trigger=trigger,
+            result = run_once(desired, Run(
+                clusters=GatedClusters(self.pool, self._check), locks=LeaseLocks(self.pool), options=self.options,
+                repo_path=self.mirror.path, audit=gated_audit, store=self.store, identity=identity,
                 # whatever a previous leader (or our own crashed run) left open is over once we lead
-                close_interrupted=close_interrupted, guard_sink=guard,
-            )
+                close_interrupted=close_interrupted,
+            ))
         except Stopped as exc:
             seconds = time.monotonic() - started
             closed = gated_audit.close_open(str(exc)) if gated_audit else []

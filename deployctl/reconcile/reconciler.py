@@ -25,7 +25,7 @@ from deployctl.model.workload import (
     combined_status,
 )
 from deployctl.reconcile.artifacts import PinDecisions, pin_mode
-from deployctl.reconcile.observe import ClusterFor, ClusterPool, Observation, Seeds, observe_selection
+from deployctl.reconcile.observe import ClusterPool, Observation, Seeds, observe_selection
 from deployctl.reconcile.options import ReconcileOptions
 from deployctl.reconcile.ordering import order_verdict
 from deployctl.reconcile.outcome import (
@@ -44,6 +44,7 @@ from deployctl.reconcile.outcome import (
     Progress,
     ReconcileResult,
 )
+from deployctl.reconcile.ports import Clusters
 from deployctl.reconcile.sink import AuditSink, FinishItem, NullAudit
 from deployctl.reconcile.wait import RolloutWatch, Waiting, check_rollouts
 from deployctl.rules.ordering import Ordering, Relation, Verdict
@@ -51,7 +52,7 @@ from deployctl.rules.plan import Action, Change, annotations_for, dependency_ord
 
 __all__ = [
     "APPLIED", "BLOCKED", "DRIFT_CORRECTED", "FAILED", "IN_SYNC", "INVALID", "MISSING", "REFUSED", "SKIPPED", "SUCCEEDED",
-    "AuditSink", "ClusterFor", "ClusterPool", "NullAudit", "Outcome", "Progress", "ReconcileOptions",
+    "AuditSink", "ClusterPool", "Clusters", "NullAudit", "Outcome", "Progress", "ReconcileOptions",
     "ReconcileResult", "Reconciler",
 ]
 
@@ -77,7 +78,7 @@ class Reconciler:
     def __init__(
         self,
         desired: DesiredState,
-        clusters: ClusterFor,
+        clusters: Clusters,
         options: ReconcileOptions | None = None,
         *,
         audit: AuditSink | None = None,
@@ -165,10 +166,7 @@ class Reconciler:
         for key, run in runs.items():
             assert run.outcome is not None, key
             outcomes[key] = run.outcome
-        requests: dict[str, int] = {}
-        pool_requests = getattr(self.clusters, "requests", None)
-        if callable(pool_requests):
-            requests = pool_requests()
+        requests = self.clusters.requests()
         result = ReconcileResult(
             plan=plan,
             outcomes=tuple(outcomes[k] for k in sorted(outcomes)),

@@ -27,7 +27,7 @@ from deployctl.model.audit import STARTED, AuditRecord, AuditStore
 from deployctl.model.config import Config
 from deployctl.model.state import DesiredState, Target
 from deployctl.model.workload import ANN_DIGEST, ANN_IMAGE, Health
-from deployctl.reconcile import observe as rec
+from deployctl.reconcile.ports import Clusters
 from deployctl.rules.freeze import frozen_environments
 from deployctl.rules.plan import Action, Change, dependency_order
 
@@ -281,7 +281,7 @@ def build_snapshot(desired: DesiredState, plan_changes: Sequence[Change] | None,
 class Dashboard:
     """The data behind every page, shared by ``deployctl ui`` and ``deployctl watch``. Thread-safe."""
 
-    def __init__(self, repo: RepoView, *, store: AuditStore | None, clusters: rec.ClusterFor | None,
+    def __init__(self, repo: RepoView, *, store: AuditStore | None, clusters: Clusters | None,
                  allowed_namespaces: Sequence[str] = (), ttl: float = 2.0,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.repo = repo
