@@ -28,7 +28,7 @@ from deployctl.model.state import DesiredState
 from deployctl.model.vocabulary import ExitCode
 from deployctl.reconcile.observe import ClusterPool
 from deployctl.reconcile.options import ReconcileOptions
-from deployctl.reconcile.ordering import git_relation, with_ordering
+from deployctl.reconcile.ordering import git_relation
 from deployctl.reconcile.outcome import Progress, ReconcileResult
 from deployctl.rules.plan import Plan
 
@@ -145,9 +145,9 @@ def _observed_plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, 
 
     desired = load_desired(repo, ref)
     pool = ClusterPool(kubeconfig=kubeconfig or None, context=context)
-    plan, refused = observed_plan(desired, pool, envs=envs, apps=apps,
+    plan, refused = observed_plan(desired, pool, relation=git_relation(repo), envs=envs, apps=apps,
                                   allowed_namespaces=_split_allowed(allowed_namespaces))
-    return desired, with_ordering(plan, git_relation(repo)), refused  # say what reconcile would skip
+    return desired, plan, refused
 
 
 def _split_allowed(values: tuple[str, ...]) -> list[str]:
