@@ -29,7 +29,7 @@ from deployctl.reconcile.options import ReconcileOptions
 from deployctl.reconcile.ordering import git_relation
 from deployctl.reconcile.outcome import EnvironmentOutcome, Progress, ReconcileResult
 from deployctl.reconcile.ports import Clusters, GatedClusters, Lock, Locks
-from deployctl.reconcile.reconciler import Reconciler
+from deployctl.reconcile.reconciler import Prepared, Reconciler
 from deployctl.reconcile.recorder import AuditRecorder
 from deployctl.reconcile.sink import AuditSink, OverrideNotes, RunAudit
 from deployctl.rules.plan import Plan
@@ -93,13 +93,14 @@ def run_once(desired: DesiredState, run: Run) -> ReconcileResult:
     started = time.monotonic()
     options = run.options
     said = policy.for_reconcile(desired, repo=run.repo_path, store=run.store if run.gates_from_audit else None,
-                                override_freeze=options.override_freeze, reason=options.override_reason)
+                                override_freeze=options.overrides.override_freeze,
+                                reason=options.overrides.override_reason)
     sink: AuditSink | None = run.audit
     if sink is not None and said.notes:
         sink = OverrideNotes(sink, said.notes)
     envs = _Environments(
         desired, run, sink=sink, refusals={**said.refusals, **run.refusals},
-        guarded=check_namespaces(desired, options.allowed_namespaces, context_name=run.clusters.context_name),
+        guarded=check_namespaces(desired, options.selection.allowed_namespaces, context_name=run.clusters.context_name),
     )
     groups = _groups(desired, options)
     if len(groups) <= 1:
@@ -118,10 +119,11 @@ class _Environments:
         self.desired = desired
         self.run = run
         self.sink = sink
-        self.refusals = refusals
         self.guarded = guarded
-        self.pinner = registry_pinner(desired, run.store, allow_retagged=run.options.allow_retagged)
-        self.relation = git_relation(run.repo_path)
+        self.prepared = Prepared(
+            refusals=refusals, relation=git_relation(run.repo_path),
+            pinner=registry_pinner(desired, run.store, allow_retagged=run.options.overrides.allow_retagged),
+        )
 
     def reconcile(self, envs: tuple[str, ...]) -> ReconcileResult:
         """Reconcile one environment (or the unknown names, as one group) under its lock."""
@@ -131,14 +133,13 @@ class _Environments:
         context = env_config.context if env_config else None
         lock: Lock | None = None
         try:
-            if env_config is not None and run.options.lock and env not in self.guarded:
+            if env_config is not None and run.options.locking.enabled and env not in self.guarded:
                 lock = _take_lock(run, context, env or "", env_config.namespace)
                 if lock is not None and run.audit is not None and run.close_interrupted:
                     run.audit.close_interrupted(env=env)
             result = Reconciler(desired, GatedClusters(run.clusters, _lock_check(lock, env)),
-                                replace(run.options, envs=envs), audit=self.sink, refusals=self.refusals,
-                                pinner=self.pinner, on_progress=run.callbacks.on_progress,
-                                relation=self.relation).run()
+                                run.options.for_envs(envs), audit=self.sink, prepared=self.prepared,
+                                on_progress=run.callbacks.on_progress).run()
             return replace(result, environments=tuple(EnvironmentOutcome(e, "ok", context=context) for e in envs))
         except ClusterUnreachableError as exc:
             named = run.clusters.context_name(context) or "in-cluster"
@@ -156,11 +157,11 @@ class _Environments:
 def _groups(desired: DesiredState, options: ReconcileOptions) -> list[tuple[str, ...]]:
     """One group per selected environment of the config; names the config does not know go in one group."""
     known = desired.config.environments if desired.config else {}
-    selected = tuple(options.envs) or tuple(sorted(known))
+    selected = tuple(options.selection.envs) or tuple(sorted(known))
     groups: list[tuple[str, ...]] = [(e,) for e in selected if e in known]
     unknown = tuple(e for e in selected if e not in known)
     if unknown or not groups:
-        groups.append(unknown or tuple(options.envs))
+        groups.append(unknown or tuple(options.selection.envs))
     return groups
 
 
@@ -179,8 +180,8 @@ def _take_lock(run: Run, context: str | None, env: str, namespace: str) -> Lock 
             on_wait(line)
 
     options = run.options
-    timeout = options.lock_timeout if options.lock_timeout is not None else options.timeout
-    lock = run.locks.take(context, namespace, identity=run.identity, lease=options.lock_lease, timeout=timeout,
+    lock = run.locks.take(context, namespace, identity=run.identity, lease=options.locking.lease,
+                          timeout=options.lock_timeout,
                           on_wait=waiting, between=lambda: run.clusters(context))
     if lock is not None:
         log.info("lock.acquired", env=env, namespace=namespace, identity=run.identity)

@@ -27,7 +27,7 @@ from deployctl.model.printable import printable
 from deployctl.model.state import DesiredState
 from deployctl.model.vocabulary import ExitCode
 from deployctl.reconcile.observe import ClusterPool
-from deployctl.reconcile.options import ReconcileOptions
+from deployctl.reconcile.options import Locking, Overrides, ReconcileOptions, Selection, Timing
 from deployctl.reconcile.ordering import git_relation
 from deployctl.reconcile.outcome import Progress, ReconcileResult
 from deployctl.rules.plan import Plan
@@ -288,10 +288,12 @@ def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...],
     from deployctl.app.run import Callbacks, run_reconcile
 
     options = ReconcileOptions(
-        envs=envs, apps=apps, wait=not no_wait, timeout=timeout, concurrency=concurrency,
-        allowed_namespaces=tuple(_split_allowed(allowed_namespaces)), allow_retagged=allow_retagged,
-        override_freeze=override_freeze, override_reason=override_reason, lock_timeout=lock_timeout,
-        lock_lease=lock_lease, force_older=force_older, allow_non_descendant=allow_non_descendant,
+        selection=Selection(envs=envs, apps=apps, allowed_namespaces=tuple(_split_allowed(allowed_namespaces))),
+        overrides=Overrides(allow_retagged=allow_retagged, override_freeze=override_freeze,
+                            override_reason=override_reason, force_older=force_older,
+                            allow_non_descendant=allow_non_descendant),
+        timing=Timing(wait=not no_wait, timeout=timeout, concurrency=concurrency),
+        locking=Locking(timeout=lock_timeout, lease=lock_lease),
     )
     progress = not output.is_data
     result = run_reconcile(

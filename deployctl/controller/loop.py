@@ -25,7 +25,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -38,7 +38,7 @@ from deployctl.errors import DeployctlError
 from deployctl.model import audit as audit_mod
 from deployctl.model.vocabulary import Result
 from deployctl.reconcile.observe import ClusterPool
-from deployctl.reconcile.options import ReconcileOptions
+from deployctl.reconcile.options import Locking, ReconcileOptions, Selection, Timing
 from deployctl.reconcile.outcome import ReconcileResult
 from deployctl.reconcile.ports import GatedClusters
 from deployctl.reconcile.sink import AttemptItem, FinishItem, RunAudit
@@ -51,23 +51,23 @@ class Stopped(Exception):  # noqa: N818 - a signal, not an error a user sees
     so the reconciler does not turn it into an app outcome)."""
 
 
+def controller_runs(*, timeout: float = 300.0, concurrency: int = 16, poll_interval: float = 0.5,
+                    allowed_namespaces: tuple[str, ...] = (), lock_lease: float = 15.0) -> ReconcileOptions:
+    """The options of every run a controller makes: it always waits for rollouts, and LISTs one at a time
+    (a long-lived process: lower peak memory beats a faster LIST)."""
+    return ReconcileOptions(
+        selection=Selection(allowed_namespaces=allowed_namespaces),
+        timing=Timing(wait=True, timeout=timeout, concurrency=concurrency, poll_interval=poll_interval,
+                      observe_concurrency=1),
+        locking=Locking(lease=lock_lease),
+    )
+
+
 @dataclass(frozen=True)
 class ControllerSettings:
     branch: str = "main"
     interval: float = 30.0
-    timeout: float = 300.0
-    concurrency: int = 16
-    poll_interval: float = 0.5
-    allowed_namespaces: tuple[str, ...] = ()
-    lock_lease: float = 15.0  # an environment lock outlives a dead holder this long (the leader lease's duration)
-
-    def reconcile_options(self) -> ReconcileOptions:
-        """The options of every run this controller makes."""
-        return ReconcileOptions(
-            wait=True, timeout=self.timeout, concurrency=self.concurrency, poll_interval=self.poll_interval,
-            allowed_namespaces=self.allowed_namespaces, lock_lease=self.lock_lease,
-            observe_concurrency=1,  # a long-lived process: lower peak memory beats a faster LIST
-        )
+    runs: ReconcileOptions = field(default_factory=controller_runs)  # the options of every run (controller_runs)
 
 
 class _GatedAudit:
@@ -129,7 +129,6 @@ class Controller:
         self.mirror = mirror
         self.pool = clusters
         self.settings = settings
-        self.options = settings.reconcile_options()
         self.store = store
         self.metrics = metrics or ControllerMetrics()
         self.is_leader = is_leader
@@ -194,7 +193,7 @@ class Controller:
 
     def stall_limit(self) -> float:
         """Seconds the worker may go without finishing an iteration: three intervals plus one run's timeout."""
-        return 3 * self.settings.interval + self.settings.timeout
+        return 3 * self.settings.interval + self.settings.runs.timing.timeout
 
     def health(self) -> tuple[bool, str]:
         """False when the worker cannot go on: its thread is gone, or it is stuck (see :meth:`stall_limit`)."""
@@ -313,7 +312,7 @@ class Controller:
                                           self.may_act, self._why_not)
             # the same pipeline and guards as `deployctl reconcile`: gates, approvals, freezes, digest pins
             result = run_once(desired, Run(
-                clusters=GatedClusters(self.pool, self._check), locks=LeaseLocks(self.pool), options=self.options,
+                clusters=GatedClusters(self.pool, self._check), locks=LeaseLocks(self.pool), options=self.settings.runs,
                 repo_path=self.mirror.path, audit=gated_audit, store=self.store, identity=identity,
                 # whatever a previous leader (or our own crashed run) left open is over once we lead
                 close_interrupted=close_interrupted,

@@ -4,9 +4,9 @@ dependency order, a rollout timeout, a refusal, the audit store failing mid-run,
 from __future__ import annotations
 
 from deployctl.app.run import Run, run_once
-from deployctl.reconcile.options import ReconcileOptions
+from deployctl.reconcile.options import ReconcileOptions, Timing
 from deployctl.reconcile.outcome import Outcome, ReconcileResult
-from deployctl.reconcile.reconciler import Reconciler
+from deployctl.reconcile.reconciler import Prepared, Reconciler
 from tests.fakes import (
     IMAGE,
     FakeAudit,
@@ -18,7 +18,7 @@ from tests.fakes import (
     sha,
 )
 
-FAST = ReconcileOptions(timeout=30, poll_interval=0.02)
+FAST = ReconcileOptions(timing=Timing(timeout=30, poll_interval=0.02))
 
 
 def cluster_of(*apps: str, env: str = "staging") -> FakeCluster:
@@ -66,7 +66,7 @@ def test_a_rollout_that_never_completes_times_out_and_is_recorded_as_failed():
     cluster = cluster_of("api")
     cluster.rollout["api"] = "stuck"
     audit = FakeAudit()
-    result = Reconciler(desired, FakeClusters(cluster), ReconcileOptions(timeout=0.3, poll_interval=0.02),
+    result = Reconciler(desired, FakeClusters(cluster), ReconcileOptions(timing=Timing(timeout=0.3, poll_interval=0.02)),
                         audit=audit).run()
     found = outcome(result, "api")
     assert str(found.result) == "failed" and found.message.startswith("timed out after 0s: ")
@@ -80,7 +80,7 @@ def test_a_refused_app_is_not_applied_its_refusal_is_recorded_and_its_dependents
     audit = FakeAudit()
     reason = "approval required: environments/staging/api.deploy: no reviewed merge commit"
     result = Reconciler(desired, FakeClusters(cluster), FAST, audit=audit,
-                        refusals={("staging", "api"): reason}).run()
+                        prepared=Prepared(refusals={("staging", "api"): reason})).run()
     assert results(result) == {"api": "refused", "web": "blocked", "docs": "succeeded"}
     assert outcome(result, "api").message == reason
     assert cluster.applied == ["docs"]
