@@ -19,11 +19,7 @@ import structlog
 
 from deployctl.errors import ClusterUnreachableError, DeployctlError
 from deployctl.model.state import DesiredState, Target
-from deployctl.model.workload import (
-    Health,
-    Workload,
-    combined_status,
-)
+from deployctl.model.workload import Health, Workload, combined_status
 from deployctl.reconcile.artifacts import PinDecisions, pin_mode
 from deployctl.reconcile.observe import ClusterPool, Observation, Seeds, observe_selection
 from deployctl.reconcile.options import ReconcileOptions
@@ -50,11 +46,9 @@ from deployctl.reconcile.wait import RolloutWatch, Waiting, check_rollouts
 from deployctl.rules.ordering import Ordering, Relation, Verdict
 from deployctl.rules.plan import Action, Change, annotations_for, dependency_order, make_plan
 
-__all__ = [
+__all__ = [  # what callers take from here: the run, its result and the outcome vocabulary
     "APPLIED", "BLOCKED", "DRIFT_CORRECTED", "FAILED", "IN_SYNC", "INVALID", "MISSING", "REFUSED", "SKIPPED", "SUCCEEDED",
-    "AuditSink", "ClusterPool", "Clusters", "NullAudit", "Outcome", "Prepared", "Progress", "ReconcileOptions",
-    "ReconcileResult", "Reconciler",
-]
+    "ClusterPool", "Outcome", "Prepared", "Progress", "ReconcileResult", "Reconciler"]
 
 log = structlog.get_logger(__name__)
 
