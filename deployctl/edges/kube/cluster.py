@@ -84,12 +84,10 @@ class Cluster:
         return items, str((body.get("metadata") or {}).get("resourceVersion") or "")
 
     def observe_kind(self, namespace: str, kind: str) -> tuple[list[Workload], str]:
-        """The labelled workloads of one kind from the cache when one is set (no resourceVersion: a watch
-        then starts with a LIST of its own), else from a LIST with its resourceVersion."""
+        """The labelled workloads of one kind, through the cache when one is set (then without a
+        resourceVersion: a watch starts with a LIST of its own), else from a LIST with its resourceVersion."""
         if self.reader is not None:
-            cached = self.reader(namespace, kind)
-            if cached is not None:
-                return cached, ""
+            return self.list_kind(namespace, kind), ""
         return self.list_kind_at(namespace, kind)
 
     def watch(self, namespace: str, kind: str, *, on_change: Callable[[Workload], None],
