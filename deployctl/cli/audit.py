@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any, TypeVar
@@ -202,8 +203,12 @@ def events() -> None:
 @events.command("export")
 @audit_option
 @filter_options
-@click.option("--format", "fmt", type=click.Choice(["jsonl"]), default=None, hidden=True,
-              help="The same as -o jsonl (before one output grammar).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "cdevents"]), default=None,
+              help="cdevents: one CloudEvent (CDEvents service event, structured JSON) per line, with the same "
+              "id a webhook or Kafka sink delivers; jsonl: the same as -o jsonl.")
+@click.option("--source", default="/deployctl", show_default=True, metavar="URI",
+              help="With --format cdevents: the events' source, as in the sink's settings.")
+@click.option("--repo", default=None, help="With --format cdevents: the deploy repo's name, as in the sink's settings.")
 @output_options("jsonl", JSON, YAML, default="jsonl", legacy_file=True)
 def export(
     audit_url: str | None,
@@ -212,15 +217,20 @@ def export(
     since: datetime | None,
     until: datetime | None,
     fmt: str | None,
+    source: str,
+    repo: str | None,
     output: Output,
 ) -> None:
     """Export attempts as JSON Lines, oldest first: one object per attempt, stable field names.
 
-    -o json and -o yaml write the same objects as one list.
+    -o json and -o yaml write the same objects as one list. --format cdevents writes the deploys
+    (succeeded or drift-corrected attempts) as CDEvents, one per line; each event's id is derived from
+    its attempt, so it equals the id the webhook and Kafka sinks delivered: dedupe by it.
 
     \b
-    Example (load into a warehouse next to product analytics):
+    Examples (load into a warehouse next to product analytics):
       deployctl events export --since 1d --out deploys.jsonl
+      deployctl events export --format cdevents --source /deployctl/acme-deploy > deploys.ndjson
     """
     store = _read(audit_url)
     try:
@@ -228,6 +238,14 @@ def export(
     finally:
         store.close()
     events_ = [record_to_event(record) for record in reversed(records)]
+    if fmt == "cdevents":
+        from deployctl.edges.events.envelope import http_message
+
+        messages = [http_message({**event, "repo": repo}, source=source, mode="structured") for event in events_]
+        bodies = [m.body.decode() for m in messages if m is not None]
+        if bodies:
+            output.lines(bodies)
+        return
     if not output.data(events_) and events_:
         output.lines(json.dumps(event, separators=(",", ":")) for event in events_)
 
@@ -277,25 +295,47 @@ def notify() -> None:
     show_default=True,
     help="How long to keep retrying failed deliveries (e.g. 90s, 10m); 0 is a single pass.",
 )
+@click.option("--sink", "sink_names", multiple=True, metavar="NAME",
+              help="Only this sink (repeatable); its name as `deployctl notify drain -o json` reports it.")
+@click.option("--from-start", is_flag=True,
+              help="Backfill: also send the --sink every event on record it has not received, not only those "
+              "since it was added. Consumers dedupe by event id, so a repeat is harmless.")
+@click.option("--since", "backfill_since", callback=_when, metavar="WHEN",
+              help="Backfill the --sink with the events since WHEN (2d, 90m, 1w or ISO) it has not received.")
 @output_options(TABLE, JSON, YAML)
-def drain(audit_url: str | None, settings_file: str | None, max_wait: float, output: Output) -> None:
+def drain(audit_url: str | None, settings_file: str | None, max_wait: float, sink_names: tuple[str, ...],
+          from_start: bool, backfill_since: datetime | None, output: Output) -> None:
     """Deliver pending notifications, retrying with backoff; exits 1 if some remain undelivered.
 
     \b
-    Example (a CI step after the deploy step, which it never blocks):
+    Examples (a CI step after the deploy step, which it never blocks; a sink added later gets the history):
       deployctl notify drain --settings /etc/deployctl/settings.yaml
+      deployctl notify drain --settings /etc/deployctl/settings.yaml --sink warehouse --from-start
     """
     from deployctl.edges.notify import drain as drain_outbox
     from deployctl.edges.sinks import NotifyError, load_settings
 
+    if (from_start or backfill_since is not None) and not sink_names:
+        raise click.UsageError("--from-start and --since backfill one sink: name it with --sink NAME")
+    if from_start and backfill_since is not None:
+        raise click.UsageError("give --from-start or --since, not both")
+    backfill_from = datetime(1970, 1, 1, tzinfo=UTC) if from_start else backfill_since
     settings = load_settings(settings_file)
+    if sink_names:
+        known = {s.name for s in settings.sinks}
+        unknown = [n for n in sink_names if n not in known]
+        if unknown:
+            raise InvalidInputError(
+                f"--sink {unknown[0]!r}: no such sink in the settings; the sinks are: {', '.join(sorted(known)) or 'none'}"
+            )
+        settings = replace(settings, sinks=tuple(s for s in settings.sinks if s.name in sink_names))
     if not settings.sinks:
         if not output.data({"sinks": 0, "delivered_by_sink": {}, "pending": 0, "gave_up": []}):
             output.write("no notification sinks configured (settings: --settings FILE or $DEPLOYCTL_SETTINGS)")
         return
     store = open_store(audit_url)
     try:
-        report = drain_outbox(store, settings, max_wait_seconds=max_wait)
+        report = drain_outbox(store, settings, max_wait_seconds=max_wait, backfill_from=backfill_from)
     finally:
         store.close()
     doc = {"sinks": len(settings.sinks), "delivered_by_sink": dict(report.delivered_by_sink),

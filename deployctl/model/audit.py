@@ -206,8 +206,10 @@ class AuditStore(Protocol):
         """Start delivering to ``sink`` from the next event on (not the whole history)."""
         ...
 
-    def pending_events(self, sink: str, *, now: datetime, limit: int = 100) -> list[OutboxEvent]:
-        """Events for ``sink`` neither delivered nor given up whose retry time has come, oldest first."""
+    def pending_events(self, sink: str, *, now: datetime, limit: int = 100,
+                       backfill_from: datetime | None = None) -> list[OutboxEvent]:
+        """Events for ``sink`` neither delivered nor given up whose retry time has come, oldest first: those
+        after the sink was registered, or with ``backfill_from`` those created since then (a backfill)."""
         ...
 
     def record_delivery(self, delivery: Delivery) -> None:

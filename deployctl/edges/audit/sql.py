@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +23,7 @@ from deployctl.model.audit import (
     record_to_event,
     utc,
 )
+from deployctl.rules.cdevents import deploy_event_id
 
 log = structlog.get_logger(__name__)
 
@@ -196,8 +196,9 @@ class SqlStore(OutboxQueries):
             (record.id, result, error, digest, self._enc_time(finished), self._enc_time(datetime.now(UTC))),
         )
         done = _with_outcome(record, result=result, error=error, digest=digest, finished=finished)
-        key = uuid.uuid4().hex
-        payload = {"event": "deploy.finished", "idempotency_key": key, **record_to_event(done)}
+        event = record_to_event(done)
+        key = deploy_event_id(event)  # one outcome per attempt: unique, and the id every sink and export carries
+        payload = {"event": "deploy.finished", "idempotency_key": key, **event}
         cur.execute(
             self._sql("INSERT INTO outbox (key, attempt_id, payload, created_at) VALUES (?, ?, ?, ?)"),
             (key, record.id, json.dumps(payload, sort_keys=True), self._enc_time(finished)),
