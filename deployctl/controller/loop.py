@@ -30,17 +30,19 @@ from dataclasses import dataclass
 import structlog
 
 from deployctl.app.run import run_once
+from deployctl.controller.decisions import OncePerDecision
 from deployctl.controller.metrics import ControllerMetrics
 from deployctl.edges.git.mirror import Mirror
 from deployctl.edges.git.repo import read_desired_state
 from deployctl.edges.kube.cluster import Cluster
 from deployctl.errors import DeployctlError
 from deployctl.model import audit as audit_mod
+from deployctl.model.audit import AttemptEvent
 from deployctl.model.vocabulary import Result
 from deployctl.reconcile.observe import ClusterPool
 from deployctl.reconcile.options import ReconcileOptions
 from deployctl.reconcile.outcome import ReconcileResult
-from deployctl.reconcile.sink import AttemptItem, AuditSink, FinishItem
+from deployctl.reconcile.sink import AttemptItem, AuditSink, DecisionItem, FinishItem
 
 log = structlog.get_logger(__name__)
 
@@ -114,6 +116,17 @@ class _GatedAudit:
             self._open.difference_update(item[0] for item in mine)
         if mine:
             self.inner.attempts_finished(mine)
+
+    def decisions(self, items: Sequence[DecisionItem], *, deploy_commit: str | None) -> list[int | None]:
+        if not self.may_act():
+            raise Stopped(self.why())
+        return self.inner.decisions(items, deploy_commit=deploy_commit)  # each written with its outcome
+
+    def rollout_events(self, events: Sequence[AttemptEvent]) -> None:
+        with self._lock:
+            if self._closed:
+                return
+        self.inner.rollout_events(events)
 
     def close_open(self, reason: str) -> list[int]:
         """Close every attempt still open as ``interrupted``; later outcomes of this run are dropped."""
@@ -317,7 +330,8 @@ class Controller:
 
             def guard(sink: AuditSink) -> AuditSink:
                 nonlocal gated_audit
-                gated_audit = _GatedAudit(sink, self.may_act, self._why_not)
+                once = OncePerDecision(sink, self.store) if self.store is not None else sink  # not every interval
+                gated_audit = _GatedAudit(once, self.may_act, self._why_not)
                 return gated_audit
 
             # the same pipeline and guards as `deployctl reconcile`: gates, approvals, freezes, digest pins

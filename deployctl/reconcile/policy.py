@@ -26,7 +26,7 @@ from deployctl import settings
 from deployctl.edges.git import history
 from deployctl.edges.git import repo as repo_edge
 from deployctl.edges.signatures import SignatureVerifier
-from deployctl.model.audit import AuditStore
+from deployctl.model.audit import AttemptEvent, AuditStore
 from deployctl.model.config import Config
 from deployctl.model.state import DesiredState, Target
 from deployctl.rules.approval import ApprovalCommit, Verdict, check_approval
@@ -36,7 +36,7 @@ from deployctl.rules.gates import AUDIT, GIT, GateResult, RunFact, check_gates, 
 from deployctl.rules.promote import deploy_path
 
 if TYPE_CHECKING:
-    from deployctl.reconcile.sink import AttemptItem, AuditSink, FinishItem
+    from deployctl.reconcile.sink import AttemptItem, AuditSink, DecisionItem, FinishItem
 
 log = structlog.get_logger(__name__)
 
@@ -274,6 +274,18 @@ class OverrideNotes:
                 error = note if not error else f"{error}; {note}"
             noted.append((attempt_id, result, error))
         self.sink.attempts_finished(noted)
+
+    def decisions(self, items: Sequence[DecisionItem], *, deploy_commit: str | None) -> list[int | None]:
+        noted: list[DecisionItem] = []
+        for change, image, result, error in items:
+            note = self.notes.get(change.key)
+            if note is not None:
+                error = note if not error else f"{error}; {note}"
+            noted.append((change, image, result, error))
+        return self.sink.decisions(noted, deploy_commit=deploy_commit)
+
+    def rollout_events(self, events: Sequence[AttemptEvent]) -> None:
+        self.sink.rollout_events(events)
 
 
 def for_reconcile(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import structlog
@@ -44,6 +44,7 @@ from deployctl.reconcile.outcome import (
     Progress,
     ReconcileResult,
 )
+from deployctl.reconcile.rollout_events import RolloutLog
 from deployctl.reconcile.sink import AuditSink, FinishItem, NullAudit
 from deployctl.reconcile.wait import RolloutWatch, Waiting, check_rollouts
 from deployctl.rules.ordering import Ordering, Relation, Verdict
@@ -69,6 +70,7 @@ class _AppRun:
     started_at: datetime | None = None
     workloads: tuple[Workload, ...] = ()
     outcome: Outcome | None = None
+    events: RolloutLog = field(default_factory=RolloutLog)  # between the apply and the verdict, for the record
 
 
 class Reconciler:
@@ -288,6 +290,7 @@ class Reconciler:
                     for run in runs.values():
                         if run.outcome is None and run.state in ("waiting", "pending"):
                             status = combined_status(run.workloads).message if run.workloads else "not started"
+                            run.events.stalled(self.clock(), f"timed out after {self.timeout:.0f}s: {status}")
                             self._finish(
                                 run, FAILED, f"timed out after {self.timeout:.0f}s: {status}",
                                 record=run.state == "waiting" and run.change.writes,
@@ -325,6 +328,11 @@ class Reconciler:
         if not self._finishes:
             return
         queued, self._finishes = self._finishes, []
+        events = [e for run, _, _ in queued if run.audit_id is not None for e in run.events.records(run.audit_id)]
+        try:
+            self.audit.rollout_events(events)  # before the outcomes: a record with an outcome has its story
+        except DeployctlError as exc:
+            log.error("audit.events_write_failed", events=len(events), error=str(exc))
         try:
             self.audit.attempts_finished([(run.audit_id, result, error) for run, result, error in queued])
         except DeployctlError as exc:
@@ -368,6 +376,7 @@ class Reconciler:
         for w in change.workloads:
             applied.append(cluster.apply_image(w, container=change.target.container, image=image,
                                                annotations=annotations))
+        run.events.applied(self.clock(), applied, image)
         return tuple(applied)
 
     def _poll(self, waiting: list[_AppRun]) -> None:
@@ -379,6 +388,7 @@ class Reconciler:
         for run in waiting:
             found = seen[run.change.key]
             run.workloads = found.workloads
+            run.events.seen(self.clock(), found.workloads)
             if found.status.health is Health.HEALTHY:
                 if not run.change.writes:
                     result = IN_SYNC
@@ -390,6 +400,7 @@ class Reconciler:
             elif found.status.health is Health.FAILED:
                 reasons = found.pod_reasons
                 message = found.status.message + (f" (pods: {reasons})" if reasons else "")
+                run.events.stalled(self.clock(), message)
                 self._finish(run, FAILED, message, record=run.change.writes)
 
     def _abandon(self, runs: Mapping[tuple[str, str], _AppRun], futures: Mapping[Future[tuple[Workload, ...]],
@@ -414,14 +425,12 @@ class Reconciler:
             error = note if not error else f"{error}; {note}"
             message = note if not message else f"{message} ({note})"
         if record and audit_id is not None:
+            run.events.verdict(now, audit_result, message)
             self._finishes.append((run, audit_result, error))  # written by _flush_finishes, this wave
-        elif record:  # never applied (blocked, refused): its attempt and outcome go on record together
+        elif record:  # never applied (blocked, refused, skipped): its attempt and outcome go on record together
             try:
-                (audit_id,) = self.audit.attempts_started([(change, self._image(change))],
-                                                          deploy_commit=self.desired.commit)
-                run.audit_id = audit_id
-                if audit_id is not None:
-                    self._finishes.append((run, audit_result, error))
+                (run.audit_id,) = self.audit.decisions([(change, self._image(change), audit_result, error)],
+                                                       deploy_commit=self.desired.commit)
             except DeployctlError as exc:
                 # The outcome stands; the record of it could not be written (the next run closes
                 # an open attempt as interrupted). Say so loudly rather than lose the result.

@@ -6,12 +6,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from deployctl.model.audit import AttemptEvent
 from deployctl.rules.plan import Change
 
 #: (change, image) of an attempt about to be applied.
 AttemptItem = tuple[Change, str]
 #: (attempt id, result, error) of an attempt that ended.
 FinishItem = tuple[int | None, str, str | None]
+#: (change, image, result, error) of a decision taken without an apply: refused, skipped, blocked.
+DecisionItem = tuple[Change, str, str, str | None]
 
 
 class AuditSink(Protocol):
@@ -26,6 +29,15 @@ class AuditSink(Protocol):
         """Record the outcomes of attempts started earlier; items with a None id are ignored."""
         ...
 
+    def decisions(self, items: Sequence[DecisionItem], *, deploy_commit: str | None) -> list[int | None]:
+        """Record decisions taken without an apply, each an attempt with its outcome; returns one id (or None
+        when nothing is recorded) per item, in order."""
+        ...
+
+    def rollout_events(self, events: Sequence[AttemptEvent]) -> None:
+        """Record what happened to attempts between their apply and their verdict (written before the outcomes)."""
+        ...
+
 
 class NullAudit:
     """Records nothing; events still go to structlog."""
@@ -34,4 +46,10 @@ class NullAudit:
         return [None] * len(items)
 
     def attempts_finished(self, items: Sequence[FinishItem]) -> None:
+        return None
+
+    def decisions(self, items: Sequence[DecisionItem], *, deploy_commit: str | None) -> list[int | None]:
+        return [None] * len(items)
+
+    def rollout_events(self, events: Sequence[AttemptEvent]) -> None:
         return None
