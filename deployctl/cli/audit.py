@@ -18,7 +18,15 @@ from deployctl.cli.completion import app_option, env_option
 from deployctl.cli.output import JSON, TABLE, YAML, Duration, Output, output_options, render_table
 from deployctl.edges.audit.url import AUDIT_ENV, open_store
 from deployctl.errors import InvalidInputError
-from deployctl.model.audit import EVENT_FIELDS, AuditRecord, AuditStore, parse_when, record_to_event
+from deployctl.model.audit import (
+    EVENT_FIELDS,
+    AttemptEvent,
+    AuditRecord,
+    AuditStore,
+    parse_when,
+    record_to_event,
+    record_with_events,
+)
 from deployctl.model.printable import printable
 from deployctl.settings import AUDIT
 
@@ -158,8 +166,11 @@ def render_csv(records: Sequence[AuditRecord]) -> str:
 @click.option("--sha", help="Only attempts whose new SHA or release (deploy commit) starts with this.")
 @click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True, help="0: no limit.")
 @click.option("--by-release", is_flag=True, help="Group the table by release (deploy commit).")
+@click.option("--id", "attempt_id", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Only attempt N, with its rollout events (apply, new ReplicaSet, ready counts, stall, verdict).")
 @output_options(TABLE, JSON, YAML, "csv")
 def history(
+    attempt_id: int | None,
     audit_url: str | None,
     envs: tuple[str, ...],
     apps: tuple[str, ...],
@@ -177,7 +188,11 @@ def history(
       deployctl history --env production --since 2d
       deployctl history --app web --sha 3f2a9c1 --output json
       deployctl history --since 2024-05-01T00:00:00Z --by-release
+      deployctl history --id 42 -o json
     """
+    if attempt_id is not None:
+        _history_of_one(audit_url, attempt_id, output)
+        return
     store = _read(audit_url)
     try:
         records = query(store, envs=envs, apps=apps, since=since, until=until, sha=sha, limit=limit or None)
@@ -193,6 +208,34 @@ def history(
         output.write(render_history_by_release(records))
     else:
         output.write(render_table(HISTORY_HEADERS, [history_row(r) for r in records]))
+
+
+def _history_of_one(audit_url: str | None, attempt_id: int, output: Output) -> None:
+    store = _read(audit_url)
+    try:
+        record = store.get(attempt_id)
+        events_ = store.events_of(attempt_id) if record is not None else []
+    finally:
+        store.close()
+    if record is None:
+        raise InvalidInputError(f"history --id {attempt_id}: no attempt with that id in {store.url}")
+    if output.data(record_with_events(record, events_)):
+        return
+    if output.format == "csv":
+        output.write(render_csv([record]).rstrip("\n"))
+        return
+    output.write(render_attempt(record, events_))
+
+
+def render_attempt(record: AuditRecord, events_: Sequence[AttemptEvent]) -> str:
+    """One attempt for a person: its row of the history, then what happened between apply and verdict."""
+    text = render_table(HISTORY_HEADERS, [history_row(record)])
+    if record.error:
+        text += "\n\n" + printable(f"error: {record.error}")
+    if not events_:
+        return text + "\n\nNo rollout events recorded (not applied, or recorded by an older deployctl)."
+    rows = [[e.at.astimezone(UTC).strftime("%H:%M:%S.%f")[:-3], e.kind, e.detail] for e in events_]
+    return text + "\n\n" + render_table(("AT (UTC)", "EVENT", "DETAIL"), rows)
 
 
 @click.group()

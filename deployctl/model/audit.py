@@ -427,3 +427,13 @@ def record_to_event(record: AuditRecord) -> dict[str, Any]:
         "actor_host": a.actor.host,
         "actor_ci_job": a.actor.ci_job,
     }
+
+
+def attempt_event_to_dict(event: AttemptEvent) -> dict[str, Any]:
+    """One rollout event, JSON-ready."""
+    return {"seq": event.seq, "at": _iso(event.at), "kind": event.kind, "detail": event.detail}
+
+
+def record_with_events(record: AuditRecord, events: Sequence[AttemptEvent]) -> dict[str, Any]:
+    """One attempt in the export shape with its rollout events under ``events`` (``history --id N -o json``)."""
+    return {**record_to_event(record), "events": [attempt_event_to_dict(e) for e in events]}
