@@ -275,6 +275,8 @@ def export(
       deployctl events export --since 1d --out deploys.jsonl
       deployctl events export --format cdevents --source /deployctl/acme-deploy > deploys.ndjson
     """
+    if fmt == "cdevents" and output.format != "jsonl":
+        raise click.UsageError("--format cdevents writes one event per line (NDJSON): leave out -o json/yaml")
     store = _read(audit_url)
     try:
         records = query(store, envs=envs, apps=apps, since=since, until=until)

@@ -215,3 +215,19 @@ def test_a_dashboard_overlay_whose_prometheus_is_down_still_shows_the_deploys(tm
         store.close()
     assert status == 200 and "The metric could not be drawn" in page
     assert any(t.get("mode") == "markers" for t in _figure(page)["data"])
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["ui", "--repo", ".", "--overlay", "graphite=http://x"], 2, "give prometheus=http://host:9090"),
+        (["ui", "--repo", ".", "--overlay", "prometheus=http://127.0.0.1:9"], 2, "needs --query"),
+        (["ui", "--repo", ".", "--query", "up"], 2, "--query goes with --overlay"),
+        (["watch", "--repo", ".", "--ui-query", "up"], 2, "--ui-query goes with --ui-overlay"),
+        (["watch", "--repo", ".", "--ui-overlay", "csv=x.csv", "--ui-query", "up"], 2, "not with a CSV"),
+    ],
+)
+def test_a_dashboard_overlay_mistake_is_a_clear_error_before_serving(args: list[str], code: int, message: str) -> None:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == code, result.output
+    assert message in result.output
