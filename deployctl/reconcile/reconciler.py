@@ -45,7 +45,7 @@ from deployctl.reconcile.outcome import (
     ReconcileResult,
 )
 from deployctl.reconcile.rollout_events import RolloutLog
-from deployctl.reconcile.sink import AuditSink, FinishItem, NullAudit
+from deployctl.reconcile.sink import AuditSink, DecisionItem, FinishItem, NullAudit
 from deployctl.reconcile.wait import RolloutWatch, Waiting, check_rollouts
 from deployctl.rules.ordering import Ordering, Relation, Verdict
 from deployctl.rules.plan import Action, Change, annotations_for, dependency_order, make_plan
@@ -106,6 +106,7 @@ class Reconciler:
         self.pinner = pinner
         self.observe_concurrency = options.observe_concurrency
         self._finishes: list[tuple[_AppRun, str, str | None]] = []
+        self._decisions: list[tuple[_AppRun, DecisionItem]] = []  # never applied: attempt and outcome together
         self.on_progress = on_progress or (lambda p: None)
         self.clock = clock
         self.relation = relation  # (desired deploy commit, live one) -> Relation; None: no ordering check
@@ -208,6 +209,7 @@ class Reconciler:
         for env in sorted({k[0] for k in runs}):
             env_apps = {k[1]: runs[k].change.depends_on for k in runs if k[0] == env}
             order.extend((env, app) for app in dependency_order(env_apps))
+        self._flush_finishes()  # the plan's refusals and skips go on record before anything is applied
         self._watch = RolloutWatch(self.clusters, seeds=self._seeds) if self.wait else None
         try:
             self._loop(runs, order)
@@ -324,24 +326,34 @@ class Reconciler:
         return ready
 
     def _flush_finishes(self) -> None:
-        """Write the queued outcomes in one durable write."""
-        if not self._finishes:
-            return
-        queued, self._finishes = self._finishes, []
-        events = [e for run, _, _ in queued if run.audit_id is not None for e in run.events.records(run.audit_id)]
-        try:
-            self.audit.rollout_events(events)  # before the outcomes: a record with an outcome has its story
-        except DeployctlError as exc:
-            log.error("audit.events_write_failed", events=len(events), error=str(exc))
-        try:
-            self.audit.attempts_finished([(run.audit_id, result, error) for run, result, error in queued])
-        except DeployctlError as exc:
-            for run, result, _ in queued:
-                log.error("audit.write_failed", env=run.change.env, app=run.change.app, result=result,
-                          error=str(exc))
-                if run.outcome is not None:
-                    run.outcome = replace(run.outcome,
-                                          message=f"{run.outcome.message} (audit record not written: {exc})")
+        """Write the queued rollout events, outcomes and decisions, in one durable write each."""
+        if self._finishes:
+            queued, self._finishes = self._finishes, []
+            events = [e for run, _, _ in queued if run.audit_id is not None for e in run.events.records(run.audit_id)]
+            try:
+                self.audit.rollout_events(events)  # before the outcomes: a record with an outcome has its story
+            except DeployctlError as exc:
+                log.error("audit.events_write_failed", events=len(events), error=str(exc))
+            try:
+                self.audit.attempts_finished([(run.audit_id, result, error) for run, result, error in queued])
+            except DeployctlError as exc:
+                self._not_written([(run, result) for run, result, _ in queued], exc)
+        if self._decisions:
+            decided, self._decisions = self._decisions, []
+            try:
+                ids = self.audit.decisions([item for _, item in decided], deploy_commit=self.desired.commit)
+            except DeployctlError as exc:  # the outcomes stand; say loudly that their record was not written
+                self._not_written([(run, item[2]) for run, item in decided], exc)
+            else:
+                for (run, _), attempt_id in zip(decided, ids, strict=True):
+                    run.audit_id = attempt_id
+
+    @staticmethod
+    def _not_written(runs: Sequence[tuple[_AppRun, str]], exc: DeployctlError) -> None:
+        for run, result in runs:
+            log.error("audit.write_failed", env=run.change.env, app=run.change.app, result=result, error=str(exc))
+            if run.outcome is not None:
+                run.outcome = replace(run.outcome, message=f"{run.outcome.message} (audit record not written: {exc})")
 
     @staticmethod
     def _image(change: Change) -> str:
@@ -428,14 +440,7 @@ class Reconciler:
             run.events.verdict(now, audit_result, message)
             self._finishes.append((run, audit_result, error))  # written by _flush_finishes, this wave
         elif record:  # never applied (blocked, refused, skipped): its attempt and outcome go on record together
-            try:
-                (run.audit_id,) = self.audit.decisions([(change, self._image(change), audit_result, error)],
-                                                       deploy_commit=self.desired.commit)
-            except DeployctlError as exc:
-                # The outcome stands; the record of it could not be written (the next run closes
-                # an open attempt as interrupted). Say so loudly rather than lose the result.
-                log.error("audit.write_failed", env=change.env, app=change.app, result=result, error=str(exc))
-                message = f"{message} (audit record not written: {exc})"
+            self._decisions.append((run, (change, self._image(change), audit_result, error)))  # one write a wave
         run.state = "done"
         run.outcome = Outcome(
             env=change.env,
