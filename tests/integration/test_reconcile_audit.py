@@ -175,3 +175,59 @@ def test_a_real_rollout_records_its_events_and_a_stalled_one_records_the_reason(
     assert table.exit_code == 0 and "stalled" in table.output and "ProgressDeadlineExceeded" in table.output
     missing = CliRunner().invoke(main, ["history", "--audit", url, "--id", "999"])
     assert missing.exit_code != 0 and "no attempt with that id" in missing.output
+
+
+class _Decisions:
+    """An audit sink around the recorder that counts decision writes, or fails them."""
+
+    def __init__(self, inner, *, fail: bool = False) -> None:
+        self.inner, self.fail, self.calls = inner, fail, []
+
+    def attempts_started(self, items, *, deploy_commit):
+        return self.inner.attempts_started(items, deploy_commit=deploy_commit)
+
+    def attempts_finished(self, items):
+        self.inner.attempts_finished(items)
+
+    def rollout_events(self, events):
+        self.inner.rollout_events(events)
+
+    def decisions(self, items, *, deploy_commit):
+        self.calls.append([(change.app, result) for change, _, result, _ in items])
+        if self.fail:
+            raise audit.AuditError("audit: the disk is full")
+        return self.inner.decisions(items, deploy_commit=deploy_commit)
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_refusals_are_recorded_before_anything_is_applied_and_a_failed_record_is_said(
+    cluster, namespace, make_repo, tmp_path, fail
+):
+    from deployctl.edges.git.repo import read_desired_state
+    from deployctl.reconcile.observe import ClusterPool
+    from deployctl.reconcile.reconciler import Reconciler
+    from deployctl.reconcile.recorder import AuditRecorder
+
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    for app in ("api", "web", "worker"):
+        cluster.deployment(namespace, app)
+    repo = make_repo()
+    repo.commit(files(namespace, "one"))
+    store = audit_location.open_store(url)
+    try:
+        sink = _Decisions(AuditRecorder(store, repo_path=repo.path, trigger="ci"), fail=fail)
+        result = Reconciler(read_desired_state(repo.path), ClusterPool(kubeconfig=cluster.kubeconfig),
+                            ReconcileOptions(timeout=60), audit=sink,
+                            refusals={("staging", "api"): "frozen: release week"}).run()
+    finally:
+        store.close()
+    by_app = {o.app: o for o in result.outcomes}
+    assert (by_app["api"].result, by_app["web"].result, by_app["worker"].result) == ("refused", "blocked", "succeeded")
+    assert sink.calls == [[("api", "refused")], [("web", "blocked")]]  # one write per wave, the plan's first
+    if fail:
+        assert "audit record not written: audit: the disk is full" in by_app["api"].message
+        assert [r.attempt.app for r in records(url)] == ["worker"]
+    else:
+        ids = {r.attempt.app: r.id for r in records(url)}
+        assert ids["api"] < ids["worker"]  # on record before the first apply
+        assert {r.attempt.app: r.error for r in records(url)}["api"] == "frozen: release week"
