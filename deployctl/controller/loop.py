@@ -26,6 +26,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -44,6 +45,9 @@ from deployctl.reconcile.options import Locking, ReconcileOptions, Selection, Ti
 from deployctl.reconcile.outcome import ReconcileResult
 from deployctl.reconcile.ports import GatedClusters
 from deployctl.reconcile.sink import AttemptItem, DecisionItem, FinishItem, RunAudit
+
+if TYPE_CHECKING:
+    from deployctl.controller.shards import ShardRuns
 
 log = structlog.get_logger(__name__)
 
@@ -138,6 +142,7 @@ class Controller:
         store: audit_mod.AuditStore | None = None,
         metrics: ControllerMetrics | None = None,
         is_leader: Callable[[], bool] = lambda: True,
+        shards: ShardRuns | None = None,
     ) -> None:
         self.mirror = mirror
         self.pool = clusters
@@ -145,6 +150,7 @@ class Controller:
         self.store = store
         self.metrics = metrics or ControllerMetrics()
         self.is_leader = is_leader
+        self.shards = shards  # sharded: each run reconciles only the keys of the slots this replica holds
         self._cond = threading.Condition()
         self._pending: str | None = None  # trigger of a requested sync
         self._stopping: str | None = None
@@ -314,6 +320,8 @@ class Controller:
         gated_audit: _GatedAudit | None = None
         try:
             desired = read_desired_state(self.mirror.path, ref=sha)
+            if self.shards is not None:
+                desired = self.shards.begin(desired)
             for p in desired.problems:
                 log.warning("desired_state.problem", problem=str(p))
             close_interrupted, self._new_term = self._new_term, False
@@ -322,11 +330,13 @@ class Controller:
             if self.store is not None:
                 recorder = audit_recorder(desired, self.store, repo_path=self.mirror.path, trigger=trigger,
                                           identity=identity)
+                fenced = self.shards.audit(recorder) if self.shards is not None else recorder
                 # a skipped/refused decision is recorded once, not every interval
-                gated_audit = _GatedAudit(OncePerDecision(recorder, self.store), self.may_act, self._why_not)
+                gated_audit = _GatedAudit(OncePerDecision(fenced, self.store), self.may_act, self._why_not)
             # the same pipeline and guards as `deployctl reconcile`: gates, approvals, freezes, digest pins
             result = run_once(desired, Run(
-                clusters=GatedClusters(self.pool, self._check), locks=LeaseLocks(self.pool), options=self.settings.runs,
+                clusters=GatedClusters(self.shards.clusters(self.pool, desired) if self.shards else self.pool,
+                                       self._check), locks=LeaseLocks(self.pool), options=self.settings.runs,
                 repo_path=self.mirror.path, audit=gated_audit, store=self.store, identity=identity,
                 # whatever a previous leader (or our own crashed run) left open is over once we lead
                 close_interrupted=close_interrupted,
@@ -345,6 +355,8 @@ class Controller:
             return None
         finally:
             self._running.clear()
+            if self.shards is not None:
+                self.shards.end()
         self.metrics.observe_reconcile(result.outcomes, seconds=result.seconds, trigger=trigger,
                                        exit_code=result.exit_code)
         counts: dict[str, int] = {}

@@ -18,6 +18,8 @@ from deployctl.edges.audit import url as audit_location
 from deployctl.edges.git.mirror import Mirror
 from deployctl.edges.kube.cluster import Cluster
 from deployctl.edges.kube.lease import LeaderElector, LeaseConfig
+from deployctl.edges.kube.shards import ShardConfig, SlotLeases
+from deployctl.errors import InvalidInputError
 from deployctl.reconcile.observe import ClusterPool
 from deployctl.ui.auth import UiAuth
 
@@ -77,6 +79,7 @@ class WatchOptions:
     kubeconfig: str | None = None
     context: str | None = None
     lease: LeaseConfig | None = None
+    shards: ShardConfig | None = None  # share the apps across replicas by slot Leases (instead of one leader)
     webhook_secret: bytes | None = None
     shutdown_timeout: float = 20.0
     limits: ServerLimits = ServerLimits()
@@ -102,10 +105,26 @@ async def _serve(options: WatchOptions) -> int:
     metrics = ControllerMetrics()
     mirror = Mirror(options.repo, options.mirror_dir, branch=options.settings.branch)
     pool = ClusterPool(kubeconfig=options.kubeconfig, context=options.context)
+    if options.shards is not None and options.audit_url != "-" and not (options.audit_url or "").startswith(
+            ("postgresql://", "postgres://")):
+        raise InvalidInputError("--shards runs several replicas on one audit history: give the PostgreSQL audit store "
+                                "(--audit postgresql://...); a SQLite file cannot be shared between replicas")
     store = audit_location.open_store(options.audit_url or None) if options.audit_url != "-" else None
     elector: LeaderElector | None = None
+    leases: SlotLeases | None = None
     controller: Controller
-    if options.lease is not None:
+    if options.shards is not None:
+        from deployctl.controller.shards import ShardCollector, ShardRuns
+
+        leases = SlotLeases(Cluster(kubeconfig=options.kubeconfig, context=options.context, pool_size=2),
+                            options.shards, busy=lambda slot: runs.busy(slot),
+                            on_claimed=lambda slots: controller.request_sync("watch"))
+        runs = ShardRuns(leases)
+        metrics.registry.register(ShardCollector(leases))
+        controller = Controller(mirror, pool, settings=options.settings, store=store, metrics=metrics,
+                                is_leader=leases.member, shards=runs)
+        controller.leadership_started()
+    elif options.lease is not None:
         elector = LeaderElector(
             Cluster(kubeconfig=options.kubeconfig, context=options.context, pool_size=2), options.lease,
             on_started=lambda: controller.leadership_started(),
@@ -160,6 +179,8 @@ async def _serve(options: WatchOptions) -> int:
     if elector is not None:
         lease_thread = threading.Thread(target=elector.run, name="deployctl-lease", daemon=True)
         lease_thread.start()
+    if leases is not None:
+        threading.Thread(target=leases.run, name="deployctl-shards", daemon=True).start()
 
     await stop_signal.wait()
     # Stop acting first (done by controller.stop), then let the worker close what it started.
@@ -170,6 +191,8 @@ async def _serve(options: WatchOptions) -> int:
     if elector is not None:
         elector.stop()
         await loop.run_in_executor(None, elector.release)
+    if leases is not None:
+        await loop.run_in_executor(None, leases.release)
     await runner.cleanup()
     cache.close()
     if store is not None:
