@@ -168,7 +168,10 @@ class SlotLeases:
             seen = (record, at)
             self._seen[name] = seen
         duration = float(spec.get("leaseDurationSeconds") or self.config.lease_duration)
-        return holder if holder and at < seen[1] + duration else None
+        if holder and at >= seen[1] + duration:
+            log.debug("shards.lease_expired", lease=name, holder=holder, unchanged_for=round(at - seen[1], 3))
+            return None
+        return holder
 
     def round(self) -> None:
         """List, renew membership and kept slots, hand back, claim: one request plus one write per Lease."""
