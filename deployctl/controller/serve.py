@@ -100,7 +100,7 @@ async def _serve(options: WatchOptions) -> int:
 
     from deployctl.controller import httpserver
     from deployctl.controller.forward import Forwarder
-    from deployctl.controller.webhook import make_app
+    from deployctl.controller.webhook import SyncTarget, make_app
 
     metrics = ControllerMetrics()
     mirror = Mirror(options.repo, options.mirror_dir, branch=options.settings.branch)
@@ -118,7 +118,8 @@ async def _serve(options: WatchOptions) -> int:
 
         leases = SlotLeases(Cluster(kubeconfig=options.kubeconfig, context=options.context, pool_size=2),
                             options.shards, busy=lambda slot: runs.busy(slot),
-                            on_claimed=lambda slots: controller.request_sync("watch"))
+                            on_claimed=lambda slots: controller.request_sync("watch"),
+                            on_announced=lambda sha: controller.request_sync("webhook", sha=sha))
         runs = ShardRuns(leases)
         metrics.registry.register(ShardCollector(leases))
         controller = Controller(mirror, pool, settings=options.settings, store=store, metrics=metrics,
@@ -146,7 +147,12 @@ async def _serve(options: WatchOptions) -> int:
     if elector is not None and options.lease is not None:
         forwarder = Forwarder(leader=elector.leader_address, identity=options.lease.identity,
                               own_address=options.lease.address, secret=options.webhook_secret)
-    app = make_app(controller, secret=options.webhook_secret, branch=options.settings.branch, metrics=metrics,
+    target: SyncTarget = controller
+    if leases is not None:
+        from deployctl.controller.shards import ShardSyncTarget
+
+        target = ShardSyncTarget(controller, leases)  # a push taken here is announced to the other replicas
+    app = make_app(target, secret=options.webhook_secret, branch=options.settings.branch, metrics=metrics,
                    limits=options.limits, forwarder=forwarder)
     if options.ui_auth is not None:  # the dashboard, from the controller's own mirror, store and clusters
         from deployctl.ui.data import Dashboard, RepoView

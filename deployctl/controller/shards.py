@@ -16,6 +16,7 @@ import copy
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
+from typing import Protocol
 
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -245,6 +246,39 @@ class FencedAudit:
 
     def close_interrupted(self, *, env: str | None = None) -> list[int]:
         return self.recorder.close_interrupted(env=env)
+
+
+class ShardSyncTarget:
+    """What the webhook endpoint drives on a sharded replica: a push it takes is also announced to the other
+    replicas through the membership Leases, so each fetches the slots it holds."""
+
+    def __init__(self, controller: SyncTargetLike, leases: SlotLeases) -> None:
+        self.controller = controller
+        self.leases = leases
+
+    def request_sync(self, trigger: str, *, sha: str | None = None) -> None:
+        self.controller.request_sync(trigger, sha=sha)
+        if trigger == "webhook":
+            self.leases.announce(sha)
+
+    def ready(self) -> tuple[bool, str]:
+        return self.controller.ready()
+
+    def health(self) -> tuple[bool, str]:
+        return self.controller.health()
+
+    def may_act(self) -> bool:
+        return self.controller.may_act()
+
+
+class SyncTargetLike(Protocol):
+    def request_sync(self, trigger: str, *, sha: str | None = None) -> None: ...
+
+    def ready(self) -> tuple[bool, str]: ...
+
+    def health(self) -> tuple[bool, str]: ...
+
+    def may_act(self) -> bool: ...
 
 
 class ShardCollector:

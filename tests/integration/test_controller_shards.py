@@ -64,9 +64,9 @@ def shard_repo(make_repo, two_envs):
 def replicas(tmp_path, shard_repo, cluster, namespace, postgres_db):
     started: dict[str, Watch] = {}
 
-    def start(name: str) -> Watch:
+    def start(name: str, interval: str = "3s") -> Watch:
         w = Watch(tmp_path, shard_repo.path, kubeconfig=cluster.kubeconfig, audit=postgres_db, name=name,
-                  interval="3s", lease_namespace=namespace, extra=("--shards", str(SLOTS), *LEASE))
+                  interval=interval, lease_namespace=namespace, extra=("--shards", str(SLOTS), *LEASE))
         started[name] = w
         return w
 
@@ -126,6 +126,16 @@ def test_three_replicas_apply_a_commit_changing_every_app_once_per_app(
     for r in records:
         slot, token = on_workload[(r.attempt.env, r.attempt.app)]
         assert r.attempt.lock_holder.endswith(f" fence=deployctl/{slot}:{token}")
+
+
+def test_a_webhook_to_one_replica_gets_every_replicas_apps_applied(cluster, two_envs, shard_repo, replicas):
+    ws = [replicas(name, interval="1h") for name in ("r1", "r2", "r3")]
+    wait_for("every slot held", lambda: held(ws) == SLOTS, timeout=60, step=0.5)
+    wait_for("the first commit applied", lambda: all_at(cluster, two_envs, "-1"), timeout=120, step=0.5)
+    head = shard_repo.commit(deploy_all("-2"), message="Deploy every app")
+    assert ws[0].github_push(head) == 202
+    # the interval is an hour: the push reached the other replicas through the membership Leases
+    wait_for("every app at the pushed commit", lambda: all_at(cluster, two_envs, "-2"), timeout=60, step=0.25)
 
 
 def test_the_apps_of_a_killed_replica_are_reconciled_by_the_others_within_the_failover_bound(

@@ -121,3 +121,16 @@ def test_release_frees_every_slot_at_once() -> None:
 def test_a_slot_count_out_of_range_is_refused() -> None:
     with pytest.raises(Exception, match="--shards 0"):
         ShardConfig(namespace="ops", identity="a", slots=0)
+
+
+def test_a_push_announced_by_one_replica_is_heard_once_by_the_others() -> None:
+    api, clock = LeaseApi(), Clock()
+    heard: list[str | None] = []
+    a = replica(api, clock, "a")
+    b = replica(api, clock, "b")
+    b.on_announced = heard.append
+    rounds(clock, a, b)
+    assert heard == []  # nothing announced yet (and what was there before b started is not news)
+    a.announce("f" * 40)
+    rounds(clock, a, b)
+    assert heard == ["f" * 40]

@@ -12,6 +12,10 @@ only until ``renew_deadline`` (shorter than the lease duration) after the start 
 renewal: by the time anybody else may take the slot, it has stopped.
 
 The fencing token of a slot is its Lease's ``leaseTransitions`` (bumped by every new holder).
+
+A webhook that reaches one replica reaches the others through the Leases too: the replica writes it on its
+membership Lease at its next renewal (:meth:`SlotLeases.announce`), and every other replica sees the new
+value in its next LIST and fetches (``on_announced``): at most two retry periods, and no extra request.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +39,7 @@ log = structlog.get_logger(__name__)
 
 SET_LABEL = "deployctl.dev/shard-set"
 ROLE_LABEL = "deployctl.dev/shard-role"
+SYNC_ANNOTATION = "deployctl.dev/sync-request"  # on a membership Lease: the last webhook that replica took
 
 
 @dataclass(frozen=True)
@@ -80,12 +86,16 @@ class SlotLeases:
 
     def __init__(self, cluster: Cluster, config: ShardConfig, *, busy: Callable[[int], bool] = lambda s: False,
                  on_claimed: Callable[[tuple[int, ...]], None] = lambda s: None,
+                 on_announced: Callable[[str | None], None] = lambda sha: None,
                  monotonic: Callable[[], float] = time.monotonic,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.cluster = cluster
         self.config = config
         self.busy = busy
         self.on_claimed = on_claimed
+        self.on_announced = on_announced
+        self._announce: str | None = None  # written on our membership Lease at the next renewal
+        self._heard: dict[str, str | None] = {}  # another member's lease -> its sync request as last read
         self.monotonic = monotonic
         self.now = now
         self._lock = threading.Lock()
@@ -122,6 +132,21 @@ class SlotLeases:
         """(live members, slot -> live holder) as last read: for metrics (unowned slots)."""
         with self._lock:
             return self._members, dict(self._owners)
+
+    def announce(self, sha: str | None) -> None:
+        """Tell the other replicas (through our membership Lease) that a push arrived, so they fetch too."""
+        with self._lock:
+            self._announce = f"{uuid.uuid4().hex[:8]}:{sha or ''}"
+
+    def _hear(self, name: str, lease: dict[str, Any]) -> None:
+        value = ((lease["metadata"].get("annotations") or {}).get(SYNC_ANNOTATION)) or None
+        known = name in self._heard
+        previous = self._heard.get(name)
+        self._heard[name] = value
+        if known and value is not None and value != previous:
+            sha = value.partition(":")[2]
+            log.info("shards.sync_heard", lease=name, sha=sha or None)
+            self.on_announced(sha or None)
 
     # -- API ----------------------------------------------------------------------------------
 
@@ -186,6 +211,8 @@ class SlotLeases:
             role = (lease["metadata"].get("labels") or {}).get(ROLE_LABEL)
             if role == "member" and holder:
                 members.add(holder)
+            if role == "member" and name != cfg.member_lease:
+                self._hear(name, lease)
             elif name in slot_of_name and holder:
                 owners[slot_of_name[name]] = holder
         self._renew_member(leases.get(cfg.member_lease))
@@ -212,12 +239,17 @@ class SlotLeases:
 
     def _renew_member(self, lease: dict[str, Any] | None) -> None:
         at = self.monotonic()
+        with self._lock:
+            announce = self._announce
         try:
             if lease is None:
                 self._create(self.config.member_lease, "member", self._spec({}, take=True))
             else:
                 mine = (lease.get("spec") or {}).get("holderIdentity") == self.config.identity
-                self._put({**lease, "spec": self._spec(lease.get("spec") or {}, take=not mine)})
+                metadata = dict(lease["metadata"])
+                if announce is not None:
+                    metadata["annotations"] = {**(metadata.get("annotations") or {}), SYNC_ANNOTATION: announce}
+                self._put({**lease, "metadata": metadata, "spec": self._spec(lease.get("spec") or {}, take=not mine)})
         except DeployctlError as exc:
             log.info("shards.member_renew_failed", error=str(exc))
             return
