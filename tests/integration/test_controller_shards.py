@@ -159,6 +159,50 @@ def test_the_apps_of_a_killed_replica_are_reconciled_by_the_others_within_the_fa
     assert set(per_key.values()) == {1}
 
 
+def test_a_replica_stopped_with_sigterm_hands_its_slots_over_without_waiting_out_its_leases(
+        cluster, two_envs, shard_repo, replicas):
+    ws = [replicas(name) for name in ("r1", "r2", "r3")]
+    wait_for("every slot held", lambda: held(ws) == SLOTS, timeout=60, step=0.5)
+    leaving = max(ws, key=lambda w: w.metric("deployctl_shard_slots_held"))
+    others = [w for w in ws if w is not leaving]
+    leaving.proc.send_signal(signal.SIGTERM)
+    assert leaving.proc.wait(30) == 0
+    # freed at once: the others take the slots in their next rounds, well within one lease duration (6s)
+    wait_for("the others hold every slot", lambda: held(others) == SLOTS, timeout=6, step=0.1)
+
+
+def test_a_fourth_replica_takes_its_share_and_no_slot_stays_unowned_for_a_lease_duration(
+        cluster, namespace, two_envs, shard_repo, replicas, postgres_db):
+    import time
+
+    ws = [replicas(name) for name in ("r1", "r2", "r3")]
+    wait_for("every slot held", lambda: held(ws) == SLOTS, timeout=60, step=0.5)
+    wait_for("the first commit applied", lambda: all_at(cluster, two_envs, "-1"), timeout=120, step=0.5)
+    before = {slot: holder for slot, (holder, _) in slot_leases(cluster, namespace).items()}
+    fourth = replicas("r4")
+    free_since: dict[int, float] = {}
+    longest = 0.0
+
+    def settled() -> bool:
+        nonlocal longest
+        now = time.monotonic()
+        for slot, (holder, _) in slot_leases(cluster, namespace).items():
+            if holder:
+                free_since.pop(slot, None)
+            else:
+                longest = max(longest, now - free_since.setdefault(slot, now))
+        return fourth.metric("deployctl_shard_slots_held") == SLOTS // 4 and held([*ws, fourth]) == SLOTS
+
+    wait_for("the fourth replica holding its share", settled, timeout=60, step=0.2)
+    assert longest < 6  # a handed-back slot is taken within a round or two, never left for a lease duration
+    after = {slot: holder for slot, (holder, _) in slot_leases(cluster, namespace).items()}
+    assert sum(1 for s in after if after[s] != before.get(s)) == SLOTS // 4  # only the fourth's share moved
+    shard_repo.commit(deploy_all("-2"), message="Deploy every app")
+    wait_for("every app at the new commit", lambda: all_at(cluster, two_envs, "-2"), timeout=90, step=0.25)
+    per_key = Counter((r.attempt.env, r.attempt.app) for r in attempts(postgres_db, "-2"))
+    assert set(per_key.values()) == {1} and len(per_key) == len(APPS) * len(ENVS)
+
+
 def slot_leases(cluster, namespace) -> dict[int, tuple[str | None, int]]:
     """slot -> (holder, leaseTransitions) as the slot Leases say now."""
     from kubernetes import client
