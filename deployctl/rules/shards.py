@@ -57,7 +57,13 @@ def moves(me: str, slots: int, members: Iterable[str], holders: Mapping[int, str
     cap = share(slots, len(live))
     held = sorted((s for s, h in holders.items() if h == me), key=lambda s: _rank(s, me), reverse=True)
     keep, release = held[:cap], held[cap:]
-    free = sorted((s for s in range(slots) if not holders.get(s)), key=lambda s: _rank(s, me), reverse=True)
+    # first the free slots this member ranks above every other live member, so that members claiming at
+    # the same time mostly pick different slots (fewer write conflicts, one round fewer)
+    def preference(s: int) -> tuple[bool, int]:
+        mine = _rank(s, me)
+        return all(mine >= _rank(s, m) for m in live), mine
+
+    free = sorted((s for s in range(slots) if not holders.get(s)), key=preference, reverse=True)
     claim = free[:max(0, cap - len(keep))]
     return Moves(claim=tuple(sorted(claim)), release=tuple(sorted(release)), keep=tuple(sorted(keep)))
 

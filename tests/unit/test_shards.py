@@ -58,3 +58,11 @@ def test_a_member_claims_only_free_slots_and_hands_back_its_excess() -> None:
     for s in a.release:
         holders[s] = None
     assert moves("b", 8, ["a", "b"], holders).claim == a.release
+
+
+def test_survivors_claiming_at_once_mostly_pick_different_slots() -> None:
+    full = settle(32, ["a", "b", "c"])
+    holders: dict[int, str | None] = {s: h for s, h in full.items() if h != "c"}  # c died
+    a, b = moves("a", 32, ["a", "b"], holders), moves("b", 32, ["a", "b"], holders)
+    assert len(a.claim) + len(b.claim) >= 32 - len(holders)  # together they cover what c held
+    assert len(set(a.claim) & set(b.claim)) <= 2  # few write conflicts: most land in the first round
