@@ -203,6 +203,35 @@ def test_a_fourth_replica_takes_its_share_and_no_slot_stays_unowned_for_a_lease_
     assert set(per_key.values()) == {1} and len(per_key) == len(APPS) * len(ENVS)
 
 
+def test_a_ci_reconcile_beside_the_replicas_never_writes_an_app_at_the_same_time(
+        cluster, two_envs, shard_repo, replicas, postgres_db):
+    from deployctl.app.run import run_reconcile
+    from deployctl.reconcile.options import ReconcileOptions, Timing
+
+    ws = [replicas(name, interval="0.5s") for name in ("r1", "r2", "r3")]
+    wait_for("every slot held", lambda: held(ws) == SLOTS, timeout=60, step=0.5)
+    wait_for("the first commit applied", lambda: all_at(cluster, two_envs, "-1"), timeout=120, step=0.5)
+    head = shard_repo.commit(deploy_all("-2"), message="Deploy every app")
+    # CI applies the same commit while the replicas (every 0.5s) do: the environment locks let one at a time in
+    ci = run_reconcile(repo=str(shard_repo.path), ref=head, kubeconfig=cluster.kubeconfig, audit_url=postgres_db,
+                       trigger="ci", options=ReconcileOptions(timing=Timing(timeout=120)))
+    assert ci.exit_code == 0
+    wait_for("every app at the new commit", lambda: all_at(cluster, two_envs, "-2"), timeout=60, step=0.25)
+    records = wait_for("every attempt finished", lambda: (lambda rs: rs if len(rs) >= len(APPS) * len(ENVS) and all(
+        r.result != "started" for r in rs) else None)(attempts(postgres_db, "-2")), timeout=60, step=0.5)
+    per_key = Counter((r.attempt.env, r.attempt.app) for r in records)
+    assert set(per_key.values()) == {1}  # whoever came second found the app in sync
+    def run_of(r) -> str:  # the run that wrote it: its lock identity, without the slot's fence
+        return (r.attempt.lock_holder or "").split(" fence=")[0]
+
+    # one writer per environment at a time, CI or replica: attempts of two runs in one environment never overlap
+    for a in records:
+        for b in records:
+            if a.id < b.id and a.attempt.env == b.attempt.env and run_of(a) != run_of(b):
+                assert a.finished_at is not None and b.finished_at is not None
+                assert not (a.attempt.started_at < b.finished_at and b.attempt.started_at < a.finished_at), (a, b)
+
+
 def slot_leases(cluster, namespace) -> dict[int, tuple[str | None, int]]:
     """slot -> (holder, leaseTransitions) as the slot Leases say now."""
     from kubernetes import client
