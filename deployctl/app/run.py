@@ -22,6 +22,7 @@ from deployctl.edges.kube.lease import EnvironmentLock, LockHolder, printable
 from deployctl.errors import ClusterUnreachableError, DeployctlError
 from deployctl.model.audit import AuditStore, current_actor
 from deployctl.model.state import DesiredState
+from deployctl.model.vocabulary import EnvStatus, ExitCode
 from deployctl.reconcile import policy
 from deployctl.reconcile.artifacts import registry_pinner
 from deployctl.reconcile.observe import ClusterFor, ClusterPool, check_namespaces, context_namer
@@ -39,7 +40,7 @@ log = structlog.get_logger(__name__)
 class LockLostError(DeployctlError):
     """The run stopped renewing its environment's lock in time: another run may act there now."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
 
 def lock_identity() -> str:
@@ -102,15 +103,15 @@ def run_once(
                     recorder.close_interrupted(env=env)
             result = Reconciler(desired, _Locked(clusters, lock, env), replace(options, envs=envs), audit=sink,
                                 refusals=refused, pinner=pinner, on_progress=on_progress, relation=relation).run()
-            return replace(result, environments=tuple(EnvironmentOutcome(e, "ok", context=context) for e in envs))
+            return replace(result, environments=tuple(_env_outcome(desired, e, context) for e in envs))
         except ClusterUnreachableError as exc:
             named = context_namer(clusters)(context) or "in-cluster"
             message = f"environment {env} (context {named}, server {_server(clusters, context)}) is unreachable: {exc}"
             log.error("environment.unreachable", env=env, context=context, error=str(exc))
-            return _empty(desired, EnvironmentOutcome(env or "-", "unreachable", message, context))
+            return _empty(desired, EnvironmentOutcome(env or "-", EnvStatus.UNREACHABLE, message, context))
         except DeployctlError as exc:
             log.error("environment.failed", env=env, context=context, error=str(exc))
-            return _empty(desired, EnvironmentOutcome(env or "-", "failed", f"environment {env}: {exc}", context))
+            return _empty(desired, EnvironmentOutcome(env or "-", EnvStatus.FAILED, f"environment {env}: {exc}", context))
         finally:
             if lock is not None:
                 lock.release()
@@ -124,13 +125,14 @@ def run_once(
             results = list(pool.map(reconcile_env, groups))
     pool_requests = getattr(clusters, "requests", None)
     return _merge(desired, results, requests=pool_requests() if callable(pool_requests) else {},
-                  seconds=time.monotonic() - started)
+                  seconds=time.monotonic() - started, options=options)
 
 
 def _groups(desired: DesiredState, options: ReconcileOptions) -> list[tuple[str, ...]]:
-    """One group per selected environment of the config; names the config does not know go in one group."""
+    """One group per selected environment of the config; names the config does not know (asked for, or
+    with deploy files that are invalid for it) go in one group, reported there as invalid."""
     known = desired.config.environments if desired.config else {}
-    selected = tuple(options.envs) or tuple(sorted(known))
+    selected = tuple(options.envs) or desired.named_environments()
     groups: list[tuple[str, ...]] = [(e,) for e in selected if e in known]
     unknown = tuple(e for e in selected if e not in known)
     if unknown or not groups:
@@ -196,8 +198,22 @@ def _empty(desired: DesiredState, env: EnvironmentOutcome) -> ReconcileResult:
                            environments=(env,))
 
 
+def _env_outcome(desired: DesiredState, env: str, context: str | None) -> EnvironmentOutcome:
+    """An environment reconciled: ok, or invalid when deployctl.yaml has no usable entry for it."""
+    config = desired.config
+    if config is not None and env in config.environments:
+        return EnvironmentOutcome(env, EnvStatus.OK, context=context)
+    if config is None:
+        why = "deployctl.yaml could not be read; nothing applied there"
+    elif env in config.invalid_environments:
+        why = f"its entry in {config.path} has errors; nothing applied there"
+    else:
+        why = f"it has no entry under environments: in {config.path}"
+    return EnvironmentOutcome(env, EnvStatus.INVALID, f"environment {env}: {why}", context)
+
+
 def _merge(desired: DesiredState, results: list[ReconcileResult], *, requests: Mapping[str, int],
-           seconds: float) -> ReconcileResult:
+           seconds: float, options: ReconcileOptions) -> ReconcileResult:
     changes = tuple(sorted((c for r in results for c in r.plan.changes), key=lambda c: c.key))
     counts: dict[str, int] = {}
     for c in changes:
@@ -207,6 +223,7 @@ def _merge(desired: DesiredState, results: list[ReconcileResult], *, requests: M
         plan=plan, outcomes=tuple(sorted((o for r in results for o in r.outcomes), key=lambda o: o.key)),
         requests=dict(requests), seconds=seconds,
         environments=tuple(sorted((e for r in results for e in r.environments), key=lambda e: e.env)),
+        problems=desired.unrowed_errors(options.envs, options.apps),
     )
 
 

@@ -25,7 +25,7 @@ from deployctl.cli.output import (
 )
 from deployctl.model.printable import printable
 from deployctl.model.state import DesiredState
-from deployctl.model.vocabulary import ExitCode
+from deployctl.model.vocabulary import AppState, EnvStatus, ExitCode, Result
 from deployctl.reconcile.observe import ClusterPool
 from deployctl.reconcile.options import ReconcileOptions
 from deployctl.reconcile.ordering import git_relation, with_ordering
@@ -160,8 +160,6 @@ def _split_allowed(values: tuple[str, ...]) -> list[str]:
 class ProgressPrinter:
     """Live progress: a redrawn block on a terminal, one line per state change otherwise."""
 
-    FINAL_MARK = {"succeeded": "ok", "drift-corrected": "ok", "in-sync": "ok", "applied": "ok"}
-
     def __init__(self, stream: TextIO, *, live: bool, max_lines: int = 15) -> None:
         self.stream = stream
         self.live = live
@@ -182,8 +180,8 @@ class ProgressPrinter:
             self._draw()
 
     def _draw(self) -> None:
-        active = [(k, v) for k, v in self.states.items() if v[0] in ("applying", "waiting")]
-        done = [(k, v) for k, v in self.states.items() if v[0] not in ("applying", "waiting")]
+        active = [(k, v) for k, v in self.states.items() if v[0] in _IN_FLIGHT]
+        done = [(k, v) for k, v in self.states.items() if v[0] not in _IN_FLIGHT]
         counts: dict[str, int] = {}
         for _, (state, _) in self.states.items():
             counts[state] = counts.get(state, 0) + 1
@@ -202,35 +200,36 @@ class ProgressPrinter:
         self.drawn = len(lines)
 
 
-_TIMED = ("succeeded", "failed", "drift-corrected", "applied")
+_IN_FLIGHT = {str(s) for s in AppState if s.in_flight}
 
 
 def render_result(result: ReconcileResult) -> str:
     rows = [
         (o.env, o.app, o.result, _short(o.old_sha), _short(o.new_sha),
-         f"{o.seconds:.1f}s" if o.seconds is not None and o.result in _TIMED else "",
+         f"{o.seconds:.1f}s" if o.seconds is not None and o.result.timed else "",
          o.message)
         for o in result.outcomes
     ]
     table = render_table(("ENV", "APP", "RESULT", "FROM", "TO", "TIME", "DETAIL"), rows)
-    counts: dict[str, int] = {}
-    for o in result.outcomes:
-        counts[o.result] = counts.get(o.result, 0) + 1
-    summary = ", ".join(f"{n} {r}" for r, n in sorted(counts.items())) or "nothing selected"
+    summary = _counted(result.tally()) or "nothing selected"
+    if result.problems:
+        summary += f", {len(result.problems)} invalid-input error{'s' if len(result.problems) > 1 else ''}"
     envs = "".join(f"\nenvironment {e.env}: {e.status}" + (f": {e.message}" if e.message else _env_counts(result, e.env))
-                   for e in result.environments if len(result.environments) > 1 or e.status != "ok")
+                   for e in result.environments if len(result.environments) > 1 or e.status is not EnvStatus.OK)
+    invalid = "".join(f"\ninvalid: {p}" for p in result.problems)  # a Problem prints safely
     return (
-        f"{table}\n{envs}\nreconciled {_short(result.plan.deploy_commit)} in {result.seconds:.1f}s: {summary} "
-        f"(exit {result.exit_code})"
+        f"{table}\n{envs}{invalid}\nreconciled {_short(result.plan.deploy_commit)} in {result.seconds:.1f}s: {summary} "
+        f"(exit {int(result.exit_code)})"
     )
 
 
+def _counted(tally: Mapping[Result, int]) -> str:
+    return ", ".join(f"{n} {r}" for r, n in sorted(tally.items()))
+
+
 def _env_counts(result: ReconcileResult, env: str) -> str:
-    counts: dict[str, int] = {}
-    for o in result.outcomes:
-        if o.env == env:
-            counts[o.result] = counts.get(o.result, 0) + 1
-    return " (" + ", ".join(f"{n} {r}" for r, n in sorted(counts.items())) + ")" if counts else ""
+    counts = _counted(result.tally(env))
+    return f" ({counts})" if counts else ""
 
 
 def _default_trigger() -> str:
