@@ -36,7 +36,7 @@ from deployctl.edges.git.repo import read_desired_state
 from deployctl.edges.kube.cluster import Cluster
 from deployctl.errors import DeployctlError
 from deployctl.model import audit as audit_mod
-from deployctl.model.vocabulary import Result
+from deployctl.model.vocabulary import Result, Trigger
 from deployctl.reconcile.observe import ClusterPool
 from deployctl.reconcile.options import ReconcileOptions
 from deployctl.reconcile.outcome import ReconcileResult
@@ -167,7 +167,7 @@ class Controller:
     def request_sync(self, trigger: str, *, sha: str | None = None) -> None:
         """Ask for a fetch and reconcile as soon as the current run (if any) is over."""
         with self._cond:
-            if self._pending != "webhook":  # a webhook request stays a webhook request when coalesced
+            if self._pending != Trigger.WEBHOOK:  # a webhook request stays a webhook request when coalesced
                 self._pending = trigger
             self._cond.notify_all()
         log.info("sync.requested", trigger=trigger, sha=sha)
@@ -343,11 +343,8 @@ class Controller:
             self._running.clear()
         self.metrics.observe_reconcile(result.outcomes, seconds=result.seconds, trigger=trigger,
                                        exit_code=result.exit_code)
-        counts: dict[str, int] = {}
-        for o in result.outcomes:
-            counts[o.result] = counts.get(o.result, 0) + 1
-        log.info("reconcile.done", sha=sha, trigger=trigger, exit_code=result.exit_code,
-                 seconds=round(result.seconds, 3), **counts)
+        log.info("reconcile.done", sha=sha, trigger=trigger, exit_code=int(result.exit_code),
+                 seconds=round(result.seconds, 3), **{str(r): n for r, n in result.tally().items()})
         self._last_sha = sha
         self._reconciled = True
         self.reconciles += 1

@@ -18,6 +18,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from deployctl.model.vocabulary import ExitCode
 from deployctl.reconcile.outcome import APPLIED, DRIFT_CORRECTED, IN_SYNC, SUCCEEDED, Outcome
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -88,8 +89,9 @@ class ControllerMetrics:
     def observe_reconcile(self, outcomes: Iterable[Outcome], *, seconds: float, trigger: str, exit_code: int) -> None:
         """Record a finished reconcile run and its outcomes."""
         self.reconcile_duration.labels(trigger).observe(seconds)
-        self.reconciles.labels(trigger, "ok" if exit_code == 0 else "failed").inc()
-        if exit_code == 0:
+        ok = exit_code == ExitCode.OK
+        self.reconciles.labels(trigger, "ok" if ok else "failed").inc()
+        if ok:
             self.last_success.set(self.clock())
         out: dict[str, int] = dict.fromkeys(self._out_of_sync_envs, 0)
         for o in outcomes:

@@ -133,6 +133,9 @@ class CellState(StrEnum):
 _CELL_LABELS = {CellState.IN_SYNC: "in sync", CellState.PROGRESSING: "rolling out", CellState.PENDING: "out of sync"}
 
 
+#: The audit words after which the app runs the attempt's SHA (its rollout finished healthy).
+RAN: frozenset[str] = frozenset({Result.SUCCEEDED, Result.DRIFT_CORRECTED})
+
 #: The results an audit outcome may hold.
 AUDIT_RESULTS: tuple[Result, ...] = (
     Result.SUCCEEDED, Result.FAILED, Result.BLOCKED, Result.DRIFT_CORRECTED, Result.INTERRUPTED, Result.REFUSED,

@@ -16,6 +16,7 @@ from deployctl.edges.registry.client import RegistryClient, Resolution, check_re
 from deployctl.model.config import Config
 from deployctl.model.problem import Problem
 from deployctl.model.state import DesiredState, Target
+from deployctl.model.vocabulary import RAN
 
 TestedDigest = Callable[[str, str, str], str | None]
 """(env, app, sha) -> the digest that ran successfully there, if known."""
@@ -152,7 +153,7 @@ def registry_pinner(
         if store is None:
             return None
         for record in store.query(env=env, app=app, sha=sha, limit=20):
-            if record.attempt.new_sha == sha and record.result in ("succeeded", "drift-corrected") and record.digest:
+            if record.attempt.new_sha == sha and record.result in RAN and record.digest:
                 return str(record.digest)
         return None
 

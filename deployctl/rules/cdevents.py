@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from deployctl.model.audit import AuditRecord, record_to_event
+from deployctl.model.vocabulary import RAN
 
 SPEC_VERSION = "0.4.1"
 """The CDEvents specification version our events follow (``context.version``)."""
@@ -33,7 +34,7 @@ EXTENSION_KEY = "dev.deployctl"
 """The ``customData`` key holding deployctl's own fields."""
 EXTENSION_VERSION = 1
 """Version of the fields under EXTENSION_KEY; bumped only on incompatible change."""
-DEPLOYED_RESULTS = ("succeeded", "drift-corrected")
+DEPLOYED_RESULTS = RAN
 """Outcomes after which the app runs ``new_sha``: the only ones that are service events."""
 
 _ROLLBACK_SUMMARY = re.compile(r"^Roll back \S+ in \S+ to [0-9a-f]{7,40}\b")
