@@ -17,12 +17,12 @@ import structlog
 
 from deployctl.edges.audit import url as audit_location
 from deployctl.edges.git.repo import local_sources, read_desired_state
-from deployctl.edges.kube.cluster import Cluster, ClusterError
+from deployctl.edges.kube.cluster import Cluster
 from deployctl.edges.kube.lease import EnvironmentLock, LockHolder, printable
-from deployctl.errors import ClusterUnreachableError, DeployctlError
+from deployctl.errors import ClusterUnreachableError, DeployctlError, KubeForbiddenError, KubeNotFoundError
 from deployctl.model.audit import AuditStore, current_actor
 from deployctl.model.state import DesiredState
-from deployctl.model.vocabulary import EnvStatus, ExitCode
+from deployctl.model.vocabulary import EnvStatus
 from deployctl.reconcile import policy
 from deployctl.reconcile.artifacts import registry_pinner
 from deployctl.reconcile.observe import ClusterFor, ClusterPool, check_namespaces, context_namer
@@ -39,8 +39,6 @@ log = structlog.get_logger(__name__)
 
 class LockLostError(DeployctlError):
     """The run stopped renewing its environment's lock in time: another run may act there now."""
-
-    exit_code = ExitCode.FAILED
 
 
 def lock_identity() -> str:
@@ -158,14 +156,12 @@ def _take_lock(clusters: ClusterFor, context: str | None, env: str, namespace: s
     timeout = options.lock_timeout if options.lock_timeout is not None else options.timeout
     try:
         lock.acquire(timeout=timeout, on_wait=waiting, between=lambda: clusters(context))
-    except ClusterError as exc:
-        if exc.status == 404:
-            return None
-        if exc.status == 403:
-            raise ClusterError(f"{exc}; the environment lock needs create on leases and get/update on the Lease "
-                               f"deployctl-lock in namespace {namespace} (deploy/rbac-managed-namespace.yaml)",
-                               status=403) from exc
-        raise
+    except KubeNotFoundError:
+        return None
+    except KubeForbiddenError as exc:
+        raise KubeForbiddenError(f"{exc}; the environment lock needs create on leases and get/update on the Lease "
+                                 f"deployctl-lock in namespace {namespace} (deploy/rbac-managed-namespace.yaml)",
+                                 status=403) from exc
     log.info("lock.acquired", env=env, namespace=namespace, identity=identity)
     return lock
 

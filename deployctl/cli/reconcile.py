@@ -25,7 +25,7 @@ from deployctl.cli.output import (
 )
 from deployctl.model.printable import printable
 from deployctl.model.state import DesiredState
-from deployctl.model.vocabulary import AppState, EnvStatus, ExitCode, Result
+from deployctl.model.vocabulary import AppState, CheckExit, EnvStatus, ExitCode, Result
 from deployctl.reconcile.observe import ClusterPool
 from deployctl.reconcile.options import ReconcileOptions
 from deployctl.reconcile.ordering import git_relation, with_ordering
@@ -89,9 +89,6 @@ def render_plan(plan: Plan) -> str:
     return f"{table}\n\nplan at {_short(plan.deploy_commit)}: {summary}"
 
 
-EXIT_CHANGES = 2  # --exit-code: there is something to do (like terraform plan -detailed-exitcode)
-
-
 def plan_has_changes(plan: Plan) -> bool:
     """Whether the live state differs from the plan's desired state (an update, drift, a missing or blocked
     app); suspended apps are left alone on purpose, so they are no change."""
@@ -132,7 +129,7 @@ def plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kube
         output.write(render_plan(result))
     failed = bool(refused) or not desired.ok
     if exit_code:
-        sys.exit(1 if failed else (EXIT_CHANGES if plan_has_changes(result) else 0))
+        sys.exit(CheckExit.PROBLEMS if failed else (CheckExit.CHANGES if plan_has_changes(result) else CheckExit.CLEAN))
     if failed:
         sys.exit(ExitCode.INVALID)
 

@@ -24,6 +24,7 @@ from deployctl.cli.output import (
 from deployctl.edges.git import repo as repo_edge
 from deployctl.errors import DeployctlError, InvalidInputError
 from deployctl.model.printable import printable
+from deployctl.model.vocabulary import CheckExit
 from deployctl.rules import codeowners as co
 from deployctl.rules import diff as df
 from deployctl.rules.freeze import ActiveFreeze, frozen_environments
@@ -161,9 +162,9 @@ def diff(repo: str, base: str, head: str, audit_url: str | None, check_images: b
         output.lines([*lines, *(f"{'- ' if output.format == MARKDOWN else ''}freeze: {f.notice()}"
                                 for f in frozen.values())])
     if not result.ok:
-        click.get_current_context().exit(1)
+        click.get_current_context().exit(CheckExit.PROBLEMS)
     if exit_code and result.targets:
-        click.get_current_context().exit(2)
+        click.get_current_context().exit(CheckExit.CHANGES)
 
 
 def _freezes(repo: str, head: str, envs: set[str]) -> dict[str, ActiveFreeze]:

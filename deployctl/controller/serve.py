@@ -17,6 +17,7 @@ from deployctl.edges.audit import url as audit_location
 from deployctl.edges.git.mirror import Mirror
 from deployctl.edges.kube.cluster import Cluster
 from deployctl.edges.kube.lease import LeaderElector, LeaseConfig
+from deployctl.model.vocabulary import ExitCode
 from deployctl.reconcile.observe import ClusterPool
 from deployctl.ui.auth import UiAuth
 
@@ -169,4 +170,4 @@ async def _serve(options: WatchOptions) -> int:
     if store is not None:
         store.close()
     log.info("controller.exited", clean=clean)
-    return 0 if clean else 1
+    return ExitCode.OK if clean else ExitCode.FAILED

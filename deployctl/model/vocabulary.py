@@ -165,5 +165,14 @@ class ExitCode(IntEnum):
     UNREACHABLE = 3  # the Kubernetes API of an environment cannot be reached (the others still ran)
 
 
+class CheckExit(IntEnum):
+    """What a check returns to CI: ``validate``, and ``plan``/``diff`` with ``--exit-code`` (like
+    ``terraform plan -detailed-exitcode``)."""
+
+    CLEAN = 0  # valid, and (with --exit-code) nothing to change
+    PROBLEMS = 1  # the input has errors (or an error stopped the check)
+    CHANGES = 2  # --exit-code: valid, and there is something to change
+
+
 _ENV_EXIT = {EnvStatus.OK: ExitCode.OK, EnvStatus.INVALID: ExitCode.INVALID, EnvStatus.FAILED: ExitCode.FAILED,
              EnvStatus.UNREACHABLE: ExitCode.UNREACHABLE}

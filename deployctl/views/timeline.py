@@ -53,8 +53,6 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrom
 class TimelineError(DeployctlError):
     """The timeline cannot be rendered or written."""
 
-    exit_code = 1
-
 
 def _hover(record: AuditRecord) -> str:
     a = record.attempt

@@ -269,8 +269,6 @@ LOCK_NAME = "deployctl-lock"
 class LockTimeoutError(DeployctlError):
     """An environment's lock was held by another run for longer than the run may wait."""
 
-    exit_code = 1
-
 
 def printable(text: str, limit: int = 200) -> str:
     """A string read from a Lease (anyone who may write it wrote it), safe to print on one line."""
