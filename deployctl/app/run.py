@@ -20,7 +20,7 @@ from deployctl.edges.git.repo import local_sources, read_desired_state
 from deployctl.edges.kube.cluster import Cluster
 from deployctl.edges.kube.lease import EnvironmentLock, LockHolder, printable
 from deployctl.errors import ClusterUnreachableError, DeployctlError, KubeForbiddenError, KubeNotFoundError
-from deployctl.model.audit import AuditStore, current_actor
+from deployctl.model.audit import AUDIT_DEFAULT, AuditStore, AuditTarget, current_actor
 from deployctl.model.state import DesiredState
 from deployctl.model.vocabulary import EnvStatus
 from deployctl.reconcile import policy
@@ -230,7 +230,7 @@ def run_reconcile(
     options: ReconcileOptions | None = None,
     kubeconfig: str | None = None,
     context: str | None = None,
-    audit_url: str | None = "",
+    audit: AuditTarget = AUDIT_DEFAULT,
     trigger: str = "manual",
     refusals: Mapping[tuple[str, str], str] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
@@ -239,16 +239,16 @@ def run_reconcile(
 ) -> ReconcileResult:
     """The reconcile command without click: read ``repo`` at ``ref``, reconcile, record.
 
-    ``audit_url=None`` disables the audit history; ``""`` means the default store. ``desired`` skips the
+    ``audit`` says where the run is recorded (:data:`AUDIT_OFF`: nowhere). ``desired`` skips the
     read when the caller has already read the repo (to print its problems first).
     """
     desired = desired if desired is not None else read_desired_state(repo, ref=ref)
-    store = audit_location.open_store(audit_url or None) if audit_url is not None else None
+    store = audit_location.open_target(audit)
     try:
         return run_once(
             desired, ClusterPool(kubeconfig=kubeconfig, context=context), repo_path=repo,
             options=options or ReconcileOptions(), store=store, trigger=trigger, refusals=refusals,
-            gates_from_audit=bool(audit_url),  # the default local store is not evidence for a gate
+            gates_from_audit=audit.named,  # the default local store is not evidence for a gate
             on_progress=on_progress, on_wait=on_wait,
         )
     finally:

@@ -14,10 +14,18 @@ import click
 
 from deployctl import settings
 from deployctl.cli.completion import app_option, env_option
+from deployctl.cli.options import audit_options
 from deployctl.cli.output import JSON, TABLE, YAML, Duration, Output, output_options, render_table
 from deployctl.edges.audit.url import AUDIT_ENV, open_store
 from deployctl.errors import InvalidInputError
-from deployctl.model.audit import EVENT_FIELDS, AuditRecord, AuditStore, parse_when, record_to_event
+from deployctl.model.audit import (
+    EVENT_FIELDS,
+    AuditRecord,
+    AuditStore,
+    AuditTarget,
+    parse_when,
+    record_to_event,
+)
 from deployctl.model.printable import printable
 from deployctl.settings import AUDIT
 
@@ -33,16 +41,11 @@ def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> date
         raise click.BadParameter(str(exc)) from None
 
 
-def audit_option(f: F) -> F:
-    return click.option(
-        "--audit",
-        "audit_url",
-        envvar=AUDIT_ENV,
-        default=None,
-        metavar="URL",
-        help="Audit store: sqlite:///path/audit.db or postgresql://... "
-        f"[default: ${AUDIT_ENV}, else sqlite://$XDG_STATE_HOME/deployctl/audit.db, i.e. {AUDIT.default}]",
-    )(f)
+audit_option = audit_options(
+    record=False,
+    help="Audit store: sqlite:///path/audit.db or postgresql://... "
+    f"[default: ${AUDIT_ENV}, else sqlite://$XDG_STATE_HOME/deployctl/audit.db, i.e. {AUDIT.default}]",
+)
 
 
 def filter_options(f: F) -> F:
@@ -62,8 +65,8 @@ def filter_options(f: F) -> F:
     return f
 
 
-def _read(audit_url: str | None) -> AuditStore:
-    return open_store(audit_url, create=False)
+def _read(audit: AuditTarget) -> AuditStore:
+    return open_store(audit.url, create=False)
 
 
 def query(store: AuditStore, *, envs: tuple[str, ...], apps: tuple[str, ...], limit: int | None = None,
@@ -159,7 +162,7 @@ def render_csv(records: Sequence[AuditRecord]) -> str:
 @click.option("--by-release", is_flag=True, help="Group the table by release (deploy commit).")
 @output_options(TABLE, JSON, YAML, "csv")
 def history(
-    audit_url: str | None,
+    audit: AuditTarget,
     envs: tuple[str, ...],
     apps: tuple[str, ...],
     since: datetime | None,
@@ -177,7 +180,7 @@ def history(
       deployctl history --app web --sha 3f2a9c1 --output json
       deployctl history --since 2024-05-01T00:00:00Z --by-release
     """
-    store = _read(audit_url)
+    store = _read(audit)
     try:
         records = query(store, envs=envs, apps=apps, since=since, until=until, sha=sha, limit=limit or None)
     finally:
@@ -206,7 +209,7 @@ def events() -> None:
               help="The same as -o jsonl (before one output grammar).")
 @output_options("jsonl", JSON, YAML, default="jsonl", legacy_file=True)
 def export(
-    audit_url: str | None,
+    audit: AuditTarget,
     envs: tuple[str, ...],
     apps: tuple[str, ...],
     since: datetime | None,
@@ -222,7 +225,7 @@ def export(
     Example (load into a warehouse next to product analytics):
       deployctl events export --since 1d --out deploys.jsonl
     """
-    store = _read(audit_url)
+    store = _read(audit)
     try:
         records = query(store, envs=envs, apps=apps, since=since, until=until)
     finally:
@@ -239,7 +242,7 @@ def audit() -> None:
 
 @audit.command("migrate")
 @audit_option
-def migrate(audit_url: str | None) -> None:
+def migrate(audit: AuditTarget) -> None:
     """Create the audit store, or migrate its schema to this deployctl's version.
 
     Every command does this when it opens a store its role may change; with PostgreSQL's two
@@ -249,7 +252,7 @@ def migrate(audit_url: str | None) -> None:
     Example:
       deployctl audit migrate --audit postgresql://deployctl_owner@db:5432/deploys
     """
-    store = open_store(audit_url)
+    store = open_store(audit.url)
     try:
         click.echo(f"schema version {store.schema_version()}")  # type: ignore[attr-defined]
     finally:
@@ -278,7 +281,7 @@ def notify() -> None:
     help="How long to keep retrying failed deliveries (e.g. 90s, 10m); 0 is a single pass.",
 )
 @output_options(TABLE, JSON, YAML)
-def drain(audit_url: str | None, settings_file: str | None, max_wait: float, output: Output) -> None:
+def drain(audit: AuditTarget, settings_file: str | None, max_wait: float, output: Output) -> None:
     """Deliver pending notifications, retrying with backoff; exits 1 if some remain undelivered.
 
     \b
@@ -293,7 +296,7 @@ def drain(audit_url: str | None, settings_file: str | None, max_wait: float, out
         if not output.data({"sinks": 0, "delivered_by_sink": {}, "pending": 0, "gave_up": []}):
             output.write("no notification sinks configured (settings: --settings FILE or $DEPLOYCTL_SETTINGS)")
         return
-    store = open_store(audit_url)
+    store = open_store(audit.url)
     try:
         report = drain_outbox(store, settings, max_wait_seconds=max_wait)
     finally:
@@ -324,7 +327,7 @@ def drain(audit_url: str | None, settings_file: str | None, max_wait: float, out
 )
 @click.option("--query", "promql", metavar="PROMQL", help="The PromQL of --overlay prometheus=URL.")
 def timeline(
-    audit_url: str | None,
+    audit: AuditTarget,
     envs: tuple[str, ...],
     apps: tuple[str, ...],
     since: datetime | None,
@@ -352,7 +355,7 @@ def timeline(
 
     if promql is not None and overlay is None:
         raise click.UsageError("--query goes with --overlay prometheus=URL")
-    store = _read(audit_url)
+    store = _read(audit)
     try:
         records = query(store, envs=envs, apps=apps, since=since, until=until)
     finally:

@@ -12,17 +12,14 @@ from typing import Any, TextIO, TypeVar
 import click
 
 from deployctl import settings
-from deployctl.cli.completion import app_option, complete_context, complete_ref, env_option
+from deployctl.cli.options import audit_options, selection_options
 from deployctl.cli.output import (
-    JSON,
-    TABLE,
-    YAML,
     Duration,
     Output,
     duration_option,
-    output_options,
     render_table,
 )
+from deployctl.model.audit import AuditTarget
 from deployctl.model.printable import printable
 from deployctl.model.state import DesiredState
 from deployctl.model.vocabulary import AppState, CheckExit, EnvStatus, ExitCode, Result
@@ -33,31 +30,6 @@ from deployctl.reconcile.outcome import Progress, ReconcileResult
 from deployctl.rules.plan import Plan
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _selection_options(f: F) -> F:
-    for decorator in reversed(
-        [
-            click.option("--repo", default=".", show_default=True, type=click.Path(file_okay=False),
-                         help="The deploy repo (bare or with a work tree)."),
-            click.option("--ref", default="HEAD", show_default=True, shell_complete=complete_ref,
-                         help="Branch, tag or commit of the deploy repo to read."),
-            env_option,
-            app_option,
-            click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG",
-                         help="Kubeconfig file(s), os.pathsep-separated and merged like kubectl does [default: "
-                         "$KUBECONFIG, ~/.kube/config or in-cluster]."),
-            click.option("--context", default=None, shell_complete=complete_context,
-                         help="Use this kubeconfig context for every environment (overrides `context:`)."),
-            click.option("--allow-namespace", "allowed_namespaces", multiple=True, metavar="[CTX/]NS",
-                         envvar=settings.ALLOW_NAMESPACES.name,
-                         help="Refuse environments whose context/namespace is not one of these; a bare NS means "
-                         "the current context only (repeatable; comma- or space-separated, also in $DEPLOYCTL_ALLOW_NAMESPACES)."),
-            output_options(TABLE, JSON, YAML),
-        ]
-    ):
-        f = decorator(f)
-    return f
 
 
 def load_desired(repo_path: str, ref: str) -> DesiredState:
@@ -103,7 +75,7 @@ exit_code_option = click.option(
 
 
 @click.command()
-@_selection_options
+@selection_options
 @exit_code_option
 def plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,
          context: str | None, allowed_namespaces: tuple[str, ...], output: Output, exit_code: bool) -> None:
@@ -234,14 +206,12 @@ def _default_trigger() -> str:
 
 
 @click.command()
-@_selection_options
+@selection_options
 @duration_option("--timeout", default="5m", help="How long to wait for all rollouts")
 @click.option("--no-wait", is_flag=True, help="Apply and return without waiting for rollouts "
               "(dependents are then applied right after their dependencies).")
 @click.option("--concurrency", default=16, show_default=True, help="Applies in flight at once.")
-@click.option("--audit", "audit_url", default=None, envvar=settings.AUDIT.name,
-              help="Audit store URL (sqlite:///path or postgresql://...) [default: the local SQLite file].")
-@click.option("--no-audit", is_flag=True, help="Do not record this run in the audit history.")
+@audit_options()
 @click.option("--trigger", type=click.Choice(["ci", "watch", "webhook", "drift", "manual"]), default=None,
               help="Why this run happens, for the audit history [default: ci when $CI is set, else manual].")
 @click.option("--allow-retagged", is_flag=True,
@@ -260,7 +230,7 @@ def _default_trigger() -> str:
               help="Apply a commit that is neither an ancestor nor a descendant of the live one (force-push).")
 def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,
               context: str | None, allowed_namespaces: tuple[str, ...], output: Output, timeout: float,
-              no_wait: bool, concurrency: int, audit_url: str | None, no_audit: bool,
+              no_wait: bool, concurrency: int, audit: AuditTarget,
               trigger: str | None, allow_retagged: bool, override_freeze: bool,
               override_reason: str | None, lock_timeout: float | None, lock_lease: float, force_older: bool,
               allow_non_descendant: bool) -> None:
@@ -295,7 +265,7 @@ def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...],
         _echo_problems(desired)
     result = run_reconcile(
         repo=repo, ref=ref, options=options, kubeconfig=kubeconfig or None, context=context,
-        audit_url=None if no_audit else (audit_url or ""), trigger=trigger or _default_trigger(),
+        audit=audit, trigger=trigger or _default_trigger(),
         on_progress=ProgressPrinter(sys.stderr, live=sys.stderr.isatty()) if progress else None, desired=desired,
         on_wait=lambda line: click.echo(line, err=True),
     )

@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
+from deployctl.cli.options import selection_options
 from deployctl.cli.output import Output, duration_option, render_table, stderr_is_terminal
-from deployctl.cli.reconcile import _echo_problems, _observed_plan, _selection_options, _short
+from deployctl.cli.reconcile import _echo_problems, _observed_plan, _short
 
 HEADERS = ("ENV", "APP", "DESIRED", "LIVE", "IN SYNC", "HEALTH", "DETAIL")
 
@@ -56,7 +57,7 @@ def changed_lines(before: dict[str, Any] | None, after: dict[str, Any], *, now: 
 
 
 @click.command()
-@_selection_options
+@selection_options
 @click.option("--watch", "-w", "watch_", is_flag=True,
               help="Refresh until interrupted: redrawn in place on a terminal, else one line per change.")
 @duration_option("--interval", default="5s", help="With --watch: how often to look again")

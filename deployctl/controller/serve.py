@@ -17,6 +17,7 @@ from deployctl.edges.audit import url as audit_location
 from deployctl.edges.git.mirror import Mirror
 from deployctl.edges.kube.cluster import Cluster
 from deployctl.edges.kube.lease import LeaderElector, LeaseConfig
+from deployctl.model.audit import AUDIT_DEFAULT, AuditTarget
 from deployctl.model.vocabulary import ExitCode
 from deployctl.reconcile.observe import ClusterPool
 from deployctl.ui.auth import UiAuth
@@ -70,7 +71,7 @@ class WatchOptions:
     settings: ControllerSettings
     listen_host: str = "0.0.0.0"  # noqa: S104 - in a pod the webhook must be reachable from the Service
     listen_port: int = 8080
-    audit_url: str | None = None
+    audit: AuditTarget = AUDIT_DEFAULT
     kubeconfig: str | None = None
     context: str | None = None
     lease: LeaseConfig | None = None
@@ -98,7 +99,7 @@ async def _serve(options: WatchOptions) -> int:
     metrics = ControllerMetrics()
     mirror = Mirror(options.repo, options.mirror_dir, branch=options.settings.branch)
     pool = ClusterPool(kubeconfig=options.kubeconfig, context=options.context)
-    store = audit_location.open_store(options.audit_url or None) if options.audit_url != "-" else None
+    store = audit_location.open_target(options.audit)
     elector: LeaderElector | None = None
     controller: Controller
     if options.lease is not None:

@@ -19,6 +19,7 @@ from deployctl.app.run import run_reconcile
 from deployctl.cli import main
 from deployctl.edges.audit.url import open_store
 from deployctl.edges.git.repo import read_desired_state
+from deployctl.model.audit import AUDIT_OFF, AuditTarget
 from deployctl.reconcile import policy
 from deployctl.reconcile.options import ReconcileOptions
 from tests.fixtures.gitrepo import GitRepo
@@ -82,7 +83,7 @@ def shop(cluster, namespace, production_ns, make_repo, tmp_path):
 
 
 def reconcile(cluster, repo: GitRepo, audit_url: str | None, **kw):
-    return run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=audit_url, options=ReconcileOptions(timeout=60, **kw))
+    return run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AuditTarget(audit_url) if audit_url is not None else AUDIT_OFF, options=ReconcileOptions(timeout=60, **kw))
 
 
 def image(cluster, namespace: str) -> str:
