@@ -80,6 +80,16 @@ _OK = _CHANGED | {Result.IN_SYNC, Result.SKIPPED, Result.SUSPENDED}
 _PROBLEMS = frozenset({Result.FAILED, Result.BLOCKED, Result.REFUSED, Result.INVALID, Result.MISSING})
 
 
+class DiffStatus(StrEnum):
+    """What a change to the deploy repo does to one env/app (``deployctl diff``)."""
+
+    ADDED = "added"
+    CHANGED = "changed"
+    REMOVED = "removed"
+    UNCHANGED = "unchanged"
+    INVALID = "invalid"  # the head's deploy file or config is invalid: nothing will be applied for it
+
+
 class EnvStatus(StrEnum):
     """How one environment ended in a run (its apps have outcomes of their own)."""
 
