@@ -76,6 +76,10 @@ def set_suspended(
     config = desired.config
     if config is None:
         raise InvalidInputError("deployctl.yaml is missing or invalid; run deployctl validate")
+    broken = [e for e in envs if e in config.invalid_environments]
+    if broken:
+        raise InvalidInputError(f"environment {', '.join(map(repr, broken))} has errors in {config.path}; "
+                                "fix those first (deployctl validate)")
     unknown = [e for e in envs if e not in config.environments]
     if unknown:
         raise InvalidInputError(f"unknown environment {', '.join(map(repr, unknown))}; "

@@ -26,7 +26,8 @@ def status_document(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str,
     docs = [status_row(c) for c in result.changes]
     frozen = frozen_environments(desired.config, datetime.now(UTC)) if desired.config else {}
     freezes = {env: f.as_dict() for env, f in frozen.items() if env in {c.env for c in result.changes}}
-    return {"deploy_commit": desired.commit, "apps": docs, "refused": dict(refused), "freezes": freezes}, desired
+    return {"deploy_commit": desired.commit, "apps": docs, "refused": dict(refused), "freezes": freezes,
+            "problems": [p.as_dict() for p in desired.problems]}, desired
 
 
 def _row(d: dict[str, Any]) -> tuple[str, ...]:

@@ -89,8 +89,9 @@ def test_plan_and_status_show_the_invalid_environment(cluster, two_envs):
     assert changes == {("staging", "api"): "update", ("production", "api"): "invalid"}
     status = run("status", *common, "-o", "json")
     assert status.exit_code == 0, status.output
-    assert {(a["env"], a["action"]) for a in json.loads(status.stdout)["apps"]} == {
-        ("staging", "update"), ("production", "invalid")}
+    doc = json.loads(status.stdout)
+    assert {(a["env"], a["action"]) for a in doc["apps"]} == {("staging", "update"), ("production", "invalid")}
+    assert any("require_approval must be true or false" in p["message"] for p in doc["problems"])
 
 
 def test_a_deploy_file_for_an_environment_missing_from_the_config_exits_2(cluster, two_envs):
