@@ -22,7 +22,7 @@ from deployctl.edges.kube.lease import EnvironmentLock, LockHolder, printable
 from deployctl.errors import ClusterUnreachableError, DeployctlError, KubeForbiddenError, KubeNotFoundError
 from deployctl.model.audit import AUDIT_DEFAULT, AuditStore, AuditTarget, current_actor
 from deployctl.model.state import DesiredState
-from deployctl.model.vocabulary import EnvStatus
+from deployctl.model.vocabulary import EnvStatus, Trigger
 from deployctl.reconcile import policy
 from deployctl.reconcile.artifacts import registry_pinner
 from deployctl.reconcile.observe import ClusterFor, ClusterPool, check_namespaces, context_namer
@@ -231,7 +231,7 @@ def run_reconcile(
     kubeconfig: str | None = None,
     context: str | None = None,
     audit: AuditTarget = AUDIT_DEFAULT,
-    trigger: str = "manual",
+    trigger: str = Trigger.MANUAL,
     refusals: Mapping[tuple[str, str], str] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     desired: DesiredState | None = None,

@@ -17,7 +17,7 @@ from deployctl.edges.kube.cluster import Cluster
 from deployctl.errors import DeployctlError, InvalidInputError
 from deployctl.model.audit import Actor, Attempt, AuditStore
 from deployctl.model.state import DesiredState
-from deployctl.model.vocabulary import Result
+from deployctl.model.vocabulary import Result, Trigger
 from deployctl.model.workload import (
     ANN_COMMIT,
     ANN_SUSPENDED,
@@ -69,7 +69,7 @@ def set_suspended(
     actor: Actor,
     now: datetime,
     store: AuditStore | None = None,
-    trigger: str = "manual",
+    trigger: str = Trigger.MANUAL,
     allowed_namespaces: Sequence[str] = (),
 ) -> list[SuspendResult]:
     """Suspend (or resume) the managed workloads of ``apps`` (all when empty) in ``envs``."""

@@ -59,7 +59,7 @@ def grouped(name: str, build: Callable[..., Any], *options: Callable[[Any], Any]
 # -- the deploy repo and the selection -----------------------------------------------------------
 
 repo_option = click.option("--repo", default=".", show_default=True, type=click.Path(file_okay=False),
-                           help="The deploy repo (bare or with a work tree).")
+                           help="Path to the deploy repo (bare or with a work tree).")
 ref_option = click.option("--ref", default="HEAD", show_default=True, shell_complete=complete_ref,
                           help="Branch, tag or commit of the deploy repo to read.")
 

@@ -22,7 +22,7 @@ from deployctl.cli.output import (
 from deployctl.model.audit import AuditTarget
 from deployctl.model.printable import printable
 from deployctl.model.state import DesiredState
-from deployctl.model.vocabulary import AppState, CheckExit, EnvStatus, ExitCode, Result
+from deployctl.model.vocabulary import AppState, CheckExit, EnvStatus, ExitCode, Result, Trigger
 from deployctl.reconcile.observe import ClusterPool
 from deployctl.reconcile.options import ReconcileOptions
 from deployctl.reconcile.ordering import git_relation, with_ordering
@@ -202,7 +202,7 @@ def _env_counts(result: ReconcileResult, env: str) -> str:
 
 
 def _default_trigger() -> str:
-    return "ci" if os.environ.get("CI") else "manual"
+    return Trigger.CI if os.environ.get("CI") else Trigger.MANUAL
 
 
 @click.command()
@@ -212,7 +212,7 @@ def _default_trigger() -> str:
               "(dependents are then applied right after their dependencies).")
 @click.option("--concurrency", default=16, show_default=True, help="Applies in flight at once.")
 @audit_options()
-@click.option("--trigger", type=click.Choice(["ci", "watch", "webhook", "drift", "manual"]), default=None,
+@click.option("--trigger", type=click.Choice([str(t) for t in Trigger]), default=None,
               help="Why this run happens, for the audit history [default: ci when $CI is set, else manual].")
 @click.option("--allow-retagged", is_flag=True,
               help="Apply even when a tag now points to a different digest than the one tested in the "

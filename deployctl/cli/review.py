@@ -10,7 +10,7 @@ import click
 
 from deployctl.app.diff import build_diff
 from deployctl.app.promote import promote_apps, rollback_app, workdir
-from deployctl.cli.options import audit_options
+from deployctl.cli.options import audit_options, repo_option
 from deployctl.cli.output import (
     JSON,
     MARKDOWN,
@@ -19,7 +19,6 @@ from deployctl.cli.output import (
     Output,
     output_options,
     render_table,
-    repo_option,
 )
 from deployctl.edges.git import repo as repo_edge
 from deployctl.errors import DeployctlError, InvalidInputError

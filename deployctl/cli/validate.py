@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from deployctl.cli.completion import complete_ref
-from deployctl.cli.output import JSON, TABLE, YAML, Output, output_options, repo_option
+from deployctl.cli.options import repo_option
+from deployctl.cli.output import JSON, TABLE, YAML, Output, output_options
 from deployctl.edges.git.repo import read_desired_state
 from deployctl.model.printable import printable
 from deployctl.model.state import DesiredState

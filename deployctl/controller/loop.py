@@ -177,7 +177,7 @@ class Controller:
             self._new_term = True
             self._term += 1
         self.metrics.leader.set(1)
-        self.request_sync("watch")
+        self.request_sync(Trigger.WATCH)
 
     def leadership_stopped(self) -> None:
         self.metrics.leader.set(0)
@@ -250,7 +250,7 @@ class Controller:
                     self._cond.wait(timeout=max(0.0, next_check - time.monotonic()))
                 if self._stopping is not None:
                     break
-                trigger = self._pending or "watch"
+                trigger = self._pending or Trigger.WATCH
                 self._pending = None
             next_check = time.monotonic() + interval
             try:

@@ -18,7 +18,7 @@ from deployctl.edges.git.mirror import Mirror
 from deployctl.edges.kube.cluster import Cluster
 from deployctl.edges.kube.lease import LeaderElector, LeaseConfig
 from deployctl.model.audit import AUDIT_DEFAULT, AuditTarget
-from deployctl.model.vocabulary import ExitCode
+from deployctl.model.vocabulary import ExitCode, Trigger
 from deployctl.reconcile.observe import ClusterPool
 from deployctl.ui.auth import UiAuth
 
@@ -117,7 +117,7 @@ async def _serve(options: WatchOptions) -> int:
     from deployctl.controller.cache import WorkloadCache
 
     # list + watch of the managed workloads: drift is seen as it happens, and observe reads memory
-    cache = WorkloadCache(pool, on_drift=lambda _w: controller.request_sync("drift"))
+    cache = WorkloadCache(pool, on_drift=lambda _w: controller.request_sync(Trigger.DRIFT))
     controller.on_reconciled = lambda result: cache.track(result.plan)
 
     forwarder = None
