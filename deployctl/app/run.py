@@ -32,7 +32,7 @@ from deployctl.reconcile.outcome import EnvironmentOutcome, Progress, ReconcileR
 from deployctl.reconcile.reconciler import Reconciler
 from deployctl.reconcile.recorder import AuditRecorder
 from deployctl.reconcile.sink import AuditSink
-from deployctl.rules.plan import Plan
+from deployctl.rules.plan import Plan, count_actions
 
 log = structlog.get_logger(__name__)
 
@@ -211,10 +211,7 @@ def _env_outcome(desired: DesiredState, env: str, context: str | None) -> Enviro
 def _merge(desired: DesiredState, results: list[ReconcileResult], *, requests: Mapping[str, int],
            seconds: float, options: ReconcileOptions) -> ReconcileResult:
     changes = tuple(sorted((c for r in results for c in r.plan.changes), key=lambda c: c.key))
-    counts: dict[str, int] = {}
-    for c in changes:
-        counts[str(c.action)] = counts.get(str(c.action), 0) + 1
-    plan = Plan(changes=changes, deploy_commit=desired.commit, ref=desired.ref, counts=counts)
+    plan = Plan(changes=changes, deploy_commit=desired.commit, ref=desired.ref, counts=count_actions(changes))
     return ReconcileResult(
         plan=plan, outcomes=tuple(sorted((o for r in results for o in r.outcomes), key=lambda o: o.key)),
         requests=dict(requests), seconds=seconds,

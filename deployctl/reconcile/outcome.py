@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from deployctl.model.problem import Problem
-from deployctl.model.vocabulary import EnvStatus, ExitCode, Result
+from deployctl.model.vocabulary import AppState, EnvStatus, ExitCode, Result
 from deployctl.rules.plan import Action, Plan
 
 # Outcome results (kept as names for the modules that import them; the words live in model.vocabulary).
@@ -131,5 +131,5 @@ class Progress:
 
     env: str
     app: str
-    state: str  # applying, waiting, or a final result
+    state: AppState | Result  # applying, waiting, or the final result
     message: str = ""
