@@ -36,7 +36,7 @@ from deployctl.edges.git.repo import read_desired_state
 from deployctl.edges.kube.cluster import Cluster
 from deployctl.errors import DeployctlError
 from deployctl.model import audit as audit_mod
-from deployctl.model.vocabulary import Result, Trigger
+from deployctl.model.vocabulary import Result, RunStatus, Trigger
 from deployctl.reconcile.observe import ClusterPool
 from deployctl.reconcile.options import ReconcileOptions
 from deployctl.reconcile.outcome import ReconcileResult
@@ -267,7 +267,7 @@ class Controller:
                   error=str(exc)[:300],
                   traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
         if stage == "reconcile":
-            self.metrics.observe_aborted(seconds=seconds, trigger=trigger, status="error",
+            self.metrics.observe_aborted(seconds=seconds, trigger=trigger, status=RunStatus.ERROR,
                                          error_type=type(exc).__name__)
         else:
             self.metrics.observe_error(stage=stage, error_type=type(exc).__name__)
@@ -332,12 +332,12 @@ class Controller:
             closed = gated_audit.close_open(str(exc)) if gated_audit else []
             log.warning("reconcile.stopped", sha=sha, reason=str(exc), interrupted_attempts=closed,
                         seconds=round(seconds, 3))
-            self.metrics.observe_aborted(seconds=seconds, trigger=trigger, status="stopped")
+            self.metrics.observe_aborted(seconds=seconds, trigger=trigger, status=RunStatus.STOPPED)
             return None
         except DeployctlError as exc:
             seconds = time.monotonic() - started
             log.error("reconcile.error", sha=sha, error=str(exc), seconds=round(seconds, 3))
-            self.metrics.observe_aborted(seconds=seconds, trigger=trigger, status="error")
+            self.metrics.observe_aborted(seconds=seconds, trigger=trigger, status=RunStatus.ERROR)
             return None
         finally:
             self._running.clear()

@@ -90,6 +90,30 @@ class DiffStatus(StrEnum):
     INVALID = "invalid"  # the head's deploy file or config is invalid: nothing will be applied for it
 
 
+class ImageStatus(StrEnum):
+    """What a registry said about one image reference."""
+
+    FOUND = "found"
+    MISSING = "missing"
+    UNREACHABLE = "unreachable"
+    UNAUTHORIZED = "unauthorized"
+    ERROR = "error"
+
+    @property
+    def fails_a_check(self) -> bool:
+        """An image check fails on it even when the registry may not be asked (``--strict`` aside)."""
+        return self in (ImageStatus.MISSING, ImageStatus.ERROR)
+
+
+class RunStatus(StrEnum):
+    """How one controller run ended, as the run metric labels it."""
+
+    OK = "ok"
+    FAILED = "failed"  # it ran; an outcome or an environment makes its exit code non-zero
+    ERROR = "error"  # it raised before it could finish
+    STOPPED = "stopped"  # it stopped acting (leadership lost, shutdown)
+
+
 class EnvStatus(StrEnum):
     """How one environment ended in a run (its apps have outcomes of their own)."""
 
