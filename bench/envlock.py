@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from deployctl.app.run import run_reconcile  # noqa: E402
 from deployctl.devtools.localcluster import controlplane  # noqa: E402
 from deployctl.log import configure_logging  # noqa: E402
-from deployctl.model.audit import AUDIT_OFF  # noqa: E402
+from deployctl.model.audit_target import AUDIT_OFF  # noqa: E402
 from deployctl.reconcile.options import Locking, ReconcileOptions, Timing  # noqa: E402
 
 ENVS = {"staging": "lock-staging", "canary": "lock-canary", "production": "lock-production"}

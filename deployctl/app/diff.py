@@ -8,7 +8,7 @@ from pathlib import Path
 
 from deployctl.edges.git import history
 from deployctl.edges.git import repo as repo_edge
-from deployctl.model.audit import AUDIT_OFF, AuditTarget
+from deployctl.model.audit_target import AUDIT_OFF, AuditTarget
 from deployctl.model.config import Config
 from deployctl.reconcile import policy
 from deployctl.rules import diff as df

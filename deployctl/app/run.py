@@ -20,7 +20,8 @@ from deployctl.edges.audit import url as audit_location
 from deployctl.edges.git.repo import local_sources, read_desired_state
 from deployctl.edges.kube.lease import LeaseLocks, LockHolder, printable
 from deployctl.errors import ClusterUnreachableError, DeployctlError
-from deployctl.model.audit import AUDIT_DEFAULT, AuditStore, AuditTarget, current_actor
+from deployctl.model.audit import AuditStore, current_actor
+from deployctl.model.audit_target import AUDIT_DEFAULT, AuditTarget
 from deployctl.model.state import DesiredState
 from deployctl.model.vocabulary import EnvStatus, Trigger
 from deployctl.reconcile import policy

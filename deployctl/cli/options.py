@@ -1,7 +1,8 @@
 """The click options several commands share, each written once (as sqlite-utils does with ``output_options``).
 
 A group of options can reach the command as one value (:func:`grouped`): ``--audit`` and ``--no-audit`` are
-one :class:`AuditTarget`, the dashboard's token file and trusted proxies one :class:`UiAuthInput`.
+one :class:`AuditTarget`, the dashboard's token file and trusted proxies one :class:`UiAuthInput`, its metric
+overlay and query one ``OverlaySource``.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import click
 from deployctl import settings
 from deployctl.cli.completion import app_option, complete_context, complete_ref, env_option
 from deployctl.cli.output import JSON, TABLE, YAML, output_options
-from deployctl.model.audit import AUDIT_DEFAULT, AuditTarget
+from deployctl.model.audit_target import AUDIT_DEFAULT, AuditTarget
 
 if TYPE_CHECKING:
     from deployctl.ui.auth import UiAuth
+    from deployctl.ui.data import OverlaySource
 
 F = TypeVar("F", bound=Callable[..., Any])
 Decorator = Callable[[F], F]
@@ -133,3 +135,31 @@ def ui_auth_options(prefix: str = "") -> Callable[[F], F]:
     ]
     return grouped("ui_auth", lambda token_file, trusted_proxies: UiAuthInput(token_file, tuple(trusted_proxies)),
                    *options)
+
+
+# -- the dashboard's metric overlay --------------------------------------------------------------
+
+
+def overlay_options(prefix: str = "") -> Callable[[F], F]:
+    """``--[PREFIX]overlay`` and ``--[PREFIX]query`` as one ``overlay: OverlaySource | None``, checked when
+    the command starts (a wrong spec fails there, not on the first timeline view)."""
+    spec_flag, query_flag = f"--{prefix}overlay", f"--{prefix}query"
+
+    def build(overlay_spec: str | None, overlay_query: str | None) -> OverlaySource | None:
+        from deployctl.edges.metrics import overlay_kind
+        from deployctl.ui.data import OverlaySource
+
+        if overlay_query is not None and overlay_spec is None:
+            raise click.UsageError(f"{query_flag} goes with {spec_flag} prometheus=URL")
+        if overlay_spec is None:
+            return None
+        overlay_kind(overlay_spec, query=overlay_query)
+        return OverlaySource(overlay_spec, overlay_query)
+
+    return grouped("overlay", build,
+                   click.option(spec_flag, "overlay_spec", metavar="prometheus=URL|csv=FILE",
+                                help="A product metric the dashboard's timeline draws above the deploy lanes, as "
+                                "`deployctl timeline --overlay` does: a Prometheus range query (with "
+                                f"{query_flag}) or a CSV of time,value[,series]."),
+                   click.option(query_flag, "overlay_query", metavar="PROMQL",
+                                help=f"The PromQL of {spec_flag} prometheus=URL."))

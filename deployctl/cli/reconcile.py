@@ -19,7 +19,7 @@ from deployctl.cli.output import (
     duration_option,
     render_table,
 )
-from deployctl.model.audit import AuditTarget
+from deployctl.model.audit_target import AuditTarget
 from deployctl.model.printable import printable
 from deployctl.model.state import DesiredState
 from deployctl.model.vocabulary import AppState, CheckExit, EnvStatus, ExitCode, Result, Trigger

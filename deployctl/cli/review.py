@@ -22,7 +22,7 @@ from deployctl.cli.output import (
 )
 from deployctl.edges.git import repo as repo_edge
 from deployctl.errors import DeployctlError, InvalidInputError
-from deployctl.model.audit import AUDIT_OFF, AuditTarget
+from deployctl.model.audit_target import AUDIT_OFF, AuditTarget
 from deployctl.model.printable import printable
 from deployctl.model.vocabulary import CheckExit
 from deployctl.rules import codeowners as co

@@ -14,7 +14,7 @@ from deployctl.cli.reconcile import (
     _split_allowed,
     load_desired,
 )
-from deployctl.model.audit import AuditTarget
+from deployctl.model.audit_target import AuditTarget
 
 
 @dataclass(frozen=True)

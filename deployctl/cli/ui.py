@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from deployctl import settings
-from deployctl.cli.options import UiAuthInput, audit_options, cluster_options, ui_auth_options
+from deployctl.cli.options import (
+    UiAuthInput,
+    audit_options,
+    cluster_options,
+    overlay_options,
+    ui_auth_options,
+)
 from deployctl.cli.output import Duration
 from deployctl.errors import InvalidInputError
-from deployctl.model.audit import AuditTarget
+from deployctl.model.audit_target import AuditTarget
+
+if TYPE_CHECKING:
+    from deployctl.ui.data import OverlaySource
 
 
 @click.command()
@@ -30,9 +40,10 @@ from deployctl.model.audit import AuditTarget
               help="How long a snapshot of the cluster and audit store is reused.")
 @click.option("--fetch-interval", default="30s", show_default=True, type=Duration(),
               help="For a URL: how often to fetch it.")
+@overlay_options()
 def ui(repo: str, ref: str, branch: str, audit: AuditTarget, listen: str, kubeconfig: str | None,
        context: str | None, allowed_namespaces: tuple[str, ...], no_cluster: bool, ui_auth: UiAuthInput,
-       refresh: float, fetch_interval: float) -> None:
+       refresh: float, fetch_interval: float, overlay: OverlaySource | None) -> None:
     """Serve the read-only dashboard: environments x apps, app pages, timeline, audit records.
 
     Pages under /ui/, the same data as JSON under /api/v1/ (status, apps/<app>,
@@ -45,6 +56,8 @@ def ui(repo: str, ref: str, branch: str, audit: AuditTarget, listen: str, kubeco
       deployctl ui --repo . --audit sqlite:///var/lib/deployctl/audit.db
       deployctl ui --repo https://github.com/acme/deploy.git --listen 0.0.0.0:8090 \\
           --trusted-proxy 127.0.0.1
+      deployctl ui --repo . --overlay prometheus=http://prometheus:9090 \\
+          --query 'sum(rate(checkout_total[5m]))'
     """
     from deployctl.cli.watch import parse_listen
     from deployctl.edges.audit.url import open_store
@@ -69,7 +82,8 @@ def ui(repo: str, ref: str, branch: str, audit: AuditTarget, listen: str, kubeco
     clusters = None if no_cluster else ClusterPool(kubeconfig=kubeconfig or None,  # every file, merged
                                                    context=context)
     allowed = settings.split_names(allowed_namespaces)
-    dashboard = Dashboard(view, store=store, clusters=clusters, allowed_namespaces=allowed, ttl=refresh)
+    dashboard = Dashboard(view, store=store, clusters=clusters, allowed_namespaces=allowed, ttl=refresh,
+                          overlay=overlay)
 
     def ready(url: str) -> None:
         click.echo(f"deployctl dashboard on {url} ({rule.describe()}); Ctrl-C to stop", err=True)

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from deployctl import settings
-from deployctl.cli.options import UiAuthInput, audit_options, cluster_options, ui_auth_options
+from deployctl.cli.options import (
+    UiAuthInput,
+    audit_options,
+    cluster_options,
+    overlay_options,
+    ui_auth_options,
+)
 from deployctl.cli.output import Duration
 from deployctl.errors import InvalidInputError
-from deployctl.model.audit import AuditTarget
+from deployctl.model.audit_target import AuditTarget
+
+if TYPE_CHECKING:
+    from deployctl.ui.data import OverlaySource
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -32,7 +42,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 @audit_options()
 @cluster_options
 @click.option("--mirror-dir", type=click.Path(file_okay=False), envvar=settings.MIRROR_DIR.name,
-              help="Where to keep the local mirror [default: ~/.cache/deployctl/mirrors/<hash>].")
+              help="Where to keep the local mirror [default: ~/.cache/deployctl/mirrors/<hash>/deploy.git].")
 @click.option("--timeout", type=Duration(), default="5m", show_default=True, help="How long one reconcile waits for rollouts.")
 @click.option("--concurrency", default=16, show_default=True, help="Applies in flight at once.")
 @click.option("--webhook-secret-file", type=click.Path(dir_okay=False),
@@ -59,13 +69,14 @@ def parse_listen(text: str) -> tuple[str, int]:
               help="Answer 408 to a request whose body has not arrived within this.")
 @click.option("--no-ui", is_flag=True, help="Do not serve the dashboard (/ui/, /api/v1/) on the listener.")
 @ui_auth_options("ui-")
+@overlay_options("ui-")
 def watch(repo: str, branch: str, interval: float, listen: str, audit: AuditTarget,
           kubeconfig: str | None, context: str | None, allowed_namespaces: tuple[str, ...],
           mirror_dir: str | None, timeout: float, concurrency: int, webhook_secret_file: str | None,
           lease_name: str, lease_namespace: str | None, identity: str | None, lease_duration: float,
           renew_deadline: float, retry_period: float, no_leader_election: bool, advertise_url: str | None,
           max_connections: int, header_timeout: float, body_timeout: float, no_ui: bool,
-          ui_auth: UiAuthInput) -> None:
+          ui_auth: UiAuthInput, overlay: OverlaySource | None) -> None:
     """Keep the cluster on a branch of the deploy repo: reconcile every new commit, correct drift.
 
     Fetches the branch into a local mirror and reconciles its head on every push webhook
@@ -138,5 +149,6 @@ def watch(repo: str, branch: str, interval: float, listen: str, audit: AuditTarg
             body_timeout=body_timeout,
         ),
         ui_auth=dashboard_auth,
+        ui_overlay=overlay,
     )
     sys.exit(serve(options))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -25,7 +26,7 @@ import structlog
 from aiohttp import web
 
 from deployctl.errors import DeployctlError, InvalidInputError
-from deployctl.model.audit import parse_when, record_to_event
+from deployctl.model.audit import parse_when, record_to_event, record_with_events
 from deployctl.model.vocabulary import Result
 from deployctl.ui import apppage
 from deployctl.ui.auth import UiAuth, decide
@@ -39,6 +40,9 @@ STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "connect-src 'self'; font-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 MAX_QUERY = 200
+# Who is viewing, for the request being handled (each request is its own task, with its own context). Not a
+# string key on the request: aiohttp warns about those (NotAppKeyWarning), and web.RequestKey needs 3.14.
+_VIEWER: ContextVar[str | None] = ContextVar("deployctl_ui_viewer", default=None)
 
 
 def _templates() -> jinja2.Environment:
@@ -109,7 +113,7 @@ def add_routes(app: web.Application, dashboard: Dashboard, auth: UiAuth) -> None
                     {"error": "unauthorized", "message": decision.reason}, status=401,
                     headers={"WWW-Authenticate": 'Bearer realm="deployctl"'})
                 return _security_headers(response)
-            request["deployctl_ui_user"] = decision.user
+            viewer = _VIEWER.set(decision.user)
             try:
                 response = await handler(request)
             except web.HTTPNotFound as exc:
@@ -117,13 +121,15 @@ def add_routes(app: web.Application, dashboard: Dashboard, auth: UiAuth) -> None
             except DeployctlError as exc:
                 log.warning("ui.error", path=request.path, error=str(exc))
                 response = await failure(request, 400 if isinstance(exc, InvalidInputError) else 503, str(exc))
+            finally:
+                _VIEWER.reset(viewer)
             return _security_headers(response)
 
         return handle
 
     async def page(request: web.Request, name: str, *, status: int = 200, **context: Any) -> web.Response:
         text = templates.get_template(name).render(poll_seconds=POLL_SECONDS, path=request.path,
-                                                   viewer=request.get("deployctl_ui_user"), **context)
+                                                   viewer=_VIEWER.get(), **context)
         return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
 
     async def failure(request: web.Request, status: int, message: str) -> web.Response:
@@ -182,19 +188,18 @@ def add_routes(app: web.Application, dashboard: Dashboard, auth: UiAuth) -> None
 
     async def attempt_record(request: web.Request) -> Any:
         raw = request.match_info["id"]
-        record = await data(dashboard.attempt, request.match_info["app"], int(raw)) if raw.isdigit() else None
-        if record is None:
+        found = await data(dashboard.attempt, request.match_info["app"], int(raw)) if raw.isdigit() else None
+        if found is None:
             raise web.HTTPNotFound(text=f"no attempt {raw} of {request.match_info['app']}")
-        return record
+        return found
 
     async def attempt_html(request: web.Request) -> web.StreamResponse:
-        record = await attempt_record(request)
-        _, snapshot = await data(dashboard.current)
-        cell = snapshot.cell(record.attempt.env, record.attempt.app)
-        return await page(request, "attempt.html", record=record, event=record_to_event(record), cell=cell)
+        record, events = await attempt_record(request)  # what happened then, not the workload's state now
+        return await page(request, "attempt.html", record=record, event=record_to_event(record), events=events)
 
     async def attempt_api(request: web.Request) -> web.StreamResponse:
-        return api(record_to_event(await attempt_record(request)))
+        record, events = await attempt_record(request)
+        return api(record_with_events(record, events))  # the fields of `deployctl history --id N -o json`
 
     def _window(request: web.Request) -> dict[str, Any]:
         now = datetime.now(UTC)
@@ -207,13 +212,27 @@ def add_routes(app: web.Application, dashboard: Dashboard, auth: UiAuth) -> None
         window = _window(request)
         records = await data(dashboard.records, limit=2000, **window)
         figure = None
+        # The operator's --overlay, drawn unless the reader turns it off (?overlay=off); a request never names a source.
+        offered = dashboard.overlay is not None
+        overlay_on = offered and _param(request, "overlay") != "off"
+        overlay_error = None
         if plotly_js() is not None:
             from deployctl.views.timeline import build_figure
 
-            figure = json.loads((await data(build_figure, records, title="Deploys")).to_json())
+            series, span = None, None
+            if overlay_on:
+                try:
+                    series, span = await data(dashboard.overlay_series, records, since=window["since"],
+                                              until=window["until"])
+                except DeployctlError as exc:  # the deploys are still worth showing without the metric
+                    overlay_error = str(exc)
+            fig = await data(build_figure, records, title="Deploys", overlay=series, time_range=span)
+            figure = json.loads(fig.to_json())
         _, snapshot = await data(dashboard.current)
         filters = {k: _param(request, k) for k in ("env", "app", "since", "until")}
-        return await page(request, "timeline.html", figure=figure, records=records, all=snapshot, filters=filters)
+        return await page(request, "timeline.html", figure=figure, records=records, all=snapshot, filters=filters,
+                          overlay_offered=offered, overlay_on=overlay_on, overlay_error=overlay_error,
+                          overlay_name=dashboard.overlay.query or dashboard.overlay.spec if dashboard.overlay else "")
 
     async def timeline_api(request: web.Request) -> web.StreamResponse:
         records = await data(dashboard.records, limit=2000, **_window(request))

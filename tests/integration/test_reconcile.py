@@ -13,7 +13,7 @@ from deployctl.app.run import run_reconcile
 from deployctl.cli import main
 from deployctl.devtools.localcluster import controlplane
 from deployctl.edges.git.repo import read_desired_state
-from deployctl.model.audit import AUDIT_OFF
+from deployctl.model.audit_target import AUDIT_OFF
 from deployctl.reconcile import reconciler as rec
 from deployctl.reconcile.observe import observe
 from deployctl.reconcile.options import ReconcileOptions, Selection, Timing

@@ -8,7 +8,7 @@ import pytest
 
 from deployctl.app.run import run_reconcile
 from deployctl.edges.audit import url as audit_location
-from deployctl.model.audit import AUDIT_OFF, AuditTarget
+from deployctl.model.audit_target import AUDIT_OFF, AuditTarget
 from deployctl.reconcile.options import Overrides, ReconcileOptions, Selection, Timing
 from tests.fixtures.registry import RegistryPusher
 

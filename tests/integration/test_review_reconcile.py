@@ -19,7 +19,7 @@ from deployctl.app.run import run_reconcile
 from deployctl.cli import main
 from deployctl.edges.audit.url import open_store
 from deployctl.edges.git.repo import read_desired_state
-from deployctl.model.audit import AUDIT_OFF, AuditTarget
+from deployctl.model.audit_target import AUDIT_OFF, AuditTarget
 from deployctl.reconcile import policy
 from deployctl.reconcile.options import ReconcileOptions, Selection, Timing
 from tests.fixtures.gitrepo import GitRepo

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from deployctl.app.run import Callbacks, run_reconcile
 from deployctl.cli import main
 from deployctl.model import audit
-from deployctl.model.audit import AuditTarget
+from deployctl.model.audit_target import AuditTarget
 from deployctl.reconcile.options import Locking, ReconcileOptions, Selection, Timing
 from tests.integration.test_reconcile_audit import records
 

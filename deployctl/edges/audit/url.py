@@ -12,7 +12,8 @@ from deployctl import settings
 from deployctl.edges.audit.postgres import PostgresStore
 from deployctl.edges.audit.sqlite import SqliteStore
 from deployctl.errors import InvalidInputError
-from deployctl.model.audit import AuditError, AuditStore, AuditTarget
+from deployctl.model.audit import AuditError, AuditStore
+from deployctl.model.audit_target import AuditTarget
 from deployctl.redact import redact
 
 AUDIT_ENV = settings.AUDIT.name
