@@ -140,7 +140,7 @@ def test_a_real_rollout_records_its_events_and_a_stalled_one_records_the_reason(
     cluster.deployment(namespace, "worker", replicas=2)
     repo = make_repo()
     repo.commit(files(namespace, "one"))
-    run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, trigger="ci",
+    run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AuditTarget(url), trigger="ci",
                   options=ReconcileOptions(timing=Timing(timeout=60)))
     by_app = {r.attempt.app: r for r in records(url)}
     store = audit_location.open_store(url)
