@@ -117,3 +117,37 @@ def test_an_environment_asked_for_that_the_config_does_not_name_exits_2(cluster,
     assert doc["environments"] == [{"env": "prodution", "status": "invalid", "context": None,
                                     "message": "environment prodution: it has no entry under environments: "
                                     "in deployctl.yaml"}]
+
+
+@pytest.fixture
+def watches():
+    started = []
+    yield started
+    for w in started:
+        w.stop()
+
+
+def test_watch_counts_a_run_with_an_invalid_environment_as_failed(cluster, two_envs, make_repo, tmp_path, watches):
+    """The controller's per-run result tells the truth too: exit 2 in its log, 'failed' in its run metric."""
+    from tests.integration.test_controller import Watch, audit_url, wait_for
+
+    repo, staging_ns, production_ns = two_envs
+    bare = make_repo("deploy.git", bare=True)
+    bare.commit({path: (repo.path / path).read_text() for path in (
+        "deployctl.yaml", "environments/staging/api.deploy", "environments/production/api.deploy")})
+    w = Watch(tmp_path, bare.path, kubeconfig=cluster.kubeconfig, audit=audit_url(tmp_path), interval="1h")
+    watches.append(w)
+    w.wait_ready()
+    wait_for("staging applied", lambda: image_of(cluster, staging_ns, "api") == f"{IMAGE}/api:{sha('api-2')}",
+             timeout=60)
+
+    def failed_runs() -> float:
+        _, text = w.get("/metrics")
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("deployctl_reconciles_total{") and 'status="failed"' in line)
+
+    wait_for("the run counted as failed", failed_runs, timeout=60)
+    done = [json.loads(line) for line in w.log.read_text().splitlines()
+            if line.startswith("{") and '"reconcile.done"' in line]
+    assert done and done[0]["exit_code"] == 2 and done[0]["invalid"] == 1, done
+    assert image_of(cluster, production_ns, "api") == f"{IMAGE}/api:initial"
