@@ -20,6 +20,8 @@ from deployctl.edges.kube.cluster import Cluster
 from deployctl.edges.kube.lease import LeaderElector, LeaseConfig
 from deployctl.edges.kube.shards import ShardConfig, SlotLeases
 from deployctl.errors import InvalidInputError
+from deployctl.model.audit_target import AUDIT_DEFAULT, AuditTarget
+from deployctl.model.vocabulary import ExitCode, Trigger
 from deployctl.reconcile.observe import ClusterPool
 from deployctl.ui.auth import UiAuth
 
@@ -75,7 +77,7 @@ class WatchOptions:
     settings: ControllerSettings
     listen_host: str = "0.0.0.0"  # noqa: S104 - in a pod the webhook must be reachable from the Service
     listen_port: int = 8080
-    audit_url: str | None = None
+    audit: AuditTarget = AUDIT_DEFAULT
     kubeconfig: str | None = None
     context: str | None = None
     lease: LeaseConfig | None = None
@@ -105,11 +107,11 @@ async def _serve(options: WatchOptions) -> int:
     metrics = ControllerMetrics()
     mirror = Mirror(options.repo, options.mirror_dir, branch=options.settings.branch)
     pool = ClusterPool(kubeconfig=options.kubeconfig, context=options.context)
-    if options.shards is not None and options.audit_url != "-" and not (options.audit_url or "").startswith(
-            ("postgresql://", "postgres://")):
+    if options.shards is not None and not options.audit.off and not (
+            options.audit.url or audit_location.default_audit_url()).startswith(("postgresql://", "postgres://")):
         raise InvalidInputError("--shards runs several replicas on one audit history: give the PostgreSQL audit store "
                                 "(--audit postgresql://...); a SQLite file cannot be shared between replicas")
-    store = audit_location.open_store(options.audit_url or None) if options.audit_url != "-" else None
+    store = audit_location.open_target(options.audit)
     elector: LeaderElector | None = None
     leases: SlotLeases | None = None
     controller: Controller
@@ -118,8 +120,8 @@ async def _serve(options: WatchOptions) -> int:
 
         leases = SlotLeases(Cluster(kubeconfig=options.kubeconfig, context=options.context, pool_size=2),
                             options.shards, busy=lambda slot: runs.busy(slot),
-                            on_claimed=lambda slots: controller.request_sync("watch"),
-                            on_announced=lambda sha: controller.request_sync("webhook", sha=sha))
+                            on_claimed=lambda slots: controller.request_sync(Trigger.WATCH),
+                            on_announced=lambda sha: controller.request_sync(Trigger.WEBHOOK, sha=sha))
         runs = ShardRuns(leases)
         metrics.registry.register(ShardCollector(leases))
         controller = Controller(mirror, pool, settings=options.settings, store=store, metrics=metrics,
@@ -140,7 +142,7 @@ async def _serve(options: WatchOptions) -> int:
     from deployctl.controller.cache import WorkloadCache
 
     # list + watch of the managed workloads: drift is seen as it happens, and observe reads memory
-    cache = WorkloadCache(pool, on_drift=lambda _w: controller.request_sync("drift"))
+    cache = WorkloadCache(pool, on_drift=lambda _w: controller.request_sync(Trigger.DRIFT))
     controller.on_reconciled = lambda result: cache.track(result.plan)
 
     forwarder = None
@@ -204,4 +206,4 @@ async def _serve(options: WatchOptions) -> int:
     if store is not None:
         store.close()
     log.info("controller.exited", clean=clean)
-    return 0 if clean else 1
+    return ExitCode.OK if clean else ExitCode.FAILED

@@ -27,6 +27,7 @@ from deployctl.edges.kube.shards import SlotLeases
 from deployctl.errors import DeployctlError
 from deployctl.model.audit import AttemptEvent
 from deployctl.model.state import DesiredState
+from deployctl.model.vocabulary import ExitCode
 from deployctl.model.workload import Workload
 from deployctl.reconcile.observe import ClusterPool
 from deployctl.reconcile.ports import Watch, Workloads
@@ -42,7 +43,7 @@ FENCE_ANNOTATION = "deployctl.dev/fence"
 class FenceError(DeployctlError):
     """An apply was refused: its slot is no longer held in time, or the workload carries a newer token."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
 
 def fence_value(set_name: str, slot: int, token: int) -> str:
