@@ -206,6 +206,7 @@ def test_a_fourth_replica_takes_its_share_and_no_slot_stays_unowned_for_a_lease_
 def test_a_ci_reconcile_beside_the_replicas_never_writes_an_app_at_the_same_time(
         cluster, two_envs, shard_repo, replicas, postgres_db):
     from deployctl.app.run import run_reconcile
+    from deployctl.model.audit_target import AuditTarget
     from deployctl.reconcile.options import ReconcileOptions, Timing
 
     ws = [replicas(name, interval="0.5s") for name in ("r1", "r2", "r3")]
@@ -213,7 +214,7 @@ def test_a_ci_reconcile_beside_the_replicas_never_writes_an_app_at_the_same_time
     wait_for("the first commit applied", lambda: all_at(cluster, two_envs, "-1"), timeout=120, step=0.5)
     head = shard_repo.commit(deploy_all("-2"), message="Deploy every app")
     # CI applies the same commit while the replicas (every 0.5s) do: the environment locks let one at a time in
-    ci = run_reconcile(repo=str(shard_repo.path), ref=head, kubeconfig=cluster.kubeconfig, audit_url=postgres_db,
+    ci = run_reconcile(repo=str(shard_repo.path), ref=head, kubeconfig=cluster.kubeconfig, audit=AuditTarget(postgres_db),
                        trigger="ci", options=ReconcileOptions(timing=Timing(timeout=120)))
     assert ci.exit_code == 0
     wait_for("every app at the new commit", lambda: all_at(cluster, two_envs, "-2"), timeout=60, step=0.25)
