@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.fixtures.registry",  # first: the Kafka and Prometheus fixtures import its free_port
     "tests.fixtures.cluster",
+    "tests.fixtures.gitea",
     "tests.fixtures.gitrepo",
     "tests.fixtures.kafka",
     "tests.fixtures.postgres",
