@@ -3,8 +3,8 @@
 pytest_plugins = [
     "tests.fixtures.registry",  # first: the Kafka and Prometheus fixtures import its free_port
     "tests.fixtures.cluster",
-    "tests.fixtures.gitea",
     "tests.fixtures.gitrepo",
+    "tests.fixtures.gitea",  # after gitrepo, which it imports
     "tests.fixtures.kafka",
     "tests.fixtures.postgres",
     "tests.fixtures.prometheus",

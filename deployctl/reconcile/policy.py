@@ -140,7 +140,7 @@ def approval_verdicts(
         return {}
     chosen = [
         t for t in (desired.targets if targets is None else targets)
-        if (env := config.environments.get(t.env)) is not None and env.require_approval
+        if (env := config.environments.get(t.env)) is not None and env.signed_approval
     ]
     signatures: dict[str, tuple[bytes, bytes] | None] = {}
     out: dict[tuple[str, str], Verdict] = {}
