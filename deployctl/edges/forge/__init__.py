@@ -9,6 +9,18 @@ http to a non-loopback host. :func:`open_forge` builds the one for the settings.
 
 from __future__ import annotations
 
-from deployctl.edges.forge.client import Forge, ForgeError, ForgeSettings, open_forge
+from deployctl.edges.forge.client import Forge, ForgeError, ForgeSettings
+from deployctl.edges.forge.gitea import Gitea
+from deployctl.edges.forge.github import GitHub
+from deployctl.edges.forge.gitlab import GitLab
+from deployctl.edges.http import HttpClient
 
 __all__ = ["Forge", "ForgeError", "ForgeSettings", "open_forge"]
+
+_KINDS: dict[str, type[Forge]] = {"gitea": Gitea, "github": GitHub, "gitlab": GitLab}
+
+
+def open_forge(forge: ForgeSettings, *, http: HttpClient | None = None) -> Forge:
+    """The client for ``forge.kind``."""
+    forge.check()
+    return _KINDS[forge.kind](forge, http=http)

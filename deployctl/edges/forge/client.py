@@ -225,14 +225,3 @@ class Forge:
             if url is None:
                 return
         raise ForgeError(f"the forge ({self.kind}) listing {path} has more than {MAX_PAGES} pages; refused")
-
-
-def open_forge(forge: ForgeSettings, *, http: HttpClient | None = None) -> Forge:
-    """The client for ``forge.kind``."""
-    from deployctl.edges.forge.gitea import Gitea
-    from deployctl.edges.forge.github import GitHub
-    from deployctl.edges.forge.gitlab import GitLab
-
-    kinds: dict[str, type[Forge]] = {"gitea": Gitea, "github": GitHub, "gitlab": GitLab}
-    forge.check()
-    return kinds[forge.kind](forge, http=http)
