@@ -78,13 +78,15 @@ def run_once(
     identity = identity or lock_identity()
     sink: AuditSink | None = None
     recorder: AuditRecorder | None = None
+    reviews = policy.forge_verdicts(desired, repo=repo_path)  # require_approval: forge, from the forge's reviews
     if store is not None:
         recorder = AuditRecorder(store, repo_path=repo_path, trigger=trigger,
-                                 sources=local_sources(repo_path, desired.config), lock_holder=identity)
+                                 sources=local_sources(repo_path, desired.config), lock_holder=identity,
+                                 reviews={k: v.record for k, v in reviews.items() if v.approved and v.record})
         sink = guard_sink(recorder) if guard_sink is not None else recorder
     refused, sink = policy.for_reconcile(
         desired, repo=repo_path, store=store if gates_from_audit else None, sink=sink, override_freeze=options.override_freeze,
-        reason=options.override_reason, extra=refusals,
+        reason=options.override_reason, extra={**policy.review_refusals(reviews), **(refusals or {})},
     )
     pinner = registry_pinner(desired, store, allow_retagged=options.allow_retagged)
 

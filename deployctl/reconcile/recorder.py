@@ -17,6 +17,7 @@ import structlog
 
 from deployctl.edges.git import history, repo
 from deployctl.model import audit
+from deployctl.model.review import ReviewRecord
 from deployctl.reconcile.sink import AttemptItem, FinishItem
 from deployctl.rules.plan import Change
 
@@ -35,6 +36,7 @@ class AuditRecorder:
         actor: audit.Actor | None = None,
         sources: Mapping[str, Path] | None = None,
         lock_holder: str | None = None,
+        reviews: Mapping[tuple[str, str], ReviewRecord] | None = None,
     ) -> None:
         self.store = store
         self.repo_path = Path(repo_path) if repo_path is not None else None
@@ -44,6 +46,7 @@ class AuditRecorder:
         self._lookups: dict[tuple[str, ...], history.CommitInfo | None] = {}
         self.sources = dict(sources or {})
         self.lock_holder = lock_holder  # this run's identity in the environment locks it holds
+        self.reviews = dict(reviews or {})  # (env, app) -> the pull request and approvals that let it through
 
     def close_interrupted(self, *, env: str | None = None) -> list[int]:
         """Close the attempts of ``env`` that a run which no longer holds its lock left open.
@@ -128,5 +131,6 @@ class AuditRecorder:
             actor=self.actor,
             started_at=datetime.now(UTC),
             lock_holder=self.lock_holder,
+            review=self.reviews.get(change.key),
         )
         return attempt

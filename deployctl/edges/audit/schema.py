@@ -31,6 +31,7 @@ ATTEMPT_COLUMNS = (
     *PROVENANCE_FIELDS,
     "started_at",
     "lock_holder",  # migration 3
+    "review",  # migration 5
 )
 
 
@@ -147,6 +148,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "deploy_events view: one row per finished deploy, stable columns (docs/analytics.md)",
         sqlite=(DEPLOY_EVENTS_SQLITE,),
         postgres=(DEPLOY_EVENTS_POSTGRES,),
+    ),
+    Migration(
+        5,
+        "attempts.review: the pull request and the approvals that counted (require_approval: forge), as JSON",
+        sqlite=("ALTER TABLE attempts ADD COLUMN review TEXT",),
+        postgres=("ALTER TABLE attempts ADD COLUMN review TEXT",),
     ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
