@@ -18,6 +18,7 @@ from deployctl.devtools.gitea.server import GiteaServer
 from deployctl.edges.audit.url import open_store
 from deployctl.reconcile.options import ReconcileOptions
 from tests.fixtures.gitea import ForgeRepo
+from tests.integration.test_ui import get, start_ui
 
 pytestmark = pytest.mark.integration
 
@@ -150,7 +151,7 @@ def refused(cluster, shop: Shop, pr: dict | None, *words: str) -> str:
 
 
 def test_an_approvers_approval_on_the_final_head_deploys_production_and_the_record_names_pr_and_approver(
-        cluster, shop: Shop) -> None:
+        cluster, shop: Shop, tmp_path) -> None:
     pr = shop.change(shop.production("web-2"))
     review = shop.repo.review(pr["number"], "APPROVED", user=shop.people.approver)
     shop.repo.merge(pr["number"])
@@ -175,6 +176,14 @@ def test_an_approvers_approval_on_the_final_head_deploys_production_and_the_reco
     assert [a["who"] for a in event["approvals"]] == [f"@{shop.people.approver}"]
     table = CliRunner().invoke(main, ["history", "--audit", shop.audit, "--env", "production"])
     assert f"#{pr['number']} @{shop.people.approver}" in table.output
+    ui = start_ui(tmp_path, shop.repo.local.path, shop.audit)
+    try:
+        code, body = get(ui.url("/ui/apps/web"))
+    finally:
+        ui.stop()
+    assert code == 200
+    assert f'<a href="{pr["html_url"]}" rel="noopener noreferrer">#{pr["number"]}</a>' in body
+    assert f"approved by @{shop.people.approver} on {review['commit_id'][:12]}" in body
 
 
 def test_an_approval_followed_by_a_new_push_is_stale_and_refused(cluster, shop: Shop) -> None:
