@@ -10,7 +10,15 @@ import click
 
 from deployctl import settings
 from deployctl.app.diff import build_diff
-from deployctl.app.promote import promote_apps, rollback_app, workdir
+from deployctl.app.promote import (
+    promote_apps,
+    promote_branch,
+    promotion_change,
+    propose,
+    rollback_app,
+    rollback_change,
+    workdir,
+)
 from deployctl.cli.output import (
     JSON,
     MARKDOWN,
@@ -21,6 +29,7 @@ from deployctl.cli.output import (
     render_table,
     repo_option,
 )
+from deployctl.edges.forge import ForgeError, ForgeSettings
 from deployctl.edges.git import repo as repo_edge
 from deployctl.errors import DeployctlError, InvalidInputError
 from deployctl.model.printable import printable
@@ -176,6 +185,28 @@ def _freezes(repo: str, head: str, envs: set[str]) -> dict[str, ActiveFreeze]:
 
 # -- promote and rollback ---------------------------------------------------------------------------
 
+open_pr_option = click.option(
+    "--open-pr", is_flag=True,
+    help="Push the change to a branch and open a pull request on the forge (DEPLOYCTL_FORGE_*) whose body is "
+         "the diff; a second run updates the one already open.")
+
+
+def _proposed(repo: str, files: dict[str, bytes], text: str, branch: str, changes: list[dict[str, object]],
+              output: Output) -> None:
+    forge = ForgeSettings.from_env()
+    if forge is None:
+        raise ForgeError("--open-pr needs the forge: set DEPLOYCTL_FORGE_TYPE, DEPLOYCTL_FORGE_URL, "
+                         "DEPLOYCTL_FORGE_REPO and DEPLOYCTL_FORGE_TOKEN")
+
+    def body(base: str, head: str) -> str:
+        return "\n".join(render_diff_markdown(build_diff(repo, base, head))) + "\n"
+
+    opened = propose(repo, files, message=text, branch=branch, forge=forge, body=body)
+    if output.data({"changes": changes, "branch": branch, "pull_request": asdict(opened)}):
+        return
+    output.write(f"{'opened' if opened.created else 'updated'} pull request #{opened.number}: {opened.url} "
+                 f"(branch {branch})")
+
 
 @click.command()
 @click.argument("app", required=False)
@@ -185,9 +216,10 @@ def _freezes(repo: str, head: str, envs: set[str]) -> dict[str, ActiveFreeze]:
 @click.option("--message", "-m", default=None, help="Added to the note line and the commit message.")
 @click.option("--commit", is_flag=True, help="Commit the change on the current branch.")
 @click.option("--all", "all_apps", is_flag=True, help="Promote every app whose SHA differs.")
+@open_pr_option
 @output_options(TABLE, JSON, YAML)
 def promote(app: str | None, from_env: str, to_env: str, repo: str, message: str | None, commit: bool,
-            all_apps: bool, output: Output) -> None:
+            all_apps: bool, open_pr: bool, output: Output) -> None:
     """Write the SHA APP runs in --from at the top of its deploy file in --to.
 
     A note line (who, when, from where) goes under it and the file's history stays below. The
@@ -197,9 +229,20 @@ def promote(app: str | None, from_env: str, to_env: str, repo: str, message: str
     Example:
       deployctl promote web --from staging --to production --commit -m "Checkout fix"
       deployctl promote --all --from staging --to production
+      deployctl promote web --from staging --to production --open-pr
     """
     if all_apps == (app is not None):
         raise click.UsageError("give an APP or --all (not both)")
+    if open_pr:
+        if commit:
+            raise click.UsageError("give --commit or --open-pr, not both")
+        apps = None if all_apps else [app or ""]
+        done, files, text = promotion_change(repo, apps, from_env=from_env, to_env=to_env, message=message)
+        if not done:
+            output.write(f"nothing to promote: every app in {to_env} already runs what {from_env} runs")
+            return
+        _proposed(repo, files, text, promote_branch(to_env, apps), [asdict(p) for p in done], output)
+        return
     done, sha = promote_apps(repo, None if all_apps else [app or ""], from_env=from_env, to_env=to_env,
                              message=message, commit=commit)
     if output.data({"from": from_env, "to": to_env, "promoted": [asdict(p) for p in done], "commit": sha}):
@@ -222,9 +265,10 @@ def promote(app: str | None, from_env: str, to_env: str, repo: str, message: str
 @repo_option
 @click.option("--message", "-m", default=None, help="Why; added to the note line and the commit message.")
 @click.option("--commit", is_flag=True, help="Commit the change on the current branch.")
+@open_pr_option
 @output_options(TABLE, JSON, YAML)
 def rollback(app: str, env: str, to_sha: str | None, steps: int | None, force: bool, repo: str,
-             message: str | None, commit: bool, output: Output) -> None:
+             message: str | None, commit: bool, open_pr: bool, output: Output) -> None:
     """Roll APP in --env forward to an earlier SHA.
 
     The earlier SHA is prepended with a note, like any deploy; history is never rewritten. A SHA
@@ -238,6 +282,12 @@ def rollback(app: str, env: str, to_sha: str | None, steps: int | None, force: b
     """
     if to_sha is not None and steps is not None:
         raise click.UsageError("give either --to or --steps, not both")
+    if open_pr:
+        if commit:
+            raise click.UsageError("give --commit or --open-pr, not both")
+        one, files, text = rollback_change(repo, app, env=env, to=to_sha, steps=steps, force=force, message=message)
+        _proposed(repo, files, text, f"deployctl/rollback-{env}-{app}", [asdict(one)], output)
+        return
     done, sha = rollback_app(repo, app, env=env, to=to_sha, steps=steps, force=force, message=message,
                              commit=commit)
     if output.data({"rolled_back": asdict(done), "commit": sha}):

@@ -97,3 +97,12 @@ class ReviewRecord:
                                       datetime.fromisoformat(when.replace("Z", "+00:00")) if when else None,
                                       str(a.get("head_sha", ""))))
         return cls(int(pr.get("number", 0)), str(pr.get("url", "")), tuple(approvals))
+
+
+@dataclass(frozen=True)
+class OpenedPullRequest:
+    """A pull request deployctl opened (``created``) or found open for the same branch and updated."""
+
+    number: int
+    url: str
+    created: bool

@@ -265,3 +265,38 @@ def test_gitea_stopped_refuses_production_clearly_and_staging_still_deploys(clus
     assert outcomes(result)["staging"][0] == "succeeded"
     assert image(cluster, shop.staging_ns) == f"{IMAGE}/web:{sha('web-2')}"
     assert image(cluster, shop.production_ns) == f"{IMAGE}/web:initial"
+
+
+def test_promote_open_pr_opens_one_pull_request_a_second_run_updates_it_and_approved_and_merged_it_deploys(
+        cluster, shop: Shop, monkeypatch) -> None:
+    shop.repo.commit({"environments/staging/web.deploy": f"{sha('web-2')}\n{sha('web-1')}\n"}, message="staging")
+    shop.repo.push("main")
+    monkeypatch.chdir(shop.repo.local.path)
+    args = ["promote", "web", "--from", "staging", "--to", "production", "--open-pr", "-o", "json"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    opened = json.loads(first.output)["pull_request"]
+    assert opened["created"] is True
+    second = CliRunner().invoke(main, args)
+    assert second.exit_code == 0, second.output
+    again = json.loads(second.output)["pull_request"]
+    assert (again["number"], again["created"]) == (opened["number"], False)
+    open_prs = shop.repo.api("GET", "/pulls?state=open")
+    assert [p["number"] for p in open_prs] == [opened["number"]]
+    [pr] = open_prs
+    assert "production" in pr["body"] and sha("web-2")[:12] in pr["body"]  # the diff markdown
+    assert (shop.repo.local.path / "environments/production/web.deploy").read_text() == f"{sha('web-1')}\n"
+    shop.repo.review(pr["number"], "APPROVED", user=shop.people.approver)
+    shop.repo.merge(pr["number"])
+    result = reconcile(cluster, shop)
+    assert result.exit_code == 0, result.outcomes
+    assert image(cluster, shop.production_ns) == f"{IMAGE}/web:{sha('web-2')}"
+
+
+def test_open_pr_refuses_a_remote_on_another_host(shop: Shop, monkeypatch) -> None:
+    shop.repo.commit({"environments/staging/web.deploy": f"{sha('web-2')}\n{sha('web-1')}\n"}, message="staging")
+    shop.repo.local.repo.remotes.set_url("origin", "https://elsewhere.example.com/acme/deploy.git")
+    monkeypatch.chdir(shop.repo.local.path)
+    out = CliRunner().invoke(main, ["promote", "web", "--from", "staging", "--to", "production", "--open-pr"])
+    assert out.exit_code == 1
+    assert "is not on the forge's host" in out.output and "the forge token is sent there only" in out.output

@@ -15,7 +15,7 @@ import structlog
 from deployctl import settings
 from deployctl.edges.http import HttpClient, HttpError, is_loopback, origin
 from deployctl.errors import DeployctlError
-from deployctl.model.review import PullRequest, Review, ReviewFacts
+from deployctl.model.review import OpenedPullRequest, PullRequest, Review, ReviewFacts
 from deployctl.redact import redact
 
 log = structlog.get_logger(__name__)
@@ -117,6 +117,25 @@ class ForgeClient:
         except ValueError as exc:
             raise ForgeError(f"the forge ({self.forge.kind}) answered GET {_path(url)} with invalid JSON") from exc
 
+    def send(self, method: str, url: str, body: Mapping[str, Any]) -> Any:
+        """A write (POST, PATCH, PUT) of a JSON body; the decoded answer. Sent once, never retried."""
+        if origin(url) != self._origin:
+            raise ForgeError(f"refusing to send to {origin(url)[1]}: not the forge's host")
+        headers = {"Accept": "application/json", "Content-Type": "application/json", **self._auth}
+        self.calls += 1
+        try:
+            response = self._http.request(method, url, deadline=self.forge.deadline, headers=headers,
+                                          body=json.dumps(body).encode(), max_bytes=MAX_BYTES)
+        except HttpError as exc:
+            raise ForgeError(f"the forge ({self.forge.kind} at {self.base}) cannot be reached: {exc}") from exc
+        if response.status >= 400:
+            raise ForgeError(f"the forge ({self.forge.kind} at {self.base}) answered HTTP {response.status} to "
+                             f"{method} {_path(url)}: {_message(response.body)}")
+        try:
+            return json.loads(response.body or b"null")
+        except ValueError as exc:
+            raise ForgeError(f"the forge ({self.forge.kind}) answered {method} {_path(url)} with invalid JSON") from exc
+
     def next_url(self, current: str, link: str | None) -> str | None:
         """The ``rel="next"`` URL of a Link header, refused when it leaves the forge's origin."""
         for part in (link or "").split(","):
@@ -193,6 +212,10 @@ class Forge:
 
     def team_members(self, team: str) -> frozenset[str]:
         """The logins (lowercase) of an ``@org/team`` approver."""
+        raise NotImplementedError
+
+    def open_pull_request(self, *, branch: str, base: str, title: str, body: str) -> OpenedPullRequest:
+        """Open a pull request of ``branch`` into ``base``, or update the one already open for it."""
         raise NotImplementedError
 
     def freshness_problem(self) -> str | None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from deployctl.edges.forge.client import MAX_PAGES, Forge, ForgeError, login, parse_time
-from deployctl.model.review import PullRequest, Review, ReviewState
+from deployctl.model.review import OpenedPullRequest, PullRequest, Review, ReviewState
 
 PAGE_SIZE = 50  # Gitea's default MAX_RESPONSE_ITEMS; a bigger limit is cut to it
 
@@ -90,3 +90,14 @@ class Gitea(Forge):
         if not match:
             return frozenset()
         return frozenset(login(u) for u in self.paged(f"/teams/{int(match[0]['id'])}/members"))
+
+    def open_pull_request(self, *, branch: str, base: str, title: str, body: str) -> OpenedPullRequest:
+        for pr in self.paged(f"{self._repo()}/pulls", {"state": "open"}):
+            if (pr.get("head") or {}).get("ref") == branch and (pr.get("base") or {}).get("ref") == base:
+                number = int(pr["number"])
+                self.client.send("PATCH", self.client.url(f"{self._repo()}/pulls/{number}"),
+                                 {"title": title, "body": body})
+                return OpenedPullRequest(number, str(pr.get("html_url", "")), created=False)
+        made = self.client.send("POST", self.client.url(f"{self._repo()}/pulls"),
+                                {"head": branch, "base": base, "title": title, "body": body})
+        return OpenedPullRequest(int(made["number"]), str(made.get("html_url", "")), created=True)

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from deployctl.edges.forge.client import Forge, login, parse_time
-from deployctl.model.review import PullRequest, Review, ReviewState
+from deployctl.model.review import OpenedPullRequest, PullRequest, Review, ReviewState
 
 _STATES = {
     "APPROVED": ReviewState.APPROVED,
@@ -84,3 +84,13 @@ class GitHub(Forge):
         org, _, slug = team.lstrip("@").partition("/")
         path = f"/orgs/{urllib.parse.quote(org, safe='')}/teams/{urllib.parse.quote(slug.lower(), safe='')}/members"
         return frozenset(login(u) for u in self.paged(path))
+
+    def open_pull_request(self, *, branch: str, base: str, title: str, body: str) -> OpenedPullRequest:
+        owner = self.settings.repo.split("/")[0]
+        for pr in self.paged(f"{self._repo()}/pulls", {"state": "open", "head": f"{owner}:{branch}", "base": base}):
+            number = int(pr["number"])
+            self.client.send("PATCH", self.client.url(f"{self._repo()}/pulls/{number}"), {"title": title, "body": body})
+            return OpenedPullRequest(number, str(pr.get("html_url", "")), created=False)
+        made = self.client.send("POST", self.client.url(f"{self._repo()}/pulls"),
+                                {"head": branch, "base": base, "title": title, "body": body})
+        return OpenedPullRequest(int(made["number"]), str(made.get("html_url", "")), created=True)

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from deployctl.edges.forge.client import MAX_PAGES, Forge, ForgeError, login
-from deployctl.model.review import PullRequest, Review, ReviewState
+from deployctl.model.review import OpenedPullRequest, PullRequest, Review, ReviewState
 
 
 class GitLab(Forge):
@@ -86,3 +86,14 @@ class GitLab(Forge):
         group = team.lstrip("@")
         path = f"/groups/{urllib.parse.quote(group, safe='')}/members/all"
         return frozenset(login(u) for u in self.paged(path))
+
+    def open_pull_request(self, *, branch: str, base: str, title: str, body: str) -> OpenedPullRequest:
+        for mr in self.paged(f"{self._project()}/merge_requests", {"state": "opened", "source_branch": branch,
+                                                                 "target_branch": base}):
+            iid = int(mr["iid"])
+            self.client.send("PUT", self.client.url(f"{self._project()}/merge_requests/{iid}"),
+                             {"title": title, "description": body})
+            return OpenedPullRequest(iid, str(mr.get("web_url", "")), created=False)
+        made = self.client.send("POST", self.client.url(f"{self._project()}/merge_requests"),
+                                {"source_branch": branch, "target_branch": base, "title": title, "description": body})
+        return OpenedPullRequest(int(made["iid"]), str(made.get("web_url", "")), created=True)
