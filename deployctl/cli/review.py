@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from deployctl import settings
-from deployctl.app.diff import build_diff
+from deployctl.app.diff import build_diff, publish_diff
 from deployctl.app.promote import (
     promote_apps,
     promote_branch,
@@ -148,8 +148,11 @@ def render_diff_markdown(d: df.StateDiff) -> list[str]:
 @output_options(TABLE, JSON, YAML, MARKDOWN)
 @click.option("--exit-code", is_flag=True, help="Exit 2 when there are deploy changes, 0 when there are none "
               "(1 on errors), like git diff --exit-code.")
+@click.option("--comment", "comment_on", type=click.IntRange(min=1), default=None, metavar="PR",
+              help="Post the markdown diff as one comment on pull request PR (updated on later runs) and set the "
+              "commit status deployctl/plan of the head (DEPLOYCTL_FORGE_*).")
 def diff(repo: str, base: str, head: str, audit_url: str | None, check_images: bool, strict: bool,
-         output: Output, exit_code: bool) -> None:
+         output: Output, exit_code: bool, comment_on: int | None) -> None:
     """Show what a change to the deploy repo deploys, without a cluster.
 
     Per env/app: old and new SHA, image, who must approve, promotion gate results and, when
@@ -162,9 +165,18 @@ def diff(repo: str, base: str, head: str, audit_url: str | None, check_images: b
       deployctl diff --base origin/main --head HEAD -o markdown > comment.md
       deployctl diff --base origin/main --check-images
       deployctl diff --base origin/main --exit-code -o json --out diff.json
+      deployctl diff --base origin/main --comment 42
     """
     result = build_diff(repo, base, head, audit_url=audit_url, check_images=check_images, strict=strict)
     frozen = _freezes(repo, head, {t.env for t in result.targets})
+    if comment_on is not None:
+        forge = ForgeSettings.from_env()
+        if forge is None:
+            raise ForgeError("--comment needs the forge: set DEPLOYCTL_FORGE_TYPE, DEPLOYCTL_FORGE_URL, "
+                             "DEPLOYCTL_FORGE_REPO and DEPLOYCTL_FORGE_TOKEN")
+        markdown = [*render_diff_markdown(result), *(f"- freeze: {f.notice()}" for f in frozen.values())]
+        where = publish_diff(result, "\n".join(markdown) + "\n", number=comment_on, forge=forge)
+        click.echo(f"commented on pull request #{comment_on}: {where}", err=True)
     if not output.data({**result.as_dict(), "freezes": {env: f.as_dict() for env, f in frozen.items()}}):
         lines = (render_diff_markdown if output.format == MARKDOWN else render_diff_text)(result)
         output.lines([*lines, *(f"{'- ' if output.format == MARKDOWN else ''}freeze: {f.notice()}"

@@ -300,3 +300,29 @@ def test_open_pr_refuses_a_remote_on_another_host(shop: Shop, monkeypatch) -> No
     out = CliRunner().invoke(main, ["promote", "web", "--from", "staging", "--to", "production", "--open-pr"])
     assert out.exit_code == 1
     assert "is not on the forge's host" in out.output and "the forge token is sent there only" in out.output
+
+
+def plan_status(shop: Shop, commit: str) -> str:
+    """The latest deployctl/plan status of a commit (Gitea's combined status keeps one per context)."""
+    combined = shop.repo.api("GET", f"/commits/{commit}/status")
+    [status] = [s for s in combined["statuses"] if s["context"] == "deployctl/plan"]
+    return str(status["status"])
+
+
+def test_diff_comment_posts_one_comment_and_sets_the_plan_status(shop: Shop) -> None:
+    pr = shop.change(shop.production("web-2"))
+    args = ["diff", "--repo", str(shop.repo.local.path), "--base", "main", "--head", pr["head"]["ref"],
+            "--comment", str(pr["number"])]
+    for _ in range(2):
+        out = CliRunner().invoke(main, args)
+        assert out.exit_code == 0, out.output
+    comments = shop.repo.api("GET", f"/issues/{pr['number']}/comments")
+    assert len(comments) == 1 and "<!-- deployctl-diff -->" in comments[0]["body"]
+    assert sha("web-2")[:12] in comments[0]["body"]
+    assert plan_status(shop, pr["head"]["sha"]) == "success"
+
+    head = shop.push_to(pr, {"environments/production/web.deploy": "not-a-sha\n"}, by=shop.people.author)
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 1
+    assert len(shop.repo.api("GET", f"/issues/{pr['number']}/comments")) == 1
+    assert plan_status(shop, head) == "failure"

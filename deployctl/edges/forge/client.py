@@ -218,6 +218,15 @@ class Forge:
         """Open a pull request of ``branch`` into ``base``, or update the one already open for it."""
         raise NotImplementedError
 
+    def comment(self, number: int, body: str, *, marker: str) -> str:
+        """Post ``body`` on pull request ``number``, or edit the token user's earlier comment holding
+        ``marker`` (one comment per pull request, kept current). Returns the comment's URL."""
+        raise NotImplementedError
+
+    def set_status(self, sha: str, *, ok: bool, context: str, description: str) -> None:
+        """Set the commit status ``context`` of ``sha``: success or failure."""
+        raise NotImplementedError
+
     def freshness_problem(self) -> str | None:
         """Why this forge's approvals cannot be proved to be on the final head (None: they can)."""
         return None

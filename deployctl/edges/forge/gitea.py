@@ -101,3 +101,18 @@ class Gitea(Forge):
         made = self.client.send("POST", self.client.url(f"{self._repo()}/pulls"),
                                 {"head": branch, "base": base, "title": title, "body": body})
         return OpenedPullRequest(int(made["number"]), str(made.get("html_url", "")), created=True)
+
+    def comment(self, number: int, body: str, *, marker: str) -> str:
+        me, _ = self.client.get(self.client.url("/user"))
+        for c in self.paged(f"{self._repo()}/issues/{number}/comments"):
+            if login(c.get("user")) == login(me) and marker in str(c.get("body", "")):
+                self.client.send("PATCH", self.client.url(f"{self._repo()}/issues/comments/{int(c['id'])}"),
+                                 {"body": body})
+                return str(c.get("html_url", ""))
+        made = self.client.send("POST", self.client.url(f"{self._repo()}/issues/{number}/comments"), {"body": body})
+        return str(made.get("html_url", ""))
+
+    def set_status(self, sha: str, *, ok: bool, context: str, description: str) -> None:
+        self.client.send("POST", self.client.url(f"{self._repo()}/statuses/{sha}"),
+                         {"state": "success" if ok else "failure", "context": context,
+                          "description": description[:140]})

@@ -97,3 +97,18 @@ class GitLab(Forge):
         made = self.client.send("POST", self.client.url(f"{self._project()}/merge_requests"),
                                 {"source_branch": branch, "target_branch": base, "title": title, "description": body})
         return OpenedPullRequest(int(made["iid"]), str(made.get("web_url", "")), created=True)
+
+    def comment(self, number: int, body: str, *, marker: str) -> str:
+        me, _ = self.client.get(self.client.url("/user"))
+        notes = f"{self._project()}/merge_requests/{number}/notes"
+        for note in self.paged(notes):
+            if login(note.get("author")) == login(me) and marker in str(note.get("body", "")):
+                self.client.send("PUT", self.client.url(f"{notes}/{int(note['id'])}"), {"body": body})
+                return f"note {int(note['id'])}"
+        made = self.client.send("POST", self.client.url(notes), {"body": body})
+        return f"note {int(made.get('id') or 0)}"
+
+    def set_status(self, sha: str, *, ok: bool, context: str, description: str) -> None:
+        self.client.send("POST", self.client.url(f"{self._project()}/statuses/{sha}"),
+                         {"state": "success" if ok else "failed", "name": context,
+                          "description": description[:140]})
