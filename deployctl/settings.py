@@ -100,8 +100,6 @@ COMPLETE = Setting("_DEPLOYCTL_COMPLETE", "Set by the completion scripts (`deplo
 CI_GIT = Setting("DEPLOYCTL_GIT", "CI workflows: the git URL deployctl is installed from (never a package "
                  "index name).")
 CI_COMMIT = Setting("DEPLOYCTL_COMMIT", "CI workflows: the full 40-hex deployctl commit to install and run.")
-CI_NOTE_TOKEN = Setting("DEPLOYCTL_NOTE_TOKEN", "GitLab CI: project access token that posts the diff as a merge "
-                        "request note.", secret=True)
 CI_ALLOWED_SIGNERS_DATA = Setting("DEPLOYCTL_ALLOWED_SIGNERS_DATA", "CI workflows: the allowed-signers file's "
                                   "content (a CI secret), written to a file for DEPLOYCTL_ALLOWED_SIGNERS.",
                                   secret=True)
@@ -114,7 +112,7 @@ SETTINGS: tuple[Setting, ...] = (
     LOG_LEVEL, AUDIT, ALLOW_NAMESPACES, SETTINGS_FILE, MIRROR_DIR, GIT_TOKEN, GIT_USERNAME, GIT_FETCH_TIMEOUT, GIT_SSH_KEY,
     GIT_SSH_PASSPHRASE, WEBHOOK_SECRET, WEBHOOK_SECRET_FILE, ALLOWED_SIGNERS, GPG_HOME,
     FORGE_TYPE, FORGE_URL, FORGE_REPO, FORGE_TOKEN, REGISTRY_USERNAME,
-    REGISTRY_PASSWORD, REGISTRY_ONE_HOST, REGISTRY_HOST, CHROMIUM, CACHE, COMPLETE, CI_GIT, CI_COMMIT, CI_NOTE_TOKEN, CI_ALLOWED_SIGNERS_DATA,
+    REGISTRY_PASSWORD, REGISTRY_ONE_HOST, REGISTRY_HOST, CHROMIUM, CACHE, COMPLETE, CI_GIT, CI_COMMIT, CI_ALLOWED_SIGNERS_DATA,
     CI_OVERRIDE_REASON,
 )
 

@@ -150,7 +150,7 @@ def render_diff_markdown(d: df.StateDiff) -> list[str]:
               "(1 on errors), like git diff --exit-code.")
 @click.option("--comment", "comment_on", type=click.IntRange(min=1), default=None, metavar="PR",
               help="Post the markdown diff as one comment on pull request PR (updated on later runs) and set the "
-              "commit status deployctl/plan of the head (DEPLOYCTL_FORGE_*).")
+              "commit status deployctl/plan of the head (the forge settings, docs/review.md).")
 def diff(repo: str, base: str, head: str, audit_url: str | None, check_images: bool, strict: bool,
          output: Output, exit_code: bool, comment_on: int | None) -> None:
     """Show what a change to the deploy repo deploys, without a cluster.
@@ -199,7 +199,7 @@ def _freezes(repo: str, head: str, envs: set[str]) -> dict[str, ActiveFreeze]:
 
 open_pr_option = click.option(
     "--open-pr", is_flag=True,
-    help="Push the change to a branch and open a pull request on the forge (DEPLOYCTL_FORGE_*) whose body is "
+    help="Push the change to a branch and open a pull request on the forge (DEPLOYCTL_FORGE_TYPE, _URL, _REPO, _TOKEN) whose body is "
          "the diff; a second run updates the one already open.")
 
 
