@@ -3,6 +3,7 @@ git. Pull requests are opened, reviewed and merged on Gitea; the deploy repo is 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import uuid
@@ -326,3 +327,16 @@ def test_diff_comment_posts_one_comment_and_sets_the_plan_status(shop: Shop) -> 
     assert out.exit_code == 1
     assert len(shop.repo.api("GET", f"/issues/{pr['number']}/comments")) == 1
     assert plan_status(shop, head) == "failure"
+
+
+def test_rollback_open_pr_opens_a_pull_request_that_rolls_production_back(shop: Shop, monkeypatch) -> None:
+    shop.repo.commit({"environments/production/web.deploy": f"{sha('web-2')}\n{sha('web-1')}\n"}, message="web-2")
+    shop.repo.push("main")
+    monkeypatch.chdir(shop.repo.local.path)
+    out = CliRunner().invoke(main, ["rollback", "web", "--env", "production", "--open-pr", "-m", "500s", "-o", "json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.output)
+    assert doc["branch"] == "deployctl/rollback-production-web" and doc["pull_request"]["created"] is True
+    pr = shop.repo.api("GET", f"/pulls/{doc['pull_request']['number']}")
+    files = shop.repo.api("GET", f"/contents/environments/production/web.deploy?ref={pr['head']['sha']}")
+    assert base64.b64decode(files["content"]).decode().startswith(f"{sha('web-1')}\n")

@@ -218,3 +218,44 @@ def test_bad_forge_settings_are_errors_naming_the_variable(values: dict[str, str
 
 def test_plain_http_is_allowed_on_loopback_only() -> None:
     assert ForgeSettings.from_env(env(type="gitea", url="http://127.0.0.1:3000", repo="a/b")) is not None
+
+
+class Writes(Recorded):
+    """Recorded answers for GETs; every write is kept and answered with ``made``."""
+
+    def __init__(self, answers: Mapping[str, Any], made: dict[str, Any]) -> None:
+        super().__init__(answers)
+        self.made = made
+        self.writes: list[tuple[str, str, Any]] = []
+
+    def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None, **kw: Any) -> Response:
+        if method == "GET":
+            return super().request(method, url, headers=headers)
+        self.writes.append((method, url, json.loads(kw["body"])))
+        return Response(201, {}, json.dumps(self.made).encode(), url)
+
+
+def test_github_open_pull_request_updates_the_open_one_for_the_branch() -> None:
+    http = Writes({f"{GH}/pulls?state=open&head=acme%3Adeployctl%2Fpromote-production-web&base=main&per_page=100":
+                   [{"number": 9, "html_url": "https://github.com/acme/deploy/pull/9"}]}, {})
+    client = open_forge(ForgeSettings("github", "https://github.com", "acme/deploy", "t"), http=http)  # type: ignore[arg-type]
+    opened = client.open_pull_request(branch="deployctl/promote-production-web", base="main", title="Promote",
+                                      body="diff")
+    assert (opened.number, opened.created) == (9, False)
+    assert http.writes == [("PATCH", f"{GH}/pulls/9", {"title": "Promote", "body": "diff"})]
+
+
+def test_gitlab_comment_edits_its_own_note_and_sets_a_failed_status() -> None:
+    notes = f"{GL}/merge_requests/5/notes"
+    http = Writes({"https://gitlab.example.com/api/v4/user": {"username": "deploy-bot"},
+                   f"{notes}?per_page=100&page=1": [
+                       {"id": 1, "author": {"username": "mallory"}, "body": "<!-- m --> fake"},
+                       {"id": 2, "author": {"username": "deploy-bot"}, "body": "<!-- m --> old"}]}, {})
+    client = open_forge(ForgeSettings("gitlab", "https://gitlab.example.com", "acme/platform/deploy", "t"),
+                        http=http)  # type: ignore[arg-type]
+    client.comment(5, "<!-- m --> new", marker="<!-- m -->")
+    client.set_status(HEAD, ok=False, context="deployctl/plan", description="gate failed")
+    assert http.writes == [
+        ("PUT", f"{notes}/2", {"body": "<!-- m --> new"}),
+        ("POST", f"{GL}/statuses/{HEAD}", {"state": "failed", "name": "deployctl/plan", "description": "gate failed"}),
+    ]
