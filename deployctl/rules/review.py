@@ -4,7 +4,7 @@ The rule, for the pull request that brought the change (facts from :mod:`deployc
 take each reviewer's latest non-pending review; it counts when it is an approval, not dismissed, not
 stale and given on the pull request's final head SHA, by someone who is not the pull request's author,
 authored or committed none of its commits, and is one of the environment's ``approvers`` (``@user``, or
-``@org/team`` through the forge's team membership). At least ``min_approvals`` distinct reviewers must
+``@org/team`` through the forge's team membership; email entries admit no reviewer). At least ``min_approvals`` distinct reviewers must
 count. No pull request (a direct push) is not approved. A change that weakens the environment's
 approval settings is judged under the settings before it (:func:`judged_under`). Pure: no I/O, no clock.
 """
@@ -70,15 +70,15 @@ def _latest(reviews: tuple[Review, ...]) -> dict[str, Review]:
     return latest
 
 
-def _approver(login: str, email: str | None, policy: ReviewPolicy, facts: ReviewFacts) -> str | None:
-    """The approvers entry that admits ``login``, or None."""
+def _approver(login: str, policy: ReviewPolicy, facts: ReviewFacts) -> str | None:
+    """The approvers entry that admits ``login``, or None. Email entries admit nobody here: the email a
+    forge shows for an account may be unverified, so it proves no identity (they still name commit
+    signers for ``require_approval: true``)."""
     for entry in policy.approvers:
         name = entry.lower()
         if name.startswith("@") and "/" not in name and name[1:] == login:
             return entry
         if name.startswith("@") and login in facts.teams.get(name, frozenset()):
-            return entry
-        if email and "@" in name and not name.startswith("@") and name == email.lower():
             return entry
     return None
 
@@ -96,7 +96,7 @@ def _why_not(review: Review, pr: PullRequest, policy: ReviewPolicy, facts: Revie
         return f"{who} is the pull request's author"
     if review.reviewer in pr.commit_authors or (review.email and review.email.lower() in pr.commit_emails):
         return f"{who} authored a commit in it"
-    if _approver(review.reviewer, review.email, policy, facts) is None:
+    if _approver(review.reviewer, policy, facts) is None:
         return f"{who} is not one of the approvers"
     return None
 

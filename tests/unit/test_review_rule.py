@@ -138,3 +138,8 @@ environments:
     production = config.environments["production"]
     assert production.forge_review and not production.signed_approval and production.min_approvals == 2
     assert any("require_approval must be true, false or forge" in p.message for p in problems)
+
+
+def test_an_email_approver_admits_no_forge_reviewer_even_with_that_email() -> None:
+    policy = ReviewPolicy("production", ("rita@example.com",))
+    assert not verdict(review("mallory", email="rita@example.com"), policy=policy).approved
