@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -128,21 +129,31 @@ def promote_branch(to_env: str, apps: Sequence[str] | None) -> str:
     return f"deployctl/promote-{to_env}-{'-'.join(sorted(apps)) if apps else 'all'}"
 
 
+@dataclass(frozen=True)
+class RollbackChoice:
+    """Which earlier SHA a rollback deploys: ``to`` (a SHA the file lists), else ``steps`` back (default 1);
+    ``force`` allows a SHA that never ran in the environment."""
+
+    to: str | None = None
+    steps: int | None = None
+    force: bool = False
+
+
 def rollback_app(
-    repo: str, app: str, *, env: str, to: str | None = None, steps: int | None = None, force: bool = False,
-    message: str | None = None, commit: bool = False, now: datetime | None = None,
+    repo: str, app: str, *, env: str, choice: RollbackChoice | None = None, message: str | None = None,
+    commit: bool = False, now: datetime | None = None,
 ) -> tuple[Promotion, str | None]:
     """Deploy an earlier SHA by prepending it to the deploy file (never rewriting history)."""
-    done, files, text = rollback_change(repo, app, env=env, to=to, steps=steps, force=force, message=message,
-                                        now=now)
+    done, files, text = rollback_change(repo, app, env=env, choice=choice, message=message, now=now)
     return done, _write(repo, files, commit=commit, message=text)
 
 
 def rollback_change(
-    repo: str, app: str, *, env: str, to: str | None = None, steps: int | None = None, force: bool = False,
-    message: str | None = None, now: datetime | None = None,
+    repo: str, app: str, *, env: str, choice: RollbackChoice | None = None, message: str | None = None,
+    now: datetime | None = None,
 ) -> tuple[Promotion, dict[str, bytes], str]:
     """What rolling ``app`` back in ``env`` writes: the promotion, the files, the commit message."""
+    choice = choice or RollbackChoice()
     root = workdir(repo)
     path = deploy_path(env, app)
     data = _read(root, path)
@@ -152,7 +163,8 @@ def rollback_change(
     repository = repo_edge.open_repository(repo)
     if not repository.head_is_unborn:
         ran = git_history.deployed_shas(repo, [path], ref="HEAD")[path]
-    chosen = choose_rollback(data, path=path, to=to, steps=steps, git_history=ran, force=force)
+    chosen = choose_rollback(data, path=path, to=choice.to, steps=choice.steps, git_history=ran,
+                             force=choice.force)
     current = data.split(None, 1)[0].decode()
     name, email = repo_edge.identity(repo)
     note = note_line(f"rollback from {current[:12]}", who=f"{name} <{email}>", when=now or _now(),

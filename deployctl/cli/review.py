@@ -11,6 +11,7 @@ import click
 from deployctl import settings
 from deployctl.app.diff import build_diff, publish_diff
 from deployctl.app.promote import (
+    RollbackChoice,
     promote_apps,
     promote_branch,
     promotion_change,
@@ -294,14 +295,14 @@ def rollback(app: str, env: str, to_sha: str | None, steps: int | None, force: b
     """
     if to_sha is not None and steps is not None:
         raise click.UsageError("give either --to or --steps, not both")
+    choice = RollbackChoice(to=to_sha, steps=steps, force=force)
     if open_pr:
         if commit:
             raise click.UsageError("give --commit or --open-pr, not both")
-        one, files, text = rollback_change(repo, app, env=env, to=to_sha, steps=steps, force=force, message=message)
+        one, files, text = rollback_change(repo, app, env=env, choice=choice, message=message)
         _proposed(repo, files, text, f"deployctl/rollback-{env}-{app}", [asdict(one)], output)
         return
-    done, sha = rollback_app(repo, app, env=env, to=to_sha, steps=steps, force=force, message=message,
-                             commit=commit)
+    done, sha = rollback_app(repo, app, env=env, choice=choice, message=message, commit=commit)
     if output.data({"rolled_back": asdict(done), "commit": sha}):
         return
     output.write(f"rolled back {app} in {env}: {_short(done.old_sha)} -> {done.new_sha[:12]} ({done.path})")

@@ -17,8 +17,7 @@ import structlog
 
 from deployctl.edges.git import history, repo
 from deployctl.model import audit
-from deployctl.model.review import ReviewRecord
-from deployctl.reconcile.sink import AttemptItem, FinishItem
+from deployctl.reconcile.sink import AttemptItem, DecisionItem, FinishItem
 from deployctl.rules.plan import Change
 
 log = structlog.get_logger(__name__)
@@ -36,7 +35,6 @@ class AuditRecorder:
         actor: audit.Actor | None = None,
         sources: Mapping[str, Path] | None = None,
         lock_holder: str | None = None,
-        reviews: Mapping[tuple[str, str], ReviewRecord] | None = None,
     ) -> None:
         self.store = store
         self.repo_path = Path(repo_path) if repo_path is not None else None
@@ -46,7 +44,6 @@ class AuditRecorder:
         self._lookups: dict[tuple[str, ...], history.CommitInfo | None] = {}
         self.sources = dict(sources or {})
         self.lock_holder = lock_holder  # this run's identity in the environment locks it holds
-        self.reviews = dict(reviews or {})  # (env, app) -> the pull request and approvals that let it through
 
     def close_interrupted(self, *, env: str | None = None) -> list[int]:
         """Close the attempts of ``env`` that a run which no longer holds its lock left open.
@@ -99,6 +96,19 @@ class AuditRecorder:
         if finishes:
             self.store.finish_many(finishes)
 
+    def decisions(self, items: Sequence[DecisionItem], *, deploy_commit: str | None) -> list[int | None]:
+        """Attempts decided without an apply: the attempts in one write, their outcomes in the next."""
+        if not items:
+            return []
+        ids = self.store.start_many([self._attempt(change, image=image, deploy_commit=deploy_commit)
+                                     for change, image, _, _ in items])
+        self.store.finish_many([audit.Finish(attempt_id=i, result=result, error=error)
+                                for i, (_, _, result, error) in zip(ids, items, strict=True)])
+        return list(ids)
+
+    def rollout_events(self, events: Sequence[audit.AttemptEvent]) -> None:
+        self.store.add_events(events)
+
     def _attempt(self, change: Change, *, image: str, deploy_commit: str | None) -> audit.Attempt:
         target = change.target
         file_commit = self._file_commit(target.path, deploy_commit) if target else None
@@ -131,6 +141,6 @@ class AuditRecorder:
             actor=self.actor,
             started_at=datetime.now(UTC),
             lock_holder=self.lock_holder,
-            review=self.reviews.get(change.key),
+            review=change.review,
         )
         return attempt
