@@ -14,6 +14,8 @@ or the audit store, runs the pure checks (:mod:`deployctl.rules.gates`, :mod:`de
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -178,6 +180,35 @@ def approval_verdicts(
 # --- forge approvals ------------------------------------------------------------------------------
 
 
+class _FactsCache:
+    """What the forge said about a change, kept for FACTS_TTL seconds in this process: the controller
+    reconciles every interval, and a forge's API has a rate limit (GitHub: 5,000 requests an hour).
+    Only answers are kept; an error is asked again on the next run."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._items: dict[tuple[object, ...], tuple[float, ReviewFacts]] = {}
+
+    def get(self, key: tuple[object, ...]) -> ReviewFacts | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is None or time.monotonic() - found[0] > self.ttl:
+                self._items.pop(key, None)
+                return None
+            return found[1]
+
+    def put(self, key: tuple[object, ...], facts: ReviewFacts) -> None:
+        with self._lock:
+            if len(self._items) > 1000:
+                self._items.clear()
+            self._items[key] = (time.monotonic(), facts)
+
+
+FACTS_TTL = 60.0
+_FACTS = _FactsCache(FACTS_TTL)
+
+
 class _ConfigsAt:
     """deployctl.yaml as it was at given commits (the settings a change is judged under), read once each."""
 
@@ -243,13 +274,17 @@ def forge_verdicts(
             key = (candidates, tuple(sorted(a.lower() for a in judged.approvers)))
             if key not in facts:
                 try:
-                    if client is None:
-                        settings_now = forge or ForgeSettings.from_env()
-                        if settings_now is None:
-                            raise ForgeError("no forge is configured: set DEPLOYCTL_FORGE_TYPE, DEPLOYCTL_FORGE_URL, "
-                                             "DEPLOYCTL_FORGE_REPO and DEPLOYCTL_FORGE_TOKEN")
-                        client = open_forge(settings_now, http=http)
-                    facts[key] = client.review_facts(candidates, judged.approvers)
+                    settings_now = forge or ForgeSettings.from_env()
+                    if settings_now is None:
+                        raise ForgeError("no forge is configured: set DEPLOYCTL_FORGE_TYPE, DEPLOYCTL_FORGE_URL, "
+                                         "DEPLOYCTL_FORGE_REPO and DEPLOYCTL_FORGE_TOKEN")
+                    cached = _FACTS.get((settings_now.kind, settings_now.url, settings_now.repo, *key))
+                    if cached is None:
+                        if client is None:
+                            client = open_forge(settings_now, http=http)
+                        cached = client.review_facts(candidates, judged.approvers)
+                        _FACTS.put((settings_now.kind, settings_now.url, settings_now.repo, *key), cached)
+                    facts[key] = cached
                 except ForgeError as exc:
                     log.error("forge.failed", env=target.env, app=target.app, error=str(exc))
                     facts[key] = str(exc)

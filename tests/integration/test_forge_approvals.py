@@ -340,3 +340,30 @@ def test_rollback_open_pr_opens_a_pull_request_that_rolls_production_back(shop: 
     pr = shop.repo.api("GET", f"/pulls/{doc['pull_request']['number']}")
     files = shop.repo.api("GET", f"/contents/environments/production/web.deploy?ref={pr['head']['sha']}")
     assert base64.b64decode(files["content"]).decode().startswith(f"{sha('web-1')}\n")
+
+
+def test_the_forges_answer_is_kept_briefly_so_the_controllers_runs_do_not_ask_it_every_interval(
+        shop: Shop, gitea: GiteaServer) -> None:
+    from deployctl.edges.forge import ForgeSettings
+    from deployctl.edges.git.repo import read_desired_state
+    from deployctl.edges.http import HttpClient
+    from deployctl.reconcile import policy
+
+    class Counting(HttpClient):
+        calls = 0
+
+        def request(self, method, url, **kw):  # type: ignore[no-untyped-def, override]
+            Counting.calls += 1
+            return super().request(method, url, **kw)
+
+    pr = shop.change(shop.production("web-2"))
+    shop.repo.review(pr["number"], "APPROVED", user=shop.people.approver)
+    shop.repo.merge(pr["number"])
+    desired = read_desired_state(str(shop.repo.local.path), ref="HEAD")
+    forge = ForgeSettings("gitea", gitea.url, shop.repo.full_name, gitea.token("forge-admin"))
+    http = Counting(user_agent="test")
+    first = policy.forge_verdicts(desired, repo=shop.repo.local.path, forge=forge, http=http)
+    asked = Counting.calls
+    second = policy.forge_verdicts(desired, repo=shop.repo.local.path, forge=forge, http=http)
+    assert first[("production", "web")].approved and second[("production", "web")].approved
+    assert asked > 0 and Counting.calls == asked
