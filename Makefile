@@ -52,6 +52,7 @@ kafka: system-deps
 lint: deps
 	$(BIN)/ruff check deployctl tests bench
 	$(BIN)/lint-imports
+	$(BIN)/python -m deployctl.devtools.floorplan
 
 typecheck: deps
 	$(BIN)/mypy
