@@ -143,3 +143,11 @@ environments:
 def test_an_email_approver_admits_no_forge_reviewer_even_with_that_email() -> None:
     policy = ReviewPolicy("production", ("rita@example.com",))
     assert not verdict(review("mallory", email="rita@example.com"), policy=policy).approved
+
+
+def test_the_dashboard_says_an_environment_needs_approving_reviews() -> None:
+    from deployctl.model.config import Config
+    from deployctl.ui.data import env_notes
+
+    config = Config(1, {}, {"production": env(min_approvals=2)})
+    assert env_notes(config, T0)["production"] == (None, "2 approving pull-request review(s) required from @bob")
