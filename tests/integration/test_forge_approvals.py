@@ -17,6 +17,7 @@ from deployctl.app.run import run_reconcile
 from deployctl.cli import main
 from deployctl.devtools.gitea.server import GiteaServer
 from deployctl.edges.audit.url import open_store
+from deployctl.model.audit_target import AuditTarget
 from deployctl.reconcile.options import ReconcileOptions, Timing
 from tests.fixtures.gitea import ForgeRepo
 from tests.integration.test_ui import get, start_ui
@@ -124,7 +125,7 @@ def shop(cluster, namespace, production_ns, forge_repo: ForgeRepo, people: Peopl
 
 def reconcile(cluster, shop: Shop):
     return run_reconcile(repo=str(shop.repo.local.path), ref="HEAD", kubeconfig=cluster.kubeconfig,
-                         audit_url=shop.audit, options=ReconcileOptions(timing=Timing(timeout=60)))
+                         audit=AuditTarget(shop.audit), options=ReconcileOptions(timing=Timing(timeout=60)))
 
 
 def image(cluster, namespace: str) -> str:

@@ -26,6 +26,7 @@ from deployctl.model.audit import (
     utc,
 )
 from deployctl.model.review import ReviewRecord
+from deployctl.model.vocabulary import Result
 from deployctl.rules.cdevents import deploy_event_id
 
 log = structlog.get_logger(__name__)
@@ -175,7 +176,7 @@ class SqlStore(OutboxQueries):
                 if holder_alive is not None and holder_alive(record.attempt.lock_holder):
                     continue  # its run still holds its environment's lock: running, not interrupted
                 self._append_outcome(
-                    cur, record, result="interrupted", error=INTERRUPTED_ERROR, digest=None, finished=now
+                    cur, record, result=Result.INTERRUPTED, error=INTERRUPTED_ERROR, digest=None, finished=now
                 )
                 closed.append(record.id)
         if closed:
