@@ -206,16 +206,16 @@ class Reconciler:
         for env in sorted({k[0] for k in runs}):
             env_apps = {k[1]: runs[k].change.depends_on for k in runs if k[0] == env}
             order.extend((env, app) for app in dependency_order(env_apps))
-        self._watch = RolloutWatch(self.clusters, seeds=self._seeds) if self.wait else None
+        deadline = time.monotonic() + self.timeout
+        self._watch = RolloutWatch(self.clusters, seeds=self._seeds, deadline=deadline) if self.wait else None
         try:
-            self._loop(runs, order)
+            self._loop(runs, order, deadline)
         finally:
             if self._watch is not None:
                 self._watch.close()
         self._flush_finishes()
 
-    def _loop(self, runs: dict[tuple[str, str], _AppRun], order: list[tuple[str, str]]) -> None:
-        deadline = time.monotonic() + self.timeout
+    def _loop(self, runs: dict[tuple[str, str], _AppRun], order: list[tuple[str, str]], deadline: float) -> None:
         last_poll = 0.0
         futures: dict[Future[tuple[Workload, ...]], tuple[str, str]] = {}
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="deployctl-apply") as pool:

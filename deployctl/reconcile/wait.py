@@ -43,8 +43,10 @@ class RolloutWatch:
     """The informers of one reconcile run's wait, opened on first use and stopped by :meth:`close`."""
 
     def __init__(self, clusters: Callable[[str | None], Cluster], *,
-                 seeds: Mapping[tuple[str | None, str, str], tuple[list[Workload], str]] | None = None) -> None:
+                 seeds: Mapping[tuple[str | None, str, str], tuple[list[Workload], str]] | None = None,
+                 deadline: float | None = None) -> None:
         self.clusters = clusters
+        self.deadline = deadline  # the rollouts' time.monotonic() deadline: a lagging watch cache is waited for until then
         self.seeds = dict(seeds or {})  # the observe step's LISTs: a watch starts there, without its own LIST
         self.changed = threading.Event()
         self._informers: dict[tuple[str | None, str, str], Informer] = {}
@@ -60,7 +62,7 @@ class RolloutWatch:
                     self._dirty.add((context, w.namespace, w.kind, w.name))
                 self.changed.set()
 
-            informer = Informer(self.clusters(context), namespace, kind, on_change=changed)
+            informer = Informer(self.clusters(context), namespace, kind, on_change=changed, deadline=self.deadline)
             seed = self.seeds.pop(key, None)
             if seed is not None:
                 informer.start(items=seed[0], resource_version=seed[1])
