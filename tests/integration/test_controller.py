@@ -289,7 +289,9 @@ def test_two_controllers_elect_one_leader_and_the_other_takes_over_when_it_dies(
     assert leader.metric("deployctl_leader") == 1
     assert standby.metric("deployctl_leader") == 0
     assert standby.metric("deployctl_reconciles_total") == 0
-    assert standby.github_push(bare.head) == 202  # handed on to the leader
+    # handed on to the leader. Until the standby's first read of the lease it answers 503 and the sender
+    # retries, as GitHub does: retry too (a standby started late on a busy machine reads it late).
+    wait_for("the standby to hand the hook on", lambda: standby.github_push(bare.head) == 202, timeout=60, step=0.2)
     assert standby.metric('deployctl_webhook_requests_total{provider="github",result="forwarded"}') == 1
     wait_for("the first deploy", lambda: image_of(cluster, namespace) == f"{IMAGE}/api:{sha('api-1')}", timeout=60)
 
