@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from deployctl.cli.completion import app_option, env_option
+from deployctl.cli.options import audit_options
 from deployctl.cli.output import JSON, TABLE, YAML, Output, output_options, render_table
 from deployctl.edges.audit.url import AUDIT_ENV, open_store
 from deployctl.errors import InvalidInputError
@@ -25,6 +26,7 @@ from deployctl.model.audit import (
     record_to_event,
     record_with_events,
 )
+from deployctl.model.audit_target import AuditTarget
 from deployctl.model.printable import printable
 from deployctl.settings import AUDIT
 
@@ -40,16 +42,11 @@ def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> date
         raise click.BadParameter(str(exc)) from None
 
 
-def audit_option(f: F) -> F:
-    return click.option(
-        "--audit",
-        "audit_url",
-        envvar=AUDIT_ENV,
-        default=None,
-        metavar="URL",
-        help="Audit store: sqlite:///path/audit.db or postgresql://... "
-        f"[default: ${AUDIT_ENV}, else sqlite://$XDG_STATE_HOME/deployctl/audit.db, i.e. {AUDIT.default}]",
-    )(f)
+audit_option = audit_options(
+    record=False,
+    help="Audit store: sqlite:///path/audit.db or postgresql://... "
+    f"[default: ${AUDIT_ENV}, else sqlite://$XDG_STATE_HOME/deployctl/audit.db, i.e. {AUDIT.default}]",
+)
 
 
 def filter_options(f: F) -> F:
@@ -69,8 +66,8 @@ def filter_options(f: F) -> F:
     return f
 
 
-def _read(audit_url: str | None) -> AuditStore:
-    return open_store(audit_url, create=False)
+def _read(audit: AuditTarget) -> AuditStore:
+    return open_store(audit.url, create=False)
 
 
 def query(store: AuditStore, *, envs: tuple[str, ...], apps: tuple[str, ...], limit: int | None = None,
@@ -169,7 +166,7 @@ def render_csv(records: Sequence[AuditRecord]) -> str:
 @output_options(TABLE, JSON, YAML, "csv")
 def history(
     attempt_id: int | None,
-    audit_url: str | None,
+    audit: AuditTarget,
     envs: tuple[str, ...],
     apps: tuple[str, ...],
     since: datetime | None,
@@ -189,9 +186,9 @@ def history(
       deployctl history --id 42 -o json
     """
     if attempt_id is not None:
-        _history_of_one(audit_url, attempt_id, output)
+        _history_of_one(audit, attempt_id, output)
         return
-    store = _read(audit_url)
+    store = _read(audit)
     try:
         records = query(store, envs=envs, apps=apps, since=since, until=until, sha=sha, limit=limit or None)
     finally:
@@ -208,8 +205,8 @@ def history(
         output.write(render_table(HISTORY_HEADERS, [history_row(r) for r in records]))
 
 
-def _history_of_one(audit_url: str | None, attempt_id: int, output: Output) -> None:
-    store = _read(audit_url)
+def _history_of_one(audit: AuditTarget, attempt_id: int, output: Output) -> None:
+    store = _read(audit)
     try:
         record = store.get(attempt_id)
         events_ = store.events_of(attempt_id) if record is not None else []
@@ -252,7 +249,7 @@ def events() -> None:
 @click.option("--repo", default=None, help="With --format cdevents: the deploy repo's name, as in the sink's settings.")
 @output_options("jsonl", JSON, YAML, default="jsonl", legacy_file=True)
 def export(
-    audit_url: str | None,
+    audit: AuditTarget,
     envs: tuple[str, ...],
     apps: tuple[str, ...],
     since: datetime | None,
@@ -275,7 +272,7 @@ def export(
     """
     if fmt == "cdevents" and output.format != "jsonl":
         raise click.UsageError("--format cdevents writes one event per line (NDJSON): leave out -o json/yaml")
-    store = _read(audit_url)
+    store = _read(audit)
     try:
         records = query(store, envs=envs, apps=apps, since=since, until=until)
     finally:
@@ -300,7 +297,7 @@ def audit() -> None:
 
 @audit.command("migrate")
 @audit_option
-def migrate(audit_url: str | None) -> None:
+def migrate(audit: AuditTarget) -> None:
     """Create the audit store, or migrate its schema to this deployctl's version.
 
     Every command does this when it opens a store its role may change; with PostgreSQL's two
@@ -310,7 +307,7 @@ def migrate(audit_url: str | None) -> None:
     Example:
       deployctl audit migrate --audit postgresql://deployctl_owner@db:5432/deploys
     """
-    store = open_store(audit_url)
+    store = open_store(audit.url)
     try:
         click.echo(f"schema version {store.schema_version()}")  # type: ignore[attr-defined]
     finally:
@@ -330,7 +327,7 @@ def migrate(audit_url: str | None) -> None:
 )
 @click.option("--query", "promql", metavar="PROMQL", help="The PromQL of --overlay prometheus=URL.")
 def timeline(
-    audit_url: str | None,
+    audit: AuditTarget,
     envs: tuple[str, ...],
     apps: tuple[str, ...],
     since: datetime | None,
@@ -358,7 +355,7 @@ def timeline(
 
     if promql is not None and overlay is None:
         raise click.UsageError("--query goes with --overlay prometheus=URL")
-    store = _read(audit_url)
+    store = _read(audit)
     try:
         records = query(store, envs=envs, apps=apps, since=since, until=until)
     finally:

@@ -229,12 +229,13 @@ def test_drift_made_with_a_direct_patch_is_corrected_and_audited(
 def test_a_controller_left_on_an_older_head_records_its_decision_once_not_every_interval(
         cluster, namespace, bare, tmp_path, watches):
     from deployctl.app.run import run_reconcile
+    from deployctl.model.audit_target import AuditTarget
     from deployctl.reconcile.options import ReconcileOptions, Timing
 
     main_head = bare.head
     # CI applied a newer deploy commit (on its own branch) than the one the controller's branch points at.
     ci = bare.commit(deploy("api", "api-2"), branch="ci", parents=[main_head], message="CI deploy")
-    run_reconcile(repo=str(bare.path), ref=ci, kubeconfig=cluster.kubeconfig, audit_url=audit_url(tmp_path),
+    run_reconcile(repo=str(bare.path), ref=ci, kubeconfig=cluster.kubeconfig, audit=AuditTarget(audit_url(tmp_path)),
                   trigger="ci", options=ReconcileOptions(timing=Timing(timeout=60)))
 
     def decisions():

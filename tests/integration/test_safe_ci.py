@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from deployctl.app.run import Callbacks, run_reconcile
 from deployctl.cli import main
 from deployctl.model import audit
+from deployctl.model.audit_target import AuditTarget
 from deployctl.reconcile.options import Locking, ReconcileOptions, Selection, Timing
 from tests.integration.test_reconcile_audit import records
 
@@ -222,7 +223,7 @@ def test_a_run_killed_holding_the_lock_is_closed_as_interrupted_but_a_live_run_i
             killed.send_signal(signal.SIGKILL)
             killed.wait(10)
             waits: list[str] = []
-            takeover = run_reconcile(repo=str(repo.path), kubeconfig=cluster.kubeconfig, audit_url=audit_url,
+            takeover = run_reconcile(repo=str(repo.path), kubeconfig=cluster.kubeconfig, audit=AuditTarget(audit_url),
                                      options=ReconcileOptions(selection=Selection(envs=("staging",)), timing=Timing(wait=False),
                                                               locking=Locking(lease=2)),
                                      callbacks=Callbacks(on_wait=waits.append))

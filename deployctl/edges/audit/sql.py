@@ -25,6 +25,7 @@ from deployctl.model.audit import (
     record_to_event,
     utc,
 )
+from deployctl.model.vocabulary import Result
 from deployctl.rules.cdevents import deploy_event_id
 
 log = structlog.get_logger(__name__)
@@ -173,7 +174,7 @@ class SqlStore(OutboxQueries):
                 if holder_alive is not None and holder_alive(record.attempt.lock_holder):
                     continue  # its run still holds its environment's lock: running, not interrupted
                 self._append_outcome(
-                    cur, record, result="interrupted", error=INTERRUPTED_ERROR, digest=None, finished=now
+                    cur, record, result=Result.INTERRUPTED, error=INTERRUPTED_ERROR, digest=None, finished=now
                 )
                 closed.append(record.id)
         if closed:

@@ -21,7 +21,7 @@ import structlog
 
 from deployctl.edges.kube.resources import RESOURCES, collection_path
 from deployctl.edges.kube.transport import ClusterError, Transport
-from deployctl.errors import DeployctlError
+from deployctl.errors import DeployctlError, KubeGoneError, KubeTimeoutError, kube_error
 from deployctl.model.workload import APP_LABEL, Workload
 
 log = structlog.get_logger(__name__)
@@ -202,11 +202,15 @@ class Informer:
                 if self._stop.is_set():
                     return
                 self._apply(event)
-        except ClusterError as exc:
-            if exc.status == 410:
-                raise _Gone from exc
-            if exc.status == 504 and "too large resource version" in str(exc).lower():
+        except KubeGoneError as exc:
+            raise _Gone from exc
+        except KubeTimeoutError as exc:
+            if "too large resource version" in str(exc).lower():
                 raise _TooNew from exc
+            if self._stop.is_set():
+                return
+            raise
+        except ClusterError:
             if self._stop.is_set():
                 return
             raise
@@ -232,8 +236,8 @@ class Informer:
             code = obj.get("code")
             if code == 410:
                 raise _Gone
-            raise ClusterError(f"watch {self.kind} in {self.namespace}: {code} {obj.get('message', '')}",
-                               status=code if isinstance(code, int) else None)
+            raise kube_error(f"watch {self.kind} in {self.namespace}: {code} {obj.get('message', '')}",
+                             status=code if isinstance(code, int) else None)
         rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
         if kind == "BOOKMARK":
             self.resource_version = rv or self.resource_version
