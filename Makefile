@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export DEPLOYCTL_LOG_LEVEL ?= error
 
-.PHONY: test demo bench figures clean deps system-deps controlplane gitea kafka lint typecheck unit integration
+.PHONY: test test-stress demo bench figures clean deps system-deps controlplane gitea kafka lint typecheck unit integration
 
 ## test: install everything, build or reuse the control plane, lint, type-check, run all tests
 test: deps system-deps controlplane gitea kafka lint typecheck
@@ -17,6 +17,11 @@ unit: deps
 ## integration: the tests against the real control plane, git, SQLite, PostgreSQL and registry
 integration: deps system-deps controlplane gitea kafka
 	$(BIN)/pytest -q -m integration
+
+## test-stress: the integration tests 3 times in a row beside one busy loop per core, then the failures per
+## test (goal: 0). A shorter run: make test-stress STRESS_ARGS="--rounds 1 tests/integration/test_watch.py"
+test-stress: deps system-deps controlplane gitea kafka
+	$(BIN)/python .ci/stress.py $(STRESS_ARGS)
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
