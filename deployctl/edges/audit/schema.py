@@ -32,6 +32,7 @@ ATTEMPT_COLUMNS = (
     *PROVENANCE_FIELDS,
     "started_at",
     "lock_holder",  # migration 3
+    "review",  # migration 6
 )
 
 
@@ -172,6 +173,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             """CREATE TRIGGER attempt_events_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON attempt_events
             FOR EACH STATEMENT EXECUTE FUNCTION deployctl_append_only()""",
         ),
+    ),
+    Migration(
+        6,
+        "attempts.review: the pull request and the approvals that counted (require_approval: forge), as JSON",
+        sqlite=("ALTER TABLE attempts ADD COLUMN review TEXT",),
+        postgres=("ALTER TABLE attempts ADD COLUMN review TEXT",),
     ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
