@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from deployctl.errors import DeployctlError, InvalidInputError
+from deployctl.model.chain import ChainReport
 from deployctl.model.duration import DurationError, parse_duration
 from deployctl.model.vocabulary import AUDIT_RESULTS, Trigger
 from deployctl.model.vocabulary import (
@@ -200,6 +201,14 @@ class AuditStore(Protocol):
         limit: int | None = None,
     ) -> list[AuditRecord]:
         """Records matching every filter, newest first; ``sha`` is a prefix of the new SHA or the release."""
+        ...
+
+    def verify_chain(self, *, since: int | None = None) -> ChainReport:
+        """Walk the audit chain (docs/audit.md) from its start, or from attempt ``since``, to its head."""
+        ...
+
+    def unverified(self, attempt_ids: Sequence[int]) -> dict[int, str]:
+        """Why each of these attempts (its row or its outcome's) does not verify; verified ones are absent."""
         ...
 
     def register_sink(self, sink: str) -> None:
