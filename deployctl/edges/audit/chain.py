@@ -58,9 +58,12 @@ def canonical(value: Any) -> Any:
     return value
 
 
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def row_hash(kind: str, prev: str, values: Sequence[Any]) -> str:
     """The hash of one row: its kind, the previous row's hash and its values, canonically encoded."""
-    body = json.dumps([kind, prev, [canonical(v) for v in values]], ensure_ascii=False, separators=(",", ":"))
+    body = _ENCODE([kind, prev, [canonical(v) if type(v) is datetime else v for v in values]])
     return hashlib.sha256(FORMAT + body.encode()).hexdigest()
 
 
@@ -115,7 +118,7 @@ class AuditKeys:
 
 
 def _mac(key: bytes, digest: str) -> str:
-    return hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(key, digest.encode(), "sha256").hex()
 
 
 def check_row(
