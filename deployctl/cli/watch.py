@@ -94,7 +94,7 @@ def watch(repo: str, branch: str, interval: float, listen: str, audit_url: str |
     """
     from deployctl.controller.forward import usable_address
     from deployctl.controller.httpserver import ServerLimits
-    from deployctl.controller.loop import ControllerSettings
+    from deployctl.controller.loop import ControllerSettings, controller_runs
     from deployctl.controller.serve import (
         WatchOptions,
         identity_default,
@@ -134,11 +134,11 @@ def watch(repo: str, branch: str, interval: float, listen: str, audit_url: str |
         settings=ControllerSettings(
             branch=branch,
             interval=interval,
-            timeout=timeout,
-            concurrency=concurrency,
-            allowed_namespaces=split_namespaces(allowed_namespaces),
-            # a replica that dies mid-run frees its environments as soon as it loses the leadership
-            lock_lease=lease_duration,
+            runs=controller_runs(
+                timeout=timeout, concurrency=concurrency, allowed_namespaces=split_namespaces(allowed_namespaces),
+                # a replica that dies mid-run frees its environments as soon as it loses the leadership
+                lock_lease=lease_duration,
+            ),
         ),
         listen_host=host,
         listen_port=port,

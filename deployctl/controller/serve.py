@@ -129,7 +129,7 @@ async def _serve(options: WatchOptions) -> int:
         from deployctl.ui.server import add_routes
 
         add_routes(app, Dashboard(RepoView(mirror.path, mirror=mirror, fetch_every=None), store=store,
-                                  clusters=pool, allowed_namespaces=options.settings.allowed_namespaces),
+                                  clusters=pool, allowed_namespaces=options.settings.runs.selection.allowed_namespaces),
                    options.ui_auth)
     limits = httpserver.fit_to_fd_limit(options.limits)
     runner, _ = await httpserver.start(app, host=options.listen_host, port=options.listen_port, limits=limits)

@@ -248,7 +248,6 @@ def drain(
     environ: Mapping[str, str] | None = None,
     transport: Callable[..., None] = send,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    sleep: Callable[[float], None] = time.sleep,
 ) -> DrainReport:
     """Deliver every due outbox event to every sink, retrying failures with backoff.
 
@@ -266,13 +265,12 @@ def drain(
     kafka = KafkaPublishers(env)
     report = DrainReport(delivered_by_sink={s.name: 0 for s in settings.sinks})
     deadline = clock() + timedelta(seconds=max_wait_seconds)
+    run = _Drain(store, env, report, transport, clock, base_delay, max_delay, kafka)
     while True:
         for sink in settings.sinks:
             while events := store.pending_events(sink.name, now=clock()):
                 for event in events:
-                    _deliver_one(
-                        store, sink, event, env, report, transport, clock, base_delay, max_delay, kafka
-                    )
+                    _deliver_one(run, sink, event)
         retries = [t for t in (store.next_retry_at(s.name) for s in settings.sinks) if t is not None]
         if not retries:
             break
@@ -280,7 +278,7 @@ def drain(
         if wake > deadline:
             report.pending = sum(_pending_retries(store, s.name) for s in settings.sinks)
             break
-        sleep(max(0.0, (wake - clock()).total_seconds()))
+        time.sleep(max(0.0, (wake - clock()).total_seconds()))
     kafka.close()
     log.info(
         "notify.drained",
@@ -297,26 +295,30 @@ def _pending_retries(store: AuditStore, sink: str) -> int:
     return len(store.pending_events(sink, now=far, limit=1_000_000))
 
 
-def _deliver_one(
-    store: AuditStore,
-    sink: Sink,
-    event: OutboxEvent,
-    environ: Mapping[str, str],
-    report: DrainReport,
-    transport: Callable[..., None],
-    clock: Callable[[], datetime],
-    base_delay: float,
-    max_delay: float,
-    kafka: KafkaPublishers,
-) -> None:
+@dataclass(frozen=True)
+class _Drain:
+    """What every delivery of one drain shares."""
+
+    store: AuditStore
+    environ: Mapping[str, str]
+    report: DrainReport
+    transport: Callable[..., None]
+    clock: Callable[[], datetime]
+    base_delay: float
+    max_delay: float
+    kafka: KafkaPublishers
+
+
+def _deliver_one(run: _Drain, sink: Sink, event: OutboxEvent) -> None:
+    store, report, clock = run.store, run.report, run.clock
     attempt_no = event.attempts_made + 1
     started = clock()
     try:
-        sent = _send_one(sink, event, environ, transport, kafka)
+        sent = _send_one(sink, event, run.environ, run.transport, run.kafka)
     except (DeliveryError, PublishError) as exc:
         report.failed_attempts += 1
         give_up = exc.permanent or attempt_no >= sink.max_attempts
-        delay = max(backoff(attempt_no, base=base_delay, cap=max_delay), exc.retry_after or 0.0)
+        delay = max(backoff(attempt_no, base=run.base_delay, cap=run.max_delay), exc.retry_after or 0.0)
         next_at = None if give_up else clock() + timedelta(seconds=delay)
         store.record_delivery(
             Delivery(

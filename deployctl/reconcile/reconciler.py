@@ -12,20 +12,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import structlog
 
 from deployctl.errors import ClusterUnreachableError, DeployctlError
 from deployctl.model.state import DesiredState, Target
-from deployctl.model.workload import (
-    Health,
-    Workload,
-    combined_status,
-)
+from deployctl.model.workload import Health, Workload, combined_status
 from deployctl.reconcile.artifacts import PinDecisions, pin_mode
-from deployctl.reconcile.observe import ClusterFor, ClusterPool, Observation, Seeds, observe_selection
+from deployctl.reconcile.observe import ClusterPool, Observation, Seeds, observe_selection
 from deployctl.reconcile.options import ReconcileOptions
 from deployctl.reconcile.ordering import order_verdict
 from deployctl.reconcile.outcome import (
@@ -44,16 +40,15 @@ from deployctl.reconcile.outcome import (
     Progress,
     ReconcileResult,
 )
+from deployctl.reconcile.ports import Clusters
 from deployctl.reconcile.sink import AuditSink, FinishItem, NullAudit
 from deployctl.reconcile.wait import RolloutWatch, Waiting, check_rollouts
 from deployctl.rules.ordering import Ordering, Relation, Verdict
 from deployctl.rules.plan import Action, Change, annotations_for, dependency_order, make_plan
 
-__all__ = [
+__all__ = [  # what callers take from here: the run, its result and the outcome vocabulary
     "APPLIED", "BLOCKED", "DRIFT_CORRECTED", "FAILED", "IN_SYNC", "INVALID", "MISSING", "REFUSED", "SKIPPED", "SUCCEEDED",
-    "AuditSink", "ClusterFor", "ClusterPool", "NullAudit", "Outcome", "Progress", "ReconcileOptions",
-    "ReconcileResult", "Reconciler",
-]
+    "ClusterPool", "Outcome", "Prepared", "Progress", "ReconcileResult", "Reconciler"]
 
 log = structlog.get_logger(__name__)
 
@@ -71,42 +66,41 @@ class _AppRun:
     outcome: Outcome | None = None
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What the outer run (:func:`deployctl.app.run.run_once`) decided before the reconciler starts."""
+
+    refusals: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (env, app) -> why it is not applied
+    pinner: Callable[[Sequence[Target]], PinDecisions] | None = None  # digest pins for targets (None: tags)
+    relation: Callable[[str, str], Relation] | None = None  # how two deploy commits relate (None: no check)
+
+
 class Reconciler:
     """One reconcile run over a desired state: ``Reconciler(desired, clusters, options, ...).run()``."""
 
     def __init__(
         self,
         desired: DesiredState,
-        clusters: ClusterFor,
+        clusters: Clusters,
         options: ReconcileOptions | None = None,
         *,
         audit: AuditSink | None = None,
-        images: Mapping[tuple[str, str], str] | None = None,
-        refusals: Mapping[tuple[str, str], str] | None = None,
-        pinner: Callable[[Sequence[Target]], PinDecisions] | None = None,
+        prepared: Prepared | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        relation: Callable[[str, str], Relation] | None = None,
     ) -> None:
+        prepared = prepared or Prepared()
         self.desired = desired
         self.clusters = clusters
-        self.options = options = options or ReconcileOptions()
-        self.envs = tuple(options.envs)
-        self.apps = tuple(options.apps)
-        self.wait = options.wait
-        self.timeout = options.timeout
-        self.concurrency = max(1, options.concurrency)
-        self.poll_interval = options.poll_interval
+        self.options = options or ReconcileOptions()
         self.audit: AuditSink = audit or NullAudit()
-        self.allowed_namespaces = tuple(options.allowed_namespaces)
-        self.images = dict(images or {})
-        self.refusals = dict(refusals or {})
-        self.pinner = pinner
-        self.observe_concurrency = options.observe_concurrency
+        self.images: dict[tuple[str, str], str] = {}  # (env, app) -> the digest-pinned image to apply
+        self.refusals = dict(prepared.refusals)
+        self.pinner = prepared.pinner
+        self.relation = prepared.relation  # (desired deploy commit, live one) -> Relation; None: no ordering check
         self._finishes: list[tuple[_AppRun, str, str | None]] = []
         self.on_progress = on_progress or (lambda p: None)
         self.clock = clock
-        self.relation = relation  # (desired deploy commit, live one) -> Relation; None: no ordering check
         self._notes: dict[tuple[str, str], str] = {}  # audit notes of overrides (--force-older)
         self._watch: RolloutWatch | None = None
         self._seeds: Seeds = {}
@@ -115,12 +109,14 @@ class Reconciler:
 
     def run(self) -> ReconcileResult:
         started = time.monotonic()
-        seen = observe_selection(self.desired, self.clusters, envs=self.envs, apps=self.apps,
-                                 allowed_namespaces=self.allowed_namespaces, concurrency=self.observe_concurrency)
+        selection = self.options.selection
+        seen = observe_selection(self.desired, self.clusters, envs=selection.envs, apps=selection.apps,
+                                 allowed_namespaces=selection.allowed_namespaces,
+                                 concurrency=self.options.timing.observe_concurrency)
         refused_envs = seen.refused
         self._seeds = seen.seeds
         self._pin(seen)
-        plan = make_plan(self.desired, seen.live, envs=seen.envs, apps=self.apps, images=self.images)
+        plan = make_plan(self.desired, seen.live, envs=seen.envs, apps=selection.apps, images=self.images)
         log.info("reconcile.planned", ref=plan.ref, deploy_commit=plan.deploy_commit, **plan.counts)
 
         runs: dict[tuple[str, str], _AppRun] = {}
@@ -151,7 +147,7 @@ class Reconciler:
                 self._finish(run, BLOCKED, change.reason, record=True)
             elif change.action is Action.IN_SYNC:
                 health = change.health
-                if self.wait and health is not None and health.health is Health.PROGRESSING:
+                if self.options.timing.wait and health is not None and health.health is Health.PROGRESSING:
                     run.state = "waiting"  # e.g. left mid-rollout by an interrupted run: confirm it
                     run.workloads = change.workloads
                     run.started_at = self.clock()
@@ -165,10 +161,7 @@ class Reconciler:
         for key, run in runs.items():
             assert run.outcome is not None, key
             outcomes[key] = run.outcome
-        requests: dict[str, int] = {}
-        pool_requests = getattr(self.clusters, "requests", None)
-        if callable(pool_requests):
-            requests = pool_requests()
+        requests = self.clusters.requests()
         result = ReconcileResult(
             plan=plan,
             outcomes=tuple(outcomes[k] for k in sorted(outcomes)),
@@ -181,16 +174,18 @@ class Reconciler:
 
     def _ordering(self, change: Change) -> Ordering:
         """Never move backwards by accident: the verdict for the live deploy commits of ``change``'s workloads."""
-        return order_verdict(change, self.desired.commit, self.relation, force_older=self.options.force_older,
-                             allow_non_descendant=self.options.allow_non_descendant)
+        overrides = self.options.overrides
+        return order_verdict(change, self.desired.commit, self.relation, force_older=overrides.force_older,
+                             allow_non_descendant=overrides.allow_non_descendant)
 
     def _pin(self, seen: Observation) -> None:
         """Digest-pin the selected targets: reuse pins already applied for the same tag, resolve the rest."""
         self.images.update({k: v for k, v in seen.known_images.items() if k not in self.images})
         if self.pinner is None:
             return
+        apps = self.options.selection.apps
         todo = [t for t in self.desired.targets
-                if t.env in seen.envs and (not self.apps or t.app in self.apps) and t.key not in self.images
+                if t.env in seen.envs and (not apps or t.app in apps) and t.key not in self.images
                 and pin_mode(self.desired.config, t.app) == "digest"]
         if not todo:
             return
@@ -206,7 +201,7 @@ class Reconciler:
         for env in sorted({k[0] for k in runs}):
             env_apps = {k[1]: runs[k].change.depends_on for k in runs if k[0] == env}
             order.extend((env, app) for app in dependency_order(env_apps))
-        self._watch = RolloutWatch(self.clusters, seeds=self._seeds) if self.wait else None
+        self._watch = RolloutWatch(self.clusters, seeds=self._seeds) if self.options.timing.wait else None
         try:
             self._loop(runs, order)
         finally:
@@ -215,16 +210,18 @@ class Reconciler:
         self._flush_finishes()
 
     def _loop(self, runs: dict[tuple[str, str], _AppRun], order: list[tuple[str, str]]) -> None:
-        deadline = time.monotonic() + self.timeout
+        timing = self.options.timing
+        concurrency = max(1, timing.concurrency)
+        deadline = time.monotonic() + timing.timeout
         last_poll = 0.0
         futures: dict[Future[tuple[Workload, ...]], tuple[str, str]] = {}
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="deployctl-apply") as pool:
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deployctl-apply") as pool:
             while any(r.outcome is None for r in runs.values()):
                 # Start every pending app whose dependencies allow it, in dependency order.
                 ready: list[_AppRun] = []
                 for key in order:
                     run = runs[key]
-                    if run.state != "pending" or len(futures) + len(ready) >= self.concurrency * 4:
+                    if run.state != "pending" or len(futures) + len(ready) >= concurrency * 4:
                         continue
                     verdict = self._dependencies(run, runs)
                     if verdict == "wait":
@@ -238,7 +235,7 @@ class Reconciler:
                     run.state = "applying"
 
                 if futures:
-                    done, _ = wait(list(futures), timeout=self.poll_interval, return_when=FIRST_COMPLETED)
+                    done, _ = wait(list(futures), timeout=timing.poll_interval, return_when=FIRST_COMPLETED)
                 else:  # only waiting: wake up on the next watch event (or the poll interval)
                     done = set()
                     if self._watch is not None and any(r.state == "waiting" for r in runs.values()
@@ -246,7 +243,7 @@ class Reconciler:
                         gap = last_poll + _MIN_CHECK_GAP - time.monotonic()
                         if gap > 0:
                             time.sleep(gap)  # coalesce a burst of events into one check
-                        self._watch.changed.wait(self.poll_interval)
+                        self._watch.changed.wait(timing.poll_interval)
                 for fut in done:
                     key = futures.pop(fut)
                     run = runs[key]
@@ -258,7 +255,7 @@ class Reconciler:
                     except DeployctlError as exc:
                         self._finish(run, FAILED, f"apply failed: {exc}", record=True)
                         continue
-                    if self.wait:
+                    if self.options.timing.wait:
                         run.state = "waiting"
                         self.on_progress(Progress(run.change.env, run.change.app, "waiting", "rolling out"))
                     else:
@@ -269,7 +266,7 @@ class Reconciler:
                 # Checks read the watch's memory: check on every event, and at the poll interval
                 # (a first check also opens the informers: their one LIST each).
                 fresh_events = self._watch is not None and self._watch.changed.is_set()
-                tick = now - last_poll >= self.poll_interval
+                tick = now - last_poll >= timing.poll_interval
                 if waiting and ((fresh_events and now - last_poll >= _MIN_CHECK_GAP) or tick):
                     last_poll = now
                     if self._watch is not None and not tick:  # check only the apps an event touched
@@ -289,7 +286,7 @@ class Reconciler:
                         if run.outcome is None and run.state in ("waiting", "pending"):
                             status = combined_status(run.workloads).message if run.workloads else "not started"
                             self._finish(
-                                run, FAILED, f"timed out after {self.timeout:.0f}s: {status}",
+                                run, FAILED, f"timed out after {timing.timeout:.0f}s: {status}",
                                 record=run.state == "waiting" and run.change.writes,
                             )
                 if not futures and not any(r.state == "waiting" and r.outcome is None for r in runs.values()):

@@ -3,7 +3,7 @@ wrapper implements both calls, so a run writes one durable record per wave where
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from deployctl.rules.plan import Change
@@ -27,6 +27,15 @@ class AuditSink(Protocol):
         ...
 
 
+class RunAudit(AuditSink, Protocol):
+    """The audit of a whole run (wrapped as its caller wants): the sink, and closing the attempts that a run
+    which lost an environment's lock left open."""
+
+    def close_interrupted(self, *, env: str | None = None) -> list[int]:
+        """Close ``env``'s attempts recorded under another lock holder as interrupted; their ids."""
+        ...
+
+
 class NullAudit:
     """Records nothing; events still go to structlog."""
 
@@ -35,3 +44,33 @@ class NullAudit:
 
     def attempts_finished(self, items: Sequence[FinishItem]) -> None:
         return None
+
+
+class OverrideNotes:
+    """An audit sink that writes a note (a freeze override) into the outcome of the attempts it concerns.
+
+    The note goes into the record's ``error`` field, which is the record's free-text detail: a
+    ``succeeded`` record with a note reads "succeeded, freeze overridden by ...: reason".
+    """
+
+    def __init__(self, sink: AuditSink, notes: Mapping[tuple[str, str], str]) -> None:
+        self.sink = sink
+        self.notes = dict(notes)
+        self._by_id: dict[int, str] = {}
+
+    def attempts_started(self, items: Sequence[AttemptItem], *, deploy_commit: str | None) -> list[int | None]:
+        ids = self.sink.attempts_started(items, deploy_commit=deploy_commit)
+        for (change, _), attempt_id in zip(items, ids, strict=True):
+            note = self.notes.get(change.key)
+            if note is not None and attempt_id is not None:
+                self._by_id[attempt_id] = note
+        return ids
+
+    def attempts_finished(self, items: Sequence[FinishItem]) -> None:
+        noted: list[FinishItem] = []
+        for attempt_id, result, error in items:
+            note = self._by_id.pop(attempt_id, None) if attempt_id is not None else None
+            if note is not None:
+                error = note if not error else f"{error}; {note}"
+            noted.append((attempt_id, result, error))
+        self.sink.attempts_finished(noted)

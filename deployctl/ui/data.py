@@ -27,7 +27,8 @@ from deployctl.model.audit import STARTED, AuditRecord, AuditStore
 from deployctl.model.config import Config
 from deployctl.model.state import DesiredState, Target
 from deployctl.model.workload import ANN_DIGEST, ANN_IMAGE, Health
-from deployctl.reconcile import observe as rec
+from deployctl.reconcile.ordering import git_relation
+from deployctl.reconcile.ports import Clusters
 from deployctl.rules.freeze import frozen_environments
 from deployctl.rules.plan import Action, Change, dependency_order
 
@@ -197,6 +198,8 @@ def cell_state(change: Change, last: LastDeploy | None) -> tuple[str, str]:
     if change.action is Action.UPDATE:
         if last is not None and last.result == STARTED and last.sha == change.new_sha:
             return "progressing", "being applied"
+        if change.reason:  # reconcile's ordering verdict: it would skip or refuse this update
+            return "pending", change.reason
         live = change.old_sha[:12] if change.old_sha else "an image deployctl did not apply"
         return "pending", f"live runs {live}; waiting for reconcile to apply {(change.new_sha or '')[:12]}"
     if health is not None and health.health is Health.PROGRESSING:
@@ -281,7 +284,7 @@ def build_snapshot(desired: DesiredState, plan_changes: Sequence[Change] | None,
 class Dashboard:
     """The data behind every page, shared by ``deployctl ui`` and ``deployctl watch``. Thread-safe."""
 
-    def __init__(self, repo: RepoView, *, store: AuditStore | None, clusters: rec.ClusterFor | None,
+    def __init__(self, repo: RepoView, *, store: AuditStore | None, clusters: Clusters | None,
                  allowed_namespaces: Sequence[str] = (), ttl: float = 2.0,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.repo = repo
@@ -311,7 +314,8 @@ class Dashboard:
             return build_snapshot(desired, None, refused={}, last=last, now=now,
                                   cluster_error="no cluster configured (--no-cluster)")
         try:
-            plan, refused = observed_plan(desired, self.clusters, allowed_namespaces=self.allowed_namespaces)
+            plan, refused = observed_plan(desired, self.clusters, relation=git_relation(self.repo.path),
+                                            allowed_namespaces=self.allowed_namespaces)
         except DeployctlError as exc:
             log.warning("ui.observe_failed", error=str(exc))
             return build_snapshot(desired, None, refused={}, last=last, now=now, cluster_error=str(exc))

@@ -66,7 +66,7 @@ class Watch:
 
     def __init__(self, tmp_path: Path, repo: Path | str, *, kubeconfig: str, audit: str, name: str = "c",
                  interval: str = "0.5s", lease_namespace: str | None = None, extra: tuple[str, ...] = (),
-                 preexec_fn=None):
+                 preexec_fn=None, env: dict[str, str] | None = None):
         self.port = free_port()
         self.log = tmp_path / f"watch-{name}.log"
         args = [DEPLOYCTL, "--log-level", "info", "watch", "--repo", str(repo), "--interval", interval,
@@ -77,9 +77,10 @@ class Watch:
                      "--renew-deadline", "1.5s", "--retry-period", "0.25s"]
         else:
             args.append("--no-leader-election")
-        env = {**os.environ, "DEPLOYCTL_WEBHOOK_SECRET": SECRET}
+        environ = {**os.environ, "DEPLOYCTL_WEBHOOK_SECRET": SECRET, **(env or {})}
         with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn)
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=environ,
+                                         preexec_fn=preexec_fn)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"

@@ -16,7 +16,7 @@ from kubernetes import client
 from deployctl.app.run import run_reconcile
 from deployctl.edges.audit import url as audit_location
 from deployctl.model import audit
-from deployctl.reconcile.options import ReconcileOptions
+from deployctl.reconcile.options import ReconcileOptions, Selection, Timing
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +63,7 @@ def test_succeeded_failed_blocked_and_drift_outcomes_are_recorded_with_provenanc
     deploy_commit = repo.commit(files(namespace, "one"), message="Deploy shop one",
                                 author=("Sam Engineer", "sam@example.com"),
                                 trailers=["Reviewed-by: Rae Reviewer <rae@example.com>"])
-    result = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, trigger="ci", options=ReconcileOptions(timeout=60))
+    result = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, trigger="ci", options=ReconcileOptions(timing=Timing(timeout=60)))
     assert result.exit_code == 1
     by_app = {r.attempt.app: r for r in records(url)}
     assert by_app["api"].result == "failed" and "ProgressDeadlineExceeded" in (by_app["api"].error or "")
@@ -86,7 +86,7 @@ def test_succeeded_failed_blocked_and_drift_outcomes_are_recorded_with_provenanc
             "worker", namespace,
             {"spec": {"template": {"spec": {"containers": [{"name": "worker", "image": f"{IMAGE}/worker:hot"}]}}}},
         )
-    run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, trigger="watch", options=ReconcileOptions(apps=("worker",), timeout=60))
+    run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, trigger="watch", options=ReconcileOptions(selection=Selection(apps=("worker",)), timing=Timing(timeout=60)))
     newest = records(url, app="worker")[0]
     assert newest.result == "drift-corrected"
     assert newest.attempt.trigger == "drift"
@@ -118,7 +118,7 @@ def test_a_reconcile_killed_mid_apply_leaves_a_started_record_that_the_next_run_
     (left,) = records(url)
     assert left.result == "started" and left.attempt.app == "api"
 
-    second = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, options=ReconcileOptions(apps=("worker",), timeout=60))
+    second = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, options=ReconcileOptions(selection=Selection(apps=("worker",)), timing=Timing(timeout=60)))
     assert second.exit_code == 0
     everything = records(url)
     assert [r.attempt.app for r in everything].count("api") == 1  # closed, not duplicated
