@@ -270,6 +270,32 @@ def test_the_migration_chains_existing_rows_as_found_and_marks_the_start(tmp_pat
     assert "chain row #2 (the outcome of attempt 1 (failed)) was edited" in verify(url).output
 
 
+def test_the_postgres_owner_migration_chains_existing_rows_for_the_writer(roles: Roles) -> None:  # noqa: F811
+    _as(roles, roles.owner, OWNER_SETUP)
+    with psycopg.connect(roles.url(roles.owner), autocommit=True) as conn:  # deployctl's schema 4, with a record
+        conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
+                     "applied_at TIMESTAMPTZ NOT NULL)")  # fmt: skip
+        for migration in MIGRATIONS[:4]:
+            for statement in migration.postgres:
+                conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute("INSERT INTO schema_version VALUES (%s, %s, now())", (migration.version, migration.description))
+        conn.execute("INSERT INTO attempts (env, app, namespace, workloads, new_sha, image, deploy_file, reviewers, "
+                     "trigger, actor_user, actor_host, started_at) VALUES ('staging', 'web', 'shop', '[]', "
+                     "'2222222222222222222222222222222222222222', 'img', 'f', '[]', 'ci', 'u', 'h', now())")  # fmt: skip
+        conn.execute("INSERT INTO outcomes VALUES (1, 'succeeded', NULL, NULL, now(), now())")
+    assert CliRunner().invoke(main, ["audit", "migrate", "--audit", roles.url(roles.owner)]).exit_code == 0
+    _as(roles, roles.owner, AFTER_MIGRATE)
+    record_three(roles.url(roles.writer))
+    result = verify(roles.url(roles.writer))
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("chain holds: 7 row(s) (#1–#7)")
+    assert "rows #1–#2 were chained by migration 5 as found then" in result.output
+    with psycopg.connect(roles.url(roles.owner), autocommit=True) as conn:  # the triggers are back on
+        for table in ("attempts", "outcomes"):
+            with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+                conn.execute(f"UPDATE {table} SET chain_mac = NULL")  # type: ignore[arg-type]
+
+
 def append(url: str, worker: int, count: int) -> list[int]:
     store = open_store(url, keys=AuditKeys.parse(KEY))
     ids = []
