@@ -8,7 +8,9 @@ The store is append-only: an attempt is written before the apply, its outcome is
 row appended after it (together with its notification outbox row, in one transaction), and
 an attempt left without an outcome by a crash is closed as ``interrupted`` by the next run.
 Attempts (and outcomes) of one reconcile wave can be written together, in one transaction and
-one fsync (``start_many``, ``finish_many``), with the same durability per record.
+one fsync (``start_many``, ``finish_many``), with the same durability per record. Every attempt
+and outcome row is hash-chained to the row before it and MACed under ``DEPLOYCTL_AUDIT_KEY``
+(``verify_chain``, ``unverified``; docs/audit.md).
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ def _key_id(key: bytes) -> str:
 class AuditKeys:
     """The chain's MAC keys: the first signs new rows, every one verifies (old keys after a rotation)."""
 
-    keys: tuple[bytes, ...]
+    keys: tuple[bytes, ...] = field(repr=False)
     _by_id: dict[str, bytes] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
