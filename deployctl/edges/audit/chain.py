@@ -208,6 +208,8 @@ class ChainWalk:
         self.expected_prev = row.hash
         if row.mac is not None:
             r.keyed_rows += 1
+            if self.keyed_from is None:
+                self.keyed_from = row.seq  # from here on every row must carry a MAC
             self._end_unkeyed_run()
         else:
             r.unkeyed_rows += 1

@@ -100,13 +100,21 @@ class ChainQueries(OutboxQueries):
                 return found[0].hash or ""
         return ""
 
-    def _keyed_from(self) -> int | None:
-        """The first row that carries a MAC: every row after it must carry one too."""
+    def _keyed_from(self, before: int) -> int | None:
+        """The first row before #``before`` that carries a MAC (every row after it must carry one too).
+
+        Read along the ``chain_seq`` index, which stops at the first keyed row: no index of its own to
+        keep up on every write.
+        """
         firsts = [
-            self._fetchall(f"SELECT min(chain_seq) FROM {table} WHERE chain_mac IS NOT NULL")[0][0]  # noqa: S608
+            self._fetchall(
+                f"SELECT chain_seq FROM {table} WHERE chain_seq < ? AND chain_mac IS NOT NULL "  # noqa: S608
+                "ORDER BY chain_seq LIMIT 1",
+                (before,),
+            )
             for table in CHAINED_TABLES
         ]
-        found = [int(f) for f in firsts if f is not None]
+        found = [int(rows[0][0]) for rows in firsts if rows]
         return min(found) if found else None
 
     def _chain_pages(self, kind: Kind, first: int, last: int) -> Iterator[ChainRow]:
@@ -124,8 +132,7 @@ class ChainQueries(OutboxQueries):
         """Walk the chain in order, from the first row (or attempt ``since``) to the head when called."""
         report = ChainReport()
         report.migrated_through = self._fetchall("SELECT max(through_seq) FROM chain_start")[0][0]
-        keyed_from = self._keyed_from()
-        walk = ChainWalk(keys=self.keys, keyed_from=keyed_from, expected_prev=GENESIS, find=self._find_by_hash,
+        walk = ChainWalk(keys=self.keys, keyed_from=None, expected_prev=GENESIS, find=self._find_by_hash,
                          report=report)  # fmt: skip
         for kind in Kind:
             id_column = _TABLE[kind][1]
@@ -139,6 +146,7 @@ class ChainQueries(OutboxQueries):
             if not start:
                 raise InvalidInputError(f"--since {since}: there is no attempt {since} in {self.url}")
             first, walk.expected_prev = int(start[0].seq or 0), None  # trusted: a known-good point
+            walk.keyed_from = self._keyed_from(first)
         heads = [self._fetchall(f"SELECT max(chain_seq) FROM {table}")[0][0] for table in CHAINED_TABLES]  # noqa: S608
         last = max((int(h) for h in heads if h is not None), default=0)
         rows = heapq.merge(*(self._chain_pages(kind, first, last) for kind in Kind), key=lambda r: r.seq or 0)
@@ -149,7 +157,6 @@ class ChainQueries(OutboxQueries):
 
     def unverified(self, attempt_ids: Sequence[int]) -> dict[int, str]:
         """Why each of these attempts (its row, or its outcome's) does not verify; verified ones are absent."""
-        keyed_from = self._keyed_from()
         out: dict[int, str] = {}
         unique = list(dict.fromkeys(attempt_ids))
         for i in range(0, len(unique), _IDS_PER_QUERY):
@@ -159,7 +166,10 @@ class ChainQueries(OutboxQueries):
                 for row in self._rows_where(kind, f"{_TABLE[kind][1]} IN ({marks})", chunk):
                     if row.attempt_id in out:
                         continue
-                    expected = None if row.seq is None else self._hash_at(row.seq - 1)
+                    expected = keyed_from = None
+                    if row.seq is not None:
+                        expected = self._hash_at(row.seq - 1)
+                        keyed_from = None if row.mac is not None else self._keyed_from(row.seq)
                     broken = check_row(row, expected_prev=expected, keys=self.keys, keyed_from=keyed_from,
                                        find=self._find_by_hash)  # fmt: skip
                     if broken is not None:

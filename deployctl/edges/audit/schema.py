@@ -94,14 +94,7 @@ def _chain_columns(seq_type: str) -> tuple[str, ...]:
     )  # fmt: skip
 
 
-_CHAIN_INDEXES = tuple(
-    statement
-    for table in CHAINED_TABLES
-    for statement in (
-        f"CREATE UNIQUE INDEX {table}_chain_seq ON {table} (chain_seq)",
-        f"CREATE INDEX {table}_chain_keyed ON {table} (chain_seq) WHERE chain_mac IS NOT NULL",
-    )
-)
+_CHAIN_INDEXES = tuple(f"CREATE UNIQUE INDEX {table}_chain_seq ON {table} (chain_seq)" for table in CHAINED_TABLES)
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
