@@ -17,10 +17,11 @@ from dataclasses import dataclass, field, replace
 from deployctl.edges.kube.cluster import PodProblem
 from deployctl.edges.kube.lease import LockHolder
 from deployctl.errors import DeployctlError
+from deployctl.model.audit import AttemptEvent
 from deployctl.model.config import AppConfig, Config, EnvironmentConfig
 from deployctl.model.state import DesiredState, Target
 from deployctl.model.workload import Workload
-from deployctl.reconcile.sink import AttemptItem, FinishItem
+from deployctl.reconcile.sink import AttemptItem, DecisionItem, FinishItem
 
 IMAGE = "registry.example.com/shop"
 DEPLOY_COMMIT = "d" * 40
@@ -185,6 +186,7 @@ class FakeAudit:
     def __init__(self, *, fail_after: int | None = None) -> None:
         self.started: list[tuple[int, str, str]] = []  # (id, env, app)
         self.finished: dict[int, tuple[str, str | None]] = {}  # id -> (result, error)
+        self.events: list[AttemptEvent] = []
         self.fail_after = fail_after
         self.writes = 0
         self._lock = threading.Lock()
@@ -209,6 +211,23 @@ class FakeAudit:
             for attempt_id, result, error in items:
                 if attempt_id is not None:
                     self.finished[attempt_id] = (str(result), error)
+
+    def decisions(self, items: Sequence[DecisionItem], *, deploy_commit: str | None) -> list[int | None]:
+        """A decision taken without an apply: its attempt and outcome in one write."""
+        with self._lock:
+            self._write()
+            ids: list[int | None] = []
+            for change, _, result, error in items:
+                attempt_id = len(self.started) + 1
+                self.started.append((attempt_id, change.env, change.app))
+                self.finished[attempt_id] = (str(result), error)
+                ids.append(attempt_id)
+            return ids
+
+    def rollout_events(self, events: Sequence[AttemptEvent]) -> None:
+        with self._lock:
+            self._write()
+            self.events.extend(events)
 
     def close_interrupted(self, *, env: str | None = None) -> list[int]:
         return []

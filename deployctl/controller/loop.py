@@ -30,18 +30,20 @@ from dataclasses import dataclass, field
 import structlog
 
 from deployctl.app.run import Run, audit_recorder, lock_identity, run_once
+from deployctl.controller.decisions import OncePerDecision
 from deployctl.controller.metrics import ControllerMetrics
 from deployctl.edges.git.mirror import Mirror
 from deployctl.edges.git.repo import read_desired_state
 from deployctl.edges.kube.lease import LeaseLocks
 from deployctl.errors import DeployctlError
 from deployctl.model import audit as audit_mod
+from deployctl.model.audit import AttemptEvent
 from deployctl.model.vocabulary import Result
 from deployctl.reconcile.observe import ClusterPool
 from deployctl.reconcile.options import Locking, ReconcileOptions, Selection, Timing
 from deployctl.reconcile.outcome import ReconcileResult
 from deployctl.reconcile.ports import GatedClusters
-from deployctl.reconcile.sink import AttemptItem, FinishItem, RunAudit
+from deployctl.reconcile.sink import AttemptItem, DecisionItem, FinishItem, RunAudit
 
 log = structlog.get_logger(__name__)
 
@@ -101,6 +103,17 @@ class _GatedAudit:
 
     def close_interrupted(self, *, env: str | None = None) -> list[int]:
         return self.inner.close_interrupted(env=env)
+
+    def decisions(self, items: Sequence[DecisionItem], *, deploy_commit: str | None) -> list[int | None]:
+        if not self.may_act():
+            raise Stopped(self.why())
+        return self.inner.decisions(items, deploy_commit=deploy_commit)  # each written with its outcome
+
+    def rollout_events(self, events: Sequence[AttemptEvent]) -> None:
+        with self._lock:
+            if self._closed:
+                return
+        self.inner.rollout_events(events)
 
     def close_open(self, reason: str) -> list[int]:
         """Close every attempt still open as ``interrupted``; later outcomes of this run are dropped."""
@@ -307,9 +320,10 @@ class Controller:
             log.info("reconcile.started", sha=sha, trigger=trigger)
             identity = lock_identity()
             if self.store is not None:
-                gated_audit = _GatedAudit(audit_recorder(desired, self.store, repo_path=self.mirror.path,
-                                                         trigger=trigger, identity=identity),
-                                          self.may_act, self._why_not)
+                recorder = audit_recorder(desired, self.store, repo_path=self.mirror.path, trigger=trigger,
+                                          identity=identity)
+                # a skipped/refused decision is recorded once, not every interval
+                gated_audit = _GatedAudit(OncePerDecision(recorder, self.store), self.may_act, self._why_not)
             # the same pipeline and guards as `deployctl reconcile`: gates, approvals, freezes, digest pins
             result = run_once(desired, Run(
                 clusters=GatedClusters(self.pool, self._check), locks=LeaseLocks(self.pool), options=self.settings.runs,

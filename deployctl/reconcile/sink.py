@@ -6,12 +6,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from deployctl.model.audit import AttemptEvent
 from deployctl.rules.plan import Change
 
 #: (change, image) of an attempt about to be applied.
 AttemptItem = tuple[Change, str]
 #: (attempt id, result, error) of an attempt that ended.
 FinishItem = tuple[int | None, str, str | None]
+#: (change, image, result, error) of a decision taken without an apply: refused, skipped, blocked.
+DecisionItem = tuple[Change, str, str, str | None]
 
 
 class AuditSink(Protocol):
@@ -24,6 +27,15 @@ class AuditSink(Protocol):
 
     def attempts_finished(self, items: Sequence[FinishItem]) -> None:
         """Record the outcomes of attempts started earlier; items with a None id are ignored."""
+        ...
+
+    def decisions(self, items: Sequence[DecisionItem], *, deploy_commit: str | None) -> list[int | None]:
+        """Record decisions taken without an apply, each an attempt with its outcome; returns one id (or None
+        when nothing is recorded) per item, in order."""
+        ...
+
+    def rollout_events(self, events: Sequence[AttemptEvent]) -> None:
+        """Record what happened to attempts between their apply and their verdict (written before the outcomes)."""
         ...
 
 
@@ -43,6 +55,12 @@ class NullAudit:
         return [None] * len(items)
 
     def attempts_finished(self, items: Sequence[FinishItem]) -> None:
+        return None
+
+    def decisions(self, items: Sequence[DecisionItem], *, deploy_commit: str | None) -> list[int | None]:
+        return [None] * len(items)
+
+    def rollout_events(self, events: Sequence[AttemptEvent]) -> None:
         return None
 
 
@@ -74,3 +92,15 @@ class OverrideNotes:
                 error = note if not error else f"{error}; {note}"
             noted.append((attempt_id, result, error))
         self.sink.attempts_finished(noted)
+
+    def decisions(self, items: Sequence[DecisionItem], *, deploy_commit: str | None) -> list[int | None]:
+        noted: list[DecisionItem] = []
+        for change, image, result, error in items:
+            note = self.notes.get(change.key)
+            if note is not None:
+                error = note if not error else f"{error}; {note}"
+            noted.append((change, image, result, error))
+        return self.sink.decisions(noted, deploy_commit=deploy_commit)
+
+    def rollout_events(self, events: Sequence[AttemptEvent]) -> None:
+        self.sink.rollout_events(events)

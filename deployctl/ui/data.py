@@ -23,8 +23,9 @@ from deployctl.app.status import observed_plan, status_row
 from deployctl.edges.git.mirror import Mirror
 from deployctl.edges.git.repo import read_desired_state
 from deployctl.errors import DeployctlError
-from deployctl.model.audit import STARTED, AuditRecord, AuditStore
+from deployctl.model.audit import STARTED, AttemptEvent, AuditRecord, AuditStore
 from deployctl.model.config import Config
+from deployctl.model.metric import Overlay
 from deployctl.model.state import DesiredState, Target
 from deployctl.model.workload import ANN_DIGEST, ANN_IMAGE, Health
 from deployctl.reconcile.ordering import git_relation
@@ -281,13 +282,24 @@ def build_snapshot(desired: DesiredState, plan_changes: Sequence[Change] | None,
     )
 
 
+@dataclass(frozen=True)
+class OverlaySource:
+    """The product metric the timeline page offers above the deploys: ``deployctl timeline --overlay``'s
+    ``prometheus=URL`` with its ``query``, or ``csv=FILE``. Set by the operator, never by a request."""
+
+    spec: str
+    query: str | None = None
+
+
 class Dashboard:
     """The data behind every page, shared by ``deployctl ui`` and ``deployctl watch``. Thread-safe."""
 
     def __init__(self, repo: RepoView, *, store: AuditStore | None, clusters: Clusters | None,
                  allowed_namespaces: Sequence[str] = (), ttl: float = 2.0,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 overlay: OverlaySource | None = None) -> None:
         self.repo = repo
+        self.overlay = overlay
         self.store = store
         self.clusters = clusters
         self.allowed_namespaces = tuple(allowed_namespaces)
@@ -337,8 +349,25 @@ class Dashboard:
             return []
         return self.store.query(env=env, app=app, since=since, until=until, limit=limit)
 
-    def attempt(self, app: str, attempt_id: int) -> AuditRecord | None:
-        for record in self.records(app=app, limit=None):
-            if record.id == attempt_id:
-                return record
-        return None
+    def overlay_series(self, records: Sequence[AuditRecord], *, since: datetime | None,
+                       until: datetime | None) -> tuple[Overlay, tuple[datetime, datetime] | None]:
+        """The overlay's series over the timeline's range (as ``deployctl timeline --overlay`` draws it)."""
+        from deployctl.edges.metrics import load_overlay
+        from deployctl.views.timeline import time_range
+
+        assert self.overlay is not None
+        span = None
+        if since is not None or self.overlay.spec.startswith("prometheus="):  # a CSV's own range is shown whole
+            span = time_range(records, since=since, until=until, now=self.clock())
+        series = load_overlay(self.overlay.spec, query=self.overlay.query, start=span[0] if span else None,
+                              end=span[1] if span else None)
+        return series, span
+
+    def attempt(self, app: str, attempt_id: int) -> tuple[AuditRecord, list[AttemptEvent]] | None:
+        """One attempt of ``app`` and its rollout events, or None."""
+        if self.store is None:
+            return None
+        record = self.store.get(attempt_id)
+        if record is None or record.attempt.app != app:
+            return None
+        return record, self.store.events_of(attempt_id)

@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 from deployctl.cli import main
 from deployctl.edges.audit import chained
 from deployctl.edges.audit.chain import AuditKeys, row_hash
-from deployctl.edges.audit.schema import MIGRATIONS
+from deployctl.edges.audit.schema import CHAIN_VERSION, MIGRATIONS
 from deployctl.edges.audit.url import open_store
 from deployctl.model.chain import Kind
 from tests.fixtures.auditdata import T0, make_attempt
@@ -244,10 +244,10 @@ def test_verify_pages_through_the_chain(sqlite_url: str, monkeypatch: pytest.Mon
 
 def test_the_migration_chains_existing_rows_as_found_and_marks_the_start(tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
-    conn = sqlite3.connect(path)  # a store as deployctl left it before the chain (schema 4)
+    conn = sqlite3.connect(path)  # a store as deployctl left it before the chain
     conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
                  "applied_at TEXT NOT NULL)")  # fmt: skip
-    for migration in MIGRATIONS[:4]:
+    for migration in MIGRATIONS[: CHAIN_VERSION - 1]:
         for statement in migration.sqlite:
             conn.execute(statement)
         conn.execute("INSERT INTO schema_version VALUES (?, ?, 'x')", (migration.version, migration.description))
@@ -264,7 +264,7 @@ def test_the_migration_chains_existing_rows_as_found_and_marks_the_start(tmp_pat
     result = verify(url)
     assert result.exit_code == 0, result.output
     assert result.output.startswith("chain holds: 7 row(s) (#1–#7)")
-    assert "rows #1–#2 were chained by migration 5 as found then, not when written" in result.output
+    assert "rows #1–#2 were chained as found when the store was migrated to the chain, not when written" in result.output
     assert "unkeyed (written without a key): 2 row(s): chain row #1 (attempt 1) – chain row #2" in result.output
     sqlite_exec(url, "DROP TRIGGER outcomes_append_only_update", "UPDATE outcomes SET result = 'failed'")
     assert "chain row #2 (the outcome of attempt 1 (failed)) was edited" in verify(url).output
@@ -272,10 +272,10 @@ def test_the_migration_chains_existing_rows_as_found_and_marks_the_start(tmp_pat
 
 def test_the_postgres_owner_migration_chains_existing_rows_for_the_writer(roles: Roles) -> None:  # noqa: F811
     _as(roles, roles.owner, OWNER_SETUP)
-    with psycopg.connect(roles.url(roles.owner), autocommit=True) as conn:  # deployctl's schema 4, with a record
+    with psycopg.connect(roles.url(roles.owner), autocommit=True) as conn:  # deployctl's schema before the chain, with a record
         conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
                      "applied_at TIMESTAMPTZ NOT NULL)")  # fmt: skip
-        for migration in MIGRATIONS[:4]:
+        for migration in MIGRATIONS[: CHAIN_VERSION - 1]:
             for statement in migration.postgres:
                 conn.execute(statement)  # type: ignore[arg-type]
             conn.execute("INSERT INTO schema_version VALUES (%s, %s, now())", (migration.version, migration.description))
@@ -289,7 +289,7 @@ def test_the_postgres_owner_migration_chains_existing_rows_for_the_writer(roles:
     result = verify(roles.url(roles.writer))
     assert result.exit_code == 0, result.output
     assert result.output.startswith("chain holds: 7 row(s) (#1–#7)")
-    assert "rows #1–#2 were chained by migration 5 as found then" in result.output
+    assert "rows #1–#2 were chained as found when the store was migrated to the chain" in result.output
     with psycopg.connect(roles.url(roles.owner), autocommit=True) as conn:  # the triggers are back on
         for table in ("attempts", "outcomes"):
             with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
