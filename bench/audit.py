@@ -14,8 +14,9 @@ outcome, measured two ways:
   of their outcomes: 2 commits per batch, every record still durable before its apply / after it.
 
 Each is measured with the chain (every row hashed and MACed under a key, the head read under the
-chain lock) and without it (a store whose rows carry no chain columns, as before schema 5), in
-alternating rounds, best of ``--rounds`` (the issue's goal: the chain costs at most 20%).
+chain lock) and without it (a store whose rows carry no chain columns, as before the chain), in
+back-to-back pairs (``--rounds``): the cost is the median over the pairs, the rates are the best
+runs (the issue's goal: the chain costs at most 20%).
 ``audit verify`` is timed over the history store (2 chain rows per record) and, with
 ``--verify-records``, over a bigger one, as a new process whose peak memory is reported.
 """
