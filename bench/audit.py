@@ -34,6 +34,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -81,25 +82,32 @@ def attempt(rng: random.Random, started: datetime) -> Attempt:
     )
 
 
-def bench_appends(store: AuditStore, count: int) -> float:
-    """Records/s appending one by one: ``start`` then ``finish``, 2 commits per record."""
+class Rate(NamedTuple):
+    per_second: float
+    """Records per second of wall time (fsync waits included)."""
+    cpu_us: float
+    """CPU time of this process per record, in µs (SQLite runs in-process): far less moved by other load."""
+
+
+def bench_appends(store: AuditStore, count: int) -> Rate:
+    """Appending one by one: ``start`` then ``finish``, 2 commits per record."""
     rng = random.Random(1)
     attempts = [attempt(rng, NOW - timedelta(seconds=count - i)) for i in range(count)]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for a in attempts:
         store.finish(store.start(a), result="succeeded")
-    return count / (time.perf_counter() - t0)
+    return Rate(count / (time.perf_counter() - t0), (time.process_time() - c0) / count * 1e6)
 
 
-def bench_batched_appends(store: AuditStore, count: int, batch: int) -> float:
-    """Records/s appending in waves: ``start_many(batch)`` then ``finish_many(batch)``, 2 commits per wave."""
+def bench_batched_appends(store: AuditStore, count: int, batch: int) -> Rate:
+    """Appending in waves: ``start_many(batch)`` then ``finish_many(batch)``, 2 commits per wave."""
     rng = random.Random(1)
     attempts = [attempt(rng, NOW - timedelta(seconds=count - i)) for i in range(count)]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for first in range(0, count, batch):
         ids = store.start_many(attempts[first : first + batch])
         store.finish_many([Finish(i, "succeeded") for i in ids])
-    return count / (time.perf_counter() - t0)
+    return Rate(count / (time.perf_counter() - t0), (time.process_time() - c0) / count * 1e6)
 
 
 class _NoChain(ChainAppender):
@@ -196,9 +204,10 @@ def main_() -> None:
         waves = -(-args.appends // args.batch)
         best: dict[tuple[str, bool], float] = {}
         costs: dict[str, list[float]] = {"one": [], "batched": []}
+        cpu: dict[tuple[str, bool], list[float]] = {}
         for n in range(args.rounds):
             for way in ("one", "batched"):
-                pair: dict[bool, float] = {}
+                pair: dict[bool, Rate] = {}
                 for chain in (True, False) if n % 2 == 0 else (False, True):  # neither always goes first
                     path = Path(tmp) / f"{way}-{chain}-{n}.db"
                     store: AuditStore = (
@@ -207,8 +216,10 @@ def main_() -> None:
                     pair[chain] = (bench_appends(store, args.appends) if way == "one"
                                    else bench_batched_appends(store, args.appends, args.batch))  # fmt: skip
                     store.close()
-                    best[way, chain] = max(best.get((way, chain), 0.0), pair[chain])
-                costs[way].append(1 - pair[True] / pair[False])  # two runs back to back see the same load
+                    best[way, chain] = max(best.get((way, chain), 0.0), pair[chain].per_second)
+                    cpu.setdefault((way, chain), []).append(pair[chain].cpu_us)
+                # two runs back to back see about the same load
+                costs[way].append(1 - pair[True].per_second / pair[False].per_second)
         for way, what in (
             ("one", "one by one (2 fsynced commits per record)"),
             (
@@ -218,11 +229,14 @@ def main_() -> None:
             ),
         ):
             chained_rate, plain = best[way, True], best[way, False]
+            cpu_chain, cpu_plain = min(cpu[way, True]), min(cpu[way, False])
             print(
                 f"sqlite appends, {what}: {args.appends:,} records, best of {args.rounds}: "
                 f"{chained_rate:,.0f} records/s with the chain, {plain:,.0f} without; the chain costs "
                 f"{100 * statistics.median(costs[way]):.0f}% of write throughput (median of {args.rounds} "
-                f"back-to-back pairs, range {100 * min(costs[way]):.0f}% to {100 * max(costs[way]):.0f}%; goal <= 20%)"
+                f"back-to-back pairs, range {100 * min(costs[way]):.0f}% to {100 * max(costs[way]):.0f}%; goal <= 20%); "
+                f"CPU per record (least of {args.rounds}): {cpu_chain:.0f} µs with the chain, {cpu_plain:.0f} µs "
+                f"without (+{100 * (cpu_chain / cpu_plain - 1):.0f}%)"
             )  # fmt: skip
 
         if args.postgres:
@@ -231,11 +245,11 @@ def main_() -> None:
             pg_batched = bench_batched_appends(pg, args.appends, args.batch)
             pg.close()
             print(
-                f"postgres appends, one by one, chained: {args.appends:,} start+finish = {pg_rate:,.0f} records/s"
+                f"postgres appends, one by one, chained: {args.appends:,} start+finish = {pg_rate.per_second:,.0f} records/s"
             )
             print(
                 f"postgres appends, batched ({args.batch} per wave), chained: {args.appends:,} = "
-                f"{pg_batched:,.0f} records/s"
+                f"{pg_batched.per_second:,.0f} records/s"
             )
 
         db = Path(tmp) / "history.db"
