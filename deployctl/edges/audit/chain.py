@@ -58,12 +58,19 @@ def canonical(value: Any) -> Any:
     return value
 
 
-_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+def _time(value: object) -> str:
+    if isinstance(value, datetime):
+        return str(canonical(value))
+    raise TypeError(f"audit chain: cannot encode {type(value).__name__}")
+
+
+# Strings, numbers and None are written by the C encoder as they are; only times reach ``_time``.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_time).encode
 
 
 def row_hash(kind: str, prev: str, values: Sequence[Any]) -> str:
     """The hash of one row: its kind, the previous row's hash and its values, canonically encoded."""
-    body = _ENCODE([kind, prev, [canonical(v) if type(v) is datetime else v for v in values]])
+    body = _ENCODE([kind, prev, list(values)])
     return hashlib.sha256(FORMAT + body.encode()).hexdigest()
 
 
@@ -77,11 +84,14 @@ class AuditKeys:
 
     keys: tuple[bytes, ...] = field(repr=False)
     _by_id: dict[str, bytes] = field(init=False, repr=False, compare=False)
+    signing_id: str = field(init=False, compare=False)
+    """The short id of the signing key, written before each MAC."""
 
     def __post_init__(self) -> None:
         if not self.keys:
             raise InvalidInputError(f"{settings.AUDIT_KEY.name}: no key given")
         object.__setattr__(self, "_by_id", {_key_id(k): k for k in self.keys})
+        object.__setattr__(self, "signing_id", _key_id(self.keys[0]))
 
     @classmethod
     def parse(cls, text: str) -> AuditKeys:
@@ -100,10 +110,6 @@ class AuditKeys:
         """The keys in ``$DEPLOYCTL_AUDIT_KEY``, or None when it is unset (an unkeyed writer)."""
         text = settings.AUDIT_KEY.get(environ)
         return None if text is None else cls.parse(text)
-
-    @property
-    def signing_id(self) -> str:
-        return _key_id(self.keys[0])
 
     def sign(self, digest: str) -> str:
         return f"{self.signing_id}:{_mac(self.keys[0], digest)}"
