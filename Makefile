@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export DEPLOYCTL_LOG_LEVEL ?= error
 
-.PHONY: test demo bench clean deps system-deps controlplane kafka lint typecheck unit integration
+.PHONY: test test-stress demo bench figures clean deps system-deps controlplane kafka lint typecheck unit integration
 
 ## test: install everything, build or reuse the control plane, lint, type-check, run all tests
 test: deps system-deps controlplane kafka lint typecheck
@@ -17,6 +17,11 @@ unit: deps
 ## integration: the tests against the real control plane, git, SQLite, PostgreSQL and registry
 integration: deps system-deps controlplane kafka
 	$(BIN)/pytest -q -m integration
+
+## test-stress: the integration tests 3 times in a row beside one busy loop per core, then the failures per
+## test (goal: 0). A shorter run: make test-stress STRESS_ARGS="--rounds 1 tests/integration/test_watch.py"
+test-stress: deps system-deps controlplane kafka
+	$(BIN)/python .ci/stress.py $(STRESS_ARGS)
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +49,7 @@ kafka: system-deps
 lint: deps
 	$(BIN)/ruff check deployctl tests bench
 	$(BIN)/lint-imports
+	$(BIN)/python -m deployctl.devtools.floorplan
 
 typecheck: deps
 	$(BIN)/mypy
@@ -55,7 +61,12 @@ demo: deps system-deps controlplane
 
 ## bench: every benchmark, printing its figures
 bench: deps system-deps controlplane
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	$(BIN)/python bench/figures.py --print $(FIGURES_ARGS)
+
+## figures: rerun the benchmarks and rewrite the README's figures block (date, command, output)
+##          (make figures FIGURES_ARGS="--only audit ui" reruns some)
+figures: deps system-deps controlplane kafka
+	$(BIN)/python bench/figures.py $(FIGURES_ARGS)
 
 clean:
 	-$(BIN)/deployctl localcluster down --dir .demo/cluster 2>/dev/null

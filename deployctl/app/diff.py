@@ -8,13 +8,14 @@ from pathlib import Path
 
 from deployctl.edges.git import history
 from deployctl.edges.git import repo as repo_edge
+from deployctl.model.audit_target import AUDIT_OFF, AuditTarget
 from deployctl.model.config import Config
 from deployctl.reconcile import policy
 from deployctl.rules import diff as df
 from deployctl.rules.diff import CommitLine, CommitRange, StateDiff
 
 
-def build_diff(repo: str, base: str, head: str, *, audit_url: str | None = None, check_images: bool = False,
+def build_diff(repo: str, base: str, head: str, *, audit: AuditTarget = AUDIT_OFF, check_images: bool = False,
                strict: bool = False) -> df.StateDiff:
     """The diff between two refs of the deploy repo, with gate results and app commit ranges
     (and, with ``check_images``, a problem for every changed target whose image is missing)."""
@@ -23,11 +24,9 @@ def build_diff(repo: str, base: str, head: str, *, audit_url: str | None = None,
     d = df.diff_states(base_state, head_state)
     keys = {t.key for t in d.targets}
     changed = [t for t in head_state.targets if t.key in keys]
-    store = None
-    if audit_url:
-        from deployctl.edges.audit.url import open_store
+    from deployctl.edges.audit.url import open_target
 
-        store = open_store(audit_url, create=False)
+    store = open_target(audit, create=False)
     try:
         gates = policy.gate_results(repo, head_state, base_ref=base_state.commit, store=store, targets=changed)
     finally:

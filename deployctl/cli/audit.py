@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from deployctl.cli.completion import app_option, env_option
+from deployctl.cli.options import audit_options
 from deployctl.cli.output import JSON, TABLE, YAML, Output, output_options, render_table
 from deployctl.edges.audit.url import AUDIT_ENV, open_store
 from deployctl.errors import InvalidInputError
@@ -25,6 +26,7 @@ from deployctl.model.audit import (
     record_to_event,
     record_with_events,
 )
+from deployctl.model.audit_target import AuditTarget
 from deployctl.model.chain import ChainReport
 from deployctl.model.printable import printable
 from deployctl.settings import AUDIT, AUDIT_KEY
@@ -41,16 +43,11 @@ def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> date
         raise click.BadParameter(str(exc)) from None
 
 
-def audit_option(f: F) -> F:
-    return click.option(
-        "--audit",
-        "audit_url",
-        envvar=AUDIT_ENV,
-        default=None,
-        metavar="URL",
-        help="Audit store: sqlite:///path/audit.db or postgresql://... "
-        f"[default: ${AUDIT_ENV}, else sqlite://$XDG_STATE_HOME/deployctl/audit.db, i.e. {AUDIT.default}]",
-    )(f)
+audit_option = audit_options(
+    record=False,
+    help="Audit store: sqlite:///path/audit.db or postgresql://... "
+    f"[default: ${AUDIT_ENV}, else sqlite://$XDG_STATE_HOME/deployctl/audit.db, i.e. {AUDIT.default}]",
+)
 
 
 def filter_options(f: F) -> F:
@@ -70,8 +67,8 @@ def filter_options(f: F) -> F:
     return f
 
 
-def _read(audit_url: str | None) -> AuditStore:
-    return open_store(audit_url, create=False)
+def _read(audit: AuditTarget) -> AuditStore:
+    return open_store(audit.url, create=False)
 
 
 def query(store: AuditStore, *, envs: tuple[str, ...], apps: tuple[str, ...], limit: int | None = None,
@@ -170,7 +167,7 @@ def render_csv(records: Sequence[AuditRecord]) -> str:
 @output_options(TABLE, JSON, YAML, "csv")
 def history(
     attempt_id: int | None,
-    audit_url: str | None,
+    audit: AuditTarget,
     envs: tuple[str, ...],
     apps: tuple[str, ...],
     since: datetime | None,
@@ -190,9 +187,9 @@ def history(
       deployctl history --id 42 -o json
     """
     if attempt_id is not None:
-        _history_of_one(audit_url, attempt_id, output)
+        _history_of_one(audit, attempt_id, output)
         return
-    store = _read(audit_url)
+    store = _read(audit)
     try:
         records = query(store, envs=envs, apps=apps, since=since, until=until, sha=sha, limit=limit or None)
     finally:
@@ -209,8 +206,8 @@ def history(
         output.write(render_table(HISTORY_HEADERS, [history_row(r) for r in records]))
 
 
-def _history_of_one(audit_url: str | None, attempt_id: int, output: Output) -> None:
-    store = _read(audit_url)
+def _history_of_one(audit: AuditTarget, attempt_id: int, output: Output) -> None:
+    store = _read(audit)
     try:
         record = store.get(attempt_id)
         events_ = store.events_of(attempt_id) if record is not None else []
@@ -253,7 +250,7 @@ def events() -> None:
 @click.option("--repo", default=None, help="With --format cdevents: the deploy repo's name, as in the sink's settings.")
 @output_options("jsonl", JSON, YAML, default="jsonl", legacy_file=True)
 def export(
-    audit_url: str | None,
+    audit: AuditTarget,
     envs: tuple[str, ...],
     apps: tuple[str, ...],
     since: datetime | None,
@@ -276,7 +273,7 @@ def export(
     """
     if fmt == "cdevents" and output.format != "jsonl":
         raise click.UsageError("--format cdevents writes one event per line (NDJSON): leave out -o json/yaml")
-    store = _read(audit_url)
+    store = _read(audit)
     try:
         records = query(store, envs=envs, apps=apps, since=since, until=until)
     finally:
@@ -301,7 +298,7 @@ def audit() -> None:
 
 @audit.command("migrate")
 @audit_option
-def migrate(audit_url: str | None) -> None:
+def migrate(audit: AuditTarget) -> None:
     """Create the audit store, or migrate its schema to this deployctl's version.
 
     Every command does this when it opens a store its role may change; with PostgreSQL's two
@@ -311,7 +308,7 @@ def migrate(audit_url: str | None) -> None:
     Example:
       deployctl audit migrate --audit postgresql://deployctl_owner@db:5432/deploys
     """
-    store = open_store(audit_url)
+    store = open_store(audit.url)
     try:
         click.echo(f"schema version {store.schema_version()}")  # type: ignore[attr-defined]
     finally:
@@ -323,7 +320,7 @@ def migrate(audit_url: str | None) -> None:
 @click.option("--since", "since_id", type=click.IntRange(min=1), metavar="ID",
               help="Start at attempt ID, a known-good point (its link to the row before it is trusted).")
 @output_options(TABLE, JSON, YAML)
-def verify(audit_url: str | None, since_id: int | None, output: Output) -> None:
+def verify(audit: AuditTarget, since_id: int | None, output: Output) -> None:
     """Check the audit chain: every row's hash, its link to the row before it and its MAC.
 
     Exits 0 when the chain holds, 1 naming the first row that breaks it and how (inserted with SQL,
@@ -337,7 +334,7 @@ def verify(audit_url: str | None, since_id: int | None, output: Output) -> None:
     """
     from deployctl.edges.audit.chain import ChainBrokenError
 
-    store = _read(audit_url)
+    store = _read(audit)
     try:
         report = store.verify_chain(since=since_id)
     finally:
@@ -380,7 +377,7 @@ def render_chain_report(report: ChainReport) -> str:
 )
 @click.option("--query", "promql", metavar="PROMQL", help="The PromQL of --overlay prometheus=URL.")
 def timeline(
-    audit_url: str | None,
+    audit: AuditTarget,
     envs: tuple[str, ...],
     apps: tuple[str, ...],
     since: datetime | None,
@@ -408,7 +405,7 @@ def timeline(
 
     if promql is not None and overlay is None:
         raise click.UsageError("--query goes with --overlay prometheus=URL")
-    store = _read(audit_url)
+    store = _read(audit)
     try:
         records = query(store, envs=envs, apps=apps, since=since, until=until)
     finally:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from deployctl import settings
 from deployctl.app.diff import build_diff
 from deployctl.app.promote import RollbackChoice, promote_apps, rollback_app, workdir
+from deployctl.cli.options import audit_options, repo_option
 from deployctl.cli.output import (
     JSON,
     MARKDOWN,
@@ -19,11 +19,12 @@ from deployctl.cli.output import (
     Output,
     output_options,
     render_table,
-    repo_option,
 )
 from deployctl.edges.git import repo as repo_edge
 from deployctl.errors import DeployctlError, InvalidInputError
+from deployctl.model.audit_target import AUDIT_OFF, AuditTarget
 from deployctl.model.printable import printable
+from deployctl.model.vocabulary import CheckExit
 from deployctl.rules import codeowners as co
 from deployctl.rules import diff as df
 from deployctl.rules.freeze import ActiveFreeze, frozen_environments
@@ -131,15 +132,15 @@ def render_diff_markdown(d: df.StateDiff) -> list[str]:
 @repo_option
 @click.option("--base", required=True, help="The ref the pull request merges into (e.g. origin/main).")
 @click.option("--head", default="HEAD", show_default=True, help="The pull request's ref.")
-@click.option("--audit", "audit_url", default=None, envvar=settings.AUDIT.name,
-              help="Check promotion gates against this audit store [default: the deploy files' git history].")
+@audit_options(record=False, default=AUDIT_OFF,
+               help="Check promotion gates against this audit store [default: the deploy files' git history].")
 @click.option("--check-images", is_flag=True,
               help="Check that every changed target's image exists in its registry (one request per image).")
 @click.option("--strict", is_flag=True, help="With --check-images: an unreachable registry is an error.")
 @output_options(TABLE, JSON, YAML, MARKDOWN)
 @click.option("--exit-code", is_flag=True, help="Exit 2 when there are deploy changes, 0 when there are none "
               "(1 on errors), like git diff --exit-code.")
-def diff(repo: str, base: str, head: str, audit_url: str | None, check_images: bool, strict: bool,
+def diff(repo: str, base: str, head: str, audit: AuditTarget, check_images: bool, strict: bool,
          output: Output, exit_code: bool) -> None:
     """Show what a change to the deploy repo deploys, without a cluster.
 
@@ -154,16 +155,16 @@ def diff(repo: str, base: str, head: str, audit_url: str | None, check_images: b
       deployctl diff --base origin/main --check-images
       deployctl diff --base origin/main --exit-code -o json --out diff.json
     """
-    result = build_diff(repo, base, head, audit_url=audit_url, check_images=check_images, strict=strict)
+    result = build_diff(repo, base, head, audit=audit, check_images=check_images, strict=strict)
     frozen = _freezes(repo, head, {t.env for t in result.targets})
     if not output.data({**result.as_dict(), "freezes": {env: f.as_dict() for env, f in frozen.items()}}):
         lines = (render_diff_markdown if output.format == MARKDOWN else render_diff_text)(result)
         output.lines([*lines, *(f"{'- ' if output.format == MARKDOWN else ''}freeze: {f.notice()}"
                                 for f in frozen.values())])
     if not result.ok:
-        click.get_current_context().exit(1)
+        click.get_current_context().exit(CheckExit.PROBLEMS)
     if exit_code and result.targets:
-        click.get_current_context().exit(2)
+        click.get_current_context().exit(CheckExit.CHANGES)
 
 
 def _freezes(repo: str, head: str, envs: set[str]) -> dict[str, ActiveFreeze]:

@@ -43,8 +43,6 @@ EVENT_SCHEMA = 1
 class AuditError(DeployctlError):
     """The audit store cannot be opened, read or written, or a write breaks its rules."""
 
-    exit_code = 1
-
 
 @dataclass(frozen=True)
 class Actor:

@@ -17,11 +17,14 @@ from dataclasses import dataclass
 from deployctl.model.config import Config
 from deployctl.model.problem import ERROR, Problem
 from deployctl.model.state import Target
+from deployctl.model.vocabulary import RAN as AUDIT_RAN
 
 AUDIT = "audit"
 GIT = "git"
-RAN = frozenset({"succeeded", "drift-corrected", "deployed"})
-"""Results that count as 'ran in that environment'. ``deployed`` is what the git source knows."""
+DEPLOYED = "deployed"
+"""What the git source knows of a SHA that reached an environment (it cannot tell how the rollout ended)."""
+RAN = AUDIT_RAN | {DEPLOYED}
+"""Results that count as 'ran in that environment'."""
 
 
 @dataclass(frozen=True)

@@ -263,10 +263,15 @@ def make_plan(
                     break
 
     ordered = tuple(changes[k] for k in sorted(changes))
+    return Plan(changes=ordered, deploy_commit=desired.commit, ref=desired.ref, counts=count_actions(ordered))
+
+
+def count_actions(changes: Iterable[Change]) -> dict[str, int]:
+    """How many changes plan each action (a plan's ``counts``)."""
     counts: dict[str, int] = {}
-    for c in ordered:
+    for c in changes:
         counts[str(c.action)] = counts.get(str(c.action), 0) + 1
-    return Plan(changes=ordered, deploy_commit=desired.commit, ref=desired.ref, counts=counts)
+    return counts
 
 
 def _unhealthy_dependency(dep: str, change: Change | None) -> str | None:

@@ -17,13 +17,13 @@ from deployctl.edges.git import history as git_history
 from deployctl.edges.git import repo as repo_edge
 from deployctl.model.audit import AuditRecord, record_to_event
 from deployctl.model.state import DesiredState
+from deployctl.model.vocabulary import RAN
 from deployctl.reconcile import policy
 from deployctl.rules.freeze import frozen_environments
 from deployctl.rules.promote import deploy_path
 from deployctl.ui.data import Cell, Dashboard
 
 MAX_COMMITS = 20
-RAN = ("succeeded", "drift-corrected")
 
 
 @dataclass(frozen=True)

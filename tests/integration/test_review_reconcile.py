@@ -20,6 +20,7 @@ from deployctl.app.run import run_reconcile
 from deployctl.cli import main
 from deployctl.edges.audit.url import open_store
 from deployctl.edges.git.repo import read_desired_state
+from deployctl.model.audit_target import AUDIT_OFF, AuditTarget
 from deployctl.reconcile import policy
 from deployctl.reconcile.options import ReconcileOptions, Selection, Timing
 from tests.fixtures.gitrepo import GitRepo
@@ -84,7 +85,7 @@ def shop(cluster, namespace, production_ns, make_repo, tmp_path):
 
 def reconcile(cluster, repo: GitRepo, audit_url: str | None, *, envs: tuple[str, ...] = ()):
     options = ReconcileOptions(selection=Selection(envs=envs), timing=Timing(timeout=60))
-    return run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=audit_url, options=options)
+    return run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AuditTarget(audit_url) if audit_url is not None else AUDIT_OFF, options=options)
 
 
 def image(cluster, namespace: str) -> str:

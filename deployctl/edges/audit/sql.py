@@ -27,6 +27,7 @@ from deployctl.model.audit import (
     utc,
 )
 from deployctl.model.chain import Kind
+from deployctl.model.vocabulary import Result
 from deployctl.rules.cdevents import deploy_event_id
 
 log = structlog.get_logger(__name__)
@@ -188,7 +189,7 @@ class SqlStore(ChainQueries):
                 if holder_alive is not None and holder_alive(record.attempt.lock_holder):
                     continue  # its run still holds its environment's lock: running, not interrupted
                 self._append_outcome(
-                    cur, chain, record, result="interrupted", error=INTERRUPTED_ERROR, digest=None, finished=now
+                    cur, chain, record, result=Result.INTERRUPTED, error=INTERRUPTED_ERROR, digest=None, finished=now
                 )
                 closed.append(record.id)
         if closed:

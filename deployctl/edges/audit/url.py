@@ -14,6 +14,7 @@ from deployctl.edges.audit.postgres import PostgresStore
 from deployctl.edges.audit.sqlite import SqliteStore
 from deployctl.errors import InvalidInputError
 from deployctl.model.audit import AuditError, AuditStore
+from deployctl.model.audit_target import AuditTarget
 from deployctl.redact import redact
 
 AUDIT_ENV = settings.AUDIT.name
@@ -67,6 +68,11 @@ def open_store(url: str | None = None, *, create: bool = True, keys: AuditKeys |
     if not create and not path.exists():
         raise AuditError(f"no audit database at {path}; pass --audit URL or set {AUDIT_ENV}")
     return SqliteStore(path, keys=keys)
+
+
+def open_target(target: AuditTarget, *, create: bool = True) -> AuditStore | None:
+    """The store ``target`` names (None when the audit history is off); see :func:`open_store`."""
+    return None if target.off else open_store(target.url, create=create)
 
 
 def check_audit_url(url: str) -> None:

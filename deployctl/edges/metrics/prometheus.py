@@ -30,8 +30,6 @@ TARGET_POINTS = 500
 class PrometheusError(DeployctlError):
     """Prometheus could not be asked or refused the query."""
 
-    exit_code = 1
-
 
 def step_for(start: datetime, end: datetime, *, points: int = TARGET_POINTS) -> float:
     """A query step giving about ``points`` points over the range (at least 1 s)."""
