@@ -4,8 +4,9 @@ writers in two processes leave one unbroken chain."""
 
 from __future__ import annotations
 
-import multiprocessing
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -31,6 +32,8 @@ from tests.integration.test_audit_append_only import (  # noqa: F401 - `roles` i
 )
 
 pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
 
 KEY = "a-test-key-of-32-characters-long"
 FORGED_OUTCOME = (
@@ -310,16 +313,32 @@ def append(url: str, worker: int, count: int) -> list[int]:
     return ids
 
 
+WRITER = """
+import sys
+from deployctl.log import configure_logging
+from tests.integration.test_audit_chain import append
+configure_logging("error")
+print(",".join(str(i) for i in append(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))
+"""
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_two_processes_writing_at_once_leave_one_unbroken_chain(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     url = f"sqlite://{tmp_path}/audit.db" if backend == "sqlite" else request.getfixturevalue("postgres_db")
     open_store(url).close()
-    with multiprocessing.get_context("spawn").Pool(2) as pool:
-        results = pool.starmap(append, [(url, w, 300) for w in range(2)])
-    assert sorted(results[0] + results[1]) == list(range(1, 601))
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, url, str(w), "300"], cwd=ROOT, stdout=subprocess.PIPE,
+                         text=True)  # fmt: skip
+        for w in range(2)
+    ]
+    given = []
+    for writer in writers:
+        out, _ = writer.communicate(timeout=600)
+        assert writer.returncode == 0
+        given += [int(i) for i in out.splitlines()[-1].split(",")]
+    assert sorted(given) == list(range(1, 601))
     result = verify(url, "-o", "json")
     assert result.exit_code == 0, result.output
     assert '"rows": 1200' in result.output and '"keyed_rows": 1200' in result.output
-
