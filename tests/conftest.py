@@ -5,6 +5,7 @@ pytest_plugins = [
     "tests.fixtures.registry",  # before Kafka and Prometheus: their fixtures import its free_port
     "tests.fixtures.cluster",
     "tests.fixtures.gitrepo",
+    "tests.fixtures.gitea",  # after gitrepo, which it imports
     "tests.fixtures.kafka",
     "tests.fixtures.postgres",
     "tests.fixtures.prometheus",

@@ -103,7 +103,7 @@ def _duration(seconds: float | None) -> str:
 
 
 HISTORY_HEADERS = ("STARTED (UTC)", "ENV", "APP", "RESULT", "SHA", "FROM", "AUTHOR", "TOOK", "TRIGGER",
-                   "BY", "RELEASE", "CHANGE")  # fmt: skip
+                   "BY", "RELEASE", "CHANGE", "APPROVED")  # fmt: skip
 
 
 def history_row(record: AuditRecord) -> list[str]:
@@ -121,7 +121,16 @@ def history_row(record: AuditRecord) -> list[str]:
         a.actor.user,
         _short(record.release),
         _clip(a.app_commit_summary or a.file_commit_summary),
+        _approved(record),
     ]
+
+
+def _approved(record: AuditRecord) -> str:
+    """The pull request and who approved it (require_approval: forge), e.g. ``#7 @bob``; '-' without one."""
+    review = record.attempt.review
+    if review is None:
+        return "-"
+    return " ".join([f"#{review.number}", *(a.who for a in review.approvals)])
 
 
 def render_history_by_release(records: Sequence[AuditRecord]) -> str:
@@ -152,6 +161,8 @@ def render_csv(records: Sequence[AuditRecord]) -> str:
         event = record_to_event(record)
         event["workloads"] = ";".join(event["workloads"])
         event["reviewers"] = ";".join(event["reviewers"])
+        event["pull_request"] = (event["pull_request"] or {}).get("url", "")
+        event["approvals"] = ";".join(f"{a['who']} {a['when']} {a['head_sha']}" for a in event["approvals"])
         writer.writerow(event)
     return out.getvalue()
 

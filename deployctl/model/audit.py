@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from deployctl.errors import DeployctlError, InvalidInputError
 from deployctl.model.chain import ChainReport
 from deployctl.model.duration import DurationError, parse_duration
+from deployctl.model.review import ReviewRecord
 from deployctl.model.vocabulary import AUDIT_RESULTS, Trigger
 from deployctl.model.vocabulary import (
     STARTED as STARTED,  # re-exported: the audit model's word for an open attempt
@@ -79,6 +80,8 @@ class Attempt:
     started_at: datetime
     lock_holder: str | None = None
     """The identity in the environment lock (a Lease) held by the run that made this attempt."""
+    review: ReviewRecord | None = None
+    """With ``require_approval: forge``: the pull request that brought the change and the approvals that counted."""
 
     def __post_init__(self) -> None:
         if self.trigger not in TRIGGERS:
@@ -394,6 +397,8 @@ EVENT_FIELDS = (
     "finished_at",
     "duration_seconds",
     *PROVENANCE_FIELDS,
+    "pull_request",
+    "approvals",
 )
 """The stable field names of an exported attempt, in order. Add fields at the end; never rename."""
 
@@ -435,6 +440,8 @@ def record_to_event(record: AuditRecord) -> dict[str, Any]:
         "actor_user": a.actor.user,
         "actor_host": a.actor.host,
         "actor_ci_job": a.actor.ci_job,
+        "pull_request": None if a.review is None else {"number": a.review.number, "url": a.review.url},
+        "approvals": [] if a.review is None else [x.as_dict() for x in a.review.approvals],
     }
 
 

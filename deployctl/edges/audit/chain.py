@@ -41,7 +41,7 @@ ATTEMPT_FIELDS: tuple[str, ...] = (
     "id", "env", "app", "namespace", "workloads", "previous_sha", "new_sha", "image", "digest",
     "deploy_commit", "deploy_file", "file_commit", "file_author", "file_committer", "file_commit_time",
     "file_commit_summary", "reviewers", "app_commit_summary", "trigger", "actor_user", "actor_host",
-    "actor_ci_job", "started_at", "lock_holder",
+    "actor_ci_job", "started_at", "lock_holder", "review",
 )  # fmt: skip
 """The hashed columns of an attempt, in order. Fixed for format v1: a new column needs a new format."""
 OUTCOME_FIELDS: tuple[str, ...] = ("attempt_id", "result", "error", "digest", "finished_at", "recorded_at")

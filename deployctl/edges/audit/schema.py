@@ -38,6 +38,7 @@ ATTEMPT_COLUMNS = (
     *PROVENANCE_FIELDS,
     "started_at",
     "lock_holder",  # migration 3
+    "review",  # migration 6
 )
 
 
@@ -100,7 +101,7 @@ def _chain_columns(seq_type: str) -> tuple[str, ...]:
 
 _CHAIN_INDEXES = tuple(f"CREATE UNIQUE INDEX {table}_chain_seq ON {table} (chain_seq)" for table in CHAINED_TABLES)
 
-CHAIN_VERSION = 6
+CHAIN_VERSION = 7
 """The migration that starts the audit chain (edges/audit/chain.py)."""
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -203,6 +204,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             """CREATE TRIGGER attempt_events_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON attempt_events
             FOR EACH STATEMENT EXECUTE FUNCTION deployctl_append_only()""",
         ),
+    ),
+    Migration(
+        6,
+        "attempts.review: the pull request and the approvals that counted (require_approval: forge), as JSON",
+        sqlite=("ALTER TABLE attempts ADD COLUMN review TEXT",),
+        postgres=("ALTER TABLE attempts ADD COLUMN review TEXT",),
     ),
     Migration(
         CHAIN_VERSION,

@@ -27,6 +27,7 @@ from deployctl.model.audit import (
     utc,
 )
 from deployctl.model.chain import Kind
+from deployctl.model.review import ReviewRecord
 from deployctl.model.vocabulary import Result
 from deployctl.rules.cdevents import deploy_event_id
 
@@ -111,6 +112,7 @@ class SqlStore(ChainQueries):
             a.actor.ci_job,
             self._enc_time(a.started_at),
             a.lock_holder,
+            None if a.review is None else json.dumps(a.review.as_dict(), sort_keys=True),
         )
 
     def finish(
@@ -312,7 +314,7 @@ class SqlStore(ChainQueries):
         (id_, env, app, namespace, workloads, previous_sha, new_sha, image, digest, deploy_commit,
          deploy_file, file_commit, file_author, file_committer, file_commit_time, file_commit_summary,
          reviewers, app_commit_summary, trigger, actor_user, actor_host, actor_ci_job, started_at,
-         lock_holder, result, error, outcome_digest, finished_at) = row  # fmt: skip
+         lock_holder, review, result, error, outcome_digest, finished_at) = row  # fmt: skip
         started = self._dec_time(started_at)
         assert started is not None
         attempt = Attempt(
@@ -337,6 +339,7 @@ class SqlStore(ChainQueries):
             actor=Actor(user=actor_user, host=actor_host, ci_job=actor_ci_job),
             started_at=started,
             lock_holder=lock_holder,
+            review=ReviewRecord.from_dict(json.loads(review)) if review else None,
         )
         finished = self._dec_time(finished_at)
         return AuditRecord(
