@@ -8,9 +8,7 @@ The store is append-only: an attempt is written before the apply, its outcome is
 row appended after it (together with its notification outbox row, in one transaction), and
 an attempt left without an outcome by a crash is closed as ``interrupted`` by the next run.
 Attempts (and outcomes) of one reconcile wave can be written together, in one transaction and
-one fsync (``start_many``, ``finish_many``), with the same durability per record. Every attempt
-and outcome row is hash-chained to the row before it and MACed under ``DEPLOYCTL_AUDIT_KEY``
-(``verify_chain``, ``unverified``; docs/audit.md).
+one fsync (``start_many``, ``finish_many``), with the same durability per record (hash-chained).
 """
 
 from __future__ import annotations
@@ -239,13 +237,10 @@ class AuditStore(Protocol):
         """Records matching every filter, newest first; ``sha`` is a prefix of the new SHA or the release."""
         ...
 
-    def verify_chain(self, *, since: int | None = None) -> ChainReport:
-        """Walk the audit chain (docs/audit.md) from its start, or from attempt ``since``, to its head."""
-        ...
+    def verify_chain(self, *, since: int | None = None) -> ChainReport: ...  # docs/audit.md, the chain
 
     def unverified(self, attempt_ids: Sequence[int]) -> dict[int, str]:
-        """Why each of these attempts (its row or its outcome's) does not verify; verified ones are absent."""
-        ...
+        """Why each of these attempts (its row or its outcome's) does not verify (absent: verified)."""
 
     def get(self, attempt_id: int) -> AuditRecord | None:
         """The record of one attempt, or None when there is none with that id."""
