@@ -35,6 +35,11 @@ LOG_LEVEL = Setting("DEPLOYCTL_LOG_LEVEL", "Level of the structured log on stder
                     "the same as --log-level.", "error")
 AUDIT = Setting("DEPLOYCTL_AUDIT", "Audit store URL (sqlite:///path/audit.db or postgresql://...); the same as "
                 "--audit.", "sqlite:///~/.local/state/deployctl/audit.db")
+AUDIT_KEY = Setting("DEPLOYCTL_AUDIT_KEY", "Key(s) of the audit chain's MACs (docs/audit.md#the-audit-chain), "
+                    "separated by commas or spaces: the first signs the rows this process writes, all of them "
+                    "verify (keep old keys after the current one through a rotation). A Kubernetes Secret for "
+                    "`watch`, a CI secret for CI; never given to the database role. Unset: rows are written "
+                    "without a MAC and `audit verify` reports them as unkeyed.", secret=True)
 ALLOW_NAMESPACES = Setting("DEPLOYCTL_ALLOW_NAMESPACES", "`context/namespace` pairs deployctl may touch (a bare "
                            "namespace: in the current context only), separated by commas or spaces; environments "
                            "outside them are refused. The same as --allow-namespace.",
@@ -113,7 +118,7 @@ CI_OVERRIDE_REASON = Setting("DEPLOYCTL_OVERRIDE_REASON", "CI workflows: a freez
 SETTINGS: tuple[Setting, ...] = (
     UI_TOKEN, UI_TOKEN_FILE, UI_TRUSTED_PROXIES,
     MAX_DEPLOY_FILE_BYTES, MAX_CONFIG_BYTES, MAX_HISTORY_COMMITS, SOURCE_ROOTS,
-    LOG_LEVEL, AUDIT, ALLOW_NAMESPACES, SETTINGS_FILE, MIRROR_DIR, GIT_TOKEN, GIT_USERNAME, GIT_FETCH_TIMEOUT, GIT_SSH_KEY,
+    LOG_LEVEL, AUDIT, AUDIT_KEY, ALLOW_NAMESPACES, SETTINGS_FILE, MIRROR_DIR, GIT_TOKEN, GIT_USERNAME, GIT_FETCH_TIMEOUT, GIT_SSH_KEY,
     GIT_SSH_PASSPHRASE, WEBHOOK_SECRET, WEBHOOK_SECRET_FILE, ALLOWED_SIGNERS, GPG_HOME,
     FORGE_TYPE, FORGE_URL, FORGE_REPO, FORGE_TOKEN, REGISTRY_USERNAME,
     REGISTRY_PASSWORD, REGISTRY_ONE_HOST, REGISTRY_HOST, CHROMIUM, CACHE, COMPLETE, CI_GIT, CI_COMMIT, CI_ALLOWED_SIGNERS_DATA,

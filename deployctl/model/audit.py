@@ -8,7 +8,7 @@ The store is append-only: an attempt is written before the apply, its outcome is
 row appended after it (together with its notification outbox row, in one transaction), and
 an attempt left without an outcome by a crash is closed as ``interrupted`` by the next run.
 Attempts (and outcomes) of one reconcile wave can be written together, in one transaction and
-one fsync (``start_many``, ``finish_many``), with the same durability per record.
+one fsync (``start_many``, ``finish_many``), with the same durability per record (hash-chained).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from deployctl.errors import DeployctlError, InvalidInputError
+from deployctl.model.chain import ChainReport
 from deployctl.model.duration import DurationError, parse_duration
 from deployctl.model.review import ReviewRecord
 from deployctl.model.vocabulary import AUDIT_RESULTS, Trigger
@@ -235,6 +236,11 @@ class AuditStore(Protocol):
     ) -> list[AuditRecord]:
         """Records matching every filter, newest first; ``sha`` is a prefix of the new SHA or the release."""
         ...
+
+    def verify_chain(self, *, since: int | None = None) -> ChainReport: ...  # docs/audit.md, the chain
+
+    def unverified(self, attempt_ids: Sequence[int]) -> dict[int, str]:
+        """Why each of these attempts (its row or its outcome's) does not verify (absent: verified)."""
 
     def get(self, attempt_id: int) -> AuditRecord | None:
         """The record of one attempt, or None when there is none with that id."""

@@ -36,7 +36,7 @@ from deployctl.model.state import DesiredState, Target
 from deployctl.rules.approval import ApprovalCommit, Verdict, check_approval
 from deployctl.rules.deployfile import split_deploy_path
 from deployctl.rules.freeze import ActiveFreeze, frozen_environments
-from deployctl.rules.gates import AUDIT, GIT, GateResult, RunFact, check_gates, gate_problems, gated
+from deployctl.rules.gates import AUDIT, GIT, RAN, GateResult, RunFact, check_gates, gate_problems, gated
 from deployctl.rules.promote import deploy_path
 from deployctl.rules.review import RULE as REVIEW_RULE
 from deployctl.rules.review import ReviewPolicy, ReviewVerdict, check_reviews, judged_under
@@ -67,13 +67,20 @@ def git_facts(
 
 
 def audit_facts(store: AuditStore, targets: Iterable[Target], config: Config) -> list[RunFact]:
-    """What the audit history says about each gated SHA in each required environment."""
-    facts: list[RunFact] = []
+    """What the audit history says about each gated SHA in each required environment.
+
+    A run counts only if its rows verify in the audit chain (docs/audit.md): a row inserted or edited
+    behind deployctl's back comes back with the reason, and the gate names it in its refusal.
+    """
+    found: list[tuple[int, RunFact]] = []
     for target, required in gated(targets, config):
         for record in store.query(env=required, app=target.app, sha=target.sha, limit=50):
             if record.attempt.new_sha == target.sha:
-                facts.append(RunFact(required, target.app, target.sha, record.result))
-    return facts
+                found.append((record.id, RunFact(required, target.app, target.sha, record.result)))
+    unverified = store.unverified([i for i, fact in found if fact.result in RAN]) if found else {}
+    for attempt_id, reason in unverified.items():
+        log.warning("policy.audit_row_unverified", attempt=attempt_id, reason=reason)
+    return [replace(fact, unverified=unverified.get(i)) for i, fact in found]
 
 
 def gate_results(
