@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from deployctl.edges.forge import ForgeSettings, open_forge
 from deployctl.edges.git import history
 from deployctl.edges.git import repo as repo_edge
 from deployctl.model.audit_target import AUDIT_OFF, AuditTarget
@@ -66,3 +67,24 @@ def commit_ranges(
         lines = tuple(CommitLine(c.sha, c.author_name, c.summary) for c in infos)
         out[t.key] = CommitRange(lines, descendant, truncated)
     return out
+
+
+PLAN_CONTEXT = "deployctl/plan"
+COMMENT_MARKER = "<!-- deployctl-diff -->"
+
+
+def publish_diff(result: StateDiff, markdown: str, *, number: int, forge: ForgeSettings) -> str:
+    """Post (or update) the diff as one comment on pull request ``number`` and set the commit status
+    ``deployctl/plan`` of its head: success, or failure when validation or a promotion gate fails.
+    Returns the comment's URL."""
+    client = open_forge(forge)
+    try:
+        where = client.comment(number, f"{COMMENT_MARKER}\n{markdown}", marker=COMMENT_MARKER)
+        if result.head_commit:
+            n = len(result.targets)
+            description = (f"{n} deploy change{'s' * (n != 1)}; valid, gates pass" if result.ok
+                           else "validation or a promotion gate failed; see the comment")
+            client.set_status(result.head_commit, ok=result.ok, context=PLAN_CONTEXT, description=description)
+        return where
+    finally:
+        client.close()

@@ -33,7 +33,7 @@ from deployctl.reconcile.outcome import EnvironmentOutcome, Progress, ReconcileR
 from deployctl.reconcile.ports import Clusters, GatedClusters, Lock, Locks
 from deployctl.reconcile.reconciler import Prepared, Reconciler
 from deployctl.reconcile.recorder import AuditRecorder
-from deployctl.reconcile.sink import AuditSink, OverrideNotes, RunAudit
+from deployctl.reconcile.sink import AuditSink, OverrideNotes, ReviewNotes, RunAudit
 from deployctl.rules.plan import Plan, count_actions
 
 log = structlog.get_logger(__name__)
@@ -98,6 +98,8 @@ def run_once(desired: DesiredState, run: Run) -> ReconcileResult:
     sink: AuditSink | None = run.audit
     if sink is not None and said.notes:
         sink = OverrideNotes(sink, said.notes)
+    if sink is not None and said.reviews:
+        sink = ReviewNotes(sink, said.reviews)
     envs = _Environments(
         desired, run, sink=sink, refusals={**said.refusals, **run.refusals},
         guarded=check_namespaces(desired, options.selection.allowed_namespaces, context_name=run.clusters.context_name),

@@ -27,8 +27,9 @@ from deployctl.model.audit import (
     record_with_events,
 )
 from deployctl.model.audit_target import AuditTarget
+from deployctl.model.chain import ChainReport
 from deployctl.model.printable import printable
-from deployctl.settings import AUDIT
+from deployctl.settings import AUDIT, AUDIT_KEY
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -102,7 +103,7 @@ def _duration(seconds: float | None) -> str:
 
 
 HISTORY_HEADERS = ("STARTED (UTC)", "ENV", "APP", "RESULT", "SHA", "FROM", "AUTHOR", "TOOK", "TRIGGER",
-                   "BY", "RELEASE", "CHANGE")  # fmt: skip
+                   "BY", "RELEASE", "CHANGE", "APPROVED")  # fmt: skip
 
 
 def history_row(record: AuditRecord) -> list[str]:
@@ -120,7 +121,16 @@ def history_row(record: AuditRecord) -> list[str]:
         a.actor.user,
         _short(record.release),
         _clip(a.app_commit_summary or a.file_commit_summary),
+        _approved(record),
     ]
+
+
+def _approved(record: AuditRecord) -> str:
+    """The pull request and who approved it (require_approval: forge), e.g. ``#7 @bob``; '-' without one."""
+    review = record.attempt.review
+    if review is None:
+        return "-"
+    return " ".join([f"#{review.number}", *(a.who for a in review.approvals)])
 
 
 def render_history_by_release(records: Sequence[AuditRecord]) -> str:
@@ -151,6 +161,8 @@ def render_csv(records: Sequence[AuditRecord]) -> str:
         event = record_to_event(record)
         event["workloads"] = ";".join(event["workloads"])
         event["reviewers"] = ";".join(event["reviewers"])
+        event["pull_request"] = (event["pull_request"] or {}).get("url", "")
+        event["approvals"] = ";".join(f"{a['who']} {a['when']} {a['head_sha']}" for a in event["approvals"])
         writer.writerow(event)
     return out.getvalue()
 
@@ -312,6 +324,55 @@ def migrate(audit: AuditTarget) -> None:
         click.echo(f"schema version {store.schema_version()}")  # type: ignore[attr-defined]
     finally:
         store.close()
+
+
+@audit.command("verify")
+@audit_option
+@click.option("--since", "since_id", type=click.IntRange(min=1), metavar="ID",
+              help="Start at attempt ID, a known-good point (its link to the row before it is trusted).")
+@output_options(TABLE, JSON, YAML)
+def verify(audit: AuditTarget, since_id: int | None, output: Output) -> None:
+    """Check the audit chain: every row's hash, its link to the row before it and its MAC.
+
+    Exits 0 when the chain holds, 1 naming the first row that breaks it and how (inserted with SQL,
+    edited, deleted, reordered, a MAC that does not match). MACs are checked with the keys in
+    $DEPLOYCTL_AUDIT_KEY. Reads the chain in pages: memory stays flat however long it is.
+
+    \b
+    Examples:
+      deployctl audit verify --audit postgresql://auditor@db:5432/deploys
+      deployctl audit verify --since 48210 -o json
+    """
+    from deployctl.edges.audit.chain import ChainBrokenError
+
+    store = _read(audit)
+    try:
+        report = store.verify_chain(since=since_id)
+    finally:
+        store.close()
+    if not output.data(report.as_dict()):
+        output.write(render_chain_report(report))
+    if report.broken is not None:
+        raise ChainBrokenError(f"the audit chain is broken: {report.broken.message}")
+
+
+def render_chain_report(report: ChainReport) -> str:
+    """What verify found, for a person: rows checked, MACs, unkeyed rows, where the chain began."""
+    span = f" (#{report.first_seq}–#{report.last_seq})" if report.rows else ""
+    verdict = "holds" if report.ok else "checked up to the break"
+    lines = [f"chain {verdict}: {report.rows:,} row(s){span}"
+             + (f", head {report.head[:16]}…" if report.head and report.ok else "")]  # fmt: skip
+    if report.macs_checked:
+        lines.append(f"MACs checked with {AUDIT_KEY.name}: {report.keyed_rows:,} keyed row(s)")
+    elif report.keyed_rows:
+        lines.append(f"MACs NOT checked: {AUDIT_KEY.name} is not set ({report.keyed_rows:,} keyed row(s))")
+    if report.unkeyed_rows:
+        runs = "; ".join(first if first == last else f"{first} – {last}" for first, last in report.unkeyed)
+        lines.append(f"unkeyed (written without a key): {report.unkeyed_rows:,} row(s): {runs}")
+    if report.migrated_through:
+        lines.append(f"rows #1–#{report.migrated_through} were chained as found when the store was migrated "
+                     "to the chain, not when written")  # fmt: skip
+    return "\n".join(lines)
 
 
 @click.command()

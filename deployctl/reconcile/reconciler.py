@@ -185,18 +185,19 @@ class Reconciler:
             env_apps = {k[1]: runs[k].change.depends_on for k in runs if k[0] == env}
             order.extend((env, app) for app in dependency_order(env_apps))
         self._flush_finishes()  # the plan's refusals and skips go on record before anything is applied
-        self._watch = RolloutWatch(self.clusters, seeds=self._seeds) if self.options.timing.wait else None
+        deadline = time.monotonic() + self.options.timing.timeout
+        self._watch = (RolloutWatch(self.clusters, seeds=self._seeds, deadline=deadline)
+                       if self.options.timing.wait else None)
         try:
-            self._loop(runs, order)
+            self._loop(runs, order, deadline)
         finally:
             if self._watch is not None:
                 self._watch.close()
         self._flush_finishes()
 
-    def _loop(self, runs: dict[tuple[str, str], AppRun], order: list[tuple[str, str]]) -> None:
+    def _loop(self, runs: dict[tuple[str, str], AppRun], order: list[tuple[str, str]], deadline: float) -> None:
         timing = self.options.timing
         concurrency = max(1, timing.concurrency)
-        deadline = time.monotonic() + timing.timeout
         last_poll = 0.0
         futures: dict[Future[tuple[Workload, ...]], tuple[str, str]] = {}
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deployctl-apply") as pool:

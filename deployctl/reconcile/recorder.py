@@ -142,5 +142,6 @@ class AuditRecorder:
             actor=self.actor,
             started_at=datetime.now(UTC),
             lock_holder=self.lock_holder,
+            review=change.review,
         )
         return attempt

@@ -2,7 +2,8 @@
 
 Pure: the facts (which SHA ran where, and how it ended) come in as values, gathered by
 :mod:`deployctl.reconcile.policy` from one of two sources: the audit history (``source="audit"``: only
-``succeeded`` and ``drift-corrected`` attempts of a SHA that the git history also shows count) or the required environment's deploy file
+``succeeded`` and ``drift-corrected`` attempts of a SHA that the git history also shows count, and
+only if their rows verify in the audit chain) or the required environment's deploy file
 in git (``source="git"``: a SHA counts as deployed only if it was the file's first token in a
 commit before the one being checked; SHAs listed below the first line never count, since a
 change could add one in the same commit that deploys it to production).
@@ -34,6 +35,8 @@ class RunFact:
     app: str
     sha: str
     result: str
+    unverified: str | None = None
+    """Why the audit row this fact comes from does not verify (docs/audit.md); such a fact never counts."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class GateResult:
     source: str  # "audit" | "git"
     path: str
     line: int
+    rejected: tuple[str, ...] = ()
+    """Audit rows that claimed the run but do not verify (forged or tampered), each with the reason."""
 
     def message(self) -> str:
         """A one-line account, naming the deploy file and the required environment."""
@@ -59,8 +64,9 @@ class GateResult:
             if self.source == AUDIT
             else f"as the first line of environments/{self.required}/{self.app}.deploy in an earlier commit"
         )
+        rejected = "".join(f"; not counted: {reason}" for reason in self.rejected)
         return (
-            f"{self.sha[:12]} has not run successfully in {self.required} ({where}); environment "
+            f"{self.sha[:12]} has not run successfully in {self.required} ({where}){rejected}; environment "
             f"{self.env} requires {self.required} first: deploy it to {self.required} "
             f"(deployctl promote {self.app} --from <env> --to {self.required}) and promote from there"
         )
@@ -78,6 +84,7 @@ class GateResult:
             "source": self.source,
             "path": self.path,
             "line": self.line,
+            "rejected": list(self.rejected),
         }
 
 
@@ -95,8 +102,16 @@ def gated(targets: Iterable[Target], config: Config) -> list[tuple[Target, str]]
 def check_gates(
     targets: Iterable[Target], config: Config, facts: Iterable[RunFact], *, source: str
 ) -> list[GateResult]:
-    """Check every target against every environment its environment requires."""
-    ran = {(f.env, f.app, f.sha) for f in facts if f.result in RAN}
+    """Check every target against every environment its environment requires.
+
+    A fact whose audit row does not verify never counts; its reason goes into the result.
+    """
+    facts = list(facts)
+    ran = {(f.env, f.app, f.sha) for f in facts if f.result in RAN and f.unverified is None}
+    rejected: dict[tuple[str, str, str], list[str]] = {}
+    for f in facts:
+        if f.result in RAN and f.unverified is not None:
+            rejected.setdefault((f.env, f.app, f.sha), []).append(f.unverified)
     return [
         GateResult(
             env=target.env,
@@ -107,6 +122,9 @@ def check_gates(
             source=source,
             path=target.path,
             line=target.line,
+            rejected=()
+            if (required, target.app, target.sha) in ran
+            else tuple(rejected.get((required, target.app, target.sha), ())),
         )
         for target, required in gated(targets, config)
     ]

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
+from deployctl.model.review import ReviewRecord
 from deployctl.model.state import DesiredState, Target
 from deployctl.model.workload import (
     ANN_APPLIED_AT,
@@ -69,6 +70,7 @@ class Change:
     reason: str = ""
     health: RolloutStatus | None = None
     depends_on: tuple[str, ...] = ()
+    review: ReviewRecord | None = None  # require_approval: forge: the pull request and approvals that let it through
 
     @property
     def key(self) -> tuple[str, str]:

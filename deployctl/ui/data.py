@@ -225,7 +225,10 @@ def env_notes(config: Config | None, now: datetime) -> dict[str, tuple[str | Non
         f = frozen.get(name)
         freeze = f"frozen until {f.end.strftime('%Y-%m-%d %H:%MZ')}: {f.window.reason}" if f else None
         approval = None
-        if env.require_approval:
+        if env.forge_review:
+            approval = (f"{env.min_approvals} approving pull-request review(s) required from "
+                        + ", ".join(env.approvers))
+        elif env.require_approval:
             approval = "approval required from " + ", ".join(env.approvers)
         elif env.approvers:
             approval = "reviewed by " + ", ".join(env.approvers)

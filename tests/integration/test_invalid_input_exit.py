@@ -77,7 +77,7 @@ def test_reconcile_with_invalid_production_config_exits_2_and_reports_production
     assert [(o["app"], o["result"]) for o in production] == [("api", "invalid")]
     assert "has errors in deployctl.yaml" in production[0]["message"]
     assert {e["env"]: e["status"] for e in result["environments"]} == {"production": "invalid", "staging": "ok"}
-    assert any("require_approval must be true or false" in p["message"] for p in result["problems"])
+    assert any("require_approval must be true, false or forge" in p["message"] for p in result["problems"])
 
 
 def test_plan_and_status_show_the_invalid_environment(cluster, two_envs):
@@ -91,7 +91,7 @@ def test_plan_and_status_show_the_invalid_environment(cluster, two_envs):
     assert status.exit_code == 0, status.output
     doc = json.loads(status.stdout)
     assert {(a["env"], a["action"]) for a in doc["apps"]} == {("staging", "update"), ("production", "invalid")}
-    assert any("require_approval must be true or false" in p["message"] for p in doc["problems"])
+    assert any("require_approval must be true, false or forge" in p["message"] for p in doc["problems"])
 
 
 def test_a_deploy_file_for_an_environment_missing_from_the_config_exits_2(cluster, two_envs):

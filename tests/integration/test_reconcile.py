@@ -9,7 +9,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from deployctl.app.run import run_reconcile
+from deployctl.app.run import Callbacks, run_reconcile
 from deployctl.cli import main
 from deployctl.devtools.localcluster import controlplane
 from deployctl.edges.git.repo import read_desired_state
@@ -254,16 +254,21 @@ def test_api_server_restart_during_a_reconcile_and_the_next_run_converges(make_r
         repo.commit({"deployctl.yaml": config({"staging": "shop"}), **deploy_files("staging", shas)})
 
         outcome: dict[str, object] = {}
+        acting = threading.Event()  # the first run reached the cluster: it applies or waits for a rollout
 
         def first_run() -> None:
             try:
-                outcome["result"] = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=state.kubeconfig, audit=AUDIT_OFF, options=ReconcileOptions(timing=Timing(timeout=30)))
+                outcome["result"] = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=state.kubeconfig,
+                                                  audit=AUDIT_OFF, options=ReconcileOptions(timing=Timing(timeout=30)),
+                                                  callbacks=Callbacks(on_progress=lambda _p: acting.set()))
             except Exception as exc:  # the restart may surface as an unreachable cluster
                 outcome["error"] = exc
+            finally:
+                acting.set()
 
         thread = threading.Thread(target=first_run)
         thread.start()
-        time.sleep(0.3)
+        assert acting.wait(60)
         controlplane.restart_component(directory, "kube-apiserver")
         thread.join(120)
         assert not thread.is_alive()

@@ -91,14 +91,18 @@ def test_registry_down_refuses_instead_of_applying_an_unverified_tag(
 
 
 def test_a_tag_repushed_after_staging_is_refused_in_production_unless_allowed(
-    cluster, make_repo, registry, pusher, unique_repo, tmp_path
+    cluster, namespace, make_repo, registry, pusher, unique_repo, tmp_path
 ):
-    staging, production = "dg-staging", "dg-production"
+    staging, production = namespace, f"{namespace}-prod"
+    cluster.create_namespace(production)
+    try:
+        _tag_repushed(cluster, staging, production, make_repo, pusher, unique_repo, registry, tmp_path)
+    finally:
+        cluster.delete_namespace(production)
+
+
+def _tag_repushed(cluster, staging, production, make_repo, pusher, unique_repo, registry, tmp_path):
     for ns in (staging, production):
-        try:
-            cluster.create_namespace(ns)
-        except Exception:
-            pass
         cluster.deployment(ns, "api")
     commit = sha("retagged")
     image = f"{registry.host}/{unique_repo}"

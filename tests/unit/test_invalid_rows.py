@@ -34,7 +34,7 @@ def test_an_environment_with_config_errors_is_still_selected_and_planned_as_inva
     assert {(c.env, c.app): c.action for c in plan.changes} == {
         ("production", "api"): Action.INVALID, ("staging", "api"): Action.MISSING}
     assert [p.message for p in desired.unrowed_errors()] == [
-        "environments.production.require_approval must be true or false"]
+        "environments.production.require_approval must be true, false or forge (approving pull-request reviews)"]
     assert desired.unrowed_errors(envs=("staging",)) == ()
 
 

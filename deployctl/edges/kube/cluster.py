@@ -92,10 +92,10 @@ class Cluster:
         return self.list_kind_at(namespace, kind)
 
     def watch(self, namespace: str, kind: str, *, on_change: Callable[[Workload], None],
-              items: list[Workload] | None = None, resource_version: str = "") -> Informer:
+              items: list[Workload] | None = None, resource_version: str = "", deadline: float | None = None) -> Informer:
         """A started :class:`Informer` of one namespace and kind (from ``items`` at ``resource_version``
-        when given: no LIST of its own)."""
-        informer = Informer(self, namespace, kind, on_change=on_change)
+        when given: no LIST of its own; a lagging watch cache waited for until ``deadline``)."""
+        informer = Informer(self, namespace, kind, on_change=on_change, deadline=deadline)
         if items is not None and resource_version:
             return informer.start(items=items, resource_version=resource_version)
         return informer.start()
