@@ -35,7 +35,7 @@ from deployctl.controller.decisions import OncePerDecision
 from deployctl.controller.metrics import ControllerMetrics
 from deployctl.edges.git.mirror import Mirror
 from deployctl.edges.git.repo import read_desired_state
-from deployctl.edges.kube.lease import LeaseLocks
+from deployctl.edges.kube.locks import LeaseLocks
 from deployctl.errors import DeployctlError
 from deployctl.model import audit as audit_mod
 from deployctl.model.audit import AttemptEvent
@@ -105,8 +105,8 @@ class _GatedAudit:
         if mine:
             self.inner.attempts_finished(mine)
 
-    def close_interrupted(self, *, env: str | None = None) -> list[int]:
-        return self.inner.close_interrupted(env=env)
+    def close_interrupted(self, *, env: str | None = None, apps: Sequence[str] | None = None) -> list[int]:
+        return self.inner.close_interrupted(env=env, apps=apps)
 
     def decisions(self, items: Sequence[DecisionItem], *, deploy_commit: str | None) -> list[int | None]:
         if not self.may_act():
@@ -336,7 +336,9 @@ class Controller:
             # the same pipeline and guards as `deployctl reconcile`: gates, approvals, freezes, digest pins
             result = run_once(desired, Run(
                 clusters=GatedClusters(self.shards.clusters(self.pool, desired) if self.shards else self.pool,
-                                       self._check), locks=LeaseLocks(self.pool), options=self.settings.runs,
+                                       self._check),
+                locks=self.shards.locks(self.pool, desired) if self.shards else LeaseLocks(self.pool),
+                options=self.settings.runs,
                 repo_path=self.mirror.path, audit=gated_audit, store=self.store, identity=identity,
                 # whatever a previous leader (or our own crashed run) left open is over once we lead
                 close_interrupted=close_interrupted,

@@ -22,6 +22,7 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from deployctl.edges.kube.cluster import Cluster, ClusterError, PodProblem
+from deployctl.edges.kube.locks import LeaseLocks
 from deployctl.edges.kube.resources import collection_path
 from deployctl.edges.kube.shards import SlotLeases
 from deployctl.errors import DeployctlError
@@ -33,7 +34,7 @@ from deployctl.reconcile.observe import ClusterPool
 from deployctl.reconcile.ports import Watch, Workloads
 from deployctl.reconcile.recorder import AuditRecorder
 from deployctl.reconcile.sink import AttemptItem, DecisionItem, FinishItem
-from deployctl.rules.shards import slot_of
+from deployctl.rules.shards import fence_value, parse_fence, slot_of, supersedes
 
 log = structlog.get_logger(__name__)
 
@@ -44,21 +45,6 @@ class FenceError(DeployctlError):
     """An apply was refused: its slot is no longer held in time, or the workload carries a newer token."""
 
     exit_code = ExitCode.FAILED
-
-
-def fence_value(set_name: str, slot: int, token: int) -> str:
-    return f"{set_name}/{slot}:{token}"
-
-
-def parse_fence(value: str | None, set_name: str) -> tuple[int, int] | None:
-    """(slot, token) of a fence annotation of ``set_name``; None when absent, of another set or malformed."""
-    if not value:
-        return None
-    prefix, _, rest = value.partition("/")
-    slot, _, token = rest.partition(":")
-    if prefix != set_name or not slot.isdigit() or not token.isdigit():
-        return None
-    return int(slot), int(token)
 
 
 class ShardRuns:
@@ -103,6 +89,23 @@ class ShardRuns:
                 envs[(env.context, env.namespace)] = name
         return FencedClusters(pool, self, envs)
 
+    def locks(self, pool: ClusterPool, desired: DesiredState) -> LeaseLocks:
+        """The app locks of a run, each taken with the fence of its app's slot: a replica that took a slot
+        over takes the app locks its earlier holder left at once (that holder stopped acting before)."""
+        envs: dict[tuple[str | None, str], str] = {}
+        if desired.config is not None:
+            for name, env in desired.config.environments.items():
+                envs[(env.context, env.namespace)] = name
+
+        def fence(context: str | None, namespace: str, app: str) -> str | None:
+            env = envs.get((context, namespace))
+            if env is None:
+                return None
+            slot, token = self.fence(env, app)
+            return fence_value(self.set_name, slot, token)
+
+        return LeaseLocks(pool, fence=fence, supersedes=supersedes)
+
     def audit(self, recorder: AuditRecorder) -> FencedAudit:
         return FencedAudit(recorder, self)
 
@@ -142,8 +145,9 @@ class FencedWorkloads:
         return self.cluster.pod_problems(workload, limit=limit)
 
     def watch(self, namespace: str, kind: str, *, on_change: Callable[[Workload], None],
-              items: list[Workload] | None = None, resource_version: str = "") -> Watch:
-        return self.cluster.watch(namespace, kind, on_change=on_change, items=items, resource_version=resource_version)
+              items: list[Workload] | None = None, resource_version: str = "", deadline: float | None = None) -> Watch:
+        return self.cluster.watch(namespace, kind, on_change=on_change, items=items, resource_version=resource_version,
+                                  deadline=deadline)
 
     def apply_image(self, workload: Workload, *, container: str, image: str,
                     annotations: Mapping[str, str]) -> Workload:
@@ -156,9 +160,9 @@ class FencedWorkloads:
         for _ in range(5):
             slot, token = self.runs.fence(env, workload.app)
             found = parse_fence(current.annotations.get(FENCE_ANNOTATION), self.runs.set_name)
-            if found is not None and found[0] == slot and found[1] > token:
-                log.warning("shards.fence_refused", env=env, app=workload.app, slot=slot, token=token, newer=found[1])
-                raise FenceError(f"{env}/{workload.app}: the workload carries fencing token {found[1]} of slot {slot}, "
+            if found is not None and found[1] == slot and found[2] > token:
+                log.warning("shards.fence_refused", env=env, app=workload.app, slot=slot, token=token, newer=found[2])
+                raise FenceError(f"{env}/{workload.app}: the workload carries fencing token {found[2]} of slot {slot}, "
                                  f"newer than this replica's {token}; another replica took the slot; not writing")
             fenced = {**annotations, FENCE_ANNOTATION: fence_value(self.runs.set_name, slot, token)}
             try:
@@ -245,8 +249,8 @@ class FencedAudit:
     def rollout_events(self, events: Sequence[AttemptEvent]) -> None:
         self.recorder.rollout_events(events)
 
-    def close_interrupted(self, *, env: str | None = None) -> list[int]:
-        return self.recorder.close_interrupted(env=env)
+    def close_interrupted(self, *, env: str | None = None, apps: Sequence[str] | None = None) -> list[int]:
+        return self.recorder.close_interrupted(env=env, apps=apps)
 
 
 class ShardSyncTarget:

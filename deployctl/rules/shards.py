@@ -88,6 +88,29 @@ def settle(slots: int, members: Iterable[str], holders: Mapping[int, str | None]
     return {s: h for s, h in state.items() if h}
 
 
+def fence_value(set_name: str, slot: int, token: int) -> str:
+    """The fencing token of a slot as written on a workload, a lock Lease and an attempt: ``<set>/<slot>:<token>``."""
+    return f"{set_name}/{slot}:{token}"
+
+
+def parse_fence(value: str | None, set_name: str | None = None) -> tuple[str, int, int] | None:
+    """(set, slot, token) of a fence (of ``set_name`` when given); None when absent, of another set or malformed."""
+    if not value:
+        return None
+    prefix, _, rest = value.partition("/")
+    slot, _, token = rest.partition(":")
+    if not prefix or (set_name is not None and prefix != set_name) or not slot.isdigit() or not token.isdigit():
+        return None
+    return prefix, int(slot), int(token)
+
+
+def supersedes(ours: str | None, theirs: str | None) -> bool:
+    """Whether a lock taken under fence ``ours`` may take over one written under ``theirs``: the same slot of
+    the same set, with a newer token (its holder lost the slot, so it stopped acting before we took it)."""
+    a, b = parse_fence(ours), parse_fence(theirs)
+    return a is not None and b is not None and a[:2] == b[:2] and a[2] > b[2]
+
+
 def keys_moved(keys: Iterable[tuple[str, str]], slots: int, before: Mapping[int, str],
                after: Mapping[int, str]) -> float:
     """The fraction of ``keys`` whose slot has another holder in ``after`` than in ``before``."""

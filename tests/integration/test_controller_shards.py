@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from deployctl.controller.shards import FENCE_ANNOTATION, FencedWorkloads, FenceError, parse_fence
+from deployctl.controller.shards import FENCE_ANNOTATION, FencedWorkloads, FenceError
 from deployctl.edges.audit.url import open_store
 from deployctl.edges.kube.cluster import Cluster
+from deployctl.rules.shards import parse_fence
 from tests.integration.test_controller import DEPLOYCTL, IMAGE, Watch, sha, wait_for
 
 pytestmark = pytest.mark.integration
@@ -98,7 +99,7 @@ def attempts(url: str, word: str):
         store.close()
 
 
-def fences(cluster, namespaces) -> dict[tuple[str, str], tuple[int, int] | None]:
+def fences(cluster, namespaces) -> dict[tuple[str, str], tuple[str, int, int] | None]:
     return {(env, app): parse_fence(cluster.read_deployment(ns, app).metadata.annotations.get(FENCE_ANNOTATION),
                                     "deployctl")
             for env, ns in namespaces.items() for app in APPS}
@@ -124,7 +125,7 @@ def test_three_replicas_apply_a_commit_changing_every_app_once_per_app(
     # the token on each workload is the one on its attempt
     on_workload = fences(cluster, two_envs)
     for r in records:
-        slot, token = on_workload[(r.attempt.env, r.attempt.app)]
+        _, slot, token = on_workload[(r.attempt.env, r.attempt.app)]
         assert r.attempt.lock_holder.endswith(f" fence=deployctl/{slot}:{token}")
 
 
@@ -213,7 +214,7 @@ def test_a_ci_reconcile_beside_the_replicas_never_writes_an_app_at_the_same_time
     wait_for("every slot held", lambda: held(ws) == SLOTS, timeout=60, step=0.5)
     wait_for("the first commit applied", lambda: all_at(cluster, two_envs, "-1"), timeout=120, step=0.5)
     head = shard_repo.commit(deploy_all("-2"), message="Deploy every app")
-    # CI applies the same commit while the replicas (every 0.5s) do: the environment locks let one at a time in
+    # CI applies the same commit while the replicas (every 0.5s) do: the app locks let one writer per app in
     ci = run_reconcile(repo=str(shard_repo.path), ref=head, kubeconfig=cluster.kubeconfig, audit=AuditTarget(postgres_db),
                        trigger="ci", options=ReconcileOptions(timing=Timing(timeout=120)))
     assert ci.exit_code == 0
@@ -225,12 +226,17 @@ def test_a_ci_reconcile_beside_the_replicas_never_writes_an_app_at_the_same_time
     def run_of(r) -> str:  # the run that wrote it: its lock identity, without the slot's fence
         return (r.attempt.lock_holder or "").split(" fence=")[0]
 
-    # one writer per environment at a time, CI or replica: attempts of two runs in one environment never overlap
+    # one writer per app at a time, CI or replica: attempts of two runs on one app never overlap ...
     for a in records:
         for b in records:
-            if a.id < b.id and a.attempt.env == b.attempt.env and run_of(a) != run_of(b):
+            if a.id < b.id and (a.attempt.env, a.attempt.app) == (b.attempt.env, b.attempt.app) and run_of(a) != run_of(b):
                 assert a.finished_at is not None and b.finished_at is not None
                 assert not (a.attempt.started_at < b.finished_at and b.attempt.started_at < a.finished_at), (a, b)
+    # ... while two runs write two apps of one environment at once (no environment-wide lock any more)
+    assert any(a.attempt.env == b.attempt.env and run_of(a) != run_of(b)
+               and a.attempt.started_at < b.finished_at and b.attempt.started_at < a.finished_at
+               for a in records for b in records if a.id < b.id), [(run_of(r), r.attempt.env, r.attempt.app,
+                                                                   r.attempt.started_at, r.finished_at) for r in records]
 
 
 def slot_leases(cluster, namespace) -> dict[int, tuple[str | None, int]]:
@@ -274,8 +280,8 @@ def test_a_replica_paused_past_its_lease_writes_nothing_with_its_stale_token(
     assert later and not [r for r in later if any((r.attempt.lock_holder or "").endswith(f) for f in stale_fences)]
     for (env, app), fence in fences(cluster, two_envs).items():
         assert fence is not None
-        if fence[0] in stale:
-            assert fence[1] > stale[fence[0]], (env, app)
+        if fence[1] in stale:
+            assert fence[2] > stale[fence[1]], (env, app)
 
 
 def test_an_apply_with_an_older_token_than_the_workloads_is_refused(cluster, namespace):
