@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from deployctl.app.run import Callbacks, run_reconcile
 from deployctl.cli import main
 from deployctl.model import audit
-from deployctl.model.audit_target import AuditTarget
+from deployctl.model.audit_target import AUDIT_OFF, AuditTarget
 from deployctl.reconcile.options import Locking, ReconcileOptions, Selection, Timing
 from tests.integration.test_reconcile_audit import records
 
@@ -169,6 +169,54 @@ def test_two_concurrent_reconciles_of_one_app_apply_once_and_record_once(
     assert results == ["in-sync", "succeeded"], outputs  # the second re-planned from what is live: a no-op
     assert [(r.attempt.app, r.result) for r in records(audit_url)] == [("api", "succeeded")]
     assert image_of(cluster, namespace) == f"{IMAGE}/api:{sha('one')}"
+
+
+def test_ci_waits_for_the_app_a_replica_writes_and_meanwhile_writes_another_app_of_that_environment(
+        cluster, namespace, make_repo, tmp_path):
+    for app in ("api", "web"):
+        cluster.deployment(namespace, app)
+    two_apps = config({"staging": (namespace, None)}).replace(
+        "environments:", f"  web:\n    image: {IMAGE}/web\n    pin: tag\nenvironments:")
+    repo = make_repo()
+    repo.commit({"deployctl.yaml": two_apps, **deploy("staging", "one"),
+                 "environments/staging/web.deploy": f"{sha('web-one')}\n"})
+    # a controller replica is writing api (it holds api's lock, under its slot's fence)
+    holder = hold_app_lock(cluster, namespace, "api", "deployctl-r1@pod/1-abcdef")
+    ci = subprocess.Popen([str(EXE), "reconcile", "--repo", str(repo.path), "--kubeconfig", cluster.kubeconfig,
+                           "--audit", f"sqlite:///{tmp_path / 'audit.db'}", "--timeout", "60", "--lock-lease", "3"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "CI": ""})
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(ci.stderr), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+
+        def web_image() -> str:
+            return cluster.read_deployment(namespace, "web").spec.template.spec.containers[0].image
+
+        while not (web_image() == f"{IMAGE}/web:{sha('web-one')}"
+                   and any("waiting for staging/api: held by deployctl-r1@pod/1-abcdef since " in line for line in err)):
+            assert time.monotonic() < deadline and ci.poll() is None, err
+            time.sleep(0.1)
+        # web is written in parallel with the replica's api; api is not written while the replica holds it
+        assert image_of(cluster, namespace) == "registry.example.com/shop/app:initial"
+    finally:
+        holder.release()
+    out, _ = ci.communicate(timeout=120)
+    reader.join(10)
+    assert ci.returncode == 0, (out, err)
+    assert image_of(cluster, namespace) == f"{IMAGE}/api:{sha('one')}"
+
+
+def test_a_run_with_nothing_to_change_sends_no_lease_request(cluster, namespace, make_repo):
+    cluster.deployment(namespace, "api")
+    repo = make_repo()
+    repo.commit({"deployctl.yaml": config({"staging": (namespace, None)}), **deploy("staging", "one")})
+    first = run_reconcile(repo=str(repo.path), kubeconfig=cluster.kubeconfig, audit=AUDIT_OFF)
+    assert first.requests.get("lease POST") == 1 and first.requests.get("lease DELETE") == 1, first.requests
+    again = run_reconcile(repo=str(repo.path), kubeconfig=cluster.kubeconfig, audit=AUDIT_OFF)
+    assert [str(o.result) for o in again.outcomes] == ["in-sync"]
+    assert not [verb for verb in again.requests if verb.startswith("lease")], again.requests
 
 
 def test_a_run_that_cannot_get_the_lock_in_time_gives_up_naming_the_holder_and_applies_nothing(

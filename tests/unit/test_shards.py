@@ -66,3 +66,15 @@ def test_survivors_claiming_at_once_mostly_pick_different_slots() -> None:
     a, b = moves("a", 32, ["a", "b"], holders), moves("b", 32, ["a", "b"], holders)
     assert len(a.claim) + len(b.claim) >= 32 - len(holders)  # together they cover what c held
     assert len(set(a.claim) & set(b.claim)) <= 2  # few write conflicts: most land in the first round
+
+
+def test_a_lock_taken_under_a_newer_token_of_the_same_slot_supersedes_an_older_one_only():
+    from deployctl.rules.shards import supersedes
+
+    assert supersedes("deployctl/7:4", "deployctl/7:3")
+    assert not supersedes("deployctl/7:3", "deployctl/7:3")  # the same token: the same holder's term
+    assert not supersedes("deployctl/7:3", "deployctl/7:4")  # older never takes over
+    assert not supersedes("deployctl/8:9", "deployctl/7:3")  # another slot
+    assert not supersedes("other/7:9", "deployctl/7:3")  # another shard set
+    assert not supersedes("deployctl/7:9", None)  # a CI run's lock has no fence: it is waited out
+    assert not supersedes(None, "deployctl/7:3")
