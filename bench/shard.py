@@ -73,13 +73,13 @@ class Repo:
 
 class Replica:
     def __init__(self, work: Path, name: str, *, repo: Path, kubeconfig: str, audit: str, namespace: str,
-                 slots: int, lease: float, retry: float) -> None:
+                 slots: int, lease: float, retry: float, log_level: str = "warning") -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.name = name
         self.log = work / f"{name}.log"
-        args = [DEPLOYCTL, "--log-level", "warning", "watch", "--repo", str(repo), "--interval", "1h",
+        args = [DEPLOYCTL, "--log-level", log_level, "watch", "--repo", str(repo), "--interval", "1h",
                 "--listen", f"127.0.0.1:{self.port}", "--audit", audit, "--kubeconfig", kubeconfig, "--no-ui",
                 "--mirror-dir", str(work / f"mirror-{name}"), "--timeout", "10m", "--shards", str(slots),
                 "--lease-namespace", namespace, "--identity", name, "--lease-duration", f"{lease}s",
@@ -170,6 +170,8 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=32)
     parser.add_argument("--lease", type=float, default=15.0)
     parser.add_argument("--retry", type=float, default=2.0)
+    parser.add_argument("--log-level", default="warning", help="the replicas' log level (their logs stay in the "
+                        "work directory when a wait times out)")
     args = parser.parse_args()
     counts = [int(n) for n in args.replicas.split(",")]
 
@@ -219,7 +221,8 @@ def main() -> None:
             leases_ns = f"shard-leases-{n}"
             core.create_namespace({"metadata": {"name": leases_ns}})
             running = [Replica(work, f"n{n}-r{i}", repo=repo.path, kubeconfig=state.kubeconfig, audit=url,
-                               namespace=leases_ns, slots=args.slots, lease=args.lease, retry=args.retry)
+                               namespace=leases_ns, slots=args.slots, lease=args.lease, retry=args.retry,
+                               log_level=args.log_level)
                        for i in range(n)]
             wait("every slot held", lambda rs=running: held(rs) == args.slots)
             target = repo.wanted(f"-{word}")

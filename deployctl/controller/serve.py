@@ -118,7 +118,7 @@ async def _serve(options: WatchOptions) -> int:
     if options.shards is not None:
         from deployctl.controller.shards import ShardCollector, ShardRuns
 
-        leases = SlotLeases(Cluster(kubeconfig=options.kubeconfig, context=options.context, pool_size=2),
+        leases = SlotLeases(Cluster(kubeconfig=options.kubeconfig, context=options.context, pool_size=10),
                             options.shards, busy=lambda slot: runs.busy(slot),
                             on_claimed=lambda slots: controller.request_sync(Trigger.WATCH),
                             on_announced=lambda sha: controller.request_sync(Trigger.WEBHOOK, sha=sha))

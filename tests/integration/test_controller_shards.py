@@ -226,17 +226,14 @@ def test_a_ci_reconcile_beside_the_replicas_never_writes_an_app_at_the_same_time
     def run_of(r) -> str:  # the run that wrote it: its lock identity, without the slot's fence
         return (r.attempt.lock_holder or "").split(" fence=")[0]
 
-    # one writer per app at a time, CI or replica: attempts of two runs on one app never overlap ...
+    # one writer per app at a time, CI or replica: attempts of two runs on one app never overlap
     for a in records:
         for b in records:
             if a.id < b.id and (a.attempt.env, a.attempt.app) == (b.attempt.env, b.attempt.app) and run_of(a) != run_of(b):
                 assert a.finished_at is not None and b.finished_at is not None
                 assert not (a.attempt.started_at < b.finished_at and b.attempt.started_at < a.finished_at), (a, b)
-    # ... while two runs write two apps of one environment at once (no environment-wide lock any more)
-    assert any(a.attempt.env == b.attempt.env and run_of(a) != run_of(b)
-               and a.attempt.started_at < b.finished_at and b.attempt.started_at < a.finished_at
-               for a in records for b in records if a.id < b.id), [(run_of(r), r.attempt.env, r.attempt.app,
-                                                                   r.attempt.started_at, r.finished_at) for r in records]
+    # (that two apps of one environment are written at once by two runs is shown without a race in
+    # tests/integration/test_safe_ci.py::test_ci_waits_for_the_app_a_replica_writes_and_meanwhile_writes_another_app_of_that_environment)
 
 
 def slot_leases(cluster, namespace) -> dict[int, tuple[str | None, int]]:

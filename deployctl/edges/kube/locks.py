@@ -180,13 +180,18 @@ class LeaseLocks:
 
     def _renew_one(self, lock: AppLock) -> None:
         at = time.monotonic()
-        spec = {**(lock.lease.get("spec") or {}), "renewTime": _micro_time(datetime.now(UTC))}
+        url = f"/apis/coordination.k8s.io/v1/namespaces/{lock.namespace}/leases/{lock.name}"
         try:
-            written = lock.cluster.transport.request(
-                "PUT", f"/apis/coordination.k8s.io/v1/namespaces/{lock.namespace}/leases/{lock.name}",
-                what=f"renew lock lease {lock.namespace}/{lock.name}", body={**lock.lease, "spec": spec},
-                timeout=self._lease / 3)
-        except KubeConflictError:
+            try:
+                written = self._put_renewal(lock, lock.lease)
+            except KubeConflictError:  # changed since our last write: ours still if our own renewal timed out late
+                found = lock.cluster.transport.request("GET", url, what=f"get lock lease {lock.namespace}/{lock.name}",
+                                                       timeout=self._lease / 3)
+                if (found.get("spec") or {}).get("holderIdentity") != (lock.lease.get("spec") or {}).get(
+                        "holderIdentity"):
+                    raise
+                written = self._put_renewal(lock, found)
+        except (KubeConflictError, KubeNotFoundError):
             log.warning("lock.lost", lease=f"{lock.namespace}/{lock.name}")
             lock.valid_until = 0.0
             return
@@ -198,20 +203,35 @@ class LeaseLocks:
                 lock.lease = written
                 lock.valid_until = at + self._lease * 2 / 3
 
+    def _put_renewal(self, lock: AppLock, lease: dict[str, Any]) -> dict[str, Any]:
+        spec = {**(lease.get("spec") or {}), "renewTime": _micro_time(datetime.now(UTC))}
+        return lock.cluster.transport.request(
+            "PUT", f"/apis/coordination.k8s.io/v1/namespaces/{lock.namespace}/leases/{lock.name}",
+            what=f"renew lock lease {lock.namespace}/{lock.name}", body={**lease, "spec": spec}, timeout=self._lease / 3)
+
     def release(self, lock: AppLock) -> None:
         with self._lock:
             if lock.released:
                 return
             lock.released = True
             version = (lock.lease.get("metadata") or {}).get("resourceVersion")
+        url = f"/apis/coordination.k8s.io/v1/namespaces/{lock.namespace}/leases/{lock.name}"
+        what = f"release lock lease {lock.namespace}/{lock.name}"
         try:
-            lock.cluster.transport.request(
-                "DELETE", f"/apis/coordination.k8s.io/v1/namespaces/{lock.namespace}/leases/{lock.name}",
-                what=f"release lock lease {lock.namespace}/{lock.name}",
-                body={"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"resourceVersion": version}},
-                timeout=self._lease / 3)
-        except (KubeConflictError, KubeNotFoundError):
-            pass  # somebody took it after ours lapsed: theirs now
+            for _ in range(2):
+                try:
+                    lock.cluster.transport.request(
+                        "DELETE", url, what=what, timeout=self._lease / 3,
+                        body={"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"resourceVersion": version}})
+                    return
+                except KubeConflictError:  # changed since our last write: still ours if a renewal timed out late
+                    found = lock.cluster.transport.request("GET", url, what=what, timeout=self._lease / 3)
+                    if (found.get("spec") or {}).get("holderIdentity") != (lock.lease.get("spec") or {}).get(
+                            "holderIdentity"):
+                        return  # somebody took it after ours lapsed: theirs now
+                    version = (found.get("metadata") or {}).get("resourceVersion")
+        except KubeNotFoundError:
+            pass
         except DeployctlError as exc:
             log.warning("lock.release_failed", lease=f"{lock.namespace}/{lock.name}", error=str(exc))
 

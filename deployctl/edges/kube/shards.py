@@ -21,10 +21,12 @@ value in its next LIST and fetches (``on_announced``): at most two retry periods
 from __future__ import annotations
 
 import hashlib
+import random
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -106,7 +108,9 @@ class SlotLeases:
         self._owners: dict[int, str] = {}  # slot -> live holder, as last read
         self._seen: dict[str, tuple[tuple[Any, ...], float]] = {}  # lease name -> (record, first seen at)
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by the watch when a Lease of the set is freed: a round at once
         self._round = threading.Lock()
+        self._writers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="deployctl-shard-writes")
         self.handovers = 0  # slots handed back or lost
 
     # -- state --------------------------------------------------------------------------------
@@ -137,6 +141,7 @@ class SlotLeases:
         """Tell the other replicas (through our membership Lease) that a push arrived, so they fetch too."""
         with self._lock:
             self._announce = f"{uuid.uuid4().hex[:8]}:{sha or ''}"
+        self._wake.set()  # written by a round now, not at the next renewal
 
     def _hear(self, name: str, lease: dict[str, Any]) -> None:
         value = ((lease["metadata"].get("annotations") or {}).get(SYNC_ANNOTATION)) or None
@@ -188,18 +193,20 @@ class SlotLeases:
         holder = spec.get("holderIdentity") or None
         record = (holder, spec.get("renewTime"), spec.get("leaseDurationSeconds"), spec.get("leaseTransitions"))
         name = lease["metadata"]["name"]
-        seen = self._seen.get(name)
-        if seen is None or seen[0] != record:
-            seen = (record, at)
-            self._seen[name] = seen
+        with self._lock:
+            seen = self._seen.get(name)
+            if seen is None or seen[0] != record:
+                seen = (record, at)
+                self._seen[name] = seen
         duration = float(spec.get("leaseDurationSeconds") or self.config.lease_duration)
         if holder and at >= seen[1] + duration:
             log.debug("shards.lease_expired", lease=name, holder=holder, unchanged_for=round(at - seen[1], 3))
             return None
         return holder
 
-    def round(self) -> None:
-        """List, renew membership and kept slots, hand back, claim: one request plus one write per Lease."""
+    def round(self) -> bool:
+        """List, renew membership and kept slots, hand back, claim: one request plus one write per Lease.
+        True when a claim lost a race to another replica (try again soon, not a retry period later)."""
         cfg = self.config
         at = self.monotonic()
         leases = {item["metadata"]["name"]: item for item in self._list()}
@@ -226,16 +233,18 @@ class SlotLeases:
             if owners.get(slot) != cfg.identity:
                 self._drop(slot, "the slot lease is no longer ours")
         plan = moves(cfg.identity, cfg.slots, members, owners)
-        for slot in plan.keep:
-            self._renew_slot(slot, leases[cfg.slot_lease(slot)])
-        for slot in plan.release:
-            self._hand_back(slot, leases[cfg.slot_lease(slot)])
+        # the writes of a round go out in parallel: a round (and so the next membership renewal) stays short
+        # on a loaded API server
+        list(self._writers.map(lambda s: self._renew_slot(s, leases[cfg.slot_lease(s)]), plan.keep))
+        list(self._writers.map(lambda s: self._hand_back(s, leases[cfg.slot_lease(s)]), plan.release))
         if first_round:
-            return  # claim from the next round: the other members have seen us by then
-        claimed = tuple(s for s in plan.claim if self._claim(s, leases.get(cfg.slot_lease(s))))
+            return False  # claim from the next round: the other members have seen us by then
+        won = list(self._writers.map(lambda s: self._claim(s, leases.get(cfg.slot_lease(s))), plan.claim))
+        claimed = tuple(s for s, ok in zip(plan.claim, won, strict=True) if ok)
         if claimed:
             log.info("shards.claimed", slots=claimed, identity=cfg.identity)
             self.on_claimed(claimed)
+        return len(claimed) < len(plan.claim)
 
     def _renew_member(self, lease: dict[str, Any] | None) -> None:
         at = self.monotonic()
@@ -299,8 +308,9 @@ class SlotLeases:
         with self._lock:
             was = self._held.pop(slot, None)
             self._draining.discard(slot)
+            if was is not None:
+                self.handovers += 1
         if was is not None:
-            self.handovers += 1
             log.info("shards.slot_released", slot=slot, token=was.token, reason=why, identity=self.config.identity)
 
     def _free(self, lease: dict[str, Any]) -> None:
@@ -316,26 +326,71 @@ class SlotLeases:
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self) -> None:
-        """A round every retry period until :meth:`stop`."""
+        """A round every retry period until :meth:`stop`; at once when the watch sees a Lease of the set
+        freed (a replica left: its slots are taken without waiting for the next period), and soon again
+        after a claim lost a race (instead of a period later)."""
         log.info("shards.member", identity=self.config.identity, slots=self.config.slots,
                  namespace=self.config.namespace)
+        threading.Thread(target=self._watch, name="deployctl-shards-watch", daemon=True).start()
         while not self._stop.is_set():
+            self._wake.clear()
+            again = False
             with self._round:
                 if self._stop.is_set():
                     break
                 try:
-                    self.round()
+                    again = self.round()
                 except DeployctlError as exc:
                     log.info("shards.round_failed", error=str(exc))
-            self._stop.wait(self.config.retry_period)
+            # soon again: jittered so that the replicas that raced do not race again in step
+            self._wake.wait(self.config.retry_period / 10 * (1 + random.random()) if again
+                            else self._until_next_expiry())
+
+    def _until_next_expiry(self) -> float:
+        """Seconds until the next round: a retry period, or less when another replica's Lease expires
+        sooner (a replica that died: its slots are claimed as soon as they may be)."""
+        now = self.monotonic()
+        with self._lock:
+            expiries = [at + float(record[2] or self.config.lease_duration) for record, at in self._seen.values()
+                        if record[0] and record[0] != self.config.identity]
+        due = [t - now for t in expiries if t > now]
+        return min([self.config.retry_period, *(d + 0.05 for d in due)])
+
+    def _watch(self) -> None:
+        """Watch the set's Leases; wake the loop when one is freed or deleted (a replica released it) or another
+        replica announces a webhook on its membership Lease."""
+        query = {"labelSelector": f"{SET_LABEL}={self.config.name}", "watch": "true", "timeoutSeconds": 60}
+        while not self._stop.is_set():
+            try:
+                for event in self.cluster.transport.stream(self._url(), what="watch shard leases", query=query,
+                                                            timeout=90):
+                    if self._stop.is_set():
+                        return
+                    lease = event.get("object") or {}
+                    spec = lease.get("spec") or {}
+                    freed = not spec.get("holderIdentity")
+                    name = (lease.get("metadata") or {}).get("name")
+                    record = (spec.get("holderIdentity") or None, spec.get("renewTime"),
+                              spec.get("leaseDurationSeconds"), spec.get("leaseTransitions"))
+                    with self._lock:  # a renewal seen as it happens: its expiry is timed from here, not a round later
+                        if name and (name not in self._seen or self._seen[name][0] != record):
+                            self._seen[name] = (record, self.monotonic())
+                    heard = (lease.get("metadata") or {}).get("annotations", {}).get(SYNC_ANNOTATION) or None
+                    announced = name != self.config.member_lease and name in self._heard and heard != self._heard[name]
+                    if event.get("type") == "DELETED" or (event.get("type") == "MODIFIED" and (freed or announced)):
+                        self._wake.set()  # a replica left, or took a webhook: a round (which hears it) at once
+            except DeployctlError as exc:
+                log.debug("shards.watch_failed", error=str(exc))
+                self._stop.wait(self.config.retry_period)
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     def release(self) -> None:
         """Stop, then free every slot and the membership (after the controller's work ended), so the other
         replicas take over without waiting the leases out."""
-        self._stop.set()
+        self.stop()
         with self._round:
             with self._lock:
                 held = sorted(self._held)
@@ -346,11 +401,12 @@ class SlotLeases:
             except DeployctlError as exc:
                 log.warning("shards.release_failed", error=str(exc))
                 return
+            # the membership first: the others' share grows at once, so each slot freed next is claimable
+            member = leases.get(self.config.member_lease)
+            if member is not None:
+                self._free(member)
             for slot in held:
                 lease = leases.get(self.config.slot_lease(slot))
                 if lease is not None:
                     self._free(lease)
-            member = leases.get(self.config.member_lease)
-            if member is not None:
-                self._free(member)
             log.info("shards.released", slots=held, identity=self.config.identity)
