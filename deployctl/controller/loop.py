@@ -153,6 +153,8 @@ class Controller:
         self.shards = shards  # sharded: each run reconciles only the keys of the slots this replica holds
         self._cond = threading.Condition()
         self._pending: str | None = None  # trigger of a requested sync
+        self._pending_since = 0.0  # when the first trigger of the pending sync came (monotonic)
+        self._queued_since = time.monotonic()  # of the sync being served: when its first trigger came
         self._stopping: str | None = None
         self._new_term = True
         self._fetched = False
@@ -172,6 +174,8 @@ class Controller:
     def request_sync(self, trigger: str, *, sha: str | None = None) -> None:
         """Ask for a fetch and reconcile as soon as the current run (if any) is over."""
         with self._cond:
+            if self._pending is None:
+                self._pending_since = time.monotonic()
             if self._pending != Trigger.WEBHOOK:  # a webhook request stays a webhook request when coalesced
                 self._pending = trigger
             self._cond.notify_all()
@@ -261,6 +265,8 @@ class Controller:
                 if self._stopping is not None:
                     break
                 trigger = self._pending or Trigger.WATCH
+                # queued since its first trigger; an interval's run since it came due
+                self._queued_since = self._pending_since if self._pending is not None else next_check
                 self._pending = None
             next_check = time.monotonic() + interval
             try:
@@ -316,6 +322,7 @@ class Controller:
 
     def _reconcile(self, sha: str, trigger: str) -> ReconcileResult | None:
         started = time.monotonic()
+        self.metrics.queue_time.labels(trigger=trigger).observe(max(0.0, started - self._queued_since))
         self._running.set()
         gated_audit: _GatedAudit | None = None
         try:

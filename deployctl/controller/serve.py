@@ -123,7 +123,7 @@ async def _serve(options: WatchOptions) -> int:
                             on_claimed=lambda slots: controller.request_sync(Trigger.WATCH),
                             on_announced=lambda sha: controller.request_sync(Trigger.WEBHOOK, sha=sha))
         runs = ShardRuns(leases)
-        metrics.registry.register(ShardCollector(leases))
+        metrics.registry.register(ShardCollector(leases, runs))
         controller = Controller(mirror, pool, settings=options.settings, store=store, metrics=metrics,
                                 is_leader=leases.member, shards=runs)
         controller.leadership_started()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
@@ -56,6 +57,7 @@ class ShardRuns:
         self.set_name = leases.config.name
         self._busy: frozenset[int] = frozenset()
         self._lock = threading.Lock()
+        self.keys_per_slot: Counter[int] = Counter()  # of the last desired state read: (env, app) keys by slot
 
     def slot(self, env: str, app: str) -> int:
         return slot_of(env, app, self.slots)
@@ -69,6 +71,7 @@ class ShardRuns:
         owned = self.leases.owned()
         with self._lock:
             self._busy = owned
+            self.keys_per_slot = Counter(self.slot(t.env, t.app) for t in desired.targets)
 
         def mine(env: str | None, app: str | None) -> bool:
             return env is None or app is None or self.slot(env, app) in owned
@@ -287,10 +290,12 @@ class SyncTargetLike(Protocol):
 
 
 class ShardCollector:
-    """Prometheus metrics of this replica's slots: held, unowned (by any live replica), handovers."""
+    """Prometheus metrics of this replica's slots: held, unowned (by any live replica), the apps in unowned
+    slots and for how long, handovers."""
 
-    def __init__(self, leases: SlotLeases) -> None:
+    def __init__(self, leases: SlotLeases, runs: ShardRuns) -> None:
         self.leases = leases
+        self.runs = runs
 
     def collect(self) -> Iterator[Metric]:
         members, owners = self.leases.view()
@@ -303,4 +308,14 @@ class ShardCollector:
         live.add_metric([], len(members))
         handovers = CounterMetricFamily("deployctl_shard_handovers", "Slots this replica handed back or lost.")
         handovers.add_metric([], self.leases.handovers)
-        yield from (held, unowned, live, handovers)
+        slots_unowned = self.leases.unowned() if members else {}
+        per_slot = self.runs.keys_per_slot
+        apps = GaugeMetricFamily("deployctl_shard_apps_unowned",
+                                 "App-environments of the last desired state read whose slot no live replica held "
+                                 "at this replica's last read of the slot leases (0 beyond one lease duration).")
+        apps.add_metric([], sum(per_slot[s] for s in slots_unowned))
+        longest = GaugeMetricFamily("deployctl_shard_apps_unowned_seconds",
+                                    "How long the slot with apps that has gone longest without a live holder has "
+                                    "gone so (0: every slot with apps is held).")
+        longest.add_metric([], max((t for s, t in slots_unowned.items() if per_slot[s]), default=0.0))
+        yield from (held, unowned, live, handovers, apps, longest)

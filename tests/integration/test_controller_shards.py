@@ -137,6 +137,11 @@ def test_a_webhook_to_one_replica_gets_every_replicas_apps_applied(cluster, two_
     assert ws[0].github_push(head) == 202
     # the interval is an hour: the push reached the other replicas through the membership Leases
     wait_for("every app at the pushed commit", lambda: all_at(cluster, two_envs, "-2"), timeout=60, step=0.25)
+    # every replica measured the queue time of the webhook's run, from the push (or its announcement) on
+    for w in ws:
+        wait_for(f"{w} counted a webhook run's queue time",
+                 lambda w=w: w.metric('deployctl_reconcile_queue_seconds_count{trigger="webhook"}') >= 1,
+                 timeout=30, step=0.25)
 
 
 def test_the_apps_of_a_killed_replica_are_reconciled_by_the_others_within_the_failover_bound(

@@ -134,3 +134,44 @@ def test_a_push_announced_by_one_replica_is_heard_once_by_the_others() -> None:
     a.announce("f" * 40)
     rounds(clock, a, b)
     assert heard == ["f" * 40]
+
+
+def test_the_slots_of_a_dead_replica_are_taken_in_the_round_that_sees_them_expire_never_left_unowned() -> None:
+    from deployctl.controller.shards import ShardCollector, ShardRuns
+    from tests.fakes import desired_state
+
+    api, clock = LeaseApi(), Clock()
+    a, b = replica(api, clock, "a"), replica(api, clock, "b")
+    rounds(clock, a, b)
+    runs = ShardRuns(a)
+    runs.begin(desired_state({f"app{i}": () for i in range(40)}))
+    metrics = {m.name: m.samples[0].value for m in ShardCollector(a, runs).collect()}
+    assert metrics["deployctl_shard_apps_unowned"] == 0 and metrics["deployctl_shard_apps_unowned_seconds"] == 0
+    b_keys = sum(runs.keys_per_slot[s] for s in b.owned())
+    assert b_keys > 0
+    # b dies: a sees its slot leases unchanged, then expired (15 s), and takes them in the same round
+    for _ in range(9):
+        clock.t += 2
+        a.round()
+        metrics = {m.name: m.samples[0].value for m in ShardCollector(a, runs).collect()}
+        assert metrics["deployctl_shard_apps_unowned"] == 0  # expired and taken in one round: never seen unowned
+    assert len(a.owned()) == 8
+    assert a.handovers == 0
+
+
+def test_slots_seen_free_are_unowned_for_as_long_as_nobody_takes_them() -> None:
+    from deployctl.controller.shards import ShardCollector, ShardRuns
+    from tests.fakes import desired_state
+
+    api, clock = LeaseApi(), Clock()
+    a = replica(api, clock, "a")
+    a.round()  # the first round claims nothing: every slot is unowned for now
+    runs = ShardRuns(a)
+    runs.begin(desired_state({f"app{i}": () for i in range(40)}))
+    clock.t += 2
+    metrics = {m.name: m.samples[0].value for m in ShardCollector(a, runs).collect()}
+    assert metrics["deployctl_shard_apps_unowned"] == 40
+    assert metrics["deployctl_shard_apps_unowned_seconds"] == 2
+    a.round()
+    metrics = {m.name: m.samples[0].value for m in ShardCollector(a, runs).collect()}
+    assert metrics["deployctl_shard_apps_unowned"] == 0 and metrics["deployctl_shard_apps_unowned_seconds"] == 0

@@ -106,6 +106,7 @@ class SlotLeases:
         self._member_until = 0.0
         self._members: tuple[str, ...] = ()
         self._owners: dict[int, str] = {}  # slot -> live holder, as last read
+        self._unowned_since: dict[int, float] = {}  # slot -> since when no live replica held it (monotonic)
         self._seen: dict[str, tuple[tuple[Any, ...], float]] = {}  # lease name -> (record, first seen at)
         self._stop = threading.Event()
         self._wake = threading.Event()  # set by the watch when a Lease of the set is freed: a round at once
@@ -136,6 +137,20 @@ class SlotLeases:
         """(live members, slot -> live holder) as last read: for metrics (unowned slots)."""
         with self._lock:
             return self._members, dict(self._owners)
+
+    def unowned(self) -> dict[int, float]:
+        """slot -> seconds since no live replica held it, as this replica last saw the slot Leases."""
+        now = self.monotonic()
+        with self._lock:
+            return {s: now - since for s, since in self._unowned_since.items()}
+
+    def _note_unowned(self, at: float, owners: dict[int, str]) -> None:
+        with self._lock:
+            for slot in range(self.config.slots):
+                if slot in owners:
+                    self._unowned_since.pop(slot, None)
+                else:
+                    self._unowned_since.setdefault(slot, at)
 
     def announce(self, sha: str | None) -> None:
         """Tell the other replicas (through our membership Lease) that a push arrived, so they fetch too."""
@@ -238,9 +253,11 @@ class SlotLeases:
         list(self._writers.map(lambda s: self._renew_slot(s, leases[cfg.slot_lease(s)]), plan.keep))
         list(self._writers.map(lambda s: self._hand_back(s, leases[cfg.slot_lease(s)]), plan.release))
         if first_round:
+            self._note_unowned(at, owners)
             return False  # claim from the next round: the other members have seen us by then
         won = list(self._writers.map(lambda s: self._claim(s, leases.get(cfg.slot_lease(s))), plan.claim))
         claimed = tuple(s for s, ok in zip(plan.claim, won, strict=True) if ok)
+        self._note_unowned(at, {**owners, **dict.fromkeys(claimed, cfg.identity)})
         if claimed:
             log.info("shards.claimed", slots=claimed, identity=cfg.identity)
             self.on_claimed(claimed)
