@@ -241,10 +241,19 @@ def main() -> None:
                 word += 1
                 head = repo.commit(f"-{word}")
                 target = repo.wanted(f"-{word}")
+                killed_at = time.monotonic()
                 running[0].push(head)
-                seconds = wait("failover", lambda t=target: images(apps_api, envs.values()) == t)
-                print(f"failover after SIGKILL of 1 of {n}: push -> all applied {seconds:.1f}s "
-                      f"(goal <= lease {args.lease:.0f}s + 2 retry periods {2 * args.retry:.0f}s + the run)")
+                taken: list[float] = []
+
+                def failed_over(t=target, rs=running, taken=taken, killed_at=killed_at) -> bool:
+                    if not taken and held(rs) == args.slots:
+                        taken.append(time.monotonic() - killed_at)
+                    return bool(taken) and images(apps_api, envs.values()) == t
+
+                seconds = wait("failover", failed_over)
+                print(f"failover after SIGKILL of 1 of {n}: the others hold every slot after {taken[0]:.1f}s (goal <= "
+                      f"lease {args.lease:.0f}s + 2 retry periods {2 * args.retry:.0f}s); push -> all applied "
+                      f"{seconds:.1f}s (the runs in flight, then a run of the slots taken)")
                 if len(running) > 1:
                     leaving = running.pop()
                     leaving.proc.send_signal(signal.SIGTERM)
