@@ -128,6 +128,7 @@ def invocations(shop: Shop, audit: str, tmp_path: Path) -> dict[str, Callable[[]
         "events export": fixed("events", "export", "--audit", audit),
         "notify drain": fixed("notify", "drain", "--audit", audit, "--max-wait", "0"),
         "timeline": fixed("timeline", "--audit", audit, "--out", str(tmp_path / "t.html")),
+        "audit verify": fixed("audit", "verify", "--audit", audit),
         "localcluster status": fixed("localcluster", "status", "--dir", str(tmp_path / "nothing")),
         "schema": fixed("schema"),
         "init": fresh_init,
