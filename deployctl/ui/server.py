@@ -26,7 +26,7 @@ import structlog
 from aiohttp import web
 
 from deployctl.errors import DeployctlError, InvalidInputError
-from deployctl.model.audit import parse_when, record_to_event, record_with_events
+from deployctl.model.audit import parse_when, record_to_event
 from deployctl.model.vocabulary import Result
 from deployctl.ui import apppage
 from deployctl.ui.auth import UiAuth, decide
@@ -184,7 +184,8 @@ def add_routes(app: web.Application, dashboard: Dashboard, auth: UiAuth) -> None
     async def history_api(request: web.Request) -> web.StreamResponse:
         records = await data(dashboard.records, app=request.match_info["app"], env=_param(request, "env") or None,
                              limit=_limit(request))
-        return api([record_to_event(r) for r in records])  # the fields of `deployctl history -o json`
+        checked = await data(dashboard.checked, records)
+        return api([c.as_dict() for c in checked])  # the fields of `deployctl history -o json`
 
     async def attempt_record(request: web.Request) -> Any:
         raw = request.match_info["id"]
@@ -194,12 +195,13 @@ def add_routes(app: web.Application, dashboard: Dashboard, auth: UiAuth) -> None
         return found
 
     async def attempt_html(request: web.Request) -> web.StreamResponse:
-        record, events = await attempt_record(request)  # what happened then, not the workload's state now
-        return await page(request, "attempt.html", record=record, event=record_to_event(record), events=events)
+        checked, events = await attempt_record(request)  # what happened then, not the workload's state now
+        return await page(request, "attempt.html", record=checked.record, unverified=checked.unverified,
+                          event=checked.as_dict(), events=events)
 
     async def attempt_api(request: web.Request) -> web.StreamResponse:
-        record, events = await attempt_record(request)
-        return api(record_with_events(record, events))  # the fields of `deployctl history --id N -o json`
+        checked, events = await attempt_record(request)
+        return api(checked.with_events(events))  # the fields of `deployctl history --id N -o json`
 
     def _window(request: web.Request) -> dict[str, Any]:
         now = datetime.now(UTC)

@@ -1,0 +1,90 @@
+"""The dashboard never shows an audit row that does not verify in the chain as plain history (issue 24): a
+`deployctl ui` process over a real SQLite store with a row inserted behind deployctl's back, read in headless
+Debian Chromium and over HTTP. Fixtures and helpers are those of test_ui.py."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from deployctl.edges.audit.chain import AuditKeys
+from deployctl.edges.audit.url import open_store
+from tests.fixtures.auditdata import make_attempt
+from tests.integration.test_ui import browser, config, get, page, start_ui  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.integration
+
+KEY = "a-test-key-of-32-characters-long"
+HOSTILE = "<img src=x onerror=window.__pwned=3>"
+
+
+def forge_success(db: Path, *, copy_of: int) -> int:
+    """A newer 'succeeded' attempt of the same deploy, inserted with plain SQL (no chain columns, no MAC)."""
+    conn = sqlite3.connect(db)
+    try:
+        forged = conn.execute(
+            "INSERT INTO attempts (env, app, namespace, workloads, previous_sha, new_sha, image, deploy_file, "
+            "reviewers, trigger, actor_user, actor_host, started_at) SELECT env, app, namespace, workloads, "
+            "previous_sha, new_sha, image, deploy_file, reviewers, trigger, ?, actor_host, "
+            "'2099-01-01T00:00:00.000000Z' FROM attempts WHERE id = ?", (HOSTILE, copy_of),
+        ).lastrowid
+        conn.execute("INSERT INTO outcomes (attempt_id, result, finished_at, recorded_at) VALUES "
+                     "(?, 'succeeded', '2099-01-01T00:00:30.000000Z', '2099-01-01T00:00:30.000000Z')", (forged,))
+        conn.commit()
+    finally:
+        conn.close()
+    assert forged is not None
+    return forged
+
+
+def test_rows_that_do_not_verify_are_marked_on_every_page_and_in_the_json(deploy_repo, page, tmp_path):  # noqa: F811
+    deploy_repo.commit({"deployctl.yaml": config("shop-staging", "shop")}, message="config")
+    db = tmp_path / "audit.db"
+    audit = f"sqlite:///{db}"
+    store = open_store(audit, keys=AuditKeys.parse(KEY))
+    true_id = store.start(make_attempt(env="staging", app="api", namespace="shop-staging"))
+    store.finish(true_id, result="succeeded")
+    store.close()
+    forged = forge_success(db, copy_of=true_id)
+    inserted = f"attempt {forged} was inserted with SQL: it carries no chain hash"
+
+    ui = start_ui(tmp_path, deploy_repo.path, audit, "--no-cluster", env={"DEPLOYCTL_AUDIT_KEY": KEY})
+    try:
+        page.goto(ui.url("/ui/apps/api"))
+        fake = page.locator(f"ol.history > li[data-id='{forged}']")
+        assert "unverified" in (fake.get_attribute("class") or "")
+        assert fake.locator(".badge.unverified").inner_text() == "not verified"
+        assert fake.locator(".claimed").inner_text() == "claims succeeded"
+        assert inserted in fake.locator(".unverified-reason").inner_text()
+        assert HOSTILE in fake.inner_text()  # shown as text, never run
+        true = page.locator(f"ol.history > li[data-id='{true_id}']")
+        assert true.locator(".badge.unverified").count() == 0 and true.locator(".badge.s-succeeded").count() == 1
+        page.shot("app-unverified")  # type: ignore[attr-defined]
+
+        page.goto(ui.url(f"/ui/apps/api/attempts/{forged}"))
+        assert inserted in page.locator("p.unverified-reason").inner_text()
+        assert page.locator("table.fields").inner_text().count("unverified_reason") == 1
+        page.goto(ui.url(f"/ui/apps/api/attempts/{true_id}"))
+        assert page.locator(".unverified-reason").count() == 0
+
+        page.goto(ui.url("/ui/"))
+        last = page.locator("td.cell[data-env='staging'][data-app='api'] dd.last")
+        assert last.locator(".badge.unverified").inner_text() == "not verified"
+        assert page.evaluate("window.__pwned") is None
+
+        code, body = get(ui.url("/api/v1/apps/api"))
+        assert code == 200
+        flags = {h["id"]: (h["verified"], h["unverified_reason"]) for h in json.loads(body)["history"]}
+        assert flags[true_id] == (True, None) and flags[forged][0] is False and inserted in flags[forged][1]
+        code, body = get(ui.url("/api/v1/apps/api/history"))
+        assert [(h["id"], h["verified"]) for h in json.loads(body)] == [(forged, False), (true_id, True)]
+        code, body = get(ui.url(f"/api/v1/apps/api/attempts/{forged}"))
+        assert json.loads(body)["verified"] is False
+        code, body = get(ui.url("/api/v1/status"))
+        (cell,) = [c for c in json.loads(body)["apps"] if (c["env"], c["app"]) == ("staging", "api")]
+        assert cell["last_deploy"]["verified"] is False
+    finally:
+        ui.stop()
