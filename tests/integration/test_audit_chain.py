@@ -264,6 +264,36 @@ def test_a_forged_staging_success_never_supplies_the_tested_digest_and_is_named(
         store.close()
 
 
+def test_a_forged_decision_does_not_stand_for_the_controllers_own(tmp_path: Path) -> None:
+    """One record per decision reads the latest record; a copy inserted with SQL must not silence the next one."""
+    from deployctl.controller.decisions import OncePerDecision
+    from deployctl.model.state import Target
+    from deployctl.reconcile.recorder import AuditRecorder
+    from deployctl.rules.plan import Action, Change
+
+    url = f"sqlite://{tmp_path}/audit.db"
+    new = "b" * 40
+    target = Target("production", "web", new, f"r/web:{new}", "shop", "web", "environments/production/web.deploy",
+                    1, ())  # fmt: skip
+    item = (Change("production", "web", Action.UPDATE, "shop", target, old_sha="a" * 40), target.image, "refused",
+            "production is frozen until Monday")  # fmt: skip
+    store = open_store(url, keys=AuditKeys.parse(KEY))
+    try:
+        once = OncePerDecision(AuditRecorder(store, repo_path=None, trigger="watch"), store)
+        assert once.decisions([item], deploy_commit=None) == [1]
+        assert once.decisions([item], deploy_commit=None) == [None]  # on record: not written again
+        columns = ("env, app, namespace, workloads, previous_sha, new_sha, image, deploy_file, reviewers, trigger, "
+                   "actor_user, actor_host")  # fmt: skip
+        sqlite_exec(url,
+                    f"INSERT INTO attempts ({columns}, started_at) SELECT {columns}, '2099-01-01T00:00:00.000000Z' "
+                    "FROM attempts WHERE id = 1",
+                    "INSERT INTO outcomes (attempt_id, result, error, finished_at, recorded_at) SELECT 2, result, "
+                    "error, finished_at, recorded_at FROM outcomes WHERE attempt_id = 1")  # fmt: skip
+        assert once.decisions([item], deploy_commit=None) == [3]
+    finally:
+        store.close()
+
+
 def test_a_store_without_a_key_keeps_working_and_verify_names_the_unkeyed_rows(tmp_path: Path) -> None:
     url = f"sqlite://{tmp_path}/audit.db"
     record_three(url, key=None)
