@@ -250,6 +250,7 @@ def timeline(
     store = _read(audit)
     try:
         records = query(store, envs=envs, apps=apps, since=since, until=until)
+        unverified = store.unverified([r.id for r in records]) if records else {}
     finally:
         store.close()
     series, span = None, None
@@ -259,7 +260,8 @@ def timeline(
         if since is not None or overlay.startswith("prometheus="):  # a CSV's own range is shown whole
             span = plot.time_range(records, since=since, until=until, now=datetime.now(UTC))
         series = load_overlay(overlay, query=promql, start=span[0] if span else None, end=span[1] if span else None)
-    written = plot.write_timeline(records, output.path, title=title, overlay=series, time_range=span)
+    written = plot.write_timeline(records, output.path, title=title, overlay=series, time_range=span,
+                                  unverified=unverified)
     summary = Output(output.format)  # the chart goes to the file, this summary to stdout
     doc: dict[str, object] = {"file": str(written), "attempts": len(records)}
     if series:

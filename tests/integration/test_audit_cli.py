@@ -157,6 +157,15 @@ def test_history_marks_rows_that_do_not_verify_and_says_why(audit: str) -> None:
     assert "UNVERIFIED" not in run("history", "--audit", audit, "--id", "1")[1]
 
 
+def test_the_timeline_draws_rows_that_do_not_verify_apart(audit: str, tmp_path: Path) -> None:
+    forged = forge_and_edit(audit)
+    code, out = run("timeline", "--audit", audit, "--out", str(tmp_path / "t.html"))
+    assert code == 0, out
+    html = (tmp_path / "t.html").read_text()
+    assert '"name":"not verified"' in html and html.count("NOT VERIFIED") == 2
+    assert f"attempt {forged} was inserted with SQL" in html
+
+
 def test_history_with_a_bad_since_exits_2_and_says_what_to_write(audit: str) -> None:
     code, out = run("history", "--audit", audit, "--since", "last week")
     assert code == 2

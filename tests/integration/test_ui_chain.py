@@ -75,6 +75,19 @@ def test_rows_that_do_not_verify_are_marked_on_every_page_and_in_the_json(deploy
         assert last.locator(".badge.unverified").inner_text() == "not verified"
         assert page.evaluate("window.__pwned") is None
 
+        page.goto(ui.url("/ui/timeline"))
+        page.wait_for_selector("#timeline .main-svg", timeout=15000)
+        figure = json.loads(page.locator("#timeline-data").text_content() or "{}")
+        (apart,) = [t for t in figure["data"] if t.get("name") == "not verified"]
+        assert len(apart["x"]) == 1 and apart["text"][0].startswith("<b>NOT VERIFIED</b> in the audit chain: attempt")
+        assert all(len(t["x"]) == 1 for t in figure["data"] if t.get("name") == "succeeded")  # only the true one
+        assert page.locator("details table .badge.unverified").count() == 1
+        assert page.evaluate("window.__pwned") is None
+        page.shot("timeline-unverified")  # type: ignore[attr-defined]
+        code, body = get(ui.url("/api/v1/timeline"))
+        assert code == 200 and sorted((r["id"], r["verified"]) for r in json.loads(body)) == [(true_id, True),
+                                                                                              (forged, False)]
+
         code, body = get(ui.url("/api/v1/apps/api"))
         assert code == 200
         flags = {h["id"]: (h["verified"], h["unverified_reason"]) for h in json.loads(body)["history"]}
