@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from deployctl.errors import DeployctlError, InvalidInputError
 from deployctl.model.duration import DurationError, parse_duration
+from deployctl.model.verification import Verification
 from deployctl.model.vocabulary import AUDIT_RESULTS, Trigger
 from deployctl.model.vocabulary import (
     STARTED as STARTED,  # re-exported: the audit model's word for an open attempt
@@ -200,6 +201,18 @@ class AuditStore(Protocol):
         limit: int | None = None,
     ) -> list[AuditRecord]:
         """Records matching every filter, newest first; ``sha`` is a prefix of the new SHA or the release."""
+        ...
+
+    def record_verification(self, verification: Verification) -> int:
+        """Append a deploy's verification (tied to its attempt, which must have succeeded) and its outbox
+        event, in one transaction; returns its id. The attempt's own outcome is not touched."""
+        ...
+
+    def verifications(
+        self, *, env: str | None = None, app: str | None = None, sha: str | None = None,
+        attempt_ids: Sequence[int] | None = None, limit: int | None = None,
+    ) -> list[Verification]:
+        """Verifications matching every filter, newest first (``sha``: the full new SHA)."""
         ...
 
     def register_sink(self, sink: str) -> None:
