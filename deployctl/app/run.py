@@ -84,7 +84,7 @@ def run_once(
         sink = guard_sink(recorder) if guard_sink is not None else recorder
     refused, sink = policy.for_reconcile(
         desired, repo=repo_path, store=store if gates_from_audit else None, sink=sink, override_freeze=options.override_freeze,
-        reason=options.override_reason, extra=refusals,
+        reason=options.override_reason, extra=refusals, verification_store=store,
     )
     pinner = registry_pinner(desired, store, allow_retagged=options.allow_retagged)
 

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import click
 
 from deployctl.cli.output import JSON, TABLE, YAML, Output, output_options, render_table
-from deployctl.cli.reconcile import _default_trigger, load_desired
 from deployctl.model.printable import printable
 from deployctl.settings import AUDIT
 
-_VERDICT = {"verified": "ok", "verification-failed": "FAILED"}
+if TYPE_CHECKING:
+    from deployctl.app.verify import VerifyReport
 
 
-def render_reports(reports: list) -> str:  # type: ignore[type-arg]
+def render_reports(reports: Sequence[VerifyReport]) -> str:
     """One row per check of each verification, then each verdict with its reason and the action taken."""
     rows = []
     lines = []
@@ -62,10 +65,12 @@ def verify(repo: str, ref: str, env: str, app: str, sha: str | None, kubeconfig:
     prometheus = prometheus_from_settings()
     if prometheus is None:
         raise InvalidInputError("set DEPLOYCTL_PROMETHEUS_URL to the Prometheus that verifies deploys")
-    desired = load_desired(repo, ref)
+    from deployctl.edges.git.repo import read_desired_state
+
+    desired = read_desired_state(repo, ref=ref)
     store = open_store(audit_url)
     try:
-        report = verify_latest(desired, VerifyRun(prometheus, store, trigger=_default_trigger()), env=env, app=app,
+        report = verify_latest(desired, VerifyRun(prometheus, store, trigger="ci" if os.environ.get("CI") else "manual"), env=env, app=app,
                                sha=sha, clusters=ClusterPool(kubeconfig=kubeconfig or None), repo=repo)
     finally:
         store.close()

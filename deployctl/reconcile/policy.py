@@ -32,8 +32,18 @@ from deployctl.model.state import DesiredState, Target
 from deployctl.rules.approval import ApprovalCommit, Verdict, check_approval
 from deployctl.rules.deployfile import split_deploy_path
 from deployctl.rules.freeze import ActiveFreeze, frozen_environments
-from deployctl.rules.gates import AUDIT, GIT, GateResult, RunFact, check_gates, gate_problems, gated
+from deployctl.rules.gates import (
+    AUDIT,
+    GIT,
+    GateResult,
+    RunFact,
+    check_gates,
+    gate_problems,
+    gated,
+    requires_verification,
+)
 from deployctl.rules.promote import deploy_path
+from deployctl.rules.verification import latest
 
 if TYPE_CHECKING:
     from deployctl.reconcile.sink import AttemptItem, AuditSink, FinishItem
@@ -80,13 +90,16 @@ def gate_results(
     base_ref: str | None = None,
     store: AuditStore | None = None,
     targets: Iterable[Target] | None = None,
+    verification_store: AuditStore | None = None,
 ) -> list[GateResult]:
     """Check ``targets`` (default: all of ``desired``) against their environments' ``requires``.
 
     A SHA counts when it was the first token of the required environment's deploy file in a
     commit before the one checked: at ``base_ref`` when given, else before the state's own commit
     (its parents: a change cannot be its own evidence), else at HEAD for the work tree. With
-    ``store`` it must also have run there successfully according to the audit history.
+    ``store`` it must also have run there successfully according to the audit history. Where
+    ``require_verified`` is set, its latest verification there (from ``verification_store``, else
+    ``store``) must have passed.
     """
     config = desired.config
     chosen = list(desired.targets if targets is None else targets)
@@ -100,18 +113,35 @@ def gate_results(
         if base_ref is not None:
             raise
         facts = []  # a repo without commits yet has no history: every gate fails
+    verified = verification_facts(verification_store or store, chosen, config)
     if store is None:
-        return check_gates(chosen, config, facts, source=GIT)
+        return check_gates(chosen, config, facts, source=GIT, verified=verified)
     in_git = {(f.env, f.app, f.sha) for f in facts}
     ran = [f for f in audit_facts(store, chosen, config) if (f.env, f.app, f.sha) in in_git]
-    return check_gates(chosen, config, ran, source=AUDIT)
+    return check_gates(chosen, config, ran, source=AUDIT, verified=verified)
+
+
+def verification_facts(
+    store: AuditStore | None, targets: Iterable[Target], config: Config
+) -> dict[tuple[str, str, str], tuple[str, str]] | None:
+    """The latest verification (result, reason) of each gated SHA in each required environment, for the
+    environments with ``require_verified``; None without a store (the gate then says where to look)."""
+    chosen = list(targets)
+    if store is None or not requires_verification(chosen, config):
+        return None
+    found = []
+    for target, required in gated(chosen, config):
+        if config.environments[target.env].require_verified:
+            found += store.verifications(env=required, app=target.app, sha=target.sha, limit=20)
+    return {key: (str(v.result), v.reason) for key, v in latest(found).items()}
 
 
 def with_gate_problems(
-    repo: str | Path, desired: DesiredState, *, store: AuditStore | None = None
+    repo: str | Path, desired: DesiredState, *, store: AuditStore | None = None,
+    verification_store: AuditStore | None = None,
 ) -> DesiredState:
     """The state with every failed gate added as an error (its targets stay: the file itself is valid)."""
-    failed = gate_problems(gate_results(repo, desired, store=store))
+    failed = gate_problems(gate_results(repo, desired, store=store, verification_store=verification_store))
     if not failed:
         return desired
     return replace(desired, problems=desired.problems + tuple(failed))
@@ -186,6 +216,7 @@ def refusals(
     override_freeze: bool = False,
     allowed_signers: Path | None = None,
     gnupg_home: Path | None = None,
+    verification_store: AuditStore | None = None,
 ) -> dict[tuple[str, str], str]:
     """Why reconcile must not apply each refused (env, app): failed gates, missing approval, a freeze.
 
@@ -195,7 +226,7 @@ def refusals(
     if desired.config is None or desired.commit is None:
         return {}
     reasons: dict[tuple[str, str], list[str]] = {}
-    for gate in gate_results(repo, desired, store=store):
+    for gate in gate_results(repo, desired, store=store, verification_store=verification_store):
         if not gate.passed:
             reasons.setdefault((gate.env, gate.app), []).append(
                 f"promotion gate: {gate.path}:{gate.line}: {gate.message()}"
@@ -286,13 +317,15 @@ def for_reconcile(
     reason: str | None = None,
     extra: Mapping[tuple[str, str], str] | None = None,
     now: datetime | None = None,
+    verification_store: AuditStore | None = None,
 ) -> tuple[dict[tuple[str, str], str], AuditSink | None]:
     """What ``run_reconcile`` needs: the refusals (plus ``extra``), and the audit sink, which notes
     freeze overrides in the records of the attempts they let through."""
     from deployctl.model.audit import current_actor
 
     when = now or datetime.now(UTC)
-    out = refusals(desired, repo=repo, now=when, store=store, override_freeze=override_freeze)
+    out = refusals(desired, repo=repo, now=when, store=store, override_freeze=override_freeze,
+                   verification_store=verification_store)
     out.update(extra or {})
     if override_freeze:
         actor = current_actor()
