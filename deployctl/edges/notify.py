@@ -107,6 +107,8 @@ _RESULT_EMOJI = {
     "interrupted": ":warning:",
     "refused": ":no_entry_sign:",
     "skipped": ":fast_forward:",
+    "verified": ":white_check_mark:",
+    "verification-failed": ":rotating_light:",
 }
 
 
