@@ -33,7 +33,7 @@ from deployctl.devtools.localcluster import controlplane  # noqa: E402
 from deployctl.edges.git.repo import read_desired_state  # noqa: E402
 from deployctl.log import configure_logging  # noqa: E402
 from deployctl.reconcile import reconciler as rec  # noqa: E402
-from deployctl.reconcile.options import ReconcileOptions  # noqa: E402
+from deployctl.reconcile.options import ReconcileOptions, Selection, Timing  # noqa: E402
 
 ENVS = {"staging": "bench-staging", "canary": "bench-canary", "production": "bench-production"}
 IMAGE = "registry.example.com/bench"
@@ -115,10 +115,13 @@ def bare_patch_loop(kubeconfig: str, namespace: str, n: int, version: str) -> fl
     return time.perf_counter() - started
 
 
-def run(kubeconfig: str, repo_path: str, **kw: object) -> rec.ReconcileResult:
+def run(kubeconfig: str, repo_path: str, *, envs: tuple[str, ...] = (), wait: bool = True, timeout: float = 300.0,
+        concurrency: int = 16) -> rec.ReconcileResult:
     desired = read_desired_state(repo_path)
     pool = rec.ClusterPool(kubeconfig=kubeconfig)
-    return rec.Reconciler(desired, pool, ReconcileOptions(**kw)).run()  # type: ignore[arg-type]
+    options = ReconcileOptions(selection=Selection(envs=envs),
+                               timing=Timing(wait=wait, timeout=timeout, concurrency=concurrency))
+    return rec.Reconciler(desired, pool, options).run()
 
 
 def main() -> None:

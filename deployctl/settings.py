@@ -76,6 +76,10 @@ MAX_DEPLOY_FILE_BYTES = Setting("DEPLOYCTL_MAX_DEPLOY_FILE_BYTES", "Largest depl
                                 "error naming it, and is never read.", "65536")
 MAX_CONFIG_BYTES = Setting("DEPLOYCTL_MAX_CONFIG_BYTES", "Largest deployctl.yaml read; a bigger one is an error.",
                            "1048576")
+SOURCE_ROOTS = Setting("DEPLOYCTL_SOURCE_ROOTS", "Folders an app's `source:` repo may be read from, separated by "
+                       "`:` (a setting of the runner, never repo content); a `source` path that resolves, after "
+                       "symlinks, outside all of them is an error and is never opened.",
+                       "the deploy repo's parent folder")
 MAX_HISTORY_COMMITS = Setting("DEPLOYCTL_MAX_HISTORY_COMMITS", "How many commits a history walk (promotion gates, "
                               "rollback) looks at, at most.", "10000")
 
@@ -111,7 +115,7 @@ CI_OVERRIDE_REASON = Setting("DEPLOYCTL_OVERRIDE_REASON", "CI workflows: a freez
 
 SETTINGS: tuple[Setting, ...] = (
     UI_TOKEN, UI_TOKEN_FILE, UI_TRUSTED_PROXIES,
-    MAX_DEPLOY_FILE_BYTES, MAX_CONFIG_BYTES, MAX_HISTORY_COMMITS,
+    MAX_DEPLOY_FILE_BYTES, MAX_CONFIG_BYTES, MAX_HISTORY_COMMITS, SOURCE_ROOTS,
     LOG_LEVEL, AUDIT, ALLOW_NAMESPACES, SETTINGS_FILE, MIRROR_DIR, GIT_TOKEN, GIT_USERNAME, GIT_FETCH_TIMEOUT, GIT_SSH_KEY,
     GIT_SSH_PASSPHRASE, WEBHOOK_SECRET, WEBHOOK_SECRET_FILE, ALLOWED_SIGNERS, GPG_HOME, REGISTRY_USERNAME,
     REGISTRY_PASSWORD, REGISTRY_ONE_HOST, REGISTRY_HOST, CHROMIUM, CACHE, PROMETHEUS_URL, PROMETHEUS_TOKEN,

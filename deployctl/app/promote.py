@@ -4,6 +4,7 @@ never rewriting the file's history. The text transforms are pure (:mod:`deployct
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -76,11 +77,22 @@ def promote_apps(
     return promotions, _write(repo, files, commit=commit, message=text)
 
 
+@dataclass(frozen=True)
+class RollbackChoice:
+    """Which earlier SHA a rollback deploys: ``to`` (a SHA the file lists), else ``steps`` back (default 1);
+    ``force`` allows a SHA that never ran in the environment."""
+
+    to: str | None = None
+    steps: int | None = None
+    force: bool = False
+
+
 def rollback_app(
-    repo: str, app: str, *, env: str, to: str | None = None, steps: int | None = None, force: bool = False,
-    message: str | None = None, commit: bool = False, now: datetime | None = None,
+    repo: str, app: str, *, env: str, choice: RollbackChoice | None = None, message: str | None = None,
+    commit: bool = False, now: datetime | None = None,
 ) -> tuple[Promotion, str | None]:
     """Deploy an earlier SHA by prepending it to the deploy file (never rewriting history)."""
+    choice = choice or RollbackChoice()
     root = workdir(repo)
     path = deploy_path(env, app)
     data = _read(root, path)
@@ -90,7 +102,8 @@ def rollback_app(
     repository = repo_edge.open_repository(repo)
     if not repository.head_is_unborn:
         ran = git_history.deployed_shas(repo, [path], ref="HEAD")[path]
-    chosen = choose_rollback(data, path=path, to=to, steps=steps, git_history=ran, force=force)
+    chosen = choose_rollback(data, path=path, to=choice.to, steps=choice.steps, git_history=ran,
+                             force=choice.force)
     current = data.split(None, 1)[0].decode()
     name, email = repo_edge.identity(repo)
     note = note_line(f"rollback from {current[:12]}", who=f"{name} <{email}>", when=now or _now(),

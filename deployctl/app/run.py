@@ -1,7 +1,8 @@
 """One reconcile run composed from its parts, the same for the CLI and the controller:
-desired state -> audit recorder -> policy (gates, approvals, freezes) -> digest pins -> then per environment,
-each on its own: take its lock -> close attempts of runs that lost it (interrupted) -> reconcile. The outer run
-(guards, locks, records) is here; the inner one (observe, apply, wait) is the reconciler's."""
+desired state -> policy (gates, approvals, freezes) -> digest pins -> then per environment, each on its own:
+take its lock -> close attempts of runs that lost it (interrupted) -> reconcile. The outer run (guards,
+locks, records) is here; the inner one (observe, apply, wait) is the reconciler's. Its caller builds one
+:class:`Run` (clusters, locks, the audit sink as the caller wraps it, options, callbacks) and hands it down."""
 
 from __future__ import annotations
 
@@ -10,27 +11,27 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import structlog
 
 from deployctl.edges.audit import url as audit_location
 from deployctl.edges.git.repo import local_sources, read_desired_state
-from deployctl.edges.kube.cluster import Cluster, ClusterError
-from deployctl.edges.kube.lease import EnvironmentLock, LockHolder, printable
+from deployctl.edges.kube.lease import LeaseLocks, LockHolder, printable
 from deployctl.errors import ClusterUnreachableError, DeployctlError
 from deployctl.model.audit import AuditStore, current_actor
 from deployctl.model.state import DesiredState
 from deployctl.reconcile import policy
 from deployctl.reconcile.artifacts import registry_pinner
-from deployctl.reconcile.observe import ClusterFor, ClusterPool, check_namespaces, context_namer
+from deployctl.reconcile.observe import ClusterPool, check_namespaces
 from deployctl.reconcile.options import ReconcileOptions
 from deployctl.reconcile.ordering import git_relation
 from deployctl.reconcile.outcome import EnvironmentOutcome, Progress, ReconcileResult
-from deployctl.reconcile.reconciler import Reconciler
+from deployctl.reconcile.ports import Clusters, GatedClusters, Lock, Locks
+from deployctl.reconcile.reconciler import Prepared, Reconciler
 from deployctl.reconcile.recorder import AuditRecorder
-from deployctl.reconcile.sink import AuditSink
+from deployctl.reconcile.sink import AuditSink, OverrideNotes, RunAudit
 from deployctl.rules.plan import Plan
 
 log = structlog.get_logger(__name__)
@@ -49,63 +50,100 @@ def lock_identity() -> str:
     return f"{who}@{actor.host}/{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-def run_once(
-    desired: DesiredState,
-    clusters: ClusterFor,
-    *,
-    repo_path: str | Path,
-    options: ReconcileOptions,
-    store: AuditStore | None,
-    trigger: str,
-    close_interrupted: bool = True,
-    gates_from_audit: bool = True,
-    guard_sink: Callable[[AuditSink], AuditSink] | None = None,
-    refusals: Mapping[tuple[str, str], str] | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
-    on_wait: Callable[[str], None] | None = None,
-    identity: str | None = None,
-) -> ReconcileResult:
-    """Reconcile ``desired`` once, recording into ``store`` (None: no audit history).
+@dataclass(frozen=True)
+class Callbacks:
+    """What a run tells its caller while it goes."""
+
+    on_read: Callable[[DesiredState], None] | None = None  # the desired state once read (e.g. print its problems)
+    on_progress: Callable[[Progress], None] | None = None  # each env/app's state changes
+    on_wait: Callable[[str], None] | None = None  # a line while an environment's lock is held by another run
+
+
+@dataclass(frozen=True)
+class Run:
+    """Everything one reconcile carries besides the desired state, built once by its caller (the CLI's
+    :func:`run_reconcile`, the controller) and handed down unchanged."""
+
+    clusters: Clusters
+    locks: Locks
+    options: ReconcileOptions
+    repo_path: str | Path  # the deploy repo's clone: gates, approvals and ordering read its history
+    audit: RunAudit | None = None  # the audit sink, already wrapped by the caller (None: no audit history)
+    store: AuditStore | None = None  # the audit history that digest pins (and gates) are checked against
+    gates_from_audit: bool = True  # False: promotion gates are checked against git history, not ``store``
+    identity: str = field(default_factory=lock_identity)  # this run's name in the environment locks
+    close_interrupted: bool = True  # close open attempts of lock holders that are gone, once a lock is taken
+    refusals: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (env, app) -> why, on top of the policy's
+    callbacks: Callbacks = field(default_factory=Callbacks)
+
+
+def audit_recorder(desired: DesiredState, store: AuditStore, *, repo_path: str | Path, trigger: str,
+                   identity: str) -> AuditRecorder:
+    """The recorder of one run of ``desired`` into ``store``, its attempts held under ``identity``'s locks."""
+    return AuditRecorder(store, repo_path=repo_path, trigger=trigger,
+                         sources=local_sources(repo_path, desired.config), lock_holder=identity)
+
+
+def run_once(desired: DesiredState, run: Run) -> ReconcileResult:
+    """Reconcile ``desired`` once, as ``run`` says.
 
     Each selected environment is reconciled on its own (in parallel), under its lock: an unreachable
-    cluster fails that environment only. ``gates_from_audit=False`` checks promotion gates against the
-    deploy files' git history instead of the store; ``guard_sink`` wraps the recorder (the controller's
-    stop-aware wrapper); ``refusals`` are extra (env, app) -> reason refusals on top of the policy's;
-    ``on_wait`` gets a line while an environment's lock is held by another run; ``identity`` names this
-    run in the locks (default: :func:`lock_identity`).
+    cluster fails that environment only.
     """
     started = time.monotonic()
-    identity = identity or lock_identity()
-    sink: AuditSink | None = None
-    recorder: AuditRecorder | None = None
-    if store is not None:
-        recorder = AuditRecorder(store, repo_path=repo_path, trigger=trigger,
-                                 sources=local_sources(repo_path, desired.config), lock_holder=identity)
-        sink = guard_sink(recorder) if guard_sink is not None else recorder
-    refused, sink = policy.for_reconcile(
-        desired, repo=repo_path, store=store if gates_from_audit else None, sink=sink, override_freeze=options.override_freeze,
-        reason=options.override_reason, extra=refusals, verification_store=store,
+    options = run.options
+    said = policy.for_reconcile(desired, repo=run.repo_path, store=run.store if run.gates_from_audit else None,
+                                override_freeze=options.overrides.override_freeze,
+                                reason=options.overrides.override_reason, verification_store=run.store)
+    sink: AuditSink | None = run.audit
+    if sink is not None and said.notes:
+        sink = OverrideNotes(sink, said.notes)
+    envs = _Environments(
+        desired, run, sink=sink, refusals={**said.refusals, **run.refusals},
+        guarded=check_namespaces(desired, options.selection.allowed_namespaces, context_name=run.clusters.context_name),
     )
-    pinner = registry_pinner(desired, store, allow_retagged=options.allow_retagged)
+    groups = _groups(desired, options)
+    if len(groups) <= 1:
+        results = [envs.reconcile(g) for g in groups]
+    else:
+        with ThreadPoolExecutor(max_workers=min(len(groups), 16), thread_name_prefix="deployctl-env") as pool:
+            results = list(pool.map(envs.reconcile, groups))
+    return _merge(desired, results, requests=run.clusters.requests(), seconds=time.monotonic() - started)
 
-    relation = git_relation(repo_path)
 
-    def reconcile_env(envs: tuple[str, ...]) -> ReconcileResult:
+class _Environments:
+    """The part of a run each environment shares: the policy's refusals, digest pins, git ancestry."""
+
+    def __init__(self, desired: DesiredState, run: Run, *, sink: AuditSink | None,
+                 refusals: Mapping[tuple[str, str], str], guarded: Mapping[str, str]) -> None:
+        self.desired = desired
+        self.run = run
+        self.sink = sink
+        self.guarded = guarded
+        self.prepared = Prepared(
+            refusals=refusals, relation=git_relation(run.repo_path),
+            pinner=registry_pinner(desired, run.store, allow_retagged=run.options.overrides.allow_retagged),
+        )
+
+    def reconcile(self, envs: tuple[str, ...]) -> ReconcileResult:
+        """Reconcile one environment (or the unknown names, as one group) under its lock."""
+        desired, run = self.desired, self.run
         env = envs[0] if len(envs) == 1 else None
         env_config = desired.config.environments.get(env) if desired.config and env else None
         context = env_config.context if env_config else None
-        lock: EnvironmentLock | None = None
+        lock: Lock | None = None
         try:
-            if env_config is not None and options.lock and env not in guarded:
-                lock = _take_lock(clusters, context, env or "", env_config.namespace, identity, options, on_wait)
-                if lock is not None and recorder is not None and close_interrupted:
-                    recorder.close_interrupted(env=env)
-            result = Reconciler(desired, _Locked(clusters, lock, env), replace(options, envs=envs), audit=sink,
-                                refusals=refused, pinner=pinner, on_progress=on_progress, relation=relation).run()
+            if env_config is not None and run.options.locking.enabled and env not in self.guarded:
+                lock = _take_lock(run, context, env or "", env_config.namespace)
+                if lock is not None and run.audit is not None and run.close_interrupted:
+                    run.audit.close_interrupted(env=env)
+            result = Reconciler(desired, GatedClusters(run.clusters, _lock_check(lock, env)),
+                                run.options.for_envs(envs), audit=self.sink, prepared=self.prepared,
+                                on_progress=run.callbacks.on_progress).run()
             return replace(result, environments=tuple(EnvironmentOutcome(e, "ok", context=context) for e in envs))
         except ClusterUnreachableError as exc:
-            named = context_namer(clusters)(context) or "in-cluster"
-            message = f"environment {env} (context {named}, server {_server(clusters, context)}) is unreachable: {exc}"
+            named = run.clusters.context_name(context) or "in-cluster"
+            message = f"environment {env} (context {named}, server {_server(run.clusters, context)}) is unreachable: {exc}"
             log.error("environment.unreachable", env=env, context=context, error=str(exc))
             return _empty(desired, EnvironmentOutcome(env or "-", "unreachable", message, context))
         except DeployctlError as exc:
@@ -115,36 +153,24 @@ def run_once(
             if lock is not None:
                 lock.release()
 
-    guarded = check_namespaces(desired, options.allowed_namespaces, context_name=context_namer(clusters))
-    groups = _groups(desired, options)
-    if len(groups) <= 1:
-        results = [reconcile_env(g) for g in groups]
-    else:
-        with ThreadPoolExecutor(max_workers=min(len(groups), 16), thread_name_prefix="deployctl-env") as pool:
-            results = list(pool.map(reconcile_env, groups))
-    pool_requests = getattr(clusters, "requests", None)
-    return _merge(desired, results, requests=pool_requests() if callable(pool_requests) else {},
-                  seconds=time.monotonic() - started)
-
 
 def _groups(desired: DesiredState, options: ReconcileOptions) -> list[tuple[str, ...]]:
     """One group per selected environment of the config; names the config does not know go in one group."""
     known = desired.config.environments if desired.config else {}
-    selected = tuple(options.envs) or tuple(sorted(known))
+    selected = tuple(options.selection.envs) or tuple(sorted(known))
     groups: list[tuple[str, ...]] = [(e,) for e in selected if e in known]
     unknown = tuple(e for e in selected if e not in known)
     if unknown or not groups:
-        groups.append(unknown or tuple(options.envs))
+        groups.append(unknown or tuple(options.selection.envs))
     return groups
 
 
-def _take_lock(clusters: ClusterFor, context: str | None, env: str, namespace: str, identity: str,
-               options: ReconcileOptions, on_wait: Callable[[str], None] | None) -> EnvironmentLock | None:
+def _take_lock(run: Run, context: str | None, env: str, namespace: str) -> Lock | None:
     """Take ``env``'s lock (None when its namespace does not exist: there is nothing to write there).
-    While waiting, ``clusters`` is asked for the cluster again before each try: the controller's refuses
-    (raises) once it must stop acting, which ends the wait."""
-    lock = EnvironmentLock(clusters(context), namespace=namespace, identity=identity,
-                           lease_duration=options.lock_lease)
+    ``run.clusters`` is asked for the cluster before the first try and again before each next one: the
+    controller's refuses (raises) once it must stop acting, which ends the wait."""
+    run.clusters(context)
+    on_wait = run.callbacks.on_wait
 
     def waiting(holder: LockHolder) -> None:
         since = printable((holder.since or "")[11:19]) or "?"
@@ -153,38 +179,27 @@ def _take_lock(clusters: ClusterFor, context: str | None, env: str, namespace: s
         if on_wait is not None:
             on_wait(line)
 
-    timeout = options.lock_timeout if options.lock_timeout is not None else options.timeout
-    try:
-        lock.acquire(timeout=timeout, on_wait=waiting, between=lambda: clusters(context))
-    except ClusterError as exc:
-        if exc.status == 404:
-            return None
-        if exc.status == 403:
-            raise ClusterError(f"{exc}; the environment lock needs create on leases and get/update on the Lease "
-                               f"deployctl-lock in namespace {namespace} (deploy/rbac-managed-namespace.yaml)",
-                               status=403) from exc
-        raise
-    log.info("lock.acquired", env=env, namespace=namespace, identity=identity)
+    options = run.options
+    lock = run.locks.take(context, namespace, identity=run.identity, lease=options.locking.lease,
+                          timeout=options.lock_timeout,
+                          on_wait=waiting, between=lambda: run.clusters(context))
+    if lock is not None:
+        log.info("lock.acquired", env=env, namespace=namespace, identity=run.identity)
     return lock
 
 
-class _Locked:
-    """The clusters of one environment's run, refused once its lock is no longer renewed."""
+def _lock_check(lock: Lock | None, env: str | None) -> Callable[[], None]:
+    """Refuses (raises) to act in ``env`` once its lock is no longer renewed."""
 
-    def __init__(self, clusters: ClusterFor, lock: EnvironmentLock | None, env: str | None) -> None:
-        self.clusters = clusters
-        self.lock = lock
-        self.env = env
-        self.pool = clusters if isinstance(clusters, ClusterPool) else getattr(clusters, "pool", None)
-
-    def __call__(self, context: str | None) -> Cluster:
-        if self.lock is not None and not self.lock.held():
-            raise LockLostError(f"the lock of environment {self.env} could not be renewed in time; stopped "
+    def check() -> None:
+        if lock is not None and not lock.held():
+            raise LockLostError(f"the lock of environment {env} could not be renewed in time; stopped "
                                 "acting there (another run may hold it now)")
-        return self.clusters(context)
+
+    return check
 
 
-def _server(clusters: ClusterFor, context: str | None) -> str:
+def _server(clusters: Clusters, context: str | None) -> str:
     try:
         return clusters(context).server
     except DeployctlError:
@@ -219,25 +234,27 @@ def run_reconcile(
     context: str | None = None,
     audit_url: str | None = "",
     trigger: str = "manual",
-    refusals: Mapping[tuple[str, str], str] | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
-    desired: DesiredState | None = None,
-    on_wait: Callable[[str], None] | None = None,
+    callbacks: Callbacks | None = None,
 ) -> ReconcileResult:
     """The reconcile command without click: read ``repo`` at ``ref``, reconcile, record.
 
-    ``audit_url=None`` disables the audit history; ``""`` means the default store. ``desired`` skips the
-    read when the caller has already read the repo (to print its problems first).
+    ``audit_url=None`` disables the audit history; ``""`` means the default store (not evidence for a
+    promotion gate: gates then read git history).
     """
-    desired = desired if desired is not None else read_desired_state(repo, ref=ref)
+    callbacks = callbacks or Callbacks()
+    desired = read_desired_state(repo, ref=ref)
+    if callbacks.on_read is not None:
+        callbacks.on_read(desired)
     store = audit_location.open_store(audit_url or None) if audit_url is not None else None
     try:
-        return run_once(
-            desired, ClusterPool(kubeconfig=kubeconfig, context=context), repo_path=repo,
-            options=options or ReconcileOptions(), store=store, trigger=trigger, refusals=refusals,
-            gates_from_audit=bool(audit_url),  # the default local store is not evidence for a gate
-            on_progress=on_progress, on_wait=on_wait,
-        )
+        pool = ClusterPool(kubeconfig=kubeconfig, context=context)
+        identity = lock_identity()
+        audit = audit_recorder(desired, store, repo_path=repo, trigger=trigger, identity=identity) \
+            if store is not None else None
+        return run_once(desired, Run(
+            clusters=pool, locks=LeaseLocks(pool), options=options or ReconcileOptions(), repo_path=repo,
+            audit=audit, store=store, gates_from_audit=bool(audit_url), identity=identity, callbacks=callbacks,
+        ))
     finally:
         if store is not None:
             store.close()

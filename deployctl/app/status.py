@@ -1,8 +1,8 @@
 """What runs where: the observe-and-plan step of ``deployctl status`` and ``plan``, and the status row.
 
-One path for the CLI (``status -o json``) and the dashboard (``/api/v1/status``): read the
-desired state, observe the cluster with reconcile's own observe step, plan without writing,
-and describe each env/app with the same field names.
+One path for the CLI (``plan``, ``status -o json``) and the dashboard (``/api/v1/status``): read the
+desired state, observe the cluster with reconcile's own observe step, plan without writing (with the
+ordering verdicts reconcile would reach), and describe each env/app with the same field names.
 """
 
 from __future__ import annotations
@@ -13,22 +13,27 @@ from dataclasses import asdict
 from deployctl.model.state import DesiredState
 from deployctl.model.workload import suspension
 from deployctl.reconcile import observe as rec
+from deployctl.reconcile.ordering import RelationOf, with_ordering
+from deployctl.reconcile.ports import Clusters
 from deployctl.rules.plan import Action, Change, Plan, make_plan
 
 
 def observed_plan(
     desired: DesiredState,
-    clusters: rec.ClusterFor,
+    clusters: Clusters,
     *,
+    relation: RelationOf | None,
     envs: Sequence[str] = (),
     apps: Sequence[str] = (),
     allowed_namespaces: Sequence[str] = (),
 ) -> tuple[Plan, Mapping[str, str]]:
-    """Observe (the same step reconcile takes) and plan, without writing. Returns the plan and the
+    """Observe (the same step reconcile takes) and plan, without writing. Returns the plan, each change that
+    reconcile would skip or refuse by its ordering verdict saying so (``relation``: how two deploy commits
+    relate, e.g. :func:`~deployctl.reconcile.ordering.git_relation`; None: not checked), and the
     environments refused by ``allowed_namespaces`` (env -> why)."""
     seen = rec.observe_selection(desired, clusters, envs=envs, apps=apps, allowed_namespaces=allowed_namespaces)
     plan = make_plan(desired, seen.live, envs=seen.envs, apps=apps, images=seen.known_images)
-    return plan, seen.refused
+    return (with_ordering(plan, relation) if relation is not None else plan), seen.refused
 
 
 def status_row(change: Change) -> dict[str, object]:

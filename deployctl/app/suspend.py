@@ -53,6 +53,25 @@ class SuspendResult:
                 "audit_id": self.audit_id}
 
 
+@dataclass(frozen=True)
+class SuspendRequest:
+    """Suspend (or resume), who asks, when and why: one value for every env/app it concerns."""
+
+    suspend: bool  # False: resume
+    reason: str
+    actor: Actor
+    now: datetime
+    trigger: str = "manual"
+
+    @property
+    def result(self) -> str:
+        return SUSPENDED if self.suspend else RESUMED
+
+    @property
+    def by(self) -> str:
+        return _who(self.actor)
+
+
 def _who(actor: Actor) -> str:
     return f"{actor.user}@{actor.host}" + (f" ({actor.ci_job})" if actor.ci_job else "")
 
@@ -60,18 +79,14 @@ def _who(actor: Actor) -> str:
 def set_suspended(
     desired: DesiredState,
     clusters: Callable[[str | None], Cluster],
+    request: SuspendRequest,
     *,
     envs: Sequence[str],
     apps: Sequence[str] = (),
-    suspend: bool,
-    reason: str,
-    actor: Actor,
-    now: datetime,
     store: AuditStore | None = None,
-    trigger: str = "manual",
     allowed_namespaces: Sequence[str] = (),
 ) -> list[SuspendResult]:
-    """Suspend (or resume) the managed workloads of ``apps`` (all when empty) in ``envs``."""
+    """Suspend (or resume, as ``request`` says) the managed workloads of ``apps`` (all when empty) in ``envs``."""
     config = desired.config
     if config is None:
         raise InvalidInputError("deployctl.yaml is missing or invalid; run deployctl validate")
@@ -83,7 +98,6 @@ def set_suspended(
     for env in envs:
         if env in refused:
             raise InvalidInputError(refused[env])
-    by, when = _who(actor), now.isoformat(timespec="seconds")
     results: list[SuspendResult] = []
     for env in envs:
         env_config = config.environments[env]
@@ -96,19 +110,18 @@ def set_suspended(
         if missing:
             raise InvalidInputError(
                 f"no workload in namespace {env_config.namespace} is labelled deployctl.dev/app="
-                f"{missing[0]}; nothing to {'suspend' if suspend else 'resume'}")
+                f"{missing[0]}; nothing to {'suspend' if request.suspend else 'resume'}")
         for app in sorted(by_app):
             workloads = by_app[app]
-            results.append(_one(cluster, env, app, env_config.namespace, workloads, suspend=suspend,
-                                reason=reason, by=by, when=when, actor=actor, now=now, store=store,
-                                trigger=trigger, deploy_commit=desired.commit))
+            results.append(_one(cluster, env, app, env_config.namespace, workloads, request=request, store=store,
+                                deploy_commit=desired.commit))
     return results
 
 
-def _one(cluster: Cluster, env: str, app: str, namespace: str, workloads: list[Workload], *, suspend: bool,
-         reason: str, by: str, when: str, actor: Actor, now: datetime, store: AuditStore | None, trigger: str,
-         deploy_commit: str | None) -> SuspendResult:
-    result = SUSPENDED if suspend else RESUMED
+def _one(cluster: Cluster, env: str, app: str, namespace: str, workloads: list[Workload], *,
+         request: SuspendRequest, store: AuditStore | None, deploy_commit: str | None) -> SuspendResult:
+    suspend, reason, by = request.suspend, request.reason, request.by
+    result = request.result
     refs = tuple(f"{w.namespace}/{w.ref}" for w in workloads)
     current = suspension(workloads)
     to_change = [w for w in workloads if (w.annotations.get(ANN_SUSPENDED) == "true") != suspend]
@@ -116,7 +129,8 @@ def _one(cluster: Cluster, env: str, app: str, namespace: str, workloads: list[W
         shown = current.reason if current is not None else reason
         return SuspendResult(env, app, namespace, refs, result, False, shown, current.by if current else by)
     annotations: dict[str, str | None] = (
-        {ANN_SUSPENDED: "true", ANN_SUSPENDED_BY: by, ANN_SUSPENDED_REASON: reason, ANN_SUSPENDED_AT: when}
+        {ANN_SUSPENDED: "true", ANN_SUSPENDED_BY: by, ANN_SUSPENDED_REASON: reason,
+         ANN_SUSPENDED_AT: request.now.isoformat(timespec="seconds")}
         if suspend else dict.fromkeys(SUSPENSION_ANNOTATIONS)
     )
     shas = {w.annotations.get(ANN_COMMIT) for w in workloads}
@@ -128,8 +142,8 @@ def _one(cluster: Cluster, env: str, app: str, namespace: str, workloads: list[W
             env=env, app=app, namespace=namespace, workloads=refs, previous_sha=sha, new_sha=sha or "",
             image=image, digest=None, deploy_commit=deploy_commit, deploy_file=deploy_path(env, app),
             file_commit=None, file_author=None, file_committer=None, file_commit_time=None,
-            file_commit_summary=None, reviewers=(), app_commit_summary=None, trigger=trigger, actor=actor,
-            started_at=now,
+            file_commit_summary=None, reviewers=(), app_commit_summary=None, trigger=request.trigger,
+            actor=request.actor, started_at=request.now,
         ))
     try:
         for w in to_change:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from deployctl import settings
+from deployctl.edges.kube.cluster import Cluster
 from deployctl.edges.metrics.prometheus import Prometheus, PrometheusError, PrometheusUnreachable
 from deployctl.errors import DeployctlError, InvalidInputError
 from deployctl.model.audit import AuditStore, current_actor
@@ -34,7 +35,6 @@ from deployctl.model.verification import (
     fill,
 )
 from deployctl.model.vocabulary import Result
-from deployctl.reconcile.observe import ClusterFor
 from deployctl.reconcile.outcome import ReconcileResult
 from deployctl.rules import verification as rules
 
@@ -158,7 +158,7 @@ def _wait(run: VerifyRun, seconds: float) -> bool:
 
 
 def on_failure(
-    verification: Verification, desired: DesiredState, *, store: AuditStore, clusters: ClusterFor | None,
+    verification: Verification, desired: DesiredState, *, store: AuditStore, clusters: Callable[[str | None], Cluster] | None,
     repo: str | None, trigger: str = "manual",
 ) -> str:
     """Do what the environment says when a verification failed; returns what was done, in words."""
@@ -171,11 +171,12 @@ def on_failure(
         if env.on_verification_failure == OnFailure.FREEZE:
             if clusters is None:
                 return "not frozen: no cluster access here"
-            from deployctl.app.suspend import set_suspended
+            from deployctl.app.suspend import SuspendRequest, set_suspended
 
-            set_suspended(desired, clusters, envs=[env_name], apps=[app], suspend=True,
-                          reason=f"verification of {verification.sha[:12]} failed: {verification.reason}"[:500],
-                          actor=current_actor(), now=datetime.now(UTC), store=store, trigger=trigger)
+            request = SuspendRequest(
+                suspend=True, reason=f"verification of {verification.sha[:12]} failed: {verification.reason}"[:500],
+                actor=current_actor(), now=datetime.now(UTC), trigger=trigger)
+            set_suspended(desired, clusters, request, envs=[env_name], apps=[app], store=store)
             return f"froze {app} in {env_name} until a person runs deployctl resume --env {env_name} --app {app}"
         target = rules.last_verified(store.verifications(env=env_name, app=app, limit=500), env=env_name, app=app,
                                      besides=verification.sha)
@@ -183,10 +184,10 @@ def on_failure(
             return f"no roll-forward: no earlier SHA of {app} was verified in {env_name}"
         if repo is None:
             return f"no roll-forward commit written (no work tree here): the last verified SHA is {target[:12]}"
-        from deployctl.app.promote import rollback_app
+        from deployctl.app.promote import RollbackChoice, rollback_app
 
         promotion, commit = rollback_app(
-            repo, app, env=env_name, to=target, commit=True,
+            repo, app, env=env_name, choice=RollbackChoice(to=target), commit=True,
             message=f"roll forward: verification of {verification.sha[:12]} failed: {verification.reason}"[:300])
         log.warning("verify.rolled_forward", env=env_name, app=app, to=target, commit=commit)
         return (f"wrote commit {(commit or '')[:12]} deploying the last verified SHA {promotion.new_sha[:12]} to "
@@ -214,7 +215,7 @@ def subjects(result: ReconcileResult, config: Config) -> list[tuple[Subject, tup
 
 
 def verify_reconciled(
-    result: ReconcileResult, desired: DesiredState, run: VerifyRun, *, clusters: ClusterFor | None,
+    result: ReconcileResult, desired: DesiredState, run: VerifyRun, *, clusters: Callable[[str | None], Cluster] | None,
     repo: str | None,
 ) -> list[VerifyReport]:
     """Verify every rollout of ``result`` that has checks, in parallel, then act on failures."""
@@ -231,7 +232,7 @@ def verify_reconciled(
 
 def verify_latest(
     desired: DesiredState, run: VerifyRun, *, env: str, app: str, sha: str | None = None,
-    clusters: ClusterFor | None = None, repo: str | None = None,
+    clusters: Callable[[str | None], Cluster] | None = None, repo: str | None = None,
 ) -> VerifyReport:
     """``deployctl verify``: verify the newest succeeded rollout of ``app`` in ``env`` (of ``sha`` when given)."""
     config = desired.config
@@ -261,7 +262,7 @@ class BackgroundVerifier:
     the other apps never wait for a window. Roll-forward has no work tree in the controller: it names the
     SHA instead of committing."""
 
-    def __init__(self, prometheus: Prometheus, store: AuditStore, clusters: ClusterFor | None,
+    def __init__(self, prometheus: Prometheus, store: AuditStore, clusters: Callable[[str | None], Cluster] | None,
                  *, workers: int = 8) -> None:
         self.prometheus = prometheus
         self.store = store

@@ -28,7 +28,7 @@ COMMANDS: dict[str, str] = {
     "audit": "deployctl.cli.audit:audit",
     "history": "deployctl.cli.audit:history",
     "events": "deployctl.cli.audit:events",
-    "notify": "deployctl.cli.audit:notify",
+    "notify": "deployctl.cli.notify:notify",
     "timeline": "deployctl.cli.audit:timeline",
     "diff": "deployctl.cli.review:diff",
     "promote": "deployctl.cli.review:promote",

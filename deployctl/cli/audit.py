@@ -1,4 +1,4 @@
-"""``history``, ``events export``, ``notify drain`` and ``timeline``: reading the audit record."""
+"""``history``, ``events export`` and ``timeline``: reading the audit record."""
 
 from __future__ import annotations
 
@@ -12,12 +12,19 @@ from typing import Any, TypeVar
 
 import click
 
-from deployctl import settings
 from deployctl.cli.completion import app_option, env_option
-from deployctl.cli.output import JSON, TABLE, YAML, Duration, Output, output_options, render_table
+from deployctl.cli.output import JSON, TABLE, YAML, Output, output_options, render_table
 from deployctl.edges.audit.url import AUDIT_ENV, open_store
 from deployctl.errors import InvalidInputError
-from deployctl.model.audit import EVENT_FIELDS, AuditRecord, AuditStore, parse_when, record_to_event
+from deployctl.model.audit import (
+    EVENT_FIELDS,
+    AttemptEvent,
+    AuditRecord,
+    AuditStore,
+    parse_when,
+    record_to_event,
+    record_with_events,
+)
 from deployctl.model.printable import printable
 from deployctl.settings import AUDIT
 
@@ -157,8 +164,11 @@ def render_csv(records: Sequence[AuditRecord]) -> str:
 @click.option("--sha", help="Only attempts whose new SHA or release (deploy commit) starts with this.")
 @click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True, help="0: no limit.")
 @click.option("--by-release", is_flag=True, help="Group the table by release (deploy commit).")
+@click.option("--id", "attempt_id", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Only attempt N, with its rollout events (apply, new ReplicaSet, ready counts, stall, verdict).")
 @output_options(TABLE, JSON, YAML, "csv")
 def history(
+    attempt_id: int | None,
     audit_url: str | None,
     envs: tuple[str, ...],
     apps: tuple[str, ...],
@@ -176,7 +186,11 @@ def history(
       deployctl history --env production --since 2d
       deployctl history --app web --sha 3f2a9c1 --output json
       deployctl history --since 2024-05-01T00:00:00Z --by-release
+      deployctl history --id 42 -o json
     """
+    if attempt_id is not None:
+        _history_of_one(audit_url, attempt_id, output)
+        return
     store = _read(audit_url)
     try:
         records = query(store, envs=envs, apps=apps, since=since, until=until, sha=sha, limit=limit or None)
@@ -194,6 +208,34 @@ def history(
         output.write(render_table(HISTORY_HEADERS, [history_row(r) for r in records]))
 
 
+def _history_of_one(audit_url: str | None, attempt_id: int, output: Output) -> None:
+    store = _read(audit_url)
+    try:
+        record = store.get(attempt_id)
+        events_ = store.events_of(attempt_id) if record is not None else []
+    finally:
+        store.close()
+    if record is None:
+        raise InvalidInputError(f"history --id {attempt_id}: no attempt with that id in {store.url}")
+    if output.data(record_with_events(record, events_)):
+        return
+    if output.format == "csv":
+        output.write(render_csv([record]).rstrip("\n"))
+        return
+    output.write(render_attempt(record, events_))
+
+
+def render_attempt(record: AuditRecord, events_: Sequence[AttemptEvent]) -> str:
+    """One attempt for a person: its row of the history, then what happened between apply and verdict."""
+    text = render_table(HISTORY_HEADERS, [history_row(record)])
+    if record.error:
+        text += "\n\n" + printable(f"error: {record.error}")
+    if not events_:
+        return text + "\n\nNo rollout events recorded (not applied, or recorded by an older deployctl)."
+    rows = [[e.at.astimezone(UTC).strftime("%H:%M:%S.%f")[:-3], e.kind, e.detail] for e in events_]
+    return text + "\n\n" + render_table(("AT (UTC)", "EVENT", "DETAIL"), rows)
+
+
 @click.group()
 def events() -> None:
     """Deploy attempts as events for other systems."""
@@ -202,8 +244,12 @@ def events() -> None:
 @events.command("export")
 @audit_option
 @filter_options
-@click.option("--format", "fmt", type=click.Choice(["jsonl"]), default=None, hidden=True,
-              help="The same as -o jsonl (before one output grammar).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "cdevents"]), default=None,
+              help="cdevents: one CloudEvent (CDEvents service event, structured JSON) per line, with the same "
+              "id a webhook or Kafka sink delivers; jsonl: the same as -o jsonl.")
+@click.option("--source", default="/deployctl", show_default=True, metavar="URI",
+              help="With --format cdevents: the events' source, as in the sink's settings.")
+@click.option("--repo", default=None, help="With --format cdevents: the deploy repo's name, as in the sink's settings.")
 @output_options("jsonl", JSON, YAML, default="jsonl", legacy_file=True)
 def export(
     audit_url: str | None,
@@ -212,22 +258,37 @@ def export(
     since: datetime | None,
     until: datetime | None,
     fmt: str | None,
+    source: str,
+    repo: str | None,
     output: Output,
 ) -> None:
     """Export attempts as JSON Lines, oldest first: one object per attempt, stable field names.
 
-    -o json and -o yaml write the same objects as one list.
+    -o json and -o yaml write the same objects as one list. --format cdevents writes the deploys
+    (succeeded or drift-corrected attempts) as CDEvents, one per line; each event's id is derived from
+    its attempt, so it equals the id the webhook and Kafka sinks delivered: dedupe by it.
 
     \b
-    Example (load into a warehouse next to product analytics):
+    Examples (load into a warehouse next to product analytics):
       deployctl events export --since 1d --out deploys.jsonl
+      deployctl events export --format cdevents --source /deployctl/acme-deploy > deploys.ndjson
     """
+    if fmt == "cdevents" and output.format != "jsonl":
+        raise click.UsageError("--format cdevents writes one event per line (NDJSON): leave out -o json/yaml")
     store = _read(audit_url)
     try:
         records = query(store, envs=envs, apps=apps, since=since, until=until)
     finally:
         store.close()
     events_ = [record_to_event(record) for record in reversed(records)]
+    if fmt == "cdevents":
+        from deployctl.edges.events.envelope import http_message
+
+        messages = [http_message({**event, "repo": repo}, source=source, mode="structured") for event in events_]
+        bodies = [m.body.decode() for m in messages if m is not None]
+        if bodies:
+            output.lines(bodies)
+        return
     if not output.data(events_) and events_:
         output.lines(json.dumps(event, separators=(",", ":")) for event in events_)
 
@@ -254,61 +315,6 @@ def migrate(audit_url: str | None) -> None:
         click.echo(f"schema version {store.schema_version()}")  # type: ignore[attr-defined]
     finally:
         store.close()
-
-
-@click.group()
-def notify() -> None:
-    """Deploy notifications (webhook, Slack) from the audit outbox."""
-
-
-@notify.command("drain")
-@audit_option
-@click.option(
-    "--settings",
-    "settings_file",
-    envvar=settings.SETTINGS_FILE.name,
-    type=click.Path(dir_okay=False),
-    help="Controller settings YAML with a 'notify:' list [default: $DEPLOYCTL_SETTINGS].",
-)
-@click.option(
-    "--max-wait",
-    type=Duration(allow_zero=True),
-    default="60s",
-    show_default=True,
-    help="How long to keep retrying failed deliveries (e.g. 90s, 10m); 0 is a single pass.",
-)
-@output_options(TABLE, JSON, YAML)
-def drain(audit_url: str | None, settings_file: str | None, max_wait: float, output: Output) -> None:
-    """Deliver pending notifications, retrying with backoff; exits 1 if some remain undelivered.
-
-    \b
-    Example (a CI step after the deploy step, which it never blocks):
-      deployctl notify drain --settings /etc/deployctl/settings.yaml
-    """
-    from deployctl.edges.notify import drain as drain_outbox
-    from deployctl.edges.sinks import NotifyError, load_settings
-
-    settings = load_settings(settings_file)
-    if not settings.sinks:
-        if not output.data({"sinks": 0, "delivered_by_sink": {}, "pending": 0, "gave_up": []}):
-            output.write("no notification sinks configured (settings: --settings FILE or $DEPLOYCTL_SETTINGS)")
-        return
-    store = open_store(audit_url)
-    try:
-        report = drain_outbox(store, settings, max_wait_seconds=max_wait)
-    finally:
-        store.close()
-    doc = {"sinks": len(settings.sinks), "delivered_by_sink": dict(report.delivered_by_sink),
-           "pending": report.pending, "gave_up": list(report.gave_up)}
-    if not output.data(doc):
-        for sink, count in report.delivered_by_sink.items():
-            output.write(f"{sink}: {count} delivered")
-    if not report.ok:
-        raise NotifyError(
-            f"{report.pending + len(report.gave_up)} notification(s) not delivered yet "
-            f"({report.pending} waiting for a retry, {len(report.gave_up)} given up); "
-            "run `deployctl notify drain` again later"
-        )
 
 
 @click.command()

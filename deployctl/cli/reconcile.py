@@ -27,8 +27,8 @@ from deployctl.model.printable import printable
 from deployctl.model.state import DesiredState
 from deployctl.model.vocabulary import ExitCode
 from deployctl.reconcile.observe import ClusterPool
-from deployctl.reconcile.options import ReconcileOptions
-from deployctl.reconcile.ordering import git_relation, with_ordering
+from deployctl.reconcile.options import Locking, Overrides, ReconcileOptions, Selection, Timing
+from deployctl.reconcile.ordering import git_relation
 from deployctl.reconcile.outcome import Progress, ReconcileResult
 from deployctl.rules.plan import Plan
 
@@ -145,9 +145,9 @@ def _observed_plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, 
 
     desired = load_desired(repo, ref)
     pool = ClusterPool(kubeconfig=kubeconfig or None, context=context)
-    plan, refused = observed_plan(desired, pool, envs=envs, apps=apps,
+    plan, refused = observed_plan(desired, pool, relation=git_relation(repo), envs=envs, apps=apps,
                                   allowed_namespaces=_split_allowed(allowed_namespaces))
-    return desired, with_ordering(plan, git_relation(repo)), refused  # say what reconcile would skip
+    return desired, plan, refused
 
 
 def _split_allowed(values: tuple[str, ...]) -> list[str]:
@@ -288,7 +288,7 @@ def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...],
     """
     if override_freeze and not (override_reason or "").strip():
         raise click.UsageError("--override-freeze needs --reason TEXT (it goes into the audit history)")
-    from deployctl.app.run import run_reconcile
+    from deployctl.app.run import Callbacks, run_reconcile
 
     prometheus = None
     if verify_after:
@@ -300,20 +300,29 @@ def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...],
         if no_audit:
             raise click.UsageError("--verify records its results in the audit history; drop --no-audit")
     options = ReconcileOptions(
-        envs=envs, apps=apps, wait=not no_wait, timeout=timeout, concurrency=concurrency,
-        allowed_namespaces=tuple(_split_allowed(allowed_namespaces)), allow_retagged=allow_retagged,
-        override_freeze=override_freeze, override_reason=override_reason, lock_timeout=lock_timeout,
-        lock_lease=lock_lease, force_older=force_older, allow_non_descendant=allow_non_descendant,
+        selection=Selection(envs=envs, apps=apps, allowed_namespaces=tuple(_split_allowed(allowed_namespaces))),
+        overrides=Overrides(allow_retagged=allow_retagged, override_freeze=override_freeze,
+                            override_reason=override_reason, force_older=force_older,
+                            allow_non_descendant=allow_non_descendant),
+        timing=Timing(wait=not no_wait, timeout=timeout, concurrency=concurrency),
+        locking=Locking(timeout=lock_timeout, lease=lock_lease),
     )
-    desired = load_desired(repo, ref)
     progress = not output.is_data
-    if progress:
-        _echo_problems(desired)
+    read: list[DesiredState] = []  # the state reconciled: --verify reads its checks
+
+    def on_read(desired: DesiredState) -> None:
+        read.append(desired)
+        if progress:
+            _echo_problems(desired)
+
     result = run_reconcile(
         repo=repo, ref=ref, options=options, kubeconfig=kubeconfig or None, context=context,
         audit_url=None if no_audit else (audit_url or ""), trigger=trigger or _default_trigger(),
-        on_progress=ProgressPrinter(sys.stderr, live=sys.stderr.isatty()) if progress else None, desired=desired,
-        on_wait=lambda line: click.echo(line, err=True),
+        callbacks=Callbacks(
+            on_read=on_read,
+            on_progress=ProgressPrinter(sys.stderr, live=sys.stderr.isatty()) if progress else None,
+            on_wait=lambda line: click.echo(line, err=True),
+        ),
     )
     if prometheus is None:
         if not output.data(result.as_dict()):
@@ -325,7 +334,7 @@ def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...],
 
     store = open_store(audit_url or None)
     try:
-        reports = verify_reconciled(result, desired, VerifyRun(prometheus, store, trigger=trigger or _default_trigger()),
+        reports = verify_reconciled(result, read[0], VerifyRun(prometheus, store, trigger=trigger or _default_trigger()),
                                     clusters=ClusterPool(kubeconfig=kubeconfig or None, context=context), repo=repo)
     finally:
         store.close()

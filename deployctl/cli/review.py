@@ -10,7 +10,7 @@ import click
 
 from deployctl import settings
 from deployctl.app.diff import build_diff
-from deployctl.app.promote import promote_apps, rollback_app, workdir
+from deployctl.app.promote import RollbackChoice, promote_apps, rollback_app, workdir
 from deployctl.cli.output import (
     JSON,
     MARKDOWN,
@@ -238,8 +238,8 @@ def rollback(app: str, env: str, to_sha: str | None, steps: int | None, force: b
     """
     if to_sha is not None and steps is not None:
         raise click.UsageError("give either --to or --steps, not both")
-    done, sha = rollback_app(repo, app, env=env, to=to_sha, steps=steps, force=force, message=message,
-                             commit=commit)
+    done, sha = rollback_app(repo, app, env=env, choice=RollbackChoice(to=to_sha, steps=steps, force=force),
+                             message=message, commit=commit)
     if output.data({"rolled_back": asdict(done), "commit": sha}):
         return
     output.write(f"rolled back {app} in {env}: {_short(done.old_sha)} -> {done.new_sha[:12]} ({done.path})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import click
@@ -16,13 +17,26 @@ from deployctl.cli.reconcile import (
 from deployctl.settings import AUDIT
 
 
-def _run(*, suspend: bool, repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...],
-         kubeconfig: str | None, context: str | None, allowed_namespaces: tuple[str, ...], output: Output,
-         reason: str, audit_url: str | None, no_audit: bool) -> None:
-    from deployctl.app.suspend import set_suspended
-    from deployctl.model.audit import current_actor
-    from deployctl.reconcile.reconciler import ClusterPool
+@dataclass(frozen=True)
+class _Where:
+    """The selection options of suspend and resume."""
 
+    repo: str
+    ref: str
+    envs: tuple[str, ...]
+    apps: tuple[str, ...]
+    kubeconfig: str | None
+    context: str | None
+    allowed_namespaces: tuple[str, ...]
+
+
+def _run(where: _Where, *, suspend: bool, reason: str, output: Output, audit_url: str | None,
+         no_audit: bool) -> None:
+    from deployctl.app.suspend import SuspendRequest, set_suspended
+    from deployctl.model.audit import current_actor
+    from deployctl.reconcile.observe import ClusterPool
+
+    repo, ref, envs, apps = where.repo, where.ref, where.envs, where.apps
     if not envs:
         raise click.UsageError("give the environment with --env ENV")
     desired = load_desired(repo, ref)
@@ -32,10 +46,11 @@ def _run(*, suspend: bool, repo: str, ref: str, envs: tuple[str, ...], apps: tup
 
         store = open_store(audit_url)
     try:
+        request = SuspendRequest(suspend=suspend, reason=reason, actor=current_actor(), now=datetime.now(UTC),
+                                 trigger=_default_trigger())
         results = set_suspended(
-            desired, ClusterPool(kubeconfig=kubeconfig or None, context=context), envs=envs, apps=apps,
-            suspend=suspend, reason=reason, actor=current_actor(), now=datetime.now(UTC), store=store,
-            trigger=_default_trigger(), allowed_namespaces=_split_allowed(allowed_namespaces),
+            desired, ClusterPool(kubeconfig=where.kubeconfig or None, context=where.context), request,
+            envs=envs, apps=apps, store=store, allowed_namespaces=_split_allowed(where.allowed_namespaces),
         )
     finally:
         if store is not None:
@@ -73,9 +88,8 @@ def suspend(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], k
     """
     if not reason.strip():
         raise click.UsageError("--reason must say why")
-    _run(suspend=True, repo=repo, ref=ref, envs=envs, apps=apps, kubeconfig=kubeconfig, context=context,
-         allowed_namespaces=allowed_namespaces, output=output, reason=reason.strip(), audit_url=audit_url,
-         no_audit=no_audit)
+    _run(_Where(repo, ref, envs, apps, kubeconfig, context, allowed_namespaces), suspend=True,
+         reason=reason.strip(), output=output, audit_url=audit_url, no_audit=no_audit)
 
 
 @click.command()
@@ -92,6 +106,5 @@ def resume(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], ku
     Example:
       deployctl resume --env production --app checkout
     """
-    _run(suspend=False, repo=repo, ref=ref, envs=envs, apps=apps, kubeconfig=kubeconfig, context=context,
-         allowed_namespaces=allowed_namespaces, output=output, reason=reason, audit_url=audit_url,
-         no_audit=no_audit)
+    _run(_Where(repo, ref, envs, apps, kubeconfig, context, allowed_namespaces), suspend=False,
+         reason=reason, output=output, audit_url=audit_url, no_audit=no_audit)

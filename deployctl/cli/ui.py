@@ -41,9 +41,14 @@ from deployctl.errors import InvalidInputError
               help="How long a snapshot of the cluster and audit store is reused.")
 @click.option("--fetch-interval", default="30s", show_default=True, type=Duration(),
               help="For a URL: how often to fetch it.")
+@click.option("--overlay", metavar="prometheus=URL|csv=FILE",
+              help="A product metric the timeline page draws above the deploy lanes, as `deployctl timeline "
+              "--overlay` does: a Prometheus range query (with --query) or a CSV of time,value[,series].")
+@click.option("--query", "promql", metavar="PROMQL", help="The PromQL of --overlay prometheus=URL.")
 def ui(repo: str, ref: str, branch: str, audit_url: str | None, listen: str, kubeconfig: str | None,
        context: str | None, allowed_namespaces: tuple[str, ...], no_cluster: bool, token_file: str | None,
-       trusted_proxies: tuple[str, ...], refresh: float, fetch_interval: float) -> None:
+       trusted_proxies: tuple[str, ...], refresh: float, fetch_interval: float, overlay: str | None,
+       promql: str | None) -> None:
     """Serve the read-only dashboard: environments x apps, app pages, timeline, audit records.
 
     Pages under /ui/, the same data as JSON under /api/v1/ (status, apps/<app>,
@@ -56,15 +61,22 @@ def ui(repo: str, ref: str, branch: str, audit_url: str | None, listen: str, kub
       deployctl ui --repo . --audit sqlite:///var/lib/deployctl/audit.db
       deployctl ui --repo https://github.com/acme/deploy.git --listen 0.0.0.0:8090 \\
           --trusted-proxy 127.0.0.1
+      deployctl ui --repo . --overlay prometheus=http://prometheus:9090 \\
+          --query 'sum(rate(checkout_total[5m]))'
     """
     from deployctl.cli.watch import parse_listen
     from deployctl.edges.audit.url import open_store
     from deployctl.edges.git.mirror import Mirror, classify, default_mirror_dir
+    from deployctl.edges.metrics import overlay_kind
     from deployctl.reconcile.observe import ClusterPool
     from deployctl.ui import auth as ui_auth
-    from deployctl.ui.data import Dashboard, RepoView
+    from deployctl.ui.data import Dashboard, OverlaySource, RepoView
     from deployctl.ui.server import make_app, run
 
+    if promql is not None and overlay is None:
+        raise click.UsageError("--query goes with --overlay prometheus=URL")
+    if overlay is not None:
+        overlay_kind(overlay, query=promql)  # a wrong spec fails here, not on the first timeline view
     host, port = parse_listen(listen)
     rule = ui_auth.UiAuth.for_listener(host, token=ui_auth.load_token(file=token_file),
                                        trusted_proxies=ui_auth.parse_networks(trusted_proxies))
@@ -82,7 +94,8 @@ def ui(repo: str, ref: str, branch: str, audit_url: str | None, listen: str, kub
     clusters = None if no_cluster else ClusterPool(kubeconfig=kubeconfig.split(":")[0] if kubeconfig else None,
                                                    context=context)
     allowed = settings.split_names(allowed_namespaces)
-    dashboard = Dashboard(view, store=store, clusters=clusters, allowed_namespaces=allowed, ttl=refresh)
+    dashboard = Dashboard(view, store=store, clusters=clusters, allowed_namespaces=allowed, ttl=refresh,
+                          overlay=None if overlay is None else OverlaySource(overlay, promql))
 
     def ready(url: str) -> None:
         click.echo(f"deployctl dashboard on {url} ({rule.describe()}); Ctrl-C to stop", err=True)

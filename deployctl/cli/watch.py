@@ -71,13 +71,17 @@ def parse_listen(text: str) -> tuple[str, int]:
 @click.option("--ui-trusted-proxy", "ui_trusted_proxies", multiple=True, metavar="ADDR[/BITS]",
               envvar=settings.UI_TRUSTED_PROXIES.name,
               help="An auth proxy whose X-Forwarded-User header the dashboard believes (repeatable).")
+@click.option("--ui-overlay", metavar="prometheus=URL|csv=FILE",
+              help="A product metric the dashboard's timeline draws above the deploys (as `deployctl ui --overlay`).")
+@click.option("--ui-query", metavar="PROMQL", help="The PromQL of --ui-overlay prometheus=URL.")
 def watch(repo: str, branch: str, interval: float, listen: str, audit_url: str | None, no_audit: bool,
           kubeconfig: str | None, context: str | None, allowed_namespaces: tuple[str, ...],
           mirror_dir: str | None, timeout: float, concurrency: int, webhook_secret_file: str | None,
           lease_name: str, lease_namespace: str | None, identity: str | None, lease_duration: float,
           renew_deadline: float, retry_period: float, no_leader_election: bool, advertise_url: str | None,
           max_connections: int, header_timeout: float, body_timeout: float, no_ui: bool,
-          ui_token_file: str | None, ui_trusted_proxies: tuple[str, ...]) -> None:
+          ui_token_file: str | None, ui_trusted_proxies: tuple[str, ...], ui_overlay: str | None,
+          ui_query: str | None) -> None:
     """Keep the cluster on a branch of the deploy repo: reconcile every new commit, correct drift.
 
     Fetches the branch into a local mirror and reconciles its head on every push webhook
@@ -94,7 +98,7 @@ def watch(repo: str, branch: str, interval: float, listen: str, audit_url: str |
     """
     from deployctl.controller.forward import usable_address
     from deployctl.controller.httpserver import ServerLimits
-    from deployctl.controller.loop import ControllerSettings
+    from deployctl.controller.loop import ControllerSettings, controller_runs
     from deployctl.controller.serve import (
         WatchOptions,
         identity_default,
@@ -106,8 +110,14 @@ def watch(repo: str, branch: str, interval: float, listen: str, audit_url: str |
     from deployctl.controller.webhook import load_secret
     from deployctl.edges.git.mirror import default_mirror_dir
     from deployctl.edges.kube.lease import LeaseConfig
+    from deployctl.edges.metrics import overlay_kind
     from deployctl.ui import auth as ui_auth
+    from deployctl.ui.data import OverlaySource
 
+    if ui_query is not None and ui_overlay is None:
+        raise click.UsageError("--ui-query goes with --ui-overlay prometheus=URL")
+    if ui_overlay is not None:
+        overlay_kind(ui_overlay, query=ui_query)
     host, port = parse_listen(listen)
     if max_connections < 1:
         raise InvalidInputError(f"--max-connections {max_connections}: give at least 1")
@@ -134,11 +144,11 @@ def watch(repo: str, branch: str, interval: float, listen: str, audit_url: str |
         settings=ControllerSettings(
             branch=branch,
             interval=interval,
-            timeout=timeout,
-            concurrency=concurrency,
-            allowed_namespaces=split_namespaces(allowed_namespaces),
-            # a replica that dies mid-run frees its environments as soon as it loses the leadership
-            lock_lease=lease_duration,
+            runs=controller_runs(
+                timeout=timeout, concurrency=concurrency, allowed_namespaces=split_namespaces(allowed_namespaces),
+                # a replica that dies mid-run frees its environments as soon as it loses the leadership
+                lock_lease=lease_duration,
+            ),
         ),
         listen_host=host,
         listen_port=port,
@@ -153,5 +163,6 @@ def watch(repo: str, branch: str, interval: float, listen: str, audit_url: str |
             body_timeout=body_timeout,
         ),
         ui_auth=dashboard_auth,
+        ui_overlay=None if ui_overlay is None else OverlaySource(ui_overlay, ui_query),
     )
     sys.exit(serve(options))

@@ -25,22 +25,25 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
-from deployctl.app.run import run_once
+from deployctl.app.run import Run, audit_recorder, lock_identity, run_once
+from deployctl.controller.decisions import OncePerDecision
 from deployctl.controller.metrics import ControllerMetrics
 from deployctl.edges.git.mirror import Mirror
 from deployctl.edges.git.repo import read_desired_state
-from deployctl.edges.kube.cluster import Cluster
+from deployctl.edges.kube.lease import LeaseLocks
 from deployctl.errors import DeployctlError
 from deployctl.model import audit as audit_mod
+from deployctl.model.audit import AttemptEvent
 from deployctl.model.vocabulary import Result
 from deployctl.reconcile.observe import ClusterPool
-from deployctl.reconcile.options import ReconcileOptions
+from deployctl.reconcile.options import Locking, ReconcileOptions, Selection, Timing
 from deployctl.reconcile.outcome import ReconcileResult
-from deployctl.reconcile.sink import AttemptItem, AuditSink, FinishItem
+from deployctl.reconcile.ports import GatedClusters
+from deployctl.reconcile.sink import AttemptItem, DecisionItem, FinishItem, RunAudit
 
 log = structlog.get_logger(__name__)
 
@@ -50,47 +53,30 @@ class Stopped(Exception):  # noqa: N818 - a signal, not an error a user sees
     so the reconciler does not turn it into an app outcome)."""
 
 
+def controller_runs(*, timeout: float = 300.0, concurrency: int = 16, poll_interval: float = 0.5,
+                    allowed_namespaces: tuple[str, ...] = (), lock_lease: float = 15.0) -> ReconcileOptions:
+    """The options of every run a controller makes: it always waits for rollouts, and LISTs one at a time
+    (a long-lived process: lower peak memory beats a faster LIST)."""
+    return ReconcileOptions(
+        selection=Selection(allowed_namespaces=allowed_namespaces),
+        timing=Timing(wait=True, timeout=timeout, concurrency=concurrency, poll_interval=poll_interval,
+                      observe_concurrency=1),
+        locking=Locking(lease=lock_lease),
+    )
+
+
 @dataclass(frozen=True)
 class ControllerSettings:
     branch: str = "main"
     interval: float = 30.0
-    timeout: float = 300.0
-    concurrency: int = 16
-    poll_interval: float = 0.5
-    allowed_namespaces: tuple[str, ...] = ()
-    lock_lease: float = 15.0  # an environment lock outlives a dead holder this long (the leader lease's duration)
-
-    def reconcile_options(self) -> ReconcileOptions:
-        """The options of every run this controller makes."""
-        return ReconcileOptions(
-            wait=True, timeout=self.timeout, concurrency=self.concurrency, poll_interval=self.poll_interval,
-            allowed_namespaces=self.allowed_namespaces, lock_lease=self.lock_lease,
-            observe_concurrency=1,  # a long-lived process: lower peak memory beats a faster LIST
-        )
-
-
-class _GatedClusters:
-    """A :data:`deployctl.reconcile.observe.ClusterFor` that refuses to hand out a cluster once acting must stop."""
-
-    def __init__(self, pool: ClusterPool, may_act: Callable[[], bool], why: Callable[[], str]) -> None:
-        self.pool = pool
-        self.may_act = may_act
-        self.why = why
-
-    def __call__(self, context: str | None) -> Cluster:
-        if not self.may_act():
-            raise Stopped(self.why())
-        return self.pool(context)
-
-    def requests(self) -> dict[str, int]:
-        return self.pool.requests()
+    runs: ReconcileOptions = field(default_factory=controller_runs)  # the options of every run (controller_runs)
 
 
 class _GatedAudit:
     """An :class:`~deployctl.reconcile.sink.AuditSink` that remembers open attempts and refuses new ones once
     acting must stop, so a stopped run can close what it started."""
 
-    def __init__(self, inner: AuditSink, may_act: Callable[[], bool], why: Callable[[], str]) -> None:
+    def __init__(self, inner: RunAudit, may_act: Callable[[], bool], why: Callable[[], str]) -> None:
         self.inner = inner
         self.may_act = may_act
         self.why = why
@@ -114,6 +100,20 @@ class _GatedAudit:
             self._open.difference_update(item[0] for item in mine)
         if mine:
             self.inner.attempts_finished(mine)
+
+    def close_interrupted(self, *, env: str | None = None) -> list[int]:
+        return self.inner.close_interrupted(env=env)
+
+    def decisions(self, items: Sequence[DecisionItem], *, deploy_commit: str | None) -> list[int | None]:
+        if not self.may_act():
+            raise Stopped(self.why())
+        return self.inner.decisions(items, deploy_commit=deploy_commit)  # each written with its outcome
+
+    def rollout_events(self, events: Sequence[AttemptEvent]) -> None:
+        with self._lock:
+            if self._closed:
+                return
+        self.inner.rollout_events(events)
 
     def close_open(self, reason: str) -> list[int]:
         """Close every attempt still open as ``interrupted``; later outcomes of this run are dropped."""
@@ -142,7 +142,6 @@ class Controller:
         self.mirror = mirror
         self.pool = clusters
         self.settings = settings
-        self.options = settings.reconcile_options()
         self.store = store
         self.metrics = metrics or ControllerMetrics()
         self.is_leader = is_leader
@@ -195,6 +194,11 @@ class Controller:
     def may_act(self) -> bool:
         return self._stopping is None and self.is_leader()
 
+    def _check(self) -> None:
+        """Raises :class:`Stopped` once this replica may no longer act (asked before every cluster call)."""
+        if not self.may_act():
+            raise Stopped(self._why_not())
+
     def _why_not(self) -> str:
         if self._stopping is not None:
             return f"controller stopped ({self._stopping}) before the run finished"
@@ -202,7 +206,7 @@ class Controller:
 
     def stall_limit(self) -> float:
         """Seconds the worker may go without finishing an iteration: three intervals plus one run's timeout."""
-        return 3 * self.settings.interval + self.settings.timeout
+        return 3 * self.settings.interval + self.settings.runs.timing.timeout
 
     def health(self) -> tuple[bool, str]:
         """False when the worker cannot go on: its thread is gone, or it is stuck (see :meth:`stall_limit`)."""
@@ -314,19 +318,19 @@ class Controller:
                 log.warning("desired_state.problem", problem=str(p))
             close_interrupted, self._new_term = self._new_term, False
             log.info("reconcile.started", sha=sha, trigger=trigger)
-
-            def guard(sink: AuditSink) -> AuditSink:
-                nonlocal gated_audit
-                gated_audit = _GatedAudit(sink, self.may_act, self._why_not)
-                return gated_audit
-
+            identity = lock_identity()
+            if self.store is not None:
+                recorder = audit_recorder(desired, self.store, repo_path=self.mirror.path, trigger=trigger,
+                                          identity=identity)
+                # a skipped/refused decision is recorded once, not every interval
+                gated_audit = _GatedAudit(OncePerDecision(recorder, self.store), self.may_act, self._why_not)
             # the same pipeline and guards as `deployctl reconcile`: gates, approvals, freezes, digest pins
-            result = run_once(
-                desired, _GatedClusters(self.pool, self.may_act, self._why_not), repo_path=self.mirror.path,
-                options=self.options, store=self.store, trigger=trigger,
+            result = run_once(desired, Run(
+                clusters=GatedClusters(self.pool, self._check), locks=LeaseLocks(self.pool), options=self.settings.runs,
+                repo_path=self.mirror.path, audit=gated_audit, store=self.store, identity=identity,
                 # whatever a previous leader (or our own crashed run) left open is over once we lead
-                close_interrupted=close_interrupted, guard_sink=guard,
-            )
+                close_interrupted=close_interrupted,
+            ))
         except Stopped as exc:
             seconds = time.monotonic() - started
             closed = gated_audit.close_open(str(exc)) if gated_audit else []

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -19,6 +20,9 @@ from deployctl.edges.kube.cluster import Cluster
 from deployctl.edges.kube.lease import LeaderElector, LeaseConfig
 from deployctl.reconcile.observe import ClusterPool
 from deployctl.ui.auth import UiAuth
+
+if TYPE_CHECKING:
+    from deployctl.ui.data import OverlaySource
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +81,7 @@ class WatchOptions:
     shutdown_timeout: float = 20.0
     limits: ServerLimits = ServerLimits()
     ui_auth: UiAuth | None = None  # serve the dashboard (/ui/, /api/v1/) on the same listener; None: do not
+    ui_overlay: OverlaySource | None = None  # the product metric the dashboard's timeline draws
 
 
 def serve(options: WatchOptions) -> int:
@@ -129,7 +134,8 @@ async def _serve(options: WatchOptions) -> int:
         from deployctl.ui.server import add_routes
 
         add_routes(app, Dashboard(RepoView(mirror.path, mirror=mirror, fetch_every=None), store=store,
-                                  clusters=pool, allowed_namespaces=options.settings.allowed_namespaces),
+                                  clusters=pool, allowed_namespaces=options.settings.runs.selection.allowed_namespaces,
+                                  overlay=options.ui_overlay),
                    options.ui_auth)
     limits = httpserver.fit_to_fd_limit(options.limits)
     runner, _ = await httpserver.start(app, host=options.listen_host, port=options.listen_port, limits=limits)

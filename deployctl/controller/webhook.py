@@ -272,9 +272,9 @@ def make_app(
         metrics.webhook(provider, result)
         allowed, suppressed = log_limit.allow(f"webhook:{provider}:{result}")
         if allowed:
-            level = "warning" if status in _WARN else "info"
-            getattr(log, level)("webhook.request", provider=provider, result=result, status=status,
-                                message=message, **({"suppressed_since_last": suppressed} if suppressed else {}))
+            emit = log.warning if status in _WARN else log.info
+            emit("webhook.request", provider=provider, result=result, status=status,
+                 message=message, **({"suppressed_since_last": suppressed} if suppressed else {}))
         headers = {"Retry-After": "1"} if status == 503 else None
         # after a 408 or 413 aiohttp reads what is left of the body for at most its lingering time, then closes
         return web.json_response({"result": result, "message": message}, status=status, headers=headers)

@@ -18,13 +18,12 @@ def deployment(
     replicas: int = 1,
     progress_deadline: int | None = None,
     never_ready: bool = False,
-    labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A Deployment labelled ``deployctl.dev/app=<app>`` (``app=""``: unlabelled, so deployctl leaves it alone).
 
     ``never_ready`` makes kwok keep its pods Pending with a simulated image pull error (a rollout that fails).
     """
-    meta_labels = dict(labels or {})
+    meta_labels: dict[str, str] = {}
     if app != "":
         meta_labels[APP_LABEL] = app or name
     pod_labels = {NAME_LABEL: name}

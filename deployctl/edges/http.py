@@ -15,7 +15,8 @@ Redirects are followed only when the caller allows it, only to http(s), and head
 scheme, host and port or goes from https to http: a credential never follows a redirect elsewhere.
 
 This stack is built on ``http.client`` rather than requests/urllib3 because those bound each socket read,
-not the call, and a total deadline needs the socket (see docs/security.md).
+not the call, and a total deadline needs the socket (see docs/security.md). Name resolution, which has no
+socket to shut down, runs on its own thread and the call stops waiting for it at the deadline.
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ import base64
 import http.client
 import ipaddress
 import os
+import socket
 import ssl
 import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from deployctl.edges.watchdog import Alarm
 from deployctl.redact import redact
@@ -41,6 +44,11 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 _CHUNK = 64 * 1024
 _STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+# Lookups in flight at once. getaddrinfo cannot be cancelled, so one that hangs keeps its thread (a daemon)
+# and its slot until the resolver gives up; past this many, calls wait for a slot within their deadline.
+_LOOKUP_SLOTS = threading.BoundedSemaphore(16)
+
+AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]
 
 
 class HttpError(Exception):
@@ -254,6 +262,7 @@ class HttpClient:
             try:
                 if conn is None:
                     conn = self._connect(scheme, key[1], proxy, remaining)
+                    conn._create_connection = _connector(expires)  # type: ignore[attr-defined]
                 alarm = Alarm(conn, remaining)
                 if conn.sock is None:
                     conn.connect()
@@ -307,6 +316,58 @@ class HttpClient:
         host, _, port = netloc.rpartition(":") if netloc.rsplit(":", 1)[-1].isdigit() else (netloc, "", "")
         conn.set_tunnel(host.strip("[]"), int(port) if port else None, headers=_proxy_auth(proxy))
         return conn
+
+
+def resolve(host: str, port: int, expires: float) -> list[AddrInfo]:
+    """``socket.getaddrinfo`` for a TCP connection, given up at ``expires`` (monotonic) with TimeoutError.
+
+    A lookup that has not answered by then is left on its daemon thread; the call does not wait for it.
+    """
+    if not _LOOKUP_SLOTS.acquire(timeout=max(0.0, expires - time.monotonic())):
+        raise TimeoutError(f"no free slot to look up {host} before the deadline")
+    done = threading.Event()
+    found: list[AddrInfo] = []
+    failed: list[OSError] = []
+
+    def lookup() -> None:
+        try:
+            found.extend(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+        except OSError as exc:  # socket.gaierror among them
+            failed.append(exc)
+        finally:
+            _LOOKUP_SLOTS.release()
+            done.set()
+
+    threading.Thread(target=lookup, name=f"lookup {host}", daemon=True).start()
+    if not done.wait(max(0.0, expires - time.monotonic())):
+        raise TimeoutError(f"no answer from the resolver for {host} before the deadline")
+    if failed:
+        raise failed[0]
+    return found
+
+
+def _connector(expires: float) -> Callable[..., socket.socket]:
+    """``socket.create_connection`` with the name lookup and each connect bounded by ``expires``."""
+
+    def create_connection(
+        address: tuple[str, int], timeout: float | None = None, source_address: tuple[str, int] | None = None
+    ) -> socket.socket:
+        host, port = address
+        error: OSError | None = None
+        for family, kind, proto, _, sockaddr in resolve(host, port, expires):
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(max(0.001, expires - time.monotonic()))
+                if source_address:
+                    sock.bind(source_address)
+                sock.connect(sockaddr)
+                return sock
+            except OSError as exc:
+                error = exc
+                sock.close()
+        raise error or OSError(f"{host} has no address")
+
+    return create_connection
 
 
 def _proxy_auth(proxy: str) -> dict[str, str]:

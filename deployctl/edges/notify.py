@@ -52,6 +52,7 @@ from deployctl.edges.events.kafka import encode as kafka_encode
 from deployctl.edges.http import REDIRECT_STATUSES, HttpClient, HttpError, ResponseTooLarge
 from deployctl.edges.sinks import NotifySettings, Sink
 from deployctl.model.audit import AuditStore, Delivery, OutboxEvent
+from deployctl.rules.cdevents import deploy_event_id
 
 log = structlog.get_logger(__name__)
 
@@ -146,7 +147,8 @@ def render_request(sink: Sink, event: OutboxEvent, environ: Mapping[str, str]) -
         message = http_message(data, source=sink.source, mode=sink.mode)
         if message is None:
             return None
-        ce_headers = {**message.headers, "User-Agent": f"deployctl/{__version__}", "Idempotency-Key": event.key}
+        ce_headers = {**message.headers, "User-Agent": f"deployctl/{__version__}",
+                      "Idempotency-Key": deploy_event_id(event.payload)}
         request = HttpRequest(url=sink.resolve_url(environ), body=message.body, headers=ce_headers)
         return _signed(sink, request, environ)
     payload: Mapping[str, Any]
@@ -248,14 +250,14 @@ def drain(
     base_delay: float = 1.0,
     max_delay: float = 300.0,
     environ: Mapping[str, str] | None = None,
-    transport: Callable[..., None] = send,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    sleep: Callable[[float], None] = time.sleep,
+    backfill_from: datetime | None = None,
 ) -> DrainReport:
     """Deliver every due outbox event to every sink, retrying failures with backoff.
 
     Keeps going while a retry falls due within ``max_wait_seconds`` (0: one pass, never waits);
-    what is still failing then stays in the outbox for the next drain.
+    what is still failing then stays in the outbox for the next drain. With ``backfill_from`` the sinks
+    also get the events created since then that they never received (a sink added later: its history).
     """
     env = os.environ if environ is None else environ
     for sink in settings.sinks:  # fail on a missing secret before sending anything
@@ -268,21 +270,20 @@ def drain(
     kafka = KafkaPublishers(env)
     report = DrainReport(delivered_by_sink={s.name: 0 for s in settings.sinks})
     deadline = clock() + timedelta(seconds=max_wait_seconds)
+    run = _Drain(store, env, report, send, clock, base_delay, max_delay, kafka)
     while True:
         for sink in settings.sinks:
-            while events := store.pending_events(sink.name, now=clock()):
+            while events := store.pending_events(sink.name, now=clock(), backfill_from=backfill_from):
                 for event in events:
-                    _deliver_one(
-                        store, sink, event, env, report, transport, clock, base_delay, max_delay, kafka
-                    )
+                    _deliver_one(run, sink, event)
         retries = [t for t in (store.next_retry_at(s.name) for s in settings.sinks) if t is not None]
         if not retries:
             break
         wake = min(retries)
         if wake > deadline:
-            report.pending = sum(_pending_retries(store, s.name) for s in settings.sinks)
+            report.pending = sum(_pending_retries(store, s.name, backfill_from) for s in settings.sinks)
             break
-        sleep(max(0.0, (wake - clock()).total_seconds()))
+        time.sleep(max(0.0, (wake - clock()).total_seconds()))
     kafka.close()
     log.info(
         "notify.drained",
@@ -294,31 +295,35 @@ def drain(
     return report
 
 
-def _pending_retries(store: AuditStore, sink: str) -> int:
+def _pending_retries(store: AuditStore, sink: str, backfill_from: datetime | None) -> int:
     far = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
-    return len(store.pending_events(sink, now=far, limit=1_000_000))
+    return len(store.pending_events(sink, now=far, limit=1_000_000, backfill_from=backfill_from))
 
 
-def _deliver_one(
-    store: AuditStore,
-    sink: Sink,
-    event: OutboxEvent,
-    environ: Mapping[str, str],
-    report: DrainReport,
-    transport: Callable[..., None],
-    clock: Callable[[], datetime],
-    base_delay: float,
-    max_delay: float,
-    kafka: KafkaPublishers,
-) -> None:
+@dataclass(frozen=True)
+class _Drain:
+    """What every delivery of one drain shares."""
+
+    store: AuditStore
+    environ: Mapping[str, str]
+    report: DrainReport
+    transport: Callable[..., None]
+    clock: Callable[[], datetime]
+    base_delay: float
+    max_delay: float
+    kafka: KafkaPublishers
+
+
+def _deliver_one(run: _Drain, sink: Sink, event: OutboxEvent) -> None:
+    store, report, clock = run.store, run.report, run.clock
     attempt_no = event.attempts_made + 1
     started = clock()
     try:
-        sent = _send_one(sink, event, environ, transport, kafka)
+        sent = _send_one(sink, event, run.environ, run.transport, run.kafka)
     except (DeliveryError, PublishError) as exc:
         report.failed_attempts += 1
         give_up = exc.permanent or attempt_no >= sink.max_attempts
-        delay = max(backoff(attempt_no, base=base_delay, cap=max_delay), exc.retry_after or 0.0)
+        delay = max(backoff(attempt_no, base=run.base_delay, cap=run.max_delay), exc.retry_after or 0.0)
         next_at = None if give_up else clock() + timedelta(seconds=delay)
         store.record_delivery(
             Delivery(

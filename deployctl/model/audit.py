@@ -19,6 +19,7 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, Protocol
 
 from deployctl.errors import DeployctlError, InvalidInputError
@@ -121,6 +122,38 @@ class AuditRecord:
         return self.attempt.deploy_commit
 
 
+class RolloutEventKind(StrEnum):
+    """What happened to an attempt between its apply and its verdict."""
+
+    APPLIED = "applied"
+    """The apply was sent: the workload's new generation and image."""
+    REVISION = "revision"
+    """The rollout's new ReplicaSet (Deployment) or update revision (StatefulSet, DaemonSet)."""
+    PROGRESS = "progress"
+    """The replica counts changed: updated, ready and available of desired."""
+    STALLED = "stalled"
+    """Why the rollout did not finish: its failed condition, the pods' reasons, or the timeout."""
+    VERDICT = "verdict"
+    """The outcome and its message."""
+
+
+MAX_EVENTS_PER_ATTEMPT = 64
+"""At most this many rollout events are kept per attempt: the first progress events, the stall reason and the
+verdict (which says how many progress events were left out), so a flapping rollout cannot grow the store."""
+
+
+@dataclass(frozen=True)
+class AttemptEvent:
+    """One thing that happened to an attempt between its apply and its verdict (see RolloutEventKind)."""
+
+    attempt_id: int
+    seq: int
+    """Order within the attempt, from 1."""
+    at: datetime
+    kind: str
+    detail: str
+
+
 @dataclass(frozen=True)
 class OutboxEvent:
     """A notification waiting in the outbox, written with the outcome it announces."""
@@ -204,23 +237,34 @@ class AuditStore(Protocol):
         ...
 
     def record_verification(self, verification: Verification) -> int:
-        """Append a deploy's verification (tied to its attempt, which must have succeeded) and its outbox
-        event, in one transaction; returns its id. The attempt's own outcome is not touched."""
+        """Append a succeeded attempt's verification and its outbox event in one transaction; returns its id."""
         ...
 
-    def verifications(
-        self, *, env: str | None = None, app: str | None = None, sha: str | None = None,
-        attempt_ids: Sequence[int] | None = None, limit: int | None = None,
-    ) -> list[Verification]:
+    def verifications(self, *, env: str | None = None, app: str | None = None, sha: str | None = None,
+                      attempt_ids: Sequence[int] | None = None, limit: int | None = None) -> list[Verification]:
         """Verifications matching every filter, newest first (``sha``: the full new SHA)."""
+        ...
+
+    def get(self, attempt_id: int) -> AuditRecord | None:
+        """The record of one attempt, or None when there is none with that id."""
+        ...
+
+    def add_events(self, events: Sequence[AttemptEvent]) -> None:
+        """Append rollout events of attempts in one transaction (at most MAX_EVENTS_PER_ATTEMPT each)."""
+        ...
+
+    def events_of(self, attempt_id: int) -> list[AttemptEvent]:
+        """The rollout events of one attempt, in order."""
         ...
 
     def register_sink(self, sink: str) -> None:
         """Start delivering to ``sink`` from the next event on (not the whole history)."""
         ...
 
-    def pending_events(self, sink: str, *, now: datetime, limit: int = 100) -> list[OutboxEvent]:
-        """Events for ``sink`` neither delivered nor given up whose retry time has come, oldest first."""
+    def pending_events(self, sink: str, *, now: datetime, limit: int = 100,
+                       backfill_from: datetime | None = None) -> list[OutboxEvent]:
+        """Events for ``sink`` neither delivered nor given up whose retry time has come, oldest first: those
+        after the sink was registered, or with ``backfill_from`` those created since then (a backfill)."""
         ...
 
     def record_delivery(self, delivery: Delivery) -> None:
@@ -393,3 +437,13 @@ def record_to_event(record: AuditRecord) -> dict[str, Any]:
         "actor_host": a.actor.host,
         "actor_ci_job": a.actor.ci_job,
     }
+
+
+def attempt_event_to_dict(event: AttemptEvent) -> dict[str, Any]:
+    """One rollout event, JSON-ready."""
+    return {"seq": event.seq, "at": _iso(event.at), "kind": event.kind, "detail": event.detail}
+
+
+def record_with_events(record: AuditRecord, events: Sequence[AttemptEvent]) -> dict[str, Any]:
+    """One attempt in the export shape with its rollout events under ``events`` (``history --id N -o json``)."""
+    return {**record_to_event(record), "events": [attempt_event_to_dict(e) for e in events]}

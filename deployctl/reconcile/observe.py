@@ -12,9 +12,8 @@ from deployctl.edges.kube.kubeconfig import current_context
 from deployctl.model.state import DesiredState
 from deployctl.model.workload import ANN_IMAGE, KINDS, Workload
 from deployctl.reconcile.artifacts import known_pins
+from deployctl.reconcile.ports import Clusters
 from deployctl.rules.reach import allowlist_refusals, parse_allowed, shared_targets
-
-ClusterFor = Callable[[str | None], Cluster]
 
 
 class ClusterPool:
@@ -51,14 +50,6 @@ class ClusterPool:
         return total
 
 
-def context_namer(clusters: ClusterFor) -> Callable[[str | None], str | None]:
-    """How ``clusters`` resolves an environment's context to a kubeconfig context name."""
-    pool = clusters if isinstance(clusters, ClusterPool) else getattr(clusters, "pool", None)
-    if isinstance(pool, ClusterPool):
-        return pool.context_name
-    return lambda context: context
-
-
 def check_namespaces(
     desired: DesiredState, allowed: Sequence[str], *, context_name: Callable[[str | None], str | None] | None = None,
 ) -> dict[str, str]:
@@ -75,7 +66,7 @@ def check_namespaces(
 
 
 def observe(
-    desired: DesiredState, clusters: ClusterFor, *, envs: Sequence[str] = (), concurrency: int = 2
+    desired: DesiredState, clusters: Clusters, *, envs: Sequence[str] = (), concurrency: int = 2
 ) -> dict[str, list[Workload]]:
     """The labelled workloads of every selected environment's namespace (one LIST per kind)."""
     return observe_at(desired, clusters, envs=envs, concurrency=concurrency)[0]
@@ -87,7 +78,7 @@ of the same selection may start without another LIST)."""
 
 
 def observe_at(
-    desired: DesiredState, clusters: ClusterFor, *, envs: Sequence[str] = (), concurrency: int = 2
+    desired: DesiredState, clusters: Clusters, *, envs: Sequence[str] = (), concurrency: int = 2
 ) -> tuple[dict[str, list[Workload]], Seeds]:
     """:func:`observe`, and the resourceVersion of each LIST (none when a cache answered)."""
     live: dict[str, list[Workload]] = {}
@@ -102,10 +93,7 @@ def observe_at(
     jobs = [(ns, kind) for ns in wanted for kind in KINDS]
 
     def one(job: tuple[str, str]) -> tuple[list[Workload], str]:
-        cluster = clusters(wanted[job[0]])
-        if cluster.reader is not None:  # the controller's cache: no LIST, so no resourceVersion
-            return cluster.list_kind(job[0], job[1]), ""
-        return cluster.list_kind_at(job[0], job[1])
+        return clusters(wanted[job[0]]).observe_kind(job[0], job[1])
 
     if concurrency <= 1 or len(jobs) <= 2:
         results = [one(job) for job in jobs]
@@ -132,7 +120,7 @@ class Observation:
 
 def observe_selection(
     desired: DesiredState,
-    clusters: ClusterFor,
+    clusters: Clusters,
     *,
     envs: Sequence[str] = (),
     apps: Sequence[str] = (),
@@ -141,7 +129,7 @@ def observe_selection(
 ) -> Observation:
     """The one observe step of ``plan``, ``status`` and ``reconcile``: guards on namespaces, one LIST
     per allowed namespace and kind, and the pins the workloads already carry."""
-    refused = check_namespaces(desired, allowed_namespaces, context_name=context_namer(clusters))
+    refused = check_namespaces(desired, allowed_namespaces, context_name=clusters.context_name)
     selected = tuple(envs) or (tuple(sorted(desired.config.environments)) if desired.config else ())
     allowed = [e for e in selected if e not in refused]
     live, seeds = observe_at(desired, clusters, envs=allowed, concurrency=concurrency) if allowed else ({}, {})

@@ -8,17 +8,16 @@ or the audit store, runs the pure checks (:mod:`deployctl.rules.gates`, :mod:`de
   environment (:func:`gate_results`, :func:`with_gate_problems`);
 - ``reconcile``: ``refusals(...) -> {(env, app): reason}``; a refused target is not applied and
   the refusal is audited. ``--override-freeze --reason`` lifts freezes, and the override is
-  logged and written into the attempt's audit record (:class:`OverrideNotes`).
+  logged and written into the attempt's audit record (the notes of :class:`ReconcilePolicy`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import structlog
 
@@ -44,9 +43,6 @@ from deployctl.rules.gates import (
 )
 from deployctl.rules.promote import deploy_path
 from deployctl.rules.verification import latest
-
-if TYPE_CHECKING:
-    from deployctl.reconcile.sink import AttemptItem, AuditSink, FinishItem
 
 log = structlog.get_logger(__name__)
 
@@ -277,34 +273,13 @@ def freeze_overrides(
     return notes
 
 
-class OverrideNotes:
-    """An audit sink that writes a note (a freeze override) into the outcome of the attempts it concerns.
+@dataclass(frozen=True)
+class ReconcilePolicy:
+    """What the policy says about one reconcile: the (env, app) it refuses and why, and the audit note of
+    each target whose freeze an override lifts (the caller writes them into the attempts' records)."""
 
-    The note goes into the record's ``error`` field, which is the record's free-text detail: a
-    ``succeeded`` record with a note reads "succeeded, freeze overridden by ...: reason".
-    """
-
-    def __init__(self, sink: AuditSink, notes: Mapping[tuple[str, str], str]) -> None:
-        self.sink = sink
-        self.notes = dict(notes)
-        self._by_id: dict[int, str] = {}
-
-    def attempts_started(self, items: Sequence[AttemptItem], *, deploy_commit: str | None) -> list[int | None]:
-        ids = self.sink.attempts_started(items, deploy_commit=deploy_commit)
-        for (change, _), attempt_id in zip(items, ids, strict=True):
-            note = self.notes.get(change.key)
-            if note is not None and attempt_id is not None:
-                self._by_id[attempt_id] = note
-        return ids
-
-    def attempts_finished(self, items: Sequence[FinishItem]) -> None:
-        noted: list[FinishItem] = []
-        for attempt_id, result, error in items:
-            note = self._by_id.pop(attempt_id, None) if attempt_id is not None else None
-            if note is not None:
-                error = note if not error else f"{error}; {note}"
-            noted.append((attempt_id, result, error))
-        self.sink.attempts_finished(noted)
+    refusals: Mapping[tuple[str, str], str]
+    notes: Mapping[tuple[str, str], str]
 
 
 def for_reconcile(
@@ -312,25 +287,21 @@ def for_reconcile(
     *,
     repo: str | Path,
     store: AuditStore | None,
-    sink: AuditSink | None,
     override_freeze: bool = False,
     reason: str | None = None,
-    extra: Mapping[tuple[str, str], str] | None = None,
     now: datetime | None = None,
     verification_store: AuditStore | None = None,
-) -> tuple[dict[tuple[str, str], str], AuditSink | None]:
-    """What ``run_reconcile`` needs: the refusals (plus ``extra``), and the audit sink, which notes
-    freeze overrides in the records of the attempts they let through."""
+) -> ReconcilePolicy:
+    """What ``run_once`` needs: the refusals, and the notes of freeze overrides for the records of the
+    attempts they let through."""
     from deployctl.model.audit import current_actor
 
     when = now or datetime.now(UTC)
     out = refusals(desired, repo=repo, now=when, store=store, override_freeze=override_freeze,
                    verification_store=verification_store)
-    out.update(extra or {})
+    notes: dict[tuple[str, str], str] = {}
     if override_freeze:
         actor = current_actor()
         who = actor.user + (f" (CI job {actor.ci_job})" if actor.ci_job else "")
         notes = freeze_overrides(desired, when, reason=reason or "no reason given", actor=who)
-        if sink is not None and notes:
-            sink = OverrideNotes(sink, notes)
-    return out, sink
+    return ReconcilePolicy(refusals=out, notes=notes)

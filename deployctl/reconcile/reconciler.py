@@ -12,20 +12,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import structlog
 
 from deployctl.errors import ClusterUnreachableError, DeployctlError
-from deployctl.model.state import DesiredState, Target
-from deployctl.model.workload import (
-    Health,
-    Workload,
-    combined_status,
-)
-from deployctl.reconcile.artifacts import PinDecisions, pin_mode
-from deployctl.reconcile.observe import ClusterFor, ClusterPool, Observation, Seeds, observe_selection
+from deployctl.model.state import DesiredState
+from deployctl.model.workload import Health, Workload, combined_status
+from deployctl.reconcile.artifacts import pin_mode
+from deployctl.reconcile.observe import ClusterPool, Observation, Seeds, observe_selection
 from deployctl.reconcile.options import ReconcileOptions
 from deployctl.reconcile.ordering import order_verdict
 from deployctl.reconcile.outcome import (
@@ -44,31 +40,20 @@ from deployctl.reconcile.outcome import (
     Progress,
     ReconcileResult,
 )
-from deployctl.reconcile.sink import AuditSink, FinishItem, NullAudit
+from deployctl.reconcile.ports import Clusters
+from deployctl.reconcile.runstate import AppRun, Prepared
+from deployctl.reconcile.sink import AuditSink, DecisionItem, FinishItem, NullAudit
 from deployctl.reconcile.wait import RolloutWatch, Waiting, check_rollouts
-from deployctl.rules.ordering import Ordering, Relation, Verdict
+from deployctl.rules.ordering import Ordering, Verdict
 from deployctl.rules.plan import Action, Change, annotations_for, dependency_order, make_plan
 
-__all__ = [
+__all__ = [  # what callers take from here: the run, its result and the outcome vocabulary
     "APPLIED", "BLOCKED", "DRIFT_CORRECTED", "FAILED", "IN_SYNC", "INVALID", "MISSING", "REFUSED", "SKIPPED", "SUCCEEDED",
-    "AuditSink", "ClusterFor", "ClusterPool", "NullAudit", "Outcome", "Progress", "ReconcileOptions",
-    "ReconcileResult", "Reconciler",
-]
+    "ClusterPool", "Outcome", "Prepared", "Progress", "ReconcileResult", "Reconciler"]
 
 log = structlog.get_logger(__name__)
 
 _MIN_CHECK_GAP = 0.05  # seconds between two rollout checks at least (a check reads memory, but of every app)
-
-
-@dataclass
-class _AppRun:
-    change: Change
-    state: str = "pending"  # pending, applying, waiting, done
-    audit_id: int | None = None
-    recorded: bool = False  # the attempt is on record (written before the apply)
-    started_at: datetime | None = None
-    workloads: tuple[Workload, ...] = ()
-    outcome: Outcome | None = None
 
 
 class Reconciler:
@@ -77,36 +62,27 @@ class Reconciler:
     def __init__(
         self,
         desired: DesiredState,
-        clusters: ClusterFor,
+        clusters: Clusters,
         options: ReconcileOptions | None = None,
         *,
         audit: AuditSink | None = None,
-        images: Mapping[tuple[str, str], str] | None = None,
-        refusals: Mapping[tuple[str, str], str] | None = None,
-        pinner: Callable[[Sequence[Target]], PinDecisions] | None = None,
+        prepared: Prepared | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        relation: Callable[[str, str], Relation] | None = None,
     ) -> None:
+        prepared = prepared or Prepared()
         self.desired = desired
         self.clusters = clusters
-        self.options = options = options or ReconcileOptions()
-        self.envs = tuple(options.envs)
-        self.apps = tuple(options.apps)
-        self.wait = options.wait
-        self.timeout = options.timeout
-        self.concurrency = max(1, options.concurrency)
-        self.poll_interval = options.poll_interval
+        self.options = options or ReconcileOptions()
         self.audit: AuditSink = audit or NullAudit()
-        self.allowed_namespaces = tuple(options.allowed_namespaces)
-        self.images = dict(images or {})
-        self.refusals = dict(refusals or {})
-        self.pinner = pinner
-        self.observe_concurrency = options.observe_concurrency
-        self._finishes: list[tuple[_AppRun, str, str | None]] = []
+        self.images: dict[tuple[str, str], str] = {}  # (env, app) -> the digest-pinned image to apply
+        self.refusals = dict(prepared.refusals)
+        self.pinner = prepared.pinner
+        self.relation = prepared.relation  # (desired deploy commit, live one) -> Relation; None: no ordering check
+        self._finishes: list[tuple[AppRun, str, str | None]] = []
+        self._decisions: list[tuple[AppRun, DecisionItem]] = []  # never applied: attempt and outcome together
         self.on_progress = on_progress or (lambda p: None)
         self.clock = clock
-        self.relation = relation  # (desired deploy commit, live one) -> Relation; None: no ordering check
         self._notes: dict[tuple[str, str], str] = {}  # audit notes of overrides (--force-older)
         self._watch: RolloutWatch | None = None
         self._seeds: Seeds = {}
@@ -115,18 +91,20 @@ class Reconciler:
 
     def run(self) -> ReconcileResult:
         started = time.monotonic()
-        seen = observe_selection(self.desired, self.clusters, envs=self.envs, apps=self.apps,
-                                 allowed_namespaces=self.allowed_namespaces, concurrency=self.observe_concurrency)
+        selection = self.options.selection
+        seen = observe_selection(self.desired, self.clusters, envs=selection.envs, apps=selection.apps,
+                                 allowed_namespaces=selection.allowed_namespaces,
+                                 concurrency=self.options.timing.observe_concurrency)
         refused_envs = seen.refused
         self._seeds = seen.seeds
         self._pin(seen)
-        plan = make_plan(self.desired, seen.live, envs=seen.envs, apps=self.apps, images=self.images)
+        plan = make_plan(self.desired, seen.live, envs=seen.envs, apps=selection.apps, images=self.images)
         log.info("reconcile.planned", ref=plan.ref, deploy_commit=plan.deploy_commit, **plan.counts)
 
-        runs: dict[tuple[str, str], _AppRun] = {}
+        runs: dict[tuple[str, str], AppRun] = {}
         outcomes: dict[tuple[str, str], Outcome] = {}
         for change in plan.changes:
-            run = _AppRun(change)
+            run = AppRun(change)
             runs[change.key] = run
             reason = refused_envs.get(change.env) or self.refusals.get(change.key)
             order = self._ordering(change) if not reason and change.writes else Ordering(Verdict.APPLY)
@@ -151,7 +129,7 @@ class Reconciler:
                 self._finish(run, BLOCKED, change.reason, record=True)
             elif change.action is Action.IN_SYNC:
                 health = change.health
-                if self.wait and health is not None and health.health is Health.PROGRESSING:
+                if self.options.timing.wait and health is not None and health.health is Health.PROGRESSING:
                     run.state = "waiting"  # e.g. left mid-rollout by an interrupted run: confirm it
                     run.workloads = change.workloads
                     run.started_at = self.clock()
@@ -165,10 +143,7 @@ class Reconciler:
         for key, run in runs.items():
             assert run.outcome is not None, key
             outcomes[key] = run.outcome
-        requests: dict[str, int] = {}
-        pool_requests = getattr(self.clusters, "requests", None)
-        if callable(pool_requests):
-            requests = pool_requests()
+        requests = self.clusters.requests()
         result = ReconcileResult(
             plan=plan,
             outcomes=tuple(outcomes[k] for k in sorted(outcomes)),
@@ -181,16 +156,18 @@ class Reconciler:
 
     def _ordering(self, change: Change) -> Ordering:
         """Never move backwards by accident: the verdict for the live deploy commits of ``change``'s workloads."""
-        return order_verdict(change, self.desired.commit, self.relation, force_older=self.options.force_older,
-                             allow_non_descendant=self.options.allow_non_descendant)
+        overrides = self.options.overrides
+        return order_verdict(change, self.desired.commit, self.relation, force_older=overrides.force_older,
+                             allow_non_descendant=overrides.allow_non_descendant)
 
     def _pin(self, seen: Observation) -> None:
         """Digest-pin the selected targets: reuse pins already applied for the same tag, resolve the rest."""
         self.images.update({k: v for k, v in seen.known_images.items() if k not in self.images})
         if self.pinner is None:
             return
+        apps = self.options.selection.apps
         todo = [t for t in self.desired.targets
-                if t.env in seen.envs and (not self.apps or t.app in self.apps) and t.key not in self.images
+                if t.env in seen.envs and (not apps or t.app in apps) and t.key not in self.images
                 and pin_mode(self.desired.config, t.app) == "digest"]
         if not todo:
             return
@@ -201,12 +178,13 @@ class Reconciler:
 
     # -- execution ----------------------------------------------------------------------------
 
-    def _execute(self, runs: dict[tuple[str, str], _AppRun]) -> None:
+    def _execute(self, runs: dict[tuple[str, str], AppRun]) -> None:
         order: list[tuple[str, str]] = []
         for env in sorted({k[0] for k in runs}):
             env_apps = {k[1]: runs[k].change.depends_on for k in runs if k[0] == env}
             order.extend((env, app) for app in dependency_order(env_apps))
-        self._watch = RolloutWatch(self.clusters, seeds=self._seeds) if self.wait else None
+        self._flush_finishes()  # the plan's refusals and skips go on record before anything is applied
+        self._watch = RolloutWatch(self.clusters, seeds=self._seeds) if self.options.timing.wait else None
         try:
             self._loop(runs, order)
         finally:
@@ -214,17 +192,19 @@ class Reconciler:
                 self._watch.close()
         self._flush_finishes()
 
-    def _loop(self, runs: dict[tuple[str, str], _AppRun], order: list[tuple[str, str]]) -> None:
-        deadline = time.monotonic() + self.timeout
+    def _loop(self, runs: dict[tuple[str, str], AppRun], order: list[tuple[str, str]]) -> None:
+        timing = self.options.timing
+        concurrency = max(1, timing.concurrency)
+        deadline = time.monotonic() + timing.timeout
         last_poll = 0.0
         futures: dict[Future[tuple[Workload, ...]], tuple[str, str]] = {}
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="deployctl-apply") as pool:
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deployctl-apply") as pool:
             while any(r.outcome is None for r in runs.values()):
                 # Start every pending app whose dependencies allow it, in dependency order.
-                ready: list[_AppRun] = []
+                ready: list[AppRun] = []
                 for key in order:
                     run = runs[key]
-                    if run.state != "pending" or len(futures) + len(ready) >= self.concurrency * 4:
+                    if run.state != "pending" or len(futures) + len(ready) >= concurrency * 4:
                         continue
                     verdict = self._dependencies(run, runs)
                     if verdict == "wait":
@@ -238,7 +218,7 @@ class Reconciler:
                     run.state = "applying"
 
                 if futures:
-                    done, _ = wait(list(futures), timeout=self.poll_interval, return_when=FIRST_COMPLETED)
+                    done, _ = wait(list(futures), timeout=timing.poll_interval, return_when=FIRST_COMPLETED)
                 else:  # only waiting: wake up on the next watch event (or the poll interval)
                     done = set()
                     if self._watch is not None and any(r.state == "waiting" for r in runs.values()
@@ -246,7 +226,7 @@ class Reconciler:
                         gap = last_poll + _MIN_CHECK_GAP - time.monotonic()
                         if gap > 0:
                             time.sleep(gap)  # coalesce a burst of events into one check
-                        self._watch.changed.wait(self.poll_interval)
+                        self._watch.changed.wait(timing.poll_interval)
                 for fut in done:
                     key = futures.pop(fut)
                     run = runs[key]
@@ -258,7 +238,7 @@ class Reconciler:
                     except DeployctlError as exc:
                         self._finish(run, FAILED, f"apply failed: {exc}", record=True)
                         continue
-                    if self.wait:
+                    if self.options.timing.wait:
                         run.state = "waiting"
                         self.on_progress(Progress(run.change.env, run.change.app, "waiting", "rolling out"))
                     else:
@@ -269,7 +249,7 @@ class Reconciler:
                 # Checks read the watch's memory: check on every event, and at the poll interval
                 # (a first check also opens the informers: their one LIST each).
                 fresh_events = self._watch is not None and self._watch.changed.is_set()
-                tick = now - last_poll >= self.poll_interval
+                tick = now - last_poll >= timing.poll_interval
                 if waiting and ((fresh_events and now - last_poll >= _MIN_CHECK_GAP) or tick):
                     last_poll = now
                     if self._watch is not None and not tick:  # check only the apps an event touched
@@ -288,8 +268,9 @@ class Reconciler:
                     for run in runs.values():
                         if run.outcome is None and run.state in ("waiting", "pending"):
                             status = combined_status(run.workloads).message if run.workloads else "not started"
+                            run.events.stalled(self.clock(), f"timed out after {timing.timeout:.0f}s: {status}")
                             self._finish(
-                                run, FAILED, f"timed out after {self.timeout:.0f}s: {status}",
+                                run, FAILED, f"timed out after {timing.timeout:.0f}s: {status}",
                                 record=run.state == "waiting" and run.change.writes,
                             )
                 if not futures and not any(r.state == "waiting" and r.outcome is None for r in runs.values()):
@@ -300,7 +281,7 @@ class Reconciler:
                             self._finish(r, BLOCKED, "dependencies form a cycle or never started", record=True)
                 self._flush_finishes()
 
-    def _record_attempts(self, ready: list[_AppRun]) -> list[_AppRun]:
+    def _record_attempts(self, ready: list[AppRun]) -> list[AppRun]:
         """Put the attempts of a wave on record before any of them is applied (one write when the
         sink can batch). Returns the runs that may be applied; an app whose attempt cannot be
         recorded is not applied."""
@@ -321,25 +302,40 @@ class Reconciler:
         return ready
 
     def _flush_finishes(self) -> None:
-        """Write the queued outcomes in one durable write."""
-        if not self._finishes:
-            return
-        queued, self._finishes = self._finishes, []
-        try:
-            self.audit.attempts_finished([(run.audit_id, result, error) for run, result, error in queued])
-        except DeployctlError as exc:
-            for run, result, _ in queued:
-                log.error("audit.write_failed", env=run.change.env, app=run.change.app, result=result,
-                          error=str(exc))
-                if run.outcome is not None:
-                    run.outcome = replace(run.outcome,
-                                          message=f"{run.outcome.message} (audit record not written: {exc})")
+        """Write the queued rollout events, outcomes and decisions, in one durable write each."""
+        if self._finishes:
+            queued, self._finishes = self._finishes, []
+            events = [e for run, _, _ in queued if run.audit_id is not None for e in run.events.records(run.audit_id)]
+            try:
+                self.audit.rollout_events(events)  # before the outcomes: a record with an outcome has its story
+            except DeployctlError as exc:
+                log.error("audit.events_write_failed", events=len(events), error=str(exc))
+            try:
+                self.audit.attempts_finished([(run.audit_id, result, error) for run, result, error in queued])
+            except DeployctlError as exc:
+                self._not_written([(run, result) for run, result, _ in queued], exc)
+        if self._decisions:
+            decided, self._decisions = self._decisions, []
+            try:
+                ids = self.audit.decisions([item for _, item in decided], deploy_commit=self.desired.commit)
+            except DeployctlError as exc:  # the outcomes stand; say loudly that their record was not written
+                self._not_written([(run, item[2]) for run, item in decided], exc)
+            else:
+                for (run, _), attempt_id in zip(decided, ids, strict=True):
+                    run.audit_id = attempt_id
+
+    @staticmethod
+    def _not_written(runs: Sequence[tuple[AppRun, str]], exc: DeployctlError) -> None:
+        for run, result in runs:
+            log.error("audit.write_failed", env=run.change.env, app=run.change.app, result=result, error=str(exc))
+            if run.outcome is not None:
+                run.outcome = replace(run.outcome, message=f"{run.outcome.message} (audit record not written: {exc})")
 
     @staticmethod
     def _image(change: Change) -> str:
         return change.desired_image or (change.target.image if change.target else "")
 
-    def _dependencies(self, run: _AppRun, runs: Mapping[tuple[str, str], _AppRun]) -> str | None:
+    def _dependencies(self, run: AppRun, runs: Mapping[tuple[str, str], AppRun]) -> str | None:
         """None when the app may start, "wait" while a dependency is in flight, else why it is blocked."""
         for dep in run.change.depends_on:
             dep_run = runs.get((run.change.env, dep))
@@ -356,7 +352,7 @@ class Reconciler:
             return f"dependency {dep} {outcome.result}{detail}"
         return None
 
-    def _apply(self, run: _AppRun) -> tuple[Workload, ...]:
+    def _apply(self, run: AppRun) -> tuple[Workload, ...]:
         change = run.change
         image = self._image(change)
         self.on_progress(Progress(change.env, change.app, "applying", f"{change.old_sha or '-'} -> {image}"))
@@ -368,9 +364,10 @@ class Reconciler:
         for w in change.workloads:
             applied.append(cluster.apply_image(w, container=change.target.container, image=image,
                                                annotations=annotations))
+        run.events.applied(self.clock(), applied, image)
         return tuple(applied)
 
-    def _poll(self, waiting: list[_AppRun]) -> None:
+    def _poll(self, waiting: list[AppRun]) -> None:
         seen = check_rollouts(self.clusters, [
             Waiting(key=run.change.key, context=run.change.target.context if run.change.target else None,
                     namespace=run.change.namespace, workloads=run.workloads)
@@ -379,6 +376,7 @@ class Reconciler:
         for run in waiting:
             found = seen[run.change.key]
             run.workloads = found.workloads
+            run.events.seen(self.clock(), found.workloads)
             if found.status.health is Health.HEALTHY:
                 if not run.change.writes:
                     result = IN_SYNC
@@ -390,9 +388,10 @@ class Reconciler:
             elif found.status.health is Health.FAILED:
                 reasons = found.pod_reasons
                 message = found.status.message + (f" (pods: {reasons})" if reasons else "")
+                run.events.stalled(self.clock(), message)
                 self._finish(run, FAILED, message, record=run.change.writes)
 
-    def _abandon(self, runs: Mapping[tuple[str, str], _AppRun], futures: Mapping[Future[tuple[Workload, ...]],
+    def _abandon(self, runs: Mapping[tuple[str, str], AppRun], futures: Mapping[Future[tuple[Workload, ...]],
                  tuple[str, str]], why: str) -> None:
         for fut in futures:
             fut.cancel()
@@ -402,7 +401,7 @@ class Reconciler:
         if open_attempts:
             self.audit.attempts_finished(open_attempts)
 
-    def _finish(self, run: _AppRun, result: str, message: str, *, record: bool,
+    def _finish(self, run: AppRun, result: str, message: str, *, record: bool,
                 healthy: bool | None = None) -> None:
         change = run.change
         now = self.clock()
@@ -414,19 +413,10 @@ class Reconciler:
             error = note if not error else f"{error}; {note}"
             message = note if not message else f"{message} ({note})"
         if record and audit_id is not None:
+            run.events.verdict(now, audit_result, message)
             self._finishes.append((run, audit_result, error))  # written by _flush_finishes, this wave
-        elif record:  # never applied (blocked, refused): its attempt and outcome go on record together
-            try:
-                (audit_id,) = self.audit.attempts_started([(change, self._image(change))],
-                                                          deploy_commit=self.desired.commit)
-                run.audit_id = audit_id
-                if audit_id is not None:
-                    self._finishes.append((run, audit_result, error))
-            except DeployctlError as exc:
-                # The outcome stands; the record of it could not be written (the next run closes
-                # an open attempt as interrupted). Say so loudly rather than lose the result.
-                log.error("audit.write_failed", env=change.env, app=change.app, result=result, error=str(exc))
-                message = f"{message} (audit record not written: {exc})"
+        elif record:  # never applied (blocked, refused, skipped): its attempt and outcome go on record together
+            self._decisions.append((run, (change, self._image(change), audit_result, error)))  # one write a wave
         run.state = "done"
         run.outcome = Outcome(
             env=change.env,

@@ -17,7 +17,7 @@ import structlog
 
 from deployctl.edges.git import history, repo
 from deployctl.model import audit
-from deployctl.reconcile.sink import AttemptItem, FinishItem
+from deployctl.reconcile.sink import AttemptItem, DecisionItem, FinishItem
 from deployctl.rules.plan import Change
 
 log = structlog.get_logger(__name__)
@@ -95,6 +95,19 @@ class AuditRecorder:
         finishes = [audit.Finish(attempt_id=i, result=r, error=e) for i, r, e in items if i is not None]
         if finishes:
             self.store.finish_many(finishes)
+
+    def decisions(self, items: Sequence[DecisionItem], *, deploy_commit: str | None) -> list[int | None]:
+        """Attempts decided without an apply: the attempts in one write, their outcomes in the next."""
+        if not items:
+            return []
+        ids = self.store.start_many([self._attempt(change, image=image, deploy_commit=deploy_commit)
+                                     for change, image, _, _ in items])
+        self.store.finish_many([audit.Finish(attempt_id=i, result=result, error=error)
+                                for i, (_, _, result, error) in zip(ids, items, strict=True)])
+        return list(ids)
+
+    def rollout_events(self, events: Sequence[audit.AttemptEvent]) -> None:
+        self.store.add_events(events)
 
     def _attempt(self, change: Change, *, image: str, deploy_commit: str | None) -> audit.Attempt:
         target = change.target

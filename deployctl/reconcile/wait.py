@@ -11,12 +11,12 @@ up as soon as something moved. Pods are listed only to explain a failed rollout.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from deployctl.edges.kube.cluster import Cluster, ClusterError
-from deployctl.edges.kube.informer import Informer
+from deployctl.edges.kube.cluster import ClusterError
 from deployctl.model.workload import ROLLOUT_KINDS, Health, RolloutStatus, Workload, combined_status
+from deployctl.reconcile.ports import Clusters, Watch, Workloads
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,12 @@ class Seen:
 class RolloutWatch:
     """The informers of one reconcile run's wait, opened on first use and stopped by :meth:`close`."""
 
-    def __init__(self, clusters: Callable[[str | None], Cluster], *,
+    def __init__(self, clusters: Clusters, *,
                  seeds: Mapping[tuple[str | None, str, str], tuple[list[Workload], str]] | None = None) -> None:
         self.clusters = clusters
         self.seeds = dict(seeds or {})  # the observe step's LISTs: a watch starts there, without its own LIST
         self.changed = threading.Event()
-        self._informers: dict[tuple[str | None, str, str], Informer] = {}
+        self._informers: dict[tuple[str | None, str, str], Watch] = {}
         self._dirty: set[tuple[str | None, str, str, str]] = set()  # (context, namespace, kind, name)
         self._lock = threading.Lock()
 
@@ -60,12 +60,10 @@ class RolloutWatch:
                     self._dirty.add((context, w.namespace, w.kind, w.name))
                 self.changed.set()
 
-            informer = Informer(self.clusters(context), namespace, kind, on_change=changed)
             seed = self.seeds.pop(key, None)
-            if seed is not None:
-                informer.start(items=seed[0], resource_version=seed[1])
-            else:
-                informer.start()
+            informer = self.clusters(context).watch(namespace, kind, on_change=changed,
+                                                    items=seed[0] if seed else None,
+                                                    resource_version=seed[1] if seed else "")
             self._informers[key] = informer
         return informer.items()
 
@@ -77,7 +75,7 @@ class RolloutWatch:
         return dirty
 
     @property
-    def informers(self) -> tuple[Informer, ...]:
+    def informers(self) -> tuple[Watch, ...]:
         return tuple(self._informers.values())
 
     def close(self) -> None:
@@ -86,7 +84,7 @@ class RolloutWatch:
         self._informers.clear()
 
 
-def check_rollouts(clusters: Callable[[str | None], Cluster], waiting: Sequence[Waiting], *,
+def check_rollouts(clusters: Clusters, waiting: Sequence[Waiting], *,
                    watch: RolloutWatch | None = None) -> dict[tuple[str, str], Seen]:
     """The current rollout verdict of each waiting env/app: from ``watch`` (no API call once its
     informers run), or one LIST per namespace and kind without it."""
@@ -114,7 +112,7 @@ def check_rollouts(clusters: Callable[[str | None], Cluster], waiting: Sequence[
     return seen
 
 
-def pod_reasons(cluster: Cluster, workloads: Iterable[Workload]) -> str:
+def pod_reasons(cluster: Workloads, workloads: Iterable[Workload]) -> str:
     """Why the pods of failing workloads are not ready (a few of them), for the failure message."""
     reasons: list[str] = []
     for w in workloads:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,8 +37,20 @@ EXTENSION_VERSION = 1
 DEPLOYED_RESULTS = ("succeeded", "drift-corrected")
 """Outcomes after which the app runs ``new_sha``: the only ones that are service events."""
 
+_EVENT_ID_NAMESPACE = uuid.UUID("6f1d3c2e-5b8a-4e0f-9d47-2c1a8b3e7f60")
+"""Fixed forever: changing it changes every deploy's event id."""
+
 _ROLLBACK_SUMMARY = re.compile(r"^Roll back \S+ in \S+ to [0-9a-f]{7,40}\b")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def deploy_event_id(event: Mapping[str, Any]) -> str:
+    """The id of an exported attempt's deploy event, derived from the attempt alone: the same over every
+    sink (webhook, Kafka), on every retry and in ``deployctl events export --format cdevents``, so a consumer
+    dedupes by it. Built from the attempt id, env, app, new SHA and start time, so that two stores (or a
+    store recreated from scratch) do not give two different deploys the same id."""
+    parts = (event.get("id"), event.get("env"), event.get("app"), event.get("new_sha"), event.get("started_at"))
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, "\x1f".join("" if p is None else str(p) for p in parts)))
 
 
 def event_type(predicate: str) -> str:
@@ -111,18 +124,17 @@ def extension(event: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def cdevent(event: Mapping[str, Any], *, source: str, event_id: str | None = None) -> dict[str, Any] | None:
+def cdevent(event: Mapping[str, Any], *, source: str) -> dict[str, Any] | None:
     """The CDEvent (``context``, ``subject``, ``customData``) of an exported attempt, or None.
 
     ``source`` names this deployctl (a URI reference, e.g. ``/deployctl/acme-deploy``); the
-    event id is ``event_id`` (the outbox idempotency key, the same on every retry) or else
-    ``<attempt id>``, unique within the source.
+    event id is :func:`deploy_event_id` of the attempt (the same on every sink, retry and export).
     """
     chosen = predicate(event)
     if chosen is None:
         return None
     env, app = str(event.get("env")), str(event.get("app"))
-    ident = event_id or str(event.get("idempotency_key") or f"attempt-{event.get('id')}")
+    ident = deploy_event_id(event)
     return {
         "context": {
             "version": SPEC_VERSION,

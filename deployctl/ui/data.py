@@ -23,11 +23,13 @@ from deployctl.app.status import observed_plan, status_row
 from deployctl.edges.git.mirror import Mirror
 from deployctl.edges.git.repo import read_desired_state
 from deployctl.errors import DeployctlError
-from deployctl.model.audit import STARTED, AuditRecord, AuditStore
+from deployctl.model.audit import STARTED, AttemptEvent, AuditRecord, AuditStore
 from deployctl.model.config import Config
+from deployctl.model.metric import Overlay
 from deployctl.model.state import DesiredState, Target
 from deployctl.model.workload import ANN_DIGEST, ANN_IMAGE, Health
-from deployctl.reconcile import observe as rec
+from deployctl.reconcile.ordering import git_relation
+from deployctl.reconcile.ports import Clusters
 from deployctl.rules.freeze import frozen_environments
 from deployctl.rules.plan import Action, Change, dependency_order
 
@@ -197,6 +199,8 @@ def cell_state(change: Change, last: LastDeploy | None) -> tuple[str, str]:
     if change.action is Action.UPDATE:
         if last is not None and last.result == STARTED and last.sha == change.new_sha:
             return "progressing", "being applied"
+        if change.reason:  # reconcile's ordering verdict: it would skip or refuse this update
+            return "pending", change.reason
         live = change.old_sha[:12] if change.old_sha else "an image deployctl did not apply"
         return "pending", f"live runs {live}; waiting for reconcile to apply {(change.new_sha or '')[:12]}"
     if health is not None and health.health is Health.PROGRESSING:
@@ -278,13 +282,24 @@ def build_snapshot(desired: DesiredState, plan_changes: Sequence[Change] | None,
     )
 
 
+@dataclass(frozen=True)
+class OverlaySource:
+    """The product metric the timeline page offers above the deploys: ``deployctl timeline --overlay``'s
+    ``prometheus=URL`` with its ``query``, or ``csv=FILE``. Set by the operator, never by a request."""
+
+    spec: str
+    query: str | None = None
+
+
 class Dashboard:
     """The data behind every page, shared by ``deployctl ui`` and ``deployctl watch``. Thread-safe."""
 
-    def __init__(self, repo: RepoView, *, store: AuditStore | None, clusters: rec.ClusterFor | None,
+    def __init__(self, repo: RepoView, *, store: AuditStore | None, clusters: Clusters | None,
                  allowed_namespaces: Sequence[str] = (), ttl: float = 2.0,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 overlay: OverlaySource | None = None) -> None:
         self.repo = repo
+        self.overlay = overlay
         self.store = store
         self.clusters = clusters
         self.allowed_namespaces = tuple(allowed_namespaces)
@@ -311,7 +326,8 @@ class Dashboard:
             return build_snapshot(desired, None, refused={}, last=last, now=now,
                                   cluster_error="no cluster configured (--no-cluster)")
         try:
-            plan, refused = observed_plan(desired, self.clusters, allowed_namespaces=self.allowed_namespaces)
+            plan, refused = observed_plan(desired, self.clusters, relation=git_relation(self.repo.path),
+                                            allowed_namespaces=self.allowed_namespaces)
         except DeployctlError as exc:
             log.warning("ui.observe_failed", error=str(exc))
             return build_snapshot(desired, None, refused={}, last=last, now=now, cluster_error=str(exc))
@@ -333,8 +349,25 @@ class Dashboard:
             return []
         return self.store.query(env=env, app=app, since=since, until=until, limit=limit)
 
-    def attempt(self, app: str, attempt_id: int) -> AuditRecord | None:
-        for record in self.records(app=app, limit=None):
-            if record.id == attempt_id:
-                return record
-        return None
+    def overlay_series(self, records: Sequence[AuditRecord], *, since: datetime | None,
+                       until: datetime | None) -> tuple[Overlay, tuple[datetime, datetime] | None]:
+        """The overlay's series over the timeline's range (as ``deployctl timeline --overlay`` draws it)."""
+        from deployctl.edges.metrics import load_overlay
+        from deployctl.views.timeline import time_range
+
+        assert self.overlay is not None
+        span = None
+        if since is not None or self.overlay.spec.startswith("prometheus="):  # a CSV's own range is shown whole
+            span = time_range(records, since=since, until=until, now=self.clock())
+        series = load_overlay(self.overlay.spec, query=self.overlay.query, start=span[0] if span else None,
+                              end=span[1] if span else None)
+        return series, span
+
+    def attempt(self, app: str, attempt_id: int) -> tuple[AuditRecord, list[AttemptEvent]] | None:
+        """One attempt of ``app`` and its rollout events, or None."""
+        if self.store is None:
+            return None
+        record = self.store.get(attempt_id)
+        if record is None or record.attempt.app != app:
+            return None
+        return record, self.store.events_of(attempt_id)

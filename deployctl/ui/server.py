@@ -25,7 +25,7 @@ import structlog
 from aiohttp import web
 
 from deployctl.errors import DeployctlError, InvalidInputError
-from deployctl.model.audit import parse_when, record_to_event
+from deployctl.model.audit import parse_when, record_to_event, record_with_events
 from deployctl.ui import apppage
 from deployctl.ui.auth import UiAuth, decide
 from deployctl.ui.data import STATES, Dashboard
@@ -180,19 +180,18 @@ def add_routes(app: web.Application, dashboard: Dashboard, auth: UiAuth) -> None
 
     async def attempt_record(request: web.Request) -> Any:
         raw = request.match_info["id"]
-        record = await data(dashboard.attempt, request.match_info["app"], int(raw)) if raw.isdigit() else None
-        if record is None:
+        found = await data(dashboard.attempt, request.match_info["app"], int(raw)) if raw.isdigit() else None
+        if found is None:
             raise web.HTTPNotFound(text=f"no attempt {raw} of {request.match_info['app']}")
-        return record
+        return found
 
     async def attempt_html(request: web.Request) -> web.StreamResponse:
-        record = await attempt_record(request)
-        _, snapshot = await data(dashboard.current)
-        cell = snapshot.cell(record.attempt.env, record.attempt.app)
-        return await page(request, "attempt.html", record=record, event=record_to_event(record), cell=cell)
+        record, events = await attempt_record(request)  # what happened then, not the workload's state now
+        return await page(request, "attempt.html", record=record, event=record_to_event(record), events=events)
 
     async def attempt_api(request: web.Request) -> web.StreamResponse:
-        return api(record_to_event(await attempt_record(request)))
+        record, events = await attempt_record(request)
+        return api(record_with_events(record, events))  # the fields of `deployctl history --id N -o json`
 
     def _window(request: web.Request) -> dict[str, Any]:
         now = datetime.now(UTC)
@@ -205,13 +204,27 @@ def add_routes(app: web.Application, dashboard: Dashboard, auth: UiAuth) -> None
         window = _window(request)
         records = await data(dashboard.records, limit=2000, **window)
         figure = None
+        # The operator's --overlay, drawn unless the reader turns it off (?overlay=off); a request never names a source.
+        offered = dashboard.overlay is not None
+        overlay_on = offered and _param(request, "overlay") != "off"
+        overlay_error = None
         if plotly_js() is not None:
             from deployctl.views.timeline import build_figure
 
-            figure = json.loads((await data(build_figure, records, title="Deploys")).to_json())
+            series, span = None, None
+            if overlay_on:
+                try:
+                    series, span = await data(dashboard.overlay_series, records, since=window["since"],
+                                              until=window["until"])
+                except DeployctlError as exc:  # the deploys are still worth showing without the metric
+                    overlay_error = str(exc)
+            fig = await data(build_figure, records, title="Deploys", overlay=series, time_range=span)
+            figure = json.loads(fig.to_json())
         _, snapshot = await data(dashboard.current)
         filters = {k: _param(request, k) for k in ("env", "app", "since", "until")}
-        return await page(request, "timeline.html", figure=figure, records=records, all=snapshot, filters=filters)
+        return await page(request, "timeline.html", figure=figure, records=records, all=snapshot, filters=filters,
+                          overlay_offered=offered, overlay_on=overlay_on, overlay_error=overlay_error,
+                          overlay_name=dashboard.overlay.query or dashboard.overlay.spec if dashboard.overlay else "")
 
     async def timeline_api(request: web.Request) -> web.StreamResponse:
         records = await data(dashboard.records, limit=2000, **_window(request))

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from deployctl.cli import main
 from deployctl.edges.audit.schema import SCHEMA_VERSION
 from deployctl.edges.audit.url import open_store
-from deployctl.model.audit import AuditError, Delivery
+from deployctl.model.audit import AttemptEvent, AuditError, Delivery
 from tests.fixtures.auditdata import T0, make_attempt
 
 pytestmark = pytest.mark.integration
@@ -31,6 +31,8 @@ REPLACES = {
     "deliveries": "INSERT OR REPLACE INTO deliveries "
     "(outbox_id, sink, attempt_no, attempted_at, ok, error, next_attempt_at) "
     "VALUES (1, 'ops', 1, '2024-01-01T00:00:00.000000Z', 1, NULL, NULL)",
+    "attempt_events": "INSERT OR REPLACE INTO attempt_events (attempt_id, seq, at, kind, detail) "
+    "VALUES (1, 1, '2024-01-01T00:00:00.000000Z', 'verdict', 'succeeded: forged')",
 }
 
 
@@ -40,6 +42,7 @@ def sqlite_file(tmp_path: Path) -> Path:
     store = open_store(f"sqlite://{path}")
     store.register_sink("ops")
     attempt_id = store.start(make_attempt())
+    store.add_events([AttemptEvent(attempt_id, 1, T0, "stalled", "ProgressDeadlineExceeded")])
     store.finish(attempt_id, result="failed", error="rollout timed out")
     store.record_delivery(
         Delivery(outbox_id=1, sink="ops", attempt_no=1, attempted_at=T0, ok=False, error="503",
@@ -131,6 +134,7 @@ def test_postgres_writer_role_appends_but_cannot_rewrite_or_drop_the_triggers(ro
     try:
         writer.register_sink("ops")
         attempt_id = writer.start(make_attempt())
+        writer.add_events([AttemptEvent(attempt_id, 1, T0, "verdict", "succeeded")])
         writer.finish(attempt_id, result="succeeded")
         writer.record_delivery(
             Delivery(outbox_id=1, sink="ops", attempt_no=1, attempted_at=T0, ok=True, error=None,
@@ -151,12 +155,14 @@ def test_postgres_writer_role_appends_but_cannot_rewrite_or_drop_the_triggers(ro
         "ON CONFLICT (attempt_id) DO UPDATE SET result = 'failed'",
         "DROP TABLE deliveries",
         "ALTER TABLE attempts ADD COLUMN x TEXT",
+        "UPDATE attempt_events SET detail = 'forged'",
+        "DELETE FROM attempt_events",
     ]
     with psycopg.connect(roles.url(roles.writer), autocommit=True) as conn:
         for statement in refused:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)  # type: ignore[arg-type]
-        assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%append_only'").fetchone() == (5,)
+        assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%append_only'").fetchone() == (6,)
         assert conn.execute("SELECT result FROM outcomes").fetchall() == [("succeeded",)]
 
 

@@ -17,7 +17,7 @@ from deployctl.edges.audit.sql import INTERRUPTED_ERROR
 from deployctl.edges.audit.sqlite import SqliteStore
 from deployctl.edges.audit.url import open_store
 from deployctl.errors import InvalidInputError
-from deployctl.model.audit import AuditError, AuditStore, Finish
+from deployctl.model.audit import MAX_EVENTS_PER_ATTEMPT, AttemptEvent, AuditError, AuditStore, Finish
 from tests.fixtures.auditdata import T0, make_attempt, sha
 
 pytestmark = pytest.mark.integration
@@ -343,3 +343,40 @@ def test_a_sqlite_batch_is_one_commit(tmp_path: Path) -> None:
         store._conn.set_trace_callback(None)
         store.close()
     assert [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT")] == ["BEGIN IMMEDIATE", "COMMIT"] * 2
+
+
+def test_get_reads_one_attempt_by_id_and_none_for_an_unknown_id(store: AuditStore) -> None:
+    first = store.start(make_attempt())
+    second = store.start(make_attempt(app="api"))
+    store.finish(second, result="failed", error="rollout timed out")
+    record = store.get(second)
+    assert record is not None and record.id == second and record.attempt.app == "api"
+    assert record.result == "failed" and record.error == "rollout timed out"
+    assert store.get(first) is not None and store.get(first).result == "started"  # type: ignore[union-attr]
+    assert store.get(second + 100) is None
+
+
+def test_rollout_events_read_back_in_order_bounded_and_append_only(store: AuditStore, store_url: str) -> None:
+    attempt_id = store.start(make_attempt())
+    events = [AttemptEvent(attempt_id, seq, T0 + timedelta(seconds=seq), "progress", f"{seq}/3 ready")
+              for seq in range(1, MAX_EVENTS_PER_ATTEMPT + 11)]
+    store.add_events(events[:5])
+    store.add_events(events[5:])
+    back = store.events_of(attempt_id)
+    assert len(back) == MAX_EVENTS_PER_ATTEMPT  # the bound holds in the store whoever writes
+    assert back[:3] == events[:3]  # times, kinds and details as written
+    assert store.events_of(attempt_id + 1) == []
+    other = store.start(make_attempt(app="api"))
+    store.add_events([replace(events[0], attempt_id=other)])
+    with pytest.raises(AuditError):  # the same row twice is refused: the store is append-only
+        store.add_events([replace(events[0], attempt_id=other, detail="rewritten")])
+    if store_url.startswith("sqlite"):
+        conn = sqlite3.connect(store_url.removeprefix("sqlite://"))
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("UPDATE attempt_events SET detail = 'edited'")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("DELETE FROM attempt_events")
+        conn.close()
+    else:
+        with psycopg.connect(store_url, autocommit=True) as conn, pytest.raises(psycopg.Error, match="append-only"):
+            conn.execute("UPDATE attempt_events SET detail = 'edited'")

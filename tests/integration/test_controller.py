@@ -66,7 +66,7 @@ class Watch:
 
     def __init__(self, tmp_path: Path, repo: Path | str, *, kubeconfig: str, audit: str, name: str = "c",
                  interval: str = "0.5s", lease_namespace: str | None = None, extra: tuple[str, ...] = (),
-                 preexec_fn=None):
+                 preexec_fn=None, env: dict[str, str] | None = None):
         self.port = free_port()
         self.log = tmp_path / f"watch-{name}.log"
         args = [DEPLOYCTL, "--log-level", "info", "watch", "--repo", str(repo), "--interval", interval,
@@ -77,9 +77,10 @@ class Watch:
                      "--renew-deadline", "1.5s", "--retry-period", "0.25s"]
         else:
             args.append("--no-leader-election")
-        env = {**os.environ, "DEPLOYCTL_WEBHOOK_SECRET": SECRET}
+        environ = {**os.environ, "DEPLOYCTL_WEBHOOK_SECRET": SECRET, **(env or {})}
         with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn)
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=environ,
+                                         preexec_fn=preexec_fn)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -218,6 +219,42 @@ def test_drift_made_with_a_direct_patch_is_corrected_within_one_interval_and_aud
     assert record.attempt.previous_sha == sha("api-1")
     # the record is written mid-run, the metric when the run returns (after its environment lock is released)
     assert wait_for("the drift metric", lambda: w.metric("deployctl_drift_corrections_total") >= 1, timeout=5)
+
+
+def test_a_controller_left_on_an_older_head_records_its_decision_once_not_every_interval(
+        cluster, namespace, bare, tmp_path, watches):
+    from deployctl.app.run import run_reconcile
+    from deployctl.reconcile.options import ReconcileOptions
+
+    main_head = bare.head
+    # CI applied a newer deploy commit (on its own branch) than the one the controller's branch points at.
+    ci = bare.commit(deploy("api", "api-2"), branch="ci", parents=[main_head], message="CI deploy")
+    run_reconcile(repo=str(bare.path), ref=ci, kubeconfig=cluster.kubeconfig, audit_url=audit_url(tmp_path),
+                  trigger="ci", options=ReconcileOptions(timeout=60))
+
+    def decisions():
+        store = open_store(audit_url(tmp_path))
+        try:
+            return [r for r in store.query(app="api") if r.result in ("skipped", "refused")]
+        finally:
+            store.close()
+
+    w = Watch(tmp_path, bare.path, kubeconfig=cluster.kubeconfig, audit=audit_url(tmp_path), interval="0.2s")
+    watches.append(w)
+    w.wait_ready()
+    first = wait_for("the first run's decision", decisions, timeout=30)
+    runs = w.metric("deployctl_reconciles_total")
+    wait_for("10 more intervals", lambda: w.metric("deployctl_reconciles_total") >= runs + 10, timeout=60)
+    assert decisions() == first and len(first) == 1  # one record for one decision, not one per interval
+    assert image_of(cluster, namespace) == f"{IMAGE}/api:{sha('api-2')}"  # and nothing moved backwards
+
+    # A new head on the branch: the same refusal for another reason (another commit) is a new record.
+    bare.commit({"README.md": "older still than CI's\n"}, message="Docs")
+    wait_for("the new decision", lambda: len(decisions()) == 2, timeout=30)
+    runs = w.metric("deployctl_reconciles_total")
+    wait_for("10 more intervals", lambda: w.metric("deployctl_reconciles_total") >= runs + 10, timeout=60)
+    newest, oldest = decisions()
+    assert len(decisions()) == 2 and newest.error != oldest.error
 
 
 def lease_holder(cluster, namespace, name="deployctl"):

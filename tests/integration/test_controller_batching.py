@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from deployctl.controller.loop import Controller, ControllerSettings
+from deployctl.controller.loop import Controller, ControllerSettings, controller_runs
 from deployctl.edges.audit.sqlite import SqliteStore
 from deployctl.edges.git.mirror import Mirror
 from deployctl.model.audit import Attempt, Finish
@@ -52,7 +52,7 @@ def test_the_controller_records_a_wave_of_three_apps_in_one_write(cluster, names
     store = CountingStore(tmp_path / "audit.db")
     controller = Controller(Mirror(str(repo.path), tmp_path / "mirror", branch="main"),
                             ClusterPool(kubeconfig=cluster.kubeconfig),
-                            settings=ControllerSettings(timeout=60, poll_interval=0.2), store=store)
+                            settings=ControllerSettings(runs=controller_runs(timeout=60, poll_interval=0.2)), store=store)
     try:
         result = controller.sync_once("watch")
     finally:

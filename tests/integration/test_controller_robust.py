@@ -23,7 +23,6 @@ from tests.integration.test_controller import (
     Watch,
     audit_url,
     bare,  # noqa: F401 - the same fixtures as the controller tests
-    config,
     deploy,
     image_of,
     lease_holder,
@@ -42,27 +41,49 @@ def events(w: Watch) -> list[dict]:
 # -- a run that raises does not stop the controller -----------------------------------------------
 
 
+# Loaded by the controller's Python at startup (PYTHONPATH): a run whose desired state holds FAULT_SHA raises
+# what no deployctl code raises, as a bug in a library or in deployctl would.
+FAULT_INJECTION = """
+import os
+import deployctl.app.run as run
+
+_run_once = run.run_once
+
+
+def run_once(desired, *args, **kwargs):
+    if any(t.sha == os.environ["FAULT_SHA"] for t in desired.targets):
+        raise RuntimeError("injected fault")
+    return _run_once(desired, *args, **kwargs)
+
+
+run.run_once = run_once
+"""
+
+
 def test_a_run_that_raises_a_non_deployctl_error_is_logged_and_counted_and_the_next_good_commit_is_applied(
         cluster, namespace, bare, tmp_path, watches):
-    w = Watch(tmp_path, bare.path, kubeconfig=cluster.kubeconfig, audit=audit_url(tmp_path), interval="0.5s")
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(FAULT_INJECTION)
+    fault = {"PYTHONPATH": str(inject), "FAULT_SHA": sha("api-2")}
+    w = Watch(tmp_path, bare.path, kubeconfig=cluster.kubeconfig, audit=audit_url(tmp_path), interval="0.5s",
+              env=fault)
     watches.append(w)
     w.wait_ready()
     wait_for("the first deploy", lambda: image_of(cluster, namespace) == f"{IMAGE}/api:{sha('api-1')}", timeout=60)
 
-    # A YAML escape puts a NUL into `source:`; the path check that follows raises ValueError
-    # (not a DeployctlError), which used to end the worker thread for good.
-    poisoned = config(namespace).replace("    pin: tag\n", '    pin: tag\n    source: "../api\\0"\n')
-    bare.commit({"deployctl.yaml": poisoned, **deploy("api", "api-2")}, message="A config that makes a run raise")
+    # this error used to end the worker thread for good
+    bare.commit(deploy("api", "api-2"), message="A commit whose run raises")
     wait_for("the error in /metrics",
-             lambda: w.metric('deployctl_reconcile_errors_total{error="ValueError",stage="reconcile"}') >= 1)
+             lambda: w.metric('deployctl_reconcile_errors_total{error="RuntimeError",stage="reconcile"}') >= 1)
     crashed = [e for e in events(w) if e["event"] == "reconcile.crashed"]
-    assert crashed and crashed[0]["error_type"] == "ValueError"
+    assert crashed and crashed[0]["error_type"] == "RuntimeError"
     assert "Traceback (most recent call last)" in crashed[0]["traceback"]
-    assert "embedded null byte" in crashed[0]["traceback"]
+    assert "injected fault" in crashed[0]["traceback"]
     assert w.get("/healthz")[0] == 200
     assert image_of(cluster, namespace) == f"{IMAGE}/api:{sha('api-1')}"  # nothing half-applied
 
-    bare.commit({"deployctl.yaml": config(namespace), **deploy("api", "api-3")}, message="Fixed")
+    bare.commit(deploy("api", "api-3"), message="Fixed")
     wait_for("the good commit applied", lambda: image_of(cluster, namespace) == f"{IMAGE}/api:{sha('api-3')}",
              timeout=15)
     assert w.metric('deployctl_reconciles_total{status="error",trigger="watch"}') >= 1

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from deployctl.cli import main
 from deployctl.edges.audit.url import open_store
 from deployctl.edges.notify import drain
 from deployctl.edges.sinks import NotifySettings, parse_settings
@@ -100,6 +102,12 @@ def test_structured_cdevents_reach_the_topic_keyed_by_env_and_app(kafka_broker: 
     assert api["type"] == "dev.cdevents.service.deployed.0.2.0"
     skipped = [d for d in deliveries if d.error and d.error.startswith("not sent")]
     assert len(skipped) == 1 and "failed" in (skipped[0].error or "")
+    # the same ids as `events export --format cdevents` (and a webhook sink): a consumer dedupes across them
+    exported = CliRunner().invoke(main, ["events", "export", "--audit", f"sqlite:///{tmp_path / 'audit.db'}",
+                                         "--format", "cdevents", "--repo", "acme/deploy"])
+    assert exported.exit_code == 0, exported.output
+    assert sorted(json.loads(line)["id"] for line in exported.output.splitlines()) == sorted(
+        json.loads(m.value())["id"] for m in messages)
 
 
 def test_binary_mode_and_json_format_on_kafka(kafka_broker: str, tmp_path: Path) -> None:

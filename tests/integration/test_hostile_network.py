@@ -24,6 +24,7 @@ from deployctl.edges.git.mirror import Mirror, MirrorError
 from deployctl.edges.notify import DeliveryError, HttpRequest, drain, send
 from deployctl.edges.registry.client import Credential, CredentialStore, RegistryClient
 from deployctl.edges.sinks import NotifySettings, Sink
+from deployctl.errors import InvalidInputError
 from tests.fixtures.auditdata import make_attempt
 from tests.fixtures.gitrepo import GitRepo
 from tests.fixtures.registry import LocalRegistry, RegistryPusher, free_port
@@ -362,6 +363,22 @@ def test_the_git_token_never_reaches_the_host_a_redirect_points_at(
     assert other.seen and not any("tok-s3cret" in _decoded(a) for a in other.authorizations())
 
 
+@pytest.mark.parametrize("url", ["http://git.example.com/shop/deploy.git", "http://10.1.2.3:3000/deploy.git"])
+def test_a_plain_http_deploy_repo_off_loopback_is_refused_before_any_fetch(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # libgit2 follows the first redirect of an http fetch even with follow_redirects set to none
+    message = (f"--repo {url}: plain http is refused except on loopback (a redirect on it cannot be stopped, "
+               "and a token would travel unencrypted); use https://")
+    monkeypatch.setenv("DEPLOYCTL_MIRROR_DIR", str(tmp_path / "mirror"))
+    result = CliRunner().invoke(main, ["ui", "--repo", url])
+    assert (result.exit_code, result.output) == (2, f"Error: {message}\n")
+    with pytest.raises(InvalidInputError) as caught:  # what `watch` builds (controller/serve.py)
+        Mirror(url, tmp_path / "mirror")
+    assert str(caught.value) == message
+    assert not (tmp_path / "mirror").exists()
+
+
 # --- notifications -------------------------------------------------------------------------------
 
 
@@ -432,3 +449,47 @@ def test_an_audit_url_of_another_form_is_refused_without_echoing_its_password(
     assert says in result.output
     assert "hunter2" not in result.output and "***" in result.output
     assert list(tmp_path.iterdir()) == [], "no SQLite file named after the DSN"
+
+
+# --- name resolution ----------------------------------------------------------------------------
+
+# Run inside `unshare --user --map-root-user --mount --net`: a resolv.conf of our own points glibc's resolver
+# at a DNS server on 127.0.0.1:53 that reads every query and never answers; the resolver itself waits 5 x 30 s
+# before it gives up, far past the test's ceiling.
+STALLED_DNS_CLIENT = """
+import json, socket, sys, threading
+from deployctl.edges.http import HttpClient, HttpError
+
+silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+silent.bind(("127.0.0.1", 53))
+threading.Thread(target=lambda: [silent.recvfrom(512) for _ in iter(int, 1)], daemon=True).start()
+try:
+    HttpClient(user_agent="test").request("GET", "http://registry.stalled.example/v2/", deadline=1.0)
+    print(json.dumps({"error": None}))
+except HttpError as exc:
+    print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+"""
+
+
+def test_a_dns_server_that_never_answers_is_cut_at_the_call_deadline(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    unshare = shutil.which("unshare")
+    probe = subprocess.run([unshare or "unshare", "-rmn", "true"], capture_output=True) if unshare else None
+    if probe is None or probe.returncode != 0:
+        pytest.skip("needs unprivileged user and network namespaces (unshare -rmn) for a resolver of our own")
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\noptions timeout:30 attempts:5\n")
+    client = tmp_path / "client.py"
+    client.write_text(STALLED_DNS_CLIENT)
+    script = f"ip link set lo up && mount --bind {resolv} /etc/resolv.conf && exec {sys.executable} {client}"
+    # the ceiling is generous for a 1 s deadline, and well short of the resolver's own 150 s
+    done = subprocess.run([unshare, "-rmn", "sh", "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "error": "DeadlineExceeded",
+        "message": "no complete answer from registry.stalled.example within the 1 s deadline",
+    }

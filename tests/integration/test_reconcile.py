@@ -15,7 +15,7 @@ from deployctl.devtools.localcluster import controlplane
 from deployctl.edges.git.repo import read_desired_state
 from deployctl.reconcile import reconciler as rec
 from deployctl.reconcile.observe import observe
-from deployctl.reconcile.options import ReconcileOptions
+from deployctl.reconcile.options import ReconcileOptions, Selection, Timing
 from deployctl.rules.plan import make_plan
 
 pytestmark = pytest.mark.integration
@@ -58,15 +58,13 @@ def shop(cluster, namespace, make_repo):
     return repo, shas
 
 
-def reconcile_repo(cluster, repo, **kw):
+def reconcile_repo(cluster, repo, *, timeout=60, poll_interval=0.2, apps=(), allowed_namespaces=()):
     desired = read_desired_state(repo.path)
     assert desired.ok, desired.problems
     pool = rec.ClusterPool(kubeconfig=cluster.kubeconfig)
-    kw.setdefault("timeout", 60)
-    kw.setdefault("poll_interval", 0.2)
-    if "allowed_namespaces" in kw:
-        kw["allowed_namespaces"] = tuple(kw["allowed_namespaces"])
-    return rec.Reconciler(desired, pool, ReconcileOptions(**kw)).run()
+    options = ReconcileOptions(selection=Selection(apps=tuple(apps), allowed_namespaces=tuple(allowed_namespaces)),
+                               timing=Timing(timeout=timeout, poll_interval=poll_interval))
+    return rec.Reconciler(desired, pool, options).run()
 
 
 def image_of(cluster, namespace, name):
@@ -258,7 +256,7 @@ def test_api_server_restart_during_a_reconcile_and_the_next_run_converges(make_r
 
         def first_run() -> None:
             try:
-                outcome["result"] = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=state.kubeconfig, audit_url=None, options=ReconcileOptions(timeout=30))
+                outcome["result"] = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=state.kubeconfig, audit_url=None, options=ReconcileOptions(timing=Timing(timeout=30)))
             except Exception as exc:  # the restart may surface as an unreachable cluster
                 outcome["error"] = exc
 
@@ -271,7 +269,7 @@ def test_api_server_restart_during_a_reconcile_and_the_next_run_converges(make_r
         deadline = time.monotonic() + 120
         while True:
             try:
-                second = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=state.kubeconfig, audit_url=None, options=ReconcileOptions(timeout=120))
+                second = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=state.kubeconfig, audit_url=None, options=ReconcileOptions(timing=Timing(timeout=120)))
                 if second.exit_code != 3 or time.monotonic() > deadline:  # unreachable: a result, exit 3
                     break
             except Exception:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -11,12 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from kubernetes import client
 
 from deployctl.app.run import run_reconcile
+from deployctl.cli import main
 from deployctl.edges.audit import url as audit_location
 from deployctl.model import audit
-from deployctl.reconcile.options import ReconcileOptions
+from deployctl.reconcile.options import ReconcileOptions, Selection, Timing
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +66,7 @@ def test_succeeded_failed_blocked_and_drift_outcomes_are_recorded_with_provenanc
     deploy_commit = repo.commit(files(namespace, "one"), message="Deploy shop one",
                                 author=("Sam Engineer", "sam@example.com"),
                                 trailers=["Reviewed-by: Rae Reviewer <rae@example.com>"])
-    result = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, trigger="ci", options=ReconcileOptions(timeout=60))
+    result = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, trigger="ci", options=ReconcileOptions(timing=Timing(timeout=60)))
     assert result.exit_code == 1
     by_app = {r.attempt.app: r for r in records(url)}
     assert by_app["api"].result == "failed" and "ProgressDeadlineExceeded" in (by_app["api"].error or "")
@@ -86,7 +89,7 @@ def test_succeeded_failed_blocked_and_drift_outcomes_are_recorded_with_provenanc
             "worker", namespace,
             {"spec": {"template": {"spec": {"containers": [{"name": "worker", "image": f"{IMAGE}/worker:hot"}]}}}},
         )
-    run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, trigger="watch", options=ReconcileOptions(apps=("worker",), timeout=60))
+    run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, trigger="watch", options=ReconcileOptions(selection=Selection(apps=("worker",)), timing=Timing(timeout=60)))
     newest = records(url, app="worker")[0]
     assert newest.result == "drift-corrected"
     assert newest.attempt.trigger == "drift"
@@ -118,10 +121,113 @@ def test_a_reconcile_killed_mid_apply_leaves_a_started_record_that_the_next_run_
     (left,) = records(url)
     assert left.result == "started" and left.attempt.app == "api"
 
-    second = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, options=ReconcileOptions(apps=("worker",), timeout=60))
+    second = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, options=ReconcileOptions(selection=Selection(apps=("worker",)), timing=Timing(timeout=60)))
     assert second.exit_code == 0
     everything = records(url)
     assert [r.attempt.app for r in everything].count("api") == 1  # closed, not duplicated
     api = next(r for r in everything if r.attempt.app == "api")
     assert api.result == "interrupted"
     assert {r.attempt.app: r.result for r in everything} == {"api": "interrupted", "worker": "succeeded"}
+
+
+def test_a_real_rollout_records_its_events_and_a_stalled_one_records_the_reason(
+    cluster, namespace, make_repo, tmp_path
+):
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    cluster.deployment(namespace, "api", never_ready=True, progress_deadline=2)
+    cluster.deployment(namespace, "web")
+    cluster.deployment(namespace, "worker", replicas=2)
+    repo = make_repo()
+    repo.commit(files(namespace, "one"))
+    run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, trigger="ci",
+                  options=ReconcileOptions(timeout=60))
+    by_app = {r.attempt.app: r for r in records(url)}
+    store = audit_location.open_store(url)
+    try:
+        worker = store.events_of(by_app["worker"].id)
+        api = store.events_of(by_app["api"].id)
+        web = store.events_of(by_app["web"].id)
+    finally:
+        store.close()
+
+    kinds = [e.kind for e in worker]
+    assert kinds[0] == "applied" and kinds[-1] == "verdict" and "revision" in kinds and "progress" in kinds
+    assert f"image {IMAGE}/worker:{sha('workerone')}" in worker[0].detail
+    assert any(e.kind == "revision" and "ReplicaSet worker-" in e.detail for e in worker)
+    assert worker[-2].detail == "deployment/worker: 2/2 updated, 2/2 ready, 2/2 available"  # the counts that ended it
+    assert worker[-1].detail.startswith("succeeded")
+    assert [e.seq for e in worker] == list(range(1, len(worker) + 1))
+    times = [e.at for e in worker]
+    record = by_app["worker"]
+    assert times == sorted(times) and record.attempt.started_at <= times[0] and times[-1] <= record.finished_at
+
+    stalled = [e for e in api if e.kind == "stalled"]
+    assert len(stalled) == 1 and "ProgressDeadlineExceeded" in stalled[0].detail
+    assert api[-1].kind == "verdict" and api[-1].detail.startswith("failed")
+    assert web == []  # blocked by its dependency: never applied, no rollout
+
+    shown = CliRunner().invoke(main, ["history", "--audit", url, "--id", str(record.id), "-o", "json"])
+    assert shown.exit_code == 0, shown.output
+    doc = json.loads(shown.output)
+    assert doc["id"] == record.id and doc["result"] == "succeeded"
+    assert [(e["seq"], e["kind"], e["detail"]) for e in doc["events"]] == [(e.seq, e.kind, e.detail) for e in worker]
+    table = CliRunner().invoke(main, ["history", "--audit", url, "--id", str(by_app["api"].id)])
+    assert table.exit_code == 0 and "stalled" in table.output and "ProgressDeadlineExceeded" in table.output
+    missing = CliRunner().invoke(main, ["history", "--audit", url, "--id", "999"])
+    assert missing.exit_code != 0 and "no attempt with that id" in missing.output
+
+
+class _Decisions:
+    """An audit sink around the recorder that counts decision writes, or fails them."""
+
+    def __init__(self, inner, *, fail: bool = False) -> None:
+        self.inner, self.fail, self.calls = inner, fail, []
+
+    def attempts_started(self, items, *, deploy_commit):
+        return self.inner.attempts_started(items, deploy_commit=deploy_commit)
+
+    def attempts_finished(self, items):
+        self.inner.attempts_finished(items)
+
+    def rollout_events(self, events):
+        self.inner.rollout_events(events)
+
+    def decisions(self, items, *, deploy_commit):
+        self.calls.append([(change.app, result) for change, _, result, _ in items])
+        if self.fail:
+            raise audit.AuditError("audit: the disk is full")
+        return self.inner.decisions(items, deploy_commit=deploy_commit)
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_refusals_are_recorded_before_anything_is_applied_and_a_failed_record_is_said(
+    cluster, namespace, make_repo, tmp_path, fail
+):
+    from deployctl.edges.git.repo import read_desired_state
+    from deployctl.reconcile.observe import ClusterPool
+    from deployctl.reconcile.reconciler import Reconciler
+    from deployctl.reconcile.recorder import AuditRecorder
+
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    for app in ("api", "web", "worker"):
+        cluster.deployment(namespace, app)
+    repo = make_repo()
+    repo.commit(files(namespace, "one"))
+    store = audit_location.open_store(url)
+    try:
+        sink = _Decisions(AuditRecorder(store, repo_path=repo.path, trigger="ci"), fail=fail)
+        result = Reconciler(read_desired_state(repo.path), ClusterPool(kubeconfig=cluster.kubeconfig),
+                            ReconcileOptions(timeout=60), audit=sink,
+                            refusals={("staging", "api"): "frozen: release week"}).run()
+    finally:
+        store.close()
+    by_app = {o.app: o for o in result.outcomes}
+    assert (by_app["api"].result, by_app["web"].result, by_app["worker"].result) == ("refused", "blocked", "succeeded")
+    assert sink.calls == [[("api", "refused")], [("web", "blocked")]]  # one write per wave, the plan's first
+    if fail:
+        assert "audit record not written: audit: the disk is full" in by_app["api"].message
+        assert [r.attempt.app for r in records(url)] == ["worker"]
+    else:
+        ids = {r.attempt.app: r.id for r in records(url)}
+        assert ids["api"] < ids["worker"]  # on record before the first apply
+        assert {r.attempt.app: r.error for r in records(url)}["api"] == "frozen: release week"

@@ -8,7 +8,7 @@ import pytest
 
 from deployctl.app.run import run_reconcile
 from deployctl.edges.audit import url as audit_location
-from deployctl.reconcile.options import ReconcileOptions
+from deployctl.reconcile.options import Overrides, ReconcileOptions, Selection, Timing
 from tests.fixtures.registry import RegistryPusher
 
 pytestmark = pytest.mark.integration
@@ -45,7 +45,7 @@ def test_reconcile_applies_the_image_pinned_by_digest_and_records_it(
     repo.commit({"deployctl.yaml": config(image, {"staging": namespace}),
                  "environments/staging/api.deploy": f"{commit}\n"})
     url = f"sqlite:///{tmp_path / 'audit.db'}"
-    result = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, options=ReconcileOptions(timeout=60))
+    result = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, options=ReconcileOptions(timing=Timing(timeout=60)))
     assert result.exit_code == 0, result.outcomes
     d = cluster.read_deployment(namespace, "api")
     assert d.spec.template.spec.containers[0].image == f"{image}:{commit}@{pushed.digest}"
@@ -106,19 +106,19 @@ def test_a_tag_repushed_after_staging_is_refused_in_production_unless_allowed(
     repo.commit({"deployctl.yaml": config(image, {"staging": staging, "production": production}, requires=True),
                  "environments/staging/api.deploy": f"{commit}\n"})
     url = f"sqlite:///{tmp_path / 'audit.db'}"
-    first = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, options=ReconcileOptions(timeout=60))
+    first = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, options=ReconcileOptions(timing=Timing(timeout=60)))
     assert first.exit_code == 0, first.outcomes
 
     repushed = pusher.push_image(unique_repo, commit, annotation="rebuilt")  # same tag, other bytes
     assert repushed.digest != tested.digest
     repo.commit({"environments/production/api.deploy": f"{commit}\n* promoted from staging\n"})
-    refused = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, options=ReconcileOptions(envs=("production",)))
+    refused = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, options=ReconcileOptions(selection=Selection(envs=("production",))))
     (outcome,) = refused.outcomes
     assert outcome.result == "refused"
     assert "the artifact changed after it was tested" in outcome.message
     assert refused.writes() == 0
 
-    allowed = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, options=ReconcileOptions(envs=("production",), allow_retagged=True, timeout=60))
+    allowed = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, options=ReconcileOptions(selection=Selection(envs=("production",)), overrides=Overrides(allow_retagged=True), timing=Timing(timeout=60)))
     assert allowed.exit_code == 0, allowed.outcomes
     d = cluster.read_deployment(production, "api")
     assert d.spec.template.spec.containers[0].image.endswith(repushed.digest)

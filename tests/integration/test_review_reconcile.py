@@ -20,7 +20,7 @@ from deployctl.cli import main
 from deployctl.edges.audit.url import open_store
 from deployctl.edges.git.repo import read_desired_state
 from deployctl.reconcile import policy
-from deployctl.reconcile.options import ReconcileOptions
+from deployctl.reconcile.options import ReconcileOptions, Selection, Timing
 from tests.fixtures.gitrepo import GitRepo
 
 pytestmark = pytest.mark.integration
@@ -81,8 +81,9 @@ def shop(cluster, namespace, production_ns, make_repo, tmp_path):
     return make, f"sqlite:///{tmp_path / 'audit.db'}"
 
 
-def reconcile(cluster, repo: GitRepo, audit_url: str | None, **kw):
-    return run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=audit_url, options=ReconcileOptions(timeout=60, **kw))
+def reconcile(cluster, repo: GitRepo, audit_url: str | None, *, envs: tuple[str, ...] = ()):
+    options = ReconcileOptions(selection=Selection(envs=envs), timing=Timing(timeout=60))
+    return run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=audit_url, options=options)
 
 
 def image(cluster, namespace: str) -> str:

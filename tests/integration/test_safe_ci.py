@@ -17,10 +17,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from deployctl.app.run import run_reconcile
+from deployctl.app.run import Callbacks, run_reconcile
 from deployctl.cli import main
 from deployctl.model import audit
-from deployctl.reconcile.options import ReconcileOptions
+from deployctl.reconcile.options import Locking, ReconcileOptions, Selection, Timing
 from tests.integration.test_reconcile_audit import records
 
 pytestmark = pytest.mark.integration
@@ -224,8 +224,9 @@ def test_a_run_killed_holding_the_lock_is_closed_as_interrupted_but_a_live_run_i
             waits: list[str] = []
             started = time.monotonic()
             takeover = run_reconcile(repo=str(repo.path), kubeconfig=cluster.kubeconfig, audit_url=audit_url,
-                                     options=ReconcileOptions(envs=("staging",), wait=False, lock_lease=2),
-                                     on_wait=waits.append)
+                                     options=ReconcileOptions(selection=Selection(envs=("staging",)), timing=Timing(wait=False),
+                                                              locking=Locking(lease=2)),
+                                     callbacks=Callbacks(on_wait=waits.append))
             assert takeover.exit_code == 0, takeover.outcomes
             assert len(waits) == 1 and waits[0].startswith("waiting for staging: held by "), waits
             assert time.monotonic() - started < 20  # the lease expired; it was not waited out to --timeout

@@ -142,3 +142,92 @@ def test_overlay_mistakes_are_clear_errors(tmp_path: Path, args: list[str], mess
     assert result.exit_code != 0
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def _dashboard_get(dashboard: object, *paths: str) -> list[tuple[int, str]]:
+    """GET ``paths`` from the dashboard app (on loopback), in a thread of its own (Playwright may hold a loop)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from deployctl.ui.auth import UiAuth
+    from deployctl.ui.server import make_app
+
+    async def scenario() -> list[tuple[int, str]]:
+        app = make_app(dashboard, UiAuth.for_listener("127.0.0.1"))  # type: ignore[arg-type]
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            out = []
+            for path in paths:
+                response = await client.get(path)
+                out.append((response.status, await response.text()))
+            return out
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, scenario()).result(timeout=120)
+
+
+def _figure(page: str) -> dict:
+    import html
+    import json
+    import re
+
+    found = re.search(r'<script type="application/json" id="timeline-data">(.*?)</script>', page, re.S)
+    assert found is not None, "the page has no chart"
+    return json.loads(html.unescape(found.group(1)))
+
+
+def test_the_dashboard_timeline_offers_the_same_overlay(
+    prometheus_with: Callable[[str], str], tmp_path: Path, deploy_repo
+) -> None:
+    pytest.importorskip("plotly")
+    from deployctl.ui.data import Dashboard, OverlaySource, RepoView
+
+    url = prometheus_with(openmetrics())
+    store = open_store(audit_db(tmp_path))
+    try:
+        dashboard = Dashboard(RepoView(deploy_repo.path), store=store, clusters=None,
+                              overlay=OverlaySource(f"prometheus={url}", "checkout_confirmed"))
+        since, until = START.isoformat(), (NOW - timedelta(hours=1)).isoformat()
+        window = f"env=production&app=web&since={since}&until={until}".replace("+", "%2B")
+        (status, page), (off_status, off) = _dashboard_get(
+            dashboard, f"/ui/timeline?{window}", f"/ui/timeline?{window}&overlay=off")
+    finally:
+        store.close()
+    assert status == 200 and off_status == 200
+    figure = _figure(page)
+    metric = [t for t in figure["data"] if t.get("yaxis") == "y2"]
+    assert len(metric) == 1 and metric[0]["name"] == "shop=eu" and len(metric[0]["y"]) > 300
+    assert "checkout_confirmed" in page  # the reader sees which metric is drawn, and can turn it off
+    assert not [t for t in _figure(off)["data"] if t.get("yaxis") == "y2"]
+
+
+def test_a_dashboard_overlay_whose_prometheus_is_down_still_shows_the_deploys(tmp_path: Path, deploy_repo) -> None:
+    pytest.importorskip("plotly")
+    from deployctl.ui.data import Dashboard, OverlaySource, RepoView
+
+    store = open_store(audit_db(tmp_path))
+    try:
+        dashboard = Dashboard(RepoView(deploy_repo.path), store=store, clusters=None,
+                              overlay=OverlaySource("prometheus=http://127.0.0.1:9", "up"))
+        [(status, page)] = _dashboard_get(dashboard, f"/ui/timeline?since={START.isoformat().replace('+', '%2B')}")
+    finally:
+        store.close()
+    assert status == 200 and "The metric could not be drawn" in page
+    assert any(t.get("mode") == "markers" for t in _figure(page)["data"])
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["ui", "--repo", ".", "--overlay", "graphite=http://x"], 2, "give prometheus=http://host:9090"),
+        (["ui", "--repo", ".", "--overlay", "prometheus=http://127.0.0.1:9"], 2, "needs --query"),
+        (["ui", "--repo", ".", "--query", "up"], 2, "--query goes with --overlay"),
+        (["watch", "--repo", ".", "--ui-query", "up"], 2, "--ui-query goes with --ui-overlay"),
+        (["watch", "--repo", ".", "--ui-overlay", "csv=x.csv", "--ui-query", "up"], 2, "not with a CSV"),
+    ],
+)
+def test_a_dashboard_overlay_mistake_is_a_clear_error_before_serving(args: list[str], code: int, message: str) -> None:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == code, result.output
+    assert message in result.output

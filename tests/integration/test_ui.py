@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from deployctl.edges.audit.url import open_store
-from tests.fixtures.auditdata import make_attempt
+from deployctl.model.audit import AttemptEvent
+from tests.fixtures.auditdata import T0, make_attempt
 from tests.fixtures.registry import free_port
 from tests.integration.test_controller import sha, wait_for
 
@@ -201,6 +202,9 @@ def test_matrix_shows_the_live_sha_a_failed_rollout_and_the_promotion_verdict_af
         page.wait_for_selector("pre.error")
         assert "ProgressDeadlineExceeded" in page.locator("pre.error").inner_text()
         assert "deployment/web" in page.locator("main").inner_text()
+        rollout = page.locator("table.rollout")  # what happened then, recorded, not the workload's state now
+        assert "applied" in rollout.inner_text() and "ProgressDeadlineExceeded" in rollout.locator(
+            "tr.ev-stalled").inner_text()
         page.shot("attempt")  # type: ignore[attr-defined]
 
         # a second api deploy to staging: its history entry lists the api commits in between
@@ -304,6 +308,8 @@ def test_escaping_auth_and_read_only(deploy_repo, page, tmp_path):
     store = open_store(audit)
     attempt = store.start(make_attempt(env="staging", app="api", namespace="shop-staging",
                                        app_commit_summary=f"<script>window.__pwned=2</script>{hostile}"))
+    store.add_events([AttemptEvent(attempt, 1, T0, "applied", "deployment/api: generation 2, image api:2"),
+                      AttemptEvent(attempt, 2, T0, "stalled", f"pods: {hostile}")])
     store.finish(attempt, result="failed", error=f"rollout failed: {hostile}")
     store.close()
     token = tmp_path / "token"
@@ -314,6 +320,11 @@ def test_escaping_auth_and_read_only(deploy_repo, page, tmp_path):
         assert hostile in page.locator("th .owner").first.inner_text()
         page.goto(open_ui.url(f"/ui/apps/api/attempts/{attempt}"))
         assert hostile in page.locator("pre.error").inner_text()
+        assert f"pods: {hostile}" in page.locator("table.rollout tr.ev-stalled").inner_text()
+        with urllib.request.urlopen(open_ui.url(f"/api/v1/apps/api/attempts/{attempt}"), timeout=10) as r:
+            doc = json.loads(r.read())
+        assert [(e["seq"], e["kind"]) for e in doc["events"]] == [(1, "applied"), (2, "stalled")]
+        assert get(open_ui.url(f"/ui/apps/web/attempts/{attempt}"))[0] == 404  # an attempt of another app
         page.shot("attempt-hostile")  # type: ignore[attr-defined]
         page.goto(open_ui.url("/ui/timeline"))
         page.wait_for_selector("#timeline .main-svg", timeout=15000)  # plotly.js, served by us

@@ -18,7 +18,7 @@ from deployctl.edges.notify import render_request
 from deployctl.edges.sinks import Sink, parse_settings
 from deployctl.errors import InvalidInputError
 from deployctl.model.audit import RESULTS, AuditRecord, OutboxEvent, record_to_event
-from deployctl.rules.cdevents import cdevent, cdevent_for_record, package_url, predicate
+from deployctl.rules.cdevents import cdevent, cdevent_for_record, deploy_event_id, package_url, predicate
 from tests.fixtures.auditdata import T0, make_attempt, sha
 from tests.fixtures.cdevents import assert_valid
 
@@ -140,7 +140,7 @@ def test_structured_http_is_one_cloudevents_json_document() -> None:
     assert message.headers["content-type"] == "application/cloudevents+json"
     body = json.loads(message.body)
     assert body["specversion"] == "1.0"
-    assert body["id"] == "key-1" == body["data"]["context"]["id"]
+    assert body["id"] == deploy_event_id(payload) == body["data"]["context"]["id"]
     assert body["type"] == "dev.cdevents.service.upgraded.0.2.0"
     assert body["source"] == "/deployctl/acme"
     assert body["subject"] == "production/web"
@@ -152,10 +152,10 @@ def test_binary_mode_puts_the_attributes_in_headers() -> None:
     http = http_message(payload, source="/deployctl", mode="binary")
     kafka = kafka_message(payload, source="/deployctl", mode="binary")
     assert http is not None and kafka is not None
-    assert http.headers["ce-id"] == "key-1" and http.headers["ce-specversion"] == "1.0"
+    assert http.headers["ce-id"] == deploy_event_id(payload) and http.headers["ce-specversion"] == "1.0"
     assert http.headers["ce-type"] == "dev.cdevents.service.upgraded.0.2.0"
     assert http.headers["content-type"] == "application/json"
-    assert kafka.headers["ce_id"] == "key-1" and kafka.key == "production/web"
+    assert kafka.headers["ce_id"] == deploy_event_id(payload) and kafka.key == "production/web"
     assert_valid(json.loads(http.body))
 
 
@@ -167,8 +167,8 @@ def test_a_cdevents_webhook_sink_renders_a_cloudevent_and_skips_failures() -> No
     sink = settings_.sinks[0]
     ok = OutboxEvent(1, "k", 7, {**record_to_event(record()), "event": "deploy.finished"}, T0)
     request = render_request(sink, ok, {})
-    assert request is not None and request.headers["ce-id"] == "k"
-    assert request.headers["Idempotency-Key"] == "k"
+    assert request is not None and request.headers["ce-id"] == deploy_event_id(ok.payload)
+    assert request.headers["Idempotency-Key"] == deploy_event_id(ok.payload)
     failed = OutboxEvent(2, "k2", 7, record_to_event(record("failed")), T0)
     assert render_request(sink, failed, {}) is None
     json_sink = Sink(type="webhook", name="w", url="https://h.example/x")
@@ -218,3 +218,11 @@ def test_kafka_json_format_keeps_todays_shape_keyed_by_env_and_app() -> None:
     assert message is not None and message.key == "production/web"
     assert json.loads(message.body)["idempotency_key"] == "k9"
     assert encode(payload, key="k9", fmt="cdevents", mode="structured", source="/d", repo=None) is None
+
+
+def test_the_event_id_is_derived_from_the_attempt_not_the_outbox_key() -> None:
+    event = record_to_event(record())
+    assert deploy_event_id({**event, "idempotency_key": "a"}) == deploy_event_id({**event, "idempotency_key": "b"})
+    assert deploy_event_id(event) == deploy_event_id(dict(event))  # the same on every call and process
+    assert deploy_event_id({**event, "id": event["id"] + 1}) != deploy_event_id(event)
+    assert deploy_event_id({**event, "started_at": "2030-01-01T00:00:00Z"}) != deploy_event_id(event)

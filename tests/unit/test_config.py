@@ -166,6 +166,17 @@ def test_depends_on_unknown_app_is_an_error_on_its_line() -> None:
     assert config is not None and "web" in config.invalid_apps and "web" not in config.apps
 
 
+def test_a_nul_byte_in_source_is_an_error_on_its_line_and_the_app_is_not_deployable() -> None:
+    text = BASE.replace(
+        "    image: r.example.com/web\n", '    image: r.example.com/web\n    source: "../api\\0"\n'
+    )
+    config, problems = load(text)
+    assert problems == [
+        "deployctl.yaml:5: apps.web.source '../api\\x00' contains a control character; write a path or a URL"
+    ]
+    assert config is not None and "web" in config.invalid_apps and "web" not in config.apps
+
+
 def test_depends_on_cycle_is_an_error_showing_the_cycle() -> None:
     text = (
         "version: 1\napps:\n"

@@ -73,3 +73,8 @@ def test_snapshot_orders_environments_for_promotion_and_filters_by_owner() -> No
     offline = build_snapshot(desired, None, refused={}, last={}, now=T, cluster_error="connection refused")
     assert {c.state for c in offline.cells} == {"unknown"}
     assert all(c.as_dict()["live_sha"] is None for c in offline.cells)
+
+
+def test_an_update_reconcile_would_skip_says_why_as_the_plan_does() -> None:
+    skip = "skipped: live deploy commit bbbbbbb is newer than aaaaaaa (to roll back, run deployctl rollback)"
+    assert cell_state(change(Action.UPDATE, old=A, reason=skip), None) == ("pending", skip)

@@ -14,7 +14,6 @@ import random
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import time
 import urllib.error
@@ -26,11 +25,17 @@ from typing import Any
 import structlog
 
 from deployctl.devtools.localcluster import build, pki
+from deployctl.devtools.localcluster.bootstrap import (
+    FAKE_NODE,
+    Api,
+    create_fake_node,
+    node_ready,
+    write_kubeconfig,
+)
 from deployctl.errors import LocalClusterError
 
 log = structlog.get_logger(__name__)
 
-FAKE_NODE = "kwok-node-0"
 NEVER_READY_LABEL = "deployctl.dev/simulate"
 NEVER_READY_VALUE = "never-ready"
 """Pods labelled ``deployctl.dev/simulate=never-ready`` are ignored by kwok: they are scheduled
@@ -101,49 +106,6 @@ def _pid_runs(pid: int, binary: str) -> bool:
     return cmdline == binary
 
 
-def _write_kubeconfig(path: Path, server: str, keys: pki.Pki) -> None:
-    import base64
-
-    def b64(p: Path) -> str:
-        return base64.b64encode(p.read_bytes()).decode()
-
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "local", "cluster": {"server": server, "certificate-authority-data": b64(keys.ca_crt)}}],
-        "users": [
-            {
-                "name": "admin",
-                "user": {"client-certificate-data": b64(keys.admin_crt), "client-key-data": b64(keys.admin_key)},
-            }
-        ],
-        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
-        "current-context": "local",
-    }
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    path.chmod(0o600)
-
-
-class _Api:
-    """A minimal HTTPS client for bootstrapping (avoids importing the kubernetes client at startup)."""
-
-    def __init__(self, server: str, keys: pki.Pki) -> None:
-        self.server = server
-        self.context = ssl.create_default_context(cafile=str(keys.ca_crt))
-        self.context.load_cert_chain(str(keys.admin_crt), str(keys.admin_key))
-
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.server + path, data=data, method=method)  # noqa: S310 - https only
-        req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, context=self.context, timeout=5) as resp:  # noqa: S310
-                raw = resp.read()
-                return resp.status, (json.loads(raw) if raw[:1] in (b"{", b"[") else raw.decode())
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode(errors="replace")
-
-
 def _wait(what: str, check: Any, *, timeout: float, logs: Path, procs: dict[str, subprocess.Popen[bytes]]) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -198,7 +160,7 @@ def up(directory: Path | None = None, *, build_if_missing: bool = True, timeout:
     }
     server = f"https://127.0.0.1:{ports['apiserver']}"
     kubeconfig = directory / "kubeconfig"
-    _write_kubeconfig(kubeconfig, server, keys)
+    write_kubeconfig(kubeconfig, server, keys)
     etcd_url = f"http://127.0.0.1:{ports['etcd']}"
     peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
 
@@ -298,13 +260,13 @@ def up(directory: Path | None = None, *, build_if_missing: bool = True, timeout:
         launch("etcd")
         _wait("etcd health", lambda: _http_ok(f"{etcd_url}/health"), timeout=timeout, logs=logs, procs=procs)
         launch("kube-apiserver")
-        api = _Api(server, keys)
+        api = Api(server, keys)
         _wait("kube-apiserver /readyz", lambda: api.request("GET", "/readyz")[0] == 200,
               timeout=timeout, logs=logs, procs=procs)
         for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
             launch(name)
-        _create_fake_node(api)
-        _wait(f"node {FAKE_NODE} Ready", lambda: _node_ready(api), timeout=timeout, logs=logs, procs=procs)
+        create_fake_node(api)
+        _wait(f"node {FAKE_NODE} Ready", lambda: node_ready(api), timeout=timeout, logs=logs, procs=procs)
         _wait("the default service account", lambda: api.request(
             "GET", "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
             timeout=timeout, logs=logs, procs=procs)
@@ -321,40 +283,6 @@ def _http_ok(url: str) -> bool:
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError):
         return False
-
-
-def _create_fake_node(api: _Api) -> None:
-    node = {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": FAKE_NODE,
-            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            "labels": {
-                "type": "kwok",
-                "kubernetes.io/hostname": FAKE_NODE,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                "kubernetes.io/role": "agent",
-            },
-        },
-        "spec": {},
-        "status": {
-            "allocatable": {"cpu": "1000", "memory": "4Ti", "pods": "110000"},
-            "capacity": {"cpu": "1000", "memory": "4Ti", "pods": "110000"},
-        },
-    }
-    code, body = api.request("POST", "/api/v1/nodes", node)
-    if code not in (201, 409):
-        raise LocalClusterError(f"cannot create the fake node: HTTP {code}: {body}")
-
-
-def _node_ready(api: _Api) -> bool:
-    code, body = api.request("GET", f"/api/v1/nodes/{FAKE_NODE}")
-    if code != 200 or not isinstance(body, dict):
-        return False
-    conditions = body.get("status", {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def down(directory: Path | None = None, *, grace: float = 10.0) -> list[str]:

@@ -28,15 +28,20 @@ class OutboxQueries(SqlDialect):
             )
         log.info("notify.sink_registered", sink=sink, after_event=int(last))
 
-    def pending_events(self, sink: str, *, now: datetime, limit: int = 100) -> list[OutboxEvent]:
-        sql = """SELECT o.id, o.key, o.attempt_id, o.payload, o.created_at,
+    def pending_events(self, sink: str, *, now: datetime, limit: int = 100,
+                       backfill_from: datetime | None = None) -> list[OutboxEvent]:
+        # A sink gets the events from its registration on; a backfill reaches back to events created since
+        # ``backfill_from`` instead. Either way an event it already received (or gave up) is not sent again.
+        floor = "o.id > s.first_outbox_id" if backfill_from is None else "o.created_at >= ?"
+        sql = f"""SELECT o.id, o.key, o.attempt_id, o.payload, o.created_at,
                    (SELECT count(*) FROM deliveries d WHERE d.outbox_id = o.id AND d.sink = ?)
                FROM outbox o JOIN sinks s ON s.name = ?
-               WHERE o.id > s.first_outbox_id
+               WHERE {floor}
                  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.outbox_id = o.id AND d.sink = ?
                                  AND (d.next_attempt_at IS NULL OR d.next_attempt_at > ?))
-               ORDER BY o.id LIMIT ?"""
-        rows = self._fetchall(sql, (sink, sink, sink, self._enc_time(now), limit))
+               ORDER BY o.id LIMIT ?"""  # noqa: S608 - floor is one of two constant clauses
+        floor_params = () if backfill_from is None else (self._enc_time(backfill_from),)
+        rows = self._fetchall(sql, (sink, sink, *floor_params, sink, self._enc_time(now), limit))
         events = []
         for id_, key, attempt_id, payload, created_at, made in rows:
             created = self._dec_time(created_at)

@@ -2,7 +2,8 @@
 
 Both backends keep the same append-only schema: ``attempts`` (written before an apply), ``outcomes``
 (one per attempt, appended after it), ``outbox`` (one notification event per outcome, written
-in the same transaction), ``sinks`` and ``deliveries`` (notification delivery attempts).
+in the same transaction), ``sinks`` and ``deliveries`` (notification delivery attempts), and
+``attempt_events`` (what happened between an attempt's apply and its verdict).
 Nothing is ever updated or deleted; the database refuses it with triggers. The schema is
 versioned in ``schema_version`` and migrated forward when a store is opened.
 """
@@ -56,6 +57,9 @@ _INDEXES = (
     "CREATE INDEX deliveries_sink_outbox ON deliveries (sink, outbox_id)",
 )
 _APPEND_ONLY_TABLES = ("attempts", "outcomes", "outbox", "sinks", "deliveries")
+_EVENTS_TABLE = """CREATE TABLE attempt_events (
+    attempt_id {id_type} NOT NULL REFERENCES attempts (id), seq INTEGER NOT NULL,
+    at {time_type} NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL, PRIMARY KEY (attempt_id, seq))"""
 # Every key a REPLACE could collide on (its conflict resolution deletes the old row without
 # firing DELETE triggers): the rowid and each UNIQUE constraint of the table.
 _REPLACE_KEYS = {
@@ -150,6 +154,27 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         5,
+        "attempt_events: what happened between an attempt's apply and its verdict (rollout events); append-only",
+        sqlite=(
+            _EVENTS_TABLE.format(id_type="INTEGER", time_type="TEXT"),
+            *(
+                f"""CREATE TRIGGER attempt_events_append_only_{op.lower()} BEFORE {op} ON attempt_events
+                BEGIN SELECT RAISE(ABORT, 'the audit store is append-only'); END"""
+                for op in ("UPDATE", "DELETE")
+            ),
+            """CREATE TRIGGER attempt_events_append_only_replace BEFORE INSERT ON attempt_events
+            WHEN EXISTS (SELECT 1 FROM attempt_events WHERE rowid = NEW.rowid
+                         OR (attempt_id = NEW.attempt_id AND seq = NEW.seq))
+            BEGIN SELECT RAISE(ABORT, 'the audit store is append-only: that row exists'); END""",
+        ),
+        postgres=(
+            _EVENTS_TABLE.format(id_type="BIGINT", time_type="TIMESTAMPTZ"),
+            """CREATE TRIGGER attempt_events_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON attempt_events
+            FOR EACH STATEMENT EXECUTE FUNCTION deployctl_append_only()""",
+        ),
+    ),
+    Migration(
+        6,
         "verifications: a deploy's verification against its metrics, its own append-only result tied to the attempt",
         sqlite=(
             """CREATE TABLE verifications (

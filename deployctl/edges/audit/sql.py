@@ -15,9 +15,11 @@ from deployctl.edges.audit.outbox import OutboxQueries
 from deployctl.edges.audit.schema import ATTEMPT_COLUMNS
 from deployctl.errors import InvalidInputError
 from deployctl.model.audit import (
+    MAX_EVENTS_PER_ATTEMPT,
     STARTED,
     Actor,
     Attempt,
+    AttemptEvent,
     AuditError,
     AuditRecord,
     Finish,
@@ -26,6 +28,7 @@ from deployctl.model.audit import (
 )
 from deployctl.model.verification import CheckOutcome, Verification
 from deployctl.model.vocabulary import Result
+from deployctl.rules.cdevents import deploy_event_id
 
 log = structlog.get_logger(__name__)
 
@@ -202,8 +205,9 @@ class SqlStore(OutboxQueries):
             (record.id, result, error, digest, self._enc_time(finished), self._enc_time(datetime.now(UTC))),
         )
         done = _with_outcome(record, result=result, error=error, digest=digest, finished=finished)
-        key = uuid.uuid4().hex
-        payload = {"event": "deploy.finished", "idempotency_key": key, **record_to_event(done)}
+        event = record_to_event(done)
+        key = deploy_event_id(event)  # one outcome per attempt: unique, and the id every sink and export carries
+        payload = {"event": "deploy.finished", "idempotency_key": key, **event}
         cur.execute(
             self._sql("INSERT INTO outbox (key, attempt_id, payload, created_at) VALUES (?, ?, ?, ?)"),
             (key, record.id, json.dumps(payload, sort_keys=True), self._enc_time(finished)),
@@ -273,7 +277,45 @@ class SqlStore(OutboxQueries):
                 finished_at=end, trigger=trigger, id=int(id_)))
         return out
 
+    # -- rollout events --------------------------------------------------------------------------
+    def add_events(self, events: Sequence[AttemptEvent]) -> None:
+        if not events:
+            return
+        with self._write() as cur:
+            counts: dict[int, int] = {}
+            for attempt_id in dict.fromkeys(e.attempt_id for e in events):
+                row = cur.execute(self._sql("SELECT count(*) FROM attempt_events WHERE attempt_id = ?"),
+                                  (attempt_id,)).fetchone()
+                counts[attempt_id] = int(row[0])
+            dropped: dict[int, int] = {}
+            for e in events:
+                if counts[e.attempt_id] >= MAX_EVENTS_PER_ATTEMPT:  # the bound holds whoever writes
+                    dropped[e.attempt_id] = dropped.get(e.attempt_id, 0) + 1
+                    continue
+                counts[e.attempt_id] += 1
+                cur.execute(
+                    self._sql("INSERT INTO attempt_events (attempt_id, seq, at, kind, detail) VALUES (?, ?, ?, ?, ?)"),
+                    (e.attempt_id, e.seq, self._enc_time(e.at), str(e.kind), e.detail[:2000]),
+                )
+        if dropped:
+            log.warning("audit.events_dropped", dropped=dropped, limit=MAX_EVENTS_PER_ATTEMPT)
+
+    def events_of(self, attempt_id: int) -> list[AttemptEvent]:
+        rows = self._fetchall(
+            "SELECT attempt_id, seq, at, kind, detail FROM attempt_events WHERE attempt_id = ? ORDER BY seq",
+            (attempt_id,),
+        )
+        events = []
+        for attempt, seq, at, kind, detail in rows:
+            when = self._dec_time(at)
+            assert when is not None
+            events.append(AttemptEvent(attempt_id=int(attempt), seq=int(seq), at=when, kind=kind, detail=detail))
+        return events
+
     # -- reading ---------------------------------------------------------------------------------
+    def get(self, attempt_id: int) -> AuditRecord | None:
+        rows = self._fetchall(self._select_records("a.id = ?"), (int(attempt_id),))
+        return self._decode(rows[0]) if rows else None
     @staticmethod
     def _select_records(where: str) -> str:
         return _SELECT_RECORDS + " WHERE " + where

@@ -3,7 +3,7 @@
 Delivery is at-least-once through the audit outbox: an event is recorded as delivered only
 after every in-sync replica acknowledged it (``acks=all``); the producer is idempotent, so the
 client's own retries never duplicate a message, and a repeat after a crash between the
-acknowledgement and the outbox write carries the same CloudEvents ``id`` (the outbox key) for
+acknowledgement and the outbox write carries the same CloudEvents ``id`` (derived from the attempt) for
 consumers to drop. The key keeps one app's events in one partition, in order.
 
 Configured in the controller's settings file (secrets are read from the environment)::

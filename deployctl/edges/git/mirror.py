@@ -5,6 +5,8 @@ $DEPLOYCTL_GIT_TOKEN when set) or an ssh URL (``ssh://`` or ``git@host:path``, w
 $DEPLOYCTL_GIT_SSH_KEY, a file path or the key itself, and an optional passphrase in
 $DEPLOYCTL_GIT_SSH_PASSPHRASE). A credential goes only to the host of the source URL: when a redirect
 leads elsewhere and that host asks for credentials (or presents its TLS certificate), the fetch fails.
+Plain ``http://`` is refused except on loopback: libgit2 follows the first redirect of a fetch whatever its
+``follow_redirects`` option says, and only a TLS certificate check stops it at another host.
 Each fetch has a total deadline ($DEPLOYCTL_GIT_FETCH_TIMEOUT seconds, default 120); a fetch still
 running then is abandoned (at most one per mirror). Only the watched branch is fetched, forced, into
 ``refs/heads/<branch>`` of the mirror, so readers (:func:`deployctl.edges.git.repo.read_desired_state`)
@@ -27,6 +29,7 @@ import pygit2
 import structlog
 
 from deployctl import settings
+from deployctl.edges.http import is_loopback
 from deployctl.errors import DeployctlError, InvalidInputError
 from deployctl.redact import redact
 
@@ -192,6 +195,11 @@ class Mirror:
         self, repo: str, path: str | Path, *, branch: str = "main", environ: Mapping[str, str] | None = None
     ) -> None:
         self.source = classify(repo)
+        if self.source.kind == "http" and not is_loopback(self.source.host):
+            raise InvalidInputError(
+                f"--repo {self.source.display}: plain http is refused except on loopback (a redirect on it "
+                "cannot be stopped, and a token would travel unencrypted); use https://"
+            )
         self.path = Path(path)
         self.branch = branch
         self.environ = os.environ if environ is None else environ

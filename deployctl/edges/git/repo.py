@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pygit2
 import structlog
 
+from deployctl import settings
 from deployctl.edges.git.tree import one_line, read_tree, read_worktree
 from deployctl.errors import InvalidInputError
 from deployctl.model.config import Config, show
@@ -69,13 +70,19 @@ def repo_root(repository: pygit2.Repository) -> Path:
 
 
 def read_desired_state(
-    repo: str | Path, *, ref: str = "HEAD", worktree: bool = False, limits: ReadLimits | None = None
+    repo: str | Path,
+    *,
+    ref: str = "HEAD",
+    worktree: bool = False,
+    limits: ReadLimits | None = None,
+    source_roots: Sequence[Path] | None = None,
 ) -> DesiredState:
     """Read and validate the desired state at ``ref`` (or in the work tree).
 
     Raises RepoError when ``repo`` is not a git repo or ``ref`` does not resolve; everything
     wrong inside the repo is reported in ``DesiredState.problems``. No file over ``limits``
-    (default: :meth:`ReadLimits.from_env`) is read: its size comes from the object header.
+    (default: :meth:`ReadLimits.from_env`) is read: its size comes from the object header. App
+    ``source`` repos are opened only inside ``source_roots`` (default: :func:`source_roots`).
     """
     limits = limits or ReadLimits.from_env()
     repository = open_repository(repo)
@@ -92,7 +99,8 @@ def read_desired_state(
         config, entries, tree_problems = read_tree(repository, commit.tree, limits)
         state = build_desired_state(config, entries, ref=ref, commit=str(commit.id), limits=limits)
         state = drop_targets(state, tree_problems)
-    state = check_sources(state, repo_root(repository))
+    root = repo_root(repository)
+    state = check_sources(state, root, source_roots if source_roots is not None else default_source_roots(root))
     log.debug(
         "desired_state.read",
         ref=state.ref,
@@ -103,25 +111,79 @@ def read_desired_state(
     return state
 
 
-def _local_source(root: Path, source: str) -> Path | None:
+def default_source_roots(deploy_root: Path, environ: Mapping[str, str] | None = None) -> tuple[Path, ...]:
+    """The folders app ``source`` repos may be opened in, after symlinks: ``$DEPLOYCTL_SOURCE_ROOTS``
+    (separated by ``os.pathsep``), else the deploy repo's parent folder. A setting of the runner, never
+    repo content."""
+    value = settings.SOURCE_ROOTS.get(environ)
+    if value:
+        return tuple(Path(p).expanduser().resolve() for p in value.split(os.pathsep) if p.strip())
+    return (deploy_root.resolve().parent,)
+
+
+def _inside(path: Path, roots: Sequence[Path]) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+def _locate_source(root: Path, source: str, roots: Sequence[Path]) -> tuple[Path | None, bool]:
+    """(the resolved path of a ``source`` when it is a path inside a root and exists, whether it was
+    refused for resolving outside every root). Nothing is opened; a URL is neither."""
     if _REMOTE.match(source):
-        return None
-    path = (root / source).resolve()
-    return path if path.exists() else None
+        return None, False
+    try:
+        path = (root / source).resolve()
+    except (OSError, RuntimeError, ValueError):  # a symlink loop; a NUL the loader already reports
+        return None, True
+    if not _inside(path, roots):
+        return None, True
+    return (path if path.exists() else None), False
 
 
-def check_sources(state: DesiredState, root: Path) -> DesiredState:
-    """Check each target's SHA is a commit in its app's ``source`` repo, when that repo is on this disk."""
-    if state.config is None:
+def _roots_text(roots: Sequence[Path]) -> str:
+    return ", ".join(str(r) for r in roots) or "none"
+
+
+def check_sources(state: DesiredState, root: Path, roots: Sequence[Path]) -> DesiredState:
+    """Check each app's ``source`` path lies inside ``roots`` (after symlinks) and each target's SHA is a
+    commit in its app's ``source`` repo, when that repo is on this disk. A source outside every root is an
+    error on its line in deployctl.yaml, its targets are dropped, and it is never opened."""
+    config = state.config
+    if config is None:
         return state
     added: list[Problem] = []
+    located: dict[str, Path | None] = {}
+    refused: dict[str, int | None] = {}  # app -> line of its refused source
+    for name, app_config in sorted(config.apps.items()):
+        if not app_config.source:
+            continue
+        path, outside = _locate_source(root, app_config.source, roots)
+        located[name] = path
+        if outside:
+            line = config.lines.get(f"apps.{name}.source") or config.lines.get(f"apps.{name}")
+            refused[name] = line
+            added.append(Problem(
+                config.path, line,
+                f"apps.{name}.source {show(app_config.source)} is outside the folders app repos may be read from "
+                f"({_roots_text(roots)}); it was not opened. Move the app repo into one of them, or have the "
+                "runner's operator add its folder to DEPLOYCTL_SOURCE_ROOTS",
+                ERROR, app=name,
+            ))
+            log.warning("source.refused", app=name, source=app_config.source, roots=[str(r) for r in roots])
     opened: dict[str, pygit2.Repository | None] = {}
     for target in state.targets:
-        app = state.config.apps.get(target.app)
+        app = config.apps.get(target.app)
         if app is None or not app.source:
             continue
-        if app.source not in opened:
-            path = _local_source(root, app.source)
+        if target.app in refused:
+            where = config.path if refused[target.app] is None else f"{config.path}:{refused[target.app]}"
+            added.append(Problem(
+                target.path, target.line,
+                f"not deployable: apps.{target.app}.source is outside the allowed folders ({where})",
+                ERROR, env=target.env, app=target.app,
+            ))
+            continue
+        if target.app not in opened:
+            path = located.get(target.app)
             source_repo = None
             if path is not None:
                 try:
@@ -129,8 +191,8 @@ def check_sources(state: DesiredState, root: Path) -> DesiredState:
                 except (pygit2.GitError, KeyError, ValueError):
                     added.append(
                         Problem(
-                            state.config.path,
-                            state.config.lines.get(f"apps.{target.app}"),
+                            config.path,
+                            config.lines.get(f"apps.{target.app}"),
                             f"apps.{target.app}.source {show(app.source)} is not a git repo; "
                             "SHAs were not checked against it",
                             WARNING,
@@ -138,8 +200,8 @@ def check_sources(state: DesiredState, root: Path) -> DesiredState:
                     )
             else:
                 log.debug("source.unavailable", app=target.app, source=app.source)
-            opened[app.source] = source_repo
-        source_repo = opened[app.source]
+            opened[target.app] = source_repo
+        source_repo = opened[target.app]
         if source_repo is None:
             continue
         message = _commit_problem(source_repo, target.sha, app.source)
@@ -173,17 +235,20 @@ def _commit_problem(source_repo: pygit2.Repository, sha: str, source: str) -> st
 # --- the review workflow: file history, commit ranges, approvals, promote writes -----------------
 
 
-def source_repo_path(root: Path, source: str) -> Path | None:
-    """The local path of an app's ``source`` repo (relative to the deploy repo); None if remote or absent."""
-    return _local_source(root, source)
+def source_repo_path(root: Path, source: str, roots: Sequence[Path] | None = None) -> Path | None:
+    """The local path of an app's ``source`` repo (relative to the deploy repo root ``root``); None if it
+    is a URL, absent, or outside ``roots`` (default: :func:`default_source_roots`)."""
+    return _locate_source(root, source, default_source_roots(root) if roots is None else roots)[0]
 
 
-def local_sources(repo: str | Path, config: Config | None) -> dict[str, Path]:
-    """app -> its ``source`` repo on this disk, for the apps that have one."""
+def local_sources(
+    repo: str | Path, config: Config | None, roots: Sequence[Path] | None = None
+) -> dict[str, Path]:
+    """app -> its ``source`` repo on this disk, for the apps that have one inside ``roots``."""
     if config is None:
         return {}
     root = repo_root(open_repository(repo))
-    found = {name: source_repo_path(root, app.source) for name, app in config.apps.items() if app.source}
+    found = {name: source_repo_path(root, app.source, roots) for name, app in config.apps.items() if app.source}
     return {name: path for name, path in found.items() if path is not None}
 
 

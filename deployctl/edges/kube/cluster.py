@@ -16,26 +16,16 @@ from typing import Any
 
 import structlog
 
+from deployctl.edges.kube.informer import Informer
+from deployctl.edges.kube.resources import PLURAL as _PLURAL
+from deployctl.edges.kube.resources import RESOURCES, collection_path
 from deployctl.edges.kube.transport import ClusterError, Transport, load_endpoint
 from deployctl.model.workload import APP_LABEL, KINDS, Workload
 
 log = structlog.get_logger(__name__)
 
 FIELD_MANAGER = "deployctl"
-RESOURCES = {  # kind -> (API group path, plural)
-    "Deployment": ("/apis/apps/v1", "deployments"),
-    "StatefulSet": ("/apis/apps/v1", "statefulsets"),
-    "DaemonSet": ("/apis/apps/v1", "daemonsets"),
-    "CronJob": ("/apis/batch/v1", "cronjobs"),
-}
-_PLURAL = {kind: plural for kind, (_, plural) in RESOURCES.items()}
-
 __all__ = ["FIELD_MANAGER", "RESOURCES", "Cluster", "ClusterError", "PodProblem", "collection_path"]
-
-
-def collection_path(kind: str, namespace: str) -> str:
-    group, plural = RESOURCES[kind]
-    return f"{group}/namespaces/{namespace}/{plural}"
 
 
 @dataclass(frozen=True)
@@ -92,6 +82,22 @@ class Cluster:
                             query={"labelSelector": app_selector})
         items = [Workload.from_object(item, kind) for item in body.get("items", [])]
         return items, str((body.get("metadata") or {}).get("resourceVersion") or "")
+
+    def observe_kind(self, namespace: str, kind: str) -> tuple[list[Workload], str]:
+        """The labelled workloads of one kind, through the cache when one is set (then without a
+        resourceVersion: a watch starts with a LIST of its own), else from a LIST with its resourceVersion."""
+        if self.reader is not None:
+            return self.list_kind(namespace, kind), ""
+        return self.list_kind_at(namespace, kind)
+
+    def watch(self, namespace: str, kind: str, *, on_change: Callable[[Workload], None],
+              items: list[Workload] | None = None, resource_version: str = "") -> Informer:
+        """A started :class:`Informer` of one namespace and kind (from ``items`` at ``resource_version``
+        when given: no LIST of its own)."""
+        informer = Informer(self, namespace, kind, on_change=on_change)
+        if items is not None and resource_version:
+            return informer.start(items=items, resource_version=resource_version)
+        return informer.start()
 
     def get_workload(self, kind: str, namespace: str, name: str) -> Workload:
         body = self.request("GET", f"{collection_path(kind, namespace)}/{name}", what=f"get {kind} {namespace}/{name}")

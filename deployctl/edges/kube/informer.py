@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
-from deployctl.edges.kube.cluster import RESOURCES, Cluster, collection_path
-from deployctl.edges.kube.transport import ClusterError
+from deployctl.edges.kube.resources import RESOURCES, collection_path
+from deployctl.edges.kube.transport import ClusterError, Transport
 from deployctl.errors import DeployctlError
 from deployctl.model.workload import APP_LABEL, Workload
 
@@ -25,11 +25,20 @@ log = structlog.get_logger(__name__)
 WATCH_SECONDS = 300  # the server ends each watch after this; it is resumed without a LIST
 
 
+class Source(Protocol):
+    """What an informer needs from a cluster: its LIST and its transport (for the watch stream)."""
+
+    transport: Transport
+
+    def list_kind_at(self, namespace: str, kind: str, *, app_selector: str = APP_LABEL) -> tuple[list[Workload], str]:
+        ...
+
+
 class Informer:
     """List + watch of one (namespace, kind). Start with :meth:`start` (does the first LIST, so the
     cache is complete when it returns), read with :meth:`items`, end with :meth:`stop`."""
 
-    def __init__(self, cluster: Cluster, namespace: str, kind: str, *, selector: str = APP_LABEL,
+    def __init__(self, cluster: Source, namespace: str, kind: str, *, selector: str = APP_LABEL,
                  on_change: Callable[[Workload], None] | None = None, watch_seconds: int = WATCH_SECONDS) -> None:
         if kind not in RESOURCES:
             raise ValueError(f"cannot watch kind {kind!r}")

@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 
-from deployctl.edges.kube.cluster import Cluster
+from deployctl.edges.kube.cluster import Cluster, ClusterError
 from deployctl.errors import DeployctlError, InvalidInputError
 
 log = structlog.get_logger(__name__)
@@ -349,3 +349,28 @@ class EnvironmentLock:
         if self._thread is not None:
             self._thread.join(timeout=self.config.retry_period * 3)
         self.elector.release()
+
+
+class LeaseLocks:
+    """The environment locks of a run: one :class:`EnvironmentLock` per environment namespace, taken through
+    the cluster of the environment's context (``clusters``)."""
+
+    def __init__(self, clusters: Callable[[str | None], Cluster]) -> None:
+        self.clusters = clusters
+
+    def take(self, context: str | None, namespace: str, *, identity: str, lease: float, timeout: float,
+             on_wait: Callable[[LockHolder], None], between: Callable[[], object]) -> EnvironmentLock | None:
+        """Take the lock (None when ``namespace`` does not exist: there is nothing to write there). While
+        waiting, ``between`` runs before each try and may raise to give up (the controller stopping)."""
+        lock = EnvironmentLock(self.clusters(context), namespace=namespace, identity=identity, lease_duration=lease)
+        try:
+            lock.acquire(timeout=timeout, on_wait=on_wait, between=between)
+        except ClusterError as exc:
+            if exc.status == 404:
+                return None
+            if exc.status == 403:
+                raise ClusterError(f"{exc}; the environment lock needs create on leases and get/update on the Lease "
+                                   f"deployctl-lock in namespace {namespace} (deploy/rbac-managed-namespace.yaml)",
+                                   status=403) from exc
+            raise
+        return lock

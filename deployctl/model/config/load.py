@@ -161,7 +161,7 @@ def _apps(
             reader.error(key_node, f"app name {show(name)} {why} (it must be a Kubernetes DNS-1123 label)")
             invalid.add(name)
             continue
-        app = _app(reader, name, node, check_envs)
+        app = _app(reader, name, node, lines, check_envs)
         if app is None or len(reader.problems) > before:
             invalid.add(name)
             continue
@@ -198,7 +198,7 @@ def _apps(
 
 
 def _app(
-    reader: Reader, name: str, node: Any, check_envs: dict[tuple[str, str], list[Any]]
+    reader: Reader, name: str, node: Any, lines: dict[str, int], check_envs: dict[tuple[str, str], list[Any]]
 ) -> tuple[AppConfig, list[tuple[str, Any]]] | None:
     kp = f"apps.{name}"
     who: Who = {"app": name}
@@ -251,6 +251,11 @@ def _app(
     source = None
     if "source" in fields:
         source = reader.string(fields["source"][1], f"{kp}.source", **who)
+        lines[f"{kp}.source"] = node_line(fields["source"][1]) or 0
+        if source is not None and any(c < " " or c == "\x7f" for c in source):
+            # a NUL (or any control character) is in no path or URL; the OS would refuse it later
+            reader.error(fields["source"][1], f"{kp}.source {show(source)} contains a control character; "
+                         "write a path or a URL", **who)
     deps: list[tuple[str, Any]] = []
     if "depends_on" in fields:
         deps = reader.string_list(fields["depends_on"][1], f"{kp}.depends_on", **who) or []

@@ -1,0 +1,109 @@
+"""The ports of a reconcile run: what it needs from the clusters and the environment locks.
+
+:class:`~deployctl.reconcile.observe.ClusterPool` (Kubernetes) implements them for real; an in-memory
+fake (``tests/fakes.py``) implements them for unit tests of the reconciler. A wrapper implements every
+member, so nobody has to probe a collaborator for an optional one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from deployctl.edges.kube.cluster import PodProblem
+from deployctl.edges.kube.lease import LockHolder
+from deployctl.model.workload import Workload
+
+
+class Watch(Protocol):
+    """A running watch of one namespace and kind: the workloads as last seen."""
+
+    def items(self) -> dict[str, Workload]: ...
+
+    def stop(self) -> None: ...
+
+
+class Workloads(Protocol):
+    """One cluster as reconcile sees it: list the labelled workloads, apply an image, watch rollouts."""
+
+    @property
+    def server(self) -> str: ...
+
+    @property
+    def requests(self) -> Mapping[str, int]: ...
+
+    def list_kind(self, namespace: str, kind: str) -> list[Workload]:
+        """The labelled workloads of one kind in ``namespace``."""
+        ...
+
+    def observe_kind(self, namespace: str, kind: str) -> tuple[list[Workload], str]:
+        """:meth:`list_kind` and the resourceVersion a watch may start from ("" when a cache answered)."""
+        ...
+
+    def apply_image(self, workload: Workload, *, container: str, image: str,
+                    annotations: Mapping[str, str]) -> Workload:
+        """Set one container's image and deployctl's annotations in one atomic write; the workload after it."""
+        ...
+
+    def pod_problems(self, workload: Workload, *, limit: int = 3) -> list[PodProblem]:
+        """Why some pods of a failing workload are not ready."""
+        ...
+
+    def watch(self, namespace: str, kind: str, *, on_change: Callable[[Workload], None],
+              items: list[Workload] | None = None, resource_version: str = "") -> Watch:
+        """Start watching (from ``items`` at ``resource_version`` when given, else after a LIST of its own)."""
+        ...
+
+
+class Clusters(Protocol):
+    """The clusters of a run, one per environment ``context:`` (None: the current context)."""
+
+    def __call__(self, context: str | None) -> Workloads: ...
+
+    def context_name(self, context: str | None) -> str | None:
+        """The kubeconfig context an environment's ``context:`` resolves to (None: in-cluster)."""
+        ...
+
+    def requests(self) -> dict[str, int]:
+        """Requests sent so far over every cluster, by HTTP verb."""
+        ...
+
+
+class Lock(Protocol):
+    """An environment's lock, once taken."""
+
+    def held(self) -> bool:
+        """True while the lock is ours and renewed in time."""
+        ...
+
+    def release(self) -> None: ...
+
+
+class Locks(Protocol):
+    """One writer per environment."""
+
+    def take(self, context: str | None, namespace: str, *, identity: str, lease: float, timeout: float,
+             on_wait: Callable[[LockHolder], None], between: Callable[[], object]) -> Lock | None:
+        """Take the lock of the environment at ``context``/``namespace``, waiting at most ``timeout`` seconds
+        for another holder (``on_wait`` hears of each holder, ``between`` runs before each new try and may
+        raise to give up); None when the namespace does not exist (there is nothing to write there)."""
+        ...
+
+
+class GatedClusters:
+    """The clusters of a run that may have to stop: ``check`` runs before each cluster is handed out and
+    raises once acting must stop (the controller lost its lease, an environment lock was not renewed)."""
+
+    def __init__(self, clusters: Clusters, check: Callable[[], None]) -> None:
+        self.clusters = clusters
+        self.check = check
+
+    def __call__(self, context: str | None) -> Workloads:
+        self.check()
+        return self.clusters(context)
+
+    def context_name(self, context: str | None) -> str | None:
+        return self.clusters.context_name(context)
+
+    def requests(self) -> dict[str, int]:
+        return self.clusters.requests()

@@ -1,0 +1,140 @@
+"""The reconciler's decisions, driven through its ports with an in-memory cluster (tests/fakes.py):
+dependency order, a rollout timeout, a refusal, the audit store failing mid-run, a lost lock mid-run."""
+
+from __future__ import annotations
+
+from deployctl.app.run import Run, run_once
+from deployctl.reconcile.options import ReconcileOptions, Timing
+from deployctl.reconcile.outcome import Outcome, ReconcileResult
+from deployctl.reconcile.reconciler import Prepared, Reconciler
+from tests.fakes import (
+    IMAGE,
+    FakeAudit,
+    FakeCluster,
+    FakeClusters,
+    FakeLocks,
+    deployment,
+    desired_state,
+    sha,
+)
+
+FAST = ReconcileOptions(timing=Timing(timeout=30, poll_interval=0.02))
+
+
+def cluster_of(*apps: str, env: str = "staging") -> FakeCluster:
+    """Every app of ``apps`` running commit 1."""
+    return FakeCluster(*(deployment(a, f"{IMAGE}/{a}:{sha(1)}", namespace=f"ns-{env}") for a in apps))
+
+
+def results(result: ReconcileResult) -> dict[str, str]:
+    return {o.app: str(o.result) for o in result.outcomes}
+
+
+def outcome(result: ReconcileResult, app: str) -> Outcome:
+    (found,) = [o for o in result.outcomes if o.app == app]
+    return found
+
+
+def test_dependents_are_applied_only_after_their_dependencies_rolled_out():
+    desired = desired_state({"db": (), "api": ("db",), "web": ("api",), "docs": ()})
+    cluster = cluster_of("db", "api", "web", "docs")
+    result = Reconciler(desired, FakeClusters(cluster), FAST).run()
+    assert results(result) == {"db": "succeeded", "api": "succeeded", "web": "succeeded", "docs": "succeeded"}
+    order = cluster.applied
+    assert order.index("db") < order.index("api") < order.index("web")
+    assert cluster.objects[("ns-staging", "Deployment", "web")].images["web"] == f"{IMAGE}/web:{sha(2)}"
+    assert result.exit_code == 0
+
+
+def test_a_failed_rollout_blocks_its_dependents_which_are_not_applied():
+    desired = desired_state({"api": (), "web": ("api",)})
+    cluster = cluster_of("api", "web")
+    cluster.rollout["api"] = "failed"
+    audit = FakeAudit()
+    result = Reconciler(desired, FakeClusters(cluster), FAST, audit=audit).run()
+    assert results(result) == {"api": "failed", "web": "blocked"}
+    assert "ProgressDeadlineExceeded" in outcome(result, "api").message
+    assert "CrashLoopBackOff" in outcome(result, "api").message  # what the pods say
+    assert "dependency api failed" in outcome(result, "web").message
+    assert cluster.applied == ["api"]
+    assert audit.result_of("api") == "failed" and audit.result_of("web") == "blocked"
+    assert result.exit_code == 1
+
+
+def test_a_rollout_that_never_completes_times_out_and_is_recorded_as_failed():
+    desired = desired_state({"api": ()})
+    cluster = cluster_of("api")
+    cluster.rollout["api"] = "stuck"
+    audit = FakeAudit()
+    result = Reconciler(desired, FakeClusters(cluster), ReconcileOptions(timing=Timing(timeout=0.3, poll_interval=0.02)),
+                        audit=audit).run()
+    found = outcome(result, "api")
+    assert str(found.result) == "failed" and found.message.startswith("timed out after 0s: ")
+    assert audit.result_of("api") == "failed"
+    assert result.exit_code == 1
+
+
+def test_a_refused_app_is_not_applied_its_refusal_is_recorded_and_its_dependents_blocked():
+    desired = desired_state({"api": (), "web": ("api",), "docs": ()})
+    cluster = cluster_of("api", "web", "docs")
+    audit = FakeAudit()
+    reason = "approval required: environments/staging/api.deploy: no reviewed merge commit"
+    result = Reconciler(desired, FakeClusters(cluster), FAST, audit=audit,
+                        prepared=Prepared(refusals={("staging", "api"): reason})).run()
+    assert results(result) == {"api": "refused", "web": "blocked", "docs": "succeeded"}
+    assert outcome(result, "api").message == reason
+    assert cluster.applied == ["docs"]
+    assert audit.result_of("api") == "refused"
+
+
+def test_when_the_audit_store_fails_mid_run_nothing_more_is_applied_unrecorded():
+    desired = desired_state({"api": (), "web": ("api",)})
+    cluster = cluster_of("api", "web")
+    audit = FakeAudit(fail_after=2)  # api's attempt and its outcome are written; then the store fails
+    result = Reconciler(desired, FakeClusters(cluster), FAST, audit=audit).run()
+    assert results(result) == {"api": "succeeded", "web": "failed"}
+    assert outcome(result, "web").message.startswith(
+        "not applied: the attempt could not be recorded: audit store: database is locked")
+    assert cluster.applied == ["api"]  # web was never applied without its record
+
+
+def test_an_outcome_whose_record_cannot_be_written_says_so():
+    desired = desired_state({"api": ()})
+    cluster = cluster_of("api")
+    audit = FakeAudit(fail_after=1)  # the attempt is written, its outcome is not
+    result = Reconciler(desired, FakeClusters(cluster), FAST, audit=audit).run()
+    found = outcome(result, "api")
+    assert str(found.result) == "succeeded"
+    assert "(audit record not written: audit store: database is locked)" in found.message
+    assert cluster.applied == ["api"]
+
+
+def test_a_lock_lost_mid_run_stops_acting_in_that_environment():
+    desired = desired_state({"api": (), "web": ("api",)})
+    cluster = cluster_of("api", "web")
+    locks = FakeLocks()
+
+    def lose_the_lock(workload: object) -> None:
+        locks.taken[0].lost = True  # the renewals failed while api rolled out
+
+    cluster.after_apply = lose_the_lock
+    result = run_once(desired, Run(clusters=FakeClusters(cluster), locks=locks, options=FAST, repo_path="."))
+    assert cluster.applied == ["api"]  # web is not applied once the lock is gone
+    (env,) = result.environments
+    assert (env.env, str(env.status)) == ("staging", "failed")
+    assert "the lock of environment staging could not be renewed in time" in env.message
+    assert locks.taken[0].released
+    assert result.exit_code != 0
+
+
+def test_run_once_takes_each_environments_lock_and_releases_it():
+    desired = desired_state({"api": ()})
+    cluster = cluster_of("api")
+    locks = FakeLocks()
+    audit = FakeAudit()
+    result = run_once(desired, Run(clusters=FakeClusters(cluster), locks=locks, options=FAST, repo_path=".",
+                                   audit=audit))
+    assert results(result) == {"api": "succeeded"}
+    assert [(lock.namespace, lock.released) for lock in locks.taken] == [("ns-staging", True)]
+    assert audit.result_of("api") == "succeeded"
+    assert result.requests["PATCH"] == 1
