@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any, TypeVar
@@ -26,6 +26,7 @@ from deployctl.model.audit import (
     record_with_events,
 )
 from deployctl.model.printable import printable
+from deployctl.model.verification import Verification
 from deployctl.settings import AUDIT
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -108,13 +109,14 @@ HISTORY_HEADERS = ("STARTED (UTC)", "ENV", "APP", "RESULT", "SHA", "FROM", "AUTH
                    "BY", "RELEASE", "CHANGE")  # fmt: skip
 
 
-def history_row(record: AuditRecord) -> list[str]:
+def history_row(record: AuditRecord, verified: Mapping[int, Verification] | None = None) -> list[str]:
     a = record.attempt
+    verification = (verified or {}).get(record.id)
     return [
         a.started_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
         a.env,
         a.app,
-        record.result,
+        record.result + (f", {verification.result}" if verification else ""),
         _short(a.new_sha),
         _short(a.previous_sha),
         _name(a.file_author),
@@ -126,7 +128,7 @@ def history_row(record: AuditRecord) -> list[str]:
     ]
 
 
-def render_history_by_release(records: Sequence[AuditRecord]) -> str:
+def render_history_by_release(records: Sequence[AuditRecord], verified: Mapping[int, Verification]) -> str:
     """Attempts grouped under one heading per release (deploy commit), newest release first."""
     blocks = []
     for release, group in groupby(records, key=lambda r: r.release):
@@ -137,7 +139,7 @@ def render_history_by_release(records: Sequence[AuditRecord]) -> str:
             f"{_clip(first.file_commit_summary, 70)}"
         ).rstrip()
         blocks.append(
-            printable(heading) + "\n" + _indent(render_table(HISTORY_HEADERS, [history_row(r) for r in items]))
+            printable(heading) + "\n" + _indent(render_table(HISTORY_HEADERS, [history_row(r, verified) for r in items]))
         )
     return "\n\n".join(blocks)
 
@@ -194,18 +196,37 @@ def history(
     store = _read(audit_url)
     try:
         records = query(store, envs=envs, apps=apps, since=since, until=until, sha=sha, limit=limit or None)
+        verified = latest_verifications(store, records)
     finally:
         store.close()
-    if output.data([record_to_event(r) for r in records]):
+    if output.data([with_verification(record_to_event(r), verified.get(r.id)) for r in records]):
         return
     if output.format == "csv":
         output.write(render_csv(records).rstrip("\n"))
     elif not records:
         output.write("No deploy attempts match.")
     elif by_release:
-        output.write(render_history_by_release(records))
+        output.write(render_history_by_release(records, verified))
     else:
-        output.write(render_table(HISTORY_HEADERS, [history_row(r) for r in records]))
+        output.write(render_table(HISTORY_HEADERS, [history_row(r, verified) for r in records]))
+        for v in sorted(verified.values(), key=lambda v: v.attempt_id):
+            if not v.ok:
+                output.write(printable(f"attempt {v.attempt_id} ({v.env}/{v.app} {v.sha[:12]}): {v.result}: {v.reason}"))
+
+
+def latest_verifications(store: AuditStore, records: Sequence[AuditRecord]) -> dict[int, Verification]:
+    """The newest verification of each attempt that has one."""
+    out: dict[int, Verification] = {}
+    for v in store.verifications(attempt_ids=[r.id for r in records]):
+        out.setdefault(v.attempt_id, v)  # newest first
+    return out
+
+
+def with_verification(event: dict[str, Any], verification: Verification | None) -> dict[str, Any]:
+    """An exported attempt with its latest verification (result and reason), when it has one."""
+    if verification is None:
+        return event
+    return {**event, "verification": verification.result, "verification_reason": verification.reason}
 
 
 def _history_of_one(audit_url: str | None, attempt_id: int, output: Output) -> None:

@@ -172,6 +172,16 @@ def test_a_deploy_is_verified_or_fails_verification_and_production_takes_only_a_
         rollout = store.query(env="staging", app="web", sha=bad)[0]
         assert rollout.result == "succeeded" and rollout.id == failed.attempt_id  # its own record, tied to it
 
+        # history and status show it beside the rollout
+        shown = CliRunner().invoke(main, ["history", "--audit", audit, "--env", "staging"])
+        assert shown.exit_code == 0 and "succeeded, verification-failed" in shown.output
+        assert "succeeded, verified" in shown.output and "= 0.3, wanted result < 0.01" in shown.output
+        live = CliRunner().invoke(main, ["status", "--repo", str(repo.path), "--kubeconfig", cluster.kubeconfig,
+                                         "--env", "staging", "--audit", audit, "-o", "json"])
+        assert live.exit_code == 0, live.output
+        (row,) = json.loads(live.output)["apps"]
+        assert (row["live_sha"], row["verification"]) == (bad, "verification-failed")
+
         # roll-forward: a local commit deploying the last verified SHA, for review; nothing applied by itself
         head = repo.repo.head.peel()
         assert head.message.startswith(f"Roll back web in staging to {good[:12]}")
