@@ -259,36 +259,60 @@ def verify_latest(
 
 class BackgroundVerifier:
     """The controller's verifications: each succeeded rollout is verified on a worker thread, so the loop and
-    the other apps never wait for a window. Roll-forward has no work tree in the controller: it names the
-    SHA instead of committing."""
+    the other apps never wait for a window. The checks are read from the deploy repo at the run's commit.
+    Roll-forward has no work tree in the controller: it names the last verified SHA instead of committing."""
 
     def __init__(self, prometheus: Prometheus, store: AuditStore, clusters: Callable[[str | None], Cluster] | None,
-                 *, workers: int = 8) -> None:
+                 *, repo_path: str, workers: int = 8) -> None:
         self.prometheus = prometheus
         self.store = store
         self.clusters = clusters
+        self.repo_path = repo_path
         self.stop_event = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deployctl-verify")
         self._futures: list[Future[list[VerifyReport]]] = []
+        self._lock = threading.Lock()
 
-    def submit(self, result: ReconcileResult, desired: DesiredState, *, trigger: str) -> None:
-        if desired.config is None or not subjects(result, desired.config) or self.stop_event.is_set():
+    def submit(self, result: ReconcileResult, *, trigger: str = "watch") -> None:
+        """Verify the rollouts of ``result`` that succeeded (those with checks), in the background."""
+        if self.stop_event.is_set() or result.plan.deploy_commit is None or not any(
+            o.result in _VERIFIED_ROLLOUTS and o.audit_id is not None for o in result.outcomes
+        ):
             return
-        run = VerifyRun(self.prometheus, self.store, trigger=trigger, stop=self.stop_event)
-        future = self._pool.submit(verify_reconciled, result, desired, run, clusters=self.clusters, repo=None)
-        self._futures = [f for f in self._futures if not f.done()] + [future]
+        future = self._pool.submit(self._verify, result, trigger)
+        with self._lock:
+            self._futures = [f for f in self._futures if not f.done()] + [future]
+
+    def _verify(self, result: ReconcileResult, trigger: str) -> list[VerifyReport]:
+        from deployctl.edges.git.repo import read_desired_state
+
+        try:
+            desired = read_desired_state(self.repo_path, ref=result.plan.deploy_commit or "HEAD")
+            run = VerifyRun(self.prometheus, self.store, trigger=trigger, stop=self.stop_event)
+            reports = verify_reconciled(result, desired, run, clusters=self.clusters, repo=None)
+        except DeployctlError as exc:
+            log.error("verify.failed_to_run", commit=result.plan.deploy_commit, error=str(exc))
+            return []
+        for report in reports:
+            if report.action:
+                log.warning("verify.action", env=report.verification.env, app=report.verification.app,
+                            action=report.action)
+        return reports
 
     def wait(self, timeout: float) -> bool:
         """Wait for the verifications under way (tests, shutdown); True when all are done."""
         deadline = time.monotonic() + timeout
-        for future in list(self._futures):
+        with self._lock:
+            futures = list(self._futures)
+        for future in futures:
             try:
                 future.result(timeout=max(0.0, deadline - time.monotonic()))
-            except Exception:  # noqa: BLE001 - logged by the worker; waiting only
+            except Exception:  # noqa: BLE001 - the worker logs its own failures; this only waits
                 return False
         return True
 
     def close(self, *, grace: timedelta = timedelta(seconds=5)) -> None:
+        """Stop waiting for windows (what is under way is recorded as not verified) and end the workers."""
         self.stop_event.set()
         self.wait(grace.total_seconds())
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -232,3 +232,48 @@ def test_an_unreachable_prometheus_fails_verification_closed_and_leaves_the_roll
         assert rollout.result == "succeeded" and rollout.error is None
     finally:
         store.close()
+
+
+def test_the_controller_verifies_in_the_background_while_it_goes_on_deploying(
+    cluster, namespace, make_repo, tmp_path: Path, prometheus_with: Callable[..., str],
+    metrics_page: tuple[Page, str],
+) -> None:
+    from deployctl.app.verify import BackgroundVerifier
+    from deployctl.controller.loop import Controller, ControllerSettings, controller_runs
+    from deployctl.edges.git.mirror import Mirror
+    from deployctl.reconcile.observe import ClusterPool
+
+    page, target = metrics_page
+    page.values[("web", "staging")] = 0.001
+    url = prometheus_with("", scrape=target)
+    wait_for_value(url, "web", "staging", 0.001)
+    for app in ("web", "api"):
+        cluster.deployment(namespace, app)
+    repo = make_repo("deploy.git", bare=True)
+    slow = config(namespace, f"{namespace}-prod").replace("interval: 1s\n        count: 2", "interval: 5s\n        count: 5")
+    slow = slow.replace("environments:\n", f"  api:\n    image: {IMAGE}/api\n    pin: tag\nenvironments:\n", 1)
+    repo.commit({"deployctl.yaml": slow, "environments/staging/web.deploy": f"{sha('w1')}\n",
+                 "environments/staging/api.deploy": f"{sha('a1')}\n"})
+    store = open_store(f"sqlite:///{tmp_path / 'audit.db'}")
+    pool = ClusterPool(kubeconfig=cluster.kubeconfig)
+    mirror = Mirror(str(repo.path), tmp_path / "mirror", branch="main")
+    controller = Controller(mirror, pool, settings=ControllerSettings(runs=controller_runs(timeout=60, poll_interval=0.2)),
+                            store=store)
+    verifier = BackgroundVerifier(Prometheus(url), store, pool, repo_path=str(mirror.path))
+    controller.on_reconciled = verifier.submit
+    try:
+        first = controller.sync_once("watch")
+        assert first is not None and first.exit_code == 0
+        # web's 20 s window runs in the background: the next commit (api) is deployed meanwhile
+        repo.commit({"environments/staging/api.deploy": f"{sha('a2')}\n"})
+        second = controller.sync_once("watch")
+        assert second is not None and [(o.app, o.result) for o in second.outcomes if o.new_sha == sha("a2")] == [
+            ("api", "succeeded")]
+        assert store.verifications(env="staging", app="web") == []  # still measuring
+        assert verifier.wait(120)
+        (verified,) = store.verifications(env="staging", app="web")
+        assert verified.result == "verified" and verified.trigger == "watch"
+        assert len(verified.checks[0].measurements) == 5
+    finally:
+        verifier.close()
+        store.close()
