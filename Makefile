@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export DEPLOYCTL_LOG_LEVEL ?= error
 
-.PHONY: test demo bench clean deps system-deps controlplane kafka lint typecheck unit integration
+.PHONY: test demo bench figures clean deps system-deps controlplane kafka lint typecheck unit integration
 
 ## test: install everything, build or reuse the control plane, lint, type-check, run all tests
 test: deps system-deps controlplane kafka lint typecheck
@@ -55,7 +55,12 @@ demo: deps system-deps controlplane
 
 ## bench: every benchmark, printing its figures
 bench: deps system-deps controlplane
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	$(BIN)/python bench/figures.py --print $(FIGURES_ARGS)
+
+## figures: rerun the benchmarks and rewrite the README's figures block (date, command, output)
+##          (make figures FIGURES_ARGS="--only audit ui" reruns some)
+figures: deps system-deps controlplane kafka
+	$(BIN)/python bench/figures.py $(FIGURES_ARGS)
 
 clean:
 	-$(BIN)/deployctl localcluster down --dir .demo/cluster 2>/dev/null

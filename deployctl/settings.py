@@ -42,7 +42,7 @@ ALLOW_NAMESPACES = Setting("DEPLOYCTL_ALLOW_NAMESPACES", "`context/namespace` pa
 SETTINGS_FILE = Setting("DEPLOYCTL_SETTINGS", "Controller settings YAML (notification sinks: `notify:`); the "
                         "same as --settings.")
 MIRROR_DIR = Setting("DEPLOYCTL_MIRROR_DIR", "Where `watch` keeps its mirror of the deploy repo; the same as "
-                     "--mirror-dir.", "~/.cache/deployctl/mirrors/<hash of the repo URL>")
+                     "--mirror-dir.", "~/.cache/deployctl/mirrors/<hash of the repo URL>/deploy.git")
 GIT_TOKEN = Setting("DEPLOYCTL_GIT_TOKEN", "Token for fetching an https deploy repo in `watch`.", secret=True)
 GIT_USERNAME = Setting("DEPLOYCTL_GIT_USERNAME", "User name sent with DEPLOYCTL_GIT_TOKEN.", "x-access-token")
 GIT_FETCH_TIMEOUT = Setting("DEPLOYCTL_GIT_FETCH_TIMEOUT", "Total deadline of one fetch of the deploy repo in "

@@ -39,7 +39,7 @@ def parse_listen(text: str) -> tuple[str, int]:
               help="Refuse environments whose context/namespace is not one of these; a bare NS means the "
               "current context only (repeatable; space- or comma-separated in $DEPLOYCTL_ALLOW_NAMESPACES).")
 @click.option("--mirror-dir", type=click.Path(file_okay=False), envvar=settings.MIRROR_DIR.name,
-              help="Where to keep the local mirror [default: ~/.cache/deployctl/mirrors/<hash>].")
+              help="Where to keep the local mirror [default: ~/.cache/deployctl/mirrors/<hash>/deploy.git].")
 @click.option("--timeout", type=Duration(), default="5m", show_default=True, help="How long one reconcile waits for rollouts.")
 @click.option("--concurrency", default=16, show_default=True, help="Applies in flight at once.")
 @click.option("--webhook-secret-file", type=click.Path(dir_okay=False),

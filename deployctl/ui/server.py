@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -38,6 +39,9 @@ STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "connect-src 'self'; font-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 MAX_QUERY = 200
+# Who is viewing, for the request being handled (each request is its own task, with its own context). Not a
+# string key on the request: aiohttp warns about those (NotAppKeyWarning), and web.RequestKey needs 3.14.
+_VIEWER: ContextVar[str | None] = ContextVar("deployctl_ui_viewer", default=None)
 
 
 def _templates() -> jinja2.Environment:
@@ -107,7 +111,7 @@ def add_routes(app: web.Application, dashboard: Dashboard, auth: UiAuth) -> None
                     {"error": "unauthorized", "message": decision.reason}, status=401,
                     headers={"WWW-Authenticate": 'Bearer realm="deployctl"'})
                 return _security_headers(response)
-            request["deployctl_ui_user"] = decision.user
+            viewer = _VIEWER.set(decision.user)
             try:
                 response = await handler(request)
             except web.HTTPNotFound as exc:
@@ -115,13 +119,15 @@ def add_routes(app: web.Application, dashboard: Dashboard, auth: UiAuth) -> None
             except DeployctlError as exc:
                 log.warning("ui.error", path=request.path, error=str(exc))
                 response = await failure(request, 400 if isinstance(exc, InvalidInputError) else 503, str(exc))
+            finally:
+                _VIEWER.reset(viewer)
             return _security_headers(response)
 
         return handle
 
     async def page(request: web.Request, name: str, *, status: int = 200, **context: Any) -> web.Response:
         text = templates.get_template(name).render(poll_seconds=POLL_SECONDS, path=request.path,
-                                                   viewer=request.get("deployctl_ui_user"), **context)
+                                                   viewer=_VIEWER.get(), **context)
         return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
 
     async def failure(request: web.Request, status: int, message: str) -> web.Response:

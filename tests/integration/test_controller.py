@@ -224,13 +224,13 @@ def test_drift_made_with_a_direct_patch_is_corrected_within_one_interval_and_aud
 def test_a_controller_left_on_an_older_head_records_its_decision_once_not_every_interval(
         cluster, namespace, bare, tmp_path, watches):
     from deployctl.app.run import run_reconcile
-    from deployctl.reconcile.options import ReconcileOptions
+    from deployctl.reconcile.options import ReconcileOptions, Timing
 
     main_head = bare.head
     # CI applied a newer deploy commit (on its own branch) than the one the controller's branch points at.
     ci = bare.commit(deploy("api", "api-2"), branch="ci", parents=[main_head], message="CI deploy")
     run_reconcile(repo=str(bare.path), ref=ci, kubeconfig=cluster.kubeconfig, audit_url=audit_url(tmp_path),
-                  trigger="ci", options=ReconcileOptions(timeout=60))
+                  trigger="ci", options=ReconcileOptions(timing=Timing(timeout=60)))
 
     def decisions():
         store = open_store(audit_url(tmp_path))

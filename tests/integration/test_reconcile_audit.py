@@ -140,7 +140,7 @@ def test_a_real_rollout_records_its_events_and_a_stalled_one_records_the_reason(
     repo = make_repo()
     repo.commit(files(namespace, "one"))
     run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, trigger="ci",
-                  options=ReconcileOptions(timeout=60))
+                  options=ReconcileOptions(timing=Timing(timeout=60)))
     by_app = {r.attempt.app: r for r in records(url)}
     store = audit_location.open_store(url)
     try:
@@ -205,7 +205,7 @@ def test_refusals_are_recorded_before_anything_is_applied_and_a_failed_record_is
 ):
     from deployctl.edges.git.repo import read_desired_state
     from deployctl.reconcile.observe import ClusterPool
-    from deployctl.reconcile.reconciler import Reconciler
+    from deployctl.reconcile.reconciler import Prepared, Reconciler
     from deployctl.reconcile.recorder import AuditRecorder
 
     url = f"sqlite:///{tmp_path / 'audit.db'}"
@@ -217,8 +217,8 @@ def test_refusals_are_recorded_before_anything_is_applied_and_a_failed_record_is
     try:
         sink = _Decisions(AuditRecorder(store, repo_path=repo.path, trigger="ci"), fail=fail)
         result = Reconciler(read_desired_state(repo.path), ClusterPool(kubeconfig=cluster.kubeconfig),
-                            ReconcileOptions(timeout=60), audit=sink,
-                            refusals={("staging", "api"): "frozen: release week"}).run()
+                            ReconcileOptions(timing=Timing(timeout=60)), audit=sink,
+                            prepared=Prepared(refusals={("staging", "api"): "frozen: release week"})).run()
     finally:
         store.close()
     by_app = {o.app: o for o in result.outcomes}

@@ -81,8 +81,8 @@ def deploy_with(make_repo: MakeRepo, source: str, first: str, second: str | None
 
 
 def refusal(source: str, roots: str) -> str:
-    return (f"deployctl.yaml:{SOURCE_LINE}: apps.web.source {source!r} is outside the folders app repos may be read "
-            f"from ({roots}); it was not opened. Move the app repo into one of them, or have the runner's "
+    return (f"deployctl.yaml:{SOURCE_LINE}: apps.web.source {source!r} does not resolve inside the folders app repos "
+            f"may be read from ({roots}); it was not opened. Move the app repo into one of them, or have the runner's "
             "operator add its folder to DEPLOYCTL_SOURCE_ROOTS")
 
 
@@ -94,7 +94,7 @@ def test_an_absolute_source_outside_the_roots_is_refused_by_validate_naming_file
     assert code == 1, out
     lines = out.splitlines()
     assert refusal(str(other.path), str(tmp_path.resolve())) in lines
-    assert ("environments/staging/web.deploy:1: not deployable: apps.web.source is outside the allowed folders "
+    assert ("environments/staging/web.deploy:1: not deployable: apps.web.source is not inside the allowed folders "
             f"(deployctl.yaml:{SOURCE_LINE})") in lines
     # not an oracle for "does commit X exist in repo Y": a SHA that is not there reads the same
     deploy.commit({"environments/staging/web.deploy": f"{'0' * 40}\n"}, message="a SHA the other repo lacks")
@@ -108,7 +108,7 @@ def test_diff_never_lists_the_commits_of_a_source_outside_the_roots(make_repo: M
     for fmt in ("markdown", "json", "text"):
         code, out = run("diff", "--base", "main~1", "--head", "main", "--repo", str(deploy.path), "-o", fmt)
         assert code == 1, out  # the head has an error
-        assert "is outside the folders app repos may be read from" in out
+        assert "does not resolve inside the folders app repos may be read from" in out
         assert SECRET_SUBJECT not in out and "Pat Payroll" not in out, out
 
 
@@ -204,3 +204,12 @@ def test_a_bare_mirror_reads_sources_beside_it_and_refuses_others(make_repo: Mak
     mirror.commit({"deployctl.yaml": CONFIG.format(source=str(other.path)),
                    "environments/staging/web.deploy": shas(other)[1]})
     assert str(read_desired_state(mirror.path).errors[0]) == refusal(str(other.path), str(tmp_path.resolve()))
+
+
+def test_a_symlink_loop_as_source_is_an_error_not_a_traceback(make_repo: MakeRepo, tmp_path: Path) -> None:
+    deploy = deploy_with(make_repo, "vendor/web", "1" * 40)
+    deploy.commit({"vendor/web": Symlink("web")}, message="a link to itself")
+    state = read_desired_state(deploy.path)
+    assert [str(p) for p in state.errors][0] == refusal("vendor/web", str(tmp_path.resolve()))
+    code, out = run("validate", "--repo", str(deploy.path), "--no-gates")
+    assert code == 1 and refusal("vendor/web", str(tmp_path.resolve())) in out.splitlines()

@@ -389,3 +389,21 @@ def test_a_non_loopback_listener_answers_401_without_credentials(deploy_repo):
 
     with ThreadPoolExecutor(1) as pool:  # Playwright's sync API may hold this thread's event loop
         pool.submit(asyncio.run, scenario()).result(timeout=60)
+
+
+def test_the_dashboard_names_its_viewer_without_an_aiohttp_warning(deploy_repo, tmp_path):
+    """The viewer an auth proxy names reaches the page, and aiohttp has nothing to warn about (it used to print
+    NotAppKeyWarning for a string key on the request, once per process)."""
+    audit = f"sqlite:///{tmp_path}/audit.db"
+    open_store(audit).close()
+    ui = start_ui(tmp_path, deploy_repo.path, audit, "--no-cluster", "--trusted-proxy", "127.0.0.1",
+                  env={"PYTHONWARNINGS": "default"})  # show every warning once, as a test run does
+    try:
+        code, body = get(ui.url("/ui/"), {"X-Forwarded-User": "dana"})
+        assert code == 200 and "read-only, as dana" in body
+        code, body = get(ui.url("/ui/apps/nope"), {"X-Forwarded-User": "dana"})
+        assert code == 404 and "read-only, as dana" in body
+    finally:
+        ui.stop()
+    log = ui.log.read_text()
+    assert "Warning" not in log, log

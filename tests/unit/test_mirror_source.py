@@ -37,8 +37,10 @@ def test_unsupported_scheme_is_refused_with_what_to_use():
         classify("ftp://example.com/deploy.git")
 
 
-def test_mirror_dir_defaults_to_a_per_repo_cache_dir():
+def test_mirror_dir_defaults_to_a_per_repo_cache_dir_whose_parent_holds_no_other_mirror():
     a = default_mirror_dir("https://a/deploy.git", {"XDG_CACHE_HOME": "/c"})
     b = default_mirror_dir("https://b/deploy.git", {"XDG_CACHE_HOME": "/c"})
-    assert a.parent == Path("/c/deployctl/mirrors") and a != b
+    assert a.parent.parent == Path("/c/deployctl/mirrors") and a.name == "deploy.git"
+    # the parent is the default source root: `source: ../<other hash>` must not reach another repo's mirror
+    assert a.parent != b.parent
     assert default_mirror_dir("x", {"DEPLOYCTL_MIRROR_DIR": "/m"}) == Path("/m")

@@ -178,14 +178,17 @@ class _Credentials(pygit2.RemoteCallbacks):
 
 
 def default_mirror_dir(repo: str, environ: Mapping[str, str] | None = None) -> Path:
-    """$DEPLOYCTL_MIRROR_DIR, else ~/.cache/deployctl/mirrors/<hash of the repo URL>."""
+    """$DEPLOYCTL_MIRROR_DIR, else ~/.cache/deployctl/mirrors/<hash of the repo URL>/deploy.git.
+
+    The folder per repo matters: the mirror's parent folder is the default source root
+    (:func:`deployctl.edges.git.repo.default_source_roots`), which must not hold other repos' mirrors."""
     env = os.environ if environ is None else environ
     base = settings.MIRROR_DIR.get(env)
     if base:
         return Path(base)
     digest = hashlib.sha256(repo.encode()).hexdigest()[:16]
     cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "deployctl" / "mirrors" / digest
+    return cache / "deployctl" / "mirrors" / digest / "deploy.git"
 
 
 class Mirror:

@@ -82,7 +82,7 @@ def read_desired_state(
     Raises RepoError when ``repo`` is not a git repo or ``ref`` does not resolve; everything
     wrong inside the repo is reported in ``DesiredState.problems``. No file over ``limits``
     (default: :meth:`ReadLimits.from_env`) is read: its size comes from the object header. App
-    ``source`` repos are opened only inside ``source_roots`` (default: :func:`source_roots`).
+    ``source`` repos are opened only inside ``source_roots`` (default: :func:`default_source_roots`).
     """
     limits = limits or ReadLimits.from_env()
     repository = open_repository(repo)
@@ -163,8 +163,8 @@ def check_sources(state: DesiredState, root: Path, roots: Sequence[Path]) -> Des
             refused[name] = line
             added.append(Problem(
                 config.path, line,
-                f"apps.{name}.source {show(app_config.source)} is outside the folders app repos may be read from "
-                f"({_roots_text(roots)}); it was not opened. Move the app repo into one of them, or have the "
+                f"apps.{name}.source {show(app_config.source)} does not resolve inside the folders app repos may "
+                f"be read from ({_roots_text(roots)}); it was not opened. Move the app repo into one of them, or have the "
                 "runner's operator add its folder to DEPLOYCTL_SOURCE_ROOTS",
                 ERROR, app=name,
             ))
@@ -178,7 +178,7 @@ def check_sources(state: DesiredState, root: Path, roots: Sequence[Path]) -> Des
             where = config.path if refused[target.app] is None else f"{config.path}:{refused[target.app]}"
             added.append(Problem(
                 target.path, target.line,
-                f"not deployable: apps.{target.app}.source is outside the allowed folders ({where})",
+                f"not deployable: apps.{target.app}.source is not inside the allowed folders ({where})",
                 ERROR, env=target.env, app=target.app,
             ))
             continue

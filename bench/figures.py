@@ -1,0 +1,129 @@
+"""Regenerate the README's figures: run benchmarks and write their output, with date and command.
+
+    .venv/bin/python bench/figures.py [--only NAME ...] [--list] [--print]   (make figures; make bench prints)
+
+Every number in the README's "Figures" section lives between the markers
+``<!-- figures:begin -->`` and ``<!-- figures:end -->`` and is written by this script, never by
+hand: for each benchmark a heading, the exact command, the UTC date, the machine (cores, memory,
+load average when it started), how long it ran, and what it printed, verbatim. ``--only`` reruns
+some benchmarks and keeps the other sections as they were (each keeps its own date). A benchmark
+that fails keeps its previous section and makes the script exit 1, so a stale figure is never
+presented as new.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+BEGIN, END = "<!-- figures:begin -->", "<!-- figures:end -->"
+SECTION = re.compile(r"^### `(?P<name>[^`]+)`$", re.M)
+
+
+@dataclass(frozen=True)
+class Bench:
+    name: str
+    args: tuple[str, ...]
+    what: str
+
+
+# In README order; the arguments are the ones the README's figures were measured with.
+BENCHES = (
+    Bench("desired_state", ("bench/desired_state.py",), "read + validate 10,002 deploy files from a commit"),
+    Bench("reconcile", ("bench/reconcile.py",), "reconcile of 1,000 apps x 3 namespaces: no-op, 1,000 changed, waiting"),
+    Bench("kubectl_compare", ("bench/kubectl_compare.py",), "deployctl beside kubectl built from the same Kubernetes module"),
+    Bench("envlock", ("bench/envlock.py", "--apps", "30", "--runs", "9"), "the environment lock's cost on a no-op"),
+    Bench("registry", ("bench/registry.py",), "resolve 1,000 distinct tags in the local registry"),
+    Bench("audit", ("bench/audit.py",), "audit appends and history queries"),
+    Bench("latency", ("bench/latency.py",), "push to patch latency and controller memory"),
+    Bench("ui", ("bench/ui.py",), "dashboard render times"),
+    Bench("controlplane", ("bench/controlplane.py",), "warm local control plane start and idle memory"),
+    Bench("kafka_events", ("bench/kafka_events.py",), "Kafka test broker and CDEvents drain rate"),
+    Bench("maketest", ("bench/maketest.py",), "`make test` on a fresh clone, caches warm"),
+)
+
+
+def machine() -> str:
+    mem_kib = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                    if line.startswith("MemTotal:")), 0)
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"{os.cpu_count()} cores, {mem_kib / 2**20:.1f} GiB, load average {load} at start"
+
+
+def run(bench: Bench) -> tuple[str, bool]:
+    """One benchmark's section: command, date, machine, duration and its output verbatim."""
+    command = " ".join((".venv/bin/python", *bench.args))
+    started, host = datetime.now(UTC), machine()
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, *bench.args], cwd=ROOT, capture_output=True, text=True,
+                          check=False, stdin=subprocess.DEVNULL)
+    took = time.monotonic() - t0
+    out = proc.stdout.rstrip().replace("```", "'''")
+    lines = [f"### `{bench.name}`", "", f"{bench.what}.", "",
+             f"- command: `{command}`", f"- date: {started:%Y-%m-%d %H:%M} UTC ({took:.0f} s)",
+             f"- machine: {host}", "", "```", out, "```", ""]
+    if proc.returncode != 0:
+        sys.stderr.write(f"figures: {bench.name} exited {proc.returncode}:\n{proc.stderr[-4000:]}\n")
+    return "\n".join(lines), proc.returncode == 0
+
+
+def sections(block: str) -> dict[str, str]:
+    """The existing sections of the generated block, by benchmark name."""
+    found: dict[str, str] = {}
+    marks = list(SECTION.finditer(block))
+    for i, m in enumerate(marks):
+        stop = marks[i + 1].start() if i + 1 < len(marks) else len(block)
+        found[m["name"]] = block[m.start():stop].rstrip() + "\n"
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="rerun only these benchmarks")
+    parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument("--print", action="store_true", dest="print_only",
+                        help="print the sections instead of rewriting README.md (make bench)")
+    opts = parser.parse_args()
+    if opts.list:
+        for b in BENCHES:
+            print(f"{b.name:16} {' '.join(b.args)}")
+        return 0
+    names = {b.name for b in BENCHES}
+    unknown = set(opts.only or ()) - names
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}")
+    text = README.read_text()
+    if BEGIN not in text or END not in text:
+        parser.error(f"{README} has no {BEGIN} ... {END} block")
+    head, rest = text.split(BEGIN, 1)
+    block, tail = rest.split(END, 1)
+    kept = sections(block)
+    ok = True
+    for bench in BENCHES:
+        if opts.only and bench.name not in opts.only:
+            continue
+        print(f"figures: running {bench.name} ...", file=sys.stderr, flush=True)
+        section, passed = run(bench)
+        if opts.print_only:
+            print(section, flush=True)
+        elif passed:
+            kept[bench.name] = section
+        ok &= passed
+    if opts.print_only:
+        return 0 if ok else 1
+    body = "\n".join(kept[b.name] for b in BENCHES if b.name in kept)
+    README.write_text(f"{head}{BEGIN}\n\n{body}\n{END}{tail}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
