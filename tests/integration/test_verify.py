@@ -277,3 +277,28 @@ def test_the_controller_verifies_in_the_background_while_it_goes_on_deploying(
     finally:
         verifier.close()
         store.close()
+
+
+def test_freeze_on_failure_suspends_the_app_until_a_person_resumes_it(
+    cluster, namespace, make_repo, tmp_path: Path, prometheus_with: Callable[..., str],
+    metrics_page: tuple[Page, str],
+) -> None:
+    page, target = metrics_page
+    page.values[("web", "staging")] = 0.5
+    url = prometheus_with("", scrape=target)
+    wait_for_value(url, "web", "staging", 0.5)
+    cluster.deployment(namespace, "web")
+    repo = make_repo()
+    frozen = config(namespace, f"{namespace}-prod").replace("on_verification_failure: roll-forward",
+                                                            "on_verification_failure: freeze")
+    repo.commit({"deployctl.yaml": frozen, "environments/staging/web.deploy": f"{sha('one')}\n"})
+    audit = f"sqlite:///{tmp_path / 'audit.db'}"
+    code, out = reconcile(repo.path, cluster.kubeconfig, audit, url, "--env", "staging")
+    assert code == 1 and "froze web in staging until a person runs deployctl resume" in out, out
+    annotations = cluster.read_deployment(namespace, "web").metadata.annotations
+    assert annotations["deployctl.dev/suspended"] == "true"
+    assert "verification of" in annotations["deployctl.dev/suspended-reason"]
+    repo.commit({"environments/staging/web.deploy": f"{sha('two')}\n{sha('one')}\n"})
+    code, out = reconcile(repo.path, cluster.kubeconfig, audit, url, "--env", "staging")
+    assert "suspended" in out and cluster.read_deployment(namespace, "web").metadata.annotations[
+        "deployctl.dev/commit"] == sha("one")  # nothing more deployed until a person acts
