@@ -224,7 +224,8 @@ def verify_reconciled(
     todo = subjects(result, desired.config)
     if not todo:
         return []
-    with ThreadPoolExecutor(max_workers=min(len(todo), 16), thread_name_prefix="deployctl-verify") as pool:
+    # the threads mostly wait out windows: many, so that one big wave is verified side by side
+    with ThreadPoolExecutor(max_workers=min(len(todo), 64), thread_name_prefix="deployctl-verify") as pool:
         done = list(pool.map(lambda item: verify(item[0], item[1], run), todo))
     return [VerifyReport(v, on_failure(v, desired, store=run.store, clusters=clusters, repo=repo,
                                        trigger=run.trigger)) for v in done]
