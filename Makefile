@@ -4,10 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export DEPLOYCTL_LOG_LEVEL ?= error
 
-.PHONY: test demo bench figures clean deps system-deps controlplane kafka lint typecheck unit integration
+.PHONY: test test-stress demo bench figures clean deps system-deps controlplane gitea kafka lint typecheck unit integration
 
 ## test: install everything, build or reuse the control plane, lint, type-check, run all tests
-test: deps system-deps controlplane kafka lint typecheck
+test: deps system-deps controlplane gitea kafka lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
 
 ## unit: the fast pure-logic tests only
@@ -15,8 +15,13 @@ unit: deps
 	$(BIN)/pytest -q tests/unit
 
 ## integration: the tests against the real control plane, git, SQLite, PostgreSQL and registry
-integration: deps system-deps controlplane kafka
+integration: deps system-deps controlplane gitea kafka
 	$(BIN)/pytest -q -m integration
+
+## test-stress: the integration tests 3 times in a row beside one busy loop per core, then the failures per
+## test (goal: 0). A shorter run: make test-stress STRESS_ARGS="--rounds 1 tests/integration/test_watch.py"
+test-stress: deps system-deps controlplane gitea kafka
+	$(BIN)/python .ci/stress.py $(STRESS_ARGS)
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +42,14 @@ controlplane: deps
 	  echo "make: no Go toolchain: the tests that need the local control plane will be skipped (install Go >= 1.25 to run them)"; \
 	fi
 
+## gitea: build Gitea v1.26.0 from Go modules for the forge-approval tests (cached in ~/.cache/deployctl/gitea)
+gitea: deps
+	@if command -v go >/dev/null; then \
+	  DEPLOYCTL_LOG_LEVEL=info $(BIN)/python -m deployctl.devtools.gitea.build; \
+	else \
+	  echo "make: no Go toolchain: the forge-approval tests against a real Gitea will be skipped"; \
+	fi
+
 ## kafka: fetch the Apache Kafka broker jars the integration tests run (Maven Central, cached)
 kafka: system-deps
 	@bash .ci/kafka/fetch.sh >/dev/null
@@ -44,6 +57,7 @@ kafka: system-deps
 lint: deps
 	$(BIN)/ruff check deployctl tests bench
 	$(BIN)/lint-imports
+	$(BIN)/python -m deployctl.devtools.floorplan
 
 typecheck: deps
 	$(BIN)/mypy

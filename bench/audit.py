@@ -1,6 +1,8 @@
-"""Audit store benchmark: durable appends, then `history --app X --since 7d` over 100,000 records.
+"""Audit store benchmark: durable appends with and without the audit chain, then `history --app X
+--since 7d` and `audit verify` over 100,000 records.
 
-    .venv/bin/python bench/audit.py [--appends 10000] [--batch 50] [--records 100000] [--postgres URL]
+    .venv/bin/python bench/audit.py [--appends 10000] [--batch 50] [--records 100000] [--rounds 3]
+                                    [--verify-records 500000] [--postgres URL]
 
 Prints figures; it is not a timed test. Targets (issue 5): >= 2,000 appends/s in SQLite and
 <= 50 ms for the history query over 100,000 records. An "append" is one env/app attempt and its
@@ -10,14 +12,21 @@ outcome, measured two ways:
   each its own fsynced transaction (SQLite WAL, synchronous=FULL): 2 commits per record;
 - batched, as a reconcile wave: ``start_many()`` of ``--batch`` attempts, then ``finish_many()``
   of their outcomes: 2 commits per batch, every record still durable before its apply / after it.
+
+Each is measured with the chain (every row hashed and MACed under a key, the head read under the
+chain lock) and without it (a store whose rows carry no chain columns, as before the chain), in
+back-to-back pairs (``--rounds``): the cost is the median over the pairs, the rates are the best
+runs (the issue's goal: the chain costs at most 20%).
+``audit verify`` is timed over the history store (2 chain rows per record) and, with
+``--verify-records``, over a bigger one, as a new process whose peak memory is reported.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -25,6 +34,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -32,12 +42,15 @@ from click.testing import CliRunner  # noqa: E402
 
 from deployctl.cli import main  # noqa: E402
 from deployctl.edges.audit import sql as auditsql  # noqa: E402
+from deployctl.edges.audit.chain import AuditKeys  # noqa: E402
+from deployctl.edges.audit.chained import ChainAppender  # noqa: E402
 from deployctl.edges.audit.sqlite import SqliteStore  # noqa: E402
 from deployctl.edges.audit.url import open_store  # noqa: E402
 from deployctl.log import configure_logging  # noqa: E402
 from deployctl.model.audit import Actor, Attempt, AuditStore, Finish  # noqa: E402
 
 APPS = [f"app{i:02d}" for i in range(20)]
+KEYS = AuditKeys.parse("bench-key-" + "0" * 32)
 ENVS = ["staging", "production"]
 NOW = datetime.now(UTC)
 
@@ -69,52 +82,84 @@ def attempt(rng: random.Random, started: datetime) -> Attempt:
     )
 
 
-def bench_appends(store: AuditStore, count: int) -> float:
-    """Records/s appending one by one: ``start`` then ``finish``, 2 commits per record."""
+class Rate(NamedTuple):
+    per_second: float
+    """Records per second of wall time (fsync waits included)."""
+    cpu_us: float
+    """CPU time of this process per record, in µs (SQLite runs in-process): far less moved by other load."""
+
+
+def bench_appends(store: AuditStore, count: int) -> Rate:
+    """Appending one by one: ``start`` then ``finish``, 2 commits per record."""
     rng = random.Random(1)
     attempts = [attempt(rng, NOW - timedelta(seconds=count - i)) for i in range(count)]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for a in attempts:
         store.finish(store.start(a), result="succeeded")
-    return count / (time.perf_counter() - t0)
+    return Rate(count / (time.perf_counter() - t0), (time.process_time() - c0) / count * 1e6)
 
 
-def bench_batched_appends(store: AuditStore, count: int, batch: int) -> float:
-    """Records/s appending in waves: ``start_many(batch)`` then ``finish_many(batch)``, 2 commits per wave."""
+def bench_batched_appends(store: AuditStore, count: int, batch: int) -> Rate:
+    """Appending in waves: ``start_many(batch)`` then ``finish_many(batch)``, 2 commits per wave."""
     rng = random.Random(1)
     attempts = [attempt(rng, NOW - timedelta(seconds=count - i)) for i in range(count)]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for first in range(0, count, batch):
         ids = store.start_many(attempts[first : first + batch])
         store.finish_many([Finish(i, "succeeded") for i in ids])
-    return count / (time.perf_counter() - t0)
+    return Rate(count / (time.perf_counter() - t0), (time.process_time() - c0) / count * 1e6)
 
 
-def fill_sqlite(path: Path, count: int) -> None:
-    """Setup only (not measured): ``count`` finished attempts over 180 days in one transaction."""
+class _NoChain(ChainAppender):
+    """Rows without chain columns, and no head read: the write path before the chain."""
+
+    def __init__(self) -> None:
+        super().__init__(0, "", None)
+
+    def next(self, kind: object, values: object) -> tuple[None, None, None, None]:  # type: ignore[override]
+        return (None, None, None, None)
+
+
+class UnchainedSqliteStore(SqliteStore):
+    """The baseline of the comparison: the same store, writing no chain."""
+
+    def _chain_appender(self, cur: object) -> ChainAppender:
+        return _NoChain()
+
+
+def fill_sqlite(path: Path, count: int, *, batch: int = 5_000) -> None:
+    """Setup only (not measured): ``count`` finished, chained attempts over 180 days, in waves of ``batch``."""
     rng = random.Random(2)
-    store = open_store(f"sqlite://{path}")
+    store = open_store(f"sqlite://{path}", keys=KEYS)
     assert isinstance(store, SqliteStore)
-    rows, outcomes = [], []
-    for i in range(count):
-        started = NOW - timedelta(days=180) + timedelta(seconds=i * 180 * 86400 / count)
-        a = attempt(rng, started)
-        rows.append(
-            (
-                a.env, a.app, a.namespace, json.dumps(list(a.workloads)), a.previous_sha, a.new_sha, a.image,
-                a.digest, a.deploy_commit, a.deploy_file, a.file_commit, a.file_author, a.file_committer,
-                store._enc_time(a.file_commit_time), a.file_commit_summary, json.dumps(list(a.reviewers)),
-                a.app_commit_summary, a.trigger, a.actor.user, a.actor.host, a.actor.ci_job,
-                store._enc_time(a.started_at),
-            )
-        )  # fmt: skip
-        finished = store._enc_time(started + timedelta(seconds=30))
-        outcomes.append((i + 1, "succeeded", None, None, finished, finished))
-    with store._write() as cur:
-        cur.executemany(auditsql._INSERT_ATTEMPT.removesuffix(" RETURNING id"), rows)
-        cur.executemany("INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?)", outcomes)
+    for first in range(0, count, batch):
+        wave = range(first, min(first + batch, count))
+        starts = [NOW - timedelta(days=180) + timedelta(seconds=i * 180 * 86400 / count) for i in wave]
+        ids = store.start_many([attempt(rng, started) for started in starts])
+        store.finish_many(
+            [
+                Finish(i, "succeeded", finished_at=s + timedelta(seconds=30))
+                for i, s in zip(ids, starts, strict=True)
+            ]
+        )
     store._conn.execute("ANALYZE")
     store.close()
+
+
+def bench_verify(url: str, rows: int) -> tuple[float, int]:
+    """Seconds per 100,000 chain rows of `deployctl audit verify`, and its peak RSS in MiB, as a new process."""
+    exe = Path(sys.executable).with_name("deployctl")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [str(exe), "audit", "verify", "--audit", url], capture_output=True, text=True,
+        env={"DEPLOYCTL_AUDIT_KEY": ",".join(k.decode() for k in KEYS.keys), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    took = time.perf_counter() - t0
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"chain holds: {rows:,} row(s)" in done.stdout, done.stdout
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return took / rows * 100_000, max(peak, before) // 1024
 
 
 def timed(fn: object, runs: int = 30) -> tuple[float, float]:
@@ -137,6 +182,16 @@ def main_() -> None:
     parser.add_argument("--batch", type=int, default=50, help="attempts per wave in the batched run")
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument(
+        "--rounds", type=int, default=6, help="back-to-back chained/unchained pairs per way of appending"
+    )
+    parser.add_argument(
+        "--verify-records",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also verify a store of N records (2N chain rows), e.g. 500000 for 1,000,000 rows",
+    )
+    parser.add_argument(
         "--postgres", metavar="URL", help="also measure appends against this PostgreSQL database"
     )
     args = parser.parse_args()
@@ -147,31 +202,54 @@ def main_() -> None:
     out.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="audit-", dir=out) as tmp:
         waves = -(-args.appends // args.batch)
-        store = open_store(f"sqlite://{tmp}/appends.db")
-        rate = bench_appends(store, args.appends)
-        store.close()
-        print(
-            f"sqlite appends, one by one: {args.appends:,} start+finish in {args.appends / rate:.2f} s = "
-            f"{rate:,.0f} records/s (2 fsynced commits per record, WAL + synchronous=FULL)"
-        )
-        store = open_store(f"sqlite://{tmp}/batched.db")
-        batched = bench_batched_appends(store, args.appends, args.batch)
-        store.close()
-        print(
-            f"sqlite appends, batched: {args.appends:,} as {waves:,} waves of start_many({args.batch}) + "
-            f"finish_many({args.batch}) in {args.appends / batched:.2f} s = {batched:,.0f} records/s "
-            f"(2 fsynced commits per wave; target >= 2,000/s)"
-        )
+        best: dict[tuple[str, bool], float] = {}
+        costs: dict[str, list[float]] = {"one": [], "batched": []}
+        cpu: dict[tuple[str, bool], list[float]] = {}
+        for n in range(args.rounds):
+            for way in ("one", "batched"):
+                pair: dict[bool, Rate] = {}
+                for chain in (True, False) if n % 2 == 0 else (False, True):  # neither always goes first
+                    path = Path(tmp) / f"{way}-{chain}-{n}.db"
+                    store: AuditStore = (
+                        open_store(f"sqlite://{path}", keys=KEYS) if chain else UnchainedSqliteStore(path)
+                    )
+                    pair[chain] = (bench_appends(store, args.appends) if way == "one"
+                                   else bench_batched_appends(store, args.appends, args.batch))  # fmt: skip
+                    store.close()
+                    best[way, chain] = max(best.get((way, chain), 0.0), pair[chain].per_second)
+                    cpu.setdefault((way, chain), []).append(pair[chain].cpu_us)
+                # two runs back to back see about the same load
+                costs[way].append(1 - pair[True].per_second / pair[False].per_second)
+        for way, what in (
+            ("one", "one by one (2 fsynced commits per record)"),
+            (
+                "batched",
+                f"batched: {waves:,} waves of start_many({args.batch}) + "
+                f"finish_many({args.batch}) (2 fsynced commits per wave; target >= 2,000/s)",
+            ),
+        ):
+            chained_rate, plain = best[way, True], best[way, False]
+            cpu_chain, cpu_plain = min(cpu[way, True]), min(cpu[way, False])
+            print(
+                f"sqlite appends, {what}: {args.appends:,} records, best of {args.rounds}: "
+                f"{chained_rate:,.0f} records/s with the chain, {plain:,.0f} without; the chain costs "
+                f"{100 * statistics.median(costs[way]):.0f}% of write throughput (median of {args.rounds} "
+                f"back-to-back pairs, range {100 * min(costs[way]):.0f}% to {100 * max(costs[way]):.0f}%; goal <= 20%); "
+                f"CPU per record (least of {args.rounds}): {cpu_chain:.0f} µs with the chain, {cpu_plain:.0f} µs "
+                f"without (+{100 * (cpu_chain / cpu_plain - 1):.0f}%)"
+            )  # fmt: skip
 
         if args.postgres:
-            pg = open_store(args.postgres)
+            pg = open_store(args.postgres, keys=KEYS)
             pg_rate = bench_appends(pg, args.appends)
             pg_batched = bench_batched_appends(pg, args.appends, args.batch)
             pg.close()
-            print(f"postgres appends, one by one: {args.appends:,} start+finish = {pg_rate:,.0f} records/s")
             print(
-                f"postgres appends, batched ({args.batch} per wave): {args.appends:,} = "
-                f"{pg_batched:,.0f} records/s"
+                f"postgres appends, one by one, chained: {args.appends:,} start+finish = {pg_rate.per_second:,.0f} records/s"
+            )
+            print(
+                f"postgres appends, batched ({args.batch} per wave), chained: {args.appends:,} = "
+                f"{pg_batched.per_second:,.0f} records/s"
             )
 
         db = Path(tmp) / "history.db"
@@ -215,6 +293,20 @@ def main_() -> None:
         ).fetchall()
         store.close()
         print("query plan: " + "; ".join(str(row[-1]) for row in plan))
+
+        per, peak = bench_verify(url, 2 * args.records)
+        print(f"verify: deployctl audit verify over {2 * args.records:,} chain rows ({args.records:,} records, "
+              f"keyed), as a new process: {per:.2f} s per 100,000 rows, peak RSS {peak} MiB")  # fmt: skip
+        if args.verify_records:
+            big = Path(tmp) / "verify.db"
+            t0 = time.perf_counter()
+            fill_sqlite(big, args.verify_records)
+            print(
+                f"setup: {args.verify_records:,} records in {time.perf_counter() - t0:.1f} s (not measured)"
+            )
+            per, peak = bench_verify(f"sqlite://{big}", 2 * args.verify_records)
+            print(f"verify: over {2 * args.verify_records:,} chain rows: {per:.2f} s per 100,000 rows, "
+                  f"peak RSS {peak} MiB")  # fmt: skip
 
 
 if __name__ == "__main__":

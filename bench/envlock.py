@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 from deployctl.app.run import run_reconcile  # noqa: E402
 from deployctl.devtools.localcluster import controlplane  # noqa: E402
 from deployctl.log import configure_logging  # noqa: E402
+from deployctl.model.audit_target import AUDIT_OFF  # noqa: E402
 from deployctl.reconcile.options import Locking, ReconcileOptions, Timing  # noqa: E402
 
 ENVS = {"staging": "lock-staging", "canary": "lock-canary", "production": "lock-production"}
@@ -75,14 +76,14 @@ def main() -> None:
                     _preload_content=False)
         commit(work / "deploy.git", files(args.apps))
         repo = str(work / "deploy.git")
-        first = run_reconcile(repo=repo, kubeconfig=state.kubeconfig, audit_url=None,
+        first = run_reconcile(repo=repo, kubeconfig=state.kubeconfig, audit=AUDIT_OFF,
                               options=ReconcileOptions(timing=Timing(timeout=600)))
         print(f"first reconcile: {len(first.outcomes)} env/apps, exit {first.exit_code}, {first.seconds:.1f}s")
         for lock in (True, False):
             times, requests = [], {}
             for _ in range(args.runs):
                 started = time.perf_counter()
-                result = run_reconcile(repo=repo, kubeconfig=state.kubeconfig, audit_url=None,
+                result = run_reconcile(repo=repo, kubeconfig=state.kubeconfig, audit=AUDIT_OFF,
                                        options=ReconcileOptions(timing=Timing(timeout=600), locking=Locking(enabled=lock)))
                 times.append(time.perf_counter() - started)
                 requests = dict(result.requests)

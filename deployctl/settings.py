@@ -35,6 +35,11 @@ LOG_LEVEL = Setting("DEPLOYCTL_LOG_LEVEL", "Level of the structured log on stder
                     "the same as --log-level.", "error")
 AUDIT = Setting("DEPLOYCTL_AUDIT", "Audit store URL (sqlite:///path/audit.db or postgresql://...); the same as "
                 "--audit.", "sqlite:///~/.local/state/deployctl/audit.db")
+AUDIT_KEY = Setting("DEPLOYCTL_AUDIT_KEY", "Key(s) of the audit chain's MACs (docs/audit.md#the-audit-chain), "
+                    "separated by commas or spaces: the first signs the rows this process writes, all of them "
+                    "verify (keep old keys after the current one through a rotation). A Kubernetes Secret for "
+                    "`watch`, a CI secret for CI; never given to the database role. Unset: rows are written "
+                    "without a MAC and `audit verify` reports them as unkeyed.", secret=True)
 ALLOW_NAMESPACES = Setting("DEPLOYCTL_ALLOW_NAMESPACES", "`context/namespace` pairs deployctl may touch (a bare "
                            "namespace: in the current context only), separated by commas or spaces; environments "
                            "outside them are refused. The same as --allow-namespace.",
@@ -58,6 +63,13 @@ ALLOWED_SIGNERS = Setting("DEPLOYCTL_ALLOWED_SIGNERS", "ssh allowed-signers file
                           "verify signed approval commits.")
 GPG_HOME = Setting("DEPLOYCTL_GPG_HOME", "GnuPG home holding only the approvers' public keys, to verify "
                    "GPG-signed approval commits.")
+FORGE_TYPE = Setting("DEPLOYCTL_FORGE_TYPE", "The forge holding the deploy repo's pull requests, for "
+                     "`require_approval: forge`: github, gitlab or gitea. A runner setting, never read from the repo.")
+FORGE_URL = Setting("DEPLOYCTL_FORGE_URL", "The forge's base URL (https://github.com, a GitHub Enterprise or GitLab "
+                    "URL, or a Gitea URL); https unless on loopback.")
+FORGE_REPO = Setting("DEPLOYCTL_FORGE_REPO", "The deploy repo on the forge: owner/name, or the GitLab project path.")
+FORGE_TOKEN = Setting("DEPLOYCTL_FORGE_TOKEN", "API token for the forge (read pull requests, reviews, team "
+                      "members); sent to DEPLOYCTL_FORGE_URL's host only.", secret=True)
 REGISTRY_USERNAME = Setting("DEPLOYCTL_REGISTRY_USERNAME", "Registry user for the one registry named by "
                             "DEPLOYCTL_REGISTRY_HOST (an error without it).")
 REGISTRY_PASSWORD = Setting("DEPLOYCTL_REGISTRY_PASSWORD", "Password or token for DEPLOYCTL_REGISTRY_USERNAME.",
@@ -105,8 +117,6 @@ COMPLETE = Setting("_DEPLOYCTL_COMPLETE", "Set by the completion scripts (`deplo
 CI_GIT = Setting("DEPLOYCTL_GIT", "CI workflows: the git URL deployctl is installed from (never a package "
                  "index name).")
 CI_COMMIT = Setting("DEPLOYCTL_COMMIT", "CI workflows: the full 40-hex deployctl commit to install and run.")
-CI_NOTE_TOKEN = Setting("DEPLOYCTL_NOTE_TOKEN", "GitLab CI: project access token that posts the diff as a merge "
-                        "request note.", secret=True)
 CI_ALLOWED_SIGNERS_DATA = Setting("DEPLOYCTL_ALLOWED_SIGNERS_DATA", "CI workflows: the allowed-signers file's "
                                   "content (a CI secret), written to a file for DEPLOYCTL_ALLOWED_SIGNERS.",
                                   secret=True)
@@ -116,10 +126,11 @@ CI_OVERRIDE_REASON = Setting("DEPLOYCTL_OVERRIDE_REASON", "CI workflows: a freez
 SETTINGS: tuple[Setting, ...] = (
     UI_TOKEN, UI_TOKEN_FILE, UI_TRUSTED_PROXIES,
     MAX_DEPLOY_FILE_BYTES, MAX_CONFIG_BYTES, MAX_HISTORY_COMMITS, SOURCE_ROOTS,
-    LOG_LEVEL, AUDIT, ALLOW_NAMESPACES, SETTINGS_FILE, MIRROR_DIR, GIT_TOKEN, GIT_USERNAME, GIT_FETCH_TIMEOUT, GIT_SSH_KEY,
-    GIT_SSH_PASSPHRASE, WEBHOOK_SECRET, WEBHOOK_SECRET_FILE, ALLOWED_SIGNERS, GPG_HOME, REGISTRY_USERNAME,
+    LOG_LEVEL, AUDIT, AUDIT_KEY, ALLOW_NAMESPACES, SETTINGS_FILE, MIRROR_DIR, GIT_TOKEN, GIT_USERNAME, GIT_FETCH_TIMEOUT, GIT_SSH_KEY,
+    GIT_SSH_PASSPHRASE, WEBHOOK_SECRET, WEBHOOK_SECRET_FILE, ALLOWED_SIGNERS, GPG_HOME,
+    FORGE_TYPE, FORGE_URL, FORGE_REPO, FORGE_TOKEN, REGISTRY_USERNAME,
     REGISTRY_PASSWORD, REGISTRY_ONE_HOST, REGISTRY_HOST, CHROMIUM, CACHE, PROMETHEUS_URL, PROMETHEUS_TOKEN,
-    PROMETHEUS_TIMEOUT, COMPLETE, CI_GIT, CI_COMMIT, CI_NOTE_TOKEN, CI_ALLOWED_SIGNERS_DATA,
+    PROMETHEUS_TIMEOUT, COMPLETE, CI_GIT, CI_COMMIT, CI_ALLOWED_SIGNERS_DATA,
     CI_OVERRIDE_REASON,
 )
 

@@ -130,7 +130,8 @@ class FakeCluster:
         return [PodProblem(f"{workload.name}-2-x", "CrashLoopBackOff")][:limit]
 
     def watch(self, namespace: str, kind: str, *, on_change: Callable[[Workload], None],
-              items: list[Workload] | None = None, resource_version: str = "") -> FakeWatch:
+              items: list[Workload] | None = None, resource_version: str = "",
+              deadline: float | None = None) -> FakeWatch:
         watch = FakeWatch(self, namespace, kind, on_change)
         with self._lock:
             self._counts["WATCH"] += 1

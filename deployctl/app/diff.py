@@ -6,15 +6,17 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from deployctl.edges.forge import ForgeSettings, open_forge
 from deployctl.edges.git import history
 from deployctl.edges.git import repo as repo_edge
+from deployctl.model.audit_target import AUDIT_OFF, AuditTarget
 from deployctl.model.config import Config
 from deployctl.reconcile import policy
 from deployctl.rules import diff as df
 from deployctl.rules.diff import CommitLine, CommitRange, StateDiff
 
 
-def build_diff(repo: str, base: str, head: str, *, audit_url: str | None = None, check_images: bool = False,
+def build_diff(repo: str, base: str, head: str, *, audit: AuditTarget = AUDIT_OFF, check_images: bool = False,
                strict: bool = False) -> df.StateDiff:
     """The diff between two refs of the deploy repo, with gate results and app commit ranges
     (and, with ``check_images``, a problem for every changed target whose image is missing)."""
@@ -23,11 +25,9 @@ def build_diff(repo: str, base: str, head: str, *, audit_url: str | None = None,
     d = df.diff_states(base_state, head_state)
     keys = {t.key for t in d.targets}
     changed = [t for t in head_state.targets if t.key in keys]
-    store = None
-    if audit_url:
-        from deployctl.edges.audit.url import open_store
+    from deployctl.edges.audit.url import open_target
 
-        store = open_store(audit_url, create=False)
+    store = open_target(audit, create=False)
     try:
         gates = policy.gate_results(repo, head_state, base_ref=base_state.commit, store=store, targets=changed)
     finally:
@@ -67,3 +67,24 @@ def commit_ranges(
         lines = tuple(CommitLine(c.sha, c.author_name, c.summary) for c in infos)
         out[t.key] = CommitRange(lines, descendant, truncated)
     return out
+
+
+PLAN_CONTEXT = "deployctl/plan"
+COMMENT_MARKER = "<!-- deployctl-diff -->"
+
+
+def publish_diff(result: StateDiff, markdown: str, *, number: int, forge: ForgeSettings) -> str:
+    """Post (or update) the diff as one comment on pull request ``number`` and set the commit status
+    ``deployctl/plan`` of its head: success, or failure when validation or a promotion gate fails.
+    Returns the comment's URL."""
+    client = open_forge(forge)
+    try:
+        where = client.comment(number, f"{COMMENT_MARKER}\n{markdown}", marker=COMMENT_MARKER)
+        if result.head_commit:
+            n = len(result.targets)
+            description = (f"{n} deploy change{'s' * (n != 1)}; valid, gates pass" if result.ok
+                           else "validation or a promotion gate failed; see the comment")
+            client.set_status(result.head_commit, ok=result.ok, context=PLAN_CONTEXT, description=description)
+        return where
+    finally:
+        client.close()

@@ -3,13 +3,19 @@ never rewriting the file's history. The text transforms are pure (:mod:`deployct
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import urllib.parse
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from deployctl import settings
+from deployctl.edges.forge import ForgeError, ForgeSettings, open_forge
 from deployctl.edges.git import history as git_history
 from deployctl.edges.git import repo as repo_edge
+from deployctl.edges.http import origin
+from deployctl.model.review import OpenedPullRequest
+from deployctl.redact import redact
 from deployctl.rules.promote import (
     PromoteError,
     Promotion,
@@ -51,16 +57,45 @@ def _write(repo: str, files: dict[str, bytes], *, commit: bool, message: str) ->
     return repo_edge.commit_files(repo, files, message=message)
 
 
-def promote_apps(
+#: The pull request body for a proposed change: ``(base commit, head commit) -> markdown`` (the diff).
+PullRequestBody = Callable[[str, str], str]
+
+
+def propose(repo: str, files: dict[str, bytes], *, message: str, branch: str, forge: ForgeSettings,
+            body: PullRequestBody, remote: str = "origin") -> OpenedPullRequest:
+    """Commit ``files`` on ``branch`` (from HEAD, the work tree untouched), force-push it to ``remote`` and open
+    a pull request into the current branch, or update the one already open for ``branch``.
+
+    The push and the API calls carry the forge token, so the remote must be on the forge's host."""
+    if not forge.token:
+        raise ForgeError("opening a pull request needs DEPLOYCTL_FORGE_TOKEN")
+    remote_at = repo_edge.remote_url(repo, remote)
+    if origin(remote_at) != origin(forge.url) or urllib.parse.urlsplit(remote_at).username:
+        raise ForgeError(f"remote {remote!r} ({redact(remote_at)}) is not on the forge's host "
+                         f"({origin(forge.url)[1]}); the forge token is sent there only")
+    base = repo_edge.current_branch(repo)
+    base_sha = repo_edge.open_repository(repo).head.peel().id
+    head_sha = repo_edge.commit_on_branch(repo, files, message=message, branch=branch)
+    repo_edge.push_branch(repo, branch, username=settings.GIT_USERNAME.get() or "x-access-token",
+                          token=forge.token, remote=remote)
+    client = open_forge(forge)
+    try:
+        return client.open_pull_request(branch=branch, base=base, title=message.split("\n", 1)[0],
+                                        body=body(str(base_sha), head_sha))
+    finally:
+        client.close()
+
+
+def promotion_change(
     repo: str, apps: Sequence[str] | None, *, from_env: str, to_env: str, message: str | None = None,
-    commit: bool = False, now: datetime | None = None,
-) -> tuple[list[Promotion], str | None]:
-    """Promote (write, and with ``commit`` commit) ``apps`` (None: all that differ). Returns what changed."""
+    now: datetime | None = None,
+) -> tuple[list[Promotion], dict[str, bytes], str]:
+    """What promoting ``apps`` (None: all that differ) writes: the promotions, the files, the commit message."""
     root = workdir(repo)
     state = repo_edge.read_desired_state(repo, worktree=True)
     promotions = plan_promotions(state, state, from_env=from_env, to_env=to_env, apps=apps)
     if not promotions:
-        return [], None
+        return [], {}, ""
     name, email = repo_edge.identity(repo)
     when = now or _now()
     files: dict[str, bytes] = {}
@@ -74,7 +109,24 @@ def promote_apps(
         subject = f"Promote {len(promotions)} apps from {from_env} to {to_env}"
     body = "\n".join(f"- {p.app}: {_short(p.old_sha)} -> {p.new_sha[:12]}" for p in promotions)
     text = f"{subject}\n\n{body}\n" + (f"\n{message}\n" if message else "")
+    return promotions, files, text
+
+
+def promote_apps(
+    repo: str, apps: Sequence[str] | None, *, from_env: str, to_env: str, message: str | None = None,
+    commit: bool = False, now: datetime | None = None,
+) -> tuple[list[Promotion], str | None]:
+    """Promote (write, and with ``commit`` commit) ``apps`` (None: all that differ). Returns what changed."""
+    promotions, files, text = promotion_change(repo, apps, from_env=from_env, to_env=to_env, message=message,
+                                               now=now)
+    if not promotions:
+        return [], None
     return promotions, _write(repo, files, commit=commit, message=text)
+
+
+def promote_branch(to_env: str, apps: Sequence[str] | None) -> str:
+    """The branch of a promotion's pull request: the same change always gets the same branch (and pull request)."""
+    return f"deployctl/promote-{to_env}-{'-'.join(sorted(apps)) if apps else 'all'}"
 
 
 @dataclass(frozen=True)
@@ -92,6 +144,15 @@ def rollback_app(
     commit: bool = False, now: datetime | None = None,
 ) -> tuple[Promotion, str | None]:
     """Deploy an earlier SHA by prepending it to the deploy file (never rewriting history)."""
+    done, files, text = rollback_change(repo, app, env=env, choice=choice, message=message, now=now)
+    return done, _write(repo, files, commit=commit, message=text)
+
+
+def rollback_change(
+    repo: str, app: str, *, env: str, choice: RollbackChoice | None = None, message: str | None = None,
+    now: datetime | None = None,
+) -> tuple[Promotion, dict[str, bytes], str]:
+    """What rolling ``app`` back in ``env`` writes: the promotion, the files, the commit message."""
     choice = choice or RollbackChoice()
     root = workdir(repo)
     path = deploy_path(env, app)
@@ -111,6 +172,6 @@ def rollback_app(
     files = {path: prepend(data, chosen, note)}
     text = f"Roll back {app} in {env} to {chosen[:12]} (from {current[:12]})\n" + (
         f"\n{message}\n" if message else "")
-    return Promotion(env, app, path, current, chosen), _write(repo, files, commit=commit, message=text)
+    return Promotion(env, app, path, current, chosen), files, text
 
 

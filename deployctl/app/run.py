@@ -21,7 +21,9 @@ from deployctl.edges.git.repo import local_sources, read_desired_state
 from deployctl.edges.kube.lease import LeaseLocks, LockHolder, printable
 from deployctl.errors import ClusterUnreachableError, DeployctlError
 from deployctl.model.audit import AuditStore, current_actor
+from deployctl.model.audit_target import AUDIT_DEFAULT, AuditTarget
 from deployctl.model.state import DesiredState
+from deployctl.model.vocabulary import EnvStatus, Trigger
 from deployctl.reconcile import policy
 from deployctl.reconcile.artifacts import registry_pinner
 from deployctl.reconcile.observe import ClusterPool, check_namespaces
@@ -31,16 +33,14 @@ from deployctl.reconcile.outcome import EnvironmentOutcome, Progress, ReconcileR
 from deployctl.reconcile.ports import Clusters, GatedClusters, Lock, Locks
 from deployctl.reconcile.reconciler import Prepared, Reconciler
 from deployctl.reconcile.recorder import AuditRecorder
-from deployctl.reconcile.sink import AuditSink, OverrideNotes, RunAudit
-from deployctl.rules.plan import Plan
+from deployctl.reconcile.sink import AuditSink, OverrideNotes, ReviewNotes, RunAudit
+from deployctl.rules.plan import Plan, count_actions
 
 log = structlog.get_logger(__name__)
 
 
 class LockLostError(DeployctlError):
     """The run stopped renewing its environment's lock in time: another run may act there now."""
-
-    exit_code = 1
 
 
 def lock_identity() -> str:
@@ -98,6 +98,8 @@ def run_once(desired: DesiredState, run: Run) -> ReconcileResult:
     sink: AuditSink | None = run.audit
     if sink is not None and said.notes:
         sink = OverrideNotes(sink, said.notes)
+    if sink is not None and said.reviews:
+        sink = ReviewNotes(sink, said.reviews)
     envs = _Environments(
         desired, run, sink=sink, refusals={**said.refusals, **run.refusals},
         guarded=check_namespaces(desired, options.selection.allowed_namespaces, context_name=run.clusters.context_name),
@@ -108,7 +110,8 @@ def run_once(desired: DesiredState, run: Run) -> ReconcileResult:
     else:
         with ThreadPoolExecutor(max_workers=min(len(groups), 16), thread_name_prefix="deployctl-env") as pool:
             results = list(pool.map(envs.reconcile, groups))
-    return _merge(desired, results, requests=run.clusters.requests(), seconds=time.monotonic() - started)
+    return _merge(desired, results, requests=run.clusters.requests(), seconds=time.monotonic() - started,
+                  options=options)
 
 
 class _Environments:
@@ -140,24 +143,25 @@ class _Environments:
             result = Reconciler(desired, GatedClusters(run.clusters, _lock_check(lock, env)),
                                 run.options.for_envs(envs), audit=self.sink, prepared=self.prepared,
                                 on_progress=run.callbacks.on_progress).run()
-            return replace(result, environments=tuple(EnvironmentOutcome(e, "ok", context=context) for e in envs))
+            return replace(result, environments=tuple(_env_outcome(desired, e, context) for e in envs))
         except ClusterUnreachableError as exc:
             named = run.clusters.context_name(context) or "in-cluster"
             message = f"environment {env} (context {named}, server {_server(run.clusters, context)}) is unreachable: {exc}"
             log.error("environment.unreachable", env=env, context=context, error=str(exc))
-            return _empty(desired, EnvironmentOutcome(env or "-", "unreachable", message, context))
+            return _empty(desired, EnvironmentOutcome(env or "-", EnvStatus.UNREACHABLE, message, context))
         except DeployctlError as exc:
             log.error("environment.failed", env=env, context=context, error=str(exc))
-            return _empty(desired, EnvironmentOutcome(env or "-", "failed", f"environment {env}: {exc}", context))
+            return _empty(desired, EnvironmentOutcome(env or "-", EnvStatus.FAILED, f"environment {env}: {exc}", context))
         finally:
             if lock is not None:
                 lock.release()
 
 
 def _groups(desired: DesiredState, options: ReconcileOptions) -> list[tuple[str, ...]]:
-    """One group per selected environment of the config; names the config does not know go in one group."""
+    """One group per selected environment of the config; names the config does not know (asked for, or
+    with deploy files that are invalid for it) go in one group, reported there as invalid."""
     known = desired.config.environments if desired.config else {}
-    selected = tuple(options.selection.envs) or tuple(sorted(known))
+    selected = tuple(options.selection.envs) or desired.named_environments()
     groups: list[tuple[str, ...]] = [(e,) for e in selected if e in known]
     unknown = tuple(e for e in selected if e not in known)
     if unknown or not groups:
@@ -211,17 +215,29 @@ def _empty(desired: DesiredState, env: EnvironmentOutcome) -> ReconcileResult:
                            environments=(env,))
 
 
+def _env_outcome(desired: DesiredState, env: str, context: str | None) -> EnvironmentOutcome:
+    """An environment reconciled: ok, or invalid when deployctl.yaml has no usable entry for it."""
+    config = desired.config
+    if config is not None and env in config.environments:
+        return EnvironmentOutcome(env, EnvStatus.OK, context=context)
+    if config is None:
+        why = "deployctl.yaml could not be read; nothing applied there"
+    elif env in config.invalid_environments:
+        why = f"its entry in {config.path} has errors; nothing applied there"
+    else:
+        why = f"it has no entry under environments: in {config.path}"
+    return EnvironmentOutcome(env, EnvStatus.INVALID, f"environment {env}: {why}", context)
+
+
 def _merge(desired: DesiredState, results: list[ReconcileResult], *, requests: Mapping[str, int],
-           seconds: float) -> ReconcileResult:
+           seconds: float, options: ReconcileOptions) -> ReconcileResult:
     changes = tuple(sorted((c for r in results for c in r.plan.changes), key=lambda c: c.key))
-    counts: dict[str, int] = {}
-    for c in changes:
-        counts[str(c.action)] = counts.get(str(c.action), 0) + 1
-    plan = Plan(changes=changes, deploy_commit=desired.commit, ref=desired.ref, counts=counts)
+    plan = Plan(changes=changes, deploy_commit=desired.commit, ref=desired.ref, counts=count_actions(changes))
     return ReconcileResult(
         plan=plan, outcomes=tuple(sorted((o for r in results for o in r.outcomes), key=lambda o: o.key)),
         requests=dict(requests), seconds=seconds,
         environments=tuple(sorted((e for r in results for e in r.environments), key=lambda e: e.env)),
+        problems=desired.unrowed_errors(options.selection.envs, options.selection.apps),
     )
 
 
@@ -232,28 +248,28 @@ def run_reconcile(
     options: ReconcileOptions | None = None,
     kubeconfig: str | None = None,
     context: str | None = None,
-    audit_url: str | None = "",
-    trigger: str = "manual",
+    audit: AuditTarget = AUDIT_DEFAULT,
+    trigger: str = Trigger.MANUAL,
     callbacks: Callbacks | None = None,
 ) -> ReconcileResult:
     """The reconcile command without click: read ``repo`` at ``ref``, reconcile, record.
 
-    ``audit_url=None`` disables the audit history; ``""`` means the default store (not evidence for a
-    promotion gate: gates then read git history).
+    ``audit`` says where the run is recorded (:data:`AUDIT_OFF`: nowhere; the default store is not evidence
+    for a promotion gate: gates then read git history).
     """
     callbacks = callbacks or Callbacks()
     desired = read_desired_state(repo, ref=ref)
     if callbacks.on_read is not None:
         callbacks.on_read(desired)
-    store = audit_location.open_store(audit_url or None) if audit_url is not None else None
+    store = audit_location.open_target(audit)
     try:
         pool = ClusterPool(kubeconfig=kubeconfig, context=context)
         identity = lock_identity()
-        audit = audit_recorder(desired, store, repo_path=repo, trigger=trigger, identity=identity) \
+        recorder = audit_recorder(desired, store, repo_path=repo, trigger=trigger, identity=identity) \
             if store is not None else None
         return run_once(desired, Run(
             clusters=pool, locks=LeaseLocks(pool), options=options or ReconcileOptions(), repo_path=repo,
-            audit=audit, store=store, gates_from_audit=bool(audit_url), identity=identity, callbacks=callbacks,
+            audit=recorder, store=store, gates_from_audit=audit.named, identity=identity, callbacks=callbacks,
         ))
     finally:
         if store is not None:

@@ -1,7 +1,7 @@
 """`deployctl init`: the files of a new deploy repo, decided purely, then written without overwriting.
 
 deployctl.yaml with commented defaults and a ``$schema`` line for the YAML language server,
-``environments/<env>/``, CODEOWNERS from the approvers, and the CI workflow for GitHub or GitLab.
+``environments/<env>/``, CODEOWNERS from the approvers, and the CI workflow for GitHub, GitLab or Gitea.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from deployctl.rules import codeowners as co
 
 SCHEMA_PATH = f".deployctl/{SCHEMA_FILE}"
 CI_FILES = {"github": (".github/workflows/deployctl.yml", "github-actions.yml"),
-            "gitlab": (".gitlab-ci.yml", "gitlab-ci.yml")}
+            "gitlab": (".gitlab-ci.yml", "gitlab-ci.yml"),
+            "gitea": (".gitea/workflows/deployctl.yml", "gitea-actions.yml")}
 
 
 class ScaffoldError(InvalidInputError):
@@ -93,7 +94,8 @@ def plan_scaffold(*, envs: Sequence[str], apps: Sequence[str], registry: str, ap
         files[f"environments/{env}/README.md"] = (
             f"# {env}\n\nOne file per app: `<app>.deploy`, whose first line is the commit SHA to run here.\n")
     if co.entries(config):
-        files[co.DEFAULT_PATHS[fmt]] = co.render_block(config, fmt)
+        # Gitea reads CODEOWNERS (GitHub's syntax) from .gitea/, not .github/
+        files[".gitea/CODEOWNERS" if ci == "gitea" else co.DEFAULT_PATHS[fmt]] = co.render_block(config, fmt)
     if ci is not None:
         path, template = CI_FILES[ci]
         files[path] = resources.files("deployctl").joinpath("scaffold", template).read_text(encoding="utf-8")

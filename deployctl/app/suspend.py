@@ -17,6 +17,7 @@ from deployctl.edges.kube.cluster import Cluster
 from deployctl.errors import DeployctlError, InvalidInputError
 from deployctl.model.audit import Actor, Attempt, AuditStore
 from deployctl.model.state import DesiredState
+from deployctl.model.vocabulary import Result, Trigger
 from deployctl.model.workload import (
     ANN_COMMIT,
     ANN_SUSPENDED,
@@ -30,7 +31,7 @@ from deployctl.model.workload import (
 from deployctl.reconcile.observe import check_namespaces
 from deployctl.rules.promote import deploy_path
 
-SUSPENDED, RESUMED = "suspended", "resumed"
+SUSPENDED, RESUMED = Result.SUSPENDED, Result.RESUMED
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class SuspendRequest:
     reason: str
     actor: Actor
     now: datetime
-    trigger: str = "manual"
+    trigger: str = Trigger.MANUAL
 
     @property
     def result(self) -> str:
@@ -90,6 +91,10 @@ def set_suspended(
     config = desired.config
     if config is None:
         raise InvalidInputError("deployctl.yaml is missing or invalid; run deployctl validate")
+    broken = [e for e in envs if e in config.invalid_environments]
+    if broken:
+        raise InvalidInputError(f"environment {', '.join(map(repr, broken))} has errors in {config.path}; "
+                                "fix those first (deployctl validate)")
     unknown = [e for e in envs if e not in config.environments]
     if unknown:
         raise InvalidInputError(f"unknown environment {', '.join(map(repr, unknown))}; "
@@ -150,7 +155,7 @@ def _one(cluster: Cluster, env: str, app: str, namespace: str, workloads: list[W
             cluster.annotate(w, annotations)
     except DeployctlError as exc:
         if store is not None and audit_id is not None:
-            store.finish(audit_id, result="failed", error=f"{'suspend' if suspend else 'resume'} failed: {exc}")
+            store.finish(audit_id, result=Result.FAILED, error=f"{'suspend' if suspend else 'resume'} failed: {exc}")
         raise
     if store is not None and audit_id is not None:
         store.finish(audit_id, result=result, error=f"{result} by {by}: {reason}")

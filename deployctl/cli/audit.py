@@ -13,7 +13,9 @@ from typing import Any, TypeVar
 import click
 
 from deployctl.cli.completion import app_option, env_option
+from deployctl.cli.options import audit_options
 from deployctl.cli.output import JSON, TABLE, YAML, Output, output_options, render_table
+from deployctl.cli.verify import latest_verifications, with_verification
 from deployctl.edges.audit.url import AUDIT_ENV, open_store
 from deployctl.errors import InvalidInputError
 from deployctl.model.audit import (
@@ -25,9 +27,11 @@ from deployctl.model.audit import (
     record_to_event,
     record_with_events,
 )
+from deployctl.model.audit_target import AuditTarget
+from deployctl.model.chain import ChainReport
 from deployctl.model.printable import printable
 from deployctl.model.verification import Verification
-from deployctl.settings import AUDIT
+from deployctl.settings import AUDIT, AUDIT_KEY
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,16 +45,11 @@ def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> date
         raise click.BadParameter(str(exc)) from None
 
 
-def audit_option(f: F) -> F:
-    return click.option(
-        "--audit",
-        "audit_url",
-        envvar=AUDIT_ENV,
-        default=None,
-        metavar="URL",
-        help="Audit store: sqlite:///path/audit.db or postgresql://... "
-        f"[default: ${AUDIT_ENV}, else sqlite://$XDG_STATE_HOME/deployctl/audit.db, i.e. {AUDIT.default}]",
-    )(f)
+audit_option = audit_options(
+    record=False,
+    help="Audit store: sqlite:///path/audit.db or postgresql://... "
+    f"[default: ${AUDIT_ENV}, else sqlite://$XDG_STATE_HOME/deployctl/audit.db, i.e. {AUDIT.default}]",
+)
 
 
 def filter_options(f: F) -> F:
@@ -70,8 +69,8 @@ def filter_options(f: F) -> F:
     return f
 
 
-def _read(audit_url: str | None) -> AuditStore:
-    return open_store(audit_url, create=False)
+def _read(audit: AuditTarget) -> AuditStore:
+    return open_store(audit.url, create=False)
 
 
 def query(store: AuditStore, *, envs: tuple[str, ...], apps: tuple[str, ...], limit: int | None = None,
@@ -106,7 +105,7 @@ def _duration(seconds: float | None) -> str:
 
 
 HISTORY_HEADERS = ("STARTED (UTC)", "ENV", "APP", "RESULT", "SHA", "FROM", "AUTHOR", "TOOK", "TRIGGER",
-                   "BY", "RELEASE", "CHANGE")  # fmt: skip
+                   "BY", "RELEASE", "CHANGE", "APPROVED")  # fmt: skip
 
 
 def history_row(record: AuditRecord, verified: Mapping[int, Verification] | None = None) -> list[str]:
@@ -125,7 +124,16 @@ def history_row(record: AuditRecord, verified: Mapping[int, Verification] | None
         a.actor.user,
         _short(record.release),
         _clip(a.app_commit_summary or a.file_commit_summary),
+        _approved(record),
     ]
+
+
+def _approved(record: AuditRecord) -> str:
+    """The pull request and who approved it (require_approval: forge), e.g. ``#7 @bob``; '-' without one."""
+    review = record.attempt.review
+    if review is None:
+        return "-"
+    return " ".join([f"#{review.number}", *(a.who for a in review.approvals)])
 
 
 def render_history_by_release(records: Sequence[AuditRecord], verified: Mapping[int, Verification]) -> str:
@@ -156,6 +164,8 @@ def render_csv(records: Sequence[AuditRecord]) -> str:
         event = record_to_event(record)
         event["workloads"] = ";".join(event["workloads"])
         event["reviewers"] = ";".join(event["reviewers"])
+        event["pull_request"] = (event["pull_request"] or {}).get("url", "")
+        event["approvals"] = ";".join(f"{a['who']} {a['when']} {a['head_sha']}" for a in event["approvals"])
         writer.writerow(event)
     return out.getvalue()
 
@@ -171,7 +181,7 @@ def render_csv(records: Sequence[AuditRecord]) -> str:
 @output_options(TABLE, JSON, YAML, "csv")
 def history(
     attempt_id: int | None,
-    audit_url: str | None,
+    audit: AuditTarget,
     envs: tuple[str, ...],
     apps: tuple[str, ...],
     since: datetime | None,
@@ -191,9 +201,9 @@ def history(
       deployctl history --id 42 -o json
     """
     if attempt_id is not None:
-        _history_of_one(audit_url, attempt_id, output)
+        _history_of_one(audit, attempt_id, output)
         return
-    store = _read(audit_url)
+    store = _read(audit)
     try:
         records = query(store, envs=envs, apps=apps, since=since, until=until, sha=sha, limit=limit or None)
         verified = latest_verifications(store, records)
@@ -214,23 +224,8 @@ def history(
                 output.write(printable(f"attempt {v.attempt_id} ({v.env}/{v.app} {v.sha[:12]}): {v.result}: {v.reason}"))
 
 
-def latest_verifications(store: AuditStore, records: Sequence[AuditRecord]) -> dict[int, Verification]:
-    """The newest verification of each attempt that has one."""
-    out: dict[int, Verification] = {}
-    for v in store.verifications(attempt_ids=[r.id for r in records]):
-        out.setdefault(v.attempt_id, v)  # newest first
-    return out
-
-
-def with_verification(event: dict[str, Any], verification: Verification | None) -> dict[str, Any]:
-    """An exported attempt with its latest verification (result and reason), when it has one."""
-    if verification is None:
-        return event
-    return {**event, "verification": verification.result, "verification_reason": verification.reason}
-
-
-def _history_of_one(audit_url: str | None, attempt_id: int, output: Output) -> None:
-    store = _read(audit_url)
+def _history_of_one(audit: AuditTarget, attempt_id: int, output: Output) -> None:
+    store = _read(audit)
     try:
         record = store.get(attempt_id)
         events_ = store.events_of(attempt_id) if record is not None else []
@@ -273,7 +268,7 @@ def events() -> None:
 @click.option("--repo", default=None, help="With --format cdevents: the deploy repo's name, as in the sink's settings.")
 @output_options("jsonl", JSON, YAML, default="jsonl", legacy_file=True)
 def export(
-    audit_url: str | None,
+    audit: AuditTarget,
     envs: tuple[str, ...],
     apps: tuple[str, ...],
     since: datetime | None,
@@ -296,7 +291,7 @@ def export(
     """
     if fmt == "cdevents" and output.format != "jsonl":
         raise click.UsageError("--format cdevents writes one event per line (NDJSON): leave out -o json/yaml")
-    store = _read(audit_url)
+    store = _read(audit)
     try:
         records = query(store, envs=envs, apps=apps, since=since, until=until)
     finally:
@@ -321,7 +316,7 @@ def audit() -> None:
 
 @audit.command("migrate")
 @audit_option
-def migrate(audit_url: str | None) -> None:
+def migrate(audit: AuditTarget) -> None:
     """Create the audit store, or migrate its schema to this deployctl's version.
 
     Every command does this when it opens a store its role may change; with PostgreSQL's two
@@ -331,11 +326,60 @@ def migrate(audit_url: str | None) -> None:
     Example:
       deployctl audit migrate --audit postgresql://deployctl_owner@db:5432/deploys
     """
-    store = open_store(audit_url)
+    store = open_store(audit.url)
     try:
         click.echo(f"schema version {store.schema_version()}")  # type: ignore[attr-defined]
     finally:
         store.close()
+
+
+@audit.command("verify")
+@audit_option
+@click.option("--since", "since_id", type=click.IntRange(min=1), metavar="ID",
+              help="Start at attempt ID, a known-good point (its link to the row before it is trusted).")
+@output_options(TABLE, JSON, YAML)
+def verify(audit: AuditTarget, since_id: int | None, output: Output) -> None:
+    """Check the audit chain: every row's hash, its link to the row before it and its MAC.
+
+    Exits 0 when the chain holds, 1 naming the first row that breaks it and how (inserted with SQL,
+    edited, deleted, reordered, a MAC that does not match). MACs are checked with the keys in
+    $DEPLOYCTL_AUDIT_KEY. Reads the chain in pages: memory stays flat however long it is.
+
+    \b
+    Examples:
+      deployctl audit verify --audit postgresql://auditor@db:5432/deploys
+      deployctl audit verify --since 48210 -o json
+    """
+    from deployctl.edges.audit.chain import ChainBrokenError
+
+    store = _read(audit)
+    try:
+        report = store.verify_chain(since=since_id)
+    finally:
+        store.close()
+    if not output.data(report.as_dict()):
+        output.write(render_chain_report(report))
+    if report.broken is not None:
+        raise ChainBrokenError(f"the audit chain is broken: {report.broken.message}")
+
+
+def render_chain_report(report: ChainReport) -> str:
+    """What verify found, for a person: rows checked, MACs, unkeyed rows, where the chain began."""
+    span = f" (#{report.first_seq}–#{report.last_seq})" if report.rows else ""
+    verdict = "holds" if report.ok else "checked up to the break"
+    lines = [f"chain {verdict}: {report.rows:,} row(s){span}"
+             + (f", head {report.head[:16]}…" if report.head and report.ok else "")]  # fmt: skip
+    if report.macs_checked:
+        lines.append(f"MACs checked with {AUDIT_KEY.name}: {report.keyed_rows:,} keyed row(s)")
+    elif report.keyed_rows:
+        lines.append(f"MACs NOT checked: {AUDIT_KEY.name} is not set ({report.keyed_rows:,} keyed row(s))")
+    if report.unkeyed_rows:
+        runs = "; ".join(first if first == last else f"{first} – {last}" for first, last in report.unkeyed)
+        lines.append(f"unkeyed (written without a key): {report.unkeyed_rows:,} row(s): {runs}")
+    if report.migrated_through:
+        lines.append(f"rows #1–#{report.migrated_through} were chained as found when the store was migrated "
+                     "to the chain, not when written")  # fmt: skip
+    return "\n".join(lines)
 
 
 @click.command()
@@ -351,7 +395,7 @@ def migrate(audit_url: str | None) -> None:
 )
 @click.option("--query", "promql", metavar="PROMQL", help="The PromQL of --overlay prometheus=URL.")
 def timeline(
-    audit_url: str | None,
+    audit: AuditTarget,
     envs: tuple[str, ...],
     apps: tuple[str, ...],
     since: datetime | None,
@@ -379,7 +423,7 @@ def timeline(
 
     if promql is not None and overlay is None:
         raise click.UsageError("--query goes with --overlay prometheus=URL")
-    store = _read(audit_url)
+    store = _read(audit)
     try:
         records = query(store, envs=envs, apps=apps, since=since, until=until)
     finally:

@@ -21,7 +21,7 @@ from deployctl.settings import split_names
               help="Image repository prefix: each app's image is REGISTRY/<app>.")
 @click.option("--approver", "approvers", multiple=True, metavar="WHO",
               help="@user, @org/team or email who reviews changes to the last environment (repeatable).")
-@click.option("--ci", type=click.Choice(["github", "gitlab"]), default=None,
+@click.option("--ci", type=click.Choice(["github", "gitlab", "gitea"]), default=None,
               help="Also write the CI workflow (and CODEOWNERS in that forge's syntax).")
 @click.option("--force", is_flag=True, help="Overwrite files that exist with other content.")
 @output_options(TABLE, JSON, YAML)

@@ -12,6 +12,7 @@ from deployctl.cli.audit import _when, audit_option
 from deployctl.cli.output import JSON, TABLE, YAML, Duration, Output, output_options
 from deployctl.edges.audit.url import open_store
 from deployctl.errors import InvalidInputError
+from deployctl.model.audit_target import AuditTarget
 
 
 @click.group()
@@ -43,7 +44,7 @@ def notify() -> None:
 @click.option("--since", "backfill_since", callback=_when, metavar="WHEN",
               help="Backfill the --sink with the events since WHEN (2d, 90m, 1w or ISO) it has not received.")
 @output_options(TABLE, JSON, YAML)
-def drain(audit_url: str | None, settings_file: str | None, max_wait: float, sink_names: tuple[str, ...],
+def drain(audit: AuditTarget, settings_file: str | None, max_wait: float, sink_names: tuple[str, ...],
           from_start: bool, backfill_since: datetime | None, output: Output) -> None:
     """Deliver pending notifications, retrying with backoff; exits 1 if some remain undelivered.
 
@@ -73,7 +74,7 @@ def drain(audit_url: str | None, settings_file: str | None, max_wait: float, sin
         if not output.data({"sinks": 0, "delivered_by_sink": {}, "pending": 0, "gave_up": []}):
             output.write("no notification sinks configured (settings: --settings FILE or $DEPLOYCTL_SETTINGS)")
         return
-    store = open_store(audit_url)
+    store = open_store(audit.url)
     try:
         report = drain_outbox(store, settings, max_wait_seconds=max_wait, backfill_from=backfill_from)
     finally:

@@ -163,16 +163,6 @@ def names_option(decl: str, dest: str, *, metavar: str, help: str,
                         help=f"{help} (repeatable, or comma-separated).", **extra)
 
 
-def repo_option(f: F) -> F:
-    return click.option(
-        "--repo",
-        default=".",
-        show_default=True,
-        type=click.Path(file_okay=False),
-        help="Path to the deploy repo (bare or with a work tree).",
-    )(f)
-
-
 def echo_json(value: Any) -> None:
     click.echo(dump(value, JSON))
 

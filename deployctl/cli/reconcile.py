@@ -12,20 +12,17 @@ from typing import Any, TextIO, TypeVar
 import click
 
 from deployctl import settings
-from deployctl.cli.completion import app_option, complete_context, complete_ref, env_option
+from deployctl.cli.options import audit_options, selection_options
 from deployctl.cli.output import (
-    JSON,
-    TABLE,
-    YAML,
     Duration,
     Output,
     duration_option,
-    output_options,
     render_table,
 )
+from deployctl.model.audit_target import AuditTarget
 from deployctl.model.printable import printable
 from deployctl.model.state import DesiredState
-from deployctl.model.vocabulary import ExitCode
+from deployctl.model.vocabulary import AppState, CheckExit, EnvStatus, ExitCode, Result, Trigger
 from deployctl.reconcile.observe import ClusterPool
 from deployctl.reconcile.options import Locking, Overrides, ReconcileOptions, Selection, Timing
 from deployctl.reconcile.ordering import git_relation
@@ -33,31 +30,6 @@ from deployctl.reconcile.outcome import Progress, ReconcileResult
 from deployctl.rules.plan import Plan
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _selection_options(f: F) -> F:
-    for decorator in reversed(
-        [
-            click.option("--repo", default=".", show_default=True, type=click.Path(file_okay=False),
-                         help="The deploy repo (bare or with a work tree)."),
-            click.option("--ref", default="HEAD", show_default=True, shell_complete=complete_ref,
-                         help="Branch, tag or commit of the deploy repo to read."),
-            env_option,
-            app_option,
-            click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG",
-                         help="Kubeconfig file(s), os.pathsep-separated and merged like kubectl does [default: "
-                         "$KUBECONFIG, ~/.kube/config or in-cluster]."),
-            click.option("--context", default=None, shell_complete=complete_context,
-                         help="Use this kubeconfig context for every environment (overrides `context:`)."),
-            click.option("--allow-namespace", "allowed_namespaces", multiple=True, metavar="[CTX/]NS",
-                         envvar=settings.ALLOW_NAMESPACES.name,
-                         help="Refuse environments whose context/namespace is not one of these; a bare NS means "
-                         "the current context only (repeatable; comma- or space-separated, also in $DEPLOYCTL_ALLOW_NAMESPACES)."),
-            output_options(TABLE, JSON, YAML),
-        ]
-    ):
-        f = decorator(f)
-    return f
 
 
 def load_desired(repo_path: str, ref: str) -> DesiredState:
@@ -89,9 +61,6 @@ def render_plan(plan: Plan) -> str:
     return f"{table}\n\nplan at {_short(plan.deploy_commit)}: {summary}"
 
 
-EXIT_CHANGES = 2  # --exit-code: there is something to do (like terraform plan -detailed-exitcode)
-
-
 def plan_has_changes(plan: Plan) -> bool:
     """Whether the live state differs from the plan's desired state (an update, drift, a missing or blocked
     app); suspended apps are left alone on purpose, so they are no change."""
@@ -106,7 +75,7 @@ exit_code_option = click.option(
 
 
 @click.command()
-@_selection_options
+@selection_options
 @exit_code_option
 def plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,
          context: str | None, allowed_namespaces: tuple[str, ...], output: Output, exit_code: bool) -> None:
@@ -132,7 +101,7 @@ def plan(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kube
         output.write(render_plan(result))
     failed = bool(refused) or not desired.ok
     if exit_code:
-        sys.exit(1 if failed else (EXIT_CHANGES if plan_has_changes(result) else 0))
+        sys.exit(CheckExit.PROBLEMS if failed else (CheckExit.CHANGES if plan_has_changes(result) else CheckExit.CLEAN))
     if failed:
         sys.exit(ExitCode.INVALID)
 
@@ -160,8 +129,6 @@ def _split_allowed(values: tuple[str, ...]) -> list[str]:
 class ProgressPrinter:
     """Live progress: a redrawn block on a terminal, one line per state change otherwise."""
 
-    FINAL_MARK = {"succeeded": "ok", "drift-corrected": "ok", "in-sync": "ok", "applied": "ok"}
-
     def __init__(self, stream: TextIO, *, live: bool, max_lines: int = 15) -> None:
         self.stream = stream
         self.live = live
@@ -182,8 +149,8 @@ class ProgressPrinter:
             self._draw()
 
     def _draw(self) -> None:
-        active = [(k, v) for k, v in self.states.items() if v[0] in ("applying", "waiting")]
-        done = [(k, v) for k, v in self.states.items() if v[0] not in ("applying", "waiting")]
+        active = [(k, v) for k, v in self.states.items() if v[0] in _IN_FLIGHT]
+        done = [(k, v) for k, v in self.states.items() if v[0] not in _IN_FLIGHT]
         counts: dict[str, int] = {}
         for _, (state, _) in self.states.items():
             counts[state] = counts.get(state, 0) + 1
@@ -202,51 +169,50 @@ class ProgressPrinter:
         self.drawn = len(lines)
 
 
-_TIMED = ("succeeded", "failed", "drift-corrected", "applied")
+_IN_FLIGHT = {str(s) for s in AppState if s.in_flight}
 
 
 def render_result(result: ReconcileResult) -> str:
     rows = [
         (o.env, o.app, o.result, _short(o.old_sha), _short(o.new_sha),
-         f"{o.seconds:.1f}s" if o.seconds is not None and o.result in _TIMED else "",
+         f"{o.seconds:.1f}s" if o.seconds is not None and o.result.timed else "",
          o.message)
         for o in result.outcomes
     ]
     table = render_table(("ENV", "APP", "RESULT", "FROM", "TO", "TIME", "DETAIL"), rows)
-    counts: dict[str, int] = {}
-    for o in result.outcomes:
-        counts[o.result] = counts.get(o.result, 0) + 1
-    summary = ", ".join(f"{n} {r}" for r, n in sorted(counts.items())) or "nothing selected"
+    summary = _counted(result.tally()) or "nothing selected"
+    if result.problems:
+        summary += f", {len(result.problems)} invalid-input error{'s' if len(result.problems) > 1 else ''}"
     envs = "".join(f"\nenvironment {e.env}: {e.status}" + (f": {e.message}" if e.message else _env_counts(result, e.env))
-                   for e in result.environments if len(result.environments) > 1 or e.status != "ok")
+                   for e in result.environments if len(result.environments) > 1 or e.status is not EnvStatus.OK)
+    invalid = "".join(f"\ninvalid: {p}" for p in result.problems)  # a Problem prints safely
     return (
-        f"{table}\n{envs}\nreconciled {_short(result.plan.deploy_commit)} in {result.seconds:.1f}s: {summary} "
-        f"(exit {result.exit_code})"
+        f"{table}\n{envs}{invalid}\nreconciled {_short(result.plan.deploy_commit)} in {result.seconds:.1f}s: {summary} "
+        f"(exit {int(result.exit_code)})"
     )
 
 
+def _counted(tally: Mapping[Result, int]) -> str:
+    return ", ".join(f"{n} {r}" for r, n in sorted(tally.items()))
+
+
 def _env_counts(result: ReconcileResult, env: str) -> str:
-    counts: dict[str, int] = {}
-    for o in result.outcomes:
-        if o.env == env:
-            counts[o.result] = counts.get(o.result, 0) + 1
-    return " (" + ", ".join(f"{n} {r}" for r, n in sorted(counts.items())) + ")" if counts else ""
+    counts = _counted(result.tally(env))
+    return f" ({counts})" if counts else ""
 
 
 def _default_trigger() -> str:
-    return "ci" if os.environ.get("CI") else "manual"
+    return Trigger.CI if os.environ.get("CI") else Trigger.MANUAL
 
 
 @click.command()
-@_selection_options
+@selection_options
 @duration_option("--timeout", default="5m", help="How long to wait for all rollouts")
 @click.option("--no-wait", is_flag=True, help="Apply and return without waiting for rollouts "
               "(dependents are then applied right after their dependencies).")
 @click.option("--concurrency", default=16, show_default=True, help="Applies in flight at once.")
-@click.option("--audit", "audit_url", default=None, envvar=settings.AUDIT.name,
-              help="Audit store URL (sqlite:///path or postgresql://...) [default: the local SQLite file].")
-@click.option("--no-audit", is_flag=True, help="Do not record this run in the audit history.")
-@click.option("--trigger", type=click.Choice(["ci", "watch", "webhook", "drift", "manual"]), default=None,
+@audit_options()
+@click.option("--trigger", type=click.Choice([str(t) for t in Trigger]), default=None,
               help="Why this run happens, for the audit history [default: ci when $CI is set, else manual].")
 @click.option("--allow-retagged", is_flag=True,
               help="Apply even when a tag now points to a different digest than the one tested in the "
@@ -267,7 +233,7 @@ def _default_trigger() -> str:
               "wait for the verdicts (exit 1 when one fails).")
 def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,
               context: str | None, allowed_namespaces: tuple[str, ...], output: Output, timeout: float,
-              no_wait: bool, concurrency: int, audit_url: str | None, no_audit: bool,
+              no_wait: bool, concurrency: int, audit: AuditTarget,
               trigger: str | None, allow_retagged: bool, override_freeze: bool,
               override_reason: str | None, lock_timeout: float | None, lock_lease: float, force_older: bool,
               allow_non_descendant: bool, verify_after: bool) -> None:
@@ -297,7 +263,7 @@ def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...],
         prometheus = prometheus_from_settings()
         if prometheus is None:
             raise click.UsageError("--verify needs DEPLOYCTL_PROMETHEUS_URL (the Prometheus that verifies deploys)")
-        if no_audit:
+        if audit.off:
             raise click.UsageError("--verify records its results in the audit history; drop --no-audit")
     options = ReconcileOptions(
         selection=Selection(envs=envs, apps=apps, allowed_namespaces=tuple(_split_allowed(allowed_namespaces))),
@@ -317,7 +283,7 @@ def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...],
 
     result = run_reconcile(
         repo=repo, ref=ref, options=options, kubeconfig=kubeconfig or None, context=context,
-        audit_url=None if no_audit else (audit_url or ""), trigger=trigger or _default_trigger(),
+        audit=audit, trigger=trigger or _default_trigger(),
         callbacks=Callbacks(
             on_read=on_read,
             on_progress=ProgressPrinter(sys.stderr, live=sys.stderr.isatty()) if progress else None,
@@ -330,9 +296,10 @@ def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...],
         sys.exit(result.exit_code)
     from deployctl.app.verify import VerifyRun, verify_reconciled
     from deployctl.cli.verify import render_reports
-    from deployctl.edges.audit.url import open_store
+    from deployctl.edges.audit.url import open_target
 
-    store = open_store(audit_url or None)
+    store = open_target(audit)
+    assert store is not None  # --verify with --no-audit was refused above
     try:
         reports = verify_reconciled(result, read[0], VerifyRun(prometheus, store, trigger=trigger or _default_trigger()),
                                     clusters=ClusterPool(kubeconfig=kubeconfig or None, context=context), repo=repo)

@@ -8,9 +8,18 @@ from pathlib import Path
 
 import click
 
-from deployctl import settings
-from deployctl.app.diff import build_diff
-from deployctl.app.promote import RollbackChoice, promote_apps, rollback_app, workdir
+from deployctl.app.diff import build_diff, publish_diff
+from deployctl.app.promote import (
+    RollbackChoice,
+    promote_apps,
+    promote_branch,
+    promotion_change,
+    propose,
+    rollback_app,
+    rollback_change,
+    workdir,
+)
+from deployctl.cli.options import audit_options, repo_option
 from deployctl.cli.output import (
     JSON,
     MARKDOWN,
@@ -19,11 +28,13 @@ from deployctl.cli.output import (
     Output,
     output_options,
     render_table,
-    repo_option,
 )
+from deployctl.edges.forge import ForgeError, ForgeSettings
 from deployctl.edges.git import repo as repo_edge
 from deployctl.errors import DeployctlError, InvalidInputError
+from deployctl.model.audit_target import AUDIT_OFF, AuditTarget
 from deployctl.model.printable import printable
+from deployctl.model.vocabulary import CheckExit
 from deployctl.rules import codeowners as co
 from deployctl.rules import diff as df
 from deployctl.rules.freeze import ActiveFreeze, frozen_environments
@@ -131,16 +142,19 @@ def render_diff_markdown(d: df.StateDiff) -> list[str]:
 @repo_option
 @click.option("--base", required=True, help="The ref the pull request merges into (e.g. origin/main).")
 @click.option("--head", default="HEAD", show_default=True, help="The pull request's ref.")
-@click.option("--audit", "audit_url", default=None, envvar=settings.AUDIT.name,
-              help="Check promotion gates against this audit store [default: the deploy files' git history].")
+@audit_options(record=False, default=AUDIT_OFF,
+               help="Check promotion gates against this audit store [default: the deploy files' git history].")
 @click.option("--check-images", is_flag=True,
               help="Check that every changed target's image exists in its registry (one request per image).")
 @click.option("--strict", is_flag=True, help="With --check-images: an unreachable registry is an error.")
 @output_options(TABLE, JSON, YAML, MARKDOWN)
 @click.option("--exit-code", is_flag=True, help="Exit 2 when there are deploy changes, 0 when there are none "
               "(1 on errors), like git diff --exit-code.")
-def diff(repo: str, base: str, head: str, audit_url: str | None, check_images: bool, strict: bool,
-         output: Output, exit_code: bool) -> None:
+@click.option("--comment", "comment_on", type=click.IntRange(min=1), default=None, metavar="PR",
+              help="Post the markdown diff as one comment on pull request PR (updated on later runs) and set the "
+              "commit status deployctl/plan of the head (the forge settings, docs/review.md).")
+def diff(repo: str, base: str, head: str, audit: AuditTarget, check_images: bool, strict: bool,
+         output: Output, exit_code: bool, comment_on: int | None) -> None:
     """Show what a change to the deploy repo deploys, without a cluster.
 
     Per env/app: old and new SHA, image, who must approve, promotion gate results and, when
@@ -153,17 +167,26 @@ def diff(repo: str, base: str, head: str, audit_url: str | None, check_images: b
       deployctl diff --base origin/main --head HEAD -o markdown > comment.md
       deployctl diff --base origin/main --check-images
       deployctl diff --base origin/main --exit-code -o json --out diff.json
+      deployctl diff --base origin/main --comment 42
     """
-    result = build_diff(repo, base, head, audit_url=audit_url, check_images=check_images, strict=strict)
+    result = build_diff(repo, base, head, audit=audit, check_images=check_images, strict=strict)
     frozen = _freezes(repo, head, {t.env for t in result.targets})
+    if comment_on is not None:
+        forge = ForgeSettings.from_env()
+        if forge is None:
+            raise ForgeError("--comment needs the forge: set DEPLOYCTL_FORGE_TYPE, DEPLOYCTL_FORGE_URL, "
+                             "DEPLOYCTL_FORGE_REPO and DEPLOYCTL_FORGE_TOKEN")
+        markdown = [*render_diff_markdown(result), *(f"- freeze: {f.notice()}" for f in frozen.values())]
+        where = publish_diff(result, "\n".join(markdown) + "\n", number=comment_on, forge=forge)
+        click.echo(f"commented on pull request #{comment_on}: {where}", err=True)
     if not output.data({**result.as_dict(), "freezes": {env: f.as_dict() for env, f in frozen.items()}}):
         lines = (render_diff_markdown if output.format == MARKDOWN else render_diff_text)(result)
         output.lines([*lines, *(f"{'- ' if output.format == MARKDOWN else ''}freeze: {f.notice()}"
                                 for f in frozen.values())])
     if not result.ok:
-        click.get_current_context().exit(1)
+        click.get_current_context().exit(CheckExit.PROBLEMS)
     if exit_code and result.targets:
-        click.get_current_context().exit(2)
+        click.get_current_context().exit(CheckExit.CHANGES)
 
 
 def _freezes(repo: str, head: str, envs: set[str]) -> dict[str, ActiveFreeze]:
@@ -176,6 +199,28 @@ def _freezes(repo: str, head: str, envs: set[str]) -> dict[str, ActiveFreeze]:
 
 # -- promote and rollback ---------------------------------------------------------------------------
 
+open_pr_option = click.option(
+    "--open-pr", is_flag=True,
+    help="Push the change to a branch and open a pull request on the forge (DEPLOYCTL_FORGE_TYPE, _URL, _REPO, _TOKEN) whose body is "
+         "the diff; a second run updates the one already open.")
+
+
+def _proposed(repo: str, files: dict[str, bytes], text: str, branch: str, changes: list[dict[str, object]],
+              output: Output) -> None:
+    forge = ForgeSettings.from_env()
+    if forge is None:
+        raise ForgeError("--open-pr needs the forge: set DEPLOYCTL_FORGE_TYPE, DEPLOYCTL_FORGE_URL, "
+                         "DEPLOYCTL_FORGE_REPO and DEPLOYCTL_FORGE_TOKEN")
+
+    def body(base: str, head: str) -> str:
+        return "\n".join(render_diff_markdown(build_diff(repo, base, head))) + "\n"
+
+    opened = propose(repo, files, message=text, branch=branch, forge=forge, body=body)
+    if output.data({"changes": changes, "branch": branch, "pull_request": asdict(opened)}):
+        return
+    output.write(f"{'opened' if opened.created else 'updated'} pull request #{opened.number}: {opened.url} "
+                 f"(branch {branch})")
+
 
 @click.command()
 @click.argument("app", required=False)
@@ -185,9 +230,10 @@ def _freezes(repo: str, head: str, envs: set[str]) -> dict[str, ActiveFreeze]:
 @click.option("--message", "-m", default=None, help="Added to the note line and the commit message.")
 @click.option("--commit", is_flag=True, help="Commit the change on the current branch.")
 @click.option("--all", "all_apps", is_flag=True, help="Promote every app whose SHA differs.")
+@open_pr_option
 @output_options(TABLE, JSON, YAML)
 def promote(app: str | None, from_env: str, to_env: str, repo: str, message: str | None, commit: bool,
-            all_apps: bool, output: Output) -> None:
+            all_apps: bool, open_pr: bool, output: Output) -> None:
     """Write the SHA APP runs in --from at the top of its deploy file in --to.
 
     A note line (who, when, from where) goes under it and the file's history stays below. The
@@ -197,9 +243,20 @@ def promote(app: str | None, from_env: str, to_env: str, repo: str, message: str
     Example:
       deployctl promote web --from staging --to production --commit -m "Checkout fix"
       deployctl promote --all --from staging --to production
+      deployctl promote web --from staging --to production --open-pr
     """
     if all_apps == (app is not None):
         raise click.UsageError("give an APP or --all (not both)")
+    if open_pr:
+        if commit:
+            raise click.UsageError("give --commit or --open-pr, not both")
+        apps = None if all_apps else [app or ""]
+        done, files, text = promotion_change(repo, apps, from_env=from_env, to_env=to_env, message=message)
+        if not done:
+            output.write(f"nothing to promote: every app in {to_env} already runs what {from_env} runs")
+            return
+        _proposed(repo, files, text, promote_branch(to_env, apps), [asdict(p) for p in done], output)
+        return
     done, sha = promote_apps(repo, None if all_apps else [app or ""], from_env=from_env, to_env=to_env,
                              message=message, commit=commit)
     if output.data({"from": from_env, "to": to_env, "promoted": [asdict(p) for p in done], "commit": sha}):
@@ -222,9 +279,10 @@ def promote(app: str | None, from_env: str, to_env: str, repo: str, message: str
 @repo_option
 @click.option("--message", "-m", default=None, help="Why; added to the note line and the commit message.")
 @click.option("--commit", is_flag=True, help="Commit the change on the current branch.")
+@open_pr_option
 @output_options(TABLE, JSON, YAML)
 def rollback(app: str, env: str, to_sha: str | None, steps: int | None, force: bool, repo: str,
-             message: str | None, commit: bool, output: Output) -> None:
+             message: str | None, commit: bool, open_pr: bool, output: Output) -> None:
     """Roll APP in --env forward to an earlier SHA.
 
     The earlier SHA is prepended with a note, like any deploy; history is never rewritten. A SHA
@@ -238,8 +296,14 @@ def rollback(app: str, env: str, to_sha: str | None, steps: int | None, force: b
     """
     if to_sha is not None and steps is not None:
         raise click.UsageError("give either --to or --steps, not both")
-    done, sha = rollback_app(repo, app, env=env, choice=RollbackChoice(to=to_sha, steps=steps, force=force),
-                             message=message, commit=commit)
+    choice = RollbackChoice(to=to_sha, steps=steps, force=force)
+    if open_pr:
+        if commit:
+            raise click.UsageError("give --commit or --open-pr, not both")
+        one, files, text = rollback_change(repo, app, env=env, choice=choice, message=message)
+        _proposed(repo, files, text, f"deployctl/rollback-{env}-{app}", [asdict(one)], output)
+        return
+    done, sha = rollback_app(repo, app, env=env, choice=choice, message=message, commit=commit)
     if output.data({"rolled_back": asdict(done), "commit": sha}):
         return
     output.write(f"rolled back {app} in {env}: {_short(done.old_sha)} -> {done.new_sha[:12]} ({done.path})")

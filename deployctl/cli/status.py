@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
+from deployctl.cli.options import selection_options
 from deployctl.cli.output import Output, duration_option, render_table, stderr_is_terminal
-from deployctl.cli.reconcile import _echo_problems, _observed_plan, _selection_options, _short
+from deployctl.cli.reconcile import _echo_problems, _observed_plan, _short
 
 HEADERS = ("ENV", "APP", "DESIRED", "LIVE", "IN SYNC", "HEALTH", "DETAIL")
 
@@ -28,7 +29,8 @@ def status_document(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str,
         _add_verifications(docs, audit_url)
     frozen = frozen_environments(desired.config, datetime.now(UTC)) if desired.config else {}
     freezes = {env: f.as_dict() for env, f in frozen.items() if env in {c.env for c in result.changes}}
-    return {"deploy_commit": desired.commit, "apps": docs, "refused": dict(refused), "freezes": freezes}, desired
+    return {"deploy_commit": desired.commit, "apps": docs, "refused": dict(refused), "freezes": freezes,
+            "problems": [p.as_dict() for p in desired.problems]}, desired
 
 
 def _add_verifications(docs: list[dict[str, Any]], audit_url: str) -> None:
@@ -77,7 +79,7 @@ def changed_lines(before: dict[str, Any] | None, after: dict[str, Any], *, now: 
 
 
 @click.command()
-@_selection_options
+@selection_options
 @click.option("--watch", "-w", "watch_", is_flag=True,
               help="Refresh until interrupted: redrawn in place on a terminal, else one line per change.")
 @duration_option("--interval", default="5s", help="With --watch: how often to look again")

@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 
 import click
 
+from deployctl.cli.options import audit_options, selection_options
 from deployctl.cli.output import Output, render_table
 from deployctl.cli.reconcile import (
     _default_trigger,
-    _selection_options,
     _split_allowed,
     load_desired,
 )
-from deployctl.settings import AUDIT
+from deployctl.model.audit_target import AuditTarget
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,7 @@ class _Where:
     allowed_namespaces: tuple[str, ...]
 
 
-def _run(where: _Where, *, suspend: bool, reason: str, output: Output, audit_url: str | None,
-         no_audit: bool) -> None:
+def _run(where: _Where, *, suspend: bool, reason: str, output: Output, audit: AuditTarget) -> None:
     from deployctl.app.suspend import SuspendRequest, set_suspended
     from deployctl.model.audit import current_actor
     from deployctl.reconcile.observe import ClusterPool
@@ -40,11 +39,9 @@ def _run(where: _Where, *, suspend: bool, reason: str, output: Output, audit_url
     if not envs:
         raise click.UsageError("give the environment with --env ENV")
     desired = load_desired(repo, ref)
-    store = None
-    if not no_audit:
-        from deployctl.edges.audit.url import open_store
+    from deployctl.edges.audit.url import open_target
 
-        store = open_store(audit_url)
+    store = open_target(audit)
     try:
         request = SuspendRequest(suspend=suspend, reason=reason, actor=current_actor(), now=datetime.now(UTC),
                                  trigger=_default_trigger())
@@ -62,19 +59,15 @@ def _run(where: _Where, *, suspend: bool, reason: str, output: Output, audit_url
     output.write(render_table(("ENV", "APP", "NOW", "WORKLOADS", "BY", "REASON"), rows))
 
 
-_audit = click.option("--audit", "audit_url", default=None, envvar=AUDIT.name,
-                      help="Audit store URL [default: the local SQLite file].")
-_no_audit = click.option("--no-audit", is_flag=True, help="Do not record this in the audit history.")
 
 
 @click.command()
-@_selection_options
+@selection_options
 @click.option("--reason", required=True, metavar="TEXT", help="Why (shown by status, kept in the audit history).")
-@_audit
-@_no_audit
+@audit_options()
 def suspend(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,
             context: str | None, allowed_namespaces: tuple[str, ...], output: Output, reason: str,
-            audit_url: str | None, no_audit: bool) -> None:
+            audit: AuditTarget) -> None:
     """Make reconcile and watch leave the workloads of --env (and --app) alone until `resume`.
 
     The managed workloads get the annotation deployctl.dev/suspended (with who, when and why);
@@ -89,17 +82,16 @@ def suspend(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], k
     if not reason.strip():
         raise click.UsageError("--reason must say why")
     _run(_Where(repo, ref, envs, apps, kubeconfig, context, allowed_namespaces), suspend=True,
-         reason=reason.strip(), output=output, audit_url=audit_url, no_audit=no_audit)
+         reason=reason.strip(), output=output, audit=audit)
 
 
 @click.command()
-@_selection_options
+@selection_options
 @click.option("--reason", default="resumed", show_default=True, metavar="TEXT", help="Why, for the audit history.")
-@_audit
-@_no_audit
+@audit_options()
 def resume(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,
            context: str | None, allowed_namespaces: tuple[str, ...], output: Output, reason: str,
-           audit_url: str | None, no_audit: bool) -> None:
+           audit: AuditTarget) -> None:
     """Let reconcile and watch manage the workloads `suspend` set aside again.
 
     \b
@@ -107,4 +99,4 @@ def resume(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], ku
       deployctl resume --env production --app checkout
     """
     _run(_Where(repo, ref, envs, apps, kubeconfig, context, allowed_namespaces), suspend=False,
-         reason=reason, output=output, audit_url=audit_url, no_audit=no_audit)
+         reason=reason, output=output, audit=audit)

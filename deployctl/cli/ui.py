@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from deployctl import settings
+from deployctl.cli.options import (
+    UiAuthInput,
+    audit_options,
+    cluster_options,
+    overlay_options,
+    ui_auth_options,
+)
 from deployctl.cli.output import Duration
 from deployctl.errors import InvalidInputError
+from deployctl.model.audit_target import AuditTarget
+
+if TYPE_CHECKING:
+    from deployctl.ui.data import OverlaySource
 
 
 @click.command()
@@ -18,37 +30,20 @@ from deployctl.errors import InvalidInputError
               "--fetch-interval, token in $DEPLOYCTL_GIT_TOKEN or key in $DEPLOYCTL_GIT_SSH_KEY).")
 @click.option("--ref", default="HEAD", show_default=True, help="For a local repo: the ref to show.")
 @click.option("--branch", default="main", show_default=True, help="For a URL: the branch to show.")
-@click.option("--audit", "audit_url", default=None, envvar=settings.AUDIT.name, metavar="URL",
-              help="Audit store (sqlite:///path or postgresql://...) [default: $DEPLOYCTL_AUDIT, else the local "
-              "SQLite file].")
+@audit_options(record=False)
 @click.option("--listen", default="127.0.0.1:8090", show_default=True,
               help="HOST:PORT. Anything but a loopback address needs --token-file or --trusted-proxy.")
-@click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG",
-              help="Kubeconfig for the live state [default: $KUBECONFIG, ~/.kube/config or in-cluster].")
-@click.option("--context", default=None, help="Use this kubeconfig context for every environment.")
-@click.option("--allow-namespace", "allowed_namespaces", multiple=True, metavar="[CTX/]NS",
-              envvar=settings.ALLOW_NAMESPACES.name,
-              help="Show live state only for these context/namespace pairs; a bare NS means the current context "
-              "(repeatable; comma- or space-separated, also in $DEPLOYCTL_ALLOW_NAMESPACES).")
+@cluster_options
 @click.option("--no-cluster", is_flag=True, help="Show the repo and the audit history only (no live state).")
-@click.option("--token-file", type=click.Path(dir_okay=False), default=None,
-              help="File with the bearer token every request must carry [default: $DEPLOYCTL_UI_TOKEN_FILE, "
-              "else $DEPLOYCTL_UI_TOKEN].")
-@click.option("--trusted-proxy", "trusted_proxies", multiple=True, metavar="ADDR[/BITS]",
-              envvar=settings.UI_TRUSTED_PROXIES.name,
-              help="An auth proxy (e.g. oauth2-proxy) whose X-Forwarded-User header is believed (repeatable).")
+@ui_auth_options()
 @click.option("--refresh", default="2s", show_default=True, type=Duration(),
               help="How long a snapshot of the cluster and audit store is reused.")
 @click.option("--fetch-interval", default="30s", show_default=True, type=Duration(),
               help="For a URL: how often to fetch it.")
-@click.option("--overlay", metavar="prometheus=URL|csv=FILE",
-              help="A product metric the timeline page draws above the deploy lanes, as `deployctl timeline "
-              "--overlay` does: a Prometheus range query (with --query) or a CSV of time,value[,series].")
-@click.option("--query", "promql", metavar="PROMQL", help="The PromQL of --overlay prometheus=URL.")
-def ui(repo: str, ref: str, branch: str, audit_url: str | None, listen: str, kubeconfig: str | None,
-       context: str | None, allowed_namespaces: tuple[str, ...], no_cluster: bool, token_file: str | None,
-       trusted_proxies: tuple[str, ...], refresh: float, fetch_interval: float, overlay: str | None,
-       promql: str | None) -> None:
+@overlay_options()
+def ui(repo: str, ref: str, branch: str, audit: AuditTarget, listen: str, kubeconfig: str | None,
+       context: str | None, allowed_namespaces: tuple[str, ...], no_cluster: bool, ui_auth: UiAuthInput,
+       refresh: float, fetch_interval: float, overlay: OverlaySource | None) -> None:
     """Serve the read-only dashboard: environments x apps, app pages, timeline, audit records.
 
     Pages under /ui/, the same data as JSON under /api/v1/ (status, apps/<app>,
@@ -67,19 +62,12 @@ def ui(repo: str, ref: str, branch: str, audit_url: str | None, listen: str, kub
     from deployctl.cli.watch import parse_listen
     from deployctl.edges.audit.url import open_store
     from deployctl.edges.git.mirror import Mirror, classify, default_mirror_dir
-    from deployctl.edges.metrics import overlay_kind
     from deployctl.reconcile.observe import ClusterPool
-    from deployctl.ui import auth as ui_auth
-    from deployctl.ui.data import Dashboard, OverlaySource, RepoView
+    from deployctl.ui.data import Dashboard, RepoView
     from deployctl.ui.server import make_app, run
 
-    if promql is not None and overlay is None:
-        raise click.UsageError("--query goes with --overlay prometheus=URL")
-    if overlay is not None:
-        overlay_kind(overlay, query=promql)  # a wrong spec fails here, not on the first timeline view
     host, port = parse_listen(listen)
-    rule = ui_auth.UiAuth.for_listener(host, token=ui_auth.load_token(file=token_file),
-                                       trusted_proxies=ui_auth.parse_networks(trusted_proxies))
+    rule = ui_auth.rule(host)
     source = classify(repo)
     if source.kind == "local" and not repo.startswith("file://"):
         if not Path(source.url).exists():
@@ -90,12 +78,12 @@ def ui(repo: str, ref: str, branch: str, audit_url: str | None, listen: str, kub
         mirror.fetch()
         view = RepoView(mirror.path, mirror=mirror, fetch_every=fetch_interval)
     view.read()  # a wrong --repo or --ref fails here, with its message, not on the first page view
-    store = open_store(audit_url, create=False)
-    clusters = None if no_cluster else ClusterPool(kubeconfig=kubeconfig.split(":")[0] if kubeconfig else None,
+    store = open_store(audit.url, create=False)
+    clusters = None if no_cluster else ClusterPool(kubeconfig=kubeconfig or None,  # every file, merged
                                                    context=context)
     allowed = settings.split_names(allowed_namespaces)
     dashboard = Dashboard(view, store=store, clusters=clusters, allowed_namespaces=allowed, ttl=refresh,
-                          overlay=None if overlay is None else OverlaySource(overlay, promql))
+                          overlay=overlay)
 
     def ready(url: str) -> None:
         click.echo(f"deployctl dashboard on {url} ({rule.describe()}); Ctrl-C to stop", err=True)

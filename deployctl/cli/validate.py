@@ -5,10 +5,12 @@ from __future__ import annotations
 import click
 
 from deployctl.cli.completion import complete_ref
-from deployctl.cli.output import JSON, TABLE, YAML, Output, output_options, repo_option
+from deployctl.cli.options import repo_option
+from deployctl.cli.output import JSON, TABLE, YAML, Output, output_options
 from deployctl.edges.git.repo import read_desired_state
 from deployctl.model.printable import printable
 from deployctl.model.state import DesiredState
+from deployctl.model.vocabulary import CheckExit
 
 
 def render_text(state: DesiredState) -> list[str]:
@@ -115,4 +117,4 @@ def validate(repo: str, ref: str | None, worktree: bool, gates: bool, check_imag
     if not output.data(state.as_dict()):
         output.lines(render_text(state))
     if not state.ok:
-        click.get_current_context().exit(1)
+        click.get_current_context().exit(CheckExit.PROBLEMS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,6 +15,8 @@ from deployctl.settings import AUDIT
 
 if TYPE_CHECKING:
     from deployctl.app.verify import VerifyReport
+    from deployctl.model.audit import AuditRecord, AuditStore
+    from deployctl.model.verification import Verification
 
 
 def render_reports(reports: Sequence[VerifyReport]) -> str:
@@ -77,3 +79,18 @@ def verify(repo: str, ref: str, env: str, app: str, sha: str | None, kubeconfig:
     if not output.data(report.as_dict()):
         output.write(render_reports([report]))
     sys.exit(0 if report.verification.ok else 1)
+
+
+def latest_verifications(store: AuditStore, records: Sequence[AuditRecord]) -> dict[int, Verification]:
+    """The newest verification of each attempt that has one."""
+    out: dict[int, Verification] = {}
+    for v in store.verifications(attempt_ids=[r.id for r in records]):
+        out.setdefault(v.attempt_id, v)  # newest first
+    return out
+
+
+def with_verification(event: dict[str, Any], verification: Verification | None) -> dict[str, Any]:
+    """An exported attempt with its latest verification (result and reason), when it has one."""
+    if verification is None:
+        return event
+    return {**event, "verification": verification.result, "verification_reason": verification.reason}

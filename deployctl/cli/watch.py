@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from deployctl import settings
-from deployctl.cli.completion import complete_context
+from deployctl.cli.options import (
+    UiAuthInput,
+    audit_options,
+    cluster_options,
+    overlay_options,
+    ui_auth_options,
+)
 from deployctl.cli.output import Duration
 from deployctl.errors import InvalidInputError
+from deployctl.model.audit_target import AuditTarget
+
+if TYPE_CHECKING:
+    from deployctl.ui.data import OverlaySource
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -28,16 +39,8 @@ def parse_listen(text: str) -> tuple[str, int]:
 @click.option("--interval", type=Duration(), default="30s", show_default=True,
               help="Fetch and reconcile this often even without a webhook (finds and corrects drift).")
 @click.option("--listen", default="0.0.0.0:8080", show_default=True, help="HOST:PORT of the HTTP endpoint.")
-@click.option("--audit", "audit_url", default=None, envvar=settings.AUDIT.name,
-              help="Audit store URL (sqlite:///path or postgresql://...) [default: the local SQLite file].")
-@click.option("--no-audit", is_flag=True, help="Do not record attempts in the audit history.")
-@click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG",
-              help="Kubeconfig file [default: in-cluster, else $KUBECONFIG or ~/.kube/config].")
-@click.option("--context", default=None, shell_complete=complete_context, help="Use this kubeconfig context for every environment.")
-@click.option("--allow-namespace", "allowed_namespaces", multiple=True, metavar="[CTX/]NS",
-              envvar=settings.ALLOW_NAMESPACES.name,
-              help="Refuse environments whose context/namespace is not one of these; a bare NS means the "
-              "current context only (repeatable; space- or comma-separated in $DEPLOYCTL_ALLOW_NAMESPACES).")
+@audit_options()
+@cluster_options
 @click.option("--mirror-dir", type=click.Path(file_okay=False), envvar=settings.MIRROR_DIR.name,
               help="Where to keep the local mirror [default: ~/.cache/deployctl/mirrors/<hash>/deploy.git].")
 @click.option("--timeout", type=Duration(), default="5m", show_default=True, help="How long one reconcile waits for rollouts.")
@@ -65,23 +68,15 @@ def parse_listen(text: str) -> tuple[str, int]:
 @click.option("--body-timeout", type=Duration(), default="10s", show_default=True,
               help="Answer 408 to a request whose body has not arrived within this.")
 @click.option("--no-ui", is_flag=True, help="Do not serve the dashboard (/ui/, /api/v1/) on the listener.")
-@click.option("--ui-token-file", type=click.Path(dir_okay=False), default=None,
-              help="Bearer token file for the dashboard [default: $DEPLOYCTL_UI_TOKEN_FILE, else "
-              "$DEPLOYCTL_UI_TOKEN]. On a non-loopback --listen the dashboard needs it or --ui-trusted-proxy.")
-@click.option("--ui-trusted-proxy", "ui_trusted_proxies", multiple=True, metavar="ADDR[/BITS]",
-              envvar=settings.UI_TRUSTED_PROXIES.name,
-              help="An auth proxy whose X-Forwarded-User header the dashboard believes (repeatable).")
-@click.option("--ui-overlay", metavar="prometheus=URL|csv=FILE",
-              help="A product metric the dashboard's timeline draws above the deploys (as `deployctl ui --overlay`).")
-@click.option("--ui-query", metavar="PROMQL", help="The PromQL of --ui-overlay prometheus=URL.")
-def watch(repo: str, branch: str, interval: float, listen: str, audit_url: str | None, no_audit: bool,
+@ui_auth_options("ui-")
+@overlay_options("ui-")
+def watch(repo: str, branch: str, interval: float, listen: str, audit: AuditTarget,
           kubeconfig: str | None, context: str | None, allowed_namespaces: tuple[str, ...],
           mirror_dir: str | None, timeout: float, concurrency: int, webhook_secret_file: str | None,
           lease_name: str, lease_namespace: str | None, identity: str | None, lease_duration: float,
           renew_deadline: float, retry_period: float, no_leader_election: bool, advertise_url: str | None,
           max_connections: int, header_timeout: float, body_timeout: float, no_ui: bool,
-          ui_token_file: str | None, ui_trusted_proxies: tuple[str, ...], ui_overlay: str | None,
-          ui_query: str | None) -> None:
+          ui_auth: UiAuthInput, overlay: OverlaySource | None) -> None:
     """Keep the cluster on a branch of the deploy repo: reconcile every new commit, correct drift.
 
     Fetches the branch into a local mirror and reconciles its head on every push webhook
@@ -110,23 +105,14 @@ def watch(repo: str, branch: str, interval: float, listen: str, audit_url: str |
     from deployctl.controller.webhook import load_secret
     from deployctl.edges.git.mirror import default_mirror_dir
     from deployctl.edges.kube.lease import LeaseConfig
-    from deployctl.edges.metrics import overlay_kind
-    from deployctl.ui import auth as ui_auth
-    from deployctl.ui.data import OverlaySource
 
-    if ui_query is not None and ui_overlay is None:
-        raise click.UsageError("--ui-query goes with --ui-overlay prometheus=URL")
-    if ui_overlay is not None:
-        overlay_kind(ui_overlay, query=ui_query)
     host, port = parse_listen(listen)
     if max_connections < 1:
         raise InvalidInputError(f"--max-connections {max_connections}: give at least 1")
     if advertise_url is not None and usable_address(advertise_url) is not None:
         raise InvalidInputError(f"--advertise-url {advertise_url!r}: {usable_address(advertise_url)}; "
                                 "give http://HOST:PORT")
-    dashboard_auth = None if no_ui else ui_auth.UiAuth.for_listener(
-        host, token=ui_auth.load_token(file=ui_token_file),
-        trusted_proxies=ui_auth.parse_networks(ui_trusted_proxies))
+    dashboard_auth = None if no_ui else ui_auth.rule(host)
     lease = None
     if not no_leader_election:
         lease = LeaseConfig(
@@ -152,7 +138,7 @@ def watch(repo: str, branch: str, interval: float, listen: str, audit_url: str |
         ),
         listen_host=host,
         listen_port=port,
-        audit_url="-" if no_audit else (audit_url or ""),
+        audit=audit,
         kubeconfig=kubeconfig or None,  # every file of $KUBECONFIG, merged
         context=context,
         lease=lease,
@@ -163,6 +149,6 @@ def watch(repo: str, branch: str, interval: float, listen: str, audit_url: str |
             body_timeout=body_timeout,
         ),
         ui_auth=dashboard_auth,
-        ui_overlay=None if ui_overlay is None else OverlaySource(ui_overlay, ui_query),
+        ui_overlay=overlay,
     )
     sys.exit(serve(options))

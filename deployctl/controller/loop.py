@@ -38,7 +38,7 @@ from deployctl.edges.kube.lease import LeaseLocks
 from deployctl.errors import DeployctlError
 from deployctl.model import audit as audit_mod
 from deployctl.model.audit import AttemptEvent
-from deployctl.model.vocabulary import Result
+from deployctl.model.vocabulary import Result, RunStatus, Trigger
 from deployctl.reconcile.observe import ClusterPool
 from deployctl.reconcile.options import Locking, ReconcileOptions, Selection, Timing
 from deployctl.reconcile.outcome import ReconcileResult
@@ -166,7 +166,7 @@ class Controller:
     def request_sync(self, trigger: str, *, sha: str | None = None) -> None:
         """Ask for a fetch and reconcile as soon as the current run (if any) is over."""
         with self._cond:
-            if self._pending != "webhook":  # a webhook request stays a webhook request when coalesced
+            if self._pending != Trigger.WEBHOOK:  # a webhook request stays a webhook request when coalesced
                 self._pending = trigger
             self._cond.notify_all()
         log.info("sync.requested", trigger=trigger, sha=sha)
@@ -176,7 +176,7 @@ class Controller:
             self._new_term = True
             self._term += 1
         self.metrics.leader.set(1)
-        self.request_sync("watch")
+        self.request_sync(Trigger.WATCH)
 
     def leadership_stopped(self) -> None:
         self.metrics.leader.set(0)
@@ -254,7 +254,7 @@ class Controller:
                     self._cond.wait(timeout=max(0.0, next_check - time.monotonic()))
                 if self._stopping is not None:
                     break
-                trigger = self._pending or "watch"
+                trigger = self._pending or Trigger.WATCH
                 self._pending = None
             next_check = time.monotonic() + interval
             try:
@@ -271,7 +271,7 @@ class Controller:
                   error=str(exc)[:300],
                   traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
         if stage == "reconcile":
-            self.metrics.observe_aborted(seconds=seconds, trigger=trigger, status="error",
+            self.metrics.observe_aborted(seconds=seconds, trigger=trigger, status=RunStatus.ERROR,
                                          error_type=type(exc).__name__)
         else:
             self.metrics.observe_error(stage=stage, error_type=type(exc).__name__)
@@ -336,22 +336,19 @@ class Controller:
             closed = gated_audit.close_open(str(exc)) if gated_audit else []
             log.warning("reconcile.stopped", sha=sha, reason=str(exc), interrupted_attempts=closed,
                         seconds=round(seconds, 3))
-            self.metrics.observe_aborted(seconds=seconds, trigger=trigger, status="stopped")
+            self.metrics.observe_aborted(seconds=seconds, trigger=trigger, status=RunStatus.STOPPED)
             return None
         except DeployctlError as exc:
             seconds = time.monotonic() - started
             log.error("reconcile.error", sha=sha, error=str(exc), seconds=round(seconds, 3))
-            self.metrics.observe_aborted(seconds=seconds, trigger=trigger, status="error")
+            self.metrics.observe_aborted(seconds=seconds, trigger=trigger, status=RunStatus.ERROR)
             return None
         finally:
             self._running.clear()
         self.metrics.observe_reconcile(result.outcomes, seconds=result.seconds, trigger=trigger,
                                        exit_code=result.exit_code)
-        counts: dict[str, int] = {}
-        for o in result.outcomes:
-            counts[o.result] = counts.get(o.result, 0) + 1
-        log.info("reconcile.done", sha=sha, trigger=trigger, exit_code=result.exit_code,
-                 seconds=round(result.seconds, 3), **counts)
+        log.info("reconcile.done", sha=sha, trigger=trigger, exit_code=int(result.exit_code),
+                 seconds=round(result.seconds, 3), **{str(r): n for r, n in result.tally().items()})
         self._last_sha = sha
         self._reconciled = True
         self.reconciles += 1

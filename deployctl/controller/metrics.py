@@ -18,6 +18,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from deployctl.model.vocabulary import ExitCode, RunStatus
 from deployctl.reconcile.outcome import APPLIED, DRIFT_CORRECTED, IN_SYNC, SUCCEEDED, Outcome
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -88,8 +89,9 @@ class ControllerMetrics:
     def observe_reconcile(self, outcomes: Iterable[Outcome], *, seconds: float, trigger: str, exit_code: int) -> None:
         """Record a finished reconcile run and its outcomes."""
         self.reconcile_duration.labels(trigger).observe(seconds)
-        self.reconciles.labels(trigger, "ok" if exit_code == 0 else "failed").inc()
-        if exit_code == 0:
+        ok = exit_code == ExitCode.OK
+        self.reconciles.labels(trigger, RunStatus.OK if ok else RunStatus.FAILED).inc()
+        if ok:
             self.last_success.set(self.clock())
         out: dict[str, int] = dict.fromkeys(self._out_of_sync_envs, 0)
         for o in outcomes:
@@ -114,11 +116,11 @@ class ControllerMetrics:
         self._deployed_sha[(env, app)] = sha
         self.deploy_timestamp.labels(env, app, sha).set(when)
 
-    def observe_aborted(self, *, seconds: float, trigger: str, status: str, error_type: str = "DeployctlError") -> None:
+    def observe_aborted(self, *, seconds: float, trigger: str, status: RunStatus, error_type: str = "DeployctlError") -> None:
         """Record a run that raised (``error``, also counted in the errors) or was stopped (``stopped``)."""
         self.reconcile_duration.labels(trigger).observe(seconds)
         self.reconciles.labels(trigger, status).inc()
-        if status == "error":
+        if status is RunStatus.ERROR:
             self.observe_error(stage="reconcile", error_type=error_type)
 
     def observe_error(self, *, stage: str, error_type: str) -> None:

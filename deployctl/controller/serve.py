@@ -18,6 +18,8 @@ from deployctl.edges.audit import url as audit_location
 from deployctl.edges.git.mirror import Mirror
 from deployctl.edges.kube.cluster import Cluster
 from deployctl.edges.kube.lease import LeaderElector, LeaseConfig
+from deployctl.model.audit_target import AUDIT_DEFAULT, AuditTarget
+from deployctl.model.vocabulary import ExitCode, Trigger
 from deployctl.reconcile.observe import ClusterPool
 from deployctl.reconcile.outcome import ReconcileResult
 from deployctl.ui.auth import UiAuth
@@ -74,7 +76,7 @@ class WatchOptions:
     settings: ControllerSettings
     listen_host: str = "0.0.0.0"  # noqa: S104 - in a pod the webhook must be reachable from the Service
     listen_port: int = 8080
-    audit_url: str | None = None
+    audit: AuditTarget = AUDIT_DEFAULT
     kubeconfig: str | None = None
     context: str | None = None
     lease: LeaseConfig | None = None
@@ -103,7 +105,7 @@ async def _serve(options: WatchOptions) -> int:
     metrics = ControllerMetrics()
     mirror = Mirror(options.repo, options.mirror_dir, branch=options.settings.branch)
     pool = ClusterPool(kubeconfig=options.kubeconfig, context=options.context)
-    store = audit_location.open_store(options.audit_url or None) if options.audit_url != "-" else None
+    store = audit_location.open_target(options.audit)
     elector: LeaderElector | None = None
     controller: Controller
     if options.lease is not None:
@@ -121,7 +123,7 @@ async def _serve(options: WatchOptions) -> int:
     from deployctl.controller.cache import WorkloadCache
 
     # list + watch of the managed workloads: drift is seen as it happens, and observe reads memory
-    cache = WorkloadCache(pool, on_drift=lambda _w: controller.request_sync("drift"))
+    cache = WorkloadCache(pool, on_drift=lambda _w: controller.request_sync(Trigger.DRIFT))
     from deployctl.app.verify import BackgroundVerifier, prometheus_from_settings
 
     prometheus = prometheus_from_settings()
@@ -189,4 +191,4 @@ async def _serve(options: WatchOptions) -> int:
     if store is not None:
         store.close()
     log.info("controller.exited", clean=clean)
-    return 0 if clean else 1
+    return ExitCode.OK if clean else ExitCode.FAILED

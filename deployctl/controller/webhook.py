@@ -38,6 +38,7 @@ from deployctl.controller.httpserver import BodyTimeout, ServerLimits, read_body
 from deployctl.controller.metrics import CONTENT_TYPE, ControllerMetrics
 from deployctl.controller.ratelimit import RateLimiter
 from deployctl.errors import InvalidInputError
+from deployctl.model.vocabulary import Trigger
 
 log = structlog.get_logger(__name__)
 
@@ -306,7 +307,7 @@ def make_app(
             if not verdict.sync:
                 return reply(provider, "ignored", 202, verdict.reason)
             if target.may_act():
-                target.request_sync("webhook", sha=verdict.sha)
+                target.request_sync(Trigger.WEBHOOK, sha=verdict.sha)
                 return reply(provider, "accepted", 202, f"sync of {branch} requested")
             if forwarder is None:
                 return reply(provider, "unavailable", 503, "this replica may not act now (shutting down); retry")
@@ -329,7 +330,7 @@ def make_app(
             return reply("forwarded", "malformed", 400, str(exc))
         if not target.may_act():  # never forwarded twice: the standby answers its sender 503
             return reply("forwarded", "unavailable", 503, "this replica is not the leader (any more)")
-        target.request_sync("webhook", sha=sha)
+        target.request_sync(Trigger.WEBHOOK, sha=sha)
         return reply("forwarded", "accepted", 202, f"sync of {branch} requested ({provider} hook via {sender})")
 
     async def healthz(request: web.Request) -> web.StreamResponse:

@@ -52,6 +52,7 @@ from deployctl.edges.events.kafka import encode as kafka_encode
 from deployctl.edges.http import REDIRECT_STATUSES, HttpClient, HttpError, ResponseTooLarge
 from deployctl.edges.sinks import NotifySettings, Sink
 from deployctl.model.audit import AuditStore, Delivery, OutboxEvent
+from deployctl.model.vocabulary import Result
 from deployctl.rules.cdevents import deploy_event_id
 
 log = structlog.get_logger(__name__)
@@ -100,14 +101,14 @@ class DrainReport:
 
 # --- messages (pure) -----------------------------------------------------------------------------
 
-_RESULT_EMOJI = {
-    "succeeded": ":white_check_mark:",
-    "failed": ":x:",
-    "blocked": ":no_entry:",
-    "drift-corrected": ":wrench:",
-    "interrupted": ":warning:",
-    "refused": ":no_entry_sign:",
-    "skipped": ":fast_forward:",
+_RESULT_EMOJI: dict[str, str] = {
+    Result.SUCCEEDED: ":white_check_mark:",
+    Result.FAILED: ":x:",
+    Result.BLOCKED: ":no_entry:",
+    Result.DRIFT_CORRECTED: ":wrench:",
+    Result.INTERRUPTED: ":warning:",
+    Result.REFUSED: ":no_entry_sign:",
+    Result.SKIPPED: ":fast_forward:",
     "verified": ":white_check_mark:",
     "verification-failed": ":rotating_light:",
 }

@@ -40,8 +40,6 @@ _EVENT_KEYS = {"format", "mode", "source", "repo"}
 class NotifyError(DeployctlError):
     """Some notifications could not be delivered."""
 
-    exit_code = 1
-
 
 @dataclass(frozen=True)
 class Sink:

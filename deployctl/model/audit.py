@@ -8,7 +8,7 @@ The store is append-only: an attempt is written before the apply, its outcome is
 row appended after it (together with its notification outbox row, in one transaction), and
 an attempt left without an outcome by a crash is closed as ``interrupted`` by the next run.
 Attempts (and outcomes) of one reconcile wave can be written together, in one transaction and
-one fsync (``start_many``, ``finish_many``), with the same durability per record.
+one fsync (``start_many``, ``finish_many``), with the same durability per record (hash-chained).
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from deployctl.errors import DeployctlError, InvalidInputError
-from deployctl.model.duration import DurationError, parse_duration
+from deployctl.model.chain import ChainReport
+from deployctl.model.duration import parse_when as parse_when  # re-exported: history's --since/--until
+from deployctl.model.review import ReviewRecord
 from deployctl.model.verification import Verification
 from deployctl.model.vocabulary import AUDIT_RESULTS, Trigger
 from deployctl.model.vocabulary import (
@@ -40,8 +42,6 @@ EVENT_SCHEMA = 1
 
 class AuditError(DeployctlError):
     """The audit store cannot be opened, read or written, or a write breaks its rules."""
-
-    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,8 @@ class Attempt:
     started_at: datetime
     lock_holder: str | None = None
     """The identity in the environment lock (a Lease) held by the run that made this attempt."""
+    review: ReviewRecord | None = None
+    """With ``require_approval: forge``: the pull request that brought the change and the approvals that counted."""
 
     def __post_init__(self) -> None:
         if self.trigger not in TRIGGERS:
@@ -245,6 +247,11 @@ class AuditStore(Protocol):
         """Verifications matching every filter, newest first (``sha``: the full new SHA)."""
         ...
 
+    def verify_chain(self, *, since: int | None = None) -> ChainReport: ...  # docs/audit.md, the chain
+
+    def unverified(self, attempt_ids: Sequence[int]) -> dict[int, str]:
+        """Why each of these attempts (its row or its outcome's) does not verify (absent: verified)."""
+
     def get(self, attempt_id: int) -> AuditRecord | None:
         """The record of one attempt, or None when there is none with that id."""
         ...
@@ -337,27 +344,6 @@ def utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def parse_when(text: str, *, now: datetime) -> datetime:
-    """A time: ISO (UTC if no zone), or a duration ago in the one duration grammar (``90m``, ``1h30m``,
-    ``2d``, ``1w``, a bare number of seconds)."""
-    raw = text.strip()
-    if raw.endswith(("Z", "z")):
-        raw = raw[:-1] + "+00:00"
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        try:
-            return utc(now) - parse_duration(text, what="")
-        except DurationError:
-            raise InvalidInputError(
-                f"{text!r} is not a time: use an ISO time like 2024-05-01T12:00:00Z "
-                "or a duration like 2d, 90m, 1w or 1h30m"
-            ) from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
 # --- export shape ------------------------------------------------------------------------------
 
 #: The provenance of an attempt, common to the stored attempt and the exported event (same order).
@@ -395,6 +381,8 @@ EVENT_FIELDS = (
     "finished_at",
     "duration_seconds",
     *PROVENANCE_FIELDS,
+    "pull_request",
+    "approvals",
 )
 """The stable field names of an exported attempt, in order. Add fields at the end; never rename."""
 
@@ -436,6 +424,8 @@ def record_to_event(record: AuditRecord) -> dict[str, Any]:
         "actor_user": a.actor.user,
         "actor_host": a.actor.host,
         "actor_ci_job": a.actor.ci_job,
+        "pull_request": None if a.review is None else {"number": a.review.number, "url": a.review.url},
+        "approvals": [] if a.review is None else [x.as_dict() for x in a.review.approvals],
     }
 
 

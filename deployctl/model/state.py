@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from deployctl.model.config import Config
@@ -83,6 +84,21 @@ class DesiredState:
     def environments(self) -> tuple[str, ...]:
         """Environments that have at least one valid target, sorted."""
         return tuple(sorted({t.env for t in self.targets}))
+
+    def named_environments(self) -> tuple[str, ...]:
+        """Every environment a run without ``--env`` covers, sorted: the config's, and those whose deploy
+        files are invalid (an environment with config errors is not in the config, but its files still are
+        targets that must be reported as skipped, never silently left out)."""
+        named = set(self.config.environments) if self.config else set()
+        return tuple(sorted(named | {env for env, _ in self.invalid()}))
+
+    def unrowed_errors(self, envs: Sequence[str] = (), apps: Sequence[str] = ()) -> tuple[Problem, ...]:
+        """The errors of a selection (empty: all) that no (env, app) row reports: config-wide errors, an
+        environment's or an app's own. Invalid input all the same (exit 2)."""
+        return tuple(p for p in self.errors
+                     if (p.env is None or p.app is None)
+                     and (p.env is None or not envs or p.env in envs)
+                     and (p.app is None or not apps or p.app in apps))
 
     def as_dict(self) -> dict[str, object]:
         return {

@@ -16,6 +16,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from deployctl.errors import InvalidInputError
+
 
 class VerifyResult(StrEnum):
     """The audit words of a verification, recorded beside (never instead of) the rollout's outcome."""
@@ -39,7 +41,7 @@ MAX_COUNT = 1000
 MAX_QUERY_CHARS = 4000
 
 
-class ConditionError(ValueError):
+class ConditionError(InvalidInputError):
     """A success condition outside the grammar; the message says what is allowed."""
 
 

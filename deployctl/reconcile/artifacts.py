@@ -14,8 +14,9 @@ from typing import Any, Protocol
 
 from deployctl.edges.registry.client import RegistryClient, Resolution, check_retagged
 from deployctl.model.config import Config
-from deployctl.model.problem import Problem
+from deployctl.model.problem import ERROR, WARNING, Problem
 from deployctl.model.state import DesiredState, Target
+from deployctl.model.vocabulary import RAN
 
 TestedDigest = Callable[[str, str, str], str | None]
 """(env, app, sha) -> the digest that ran successfully there, if known."""
@@ -102,7 +103,7 @@ def image_problems(
         res = resolutions.get(t.image)
         if res is None or res.found:
             continue
-        severity = "error" if res.status in ("missing", "error") or strict else "warning"
+        severity = ERROR if res.status.fails_a_check or strict else WARNING
         problems.append(Problem(path=t.path, line=t.line, message=res.message or f"cannot resolve {t.image}",
                                 severity=severity, env=t.env, app=t.app))
     return problems
@@ -152,7 +153,7 @@ def registry_pinner(
         if store is None:
             return None
         for record in store.query(env=env, app=app, sha=sha, limit=20):
-            if record.attempt.new_sha == sha and record.result in ("succeeded", "drift-corrected") and record.digest:
+            if record.attempt.new_sha == sha and record.result in RAN and record.digest:
                 return str(record.digest)
         return None
 

@@ -111,7 +111,7 @@ def observe_at(
 class Observation:
     """What the cluster shows for a selection of a desired state, before anything is decided."""
 
-    envs: tuple[str, ...]  # the selected environments (all of the config's when none was asked for)
+    envs: tuple[str, ...]  # the selected environments (all named ones when none was asked for)
     refused: Mapping[str, str]  # env -> why its namespace may not be touched (not observed)
     live: Mapping[str, list[Workload]]  # namespace -> labelled workloads
     known_images: Mapping[tuple[str, str], str]  # digest pins already applied for the same tag
@@ -130,7 +130,7 @@ def observe_selection(
     """The one observe step of ``plan``, ``status`` and ``reconcile``: guards on namespaces, one LIST
     per allowed namespace and kind, and the pins the workloads already carry."""
     refused = check_namespaces(desired, allowed_namespaces, context_name=clusters.context_name)
-    selected = tuple(envs) or (tuple(sorted(desired.config.environments)) if desired.config else ())
+    selected = tuple(envs) or desired.named_environments()
     allowed = [e for e in selected if e not in refused]
     live, seeds = observe_at(desired, clusters, envs=allowed, concurrency=concurrency) if allowed else ({}, {})
     targets = [t for t in desired.targets if t.env in selected and (not apps or t.app in apps)]

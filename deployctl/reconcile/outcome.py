@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from deployctl.model.vocabulary import ExitCode, Result
+from deployctl.model.problem import Problem
+from deployctl.model.vocabulary import AppState, EnvStatus, ExitCode, Result
 from deployctl.rules.plan import Action, Plan
 
 # Outcome results (kept as names for the modules that import them; the words live in model.vocabulary).
@@ -31,7 +32,7 @@ class Outcome:
     env: str
     app: str
     action: Action
-    result: str
+    result: Result
     message: str = ""
     old_sha: str | None = None
     new_sha: str | None = None
@@ -57,7 +58,7 @@ class Outcome:
             "env": self.env,
             "app": self.app,
             "action": str(self.action),
-            "result": self.result,
+            "result": str(self.result),
             "message": self.message,
             "old_sha": self.old_sha,
             "new_sha": self.new_sha,
@@ -71,16 +72,15 @@ class Outcome:
 
 @dataclass(frozen=True)
 class EnvironmentOutcome:
-    """How one environment ended: ``ok`` (its apps have their own outcomes), ``unreachable`` (its cluster
-    could not be reached: nothing more was done there) or ``failed`` (e.g. its lock was not obtained)."""
+    """How one environment ended (see :class:`EnvStatus`)."""
 
     env: str
-    status: str
+    status: EnvStatus
     message: str = ""
     context: str | None = None
 
     def as_dict(self) -> dict[str, object]:
-        return {"env": self.env, "status": self.status, "message": self.message, "context": self.context}
+        return {"env": self.env, "status": str(self.status), "message": self.message, "context": self.context}
 
 
 @dataclass(frozen=True)
@@ -90,35 +90,38 @@ class ReconcileResult:
     requests: Mapping[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     environments: tuple[EnvironmentOutcome, ...] = ()
+    problems: tuple[Problem, ...] = ()  # invalid input of the selection that no outcome row reports
 
     @property
-    def exit_code(self) -> int:
-        results = {o.result for o in self.outcomes}
-        statuses = {e.status for e in self.environments}
-        if "unreachable" in statuses:
-            return ExitCode.UNREACHABLE
-        if results & {INVALID, REFUSED}:
-            return ExitCode.INVALID
-        if results & {FAILED, BLOCKED, MISSING} or "failed" in statuses:
-            return ExitCode.FAILED
-        return ExitCode.OK
+    def exit_code(self) -> ExitCode:
+        """The highest of every outcome's, every environment's and invalid input's exit code."""
+        codes = [o.result.exit_code for o in self.outcomes] + [e.status.exit_code for e in self.environments]
+        if self.problems:
+            codes.append(ExitCode.INVALID)
+        return max(codes, default=ExitCode.OK)
+
+    def tally(self, env: str | None = None) -> dict[Result, int]:
+        """How many outcomes ended with each result (of ``env`` only, when given)."""
+        counts: dict[Result, int] = {}
+        for o in self.outcomes:
+            if env is None or o.env == env:
+                counts[o.result] = counts.get(o.result, 0) + 1
+        return counts
 
     def writes(self) -> int:
         return sum(n for verb, n in self.requests.items() if verb in ("PATCH", "PUT", "POST", "DELETE"))
 
     def as_dict(self) -> dict[str, object]:
-        counts: dict[str, int] = {}
-        for o in self.outcomes:
-            counts[o.result] = counts.get(o.result, 0) + 1
         return {
             "ref": self.plan.ref,
             "deploy_commit": self.plan.deploy_commit,
-            "exit_code": self.exit_code,
+            "exit_code": int(self.exit_code),
             "seconds": round(self.seconds, 3),
             "requests": dict(self.requests),
-            "counts": counts,
+            "counts": {str(r): n for r, n in self.tally().items()},
             "outcomes": [o.as_dict() for o in self.outcomes],
             "environments": [e.as_dict() for e in self.environments],
+            "problems": [p.as_dict() for p in self.problems],
         }
 
 
@@ -128,5 +131,5 @@ class Progress:
 
     env: str
     app: str
-    state: str  # applying, waiting, or a final result
+    state: AppState | Result  # applying, waiting, or the final result
     message: str = ""

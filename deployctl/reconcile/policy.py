@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,13 +27,17 @@ from deployctl.edges.git import repo as repo_edge
 from deployctl.edges.signatures import SignatureVerifier
 from deployctl.model.audit import AuditStore
 from deployctl.model.config import Config
+from deployctl.model.review import ReviewRecord
 from deployctl.model.state import DesiredState, Target
+from deployctl.reconcile.forge_review import forge_verdicts as forge_verdicts
+from deployctl.reconcile.forge_review import review_refusals
 from deployctl.rules.approval import ApprovalCommit, Verdict, check_approval
 from deployctl.rules.deployfile import split_deploy_path
 from deployctl.rules.freeze import ActiveFreeze, frozen_environments
 from deployctl.rules.gates import (
     AUDIT,
     GIT,
+    RAN,
     GateResult,
     RunFact,
     check_gates,
@@ -70,13 +74,20 @@ def git_facts(
 
 
 def audit_facts(store: AuditStore, targets: Iterable[Target], config: Config) -> list[RunFact]:
-    """What the audit history says about each gated SHA in each required environment."""
-    facts: list[RunFact] = []
+    """What the audit history says about each gated SHA in each required environment.
+
+    A run counts only if its rows verify in the audit chain (docs/audit.md): a row inserted or edited
+    behind deployctl's back comes back with the reason, and the gate names it in its refusal.
+    """
+    found: list[tuple[int, RunFact]] = []
     for target, required in gated(targets, config):
         for record in store.query(env=required, app=target.app, sha=target.sha, limit=50):
             if record.attempt.new_sha == target.sha:
-                facts.append(RunFact(required, target.app, target.sha, record.result))
-    return facts
+                found.append((record.id, RunFact(required, target.app, target.sha, record.result)))
+    unverified = store.unverified([i for i, fact in found if fact.result in RAN]) if found else {}
+    for attempt_id, reason in unverified.items():
+        log.warning("policy.audit_row_unverified", attempt=attempt_id, reason=reason)
+    return [replace(fact, unverified=unverified.get(i)) for i, fact in found]
 
 
 def gate_results(
@@ -166,7 +177,7 @@ def approval_verdicts(
         return {}
     chosen = [
         t for t in (desired.targets if targets is None else targets)
-        if (env := config.environments.get(t.env)) is not None and env.require_approval
+        if (env := config.environments.get(t.env)) is not None and env.signed_approval
     ]
     signatures: dict[str, tuple[bytes, bytes] | None] = {}
     out: dict[tuple[str, str], Verdict] = {}
@@ -275,11 +286,13 @@ def freeze_overrides(
 
 @dataclass(frozen=True)
 class ReconcilePolicy:
-    """What the policy says about one reconcile: the (env, app) it refuses and why, and the audit note of
-    each target whose freeze an override lifts (the caller writes them into the attempts' records)."""
+    """What the policy says about one reconcile: the (env, app) it refuses and why, the audit note of
+    each target whose freeze an override lifts, and the pull request and approvals of each target a forge
+    approval lets through (the caller writes notes and reviews into the attempts' records)."""
 
     refusals: Mapping[tuple[str, str], str]
     notes: Mapping[tuple[str, str], str]
+    reviews: Mapping[tuple[str, str], ReviewRecord] = field(default_factory=dict)
 
 
 def for_reconcile(
@@ -292,16 +305,21 @@ def for_reconcile(
     now: datetime | None = None,
     verification_store: AuditStore | None = None,
 ) -> ReconcilePolicy:
-    """What ``run_once`` needs: the refusals, and the notes of freeze overrides for the records of the
-    attempts they let through."""
+    """What ``run_once`` needs: the refusals (forge approvals included: they fail closed), the notes of
+    freeze overrides and the reviews of forge approvals, for the records of the attempts they let through."""
     from deployctl.model.audit import current_actor
 
     when = now or datetime.now(UTC)
     out = refusals(desired, repo=repo, now=when, store=store, override_freeze=override_freeze,
                    verification_store=verification_store)
+    verdicts = forge_verdicts(desired, repo=repo)
+    for key, reason_text in review_refusals(verdicts).items():
+        out[key] = f"{out[key]}; {reason_text}" if key in out else reason_text
+        log.info("policy.refused", env=key[0], app=key[1], reason=reason_text)
+    reviews = {key: v.record for key, v in verdicts.items() if v.approved and v.record is not None}
     notes: dict[tuple[str, str], str] = {}
     if override_freeze:
         actor = current_actor()
         who = actor.user + (f" (CI job {actor.ci_job})" if actor.ci_job else "")
         notes = freeze_overrides(desired, when, reason=reason or "no reason given", actor=who)
-    return ReconcilePolicy(refusals=out, notes=notes)
+    return ReconcilePolicy(refusals=out, notes=notes, reviews=reviews)

@@ -50,8 +50,9 @@ class Workloads(Protocol):
         ...
 
     def watch(self, namespace: str, kind: str, *, on_change: Callable[[Workload], None],
-              items: list[Workload] | None = None, resource_version: str = "") -> Watch:
-        """Start watching (from ``items`` at ``resource_version`` when given, else after a LIST of its own)."""
+              items: list[Workload] | None = None, resource_version: str = "", deadline: float | None = None) -> Watch:
+        """Start watching (from ``items`` at ``resource_version`` when given, else after a LIST of its own);
+        a server's watch cache behind that resourceVersion is waited for until ``deadline`` (time.monotonic())."""
         ...
 
 

@@ -19,6 +19,7 @@ import structlog
 
 from deployctl.errors import ClusterUnreachableError, DeployctlError
 from deployctl.model.state import DesiredState
+from deployctl.model.vocabulary import WAIT, AppState, Result
 from deployctl.model.workload import Health, Workload, combined_status
 from deployctl.reconcile.artifacts import pin_mode
 from deployctl.reconcile.observe import ClusterPool, Observation, Seeds, observe_selection
@@ -130,7 +131,7 @@ class Reconciler:
             elif change.action is Action.IN_SYNC:
                 health = change.health
                 if self.options.timing.wait and health is not None and health.health is Health.PROGRESSING:
-                    run.state = "waiting"  # e.g. left mid-rollout by an interrupted run: confirm it
+                    run.state = AppState.WAITING  # e.g. left mid-rollout by an interrupted run: confirm it
                     run.workloads = change.workloads
                     run.started_at = self.clock()
                 elif health is not None and health.health is Health.FAILED:
@@ -184,18 +185,19 @@ class Reconciler:
             env_apps = {k[1]: runs[k].change.depends_on for k in runs if k[0] == env}
             order.extend((env, app) for app in dependency_order(env_apps))
         self._flush_finishes()  # the plan's refusals and skips go on record before anything is applied
-        self._watch = RolloutWatch(self.clusters, seeds=self._seeds) if self.options.timing.wait else None
+        deadline = time.monotonic() + self.options.timing.timeout
+        self._watch = (RolloutWatch(self.clusters, seeds=self._seeds, deadline=deadline)
+                       if self.options.timing.wait else None)
         try:
-            self._loop(runs, order)
+            self._loop(runs, order, deadline)
         finally:
             if self._watch is not None:
                 self._watch.close()
         self._flush_finishes()
 
-    def _loop(self, runs: dict[tuple[str, str], AppRun], order: list[tuple[str, str]]) -> None:
+    def _loop(self, runs: dict[tuple[str, str], AppRun], order: list[tuple[str, str]], deadline: float) -> None:
         timing = self.options.timing
         concurrency = max(1, timing.concurrency)
-        deadline = time.monotonic() + timing.timeout
         last_poll = 0.0
         futures: dict[Future[tuple[Workload, ...]], tuple[str, str]] = {}
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deployctl-apply") as pool:
@@ -204,10 +206,10 @@ class Reconciler:
                 ready: list[AppRun] = []
                 for key in order:
                     run = runs[key]
-                    if run.state != "pending" or len(futures) + len(ready) >= concurrency * 4:
+                    if run.state is not AppState.PENDING or len(futures) + len(ready) >= concurrency * 4:
                         continue
                     verdict = self._dependencies(run, runs)
-                    if verdict == "wait":
+                    if verdict == WAIT:
                         continue
                     if verdict is not None:
                         self._finish(run, BLOCKED, verdict, record=True)
@@ -215,13 +217,13 @@ class Reconciler:
                     ready.append(run)
                 for run in self._record_attempts(ready):
                     futures[pool.submit(self._apply, run)] = run.change.key
-                    run.state = "applying"
+                    run.state = AppState.APPLYING
 
                 if futures:
                     done, _ = wait(list(futures), timeout=timing.poll_interval, return_when=FIRST_COMPLETED)
                 else:  # only waiting: wake up on the next watch event (or the poll interval)
                     done = set()
-                    if self._watch is not None and any(r.state == "waiting" for r in runs.values()
+                    if self._watch is not None and any(r.state is AppState.WAITING for r in runs.values()
                                                        if r.outcome is None):
                         gap = last_poll + _MIN_CHECK_GAP - time.monotonic()
                         if gap > 0:
@@ -239,12 +241,12 @@ class Reconciler:
                         self._finish(run, FAILED, f"apply failed: {exc}", record=True)
                         continue
                     if self.options.timing.wait:
-                        run.state = "waiting"
-                        self.on_progress(Progress(run.change.env, run.change.app, "waiting", "rolling out"))
+                        run.state = AppState.WAITING
+                        self.on_progress(Progress(run.change.env, run.change.app, AppState.WAITING, "rolling out"))
                     else:
                         self._finish(run, APPLIED, "applied; not waiting for the rollout (--no-wait)", record=True)
 
-                waiting = [r for r in runs.values() if r.state == "waiting" and r.outcome is None]
+                waiting = [r for r in runs.values() if r.state is AppState.WAITING and r.outcome is None]
                 now = time.monotonic()
                 # Checks read the watch's memory: check on every event, and at the poll interval
                 # (a first check also opens the informers: their one LIST each).
@@ -254,7 +256,7 @@ class Reconciler:
                     last_poll = now
                     if self._watch is not None and not tick:  # check only the apps an event touched
                         touched = self._watch.take_changed()
-                        waiting = [r for r in waiting if r.state == "waiting" and any(
+                        waiting = [r for r in waiting if r.state is AppState.WAITING and any(
                             (r.change.target.context if r.change.target else None, w.namespace, w.kind, w.name)
                             in touched for w in r.workloads)]
                     elif self._watch is not None:
@@ -266,17 +268,17 @@ class Reconciler:
                         raise
                 if time.monotonic() > deadline:
                     for run in runs.values():
-                        if run.outcome is None and run.state in ("waiting", "pending"):
+                        if run.outcome is None and run.state in (AppState.WAITING, AppState.PENDING):
                             status = combined_status(run.workloads).message if run.workloads else "not started"
                             run.events.stalled(self.clock(), f"timed out after {timing.timeout:.0f}s: {status}")
                             self._finish(
                                 run, FAILED, f"timed out after {timing.timeout:.0f}s: {status}",
-                                record=run.state == "waiting" and run.change.writes,
+                                record=run.state is AppState.WAITING and run.change.writes,
                             )
-                if not futures and not any(r.state == "waiting" and r.outcome is None for r in runs.values()):
+                if not futures and not any(r.state is AppState.WAITING and r.outcome is None for r in runs.values()):
                     # Nothing in flight: whatever is still pending waits on something that will not come.
-                    stuck = [r for r in runs.values() if r.outcome is None and r.state == "pending"]
-                    if stuck and all(self._dependencies(r, runs) == "wait" for r in stuck):
+                    stuck = [r for r in runs.values() if r.outcome is None and r.state is AppState.PENDING]
+                    if stuck and all(self._dependencies(r, runs) == WAIT for r in stuck):
                         for r in stuck:
                             self._finish(r, BLOCKED, "dependencies form a cycle or never started", record=True)
                 self._flush_finishes()
@@ -336,17 +338,17 @@ class Reconciler:
         return change.desired_image or (change.target.image if change.target else "")
 
     def _dependencies(self, run: AppRun, runs: Mapping[tuple[str, str], AppRun]) -> str | None:
-        """None when the app may start, "wait" while a dependency is in flight, else why it is blocked."""
+        """None when the app may start, WAIT while a dependency is in flight, else why it is blocked."""
         for dep in run.change.depends_on:
             dep_run = runs.get((run.change.env, dep))
             if dep_run is None:
                 continue
             outcome = dep_run.outcome
             if outcome is None:
-                return "wait"
-            if outcome.result in (SUCCEEDED, DRIFT_CORRECTED, APPLIED, SKIPPED):
+                return WAIT
+            if outcome.result.satisfies_dependents:
                 continue
-            if outcome.result == IN_SYNC and outcome.healthy is not False:
+            if outcome.result is Result.IN_SYNC and outcome.healthy is not False:
                 continue
             detail = f": {outcome.message}" if outcome.message else ""
             return f"dependency {dep} {outcome.result}{detail}"
@@ -355,7 +357,7 @@ class Reconciler:
     def _apply(self, run: AppRun) -> tuple[Workload, ...]:
         change = run.change
         image = self._image(change)
-        self.on_progress(Progress(change.env, change.app, "applying", f"{change.old_sha or '-'} -> {image}"))
+        self.on_progress(Progress(change.env, change.app, AppState.APPLYING, f"{change.old_sha or '-'} -> {image}"))
         log.info("apply.started", env=change.env, app=change.app, image=image, action=str(change.action))
         annotations = annotations_for(change, image, self.desired.commit, run.started_at or self.clock())
         assert change.target is not None
@@ -401,13 +403,13 @@ class Reconciler:
         if open_attempts:
             self.audit.attempts_finished(open_attempts)
 
-    def _finish(self, run: AppRun, result: str, message: str, *, record: bool,
+    def _finish(self, run: AppRun, result: Result, message: str, *, record: bool,
                 healthy: bool | None = None) -> None:
         change = run.change
         now = self.clock()
         audit_id = run.audit_id
-        audit_result = str(SUCCEEDED) if result == APPLIED else result
-        error = None if result in (SUCCEEDED, DRIFT_CORRECTED, APPLIED) else message
+        audit_result = result.recorded_as
+        error = None if result.changed else message
         note = self._notes.get(change.key)
         if note is not None:
             error = note if not error else f"{error}; {note}"
@@ -417,7 +419,7 @@ class Reconciler:
             self._finishes.append((run, audit_result, error))  # written by _flush_finishes, this wave
         elif record:  # never applied (blocked, refused, skipped): its attempt and outcome go on record together
             self._decisions.append((run, (change, self._image(change), audit_result, error)))  # one write a wave
-        run.state = "done"
+        run.state = AppState.DONE
         run.outcome = Outcome(
             env=change.env,
             app=change.app,
@@ -433,10 +435,10 @@ class Reconciler:
             audit_id=audit_id,
             healthy=healthy if healthy is not None else (result in (SUCCEEDED, DRIFT_CORRECTED) or None),
         )
-        if result in (FAILED, BLOCKED, REFUSED, INVALID, MISSING):
+        if result.is_problem:
             log.warning("app.outcome", env=change.env, app=change.app, result=result, message=message,
                         sha=change.new_sha)
-        elif result != IN_SYNC:  # thousands of in-sync apps are one reconcile.finished event, not a log line each
+        elif result is not Result.IN_SYNC:  # thousands of in-sync apps are one reconcile.finished event, not a log line each
             log.info("app.outcome", env=change.env, app=change.app, result=result, message=message,
                      sha=change.new_sha)
         self.on_progress(Progress(change.env, change.app, result, message))

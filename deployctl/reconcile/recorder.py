@@ -17,8 +17,9 @@ import structlog
 
 from deployctl.edges.git import history, repo
 from deployctl.model import audit
+from deployctl.model.vocabulary import Trigger
 from deployctl.reconcile.sink import AttemptItem, DecisionItem, FinishItem
-from deployctl.rules.plan import Change
+from deployctl.rules.plan import Action, Change
 
 log = structlog.get_logger(__name__)
 
@@ -117,8 +118,8 @@ class AuditRecorder:
         reviewers = tuple(dict.fromkeys((*(merge.reviewers if merge else ()),
                                          *(file_commit.reviewers if file_commit else ()))))
         digest = image.split("@", 1)[1] if "@" in image else None
-        trigger = "drift" if change.action.value == "drift" and self.trigger in ("watch", "ci", "manual") else \
-            self.trigger
+        trigger = Trigger.DRIFT if change.action is Action.DRIFT and self.trigger in (
+            Trigger.WATCH, Trigger.CI, Trigger.MANUAL) else self.trigger
         attempt = audit.Attempt(
             env=change.env,
             app=change.app,
@@ -141,5 +142,6 @@ class AuditRecorder:
             actor=self.actor,
             started_at=datetime.now(UTC),
             lock_holder=self.lock_holder,
+            review=change.review,
         )
         return attempt

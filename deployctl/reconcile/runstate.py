@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from deployctl.model.state import Target
+from deployctl.model.vocabulary import AppState
 from deployctl.model.workload import Workload
 from deployctl.reconcile.artifacts import PinDecisions
 from deployctl.reconcile.outcome import Outcome
@@ -21,7 +22,7 @@ class AppRun:
     """One env/app's way through a run: its change, where it stands, its record and its outcome."""
 
     change: Change
-    state: str = "pending"  # pending, applying, waiting, done
+    state: AppState = AppState.PENDING
     audit_id: int | None = None
     recorded: bool = False  # the attempt is on record (written before the apply)
     started_at: datetime | None = None

@@ -4,9 +4,11 @@ wrapper implements both calls, so a run writes one durable record per wave where
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from deployctl.model.audit import AttemptEvent
+from deployctl.model.review import ReviewRecord
 from deployctl.rules.plan import Change
 
 #: (change, image) of an attempt about to be applied.
@@ -101,6 +103,33 @@ class OverrideNotes:
                 error = note if not error else f"{error}; {note}"
             noted.append((change, image, result, error))
         return self.sink.decisions(noted, deploy_commit=deploy_commit)
+
+    def rollout_events(self, events: Sequence[AttemptEvent]) -> None:
+        self.sink.rollout_events(events)
+
+
+class ReviewNotes:
+    """An audit sink that attaches to each attempt of a target the pull request and approvals that let it
+    through (``require_approval: forge``), so its record names them."""
+
+    def __init__(self, sink: AuditSink, reviews: Mapping[tuple[str, str], ReviewRecord]) -> None:
+        self.sink = sink
+        self.reviews = dict(reviews)
+
+    def _with(self, change: Change) -> Change:
+        review = self.reviews.get(change.key)
+        return change if review is None else replace(change, review=review)
+
+    def attempts_started(self, items: Sequence[AttemptItem], *, deploy_commit: str | None) -> list[int | None]:
+        return self.sink.attempts_started([(self._with(c), image) for c, image in items],
+                                          deploy_commit=deploy_commit)
+
+    def attempts_finished(self, items: Sequence[FinishItem]) -> None:
+        self.sink.attempts_finished(items)
+
+    def decisions(self, items: Sequence[DecisionItem], *, deploy_commit: str | None) -> list[int | None]:
+        return self.sink.decisions([(self._with(c), image, result, error) for c, image, result, error in items],
+                                   deploy_commit=deploy_commit)
 
     def rollout_events(self, events: Sequence[AttemptEvent]) -> None:
         self.sink.rollout_events(events)

@@ -43,8 +43,10 @@ class RolloutWatch:
     """The informers of one reconcile run's wait, opened on first use and stopped by :meth:`close`."""
 
     def __init__(self, clusters: Clusters, *,
-                 seeds: Mapping[tuple[str | None, str, str], tuple[list[Workload], str]] | None = None) -> None:
+                 seeds: Mapping[tuple[str | None, str, str], tuple[list[Workload], str]] | None = None,
+                 deadline: float | None = None) -> None:
         self.clusters = clusters
+        self.deadline = deadline  # the rollouts' time.monotonic() deadline: a lagging watch cache is waited for until then
         self.seeds = dict(seeds or {})  # the observe step's LISTs: a watch starts there, without its own LIST
         self.changed = threading.Event()
         self._informers: dict[tuple[str | None, str, str], Watch] = {}
@@ -63,7 +65,7 @@ class RolloutWatch:
             seed = self.seeds.pop(key, None)
             informer = self.clusters(context).watch(namespace, kind, on_change=changed,
                                                     items=seed[0] if seed else None,
-                                                    resource_version=seed[1] if seed else "")
+                                                    resource_version=seed[1] if seed else "", deadline=self.deadline)
             self._informers[key] = informer
         return informer.items()
 

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from deployctl.model.audit import AuditRecord, record_to_event
+from deployctl.model.vocabulary import RAN
 
 SPEC_VERSION = "0.4.1"
 """The CDEvents specification version our events follow (``context.version``)."""
@@ -34,7 +35,7 @@ EXTENSION_KEY = "dev.deployctl"
 """The ``customData`` key holding deployctl's own fields."""
 EXTENSION_VERSION = 1
 """Version of the fields under EXTENSION_KEY; bumped only on incompatible change."""
-DEPLOYED_RESULTS = ("succeeded", "drift-corrected")
+DEPLOYED_RESULTS = RAN
 """Outcomes after which the app runs ``new_sha``: the only ones that are service events."""
 
 _EVENT_ID_NAMESPACE = uuid.UUID("6f1d3c2e-5b8a-4e0f-9d47-2c1a8b3e7f60")
@@ -112,7 +113,10 @@ def extension(event: Mapping[str, Any]) -> dict[str, Any]:
         "image": event.get("image"),
         "digest": event.get("digest"),
         "author": event.get("file_author"),
-        "approvers": list(event.get("reviewers") or []),
+        "approvers": list(dict.fromkeys([*(event.get("reviewers") or []),
+                                         *(a.get("who") for a in event.get("approvals") or [])])),
+        "pullRequest": event.get("pull_request"),
+        "approvals": list(event.get("approvals") or []),
         "commitMessage": str(summary).splitlines()[0] if summary else None,
         "result": event.get("result"),
         "startedAt": event.get("started_at"),

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field, replace
 
 from deployctl.model.problem import Problem
 from deployctl.model.state import DesiredState, Target
+from deployctl.model.vocabulary import DiffStatus
 from deployctl.rules.gates import GateResult
 
-ADDED = "added"
-CHANGED = "changed"
-REMOVED = "removed"
-UNCHANGED = "unchanged"
+ADDED = DiffStatus.ADDED
+CHANGED = DiffStatus.CHANGED
+REMOVED = DiffStatus.REMOVED
+UNCHANGED = DiffStatus.UNCHANGED
+INVALID = DiffStatus.INVALID
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class TargetDiff:
 
     env: str
     app: str
-    status: str  # added | changed | removed | unchanged
+    status: DiffStatus
     path: str
     line: int
     old_sha: str | None
@@ -91,7 +93,7 @@ class TargetDiff:
         return {
             "env": self.env,
             "app": self.app,
-            "status": self.status,
+            "status": str(self.status),
             "path": self.path,
             "line": self.line,
             "old_sha": self.old_sha,
@@ -132,16 +134,20 @@ class StateDiff:
 
 
 def diff_states(base: DesiredState, head: DesiredState, *, include_unchanged: bool = False) -> StateDiff:
-    """Compare two desired states per env/app. Approvals come from the head's deployctl.yaml."""
+    """Compare two desired states per env/app. Approvals come from the head's deployctl.yaml. A head
+    deploy file that is invalid (itself or through the config) is a row of its own: nothing is applied for it."""
     old = {t.key: t for t in base.targets}
     new = {t.key: t for t in head.targets}
+    invalid = head.invalid()
     out: list[TargetDiff] = []
-    for key in sorted(old.keys() | new.keys()):
+    for key in sorted(old.keys() | new.keys() | invalid):
         before, after = old.get(key), new.get(key)
-        if before is None:
+        if key in invalid:
+            status = INVALID
+        elif before is None:
             status = ADDED
         elif after is None:
-            status = REMOVED if key not in head.invalid() else CHANGED
+            status = REMOVED
         elif before.sha != after.sha or before.image != after.image:
             status = CHANGED
         else:
@@ -160,18 +166,19 @@ def diff_states(base: DesiredState, head: DesiredState, *, include_unchanged: bo
 
 
 def _target_diff(
-    key: tuple[str, str], status: str, before: Target | None, after: Target | None, head: DesiredState
+    key: tuple[str, str], status: DiffStatus, before: Target | None, after: Target | None, head: DesiredState
 ) -> TargetDiff:
     env, app = key
     cfg = head.config.environments.get(env) if head.config is not None else None
     shown = after or before
-    assert shown is not None
+    where = next(((p.path, p.line or 1) for p in head.errors if (p.env, p.app) == key), None)
+    path, line = (shown.path, shown.line) if shown is not None else where or (f"environments/{env}/{app}.deploy", 1)
     return TargetDiff(
         env=env,
         app=app,
         status=status,
-        path=shown.path,
-        line=shown.line,
+        path=path,
+        line=line,
         old_sha=before.sha if before else None,
         new_sha=after.sha if after else None,
         old_image=before.image if before else None,

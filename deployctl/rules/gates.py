@@ -2,7 +2,8 @@
 
 Pure: the facts (which SHA ran where, and how it ended) come in as values, gathered by
 :mod:`deployctl.reconcile.policy` from one of two sources: the audit history (``source="audit"``: only
-``succeeded`` and ``drift-corrected`` attempts of a SHA that the git history also shows count) or the required environment's deploy file
+``succeeded`` and ``drift-corrected`` attempts of a SHA that the git history also shows count, and
+only if their rows verify in the audit chain) or the required environment's deploy file
 in git (``source="git"``: a SHA counts as deployed only if it was the file's first token in a
 commit before the one being checked; SHAs listed below the first line never count, since a
 change could add one in the same commit that deploys it to production).
@@ -16,11 +17,14 @@ from dataclasses import dataclass
 from deployctl.model.config import Config
 from deployctl.model.problem import ERROR, Problem
 from deployctl.model.state import Target
+from deployctl.model.vocabulary import RAN as AUDIT_RAN
 
 AUDIT = "audit"
 GIT = "git"
-RAN = frozenset({"succeeded", "drift-corrected", "deployed"})
-"""Results that count as 'ran in that environment'. ``deployed`` is what the git source knows."""
+DEPLOYED = "deployed"
+"""What the git source knows of a SHA that reached an environment (it cannot tell how the rollout ended)."""
+RAN = AUDIT_RAN | {DEPLOYED}
+"""Results that count as 'ran in that environment'."""
 VERIFIED = "verified"
 UNVERIFIED = "unverified"  # ran, but no verification on record
 UNKNOWN = "unknown"  # no audit history at hand to say
@@ -34,6 +38,8 @@ class RunFact:
     app: str
     sha: str
     result: str
+    unverified: str | None = None
+    """Why the audit row this fact comes from does not verify (docs/audit.md); such a fact never counts."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,8 @@ class GateResult:
     ran: bool = True  # it ran in the required environment (False: that is why the gate failed)
     verification: str | None = None  # with require_verified: VERIFIED, a failed result, UNVERIFIED or UNKNOWN
     verification_reason: str = ""
+    rejected: tuple[str, ...] = ()
+    """Audit rows that claimed the run but do not verify (forged or tampered), each with the reason."""
 
     def message(self) -> str:
         """A one-line account, naming the deploy file and the required environment."""
@@ -75,8 +83,9 @@ class GateResult:
             if self.source == AUDIT
             else f"as the first line of environments/{self.required}/{self.app}.deploy in an earlier commit"
         )
+        rejected = "".join(f"; not counted: {reason}" for reason in self.rejected)
         return (
-            f"{self.sha[:12]} has not run successfully in {self.required} ({where}); environment "
+            f"{self.sha[:12]} has not run successfully in {self.required} ({where}){rejected}; environment "
             f"{self.env} requires {self.required} first: deploy it to {self.required} "
             f"(deployctl promote {self.app} --from <env> --to {self.required}) and promote from there"
         )
@@ -96,6 +105,7 @@ class GateResult:
             "line": self.line,
             "verification": self.verification,
             "verification_reason": self.verification_reason,
+            "rejected": list(self.rejected),
         }
 
 
@@ -118,8 +128,14 @@ def check_gates(
 
     ``verified``: the latest verification (result, reason) of each (env, app, sha), for environments with
     ``require_verified``; None when verification results are not at hand (the gate then fails, saying so).
+    A fact whose audit row does not verify never counts; its reason goes into the result.
     """
-    ran = {(f.env, f.app, f.sha) for f in facts if f.result in RAN}
+    facts = list(facts)
+    ran = {(f.env, f.app, f.sha) for f in facts if f.result in RAN and f.unverified is None}
+    rejected: dict[tuple[str, str, str], list[str]] = {}
+    for f in facts:
+        if f.result in RAN and f.unverified is not None:
+            rejected.setdefault((f.env, f.app, f.sha), []).append(f.unverified)
     out = []
     for target, required in gated(targets, config):
         did_run = (required, target.app, target.sha) in ran
@@ -141,6 +157,7 @@ def check_gates(
             ran=did_run,
             verification=verification,
             verification_reason=reason,
+            rejected=() if did_run else tuple(rejected.get((required, target.app, target.sha), ())),
         ))
     return out
 

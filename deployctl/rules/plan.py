@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
+from deployctl.model.review import ReviewRecord
 from deployctl.model.state import DesiredState, Target
 from deployctl.model.workload import (
     ANN_APPLIED_AT,
@@ -69,6 +70,7 @@ class Change:
     reason: str = ""
     health: RolloutStatus | None = None
     depends_on: tuple[str, ...] = ()
+    review: ReviewRecord | None = None  # require_approval: forge: the pull request and approvals that let it through
 
     @property
     def key(self) -> tuple[str, str]:
@@ -263,10 +265,15 @@ def make_plan(
                     break
 
     ordered = tuple(changes[k] for k in sorted(changes))
+    return Plan(changes=ordered, deploy_commit=desired.commit, ref=desired.ref, counts=count_actions(ordered))
+
+
+def count_actions(changes: Iterable[Change]) -> dict[str, int]:
+    """How many changes plan each action (a plan's ``counts``)."""
     counts: dict[str, int] = {}
-    for c in ordered:
+    for c in changes:
         counts[str(c.action)] = counts.get(str(c.action), 0) + 1
-    return Plan(changes=ordered, deploy_commit=desired.commit, ref=desired.ref, counts=counts)
+    return counts
 
 
 def _unhealthy_dependency(dep: str, change: Change | None) -> str | None:

@@ -74,6 +74,9 @@ def plan_promotions(
     if config is None:
         raise PromoteError("deployctl.yaml is missing or invalid; run deployctl validate --worktree")
     for env in (from_env, to_env):
+        if env in config.invalid_environments:
+            raise PromoteError(f"{config.path}: environment {env!r} has errors; fix those first "
+                               "(deployctl validate --worktree)")
         if env not in config.environments:
             known = ", ".join(sorted(config.environments)) or "none"
             raise PromoteError(f"deployctl.yaml: unknown environment {env!r} (known: {known})")

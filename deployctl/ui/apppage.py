@@ -17,13 +17,13 @@ from deployctl.edges.git import history as git_history
 from deployctl.edges.git import repo as repo_edge
 from deployctl.model.audit import AuditRecord, record_to_event
 from deployctl.model.state import DesiredState
+from deployctl.model.vocabulary import RAN
 from deployctl.reconcile import policy
 from deployctl.rules.freeze import frozen_environments
 from deployctl.rules.promote import deploy_path
 from deployctl.ui.data import Cell, Dashboard
 
 MAX_COMMITS = 20
-RAN = ("succeeded", "drift-corrected")
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,10 @@ def promotion_verdicts(dashboard: Dashboard, desired: DesiredState, app: str, no
             f = frozen[name]
             reasons.append(f"{name} is frozen until {f.end.strftime('%Y-%m-%d %H:%MZ')} ({f.window.reason})")
             blocked = True
-        if env.require_approval:
+        if env.forge_review:
+            reasons.append(f"the pull request needs {env.min_approvals} approving review(s) on its final head "
+                           f"from {', '.join(env.approvers)}")
+        elif env.require_approval:
             reasons.append(f"the pull request needs approval from {', '.join(env.approvers)}")
         out.append(PromotionVerdict(app, source_env, name, source.sha, "blocked" if blocked else "promotable",
                                     tuple(reasons), command))

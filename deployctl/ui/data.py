@@ -27,6 +27,7 @@ from deployctl.model.audit import STARTED, AttemptEvent, AuditRecord, AuditStore
 from deployctl.model.config import Config
 from deployctl.model.metric import Overlay
 from deployctl.model.state import DesiredState, Target
+from deployctl.model.vocabulary import CellState, Result
 from deployctl.model.workload import ANN_DIGEST, ANN_IMAGE, Health
 from deployctl.reconcile.ordering import git_relation
 from deployctl.reconcile.ports import Clusters
@@ -35,18 +36,7 @@ from deployctl.rules.plan import Action, Change, dependency_order
 
 log = structlog.get_logger(__name__)
 
-STATES = {
-    "in-sync": "in sync",
-    "progressing": "rolling out",
-    "pending": "out of sync",
-    "drifted": "drifted",
-    "failed": "failed",
-    "missing": "missing",
-    "blocked": "blocked",
-    "invalid": "invalid",
-    "refused": "refused",
-    "unknown": "unknown",
-}
+STATES = {str(state): state.label for state in CellState}
 """Each state a cell can be in, and how the page names it."""
 
 
@@ -107,7 +97,7 @@ class Cell:
     """One env/app of the matrix."""
 
     row: Mapping[str, object]  # deployctl status -o json
-    state: str
+    state: CellState
     reason: str
     owner: str | None = None
     desired_url: str | None = None
@@ -115,6 +105,11 @@ class Cell:
     last: LastDeploy | None = None
     freeze: str | None = None
     approval: str | None = None
+
+    @property
+    def shows_reason(self) -> bool:
+        """The page explains every state but in sync."""
+        return self.state is not CellState.IN_SYNC and bool(self.reason)
 
     @property
     def env(self) -> str:
@@ -125,7 +120,7 @@ class Cell:
         return str(self.row["app"])
 
     def as_dict(self) -> dict[str, object]:
-        return {**self.row, "state": self.state, "state_reason": self.reason, "owner": self.owner,
+        return {**self.row, "state": str(self.state), "state_reason": self.reason, "owner": self.owner,
                 "desired_url": self.desired_url, "digest": self.digest,
                 "last_deploy": self.last.as_dict() if self.last else None, "freeze": self.freeze,
                 "approval": self.approval}
@@ -168,7 +163,7 @@ class Snapshot:
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for c in self.cells:
-            out[c.state] = out.get(c.state, 0) + 1
+            out[str(c.state)] = out.get(str(c.state), 0) + 1
         return out
 
     def as_dict(self) -> dict[str, object]:
@@ -178,34 +173,34 @@ class Snapshot:
                 "cluster_error": self.cluster_error, "filters": dict(self.filters), "counts": self.counts()}
 
 
-def cell_state(change: Change, last: LastDeploy | None) -> tuple[str, str]:
+def cell_state(change: Change, last: LastDeploy | None) -> tuple[CellState, str]:
     """The state the page shows for one env/app, and why. Pure."""
     health = change.health
     if change.action is Action.INVALID:
-        return "invalid", change.reason
+        return CellState.INVALID, change.reason
     if change.action is Action.MISSING:
-        return "missing", change.reason
+        return CellState.MISSING, change.reason
     if health is not None and health.health is Health.FAILED:
-        return "failed", health.message
-    recent_failure = last is not None and last.result == "failed" and last.sha == change.new_sha
+        return CellState.FAILED, health.message
+    recent_failure = last is not None and last.result == Result.FAILED and last.sha == change.new_sha
     healthy_now = change.action is Action.IN_SYNC and health is not None and health.health is Health.HEALTHY
     if recent_failure and not healthy_now:
         assert last is not None
-        return "failed", last.error or "the last deploy of this SHA failed"
+        return CellState.FAILED, last.error or "the last deploy of this SHA failed"
     if change.action is Action.DRIFT:
-        return "drifted", change.reason
+        return CellState.DRIFTED, change.reason
     if change.action is Action.BLOCKED:
-        return "blocked", change.reason
+        return CellState.BLOCKED, change.reason
     if change.action is Action.UPDATE:
         if last is not None and last.result == STARTED and last.sha == change.new_sha:
-            return "progressing", "being applied"
+            return CellState.PROGRESSING, "being applied"
         if change.reason:  # reconcile's ordering verdict: it would skip or refuse this update
-            return "pending", change.reason
+            return CellState.PENDING, change.reason
         live = change.old_sha[:12] if change.old_sha else "an image deployctl did not apply"
-        return "pending", f"live runs {live}; waiting for reconcile to apply {(change.new_sha or '')[:12]}"
+        return CellState.PENDING, f"live runs {live}; waiting for reconcile to apply {(change.new_sha or '')[:12]}"
     if health is not None and health.health is Health.PROGRESSING:
-        return "progressing", health.message
-    return "in-sync", health.message if health else ""
+        return CellState.PROGRESSING, health.message
+    return CellState.IN_SYNC, health.message if health else ""
 
 
 def live_digest(change: Change) -> str | None:
@@ -230,7 +225,10 @@ def env_notes(config: Config | None, now: datetime) -> dict[str, tuple[str | Non
         f = frozen.get(name)
         freeze = f"frozen until {f.end.strftime('%Y-%m-%d %H:%MZ')}: {f.window.reason}" if f else None
         approval = None
-        if env.require_approval:
+        if env.forge_review:
+            approval = (f"{env.min_approvals} approving pull-request review(s) required from "
+                        + ", ".join(env.approvers))
+        elif env.require_approval:
             approval = "approval required from " + ", ".join(env.approvers)
         elif env.approvers:
             approval = "reviewed by " + ", ".join(env.approvers)
@@ -255,9 +253,9 @@ def build_snapshot(desired: DesiredState, plan_changes: Sequence[Change] | None,
         app_config = config.apps.get(change.app) if config else None
         previous = last.get(change.key)
         if change.env in refused:
-            state, reason = "refused", refused[change.env]
+            state, reason = CellState.REFUSED, refused[change.env]
         elif plan_changes is None:
-            state, reason = "unknown", f"live state unknown: {cluster_error}"
+            state, reason = CellState.UNKNOWN, f"live state unknown: {cluster_error}"
         else:
             state, reason = cell_state(change, previous)
         row = status_row(change)

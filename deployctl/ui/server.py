@@ -27,6 +27,7 @@ from aiohttp import web
 
 from deployctl.errors import DeployctlError, InvalidInputError
 from deployctl.model.audit import parse_when, record_to_event, record_with_events
+from deployctl.model.vocabulary import Result
 from deployctl.ui import apppage
 from deployctl.ui.auth import UiAuth, decide
 from deployctl.ui.data import STATES, Dashboard
@@ -57,6 +58,7 @@ def _templates() -> jinja2.Environment:
     env.filters["took"] = _took
     env.filters["firstline"] = lambda text: (text or "").splitlines()[0] if text else ""
     env.globals["STATES"] = STATES
+    env.globals["Result"] = Result
     return env
 
 

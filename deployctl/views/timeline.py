@@ -27,19 +27,20 @@ from deployctl import settings
 from deployctl.errors import DeployctlError, InvalidInputError
 from deployctl.model.audit import RESULTS, STARTED, AuditRecord
 from deployctl.model.metric import Overlay
+from deployctl.model.vocabulary import RAN, Result
 
 log = structlog.get_logger(__name__)
 
 RESULT_COLOURS = {
-    "succeeded": "#2ca02c",
-    "failed": "#d62728",
-    "blocked": "#ff7f0e",
-    "drift-corrected": "#9467bd",
-    "interrupted": "#8c564b",
-    "refused": "#e377c2",
-    "suspended": "#7f7f7f",
-    "resumed": "#17becf",
-    "skipped": "#bcbd22",
+    Result.SUCCEEDED: "#2ca02c",
+    Result.FAILED: "#d62728",
+    Result.BLOCKED: "#ff7f0e",
+    Result.DRIFT_CORRECTED: "#9467bd",
+    Result.INTERRUPTED: "#8c564b",
+    Result.REFUSED: "#e377c2",
+    Result.SUSPENDED: "#7f7f7f",
+    Result.RESUMED: "#17becf",
+    Result.SKIPPED: "#bcbd22",
     STARTED: "#1f77b4",
 }
 OVERLAY_COLOURS = ("#17becf", "#7f7f7f", "#bcbd22", "#1f77b4", "#e377c2", "#8c564b")
@@ -51,8 +52,6 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrom
 
 class TimelineError(DeployctlError):
     """The timeline cannot be rendered or written."""
-
-    exit_code = 1
 
 
 def _hover(record: AuditRecord) -> str:
@@ -206,7 +205,7 @@ def _add_overlay(fig: go.Figure, overlay: Overlay, records: Sequence[AuditRecord
             )
         )
     deployed = sorted(
-        (r for r in records if r.result in ("succeeded", "drift-corrected")), key=lambda r: r.attempt.started_at
+        (r for r in records if r.result in RAN), key=lambda r: r.attempt.started_at
     )
     fig.update_layout(
         height=height,

@@ -172,7 +172,7 @@ def test_postgres_writer_role_appends_but_cannot_rewrite_or_drop_the_triggers(ro
         for statement in refused:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)  # type: ignore[arg-type]
-        assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%append_only'").fetchone() == (7,)
+        assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%append_only'").fetchone() == (8,)
         assert conn.execute("SELECT result FROM outcomes").fetchall() == [("succeeded",)]
 
 

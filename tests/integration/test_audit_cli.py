@@ -58,7 +58,7 @@ def test_history_lists_attempts_newest_first_as_a_table(audit: str) -> None:
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split() == ["STARTED", "(UTC)", "ENV", "APP", "RESULT", "SHA", "FROM", "AUTHOR", "TOOK",
-                                "TRIGGER", "BY", "RELEASE", "CHANGE"]  # fmt: skip
+                                "TRIGGER", "BY", "RELEASE", "CHANGE", "APPROVED"]  # fmt: skip
     assert [line.split()[4] for line in lines[1:]] == [
         "started",
         "blocked",  # same start as the next: the later id first

@@ -3,8 +3,6 @@ without a new commit and without waiting for the interval."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from deployctl.edges.audit.url import open_store
@@ -16,7 +14,7 @@ from tests.integration.test_controller import watches as watches  # noqa: F401 -
 pytestmark = pytest.mark.integration
 
 
-def test_a_kubectl_set_image_drift_is_corrected_within_2s_with_no_new_commit(
+def test_a_kubectl_set_image_drift_is_corrected_from_the_watch_with_no_new_commit(
         cluster, namespace, bare, tmp_path, watches):  # noqa: F811
     w = Watch(tmp_path, bare.path, kubeconfig=cluster.kubeconfig, audit=audit_url(tmp_path), interval="1h")
     watches.append(w)
@@ -30,9 +28,9 @@ def test_a_kubectl_set_image_drift_is_corrected_within_2s_with_no_new_commit(
         "PATCH", f"{collection_path('Deployment', namespace)}/api", what="set image",
         body={"spec": {"template": {"spec": {"containers": [{"name": "api", "image": f"{IMAGE}/api:by-hand"}]}}}},
         content_type="application/strategic-merge-patch+json")
-    changed = time.monotonic()
-    wait_for("the drift corrected", lambda: image_of(cluster, namespace) == desired, timeout=10, step=0.02)
-    assert time.monotonic() - changed < 2.0  # the interval is an hour: the watch saw it
+    # The interval is an hour and no webhook is sent: only the watch can start the run that puts it back
+    # (how soon: bench/latency.py).
+    wait_for("the drift corrected", lambda: image_of(cluster, namespace) == desired, timeout=60)
 
     def corrected():
         records = open_store(audit_url(tmp_path)).query(app="api")

@@ -152,20 +152,23 @@ def test_a_webhook_sent_to_the_standby_reaches_the_leader_and_the_standby_is_not
     assert status == 503 and "standby" in body
 
     head = bare.commit(deploy("api", "api-2"), message="Deploy api 2")
-    pushed = time.monotonic()
-    assert standby.github_push(head) == 202
+    # A standby that has not read the lease yet (it may start seconds after the leader on a busy machine) answers
+    # 503, never 202-and-drop; the sender retries, as GitHub does, until the standby hands the hook on.
+    wait_for("the standby hands the push on", lambda: standby.github_push(head) == 202, timeout=60, step=0.2)
+    # The interval is an hour: only the forwarded hook can have applied api-2.
     wait_for("api-2 applied by the leader",
-             lambda: image_of(cluster, namespace) == f"{IMAGE}/api:{sha('api-2')}", timeout=10, step=0.02)
-    assert time.monotonic() - pushed < 3.0  # ~1 s on an idle machine; the interval is an hour: the forward did it
+             lambda: image_of(cluster, namespace) == f"{IMAGE}/api:{sha('api-2')}", timeout=60)
     assert standby.metric('deployctl_webhook_requests_total{provider="github",result="forwarded"}') == 1
     assert leader.metric('deployctl_webhook_requests_total{provider="forwarded",result="accepted"}') == 1
     assert standby.metric("deployctl_reconciles_total") == 0
 
     # The leader dies; until the lease runs out the standby cannot hand hooks on: 503, never 202-and-drop.
+    unavailable = 'deployctl_webhook_requests_total{provider="github",result="unavailable"}'
+    before = standby.metric(unavailable)
     leader.proc.send_signal(signal.SIGKILL)
     leader.proc.wait(5)
     assert standby.github_push(head) == 503
-    assert standby.metric('deployctl_webhook_requests_total{provider="github",result="unavailable"}') == 1
+    assert standby.metric(unavailable) == before + 1
     wait_for("the standby takes over and is ready", lambda: standby.get("/readyz")[0] == 200, timeout=20)
     head = bare.commit(deploy("api", "api-3"), message="Deploy api 3")
     assert standby.github_push(head) == 202
@@ -204,28 +207,27 @@ def test_300_idle_connections_do_not_keep_a_signed_push_from_being_answered(
     wait_for("the first deploy", lambda: image_of(cluster, namespace) == f"{IMAGE}/api:{sha('api-1')}", timeout=60)
 
     idle = [socket.create_connection(("127.0.0.1", w.port)) for _ in range(300)]
-    try:
-        time.sleep(0.2)
-        head = bare.commit(deploy("api", "api-2"), message="Deploy api 2")
-        sent = time.monotonic()
-        assert w.github_push(head) == 202
-        assert time.monotonic() - sent < 1.0
-        wait_for("api-2 applied", lambda: image_of(cluster, namespace) == f"{IMAGE}/api:{sha('api-2')}", timeout=10)
 
-        def closed_by_server() -> int:
-            n = 0
-            for s in idle:
-                s.setblocking(False)
-                try:
-                    n += s.recv(1) == b""
-                except BlockingIOError:
-                    pass
-                except OSError:
-                    n += 1
-            return n
-        # Over the cap (a quarter of the 256 open files) the oldest idle connections were closed at
-        # once; the rest go when the header deadline passes.
-        assert closed_by_server() >= 300 - 64
+    def closed_by_server() -> int:
+        n = 0
+        for s in idle:
+            s.setblocking(False)
+            try:
+                n += s.recv(1) == b""
+            except BlockingIOError:
+                pass
+            except OSError:
+                n += 1
+        return n
+
+    try:
+        # Over the cap (a quarter of the 256 open files) the oldest idle connections are closed as soon as the
+        # server takes them; the rest go when the header deadline passes.
+        wait_for("the server has taken the idle connections", lambda: closed_by_server() >= 300 - 64, timeout=30,
+                 step=0.05)
+        head = bare.commit(deploy("api", "api-2"), message="Deploy api 2")
+        assert w.github_push(head) == 202  # without the cap, accept() would fail with EMFILE: no answer at all
+        wait_for("api-2 applied", lambda: image_of(cluster, namespace) == f"{IMAGE}/api:{sha('api-2')}", timeout=60)
         wait_for("every idle connection closed", lambda: closed_by_server() == 300, timeout=10, step=0.2)
     finally:
         for s in idle:
@@ -271,10 +273,9 @@ def test_nested_json_gets_400_oversized_bodies_413_and_a_slow_body_408(cluster, 
     assert _post_raw(w.port, b"POST /hooks/generic HTTP/1.1\r\nHost: x\r\n" + auth
                      + b"Transfer-Encoding: chunked\r\n\r\n", chunk * 20 + b"0\r\n\r\n") == 413
     # A body that never arrives: 408 after the body deadline, not a connection held for ever.
-    started = time.monotonic()
+    # (the client waits 30 s; the server's 1 s body deadline is what answers)
     assert _post_raw(w.port, b"POST /hooks/generic HTTP/1.1\r\nHost: x\r\n" + auth
-                     + b"Content-Length: 100\r\n\r\n", b"{") == 408
-    assert time.monotonic() - started < 4
+                     + b"Content-Length: 100\r\n\r\n", b"{", timeout=30) == 408
     assert w.get("/healthz")[0] == 200
 
 

@@ -64,6 +64,16 @@ def test_init_refuses_names_that_are_not_dns_labels(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("name", ["github-actions.yml", "gitlab-ci.yml"])
+@pytest.mark.parametrize("name", ["github-actions.yml", "gitlab-ci.yml", "gitea-actions.yml"])
 def test_the_ci_templates_init_writes_are_the_documented_ones(name: str) -> None:
     assert (ROOT / "deployctl" / "scaffold" / name).read_text() == (ROOT / "docs" / "ci" / name).read_text()
+
+
+def test_init_ci_gitea_writes_the_gitea_workflow_and_codeowners_where_gitea_reads_them(tmp_path: Path) -> None:
+    code, out = run("init", str(tmp_path), "--ci", "gitea", "--approver", "@shop/release")
+    assert code == 0, out
+    workflow = (tmp_path / ".gitea" / "workflows" / "deployctl.yml").read_text()
+    assert workflow == (ROOT / "docs" / "ci" / "gitea-actions.yml").read_text()
+    assert "DEPLOYCTL_FORGE_TYPE: gitea" in workflow and '--comment "$PR_NUMBER"' in workflow
+    assert "@shop/release" in (tmp_path / ".gitea" / "CODEOWNERS").read_text()
+    assert run("codeowners", "--repo", str(tmp_path), "--check", "--file", ".gitea/CODEOWNERS")[0] == 0

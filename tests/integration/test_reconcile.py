@@ -9,10 +9,11 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from deployctl.app.run import run_reconcile
+from deployctl.app.run import Callbacks, run_reconcile
 from deployctl.cli import main
 from deployctl.devtools.localcluster import controlplane
 from deployctl.edges.git.repo import read_desired_state
+from deployctl.model.audit_target import AUDIT_OFF
 from deployctl.reconcile import reconciler as rec
 from deployctl.reconcile.observe import observe
 from deployctl.reconcile.options import ReconcileOptions, Selection, Timing
@@ -253,23 +254,28 @@ def test_api_server_restart_during_a_reconcile_and_the_next_run_converges(make_r
         repo.commit({"deployctl.yaml": config({"staging": "shop"}), **deploy_files("staging", shas)})
 
         outcome: dict[str, object] = {}
+        acting = threading.Event()  # the first run reached the cluster: it applies or waits for a rollout
 
         def first_run() -> None:
             try:
-                outcome["result"] = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=state.kubeconfig, audit_url=None, options=ReconcileOptions(timing=Timing(timeout=30)))
+                outcome["result"] = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=state.kubeconfig,
+                                                  audit=AUDIT_OFF, options=ReconcileOptions(timing=Timing(timeout=30)),
+                                                  callbacks=Callbacks(on_progress=lambda _p: acting.set()))
             except Exception as exc:  # the restart may surface as an unreachable cluster
                 outcome["error"] = exc
+            finally:
+                acting.set()
 
         thread = threading.Thread(target=first_run)
         thread.start()
-        time.sleep(0.3)
+        assert acting.wait(60)
         controlplane.restart_component(directory, "kube-apiserver")
         thread.join(120)
         assert not thread.is_alive()
         deadline = time.monotonic() + 120
         while True:
             try:
-                second = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=state.kubeconfig, audit_url=None, options=ReconcileOptions(timing=Timing(timeout=120)))
+                second = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=state.kubeconfig, audit=AUDIT_OFF, options=ReconcileOptions(timing=Timing(timeout=120)))
                 if second.exit_code != 3 or time.monotonic() > deadline:  # unreachable: a result, exit 3
                     break
             except Exception:

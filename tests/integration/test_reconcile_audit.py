@@ -19,6 +19,7 @@ from deployctl.app.run import run_reconcile
 from deployctl.cli import main
 from deployctl.edges.audit import url as audit_location
 from deployctl.model import audit
+from deployctl.model.audit_target import AuditTarget
 from deployctl.reconcile.options import ReconcileOptions, Selection, Timing
 
 pytestmark = pytest.mark.integration
@@ -66,7 +67,7 @@ def test_succeeded_failed_blocked_and_drift_outcomes_are_recorded_with_provenanc
     deploy_commit = repo.commit(files(namespace, "one"), message="Deploy shop one",
                                 author=("Sam Engineer", "sam@example.com"),
                                 trailers=["Reviewed-by: Rae Reviewer <rae@example.com>"])
-    result = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, trigger="ci", options=ReconcileOptions(timing=Timing(timeout=60)))
+    result = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AuditTarget(url), trigger="ci", options=ReconcileOptions(timing=Timing(timeout=60)))
     assert result.exit_code == 1
     by_app = {r.attempt.app: r for r in records(url)}
     assert by_app["api"].result == "failed" and "ProgressDeadlineExceeded" in (by_app["api"].error or "")
@@ -89,7 +90,7 @@ def test_succeeded_failed_blocked_and_drift_outcomes_are_recorded_with_provenanc
             "worker", namespace,
             {"spec": {"template": {"spec": {"containers": [{"name": "worker", "image": f"{IMAGE}/worker:hot"}]}}}},
         )
-    run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, trigger="watch", options=ReconcileOptions(selection=Selection(apps=("worker",)), timing=Timing(timeout=60)))
+    run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AuditTarget(url), trigger="watch", options=ReconcileOptions(selection=Selection(apps=("worker",)), timing=Timing(timeout=60)))
     newest = records(url, app="worker")[0]
     assert newest.result == "drift-corrected"
     assert newest.attempt.trigger == "drift"
@@ -121,7 +122,7 @@ def test_a_reconcile_killed_mid_apply_leaves_a_started_record_that_the_next_run_
     (left,) = records(url)
     assert left.result == "started" and left.attempt.app == "api"
 
-    second = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, options=ReconcileOptions(selection=Selection(apps=("worker",)), timing=Timing(timeout=60)))
+    second = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AuditTarget(url), options=ReconcileOptions(selection=Selection(apps=("worker",)), timing=Timing(timeout=60)))
     assert second.exit_code == 0
     everything = records(url)
     assert [r.attempt.app for r in everything].count("api") == 1  # closed, not duplicated
@@ -139,7 +140,7 @@ def test_a_real_rollout_records_its_events_and_a_stalled_one_records_the_reason(
     cluster.deployment(namespace, "worker", replicas=2)
     repo = make_repo()
     repo.commit(files(namespace, "one"))
-    run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, trigger="ci",
+    run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AuditTarget(url), trigger="ci",
                   options=ReconcileOptions(timing=Timing(timeout=60)))
     by_app = {r.attempt.app: r for r in records(url)}
     store = audit_location.open_store(url)

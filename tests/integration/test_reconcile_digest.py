@@ -8,6 +8,7 @@ import pytest
 
 from deployctl.app.run import run_reconcile
 from deployctl.edges.audit import url as audit_location
+from deployctl.model.audit_target import AUDIT_OFF, AuditTarget
 from deployctl.reconcile.options import Overrides, ReconcileOptions, Selection, Timing
 from tests.fixtures.registry import RegistryPusher
 
@@ -45,7 +46,7 @@ def test_reconcile_applies_the_image_pinned_by_digest_and_records_it(
     repo.commit({"deployctl.yaml": config(image, {"staging": namespace}),
                  "environments/staging/api.deploy": f"{commit}\n"})
     url = f"sqlite:///{tmp_path / 'audit.db'}"
-    result = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, options=ReconcileOptions(timing=Timing(timeout=60)))
+    result = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AuditTarget(url), options=ReconcileOptions(timing=Timing(timeout=60)))
     assert result.exit_code == 0, result.outcomes
     d = cluster.read_deployment(namespace, "api")
     assert d.spec.template.spec.containers[0].image == f"{image}:{commit}@{pushed.digest}"
@@ -56,7 +57,7 @@ def test_reconcile_applies_the_image_pinned_by_digest_and_records_it(
         assert record.digest == pushed.digest and record.result == "succeeded"
     finally:
         store.close()
-    again = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=None)
+    again = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AUDIT_OFF)
     assert {o.result for o in again.outcomes} == {"in-sync"}
     assert again.writes() == 0
 
@@ -69,7 +70,7 @@ def test_missing_image_is_refused_naming_the_deploy_file_and_nothing_is_applied(
     repo = make_repo()
     repo.commit({"deployctl.yaml": config(f"{registry.host}/{unique_repo}", {"staging": namespace}),
                  "environments/staging/api.deploy": f"{commit}\n"})
-    result = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=None)
+    result = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AUDIT_OFF)
     (outcome,) = result.outcomes
     assert outcome.result == "refused"
     assert outcome.message.startswith("environments/staging/api.deploy:1: no image")
@@ -84,20 +85,24 @@ def test_registry_down_refuses_instead_of_applying_an_unverified_tag(
     repo = make_repo()
     repo.commit({"deployctl.yaml": config(f"{unused_registry_host}/shop/api", {"staging": namespace}),
                  "environments/staging/api.deploy": f"{sha('x')}\n"})
-    result = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=None)
+    result = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AUDIT_OFF)
     (outcome,) = result.outcomes
     assert outcome.result == "refused" and result.writes() == 0
 
 
 def test_a_tag_repushed_after_staging_is_refused_in_production_unless_allowed(
-    cluster, make_repo, registry, pusher, unique_repo, tmp_path
+    cluster, namespace, make_repo, registry, pusher, unique_repo, tmp_path
 ):
-    staging, production = "dg-staging", "dg-production"
+    staging, production = namespace, f"{namespace}-prod"
+    cluster.create_namespace(production)
+    try:
+        _tag_repushed(cluster, staging, production, make_repo, pusher, unique_repo, registry, tmp_path)
+    finally:
+        cluster.delete_namespace(production)
+
+
+def _tag_repushed(cluster, staging, production, make_repo, pusher, unique_repo, registry, tmp_path):
     for ns in (staging, production):
-        try:
-            cluster.create_namespace(ns)
-        except Exception:
-            pass
         cluster.deployment(ns, "api")
     commit = sha("retagged")
     image = f"{registry.host}/{unique_repo}"
@@ -106,19 +111,19 @@ def test_a_tag_repushed_after_staging_is_refused_in_production_unless_allowed(
     repo.commit({"deployctl.yaml": config(image, {"staging": staging, "production": production}, requires=True),
                  "environments/staging/api.deploy": f"{commit}\n"})
     url = f"sqlite:///{tmp_path / 'audit.db'}"
-    first = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, options=ReconcileOptions(timing=Timing(timeout=60)))
+    first = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AuditTarget(url), options=ReconcileOptions(timing=Timing(timeout=60)))
     assert first.exit_code == 0, first.outcomes
 
     repushed = pusher.push_image(unique_repo, commit, annotation="rebuilt")  # same tag, other bytes
     assert repushed.digest != tested.digest
     repo.commit({"environments/production/api.deploy": f"{commit}\n* promoted from staging\n"})
-    refused = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, options=ReconcileOptions(selection=Selection(envs=("production",))))
+    refused = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AuditTarget(url), options=ReconcileOptions(selection=Selection(envs=("production",))))
     (outcome,) = refused.outcomes
     assert outcome.result == "refused"
     assert "the artifact changed after it was tested" in outcome.message
     assert refused.writes() == 0
 
-    allowed = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=url, options=ReconcileOptions(selection=Selection(envs=("production",)), overrides=Overrides(allow_retagged=True), timing=Timing(timeout=60)))
+    allowed = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AuditTarget(url), options=ReconcileOptions(selection=Selection(envs=("production",)), overrides=Overrides(allow_retagged=True), timing=Timing(timeout=60)))
     assert allowed.exit_code == 0, allowed.outcomes
     d = cluster.read_deployment(production, "api")
     assert d.spec.template.spec.containers[0].image.endswith(repushed.digest)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sqlite3
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from deployctl.app.run import run_reconcile
 from deployctl.cli import main
 from deployctl.edges.audit.url import open_store
 from deployctl.edges.git.repo import read_desired_state
+from deployctl.model.audit_target import AUDIT_OFF, AuditTarget
 from deployctl.reconcile import policy
 from deployctl.reconcile.options import ReconcileOptions, Selection, Timing
 from tests.fixtures.gitrepo import GitRepo
@@ -83,7 +85,7 @@ def shop(cluster, namespace, production_ns, make_repo, tmp_path):
 
 def reconcile(cluster, repo: GitRepo, audit_url: str | None, *, envs: tuple[str, ...] = ()):
     options = ReconcileOptions(selection=Selection(envs=envs), timing=Timing(timeout=60))
-    return run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit_url=audit_url, options=options)
+    return run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AuditTarget(audit_url) if audit_url is not None else AUDIT_OFF, options=options)
 
 
 def image(cluster, namespace: str) -> str:
@@ -147,6 +149,35 @@ def test_audit_gate_needs_a_successful_run_not_just_a_deploy_file(cluster, names
     refused = reconcile(cluster, repo, audit_url, envs=("production",))
     assert outcomes(refused)["production"][0] == "refused"  # staging never ran web-2 according to the audit
     assert reconcile(cluster, repo, None, envs=("production",)).exit_code == 0  # git history: it is in staging
+
+
+def test_a_forged_staging_success_does_not_open_the_production_gate(cluster, namespace, production_ns,
+                                                                    shop) -> None:
+    make, audit_url = shop
+    repo = make()
+    assert reconcile(cluster, repo, audit_url, envs=("staging",)).exit_code == 0  # a true run: web-2 in staging
+    repo.commit({"environments/staging/web.deploy": f"{sha('web-3')}\n"}, message="web-3 to staging")
+    repo.commit({"environments/production/web.deploy": f"{sha('web-3')}\n"}, message="web-3 to prod")
+    # Someone holding the store's write access, not deployctl, records web-3 as a staging success.
+    conn = sqlite3.connect(audit_url.removeprefix("sqlite://"))
+    conn.execute(
+        "INSERT INTO attempts (env, app, namespace, workloads, new_sha, image, deploy_file, reviewers, trigger, "
+        "actor_user, actor_host, started_at) SELECT 'staging', app, namespace, workloads, ?, image, deploy_file, "
+        "reviewers, trigger, actor_user, actor_host, started_at FROM attempts WHERE id = 1", (sha("web-3"),))
+    forged = conn.execute("SELECT max(id) FROM attempts").fetchone()[0]
+    conn.execute("INSERT INTO outcomes (attempt_id, result, finished_at, recorded_at) "
+                 "SELECT ?, 'succeeded', finished_at, recorded_at FROM outcomes WHERE attempt_id = 1", (forged,))
+    conn.commit()
+    conn.close()
+    assert [r.result for r in records(audit_url, "staging")][:1] == ["succeeded"]  # history shows it as a success
+
+    refused = reconcile(cluster, repo, audit_url, envs=("production",))
+    status, message = outcomes(refused)["production"]
+    assert refused.exit_code == 2 and status == "refused"
+    assert (f"{sha('web-3')[:12]} has not run successfully in staging (in the audit history, as the first line of "
+            "environments/staging/web.deploy in an earlier commit); not counted: attempt "
+            f"{forged} was inserted with SQL: it carries no chain hash") in message
+    assert image(cluster, production_ns) == f"{IMAGE}/web:initial"
 
 
 def test_freeze_blocks_reconcile_and_the_override_is_audited(cluster, namespace, production_ns, shop) -> None:

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from deployctl.cli import main
 from deployctl.edges.audit.url import open_store
 from deployctl.edges.git.repo import local_sources, read_desired_state
+from deployctl.model.config import show
 from deployctl.ui.apppage import app_page
 from deployctl.ui.data import Dashboard, RepoView
 from tests.fixtures.auditdata import make_attempt
@@ -81,7 +82,8 @@ def deploy_with(make_repo: MakeRepo, source: str, first: str, second: str | None
 
 
 def refusal(source: str, roots: str) -> str:
-    return (f"deployctl.yaml:{SOURCE_LINE}: apps.web.source {source!r} does not resolve inside the folders app repos "
+    # quoted and cut as every config value in a message (the temp path's length varies with --basetemp)
+    return (f"deployctl.yaml:{SOURCE_LINE}: apps.web.source {show(source)} does not resolve inside the folders app repos "
             f"may be read from ({roots}); it was not opened. Move the app repo into one of them, or have the runner's "
             "operator add its folder to DEPLOYCTL_SOURCE_ROOTS")
 

@@ -220,6 +220,19 @@ def test_kafka_json_format_keeps_todays_shape_keyed_by_env_and_app() -> None:
     assert encode(payload, key="k9", fmt="cdevents", mode="structured", source="/d", repo=None) is None
 
 
+def test_a_forge_approval_is_in_the_extension_with_its_pull_request() -> None:
+    from deployctl.model.review import Approval, ReviewRecord
+
+    review = ReviewRecord(7, "https://git.example.com/acme/deploy/pulls/7", (Approval("@rita", T0, sha("h")),))
+    event = cdevent_for_record(record(review=review), source="/deployctl/acme")
+    assert event is not None
+    ours = event["customData"]["dev.deployctl"]
+    assert ours["pullRequest"] == {"number": 7, "url": "https://git.example.com/acme/deploy/pulls/7"}
+    assert ours["approvals"] == [{"who": "@rita", "when": T0.isoformat().replace("+00:00", "Z"), "head_sha": sha("h")}]
+    assert ours["approvers"] == ["bob@example.com", "@rita"]
+    assert_valid(event)
+
+
 def test_the_event_id_is_derived_from_the_attempt_not_the_outbox_key() -> None:
     event = record_to_event(record())
     assert deploy_event_id({**event, "idempotency_key": "a"}) == deploy_event_id({**event, "idempotency_key": "b"})

@@ -27,7 +27,7 @@ def _commands(node: object) -> list[str]:
     return []
 
 
-@pytest.mark.parametrize("name", ["github-actions.yml", "gitlab-ci.yml"])
+@pytest.mark.parametrize("name", ["github-actions.yml", "gitlab-ci.yml", "gitea-actions.yml"])
 def test_every_install_is_from_a_pinned_commit_checked_to_be_a_full_sha(name: str) -> None:
     doc = yaml.safe_load((DOCS_CI / name).read_text())
     commands = _commands(doc)

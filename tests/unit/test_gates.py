@@ -36,6 +36,19 @@ def test_failed_or_refused_runs_do_not_count() -> None:
     assert [r.passed for r in results] == [False, False]
 
 
+def test_a_run_whose_audit_row_does_not_verify_does_not_count_and_is_named() -> None:
+    forged = RunFact("staging", "web", A, "succeeded", unverified="attempt 9 was inserted with SQL")
+    facts = [forged, RunFact("canary", "web", A, "succeeded")]
+    staging, canary = check_gates([target("production", A)], CONFIG, facts, source=AUDIT)
+    assert (staging.passed, staging.rejected, canary.passed) == (False, ("attempt 9 was inserted with SQL",), True)
+    assert "; not counted: attempt 9 was inserted with SQL; environment production requires staging" in (
+        staging.message()
+    )
+    true_run = RunFact("staging", "web", A, "succeeded")
+    staging, _ = check_gates([target("production", A)], CONFIG, [forged, true_run, *facts], source=AUDIT)
+    assert (staging.passed, staging.rejected) == (True, ())
+
+
 def test_a_run_of_another_app_or_sha_does_not_count() -> None:
     facts = [RunFact("staging", "api", A, "succeeded"), RunFact("staging", "web", B, "succeeded"),
              RunFact("canary", "web", A, "deployed")]

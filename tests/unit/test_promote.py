@@ -118,3 +118,12 @@ def test_rollback_to_a_sha_that_never_ran_needs_force_and_a_full_sha() -> None:
 def test_rollback_to_the_current_sha_is_refused() -> None:
     with pytest.raises(PromoteError, match=r"p:1: aaaaaaaaaaaa is already the current SHA"):
         choose_rollback(f"{A}\n{B}\n".encode(), path="p", to=A)
+
+
+def test_promoting_into_an_environment_whose_config_has_errors_says_so() -> None:
+    broken = CONFIG.replace(b"production: {namespace: shop, requires: [staging]}",
+                            b"production: {namespace: shop, require_approval: maybe}")
+    s = build_desired_state(broken, {"environments/staging/web.deploy": f"{A}\n".encode()}, ref="worktree",
+                            commit=None)
+    with pytest.raises(PromoteError, match="environment 'production' has errors; fix those first"):
+        plan_promotions(s, s, from_env="staging", to_env="production", apps=["web"])

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from deployctl.edges.audit.chain import AuditKeys
 from deployctl.edges.audit.schema import SCHEMA_VERSION, Migration
 from deployctl.edges.audit.sql import SqlStore
 from deployctl.model.audit import AuditError, utc
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     import psycopg
 
 _PG_MIGRATION_LOCK = 0x6465706C6F79  # "deploy": serialises concurrent migrations
+_PG_CHAIN_LOCK = 0x636861696E  # "chain": serialises the writers of the audit chain (edges/audit/chained.py)
 
 
 class PostgresStore(SqlStore):
@@ -26,12 +28,16 @@ class PostgresStore(SqlStore):
     prefix_match = "LIKE"
     prefix_wildcard = "%"
 
-    def __init__(self, url: str, *, connect: Callable[..., psycopg.Connection[Any]] | None = None) -> None:
+    def __init__(
+        self, url: str, *, connect: Callable[..., psycopg.Connection[Any]] | None = None,
+        keys: AuditKeys | None = None,
+    ) -> None:  # fmt: skip
         try:
             import psycopg
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise AuditError("audit: PostgreSQL needs psycopg; install deployctl[postgres]") from exc
         self.url = _redact(url)
+        self.keys = keys
         self._lock = threading.RLock()
         self._psycopg = psycopg
         try:
@@ -52,6 +58,17 @@ class PostgresStore(SqlStore):
 
     def _migration_statements(self, migration: Migration) -> Sequence[str]:
         return migration.postgres
+
+    def _lock_chain(self, cur: Any) -> None:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_CHAIN_LOCK,))
+
+    @contextmanager
+    def _updates_allowed(self, cur: Any, tables: Sequence[str]) -> Iterator[None]:
+        for table in tables:
+            cur.execute(f"ALTER TABLE {table} DISABLE TRIGGER {table}_append_only")
+        yield
+        for table in tables:
+            cur.execute(f"ALTER TABLE {table} ENABLE TRIGGER {table}_append_only")
 
     @contextmanager
     def _write(self) -> Iterator[Any]:

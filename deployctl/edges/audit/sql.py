@@ -11,7 +11,8 @@ from typing import Any
 
 import structlog
 
-from deployctl.edges.audit.outbox import OutboxQueries
+from deployctl.edges.audit.chain import CHAIN_COLUMNS
+from deployctl.edges.audit.chained import ChainAppender, ChainQueries
 from deployctl.edges.audit.schema import ATTEMPT_COLUMNS
 from deployctl.errors import InvalidInputError
 from deployctl.model.audit import (
@@ -26,6 +27,8 @@ from deployctl.model.audit import (
     record_to_event,
     utc,
 )
+from deployctl.model.chain import Kind
+from deployctl.model.review import ReviewRecord
 from deployctl.model.verification import CheckOutcome, Verification
 from deployctl.model.vocabulary import Result
 from deployctl.rules.cdevents import deploy_event_id
@@ -42,8 +45,13 @@ _IDS_PER_QUERY = 500
 
 # Built from the constant column list of the schema; user values only ever travel as parameters.
 _INSERT_ATTEMPT = (
-    "INSERT INTO attempts (" + ", ".join(ATTEMPT_COLUMNS) + ") "
-    "VALUES (" + ", ".join("?" for _ in ATTEMPT_COLUMNS) + ") RETURNING id"
+    "INSERT INTO attempts (" + ", ".join(("id", *ATTEMPT_COLUMNS, *CHAIN_COLUMNS)) + ") "
+    "VALUES (" + ", ".join("?" for _ in ("id", *ATTEMPT_COLUMNS, *CHAIN_COLUMNS)) + ")"
+)
+_OUTCOME_COLUMNS = ("attempt_id", "result", "error", "digest", "finished_at", "recorded_at", *CHAIN_COLUMNS)
+_INSERT_OUTCOME = (
+    "INSERT INTO outcomes (" + ", ".join(_OUTCOME_COLUMNS) + ") "
+    "VALUES (" + ", ".join("?" for _ in _OUTCOME_COLUMNS) + ")"
 )
 _SELECT_RECORDS = (
     "SELECT " + ", ".join("a." + c for c in ("id", *ATTEMPT_COLUMNS)) + ", "
@@ -63,7 +71,7 @@ def _sha_prefix(sha: str) -> str:
     return prefix
 
 
-class SqlStore(OutboxQueries):
+class SqlStore(ChainQueries):
     """The store logic shared by both backends; subclasses supply the connection and dialect."""
 
     # -- attempts and outcomes -------------------------------------------------------------------
@@ -73,9 +81,14 @@ class SqlStore(OutboxQueries):
     def start_many(self, attempts: Sequence[Attempt]) -> list[int]:
         if not attempts:
             return []
-        rows = [self._attempt_values(a) for a in attempts]
+        values = [self._attempt_values(a) for a in attempts]
         with self._write() as cur:
-            ids = [int(cur.execute(self._sql(_INSERT_ATTEMPT), row).fetchone()[0]) for row in rows]
+            chain = self._chain_appender(cur)
+            # Ids are chosen here, under the chain lock, because each row's hash covers its id.
+            first = int(cur.execute("SELECT coalesce(max(id), 0) + 1 FROM attempts").fetchone()[0])
+            ids = list(range(first, first + len(values)))
+            rows = [(i, *v) for i, v in zip(ids, values, strict=True)]
+            cur.executemany(self._sql(_INSERT_ATTEMPT), [(*r, *chain.next(Kind.ATTEMPT, r)) for r in rows])
         for attempt_id, a in zip(ids, attempts, strict=True):
             log.debug("audit.started", id=attempt_id, env=a.env, app=a.app, sha=a.new_sha)
         return ids
@@ -105,6 +118,7 @@ class SqlStore(OutboxQueries):
             a.actor.ci_job,
             self._enc_time(a.started_at),
             a.lock_holder,
+            None if a.review is None else json.dumps(a.review.as_dict(), sort_keys=True),
         )
 
     def finish(
@@ -130,6 +144,7 @@ class SqlStore(OutboxQueries):
         if len(finishes) > 1:
             unwritten = f"; none of the {len(finishes)} outcomes in this batch was written"
         with self._write() as cur:
+            chain = self._chain_appender(cur)
             records = self._records_by_id(cur, [f.attempt_id for f in finishes])
             seen: set[int] = set()
             for f in finishes:
@@ -150,6 +165,7 @@ class SqlStore(OutboxQueries):
             for f in finishes:
                 self._append_outcome(
                     cur,
+                    chain,
                     records[f.attempt_id],
                     result=f.result,
                     error=f.error,
@@ -174,13 +190,14 @@ class SqlStore(OutboxQueries):
             params = (*params, env)
         closed: list[int] = []
         with self._write() as cur:
+            chain = self._chain_appender(cur)
             rows = cur.execute(self._sql(self._select_records(where) + " ORDER BY a.id"), params).fetchall()
             for row in rows:
                 record = self._decode(row)
                 if holder_alive is not None and holder_alive(record.attempt.lock_holder):
                     continue  # its run still holds its environment's lock: running, not interrupted
                 self._append_outcome(
-                    cur, record, result="interrupted", error=INTERRUPTED_ERROR, digest=None, finished=now
+                    cur, chain, record, result=Result.INTERRUPTED, error=INTERRUPTED_ERROR, digest=None, finished=now
                 )
                 closed.append(record.id)
         if closed:
@@ -190,6 +207,7 @@ class SqlStore(OutboxQueries):
     def _append_outcome(
         self,
         cur: Any,
+        chain: ChainAppender,
         record: AuditRecord,
         *,
         result: str,
@@ -197,13 +215,8 @@ class SqlStore(OutboxQueries):
         digest: str | None,
         finished: datetime,
     ) -> None:
-        cur.execute(
-            self._sql(
-                "INSERT INTO outcomes (attempt_id, result, error, digest, finished_at, recorded_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)"
-            ),
-            (record.id, result, error, digest, self._enc_time(finished), self._enc_time(datetime.now(UTC))),
-        )
+        row = (record.id, result, error, digest, self._enc_time(finished), self._enc_time(datetime.now(UTC)))
+        cur.execute(self._sql(_INSERT_OUTCOME), (*row, *chain.next(Kind.OUTCOME, row)))
         done = _with_outcome(record, result=result, error=error, digest=digest, finished=finished)
         event = record_to_event(done)
         key = deploy_event_id(event)  # one outcome per attempt: unique, and the id every sink and export carries
@@ -371,7 +384,7 @@ class SqlStore(OutboxQueries):
         (id_, env, app, namespace, workloads, previous_sha, new_sha, image, digest, deploy_commit,
          deploy_file, file_commit, file_author, file_committer, file_commit_time, file_commit_summary,
          reviewers, app_commit_summary, trigger, actor_user, actor_host, actor_ci_job, started_at,
-         lock_holder, result, error, outcome_digest, finished_at) = row  # fmt: skip
+         lock_holder, review, result, error, outcome_digest, finished_at) = row  # fmt: skip
         started = self._dec_time(started_at)
         assert started is not None
         attempt = Attempt(
@@ -396,6 +409,7 @@ class SqlStore(OutboxQueries):
             actor=Actor(user=actor_user, host=actor_host, ci_job=actor_ci_job),
             started_at=started,
             lock_holder=lock_holder,
+            review=ReviewRecord.from_dict(json.loads(review)) if review else None,
         )
         finished = self._dec_time(finished_at)
         return AuditRecord(

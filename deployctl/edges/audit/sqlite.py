@@ -10,7 +10,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from deployctl.edges.audit.schema import Migration
+from deployctl.edges.audit.chain import AuditKeys
+from deployctl.edges.audit.schema import Migration, append_only_update_trigger_sqlite
 from deployctl.edges.audit.sql import SqlStore
 from deployctl.model.audit import AuditError, utc
 
@@ -20,8 +21,9 @@ class SqliteStore(SqlStore):
 
     BUSY_TIMEOUT_MS = 30_000
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, keys: AuditKeys | None = None) -> None:
         self.path = path
+        self.keys = keys
         self.url = f"sqlite://{path.resolve()}"
         self._lock = threading.RLock()
         try:
@@ -42,6 +44,17 @@ class SqliteStore(SqlStore):
 
     def _migration_statements(self, migration: Migration) -> Sequence[str]:
         return migration.sqlite
+
+    def _lock_chain(self, cur: Any) -> None:
+        """Nothing more to take: every write transaction here is BEGIN IMMEDIATE, the database's write lock."""
+
+    @contextmanager
+    def _updates_allowed(self, cur: Any, tables: Sequence[str]) -> Iterator[None]:
+        for table in tables:
+            cur.execute(f"DROP TRIGGER {table}_append_only_update")
+        yield
+        for table in tables:
+            cur.execute(append_only_update_trigger_sqlite(table))
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Cursor]:

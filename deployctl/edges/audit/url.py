@@ -9,10 +9,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from deployctl import settings
+from deployctl.edges.audit.chain import AuditKeys
 from deployctl.edges.audit.postgres import PostgresStore
 from deployctl.edges.audit.sqlite import SqliteStore
 from deployctl.errors import InvalidInputError
 from deployctl.model.audit import AuditError, AuditStore
+from deployctl.model.audit_target import AuditTarget
 from deployctl.redact import redact
 
 AUDIT_ENV = settings.AUDIT.name
@@ -51,19 +53,26 @@ def sqlite_path_from_url(url: str) -> Path:
     return Path(path)
 
 
-def open_store(url: str | None = None, *, create: bool = True) -> AuditStore:
+def open_store(url: str | None = None, *, create: bool = True, keys: AuditKeys | None = None) -> AuditStore:
     """Open (and migrate) the store at ``url`` (default: :func:`default_audit_url`).
 
     With ``create=False`` a SQLite file that does not exist is an error instead of a new store.
+    ``keys`` sign and check the chain's MACs (default: ``$DEPLOYCTL_AUDIT_KEY``, else none).
     """
     url = url or default_audit_url()
+    keys = keys if keys is not None else AuditKeys.from_env()
     if url.startswith(("postgresql://", "postgres://")):
-        return PostgresStore(with_connect_timeout(url))
+        return PostgresStore(with_connect_timeout(url), keys=keys)
     check_audit_url(url)
     path = sqlite_path_from_url(url)
     if not create and not path.exists():
         raise AuditError(f"no audit database at {path}; pass --audit URL or set {AUDIT_ENV}")
-    return SqliteStore(path)
+    return SqliteStore(path, keys=keys)
+
+
+def open_target(target: AuditTarget, *, create: bool = True) -> AuditStore | None:
+    """The store ``target`` names (None when the audit history is off); see :func:`open_store`."""
+    return None if target.off else open_store(target.url, create=create)
 
 
 def check_audit_url(url: str) -> None:

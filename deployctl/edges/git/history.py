@@ -195,26 +195,33 @@ def commit_range(
     return out, descendant, False
 
 
-def introducing_commits(repo: str | Path, path: str, *, ref: str = "HEAD") -> list[CommitInfo]:
-    """The commits that brought ``path``'s content at ``ref`` in: the one that last changed it, the merge
-    on ``ref``'s first-parent line that brought that commit in (if any), and ``ref``'s own commit."""
+def introduction(repo: str | Path, path: str, *, ref: str = "HEAD") -> tuple[CommitInfo | None, CommitInfo | None]:
+    """How ``path``'s content at ``ref`` came in: the commit that last changed it, and the merge on
+    ``ref``'s first-parent line that brought that commit in (None: it is on that line itself)."""
     repository = open_repository(repo)
     head = resolve_commit(repository, ref)
     changed = last_change(repo, path, ref=ref)
-    out: dict[str, CommitInfo] = {}
-    if changed is not None:
-        out[changed.sha] = changed
-        target = pygit2.Oid(hex=changed.sha)
-        commit: pygit2.Commit | None = head
-        while commit is not None and commit.id != target:
-            parents = commit.parents
-            if len(parents) >= 2 and not _reaches(repository, parents[0].id, target) and any(
-                p.id == target or _reaches(repository, p.id, target) for p in parents[1:]
-            ):
-                out[str(commit.id)] = _commit_info(commit)
-                break
-            commit = parents[0] if parents else None
-    out.setdefault(str(head.id), _commit_info(head))
+    if changed is None:
+        return None, None
+    target = pygit2.Oid(hex=changed.sha)
+    commit: pygit2.Commit | None = head
+    while commit is not None and commit.id != target:
+        parents = commit.parents
+        if len(parents) >= 2 and not _reaches(repository, parents[0].id, target) and any(
+            p.id == target or _reaches(repository, p.id, target) for p in parents[1:]
+        ):
+            return changed, _commit_info(commit)
+        commit = parents[0] if parents else None
+    return changed, None
+
+
+def introducing_commits(repo: str | Path, path: str, *, ref: str = "HEAD") -> list[CommitInfo]:
+    """The commits that brought ``path``'s content at ``ref`` in: the one that last changed it, the merge
+    on ``ref``'s first-parent line that brought that commit in (if any), and ``ref``'s own commit."""
+    changed, merge = introduction(repo, path, ref=ref)
+    out = {c.sha: c for c in (changed, merge) if c is not None}
+    head = commit_info(repo, ref)
+    out.setdefault(head.sha, head)
     return list(out.values())
 
 

@@ -346,3 +346,63 @@ def ensure_repository(path: str | Path) -> bool:
     except RepoError:
         pygit2.init_repository(str(path), bare=False, initial_head="main")
         return True
+
+
+def commit_on_branch(repo: str | Path, files: Mapping[str, bytes], *, message: str, branch: str,
+                     base: str = "HEAD") -> str:
+    """Commit ``files`` on top of ``base`` as ``refs/heads/<branch>`` (moved there even when it exists),
+    leaving HEAD, the index and the work tree alone. Returns the new commit SHA."""
+    repository = open_repository(repo)
+    parent = resolve_commit(repository, base)
+    tree_id = _tree_with(repository, parent.tree, files)
+    name, email = _identity(repository)
+    sig = pygit2.Signature(name, email)
+    oid = repository.create_commit(None, sig, sig, message, tree_id, [parent.id])
+    repository.references.create(f"refs/heads/{branch}", oid, force=True)
+    log.info("repo.committed", sha=str(oid), branch=branch, files=sorted(files))
+    return str(oid)
+
+
+def current_branch(repo: str | Path) -> str:
+    """The short name of the branch HEAD is on."""
+    repository = open_repository(repo)
+    if repository.head_is_unborn or repository.head_is_detached:
+        raise RepoError(f"{repository.workdir or repository.path}: HEAD is not on a branch with commits")
+    return str(repository.head.shorthand)
+
+
+def remote_url(repo: str | Path, remote: str = "origin") -> str:
+    repository = open_repository(repo)
+    try:
+        url = repository.remotes[remote].url
+    except (KeyError, ValueError) as exc:
+        raise RepoError(f"{repository.workdir or repository.path}: no remote {remote!r} to push to") from exc
+    return str(url or "")
+
+
+class _PushCredentials(pygit2.RemoteCallbacks):
+    def __init__(self, username: str, token: str) -> None:
+        super().__init__()
+        self._pair = (username, token)
+        self.rejected: str | None = None
+
+    def credentials(self, url: str, username_from_url: str | None, allowed_types: object) -> pygit2.UserPass:
+        return pygit2.UserPass(*self._pair)
+
+    def push_update_reference(self, refname: str, message: str | None) -> None:
+        if message:
+            self.rejected = f"{refname}: {message}"
+
+
+def push_branch(repo: str | Path, branch: str, *, username: str, token: str, remote: str = "origin") -> None:
+    """Force-push ``branch`` to ``remote`` with ``token`` as the password. The caller checks that the
+    remote is on the host the token belongs to."""
+    repository = open_repository(repo)
+    callbacks = _PushCredentials(username, token)
+    try:
+        repository.remotes[remote].push([f"+refs/heads/{branch}:refs/heads/{branch}"], callbacks=callbacks)
+    except pygit2.GitError as exc:
+        raise RepoError(f"push of {branch} to {remote} failed: {exc}") from exc
+    if callbacks.rejected:
+        raise RepoError(f"the remote refused the push: {callbacks.rejected}")
+    log.info("repo.pushed", branch=branch, remote=remote)

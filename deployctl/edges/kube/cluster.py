@@ -20,6 +20,7 @@ from deployctl.edges.kube.informer import Informer
 from deployctl.edges.kube.resources import PLURAL as _PLURAL
 from deployctl.edges.kube.resources import RESOURCES, collection_path
 from deployctl.edges.kube.transport import ClusterError, Transport, load_endpoint
+from deployctl.errors import KubeConflictError, KubeForbiddenError, KubeNotFoundError
 from deployctl.model.workload import APP_LABEL, KINDS, Workload
 
 log = structlog.get_logger(__name__)
@@ -91,10 +92,10 @@ class Cluster:
         return self.list_kind_at(namespace, kind)
 
     def watch(self, namespace: str, kind: str, *, on_change: Callable[[Workload], None],
-              items: list[Workload] | None = None, resource_version: str = "") -> Informer:
+              items: list[Workload] | None = None, resource_version: str = "", deadline: float | None = None) -> Informer:
         """A started :class:`Informer` of one namespace and kind (from ``items`` at ``resource_version``
-        when given: no LIST of its own)."""
-        informer = Informer(self, namespace, kind, on_change=on_change)
+        when given: no LIST of its own; a lagging watch cache waited for until ``deadline``)."""
+        informer = Informer(self, namespace, kind, on_change=on_change, deadline=deadline)
         if items is not None and resource_version:
             return informer.start(items=items, resource_version=resource_version)
         return informer.start()
@@ -106,10 +107,8 @@ class Cluster:
     def namespace_exists(self, namespace: str) -> bool:
         try:
             self.request("GET", f"/api/v1/namespaces/{namespace}", what=f"get namespace {namespace}")
-        except ClusterError as exc:
-            if exc.status in (403, 404):
-                return False
-            raise
+        except (KubeForbiddenError, KubeNotFoundError):
+            return False
         return True
 
     def pod_problems(self, workload: Workload, *, limit: int = 3) -> list[PodProblem]:
@@ -165,9 +164,8 @@ class Cluster:
         try:
             self.request("POST", "/api/v1/namespaces", what=f"create namespace {name}",
                          body={"metadata": {"name": name}})
-        except ClusterError as exc:
-            if exc.status != 409:
-                raise
+        except KubeConflictError:
+            pass
 
     def create_deployment(self, body: Mapping[str, Any]) -> None:
         """Create a Deployment unless it exists (for the demo and benchmarks, not for reconcile)."""
@@ -175,9 +173,8 @@ class Cluster:
         try:
             self.request("POST", collection_path("Deployment", meta["namespace"]),
                          what=f"create deployment {meta['namespace']}/{meta['name']}", body=dict(body))
-        except ClusterError as exc:
-            if exc.status != 409:
-                raise
+        except KubeConflictError:
+            pass
 
 
 def _pod_reason(pod: Mapping[str, Any]) -> str | None:

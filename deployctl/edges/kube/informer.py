@@ -1,15 +1,19 @@
 """An informer: the labelled workloads of one kind in one namespace, kept current by a watch.
 
 One LIST gives the objects and a resourceVersion; one watch (label-selected on
-``deployctl.dev/app``, with bookmarks) then streams every change. When the server ends the
-watch (``timeoutSeconds``) it is resumed from the last resourceVersion, without a LIST. Only a
-``410 Gone`` (the resourceVersion is too old) or a dropped stream (e.g. a restarted API server)
-costs a new LIST. Reads are from memory: :meth:`Informer.items` makes no API call.
+``deployctl.dev/app``, with bookmarks) then streams every change. Whenever a stream ends (the
+server's ``timeoutSeconds``, a watcher the server closed, a dropped connection, a restarted API
+server) the watch is resumed from the last resourceVersion, without a LIST. A watch cache that
+has not yet reached that resourceVersion (``504 Too large resource version``) is waited for with
+backoff until the informer's ``deadline``. Only a ``410 Gone`` (the resourceVersion is too old),
+or a cache still behind at the deadline, costs a new LIST. Reads are from memory:
+:meth:`Informer.items` makes no API call.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -17,12 +21,13 @@ import structlog
 
 from deployctl.edges.kube.resources import RESOURCES, collection_path
 from deployctl.edges.kube.transport import ClusterError, Transport
-from deployctl.errors import DeployctlError
+from deployctl.errors import DeployctlError, KubeGoneError, KubeTimeoutError, kube_error
 from deployctl.model.workload import APP_LABEL, Workload
 
 log = structlog.get_logger(__name__)
 
 WATCH_SECONDS = 300  # the server ends each watch after this; it is resumed without a LIST
+CACHE_PATIENCE = 60.0  # without a deadline: how long a lagging watch cache is waited for before a LIST
 
 
 class Source(Protocol):
@@ -39,7 +44,8 @@ class Informer:
     cache is complete when it returns), read with :meth:`items`, end with :meth:`stop`."""
 
     def __init__(self, cluster: Source, namespace: str, kind: str, *, selector: str = APP_LABEL,
-                 on_change: Callable[[Workload], None] | None = None, watch_seconds: int = WATCH_SECONDS) -> None:
+                 on_change: Callable[[Workload], None] | None = None, watch_seconds: int = WATCH_SECONDS,
+                 deadline: float | None = None) -> None:
         if kind not in RESOURCES:
             raise ValueError(f"cannot watch kind {kind!r}")
         self.cluster = cluster
@@ -48,12 +54,18 @@ class Informer:
         self.selector = selector
         self.on_change = on_change
         self.watch_seconds = watch_seconds
+        # time.monotonic() until which a watch cache behind our resourceVersion is waited for (e.g. the
+        # rollout's deadline); None: CACHE_PATIENCE seconds per episode
+        self.deadline = deadline
         self.resource_version = ""
-        self.lists = 0  # LISTs made (1 + one per 410 Gone or dropped stream)
+        self.lists = 0  # LISTs made (1 + one per 410 Gone, or per watch cache still behind at the deadline)
         self.gone = 0  # 410 Gone answers (each cost a LIST)
+        self.behind = 0  # 504 "too large resource version" answers (waited for, not listed)
+        self.resumed = 0  # streams that ended or dropped and were resumed from the last resourceVersion
         self._reconnect = False
         self.watches = 0  # watch requests opened
-        self.error: DeployctlError | None = None  # the last failure (cleared by a successful LIST)
+        # the last failure; cleared when a watch stream opens again or a LIST succeeds
+        self.error: DeployctlError | None = None
         self._items: dict[str, Workload] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -131,32 +143,51 @@ class Informer:
                     self.on_change(w)
 
     def _run(self) -> None:
-        backoff = 0.2
+        backoff = _Backoff()
         relist = False
-        too_new = 0
+        behind_since: float | None = None
         while not self._stop.is_set():
             try:
                 if relist:
                     self._relist()
                     relist = False
+                opened = time.monotonic()
                 self._watch_once()
-                backoff, too_new = 0.2, 0
+                behind_since = None
+                if self._stop.is_set():
+                    return
+                self.resumed += 1  # the server ended the stream (timeoutSeconds, or a watcher it closed)
+                if time.monotonic() - opened < 1.0:  # ended at once: do not hammer the server
+                    self._stop.wait(backoff.next())
+                else:
+                    backoff.reset()
             except _Gone:
                 self.gone += 1
                 log.info("watch.gone", namespace=self.namespace, kind=self.kind, rv=self.resource_version)
                 relist = True
-            except _TooNew:  # the server's watch cache has not caught up with the LIST yet: watch again
-                too_new += 1
-                relist = too_new > 5
-                self._stop.wait(0.2)
-            except DeployctlError as exc:  # dropped stream, refused, unreachable: re-list after a pause
+                behind_since = None
+            except _TooNew:
+                # The server's watch cache has not caught up with our resourceVersion yet (each answer already
+                # waited 3 s for it). It will: a LIST now would be the polling a watch is for.
+                self.behind += 1
+                now = time.monotonic()
+                behind_since = behind_since if behind_since is not None else now
+                give_up = self.deadline if self.deadline is not None else behind_since + CACHE_PATIENCE
+                log.info("watch.cache_behind", namespace=self.namespace, kind=self.kind, rv=self.resource_version,
+                         waited=round(now - behind_since, 1))
+                if now >= give_up:
+                    relist = True
+                    behind_since = None
+                    self.deadline = None  # past the deadline: patience per episode from now on
+                self._stop.wait(backoff.next())
+            except DeployctlError as exc:  # dropped stream, refused, unreachable: resume after a pause
                 if self._stop.is_set():
                     return
                 self.error = exc
-                log.info("watch.dropped", namespace=self.namespace, kind=self.kind, error=str(exc))
-                relist = True
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                self.resumed += 0 if relist else 1
+                log.info("watch.dropped", namespace=self.namespace, kind=self.kind, error=str(exc),
+                         rv=self.resource_version)
+                self._stop.wait(backoff.next())
 
     def _watch_once(self) -> None:
         self.watches += 1
@@ -171,11 +202,15 @@ class Informer:
                 if self._stop.is_set():
                     return
                 self._apply(event)
-        except ClusterError as exc:
-            if exc.status == 410:
-                raise _Gone from exc
-            if exc.status == 504 and "too large resource version" in str(exc).lower():
+        except KubeGoneError as exc:
+            raise _Gone from exc
+        except KubeTimeoutError as exc:
+            if "too large resource version" in str(exc).lower():
                 raise _TooNew from exc
+            if self._stop.is_set():
+                return
+            raise
+        except ClusterError:
             if self._stop.is_set():
                 return
             raise
@@ -189,6 +224,8 @@ class Informer:
 
     def _opened(self, resp: Any) -> None:
         self._response = resp
+        if resp.status < 400:  # watching again from our resourceVersion: the items will be current
+            self.error = None
         if self._stop.is_set():
             resp.shutdown()
 
@@ -199,8 +236,8 @@ class Informer:
             code = obj.get("code")
             if code == 410:
                 raise _Gone
-            raise ClusterError(f"watch {self.kind} in {self.namespace}: {code} {obj.get('message', '')}",
-                               status=code if isinstance(code, int) else None)
+            raise kube_error(f"watch {self.kind} in {self.namespace}: {code} {obj.get('message', '')}",
+                             status=code if isinstance(code, int) else None)
         rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
         if kind == "BOOKMARK":
             self.resource_version = rv or self.resource_version
@@ -216,6 +253,20 @@ class Informer:
         self.resource_version = rv or self.resource_version
         if self.on_change is not None:
             self.on_change(w)
+
+
+class _Backoff:
+    """0.1 s, doubling to 5 s between retries of a failed watch; reset by a stream that ended normally."""
+
+    def __init__(self, first: float = 0.1, ceiling: float = 5.0) -> None:
+        self.first, self.ceiling, self.current = first, ceiling, first
+
+    def next(self) -> float:
+        pause, self.current = self.current, min(self.current * 2, self.ceiling)
+        return pause
+
+    def reset(self) -> None:
+        self.current = self.first
 
 
 class _Gone(Exception):  # noqa: N818 - a signal: the resourceVersion is too old (410)

@@ -26,8 +26,8 @@ from typing import Any
 
 import structlog
 
-from deployctl.edges.kube.cluster import Cluster, ClusterError
-from deployctl.errors import DeployctlError, InvalidInputError
+from deployctl.edges.kube.cluster import Cluster
+from deployctl.errors import DeployctlError, InvalidInputError, KubeForbiddenError, KubeNotFoundError
 
 log = structlog.get_logger(__name__)
 
@@ -269,8 +269,6 @@ LOCK_NAME = "deployctl-lock"
 class LockTimeoutError(DeployctlError):
     """An environment's lock was held by another run for longer than the run may wait."""
 
-    exit_code = 1
-
 
 def printable(text: str, limit: int = 200) -> str:
     """A string read from a Lease (anyone who may write it wrote it), safe to print on one line."""
@@ -365,12 +363,10 @@ class LeaseLocks:
         lock = EnvironmentLock(self.clusters(context), namespace=namespace, identity=identity, lease_duration=lease)
         try:
             lock.acquire(timeout=timeout, on_wait=on_wait, between=between)
-        except ClusterError as exc:
-            if exc.status == 404:
-                return None
-            if exc.status == 403:
-                raise ClusterError(f"{exc}; the environment lock needs create on leases and get/update on the Lease "
-                                   f"deployctl-lock in namespace {namespace} (deploy/rbac-managed-namespace.yaml)",
-                                   status=403) from exc
-            raise
+        except KubeNotFoundError:
+            return None
+        except KubeForbiddenError as exc:
+            raise KubeForbiddenError(f"{exc}; the environment lock needs create on leases and get/update on the "
+                                     f"Lease deployctl-lock in namespace {namespace} "
+                                     "(deploy/rbac-managed-namespace.yaml)", status=403) from exc
         return lock

@@ -26,7 +26,7 @@ import orjson
 import urllib3
 
 from deployctl.edges.kube.kubeconfig import kubeconfig_paths, merged_kubeconfig
-from deployctl.errors import ClusterUnreachableError, DeployctlError
+from deployctl.errors import ClusterUnreachableError, KubeApiError, kube_error
 
 MAX_BODY = 512 * 1024 * 1024  # a LIST of many thousand workloads is large, but not unbounded
 MAX_EVENT = 16 * 1024 * 1024  # one watch event (one object)
@@ -34,12 +34,8 @@ MAX_KUBECONFIG = 1024 * 1024
 _SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
-class ClusterError(DeployctlError):
-    """The API server refused a request."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
+ClusterError = KubeApiError
+"""The API server refused a request: the root of the Kubernetes errors by status (:mod:`deployctl.errors`)."""
 
 
 class NeedsClientLoader(Exception):  # noqa: N818 - a signal inside this module
@@ -247,7 +243,7 @@ class Transport:
         if len(raw) > MAX_BODY:
             raise ClusterError(f"{what}: the answer is larger than {MAX_BODY} bytes")
         if resp.status >= 400:
-            raise ClusterError(f"{what}: {resp.status} {_status_message(raw, resp.reason)}", status=resp.status)
+            raise kube_error(f"{what}: {resp.status} {_status_message(raw, resp.reason)}", status=resp.status)
         try:
             answer = orjson.loads(raw) if raw else {}
         except orjson.JSONDecodeError as exc:
@@ -271,7 +267,7 @@ class Transport:
         try:
             if resp.status >= 400:
                 raw = resp.read(MAX_EVENT)
-                raise ClusterError(f"{what}: {resp.status} {_status_message(raw, resp.reason)}", status=resp.status)
+                raise kube_error(f"{what}: {resp.status} {_status_message(raw, resp.reason)}", status=resp.status)
             buf = b""
             try:
                 for chunk in resp.stream(64 * 1024, decode_content=True):

@@ -35,8 +35,6 @@ _HTTP = HttpClient(user_agent=f"deployctl/{__version__}")
 class PrometheusError(DeployctlError):
     """Prometheus could not be asked or refused the query."""
 
-    exit_code = 1
-
 
 class PrometheusUnreachable(PrometheusError):
     """No answer from Prometheus: refused connection, DNS, TLS, or past the deadline."""

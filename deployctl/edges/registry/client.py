@@ -53,6 +53,7 @@ from deployctl.edges.registry.transport import (
     safe_url,
 )
 from deployctl.model.imageref import ImageRef, InvalidImageRefError, parse_image_ref
+from deployctl.model.vocabulary import ImageStatus
 
 __all__ = [
     "DOCKER_MANIFEST",
@@ -161,7 +162,7 @@ class RegistryClient:
             key = str(parse_image_ref(text))
         except InvalidImageRefError as exc:
             future: Future[Resolution] = Future()
-            future.set_result(Resolution(text, "error", message=str(exc)))
+            future.set_result(Resolution(text, ImageStatus.ERROR, message=str(exc)))
             return future
         with self._lock:
             existing = self._results.get(key)
@@ -184,7 +185,7 @@ class RegistryClient:
             resolution = self._resolve_ref(text, ref)
         except Exception as exc:  # noqa: BLE001 - one bad answer must not take down a whole run
             log.error("registry.resolve_failed", reference=text, error=repr(exc))
-            resolution = Resolution(text, "error", message=f"checking {ref.display()} failed: {exc}")
+            resolution = Resolution(text, ImageStatus.ERROR, message=f"checking {ref.display()} failed: {exc}")
         log.debug("registry.resolved", reference=text, status=resolution.status, digest=resolution.digest)
         return resolution
 
@@ -193,7 +194,7 @@ class RegistryClient:
     def _resolve_ref(self, text: str, ref: ImageRef) -> Resolution:
         host = self._host_state(ref.registry)
         if host.unreachable is not None:
-            return Resolution(text, "unreachable", message=self._unreachable_message(ref, host.unreachable))
+            return Resolution(text, ImageStatus.UNREACHABLE, message=self._unreachable_message(ref, host.unreachable))
         path = f"/v2/{ref.repository}/manifests/{ref.manifest_reference}"
         response = self._authorised_manifest_request(text, ref, "HEAD", path)
         if isinstance(response, Resolution):
@@ -209,18 +210,18 @@ class RegistryClient:
             if ref.digest is not None:
                 digest = ref.digest
             media_type = (response.header("content-type") or "").split(";", 1)[0].strip() or None
-            return Resolution(text, "found", digest=digest, media_type=media_type)
+            return Resolution(text, ImageStatus.FOUND, digest=digest, media_type=media_type)
         if response.status == 404:
-            return Resolution(text, "missing", message=f"no image {ref.display()} — did its build finish?")
+            return Resolution(text, ImageStatus.MISSING, message=f"no image {ref.display()} — did its build finish?")
         if response.status in (401, 403):
-            return Resolution(text, "unauthorized", message=self._denied_message(ref, response.status))
+            return Resolution(text, ImageStatus.UNAUTHORIZED, message=self._denied_message(ref, response.status))
         if response.status in (502, 503, 504):
             return Resolution(
-                text, "unreachable", message=self._unreachable_message(ref, f"it answered {response.status}")
+                text, ImageStatus.UNREACHABLE, message=self._unreachable_message(ref, f"it answered {response.status}")
             )
         return Resolution(
             text,
-            "error",
+            ImageStatus.ERROR,
             message=f"registry {ref.registry} answered {response.status} for {ref.display()}"
             + error_detail(response.body),
         )
@@ -246,9 +247,9 @@ class RegistryClient:
             try:
                 response = self._request(method, url, headers, kind="manifest")
             except ResponseTooLarge as exc:
-                return Resolution(text, "error", message=f"checking {ref.display()} failed: {exc}")
+                return Resolution(text, ImageStatus.ERROR, message=f"checking {ref.display()} failed: {exc}")
             except HttpError as exc:
-                return Resolution(text, "unreachable", message=self._unreachable_message(ref, str(exc)))
+                return Resolution(text, ImageStatus.UNREACHABLE, message=self._unreachable_message(ref, str(exc)))
             if response.status != 401 or attempt > 0 or not answered_by_registry(response.url, url):
                 return response  # a challenge from a host a redirect led to is never answered
             challenge = pick_challenge(parse_www_authenticate(response.header("www-authenticate") or ""))
@@ -278,7 +279,7 @@ class RegistryClient:
         realm = challenge.realm
         if not realm:
             return _Denied(
-                "unauthorized", f"registry {ref.registry} asked for a bearer token without a realm"
+                ImageStatus.UNAUTHORIZED, f"registry {ref.registry} asked for a bearer token without a realm"
             )
         service = challenge.service or ""
         # the registry is part of the key: a token fetched for one registry is never sent to another
@@ -306,17 +307,17 @@ class RegistryClient:
                 response = self._request("GET", url, headers, kind="token", max_bytes=_SMALL_BODY)
             except HttpError as exc:
                 return _Denied(
-                    "unreachable",
+                    ImageStatus.UNREACHABLE,
                     f"the token service of {ref.registry} at {safe_url(realm)} is unreachable ({exc})",
                 )
             if response.status in (401, 403):
-                denied = _Denied("unauthorized", self._denied_message(ref, response.status))
+                denied = _Denied(ImageStatus.UNAUTHORIZED, self._denied_message(ref, response.status))
                 with self._lock:
                     self._tokens[key] = denied
                 return denied
             if response.status != 200:
                 return _Denied(
-                    "unauthorized",
+                    ImageStatus.UNAUTHORIZED,
                     f"the token service of {ref.registry} answered {response.status} for {ref.repository}",
                 )
             try:
@@ -326,7 +327,7 @@ class RegistryClient:
             except (ValueError, AttributeError, TypeError):
                 token = None
             if not isinstance(token, str) or not token:
-                return _Denied("unauthorized", f"the token service of {ref.registry} returned no token")
+                return _Denied(ImageStatus.UNAUTHORIZED, f"the token service of {ref.registry} returned no token")
             expires = time.monotonic() + max(expires_in - _TOKEN_SLACK_SECONDS, 1.0)
             with self._lock:
                 self._tokens[key] = (token, expires)

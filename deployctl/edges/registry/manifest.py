@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Literal
 
 from deployctl.model.imageref import InvalidImageRefError, parse_image_ref, short_digest
+from deployctl.model.vocabulary import ImageStatus
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -16,7 +16,7 @@ MANIFEST_MEDIA_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFES
 _MAX_DETAIL = 200
 _ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
 
-Status = Literal["found", "missing", "unreachable", "unauthorized", "error"]
+Status = ImageStatus
 
 
 @dataclass(frozen=True)
@@ -29,9 +29,12 @@ class Resolution:
     media_type: str | None = None
     message: str | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", ImageStatus(self.status))  # a plain word from a caller becomes one
+
     @property
     def found(self) -> bool:
-        return self.status == "found"
+        return self.status is ImageStatus.FOUND
 
     def pinned(self) -> str:
         """The reference as written, pinned to the resolved digest: ``shop/web:<sha>@sha256:...``."""

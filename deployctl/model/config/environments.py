@@ -9,6 +9,7 @@ from deployctl.model.config.freeze import read_freeze
 from deployctl.model.config.strict_yaml import Reader, Who, node_line
 from deployctl.model.config.values import (
     APPROVER,
+    FORGE,
     EnvironmentConfig,
     FreezeWindow,
     RecurringFreeze,
@@ -115,16 +116,30 @@ def _environment(
                 )
             approvers.append(approver)
     require_approval = False
+    approval_by = "signature"
     if "require_approval" in fields:
-        require_approval = bool(
-            reader.boolean(fields["require_approval"][1], f"{kp}.require_approval", **who)
-        )
+        value_node = fields["require_approval"][1]
+        if getattr(value_node, "tag", "").endswith(":str") and str(value_node.value) == FORGE:
+            require_approval, approval_by = True, FORGE
+        elif getattr(value_node, "tag", "").endswith(":str"):
+            reader.error(value_node, f"{kp}.require_approval must be true, false or forge "
+                                     "(approving pull-request reviews)", **who)
+        else:
+            require_approval = bool(reader.boolean(value_node, f"{kp}.require_approval", **who))
         if require_approval and not approvers:
             reader.error(
                 fields["require_approval"][1],
                 f"{kp}.require_approval is true but approvers is empty; add approvers",
                 **who,
             )
+    min_approvals = 1
+    if "min_approvals" in fields:
+        count_node = fields["min_approvals"][1]
+        if getattr(count_node, "tag", "").endswith(":int") and str(count_node.value).isdigit() \
+                and 1 <= int(count_node.value) <= 100:
+            min_approvals = int(count_node.value)
+        else:
+            reader.error(count_node, f"{kp}.min_approvals must be a whole number from 1 to 100", **who)
     freeze: list[FreezeWindow | RecurringFreeze] = []
     if "freeze" in fields:
         freeze = read_freeze(reader, fields["freeze"][1], kp, name)
@@ -156,5 +171,7 @@ def _environment(
         freeze=tuple(freeze),
         require_verified=require_verified,
         on_verification_failure=on_failure,
+        approval_by=approval_by,
+        min_approvals=min_approvals,
     )
     return env, requires

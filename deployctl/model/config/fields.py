@@ -71,8 +71,11 @@ ENVIRONMENT = (
     Key("requires", NAMES, "Promotion gate: a SHA may only run here after it ran in each of these.", default=[]),
     Key("approvers", {"type": ["array", "null"], "items": {"type": "string", "pattern": anchored(APPROVER.pattern)}},
         "Who must review changes here: @user, @org/team or an email address.", default=[]),
-    Key("require_approval", {"type": "boolean"}, "A change here needs an approval from one of approvers.",
-        default=False),
+    Key("require_approval", {"enum": [True, False, "forge"]}, "A change here needs an approval from approvers: "
+        "true, a commit signed by one of them; forge, approving reviews of the pull request that brought it "
+        "(docs/review.md).", default=False),
+    Key("min_approvals", {"type": "integer", "minimum": 1, "maximum": 100}, "With require_approval: forge, how "
+        "many distinct approvers must approve.", default=1),
     Key("freeze", {"type": "array", "items": {"$ref": "#/$defs/freeze"}}, "Windows in which nothing is deployed "
         "here: date ranges, cron + duration, or weekday/time ranges in a time zone.", default=[]),
     Key("require_verified", {"type": "boolean"}, "Promotion gate: a SHA may only run here after it was *verified* "

@@ -127,6 +127,10 @@ class AppConfig:
         return self.commit_url.replace("{sha}", sha).replace("{short_sha}", sha[:12])
 
 
+FORGE = "forge"
+APPROVAL_BY = ("signature", FORGE)
+
+
 @dataclass(frozen=True)
 class EnvironmentConfig:
     """Where an environment runs and which gates guard it."""
@@ -140,6 +144,18 @@ class EnvironmentConfig:
     freeze: tuple[FreezeWindow | RecurringFreeze, ...] = ()
     require_verified: bool = False  # a SHA must have been verified, not only deployed, in each of requires
     on_verification_failure: OnFailure = OnFailure.NOTIFY
+    approval_by: str = "signature"  # APPROVAL_BY: "signature" (require_approval: true) or "forge"
+    min_approvals: int = 1  # distinct approvers a forge approval needs
+
+    @property
+    def forge_review(self) -> bool:
+        """``require_approval: forge``: changes here need approving pull-request reviews."""
+        return self.require_approval and self.approval_by == FORGE
+
+    @property
+    def signed_approval(self) -> bool:
+        """``require_approval: true``: changes here need a commit signed by an approver."""
+        return self.require_approval and self.approval_by != FORGE
 
     def frozen_at(self, at: datetime) -> FreezeWindow | None:
         """The first date-range freeze window active at ``at``, if any (recurring ones: rules.freeze)."""

@@ -3,7 +3,11 @@ dependency order, a rollout timeout, a refusal, the audit store failing mid-run,
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from deployctl.app.run import Run, run_once
+from deployctl.model.problem import Problem
+from deployctl.model.vocabulary import EnvStatus, ExitCode
 from deployctl.reconcile.options import ReconcileOptions, Timing
 from deployctl.reconcile.outcome import Outcome, ReconcileResult
 from deployctl.reconcile.reconciler import Prepared, Reconciler
@@ -138,3 +142,26 @@ def test_run_once_takes_each_environments_lock_and_releases_it():
     assert [(lock.namespace, lock.released) for lock in locks.taken] == [("ns-staging", True)]
     assert audit.result_of("api") == "succeeded"
     assert result.requests["PATCH"] == 1
+
+
+def test_an_environment_with_config_errors_is_a_row_an_invalid_environment_and_exit_2():
+    """Issue 22 item 7: production's deployctl.yaml entry is invalid; staging is applied, production is not
+    silently left out."""
+    desired = desired_state({"api": ()})
+    desired = replace(desired, problems=(
+        Problem("deployctl.yaml", 11, "environments.production.require_approval must be true or false",
+                env="production"),
+        Problem("environments/production/api.deploy", 1, "not deployable: environment 'production' has errors "
+                "in deployctl.yaml; fix those first", env="production", app="api"),
+    ))
+    cluster = cluster_of("api")
+    locks = FakeLocks()
+    result = run_once(desired, Run(clusters=FakeClusters(cluster), locks=locks, options=FAST, repo_path="."))
+    assert {(o.env, o.app): str(o.result) for o in result.outcomes} == {
+        ("production", "api"): "invalid", ("staging", "api"): "succeeded"}
+    assert {e.env: e.status for e in result.environments} == {"production": EnvStatus.INVALID,
+                                                               "staging": EnvStatus.OK}
+    assert [p.line for p in result.problems] == [11]
+    assert result.exit_code == ExitCode.INVALID
+    assert cluster.applied == ["api"]
+    assert [lock.namespace for lock in locks.taken] == ["ns-staging"]  # no lock where nothing is applied
