@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any, TypeVar
@@ -15,6 +15,7 @@ import click
 from deployctl.cli.completion import app_option, env_option
 from deployctl.cli.options import audit_options
 from deployctl.cli.output import JSON, TABLE, YAML, Output, output_options, render_table
+from deployctl.cli.verify import latest_verifications, with_verification
 from deployctl.edges.audit.url import AUDIT_ENV, open_store
 from deployctl.errors import InvalidInputError
 from deployctl.model.audit import (
@@ -29,6 +30,7 @@ from deployctl.model.audit import (
 from deployctl.model.audit_target import AuditTarget
 from deployctl.model.chain import ChainReport
 from deployctl.model.printable import printable
+from deployctl.model.verification import Verification
 from deployctl.settings import AUDIT, AUDIT_KEY
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -106,13 +108,14 @@ HISTORY_HEADERS = ("STARTED (UTC)", "ENV", "APP", "RESULT", "SHA", "FROM", "AUTH
                    "BY", "RELEASE", "CHANGE", "APPROVED")  # fmt: skip
 
 
-def history_row(record: AuditRecord) -> list[str]:
+def history_row(record: AuditRecord, verified: Mapping[int, Verification] | None = None) -> list[str]:
     a = record.attempt
+    verification = (verified or {}).get(record.id)
     return [
         a.started_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
         a.env,
         a.app,
-        record.result,
+        record.result + (f", {verification.result}" if verification else ""),
         _short(a.new_sha),
         _short(a.previous_sha),
         _name(a.file_author),
@@ -133,7 +136,7 @@ def _approved(record: AuditRecord) -> str:
     return " ".join([f"#{review.number}", *(a.who for a in review.approvals)])
 
 
-def render_history_by_release(records: Sequence[AuditRecord]) -> str:
+def render_history_by_release(records: Sequence[AuditRecord], verified: Mapping[int, Verification]) -> str:
     """Attempts grouped under one heading per release (deploy commit), newest release first."""
     blocks = []
     for release, group in groupby(records, key=lambda r: r.release):
@@ -144,7 +147,7 @@ def render_history_by_release(records: Sequence[AuditRecord]) -> str:
             f"{_clip(first.file_commit_summary, 70)}"
         ).rstrip()
         blocks.append(
-            printable(heading) + "\n" + _indent(render_table(HISTORY_HEADERS, [history_row(r) for r in items]))
+            printable(heading) + "\n" + _indent(render_table(HISTORY_HEADERS, [history_row(r, verified) for r in items]))
         )
     return "\n\n".join(blocks)
 
@@ -203,18 +206,22 @@ def history(
     store = _read(audit)
     try:
         records = query(store, envs=envs, apps=apps, since=since, until=until, sha=sha, limit=limit or None)
+        verified = latest_verifications(store, records)
     finally:
         store.close()
-    if output.data([record_to_event(r) for r in records]):
+    if output.data([with_verification(record_to_event(r), verified.get(r.id)) for r in records]):
         return
     if output.format == "csv":
         output.write(render_csv(records).rstrip("\n"))
     elif not records:
         output.write("No deploy attempts match.")
     elif by_release:
-        output.write(render_history_by_release(records))
+        output.write(render_history_by_release(records, verified))
     else:
-        output.write(render_table(HISTORY_HEADERS, [history_row(r) for r in records]))
+        output.write(render_table(HISTORY_HEADERS, [history_row(r, verified) for r in records]))
+        for v in sorted(verified.values(), key=lambda v: v.attempt_id):
+            if not v.ok:
+                output.write(printable(f"attempt {v.attempt_id} ({v.env}/{v.app} {v.sha[:12]}): {v.result}: {v.reason}"))
 
 
 def _history_of_one(audit: AuditTarget, attempt_id: int, output: Output) -> None:

@@ -135,7 +135,7 @@ def test_project_example_config_is_valid() -> None:
 def test_unknown_key_is_an_error_naming_the_key_path_and_line() -> None:
     assert errors_for(BASE + "    namspace: typo\n") == [
         "deployctl.yaml:8: unknown key 'environments.staging.namspace'; allowed here: namespace, context, "
-        "requires, approvers, require_approval, min_approvals, freeze"
+        "requires, approvers, require_approval, min_approvals, freeze, require_verified, on_verification_failure"
     ]
 
 
