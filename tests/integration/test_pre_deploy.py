@@ -7,9 +7,11 @@ import hashlib
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from kubernetes import client, watch
 
 from deployctl.app.run import run_reconcile
+from deployctl.cli import main
 from deployctl.edges.audit import url as audit_location
 from deployctl.model.audit_target import AuditTarget
 from deployctl.reconcile.options import ReconcileOptions, Timing
@@ -186,3 +188,25 @@ def test_a_second_reconcile_does_not_run_the_job_again(cluster, namespace, make_
     assert [e.detail for e in events(url, "api") if e.kind == "pre-deploy"] == [
         f"job/{job.metadata.name}: found from an earlier run for this SHA; not run again",
         f"job/{job.metadata.name}: complete"]
+
+
+def test_an_unsuspended_template_is_a_clear_error_naming_it_and_nothing_is_applied(cluster, namespace, make_repo):
+    for app in ("api", "web"):
+        cluster.deployment(namespace, app, image=f"{IMAGE}/{app}:initial")
+    body = {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": template_meta(namespace, "migrate", "api"),
+            "spec": {"schedule": "0 0 1 1 *", "suspend": False, "jobTemplate": {"spec": job_spec("api")}}}
+    with cluster.api() as api:
+        client.BatchV1Api(api).create_namespaced_cron_job(namespace, body)
+    repo = make_repo()
+    repo.commit(files(namespace, "one", {"api": "cronjob/migrate"}), message="Deploy one")
+
+    result = CliRunner().invoke(main, ["reconcile", "--repo", str(repo.path), "--kubeconfig", cluster.kubeconfig,
+                                       "--no-audit", "--timeout", "60"])
+
+    assert result.exit_code == 1, result.output
+    assert (f"pre-deploy template cronjob/migrate in namespace {namespace} is not suspended; set spec.suspend: "
+            "true") in result.output
+    assert "Traceback" not in result.output
+    assert jobs(cluster, namespace) == []
+    for app in ("api", "web"):
+        assert image(cluster.read_deployment(namespace, app)) == f"{IMAGE}/{app}:initial"
