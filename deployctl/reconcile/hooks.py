@@ -62,11 +62,12 @@ class PreDeploySteps:
                                      container=target.container, image=image, annotations=annotations)
             try:
                 job = cluster.create_job(body)
+                detail = f"created from {app.pre_deploy}, image {image}"
             except KubeConflictError:  # another run created it a moment ago: wait for that one
                 job = cluster.read_batch("Job", namespace, name)
-            log.info("pre_deploy.created", env=run.change.env, app=app.name, job=name, image=image)
-            run.events.note(self.clock(), RolloutEventKind.PRE_DEPLOY,
-                            f"job/{name}: created from {app.pre_deploy}, image {image}")
+                detail = "created by another run a moment ago; waiting for it"
+            log.info("pre_deploy.started", env=run.change.env, app=app.name, job=name, image=image)
+            run.events.note(self.clock(), RolloutEventKind.PRE_DEPLOY, f"job/{name}: {detail}")
         self._wait(run, name, job)
 
     def _wait(self, run: AppRun, name: str, job: dict[str, Any] | None) -> None:

@@ -24,7 +24,8 @@ class Watch(Protocol):
 
 
 class Workloads(Protocol):
-    """One cluster as reconcile sees it: list the labelled workloads, apply an image, watch rollouts."""
+    """One cluster as reconcile sees it: list the labelled workloads, apply an image, watch rollouts, and run
+    pre-deploy Jobs (read a template, create and read a Job)."""
 
     @property
     def server(self) -> str: ...
