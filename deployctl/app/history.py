@@ -13,7 +13,7 @@ from typing import Any
 
 from deployctl.model.audit import AttemptEvent, AuditRecord, AuditStore, record_to_event, record_with_events
 
-CHAIN_FIELDS = ("verified", "unverified_reason")
+CHAIN_FIELDS = ("chain_verified", "chain_unverified_reason")
 """The fields ``history -o json`` (and the dashboard's JSON) add to the export fields of each record."""
 
 
@@ -29,10 +29,10 @@ class CheckedRecord:
         return self.unverified is None
 
     def chain_fields(self) -> dict[str, Any]:
-        return {"verified": self.verified, "unverified_reason": self.unverified}
+        return {"chain_verified": self.verified, "chain_unverified_reason": self.unverified}
 
     def as_dict(self) -> dict[str, Any]:
-        """The record's export fields, then ``verified`` and ``unverified_reason``."""
+        """The record's export fields, then ``chain_verified`` and ``chain_unverified_reason``."""
         return {**record_to_event(self.record), **self.chain_fields()}
 
     def with_events(self, events: Sequence[AttemptEvent]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "suspend": "deployctl.cli.suspend:suspend",
     "resume": "deployctl.cli.suspend:resume",
     "ui": "deployctl.cli.ui:ui",
+    "verify": "deployctl.cli.verify:verify",
 }
 
 # command name -> its one-line help, so that `deployctl --help` lists the commands without importing
@@ -64,6 +65,7 @@ SUMMARIES: dict[str, str] = {
     "status": "A table of env x app: desired SHA, live SHA, in sync or not, rollout health.",
     "timeline": "Plot deploys over time into --out FILE: one lane per app, markers coloured by result.",
     "validate": "Check deployctl.yaml and every environments/<env>/<app>.deploy file.",
+    "verify": "Verify the newest succeeded rollout of --app in --env against its metrics, again.",
     "watch": "Keep the cluster on a branch of the deploy repo: reconcile every new commit, correct drift.",
 }
 

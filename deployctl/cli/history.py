@@ -1,10 +1,11 @@
-"""``history``: every deploy attempt on record, each row that does not verify in the audit chain marked."""
+"""``history``: every deploy attempt on record with its latest verification, each attempt whose rows do not
+verify in the audit chain marked UNTRUSTED."""
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import groupby
 
@@ -13,13 +14,16 @@ import click
 from deployctl.app.history import CHAIN_FIELDS, CheckedRecord, check_records
 from deployctl.cli.audit import _read, audit_option, filter_options, query
 from deployctl.cli.output import JSON, TABLE, YAML, Output, output_options, render_table
+from deployctl.cli.verify import latest_verifications, with_verification
 from deployctl.errors import InvalidInputError
 from deployctl.model.audit import EVENT_FIELDS, AttemptEvent, AuditRecord
 from deployctl.model.audit_target import AuditTarget
 from deployctl.model.printable import printable
+from deployctl.model.verification import Verification
 
-UNVERIFIED = "UNVERIFIED"
-"""The mark on a row whose audit rows do not verify: what it says may not have happened."""
+UNTRUSTED = "UNTRUSTED"
+"""The mark on an attempt whose audit rows do not verify in the chain: what it says may not have happened.
+(Not to be confused with a deploy's verification against its metrics, ``deployctl verify``.)"""
 _MAX_REASON = 400
 
 
@@ -46,14 +50,16 @@ HISTORY_HEADERS = ("STARTED (UTC)", "ENV", "APP", "RESULT", "SHA", "FROM", "AUTH
                    "BY", "RELEASE", "CHANGE", "APPROVED")  # fmt: skip
 
 
-def history_row(checked: CheckedRecord) -> list[str]:
+def history_row(checked: CheckedRecord, verifications: Mapping[int, Verification] | None = None) -> list[str]:
     record = checked.record
     a = record.attempt
+    verification = (verifications or {}).get(record.id)
+    result = record.result + (f", {verification.result}" if verification else "")
     return [
         a.started_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
         a.env,
         a.app,
-        record.result if checked.verified else f"{record.result} ({UNVERIFIED})",
+        result if checked.verified else f"{result} ({UNTRUSTED})",
         _short(a.new_sha),
         _short(a.previous_sha),
         _name(a.file_author),
@@ -74,7 +80,7 @@ def _approved(record: AuditRecord) -> str:
     return " ".join([f"#{review.number}", *(a.who for a in review.approvals)])
 
 
-def render_history_by_release(records: Sequence[CheckedRecord]) -> str:
+def render_history_by_release(records: Sequence[CheckedRecord], verifications: Mapping[int, Verification]) -> str:
     """Attempts grouped under one heading per release (deploy commit), newest release first."""
     blocks = []
     for release, group in groupby(records, key=lambda r: r.record.release):
@@ -85,7 +91,8 @@ def render_history_by_release(records: Sequence[CheckedRecord]) -> str:
             f"{_clip(first.file_commit_summary, 70)}"
         ).rstrip()
         blocks.append(
-            printable(heading) + "\n" + _indent(render_table(HISTORY_HEADERS, [history_row(r) for r in items]))
+            printable(heading) + "\n"
+            + _indent(render_table(HISTORY_HEADERS, [history_row(r, verifications) for r in items]))
         )
     return "\n\n".join(blocks)
 
@@ -99,7 +106,7 @@ def render_unverified(records: Sequence[CheckedRecord]) -> str:
     bad = [c for c in records if not c.verified]
     if not bad:
         return ""
-    lines = [f"{UNVERIFIED}: {len(bad)} attempt(s) above do not verify in the audit chain; what their rows say "
+    lines = [f"{UNTRUSTED}: {len(bad)} attempt(s) above do not verify in the audit chain; what their rows say "
              "may not have happened (docs/audit.md):"]  # fmt: skip
     for c in bad:
         a = c.record.attempt
@@ -109,12 +116,19 @@ def render_unverified(records: Sequence[CheckedRecord]) -> str:
     return "\n".join(lines)
 
 
-def render_history(records: Sequence[CheckedRecord], *, by_release: bool = False) -> str:
-    """The history for a person: a table (grouped by release), then the rows that do not verify."""
-    table = (render_history_by_release(records) if by_release
-             else render_table(HISTORY_HEADERS, [history_row(r) for r in records]))  # fmt: skip
+def render_history(records: Sequence[CheckedRecord], verifications: Mapping[int, Verification], *,
+                   by_release: bool = False) -> str:
+    """The history for a person: a table (grouped by release), the failed verifications, then the attempts
+    whose rows do not verify in the audit chain."""
+    if by_release:
+        text = render_history_by_release(records, verifications)
+    else:
+        text = render_table(HISTORY_HEADERS, [history_row(r, verifications) for r in records])
+        for v in sorted(verifications.values(), key=lambda v: v.attempt_id):
+            if not v.ok:
+                text += "\n" + printable(f"attempt {v.attempt_id} ({v.env}/{v.app} {v.sha[:12]}): {v.result}: {v.reason}")
     note = render_unverified(records)
-    return f"{table}\n\n{note}" if note else table
+    return f"{text}\n\n{note}" if note else text
 
 
 def render_csv(records: Sequence[CheckedRecord]) -> str:
@@ -168,16 +182,17 @@ def history(
     try:
         records = check_records(store, query(store, envs=envs, apps=apps, since=since, until=until, sha=sha,
                                              limit=limit or None))  # fmt: skip
+        verifications = latest_verifications(store, [r.record for r in records])
     finally:
         store.close()
-    if output.data([r.as_dict() for r in records]):
+    if output.data([with_verification(r.as_dict(), verifications.get(r.record.id)) for r in records]):
         return
     if output.format == "csv":
         output.write(render_csv(records).rstrip("\n"))
     elif not records:
         output.write("No deploy attempts match.")
     else:
-        output.write(render_history(records, by_release=by_release))
+        output.write(render_history(records, verifications, by_release=by_release))
 
 
 def _history_of_one(audit: AuditTarget, attempt_id: int, output: Output) -> None:

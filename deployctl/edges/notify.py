@@ -109,6 +109,8 @@ _RESULT_EMOJI: dict[str, str] = {
     Result.INTERRUPTED: ":warning:",
     Result.REFUSED: ":no_entry_sign:",
     Result.SKIPPED: ":fast_forward:",
+    "verified": ":white_check_mark:",
+    "verification-failed": ":rotating_light:",
 }
 
 

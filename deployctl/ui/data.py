@@ -93,7 +93,7 @@ class LastDeploy:
         return {"id": self.id, "result": self.result, "sha": self.sha,
                 "started_at": self.started_at.isoformat().replace("+00:00", "Z"), "by": self.by,
                 "trigger": self.trigger, "duration_seconds": self.duration_seconds, "error": self.error,
-                "verified": self.unverified is None, "unverified_reason": self.unverified}
+                "chain_verified": self.unverified is None, "chain_unverified_reason": self.unverified}
 
 
 @dataclass(frozen=True)

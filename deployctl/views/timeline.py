@@ -56,7 +56,7 @@ class TimelineError(DeployctlError):
 
 def _hover(record: AuditRecord, unverified: str | None = None) -> str:
     a = record.attempt
-    lines = [] if unverified is None else [f"<b>NOT VERIFIED</b> in the audit chain: {html.escape(unverified[:200])}"]
+    lines = [] if unverified is None else [f"<b>UNTRUSTED</b>, not in the audit chain: {html.escape(unverified[:200])}"]
     lines += [
         f"<b>{html.escape(a.app)}</b> → {html.escape(a.env)}: <b>{html.escape(record.result)}</b>",
         f"SHA {a.new_sha[:12]}" + (f" (was {a.previous_sha[:12]})" if a.previous_sha else ""),
@@ -91,7 +91,7 @@ def build_figure(
 
     ``overlay`` adds its series on an axis of their own above the lanes; ``time_range`` fixes the x range.
     ``unverified`` (attempt id -> why its rows do not verify in the audit chain) are drawn apart, as open
-    markers of their own legend entry, never in the colour of the result they claim.
+    markers of their own legend entry ("untrusted"), never in the colour of the result they claim.
     """
     unverified = unverified or {}
     apps = sorted({r.attempt.app for r in records})
@@ -128,7 +128,7 @@ def build_figure(
                 x=[r.attempt.started_at.astimezone(UTC) for r in doubtful],
                 y=[r.attempt.app for r in doubtful],
                 mode="markers",
-                name="not verified",
+                name="untrusted",
                 legendgroup="result",
                 legendgrouptitle_text="result",
                 marker={"color": "#d62728", "size": 13, "symbol": [symbol[r.attempt.env] + "-open" for r in doubtful],

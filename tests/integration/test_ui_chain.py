@@ -55,49 +55,49 @@ def test_rows_that_do_not_verify_are_marked_on_every_page_and_in_the_json(deploy
     try:
         page.goto(ui.url("/ui/apps/api"))
         fake = page.locator(f"ol.history > li[data-id='{forged}']")
-        assert "unverified" in (fake.get_attribute("class") or "")
-        assert fake.locator(".badge.unverified").inner_text() == "not verified"
+        assert "untrusted" in (fake.get_attribute("class") or "")
+        assert fake.locator(".badge.untrusted").inner_text() == "untrusted"
         assert fake.locator(".claimed").inner_text() == "claims succeeded"
-        assert inserted in fake.locator(".unverified-reason").inner_text()
+        assert inserted in fake.locator(".untrusted-reason").inner_text()
         assert HOSTILE in fake.inner_text()  # shown as text, never run
         true = page.locator(f"ol.history > li[data-id='{true_id}']")
-        assert true.locator(".badge.unverified").count() == 0 and true.locator(".badge.s-succeeded").count() == 1
+        assert true.locator(".badge.untrusted").count() == 0 and true.locator(".badge.s-succeeded").count() == 1
         page.shot("app-unverified")  # type: ignore[attr-defined]
 
         page.goto(ui.url(f"/ui/apps/api/attempts/{forged}"))
-        assert inserted in page.locator("p.unverified-reason").inner_text()
-        assert page.locator("table.fields").inner_text().count("unverified_reason") == 1
+        assert inserted in page.locator("p.untrusted-reason").inner_text()
+        assert page.locator("table.fields").inner_text().count("chain_unverified_reason") == 1
         page.goto(ui.url(f"/ui/apps/api/attempts/{true_id}"))
-        assert page.locator(".unverified-reason").count() == 0
+        assert page.locator(".untrusted-reason").count() == 0
 
         page.goto(ui.url("/ui/"))
         last = page.locator("td.cell[data-env='staging'][data-app='api'] dd.last")
-        assert last.locator(".badge.unverified").inner_text() == "not verified"
+        assert last.locator(".badge.untrusted").inner_text() == "untrusted"
         assert page.evaluate("window.__pwned") is None
 
         page.goto(ui.url("/ui/timeline"))
         page.wait_for_selector("#timeline .main-svg", timeout=15000)
         figure = json.loads(page.locator("#timeline-data").text_content() or "{}")
-        (apart,) = [t for t in figure["data"] if t.get("name") == "not verified"]
-        assert len(apart["x"]) == 1 and apart["text"][0].startswith("<b>NOT VERIFIED</b> in the audit chain: attempt")
+        (apart,) = [t for t in figure["data"] if t.get("name") == "untrusted"]
+        assert len(apart["x"]) == 1 and apart["text"][0].startswith("<b>UNTRUSTED</b>, not in the audit chain: attempt")
         assert all(len(t["x"]) == 1 for t in figure["data"] if t.get("name") == "succeeded")  # only the true one
-        assert page.locator("details table .badge.unverified").count() == 1
+        assert page.locator("details table .badge.untrusted").count() == 1
         assert page.evaluate("window.__pwned") is None
         page.shot("timeline-unverified")  # type: ignore[attr-defined]
         code, body = get(ui.url("/api/v1/timeline"))
-        assert code == 200 and sorted((r["id"], r["verified"]) for r in json.loads(body)) == [(true_id, True),
+        assert code == 200 and sorted((r["id"], r["chain_verified"]) for r in json.loads(body)) == [(true_id, True),
                                                                                               (forged, False)]
 
         code, body = get(ui.url("/api/v1/apps/api"))
         assert code == 200
-        flags = {h["id"]: (h["verified"], h["unverified_reason"]) for h in json.loads(body)["history"]}
+        flags = {h["id"]: (h["chain_verified"], h["chain_unverified_reason"]) for h in json.loads(body)["history"]}
         assert flags[true_id] == (True, None) and flags[forged][0] is False and inserted in flags[forged][1]
         code, body = get(ui.url("/api/v1/apps/api/history"))
-        assert [(h["id"], h["verified"]) for h in json.loads(body)] == [(forged, False), (true_id, True)]
+        assert [(h["id"], h["chain_verified"]) for h in json.loads(body)] == [(forged, False), (true_id, True)]
         code, body = get(ui.url(f"/api/v1/apps/api/attempts/{forged}"))
-        assert json.loads(body)["verified"] is False
+        assert json.loads(body)["chain_verified"] is False
         code, body = get(ui.url("/api/v1/status"))
         (cell,) = [c for c in json.loads(body)["apps"] if (c["env"], c["app"]) == ("staging", "api")]
-        assert cell["last_deploy"]["verified"] is False
+        assert cell["last_deploy"]["chain_verified"] is False
     finally:
         ui.stop()

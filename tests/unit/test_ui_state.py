@@ -55,7 +55,7 @@ def test_a_last_deploy_that_does_not_verify_says_nothing_about_the_state() -> No
     assert cell_state(change(Action.IN_SYNC, Health.PROGRESSING), forged) == ("progressing", "progressing message")
     assert cell_state(change(Action.UPDATE, old=A), LastDeploy(9, "started", B, T, "m", "ci", None, None,
                                                                unverified="edited"))[0] == "pending"
-    assert forged.as_dict()["verified"] is False and forged.as_dict()["unverified_reason"].startswith("attempt 9")
+    assert forged.as_dict()["chain_verified"] is False and forged.as_dict()["chain_unverified_reason"].startswith("attempt 9")
 
 
 def test_snapshot_orders_environments_for_promotion_and_filters_by_owner() -> None:
