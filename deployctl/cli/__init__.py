@@ -26,7 +26,7 @@ COMMANDS: dict[str, str] = {
     "reconcile": "deployctl.cli.reconcile:reconcile",
     "status": "deployctl.cli.status:status",
     "audit": "deployctl.cli.audit:audit",
-    "history": "deployctl.cli.audit:history",
+    "history": "deployctl.cli.history:history",
     "events": "deployctl.cli.audit:events",
     "notify": "deployctl.cli.notify:notify",
     "timeline": "deployctl.cli.audit:timeline",

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from deployctl.app.history import CheckedRecord, check_records
 from deployctl.app.status import observed_plan, status_row
 from deployctl.edges.git.mirror import Mirror
 from deployctl.edges.git.repo import read_desired_state
@@ -79,17 +80,20 @@ class LastDeploy:
     trigger: str
     duration_seconds: float | None
     error: str | None
+    unverified: str | None = None
+    """Why the record's rows do not verify in the audit chain (None: they do)."""
 
     @classmethod
-    def of(cls, record: AuditRecord) -> LastDeploy:
-        a = record.attempt
+    def of(cls, checked: CheckedRecord) -> LastDeploy:
+        record, a = checked.record, checked.record.attempt
         return cls(record.id, record.result, a.new_sha, a.started_at.astimezone(UTC), a.actor.user, a.trigger,
-                   record.duration_seconds, record.error)
+                   record.duration_seconds, record.error, checked.unverified)
 
     def as_dict(self) -> dict[str, object]:
         return {"id": self.id, "result": self.result, "sha": self.sha,
                 "started_at": self.started_at.isoformat().replace("+00:00", "Z"), "by": self.by,
-                "trigger": self.trigger, "duration_seconds": self.duration_seconds, "error": self.error}
+                "trigger": self.trigger, "duration_seconds": self.duration_seconds, "error": self.error,
+                "chain_verified": self.unverified is None, "chain_unverified_reason": self.unverified}
 
 
 @dataclass(frozen=True)
@@ -174,8 +178,11 @@ class Snapshot:
 
 
 def cell_state(change: Change, last: LastDeploy | None) -> tuple[CellState, str]:
-    """The state the page shows for one env/app, and why. Pure."""
+    """The state the page shows for one env/app, and why. Pure. A last deploy whose rows do not verify in
+    the audit chain says nothing about the state (the cell still lists it, marked)."""
     health = change.health
+    if last is not None and last.unverified is not None:
+        last = None
     if change.action is Action.INVALID:
         return CellState.INVALID, change.reason
     if change.action is Action.MISSING:
@@ -334,18 +341,25 @@ class Dashboard:
     def last_deploys(self, targets: Sequence[Target]) -> dict[tuple[str, str], LastDeploy]:
         if self.store is None:
             return {}
-        out: dict[tuple[str, str], LastDeploy] = {}
+        newest: dict[tuple[str, str], AuditRecord] = {}
         for t in targets:
             found = self.store.query(env=t.env, app=t.app, limit=1)
             if found:
-                out[t.key] = LastDeploy.of(found[0])
-        return out
+                newest[t.key] = found[0]
+        checked = self.checked(list(newest.values()))
+        return {key: LastDeploy.of(c) for key, c in zip(newest, checked, strict=True)}
 
     def records(self, *, env: str | None = None, app: str | None = None, since: datetime | None = None,
                 until: datetime | None = None, limit: int | None = 200) -> list[AuditRecord]:
         if self.store is None:
             return []
         return self.store.query(env=env, app=app, since=since, until=until, limit=limit)
+
+    def checked(self, records: Sequence[AuditRecord]) -> list[CheckedRecord]:
+        """``records``, each with whether its rows verify in the audit chain."""
+        if self.store is None:
+            return [CheckedRecord(r) for r in records]
+        return check_records(self.store, records)
 
     def overlay_series(self, records: Sequence[AuditRecord], *, since: datetime | None,
                        until: datetime | None) -> tuple[Overlay, tuple[datetime, datetime] | None]:
@@ -361,11 +375,11 @@ class Dashboard:
                               end=span[1] if span else None)
         return series, span
 
-    def attempt(self, app: str, attempt_id: int) -> tuple[AuditRecord, list[AttemptEvent]] | None:
-        """One attempt of ``app`` and its rollout events, or None."""
+    def attempt(self, app: str, attempt_id: int) -> tuple[CheckedRecord, list[AttemptEvent]] | None:
+        """One attempt of ``app`` (checked against the audit chain) and its rollout events, or None."""
         if self.store is None:
             return None
         record = self.store.get(attempt_id)
         if record is None or record.attempt.app != app:
             return None
-        return record, self.store.events_of(attempt_id)
+        return check_records(self.store, [record])[0], self.store.events_of(attempt_id)

@@ -15,7 +15,7 @@ import html
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -54,10 +54,11 @@ class TimelineError(DeployctlError):
     """The timeline cannot be rendered or written."""
 
 
-def _hover(record: AuditRecord) -> str:
+def _hover(record: AuditRecord, unverified: str | None = None) -> str:
     a = record.attempt
-    lines = [
-        f"<b>{html.escape(a.app)}</b> → {html.escape(a.env)}: <b>{record.result}</b>",
+    lines = [] if unverified is None else [f"<b>UNTRUSTED</b>, not in the audit chain: {html.escape(unverified[:200])}"]
+    lines += [
+        f"<b>{html.escape(a.app)}</b> → {html.escape(a.env)}: <b>{html.escape(record.result)}</b>",
         f"SHA {a.new_sha[:12]}" + (f" (was {a.previous_sha[:12]})" if a.previous_sha else ""),
     ]
     if a.app_commit_summary:
@@ -84,17 +85,22 @@ def build_figure(
     title: str = "Deploys",
     overlay: Overlay | None = None,
     time_range: tuple[datetime, datetime] | None = None,
+    unverified: Mapping[int, str] | None = None,
 ) -> go.Figure:
     """The timeline figure: x is when an attempt started, y is its app, colour is its result.
 
     ``overlay`` adds its series on an axis of their own above the lanes; ``time_range`` fixes the x range.
+    ``unverified`` (attempt id -> why its rows do not verify in the audit chain) are drawn apart, as open
+    markers of their own legend entry ("untrusted"), never in the colour of the result they claim.
     """
+    unverified = unverified or {}
     apps = sorted({r.attempt.app for r in records})
     envs = sorted({r.attempt.env for r in records})
     symbol = {env: ENV_SYMBOLS[i % len(ENV_SYMBOLS)] for i, env in enumerate(envs)}
     fig = go.Figure()
     for result in (*RESULTS, STARTED):
-        chosen = sorted((r for r in records if r.result == result), key=lambda r: r.attempt.started_at)
+        chosen = sorted((r for r in records if r.result == result and r.id not in unverified),
+                        key=lambda r: r.attempt.started_at)  # fmt: skip
         if not chosen:
             continue
         fig.add_trace(
@@ -112,6 +118,22 @@ def build_figure(
                     "line": {"width": 1, "color": "#333"},
                 },
                 text=[_hover(r) for r in chosen],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
+    doubtful = sorted((r for r in records if r.id in unverified), key=lambda r: r.attempt.started_at)
+    if doubtful:
+        fig.add_trace(
+            go.Scatter(
+                x=[r.attempt.started_at.astimezone(UTC) for r in doubtful],
+                y=[r.attempt.app for r in doubtful],
+                mode="markers",
+                name="untrusted",
+                legendgroup="result",
+                legendgrouptitle_text="result",
+                marker={"color": "#d62728", "size": 13, "symbol": [symbol[r.attempt.env] + "-open" for r in doubtful],
+                        "line": {"width": 2}},
+                text=[_hover(r, unverified[r.id]) for r in doubtful],
                 hovertemplate="%{text}<extra></extra>",
             )
         )
@@ -236,13 +258,14 @@ def write_timeline(
     title: str = "Deploys",
     overlay: Overlay | None = None,
     time_range: tuple[datetime, datetime] | None = None,
+    unverified: Mapping[int, str] | None = None,
 ) -> Path:
     """Write the timeline to ``path``: ``.html`` (self-contained) or ``.png`` (via headless Chromium)."""
     target = Path(path)
     suffix = target.suffix.lower()
     if suffix not in (".html", ".htm", ".png"):
         raise InvalidInputError(f"{target}: the timeline is written as .html or .png")
-    fig = build_figure(records, title=title, overlay=overlay, time_range=time_range)
+    fig = build_figure(records, title=title, overlay=overlay, time_range=time_range, unverified=unverified)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         if suffix == ".png":

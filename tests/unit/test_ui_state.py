@@ -49,6 +49,15 @@ def test_drift_missing_pending_and_being_applied() -> None:
     assert cell_state(change(Action.UPDATE, old=A), last("started"))[0] == "progressing"
 
 
+def test_a_last_deploy_that_does_not_verify_says_nothing_about_the_state() -> None:
+    forged = LastDeploy(9, "failed", B, T, "mallory", "ci", 1.0, "<b>it broke</b>",
+                        unverified="attempt 9 was inserted with SQL")
+    assert cell_state(change(Action.IN_SYNC, Health.PROGRESSING), forged) == ("progressing", "progressing message")
+    assert cell_state(change(Action.UPDATE, old=A), LastDeploy(9, "started", B, T, "m", "ci", None, None,
+                                                               unverified="edited"))[0] == "pending"
+    assert forged.as_dict()["chain_verified"] is False and forged.as_dict()["chain_unverified_reason"].startswith("attempt 9")
+
+
 def test_snapshot_orders_environments_for_promotion_and_filters_by_owner() -> None:
     from deployctl.model.config import load_config
     from deployctl.model.state import DesiredState, Target
