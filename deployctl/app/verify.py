@@ -41,6 +41,7 @@ from deployctl.rules import verification as rules
 log = structlog.get_logger(__name__)
 
 _VERIFIED_ROLLOUTS = (Result.SUCCEEDED,)
+_IDS_PER_QUERY = 500  # the stores answer at most this many attempt ids per query
 
 
 def prometheus_from_settings(environ: Mapping[str, str] | None = None) -> Prometheus | None:
@@ -152,6 +153,23 @@ def _wait(run: VerifyRun, seconds: float) -> bool:
         return run.stop.wait(seconds)
     time.sleep(seconds)
     return False
+
+
+def verifications_of(store: AuditStore, attempt_ids: Sequence[int]) -> list[Verification]:
+    """Every verification of these attempts, newest first (asked in slices the store answers whole)."""
+    ids = list(dict.fromkeys(attempt_ids))
+    found: list[Verification] = []
+    for start in range(0, len(ids), _IDS_PER_QUERY):
+        found += store.verifications(attempt_ids=ids[start : start + _IDS_PER_QUERY])
+    return sorted(found, key=lambda v: (v.finished_at, v.id or 0), reverse=True)
+
+
+def latest_verifications(store: AuditStore, attempt_ids: Sequence[int]) -> dict[int, Verification]:
+    """The newest verification of each attempt that has one."""
+    out: dict[int, Verification] = {}
+    for v in verifications_of(store, attempt_ids):
+        out.setdefault(v.attempt_id, v)
+    return out
 
 
 # --- after a failure ---------------------------------------------------------------------------
