@@ -127,6 +127,8 @@ class AuditRecord:
 class RolloutEventKind(StrEnum):
     """What happened to an attempt between its apply and its verdict."""
 
+    PRE_DEPLOY = "pre-deploy"
+    """The app's pre-deploy Job, before the apply: created (with its image), found from an earlier run, done."""
     APPLIED = "applied"
     """The apply was sent: the workload's new generation and image."""
     REVISION = "revision"

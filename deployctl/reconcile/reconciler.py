@@ -17,11 +17,12 @@ from datetime import UTC, datetime
 
 import structlog
 
-from deployctl.errors import ClusterUnreachableError, DeployctlError
+from deployctl.errors import ClusterUnreachableError, DeployctlError, PreDeployError
 from deployctl.model.state import DesiredState
 from deployctl.model.vocabulary import WAIT, AppState, Result
 from deployctl.model.workload import Health, Workload, combined_status
 from deployctl.reconcile.artifacts import pin_mode
+from deployctl.reconcile.hooks import PreDeploySteps
 from deployctl.reconcile.observe import ClusterPool, Observation, Seeds, observe_selection
 from deployctl.reconcile.options import ReconcileOptions
 from deployctl.reconcile.ordering import order_verdict
@@ -186,6 +187,8 @@ class Reconciler:
             order.extend((env, app) for app in dependency_order(env_apps))
         self._flush_finishes()  # the plan's refusals and skips go on record before anything is applied
         deadline = time.monotonic() + self.options.timing.timeout
+        self._pre_deploy = PreDeploySteps(self.clusters, self.desired.config, deadline=deadline,
+                                          poll_interval=self.options.timing.poll_interval, clock=self.clock)
         self._watch = (RolloutWatch(self.clusters, seeds=self._seeds, deadline=deadline)
                        if self.options.timing.wait else None)
         try:
@@ -238,7 +241,8 @@ class Reconciler:
                         self._abandon(runs, futures, "the Kubernetes API became unreachable")
                         raise
                     except DeployctlError as exc:
-                        self._finish(run, FAILED, f"apply failed: {exc}", record=True)
+                        why = str(exc) if isinstance(exc, PreDeployError) else f"apply failed: {exc}"
+                        self._finish(run, FAILED, why, record=True)
                         continue
                     if self.options.timing.wait:
                         run.state = AppState.WAITING
@@ -361,6 +365,7 @@ class Reconciler:
         log.info("apply.started", env=change.env, app=change.app, image=image, action=str(change.action))
         annotations = annotations_for(change, image, self.desired.commit, run.started_at or self.clock())
         assert change.target is not None
+        self._pre_deploy.before(run, image, annotations)  # a data migration first (apps.<app>.pre_deploy)
         cluster = self.clusters(change.target.context)
         applied = []
         for w in change.workloads:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from deployctl.model.config.values import APPROVER, DNS_LABEL, IMAGE_REPOSITORY, PIN_MODES
+from deployctl.model.config.values import APPROVER, DNS_LABEL, IMAGE_REPOSITORY, PIN_MODES, PRE_DEPLOY
 from deployctl.model.verification import MAX_COUNT, MAX_QUERY_CHARS, OnFailure
 
 ON_FAILURE = tuple(str(o) for o in OnFailure)
@@ -64,6 +64,9 @@ APP = (
     Key("owner", {"type": "string"}, "The team or person who owns the app (shown and filtered on in the dashboard)."),
     Key("verify", {"type": "array", "items": {"$ref": "#/$defs/check"}}, "Checks that verify each deploy of the app "
         "against its metrics after a successful rollout (docs/config.md#verification).", default=[]),
+    Key("pre_deploy", {"type": "string", "pattern": anchored(PRE_DEPLOY.pattern)}, "A Job template run with the "
+        "new image before each rollout, once per SHA: job/<name> or cronjob/<name> (suspended), labelled "
+        "deployctl.dev/hook=pre-deploy and deployctl.dev/app=<app> in the app's namespace (docs/config.md#pre-deploy-jobs)."),
 )
 ENVIRONMENT = (
     Key("namespace", NAME, "Kubernetes namespace to deploy into.", required=True),

@@ -30,6 +30,7 @@ from deployctl.model.config.values import (
     MAX_CONFIG_BYTES,
     MAX_YAML_DEPTH,
     PIN_MODES,
+    PRE_DEPLOY,
     AppConfig,
     Config,
     dns_label_problem,
@@ -276,6 +277,13 @@ def _app(
     owner = None
     if "owner" in fields:
         owner = reader.string(fields["owner"][1], f"{kp}.owner", required=True, **who)
+    pre_deploy = None
+    if "pre_deploy" in fields:
+        pre_deploy = reader.string(fields["pre_deploy"][1], f"{kp}.pre_deploy", required=True, **who)
+        if pre_deploy is not None and PRE_DEPLOY.fullmatch(pre_deploy) is None:
+            reader.error(fields["pre_deploy"][1], f"{kp}.pre_deploy {show(pre_deploy)} must be job/<name> or "
+                         "cronjob/<name> (a Job or suspended CronJob in the app's namespace)", **who)
+            pre_deploy = None
     checks: tuple[Check, ...] = ()
     if "verify" in fields:
         checks, env_nodes = read_checks(reader, fields["verify"][1], kp, name)
@@ -297,5 +305,6 @@ def _app(
         commit_url=commit_url,
         owner=owner,
         verify=checks,
+        pre_deploy=pre_deploy,
     )
     return app, unique

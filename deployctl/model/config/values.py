@@ -26,6 +26,7 @@ APPROVER = re.compile(
     r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:/[A-Za-z0-9._-]+)?|[^@\s]+@[^@\s]+\.[^@\s]+"
 )
 PIN_MODES = ("digest", "tag")
+PRE_DEPLOY = re.compile(rf"(job|cronjob)/({DNS_LABEL.pattern})")  # apps.<app>.pre_deploy: a Job template
 
 
 def is_dns_label(name: str) -> bool:
@@ -104,6 +105,7 @@ class AppConfig:
     commit_url: str | None = None  # e.g. "https://github.com/acme/web/commit/{sha}", for links to a commit
     owner: str | None = None  # the team or person who owns the app (shown and filtered on in the dashboard)
     verify: tuple[Check, ...] = ()  # checks run after a successful rollout (docs/config.md#verification)
+    pre_deploy: str | None = None  # "job/<name>" or "cronjob/<name>": run before each rollout (docs/config.md)
 
     def checks_for(self, env: str) -> tuple[Check, ...]:
         """The verification checks that run in ``env``."""
