@@ -182,7 +182,8 @@ def build_figure(
     fig.update_layout(
         title={"text": f"{html.escape(title)} · {len(records)} attempt(s)", "x": 0.01},
         template="plotly_white",
-        height=max(320, 140 + 60 * len(apps)),
+        # tall enough for the lanes and for the legend (results, verifications, environments, their titles)
+        height=max(320, 140 + 60 * len(apps), 140 + 26 * (len(fig.data) + 4)),
         hovermode="closest",
         margin={"l": 110, "r": 170, "t": 70, "b": 40},
         legend={"orientation": "v", "x": 1.01, "y": 1},
