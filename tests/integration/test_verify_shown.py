@@ -63,12 +63,13 @@ def test_timeline_and_dashboard_mark_a_verified_and_a_failed_deploy_on_their_lan
     store = open_store(audit)
     try:
         dashboard = Dashboard(RepoView(repo.path), store=store, clusters=ClusterPool(kubeconfig=cluster.kubeconfig))
-        (s1, status), (s2, matrix), (s3, timeline), (s4, api) = _dashboard_get(
-            dashboard, "/api/v1/status", "/ui/", "/ui/timeline", "/api/v1/timeline")
+        (s1, status), (s2, matrix), (s3, timeline), (s4, api), (s5, app_page) = _dashboard_get(
+            dashboard, "/api/v1/status", "/ui/", "/ui/timeline", "/api/v1/timeline", "/ui/apps/web")
         (rollout,) = store.query(env="staging", app="web", sha=bad)
     finally:
         store.close()
-    assert (s1, s2, s3, s4) == (200, 200, 200, 200)
+    assert (s1, s2, s3, s4, s5) == (200, 200, 200, 200, 200)
+    assert 'class="verification v-verification-failed"' in app_page and "= 0.3, wanted result &lt; 0.01" in app_page
     (cell,) = json.loads(status)["apps"]
     assert (cell["live_sha"], cell["verification"]) == (bad, "verification-failed")
     assert "= 0.3, wanted result < 0.01" in cell["verification_reason"]
