@@ -83,10 +83,9 @@ def verify(repo: str, ref: str, env: str, app: str, sha: str | None, kubeconfig:
 
 def latest_verifications(store: AuditStore, records: Sequence[AuditRecord]) -> dict[int, Verification]:
     """The newest verification of each attempt that has one."""
-    out: dict[int, Verification] = {}
-    for v in store.verifications(attempt_ids=[r.id for r in records]):
-        out.setdefault(v.attempt_id, v)  # newest first
-    return out
+    from deployctl.app import verify as verification
+
+    return verification.latest_verifications(store, [r.id for r in records])
 
 
 def with_verification(event: dict[str, Any], verification: Verification | None) -> dict[str, Any]:
