@@ -40,15 +40,23 @@ class Bench:
 BENCHES = (
     Bench("desired_state", ("bench/desired_state.py",), "read + validate 10,002 deploy files from a commit"),
     Bench("reconcile", ("bench/reconcile.py",), "reconcile of 1,000 apps x 3 namespaces: no-op, 1,000 changed, waiting"),
-    Bench("kubectl_compare", ("bench/kubectl_compare.py",), "deployctl beside kubectl built from the same Kubernetes module"),
+    Bench("kubectl_compare", ("bench/kubectl_compare.py", "--profile"), "deployctl beside kubectl built from the same Kubernetes module"),
     Bench("envlock", ("bench/envlock.py", "--apps", "30", "--runs", "9"), "the environment lock's cost on a no-op"),
     Bench("registry", ("bench/registry.py",), "resolve 1,000 distinct tags in the local registry"),
-    Bench("audit", ("bench/audit.py",), "audit appends and history queries"),
+    Bench("audit", ("bench/audit.py",), "audit appends (with and without the chain), history queries, audit verify"),
+    Bench("verify_cost", ("bench/verify_cost.py", "--apps", "1000", "--count", "5", "--workers", "8"),
+          "verification of 1,000 deploys against a real Prometheus: controller CPU, memory, queries"),
+    Bench("attempt_events", ("bench/attempt_events.py",), "one attempt with its rollout events; events written per wave"),
     Bench("latency", ("bench/latency.py",), "push to patch latency and controller memory"),
+    Bench("controller_timing", ("bench/controller_timing.py", "--repeat", "2"),
+          "drift put back by watch, standby takeover after SIGKILL, exit after SIGTERM"),
+    Bench("shard", ("bench/shard.py", "--apps", "20", "--envs", "2", "--replicas", "1,3", "--lease", "6", "--retry", "1"),
+          "sharded watch: keys moved 3 -> 4, push -> applied for 1 and 3 replicas, failover, handover, overlap"),
     Bench("ui", ("bench/ui.py",), "dashboard render times"),
     Bench("controlplane", ("bench/controlplane.py",), "warm local control plane start and idle memory"),
     Bench("kafka_events", ("bench/kafka_events.py",), "Kafka test broker and CDEvents drain rate"),
     Bench("maketest", ("bench/maketest.py",), "`make test` on a fresh clone, caches warm"),
+    Bench("maketest_cold", ("bench/maketest.py", "--cold"), "`make test` on a fresh clone, caches cold"),
 )
 
 

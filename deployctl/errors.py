@@ -98,3 +98,7 @@ def kube_error(message: str, *, status: int | None = None) -> KubeApiError:
     kind = _BY_STATUS.get(status) or (KubeServerError if status >= 500 else
                                       KubeClientError if status >= 400 else KubeApiError)
     return kind(message, status=status)
+
+
+class PreDeployError(DeployctlError):
+    """An app's pre-deploy Job is invalid, failed or did not complete in time: its rollout does not start."""

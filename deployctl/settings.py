@@ -104,6 +104,14 @@ UI_TOKEN_FILE = Setting("DEPLOYCTL_UI_TOKEN_FILE", "File holding the dashboard's
 UI_TRUSTED_PROXIES = Setting("DEPLOYCTL_UI_TRUSTED_PROXIES", "Auth proxy addresses (ADDR[/BITS], comma- or "
                              "space-separated) whose X-Forwarded-User the dashboard believes.")
 
+PROMETHEUS_URL = Setting("DEPLOYCTL_PROMETHEUS_URL", "Prometheus that verifies deploys (`verify:` checks), "
+                         "http(s)://host:port[/prefix]; `user:password@` in it is basic auth for that host only. "
+                         "Without it nothing is verified.")
+PROMETHEUS_TOKEN = Setting("DEPLOYCTL_PROMETHEUS_TOKEN", "Bearer token sent to DEPLOYCTL_PROMETHEUS_URL only.",
+                           secret=True)
+PROMETHEUS_TIMEOUT = Setting("DEPLOYCTL_PROMETHEUS_TIMEOUT", "Total deadline of one Prometheus query of a "
+                             "verification (a duration).", "10s")
+
 COMPLETE = Setting("_DEPLOYCTL_COMPLETE", "Set by the completion scripts (`deployctl completion`) to ask for "
                    "completions; not for users.")
 
@@ -123,7 +131,8 @@ SETTINGS: tuple[Setting, ...] = (
     LOG_LEVEL, AUDIT, AUDIT_KEY, ALLOW_NAMESPACES, SETTINGS_FILE, MIRROR_DIR, SHARDS, GIT_TOKEN, GIT_USERNAME, GIT_FETCH_TIMEOUT, GIT_SSH_KEY,
     GIT_SSH_PASSPHRASE, WEBHOOK_SECRET, WEBHOOK_SECRET_FILE, ALLOWED_SIGNERS, GPG_HOME,
     FORGE_TYPE, FORGE_URL, FORGE_REPO, FORGE_TOKEN, REGISTRY_USERNAME,
-    REGISTRY_PASSWORD, REGISTRY_ONE_HOST, REGISTRY_HOST, CHROMIUM, CACHE, COMPLETE, CI_GIT, CI_COMMIT, CI_ALLOWED_SIGNERS_DATA,
+    REGISTRY_PASSWORD, REGISTRY_ONE_HOST, REGISTRY_HOST, CHROMIUM, CACHE, PROMETHEUS_URL, PROMETHEUS_TOKEN,
+    PROMETHEUS_TIMEOUT, COMPLETE, CI_GIT, CI_COMMIT, CI_ALLOWED_SIGNERS_DATA,
     CI_OVERRIDE_REASON,
 )
 

@@ -13,14 +13,15 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from deployctl.edges.kube.cluster import PodProblem
 from deployctl.edges.kube.locks import LockHolder
-from deployctl.errors import DeployctlError
+from deployctl.errors import DeployctlError, KubeConflictError
 from deployctl.model.audit import AttemptEvent
 from deployctl.model.config import AppConfig, Config, EnvironmentConfig
 from deployctl.model.state import DesiredState, Target
-from deployctl.model.workload import Workload
+from deployctl.model.workload import APP_LABEL, Workload
 from deployctl.reconcile.sink import AttemptItem, DecisionItem, FinishItem
 
 IMAGE = "registry.example.com/shop"
@@ -82,6 +83,8 @@ class FakeCluster:
         self.applied: list[str] = []  # apps, in the order their workloads were applied
         self.after_apply: Callable[[Workload], None] | None = None  # a test's hook (e.g. lose a lock)
         self.watches: list[FakeWatch] = []
+        self.batch: dict[tuple[str, str, str], dict[str, Any]] = {}  # (namespace, kind, name) -> Job or CronJob
+        self.job_outcome: dict[str, str] = {}  # app -> Complete (default) or Failed: what its created Jobs do
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -125,6 +128,26 @@ class FakeCluster:
                 {"type": "Progressing", "reason": "ProgressDeadlineExceeded",
                  "message": f'ReplicaSet "{w.name}-2" has timed out progressing.'},))
         return replace(w, observed_generation=w.generation)
+
+    def read_batch(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            self._counts["GET"] += 1
+            return self.batch.get((namespace, kind, name))
+
+    def create_job(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a Job that has run at once: Complete, or Failed (BackoffLimitExceeded) per its app."""
+        meta = body["metadata"]
+        key = (meta["namespace"], "Job", meta["name"])
+        outcome = self.job_outcome.get(meta["labels"][APP_LABEL], "Complete")
+        reason = {"Failed": "BackoffLimitExceeded"}.get(outcome, "")
+        job = {**body, "status": {"conditions": [{"type": outcome, "status": "True", "reason": reason}]}}
+        with self._lock:
+            self._counts["POST"] += 1
+            if key in self.batch:
+                raise KubeConflictError(f"job {meta['name']} exists")
+            self.batch[key] = job
+            self.applied.append(f"job/{meta['name']}")
+        return job
 
     def pod_problems(self, workload: Workload, *, limit: int = 3) -> list[PodProblem]:
         return [PodProblem(f"{workload.name}-2-x", "CrashLoopBackOff")][:limit]

@@ -92,7 +92,7 @@ def run_once(desired: DesiredState, run: Run) -> ReconcileResult:
     options = run.options
     said = policy.for_reconcile(desired, repo=run.repo_path, store=run.store if run.gates_from_audit else None,
                                 override_freeze=options.overrides.override_freeze,
-                                reason=options.overrides.override_reason)
+                                reason=options.overrides.override_reason, verification_store=run.store)
     sink: AuditSink | None = run.audit
     if sink is not None and said.notes:
         sink = OverrideNotes(sink, said.notes)

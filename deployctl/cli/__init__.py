@@ -26,10 +26,10 @@ COMMANDS: dict[str, str] = {
     "reconcile": "deployctl.cli.reconcile:reconcile",
     "status": "deployctl.cli.status:status",
     "audit": "deployctl.cli.audit:audit",
-    "history": "deployctl.cli.audit:history",
+    "history": "deployctl.cli.history:history",
     "events": "deployctl.cli.audit:events",
     "notify": "deployctl.cli.notify:notify",
-    "timeline": "deployctl.cli.audit:timeline",
+    "timeline": "deployctl.cli.timeline:timeline",
     "diff": "deployctl.cli.review:diff",
     "promote": "deployctl.cli.review:promote",
     "rollback": "deployctl.cli.review:rollback",
@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "suspend": "deployctl.cli.suspend:suspend",
     "resume": "deployctl.cli.suspend:resume",
     "ui": "deployctl.cli.ui:ui",
+    "verify": "deployctl.cli.verify:verify",
 }
 
 # command name -> its one-line help, so that `deployctl --help` lists the commands without importing
@@ -62,8 +63,9 @@ SUMMARIES: dict[str, str] = {
     "reconcile": "Apply the deploy files at REF to the cluster and wait for the rollouts.",
     "rollback": "Roll APP in --env forward to an earlier SHA.",
     "status": "A table of env x app: desired SHA, live SHA, in sync or not, rollout health.",
-    "timeline": "Plot deploys over time into --out FILE: one lane per app, markers coloured by result.",
+    "timeline": "Plot deploys over time into --out FILE: one lane per app, markers coloured by result, verifications marked.",
     "validate": "Check deployctl.yaml and every environments/<env>/<app>.deploy file.",
+    "verify": "Verify the newest succeeded rollout of --app in --env against its metrics, again.",
     "watch": "Keep the cluster on a branch of the deploy repo: reconcile every new commit, correct drift.",
 }
 

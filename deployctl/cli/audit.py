@@ -1,34 +1,27 @@
-"""``history``, ``events export`` and ``timeline``: reading the audit record."""
+"""``history`` and ``events export``: reading the audit record (``timeline`` is cli/timeline.py)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
-from itertools import groupby
 from typing import Any, TypeVar
 
 import click
 
 from deployctl.cli.completion import app_option, env_option
 from deployctl.cli.options import audit_options
-from deployctl.cli.output import JSON, TABLE, YAML, Output, output_options, render_table
+from deployctl.cli.output import JSON, TABLE, YAML, Output, output_options
 from deployctl.edges.audit.url import AUDIT_ENV, open_store
 from deployctl.errors import InvalidInputError
 from deployctl.model.audit import (
-    EVENT_FIELDS,
-    AttemptEvent,
     AuditRecord,
     AuditStore,
     parse_when,
     record_to_event,
-    record_with_events,
 )
 from deployctl.model.audit_target import AuditTarget
 from deployctl.model.chain import ChainReport
-from deployctl.model.printable import printable
 from deployctl.settings import AUDIT, AUDIT_KEY
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -81,168 +74,6 @@ def query(store: AuditStore, *, envs: tuple[str, ...], apps: tuple[str, ...], li
         records = [r for r in records if (not envs or r.attempt.env in envs) and (not apps or r.attempt.app in apps)]
         records = records[:limit] if limit else records
     return records
-
-
-def _short(value: str | None, n: int = 12) -> str:
-    return (value or "")[:n]
-
-
-def _name(person: str | None) -> str:
-    return (person or "").split(" <")[0]
-
-
-def _clip(text: str | None, n: int = 50) -> str:
-    text = (text or "").splitlines()[0] if text else ""
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
-
-
-HISTORY_HEADERS = ("STARTED (UTC)", "ENV", "APP", "RESULT", "SHA", "FROM", "AUTHOR", "TOOK", "TRIGGER",
-                   "BY", "RELEASE", "CHANGE", "APPROVED")  # fmt: skip
-
-
-def history_row(record: AuditRecord) -> list[str]:
-    a = record.attempt
-    return [
-        a.started_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-        a.env,
-        a.app,
-        record.result,
-        _short(a.new_sha),
-        _short(a.previous_sha),
-        _name(a.file_author),
-        _duration(record.duration_seconds),
-        a.trigger,
-        a.actor.user,
-        _short(record.release),
-        _clip(a.app_commit_summary or a.file_commit_summary),
-        _approved(record),
-    ]
-
-
-def _approved(record: AuditRecord) -> str:
-    """The pull request and who approved it (require_approval: forge), e.g. ``#7 @bob``; '-' without one."""
-    review = record.attempt.review
-    if review is None:
-        return "-"
-    return " ".join([f"#{review.number}", *(a.who for a in review.approvals)])
-
-
-def render_history_by_release(records: Sequence[AuditRecord]) -> str:
-    """Attempts grouped under one heading per release (deploy commit), newest release first."""
-    blocks = []
-    for release, group in groupby(records, key=lambda r: r.release):
-        items = list(group)
-        first = items[0].attempt
-        heading = (
-            f"release {_short(release) or '(no deploy commit)'}  {_name(first.file_author)}  "
-            f"{_clip(first.file_commit_summary, 70)}"
-        ).rstrip()
-        blocks.append(
-            printable(heading) + "\n" + _indent(render_table(HISTORY_HEADERS, [history_row(r) for r in items]))
-        )
-    return "\n\n".join(blocks)
-
-
-def _indent(text: str) -> str:
-    return "\n".join("  " + line for line in text.splitlines())
-
-
-def render_csv(records: Sequence[AuditRecord]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(EVENT_FIELDS), lineterminator="\n")
-    writer.writeheader()
-    for record in records:
-        event = record_to_event(record)
-        event["workloads"] = ";".join(event["workloads"])
-        event["reviewers"] = ";".join(event["reviewers"])
-        event["pull_request"] = (event["pull_request"] or {}).get("url", "")
-        event["approvals"] = ";".join(f"{a['who']} {a['when']} {a['head_sha']}" for a in event["approvals"])
-        writer.writerow(event)
-    return out.getvalue()
-
-
-@click.command()
-@audit_option
-@filter_options
-@click.option("--sha", help="Only attempts whose new SHA or release (deploy commit) starts with this.")
-@click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True, help="0: no limit.")
-@click.option("--by-release", is_flag=True, help="Group the table by release (deploy commit).")
-@click.option("--id", "attempt_id", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Only attempt N, with its rollout events (apply, new ReplicaSet, ready counts, stall, verdict).")
-@output_options(TABLE, JSON, YAML, "csv")
-def history(
-    attempt_id: int | None,
-    audit: AuditTarget,
-    envs: tuple[str, ...],
-    apps: tuple[str, ...],
-    since: datetime | None,
-    until: datetime | None,
-    sha: str | None,
-    limit: int,
-    by_release: bool,
-    output: Output,
-) -> None:
-    """Every deploy attempt on record, newest first.
-
-    \b
-    Examples:
-      deployctl history --env production --since 2d
-      deployctl history --app web --sha 3f2a9c1 --output json
-      deployctl history --since 2024-05-01T00:00:00Z --by-release
-      deployctl history --id 42 -o json
-    """
-    if attempt_id is not None:
-        _history_of_one(audit, attempt_id, output)
-        return
-    store = _read(audit)
-    try:
-        records = query(store, envs=envs, apps=apps, since=since, until=until, sha=sha, limit=limit or None)
-    finally:
-        store.close()
-    if output.data([record_to_event(r) for r in records]):
-        return
-    if output.format == "csv":
-        output.write(render_csv(records).rstrip("\n"))
-    elif not records:
-        output.write("No deploy attempts match.")
-    elif by_release:
-        output.write(render_history_by_release(records))
-    else:
-        output.write(render_table(HISTORY_HEADERS, [history_row(r) for r in records]))
-
-
-def _history_of_one(audit: AuditTarget, attempt_id: int, output: Output) -> None:
-    store = _read(audit)
-    try:
-        record = store.get(attempt_id)
-        events_ = store.events_of(attempt_id) if record is not None else []
-    finally:
-        store.close()
-    if record is None:
-        raise InvalidInputError(f"history --id {attempt_id}: no attempt with that id in {store.url}")
-    if output.data(record_with_events(record, events_)):
-        return
-    if output.format == "csv":
-        output.write(render_csv([record]).rstrip("\n"))
-        return
-    output.write(render_attempt(record, events_))
-
-
-def render_attempt(record: AuditRecord, events_: Sequence[AttemptEvent]) -> str:
-    """One attempt for a person: its row of the history, then what happened between apply and verdict."""
-    text = render_table(HISTORY_HEADERS, [history_row(record)])
-    if record.error:
-        text += "\n\n" + printable(f"error: {record.error}")
-    if not events_:
-        return text + "\n\nNo rollout events recorded (not applied, or recorded by an older deployctl)."
-    rows = [[e.at.astimezone(UTC).strftime("%H:%M:%S.%f")[:-3], e.kind, e.detail] for e in events_]
-    return text + "\n\n" + render_table(("AT (UTC)", "EVENT", "DETAIL"), rows)
 
 
 @click.group()
@@ -373,67 +204,3 @@ def render_chain_report(report: ChainReport) -> str:
         lines.append(f"rows #1–#{report.migrated_through} were chained as found when the store was migrated "
                      "to the chain, not when written")  # fmt: skip
     return "\n".join(lines)
-
-
-@click.command()
-@audit_option
-@filter_options
-@click.option("--title", default="Deploys", show_default=True)
-@output_options(TABLE, JSON, YAML, legacy_file=True)
-@click.option(
-    "--overlay",
-    metavar="prometheus=URL|csv=FILE",
-    help="A product metric drawn above the deploy lanes: a Prometheus range query (with --query) "
-    "or a CSV of time,value[,series] (docs/analytics.md).",
-)
-@click.option("--query", "promql", metavar="PROMQL", help="The PromQL of --overlay prometheus=URL.")
-def timeline(
-    audit: AuditTarget,
-    envs: tuple[str, ...],
-    apps: tuple[str, ...],
-    since: datetime | None,
-    until: datetime | None,
-    title: str,
-    output: Output,
-    overlay: str | None,
-    promql: str | None,
-) -> None:
-    """Plot deploys over time into --out FILE: one lane per app, markers coloured by result.
-
-    FILE is deploys.html (self-contained, interactive) or deploys.png (needs chromium).
-
-    \b
-    Examples:
-      deployctl timeline --env production --since 7d --out deploys.html
-      deployctl timeline --since 2d --out deploys.png -o json
-      deployctl timeline --app web --since 14d --out deploys.html \\
-        --overlay prometheus=http://prometheus:9090 --query 'sum(rate(checkout_total[5m]))'
-      deployctl timeline --since 14d --overlay csv=confirmed_hourly.csv --out deploys.html
-    """
-    if output.path is None:
-        raise click.UsageError("give the chart file with --out deploys.html (or deploys.png)")
-    from deployctl.views import timeline as plot
-
-    if promql is not None and overlay is None:
-        raise click.UsageError("--query goes with --overlay prometheus=URL")
-    store = _read(audit)
-    try:
-        records = query(store, envs=envs, apps=apps, since=since, until=until)
-    finally:
-        store.close()
-    series, span = None, None
-    if overlay is not None:
-        from deployctl.edges.metrics import load_overlay
-
-        if since is not None or overlay.startswith("prometheus="):  # a CSV's own range is shown whole
-            span = plot.time_range(records, since=since, until=until, now=datetime.now(UTC))
-        series = load_overlay(overlay, query=promql, start=span[0] if span else None, end=span[1] if span else None)
-    written = plot.write_timeline(records, output.path, title=title, overlay=series, time_range=span)
-    summary = Output(output.format)  # the chart goes to the file, this summary to stdout
-    doc: dict[str, object] = {"file": str(written), "attempts": len(records)}
-    if series:
-        doc["metric_points"] = series.points
-        doc["metric_series"] = len(series.series)
-    if not summary.data(doc):
-        extra = f", {series.points} metric point(s) in {len(series.series)} series" if series else ""
-        summary.write(f"{written}: {len(records)} deploy attempt(s){extra}")

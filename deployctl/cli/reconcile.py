@@ -228,12 +228,15 @@ def _default_trigger() -> str:
               "(recorded in the audit history). To roll back, prefer `deployctl rollback`.")
 @click.option("--allow-non-descendant", is_flag=True,
               help="Apply a commit that is neither an ancestor nor a descendant of the live one (force-push).")
+@click.option("--verify", "verify_after", is_flag=True,
+              help="After the rollouts, verify each one that has verify checks on $DEPLOYCTL_PROMETHEUS_URL and "
+              "wait for the verdicts (exit 1 when one fails).")
 def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,
               context: str | None, allowed_namespaces: tuple[str, ...], output: Output, timeout: float,
               no_wait: bool, concurrency: int, audit: AuditTarget,
               trigger: str | None, allow_retagged: bool, override_freeze: bool,
               override_reason: str | None, lock_timeout: float | None, lock_lease: float, force_older: bool,
-              allow_non_descendant: bool) -> None:
+              allow_non_descendant: bool, verify_after: bool) -> None:
     """Apply the deploy files at REF to the cluster and wait for the rollouts.
 
     Each app's workloads (Deployments, StatefulSets, DaemonSets and CronJobs labelled deployctl.dev/app=<app> in
@@ -253,6 +256,15 @@ def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...],
         raise click.UsageError("--override-freeze needs --reason TEXT (it goes into the audit history)")
     from deployctl.app.run import Callbacks, run_reconcile
 
+    prometheus = None
+    if verify_after:
+        from deployctl.app.verify import prometheus_from_settings
+
+        prometheus = prometheus_from_settings()
+        if prometheus is None:
+            raise click.UsageError("--verify needs DEPLOYCTL_PROMETHEUS_URL (the Prometheus that verifies deploys)")
+        if audit.off:
+            raise click.UsageError("--verify records its results in the audit history; drop --no-audit")
     options = ReconcileOptions(
         selection=Selection(envs=envs, apps=apps, allowed_namespaces=tuple(_split_allowed(allowed_namespaces))),
         overrides=Overrides(allow_retagged=allow_retagged, override_freeze=override_freeze,
@@ -262,15 +274,40 @@ def reconcile(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...],
         locking=Locking(timeout=lock_timeout, lease=lock_lease),
     )
     progress = not output.is_data
+    read: list[DesiredState] = []  # the state reconciled: --verify reads its checks
+
+    def on_read(desired: DesiredState) -> None:
+        read.append(desired)
+        if progress:
+            _echo_problems(desired)
+
     result = run_reconcile(
         repo=repo, ref=ref, options=options, kubeconfig=kubeconfig or None, context=context,
         audit=audit, trigger=trigger or _default_trigger(),
         callbacks=Callbacks(
-            on_read=_echo_problems if progress else None,
+            on_read=on_read,
             on_progress=ProgressPrinter(sys.stderr, live=sys.stderr.isatty()) if progress else None,
             on_wait=lambda line: click.echo(line, err=True),
         ),
     )
-    if not output.data(result.as_dict()):
+    if prometheus is None:
+        if not output.data(result.as_dict()):
+            output.write(render_result(result))
+        sys.exit(result.exit_code)
+    from deployctl.app.verify import VerifyRun, verify_reconciled
+    from deployctl.cli.verify import render_reports
+    from deployctl.edges.audit.url import open_target
+
+    store = open_target(audit)
+    assert store is not None  # --verify with --no-audit was refused above
+    try:
+        reports = verify_reconciled(result, read[0], VerifyRun(prometheus, store, trigger=trigger or _default_trigger()),
+                                    clusters=ClusterPool(kubeconfig=kubeconfig or None, context=context), repo=repo)
+    finally:
+        store.close()
+    failed = any(not r.verification.ok for r in reports)
+    if not output.data({**result.as_dict(), "verifications": [r.as_dict() for r in reports]}):
         output.write(render_result(result))
-    sys.exit(result.exit_code)
+        if reports:
+            output.write(render_reports(reports))
+    sys.exit(max(result.exit_code, ExitCode.FAILED if failed else ExitCode.OK))

@@ -17,25 +17,46 @@ HEADERS = ("ENV", "APP", "DESIRED", "LIVE", "IN SYNC", "HEALTH", "DETAIL")
 
 
 def status_document(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,
-                    context: str | None, allowed_namespaces: tuple[str, ...]) -> tuple[dict[str, Any], Any]:
+                    context: str | None, allowed_namespaces: tuple[str, ...],
+                    audit_url: str | None = None) -> tuple[dict[str, Any], Any]:
     """One observation: the machine-readable document (the table's rows are built from it) and the state."""
     from deployctl.app.status import status_row
     from deployctl.rules.freeze import frozen_environments
 
     desired, result, refused = _observed_plan(repo, ref, envs, apps, kubeconfig, context, allowed_namespaces)
     docs = [status_row(c) for c in result.changes]
+    if audit_url:
+        _add_verifications(docs, audit_url)
     frozen = frozen_environments(desired.config, datetime.now(UTC)) if desired.config else {}
     freezes = {env: f.as_dict() for env, f in frozen.items() if env in {c.env for c in result.changes}}
     return {"deploy_commit": desired.commit, "apps": docs, "refused": dict(refused), "freezes": freezes,
             "problems": [p.as_dict() for p in desired.problems]}, desired
 
 
+def _add_verifications(docs: list[dict[str, Any]], audit_url: str) -> None:
+    """Each row's live SHA's latest verification there (result and reason), from the audit history."""
+    from deployctl.edges.audit.url import open_store
+
+    store = open_store(audit_url, create=False)
+    try:
+        for d in docs:
+            found = store.verifications(env=d["env"], app=d["app"], sha=d["live_sha"], limit=1) if d["live_sha"] else []
+            d["verification"] = found[0].result if found else None
+            d["verification_reason"] = found[0].reason if found else None
+    finally:
+        store.close()
+
+
 def _row(d: dict[str, Any]) -> tuple[str, ...]:
     sync = "yes" if d["in_sync"] else d["action"]
     if d.get("suspended"):
         sync = f"{sync} (suspended)" if d["in_sync"] else "suspended"
-    return (d["env"], d["app"], _short(d["desired_sha"]), _short(d["live_sha"]), sync, d["health"],
-            d["message"] or "")
+    detail = d["message"] or ""
+    if d.get("verification"):
+        verdict = d["verification"] if d["verification"] == "verified" else \
+            f"{d['verification']}: {d['verification_reason']}"
+        detail = f"{verdict}; {detail}" if detail else verdict
+    return (d["env"], d["app"], _short(d["desired_sha"]), _short(d["live_sha"]), sync, d["health"], detail)
 
 
 def render_status(doc: dict[str, Any]) -> str:
@@ -63,9 +84,11 @@ def changed_lines(before: dict[str, Any] | None, after: dict[str, Any], *, now: 
               help="Refresh until interrupted: redrawn in place on a terminal, else one line per change.")
 @duration_option("--interval", default="5s", help="With --watch: how often to look again")
 @click.option("--watch-count", type=int, default=0, hidden=True, help="Stop after N observations (tests).")
+@click.option("--audit", "audit_url", default=None, metavar="URL",
+              help="Audit store: show whether each live SHA was verified against its metrics there.")
 def status(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], kubeconfig: str | None,
            context: str | None, allowed_namespaces: tuple[str, ...], output: Output, watch_: bool,
-           interval: float, watch_count: int) -> None:
+           interval: float, watch_count: int, audit_url: str | None) -> None:
     """A table of env x app: desired SHA, live SHA, in sync or not, rollout health.
 
     \b
@@ -74,10 +97,10 @@ def status(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str, ...], ku
       deployctl status --env production --watch --interval 10s
     """
     def observe() -> dict[str, Any]:
-        return status_document(repo, ref, envs, apps, kubeconfig, context, allowed_namespaces)[0]
+        return status_document(repo, ref, envs, apps, kubeconfig, context, allowed_namespaces, audit_url)[0]
 
     if not watch_:
-        doc, desired = status_document(repo, ref, envs, apps, kubeconfig, context, allowed_namespaces)
+        doc, desired = status_document(repo, ref, envs, apps, kubeconfig, context, allowed_namespaces, audit_url)
         if not output.data(doc):
             _echo_problems(desired)
             output.write(render_status(doc))

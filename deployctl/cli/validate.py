@@ -74,9 +74,12 @@ def with_schema_problems(repo: str, state: DesiredState, *, ref: str, worktree: 
 @click.option("--check-images", is_flag=True,
               help="Also check that every target's image exists in its registry (one request per image).")
 @click.option("--strict", is_flag=True, help="With --check-images: an unreachable registry is an error, not a warning.")
+@click.option("--audit", "audit_url", default=None, metavar="URL",
+              help="Audit store whose verification results the require_verified gates read [default: none; "
+              "such a gate then fails saying so].")
 @output_options(TABLE, JSON, YAML)
 def validate(repo: str, ref: str | None, worktree: bool, gates: bool, check_images: bool, strict: bool,
-             output: Output) -> None:
+             audit_url: str | None, output: Output) -> None:
     """Check deployctl.yaml and every environments/<env>/<app>.deploy file.
 
     Reports every problem at once as path:line: message, exits 1 if there is any error and
@@ -101,7 +104,16 @@ def validate(repo: str, ref: str | None, worktree: bool, gates: bool, check_imag
     if gates:
         from deployctl.reconcile.policy import with_gate_problems
 
-        state = with_gate_problems(repo, state)
+        if audit_url:
+            from deployctl.edges.audit.url import open_store
+
+            store = open_store(audit_url, create=False)
+            try:
+                state = with_gate_problems(repo, state, verification_store=store)
+            finally:
+                store.close()
+        else:
+            state = with_gate_problems(repo, state)
     if not output.data(state.as_dict()):
         output.lines(render_text(state))
     if not state.ok:

@@ -4,7 +4,8 @@ A controller whose branch head is older than what CI applied refuses (or skips) 
 interval. :class:`OncePerDecision` records such a ``skipped``/``refused`` decision once per (environment,
 app, SHA, reason): a decision is written only when the latest record of its env/app is not the same
 decision. The check reads the store, so it holds across restarts and replicas; a change of reason, of SHA
-or any record in between (a deploy by CI) makes the next decision a new record.
+or any record in between (a deploy by CI) makes the next decision a new record, and so does a latest record
+that does not verify in the audit chain.
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ class OncePerDecision:
         last = latest[0]
         same = (last.attempt.new_sha == (change.new_sha or "") and last.result == result
                 and (last.error or None) == (error or None))
+        if same and self.store.unverified([last.id]):  # a forged row must not stand for the controller's own
+            log.warning("audit.decision_on_record_unverified", env=change.env, app=change.app, id=last.id)
+            return False
         if same:
             log.debug("audit.decision_on_record", env=change.env, app=change.app, result=result, id=last.id)
         return same

@@ -23,6 +23,7 @@ from deployctl.errors import InvalidInputError
 from deployctl.model.audit_target import AUDIT_DEFAULT, AuditTarget
 from deployctl.model.vocabulary import ExitCode, Trigger
 from deployctl.reconcile.observe import ClusterPool
+from deployctl.reconcile.outcome import ReconcileResult
 from deployctl.ui.auth import UiAuth
 
 if TYPE_CHECKING:
@@ -143,7 +144,18 @@ async def _serve(options: WatchOptions) -> int:
 
     # list + watch of the managed workloads: drift is seen as it happens, and observe reads memory
     cache = WorkloadCache(pool, on_drift=lambda _w: controller.request_sync(Trigger.DRIFT))
-    controller.on_reconciled = lambda result: cache.track(result.plan)
+    from deployctl.app.verify import BackgroundVerifier, prometheus_from_settings
+
+    prometheus = prometheus_from_settings()
+    verifier = BackgroundVerifier(prometheus, store, pool, repo_path=str(mirror.path)) \
+        if prometheus is not None and store is not None else None
+
+    def reconciled(result: ReconcileResult) -> None:
+        cache.track(result.plan)
+        if verifier is not None:  # in the background: the loop and the other apps do not wait for it
+            verifier.submit(result)
+
+    controller.on_reconciled = reconciled
 
     forwarder = None
     if elector is not None and options.lease is not None:
@@ -203,6 +215,8 @@ async def _serve(options: WatchOptions) -> int:
         await loop.run_in_executor(None, leases.release)
     await runner.cleanup()
     cache.close()
+    if verifier is not None:
+        verifier.close()
     if store is not None:
         store.close()
     log.info("controller.exited", clean=clean)

@@ -17,7 +17,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -146,6 +146,13 @@ class FencedWorkloads:
 
     def pod_problems(self, workload: Workload, *, limit: int = 3) -> list[PodProblem]:
         return self.cluster.pod_problems(workload, limit=limit)
+
+    def read_batch(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.cluster.read_batch(kind, namespace, name)
+
+    def create_job(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A pre-deploy Job: created under the app's lock, before the fenced apply (not fenced itself)."""
+        return self.cluster.create_job(body)
 
     def watch(self, namespace: str, kind: str, *, on_change: Callable[[Workload], None],
               items: list[Workload] | None = None, resource_version: str = "", deadline: float | None = None) -> Watch:

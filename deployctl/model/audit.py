@@ -24,8 +24,9 @@ from typing import Any, Protocol
 
 from deployctl.errors import DeployctlError, InvalidInputError
 from deployctl.model.chain import ChainReport
-from deployctl.model.duration import DurationError, parse_duration
+from deployctl.model.duration import parse_when as parse_when  # re-exported: history's --since/--until
 from deployctl.model.review import ReviewRecord
+from deployctl.model.verification import Verification
 from deployctl.model.vocabulary import AUDIT_RESULTS, Trigger
 from deployctl.model.vocabulary import (
     STARTED as STARTED,  # re-exported: the audit model's word for an open attempt
@@ -126,6 +127,8 @@ class AuditRecord:
 class RolloutEventKind(StrEnum):
     """What happened to an attempt between its apply and its verdict."""
 
+    PRE_DEPLOY = "pre-deploy"
+    """The app's pre-deploy Job, before the apply: created (with its image), found from an earlier run, done."""
     APPLIED = "applied"
     """The apply was sent: the workload's new generation and image."""
     REVISION = "revision"
@@ -237,6 +240,15 @@ class AuditStore(Protocol):
         """Records matching every filter, newest first; ``sha`` is a prefix of the new SHA or the release."""
         ...
 
+    def record_verification(self, verification: Verification) -> int:
+        """Append a succeeded attempt's verification and its outbox event in one transaction; returns its id."""
+        ...
+
+    def verifications(self, *, env: str | None = None, app: str | None = None, sha: str | None = None,
+                      attempt_ids: Sequence[int] | None = None, limit: int | None = None) -> list[Verification]:
+        """Verifications matching every filter, newest first (``sha``: the full new SHA)."""
+        ...
+
     def verify_chain(self, *, since: int | None = None) -> ChainReport: ...  # docs/audit.md, the chain
 
     def unverified(self, attempt_ids: Sequence[int]) -> dict[int, str]:
@@ -331,27 +343,6 @@ def current_actor() -> Actor:
 
 def utc(value: datetime) -> datetime:
     """``value`` in UTC; a naive datetime is taken as local time, as ``datetime.now()`` gives it."""
-    return value.astimezone(UTC)
-
-
-def parse_when(text: str, *, now: datetime) -> datetime:
-    """A time: ISO (UTC if no zone), or a duration ago in the one duration grammar (``90m``, ``1h30m``,
-    ``2d``, ``1w``, a bare number of seconds)."""
-    raw = text.strip()
-    if raw.endswith(("Z", "z")):
-        raw = raw[:-1] + "+00:00"
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        try:
-            return utc(now) - parse_duration(text, what="")
-        except DurationError:
-            raise InvalidInputError(
-                f"{text!r} is not a time: use an ISO time like 2024-05-01T12:00:00Z "
-                "or a duration like 2d, 90m, 1w or 1h30m"
-            ) from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
 
 

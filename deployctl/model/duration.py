@@ -7,9 +7,11 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import durationpy
+
+from deployctl.errors import InvalidInputError
 
 EXAMPLE = "90s, 10m, 1h30m, 2d or 300 (seconds)"
 _BARE = re.compile(r"\d+(?:\.\d+)?")
@@ -44,3 +46,24 @@ def parse_duration(text: str, *, what: str = "duration", allow_zero: bool = Fals
 def format_duration(value: timedelta) -> str:
     """The shortest Go-style spelling (``1h30m``, ``90s`` -> ``1m30s``)."""
     return str(durationpy.to_str(value))
+
+
+def parse_when(text: str, *, now: datetime) -> datetime:
+    """A time: ISO (UTC if no zone), or a duration ago in the one duration grammar (``90m``, ``1h30m``,
+    ``2d``, ``1w``, a bare number of seconds)."""
+    raw = text.strip()
+    if raw.endswith(("Z", "z")):
+        raw = raw[:-1] + "+00:00"
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        try:
+            return now.astimezone(UTC) - parse_duration(text, what="")
+        except DurationError:
+            raise InvalidInputError(
+                f"{text!r} is not a time: use an ISO time like 2024-05-01T12:00:00Z "
+                "or a duration like 2d, 90m, 1w or 1h30m"
+            ) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)

@@ -15,6 +15,10 @@ from enum import Enum
 from typing import Any
 
 APP_LABEL = "deployctl.dev/app"
+HOOK_LABEL = "deployctl.dev/hook"  # "pre-deploy": a Job template of the app (docs/config.md), never a workload
+PRE_DEPLOY_HOOK = "pre-deploy"
+WORKLOAD_SELECTOR = f"{APP_LABEL},!{HOOK_LABEL}"
+"""The label selector of managed workloads: labelled with their app, and not a hook's template."""
 ANNOTATION_PREFIX = "deployctl.dev/"
 ANN_COMMIT = "deployctl.dev/commit"
 ANN_IMAGE = "deployctl.dev/image"

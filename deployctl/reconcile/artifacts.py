@@ -10,16 +10,32 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+
+import structlog
 
 from deployctl.edges.registry.client import RegistryClient, Resolution, check_retagged
+from deployctl.model.audit import AuditStore
 from deployctl.model.config import Config
+from deployctl.model.imageref import short_digest
+from deployctl.model.printable import printable
 from deployctl.model.problem import ERROR, WARNING, Problem
 from deployctl.model.state import DesiredState, Target
 from deployctl.model.vocabulary import RAN
 
-TestedDigest = Callable[[str, str, str], str | None]
-"""(env, app, sha) -> the digest that ran successfully there, if known."""
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class DigestEvidence:
+    """The digest a SHA ran with in an environment, read only from audit rows that verify (docs/audit.md),
+    and the rows that claimed a digest but do not verify, each as a sentence naming the row."""
+
+    digest: str | None = None
+    rejected: tuple[str, ...] = ()
+
+
+TestedDigest = Callable[[str, str, str], DigestEvidence]
+"""(env, app, sha) -> the digest that ran successfully there, if known, and the claims not believed."""
 
 
 @dataclass(frozen=True)
@@ -67,14 +83,29 @@ def pin_decisions(
             continue
         env = config.environments.get(t.env)
         for required in env.requires if env else ():
-            expected = tested_digest(required, t.app, t.sha)
-            if expected is None:
-                continue
-            message = check_retagged(expected, res, tested_in=required)
+            message = _untested(tested_digest(required, t.app, t.sha), res, required)
             if message:
                 refusals[t.key] = f"{t.path}:{t.line}: {message}"
                 break
     return PinDecisions(images=images, refusals=refusals, resolutions=dict(resolutions))
+
+
+def _untested(tested: DigestEvidence, res: Resolution, required: str) -> str | None:
+    """Why ``res`` is not the artifact that ran in ``required``, or None.
+
+    Only verified rows say what ran. When every row that names a digest fails to verify, nothing says
+    what was tested, so the target is refused (fail closed) rather than left unchecked.
+    """
+    rejected = "".join(f"; not counted: {reason}" for reason in tested.rejected)
+    if tested.digest is not None:
+        message = check_retagged(tested.digest, res, tested_in=required)
+        return None if message is None else message + rejected
+    if not tested.rejected:
+        return None
+    return (
+        f"no audit row that verifies says which digest ran in {required}{rejected}. Run `deployctl audit "
+        "verify` and look into the store, or pass --allow-retagged to deploy without the check"
+    )
 
 
 def resolve_targets(
@@ -138,24 +169,34 @@ def check_images(state: DesiredState, client: RegistryClient, *, strict: bool = 
     return replace(state, problems=(*state.problems, *extra))
 
 
-class _RecordQuery(Protocol):
-    def query(self, *, env: str | None = ..., app: str | None = ..., sha: str | None = ...,
-              limit: int | None = ...) -> Sequence[Any]: ...
+def audit_tested_digest(store: AuditStore) -> TestedDigest:
+    """The digest each SHA was tested with, from the audit history: the newest successful run that names
+    one and whose rows verify in the chain. A row inserted or edited behind deployctl's back never
+    supplies it; it comes back as a reason naming the row, as the promotion gates do."""
+
+    def tested(env: str, app: str, sha: str) -> DigestEvidence:
+        claims = [r for r in store.query(env=env, app=app, sha=sha, limit=20)
+                  if r.attempt.new_sha == sha and r.result in RAN and r.digest]  # fmt: skip
+        unverified = store.unverified([r.id for r in claims]) if claims else {}
+        rejected: list[str] = []
+        for record in claims:
+            reason = unverified.get(record.id)
+            if reason is None:
+                return DigestEvidence(str(record.digest), tuple(rejected))
+            log.warning("pin.audit_row_unverified", attempt=record.id, env=env, app=app, reason=reason)
+            claimed = printable(short_digest(str(record.digest)[:100]))
+            rejected.append(f"attempt {record.id}'s claim that {claimed} ran in {env} ({reason})")
+        return DigestEvidence(None, tuple(rejected))
+
+    return tested
 
 
 def registry_pinner(
-    desired: DesiredState, store: _RecordQuery | None, *, allow_retagged: bool = False
+    desired: DesiredState, store: AuditStore | None, *, allow_retagged: bool = False
 ) -> Callable[[Sequence[Target]], PinDecisions]:
     """A reconcile pinner: resolves through the registry edge; the digest a SHA was tested with
-    comes from the audit history (``store``), when there is one."""
-
-    def tested_digest(env: str, app: str, sha: str) -> str | None:
-        if store is None:
-            return None
-        for record in store.query(env=env, app=app, sha=sha, limit=20):
-            if record.attempt.new_sha == sha and record.result in RAN and record.digest:
-                return str(record.digest)
-        return None
+    comes from the verified audit history (``store``), when there is one."""
+    tested_digest = None if store is None else audit_tested_digest(store)
 
     # One resolution per reference and run, although each environment pins on its own (in parallel):
     # an environment resolves under the lock, the next one finds the references already resolved.

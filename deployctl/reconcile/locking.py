@@ -12,7 +12,7 @@ from time import monotonic, sleep
 import structlog
 
 from deployctl.edges.kube.locks import LockHolder, printable
-from deployctl.errors import ClusterUnreachableError, DeployctlError
+from deployctl.errors import ClusterUnreachableError, DeployctlError, LockLostError
 from deployctl.model.workload import Workload
 from deployctl.reconcile.ports import Clusters, Lock
 from deployctl.reconcile.runstate import AppLocking, AppRun
@@ -115,3 +115,11 @@ def replan(runs: Sequence[AppRun], clusters: Clusters, image_of: Callable[[Chang
         else:
             run.change = replace(change, workloads=tuple(fresh))
     return in_sync
+
+
+def check_held(run: AppRun) -> None:
+    """Raises :class:`LockLostError` when ``run`` holds its app's lock no more (not renewed in time)."""
+    if run.lock is not None and not run.lock.held():
+        change = run.change
+        raise LockLostError(f"the lock of {change.env}/{change.app} could not be renewed in time; not applied "
+                            "(another run may hold it now)")

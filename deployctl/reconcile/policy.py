@@ -14,8 +14,6 @@ or the audit store, runs the pure checks (:mod:`deployctl.rules.gates`, :mod:`de
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -24,22 +22,31 @@ from pathlib import Path
 import structlog
 
 from deployctl import settings
-from deployctl.edges.forge import Forge, ForgeError, ForgeSettings, open_forge
 from deployctl.edges.git import history
 from deployctl.edges.git import repo as repo_edge
-from deployctl.edges.http import HttpClient
 from deployctl.edges.signatures import SignatureVerifier
 from deployctl.model.audit import AuditStore
-from deployctl.model.config import CONFIG_PATH, Config, load_config
-from deployctl.model.review import ReviewFacts, ReviewRecord
+from deployctl.model.config import Config
+from deployctl.model.review import ReviewRecord
 from deployctl.model.state import DesiredState, Target
+from deployctl.reconcile.forge_review import forge_verdicts as forge_verdicts
+from deployctl.reconcile.forge_review import review_refusals
 from deployctl.rules.approval import ApprovalCommit, Verdict, check_approval
 from deployctl.rules.deployfile import split_deploy_path
 from deployctl.rules.freeze import ActiveFreeze, frozen_environments
-from deployctl.rules.gates import AUDIT, GIT, RAN, GateResult, RunFact, check_gates, gate_problems, gated
+from deployctl.rules.gates import (
+    AUDIT,
+    GIT,
+    RAN,
+    GateResult,
+    RunFact,
+    check_gates,
+    gate_problems,
+    gated,
+    requires_verification,
+)
 from deployctl.rules.promote import deploy_path
-from deployctl.rules.review import RULE as REVIEW_RULE
-from deployctl.rules.review import ReviewPolicy, ReviewVerdict, check_reviews, judged_under
+from deployctl.rules.verification import latest
 
 log = structlog.get_logger(__name__)
 
@@ -90,13 +97,16 @@ def gate_results(
     base_ref: str | None = None,
     store: AuditStore | None = None,
     targets: Iterable[Target] | None = None,
+    verification_store: AuditStore | None = None,
 ) -> list[GateResult]:
     """Check ``targets`` (default: all of ``desired``) against their environments' ``requires``.
 
     A SHA counts when it was the first token of the required environment's deploy file in a
     commit before the one checked: at ``base_ref`` when given, else before the state's own commit
     (its parents: a change cannot be its own evidence), else at HEAD for the work tree. With
-    ``store`` it must also have run there successfully according to the audit history.
+    ``store`` it must also have run there successfully according to the audit history. Where
+    ``require_verified`` is set, its latest verification there (from ``verification_store``, else
+    ``store``) must have passed.
     """
     config = desired.config
     chosen = list(desired.targets if targets is None else targets)
@@ -110,18 +120,35 @@ def gate_results(
         if base_ref is not None:
             raise
         facts = []  # a repo without commits yet has no history: every gate fails
+    verified = verification_facts(verification_store or store, chosen, config)
     if store is None:
-        return check_gates(chosen, config, facts, source=GIT)
+        return check_gates(chosen, config, facts, source=GIT, verified=verified)
     in_git = {(f.env, f.app, f.sha) for f in facts}
     ran = [f for f in audit_facts(store, chosen, config) if (f.env, f.app, f.sha) in in_git]
-    return check_gates(chosen, config, ran, source=AUDIT)
+    return check_gates(chosen, config, ran, source=AUDIT, verified=verified)
+
+
+def verification_facts(
+    store: AuditStore | None, targets: Iterable[Target], config: Config
+) -> dict[tuple[str, str, str], tuple[str, str]] | None:
+    """The latest verification (result, reason) of each gated SHA in each required environment, for the
+    environments with ``require_verified``; None without a store (the gate then says where to look)."""
+    chosen = list(targets)
+    if store is None or not requires_verification(chosen, config):
+        return None
+    found = []
+    for target, required in gated(chosen, config):
+        if config.environments[target.env].require_verified:
+            found += store.verifications(env=required, app=target.app, sha=target.sha, limit=20)
+    return {key: (str(v.result), v.reason) for key, v in latest(found).items()}
 
 
 def with_gate_problems(
-    repo: str | Path, desired: DesiredState, *, store: AuditStore | None = None
+    repo: str | Path, desired: DesiredState, *, store: AuditStore | None = None,
+    verification_store: AuditStore | None = None,
 ) -> DesiredState:
     """The state with every failed gate added as an error (its targets stay: the file itself is valid)."""
-    failed = gate_problems(gate_results(repo, desired, store=store))
+    failed = gate_problems(gate_results(repo, desired, store=store, verification_store=verification_store))
     if not failed:
         return desired
     return replace(desired, problems=desired.problems + tuple(failed))
@@ -184,156 +211,6 @@ def approval_verdicts(
     return out
 
 
-# --- forge approvals ------------------------------------------------------------------------------
-
-
-class _FactsCache:
-    """What the forge said about a change, kept for FACTS_TTL seconds in this process: the controller
-    reconciles every interval, and a forge's API has a rate limit (GitHub: 5,000 requests an hour).
-    Only answers are kept; an error is asked again on the next run."""
-
-    def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
-        self._lock = threading.Lock()
-        self._items: dict[tuple[object, ...], tuple[float, ReviewFacts]] = {}
-
-    def get(self, key: tuple[object, ...]) -> ReviewFacts | None:
-        with self._lock:
-            found = self._items.get(key)
-            if found is None or time.monotonic() - found[0] > self.ttl:
-                self._items.pop(key, None)
-                return None
-            return found[1]
-
-    def put(self, key: tuple[object, ...], facts: ReviewFacts) -> None:
-        with self._lock:
-            if len(self._items) > 1000:
-                self._items.clear()
-            self._items[key] = (time.monotonic(), facts)
-
-
-FACTS_TTL = 60.0
-_FACTS = _FactsCache(FACTS_TTL)
-
-
-class _ConfigsAt:
-    """deployctl.yaml as it was at given commits (the settings a change is judged under), read once each."""
-
-    def __init__(self, repo: str | Path) -> None:
-        self.repo = repo
-        self._seen: dict[str, Config | None] = {}
-
-    def __call__(self, sha: str | None) -> Config | None:
-        if sha is None:
-            return None
-        if sha not in self._seen:
-            try:
-                data = history.read_file_at(self.repo, CONFIG_PATH, ref=sha)
-            except repo_edge.RepoError:
-                data = None
-            self._seen[sha] = load_config(data)[0] if data is not None else None
-        return self._seen[sha]
-
-
-def forge_verdicts(
-    desired: DesiredState,
-    *,
-    repo: str | Path,
-    forge: ForgeSettings | None = None,
-    http: HttpClient | None = None,
-    targets: Iterable[Target] | None = None,
-) -> dict[tuple[str, str], ReviewVerdict]:
-    """For each target judged under ``require_approval: forge``: do its pull request's reviews approve it?
-
-    The change is the commit that last changed the target's deploy file and the merge that brought it to
-    the ref; it is judged under deployctl.yaml as it was before that merge (or commit) when the change
-    weakens the environment's approval settings. ``forge`` defaults to the forge settings (ForgeSettings.from_env).
-    A forge that is not configured, unreachable or answering errors refuses (fails closed).
-    """
-    config = desired.config
-    if config is None or desired.commit is None:
-        return {}
-    configs = _ConfigsAt(repo)
-    watched = _forge_envs(desired, repo, configs)
-    chosen = [t for t in (desired.targets if targets is None else targets) if t.env in watched]
-    if not chosen:
-        return {}
-    out: dict[tuple[str, str], ReviewVerdict] = {}
-    client: Forge | None = None
-    facts: dict[tuple[tuple[str, ...], tuple[str, ...]], ReviewFacts | str] = {}
-    try:
-        for target in chosen:
-            after = config.environments.get(target.env)
-            try:
-                changed, merge = history.introduction(repo, target.path, ref=desired.commit)
-            except repo_edge.RepoError:
-                changed, merge = None, None
-            brought = merge or changed
-            base = brought.parents[0] if brought is not None and brought.parents else None
-            before_config = configs(base)
-            before = before_config.environments.get(target.env) if before_config is not None else None
-            judged = judged_under(before, after)
-            if judged is None or not judged.forge_review:
-                continue
-            weakened = " (this change weakens the environment's approval settings, so it is judged under " \
-                "the settings before it)" if judged is before and judged is not after else ""
-            candidates = tuple(c.sha for c in (merge, changed) if c is not None)
-            key = (candidates, tuple(sorted(a.lower() for a in judged.approvers)))
-            if key not in facts:
-                try:
-                    settings_now = forge or ForgeSettings.from_env()
-                    if settings_now is None:
-                        raise ForgeError("no forge is configured: set DEPLOYCTL_FORGE_TYPE, DEPLOYCTL_FORGE_URL, "
-                                         "DEPLOYCTL_FORGE_REPO and DEPLOYCTL_FORGE_TOKEN")
-                    cached = _FACTS.get((settings_now.kind, settings_now.url, settings_now.repo, *key))
-                    if cached is None:
-                        if client is None:
-                            client = open_forge(settings_now, http=http)
-                        cached = client.review_facts(candidates, judged.approvers)
-                        _FACTS.put((settings_now.kind, settings_now.url, settings_now.repo, *key), cached)
-                    facts[key] = cached
-                except ForgeError as exc:
-                    log.error("forge.failed", env=target.env, app=target.app, error=str(exc))
-                    facts[key] = str(exc)
-            found = facts[key]
-            if isinstance(found, str):
-                verdict = ReviewVerdict(False, f"{REVIEW_RULE} (environments.{judged.name}): {found}; refused "
-                                               "until the forge answers (forge approvals fail closed)")
-            else:
-                verdict = check_reviews(found, ReviewPolicy.of(judged))
-            if weakened and not verdict.approved:
-                verdict = replace(verdict, reason=verdict.reason + weakened)
-            out[target.key] = verdict
-            log.info("forge.approval", env=target.env, app=target.app, approved=verdict.approved,
-                     reason=verdict.reason)
-    finally:
-        if client is not None:
-            client.close()
-    return out
-
-
-def _forge_envs(desired: DesiredState, repo: str | Path, configs: _ConfigsAt) -> set[str]:
-    """The environments that need the forge: ``require_approval: forge`` at the ref, or before the latest
-    change of deployctl.yaml (a change that drops or weakens it is judged under the settings before it).
-    Keeps the history walks off every reconcile of a repo that does not use forge approvals."""
-    assert desired.config is not None and desired.commit is not None
-    names = {name for name, env in desired.config.environments.items() if env.forge_review}
-    try:
-        changed, merge = history.introduction(repo, CONFIG_PATH, ref=desired.commit)
-    except repo_edge.RepoError:
-        return names
-    brought = merge or changed
-    before = configs(brought.parents[0]) if brought is not None and brought.parents else None
-    if before is not None:
-        names |= {name for name, env in before.environments.items() if env.forge_review}
-    return names
-
-
-def review_refusals(verdicts: Mapping[tuple[str, str], ReviewVerdict]) -> dict[tuple[str, str], str]:
-    """The refusal of each target whose forge approval is missing."""
-    return {key: v.reason for key, v in verdicts.items() if not v.approved}
-
-
 # --- reconcile ------------------------------------------------------------------------------------
 
 
@@ -346,6 +223,7 @@ def refusals(
     override_freeze: bool = False,
     allowed_signers: Path | None = None,
     gnupg_home: Path | None = None,
+    verification_store: AuditStore | None = None,
 ) -> dict[tuple[str, str], str]:
     """Why reconcile must not apply each refused (env, app): failed gates, missing approval, a freeze.
 
@@ -355,7 +233,7 @@ def refusals(
     if desired.config is None or desired.commit is None:
         return {}
     reasons: dict[tuple[str, str], list[str]] = {}
-    for gate in gate_results(repo, desired, store=store):
+    for gate in gate_results(repo, desired, store=store, verification_store=verification_store):
         if not gate.passed:
             reasons.setdefault((gate.env, gate.app), []).append(
                 f"promotion gate: {gate.path}:{gate.line}: {gate.message()}"
@@ -425,13 +303,15 @@ def for_reconcile(
     override_freeze: bool = False,
     reason: str | None = None,
     now: datetime | None = None,
+    verification_store: AuditStore | None = None,
 ) -> ReconcilePolicy:
     """What ``run_once`` needs: the refusals (forge approvals included: they fail closed), the notes of
     freeze overrides and the reviews of forge approvals, for the records of the attempts they let through."""
     from deployctl.model.audit import current_actor
 
     when = now or datetime.now(UTC)
-    out = refusals(desired, repo=repo, now=when, store=store, override_freeze=override_freeze)
+    out = refusals(desired, repo=repo, now=when, store=store, override_freeze=override_freeze,
+                   verification_store=verification_store)
     verdicts = forge_verdicts(desired, repo=repo)
     for key, reason_text in review_refusals(verdicts).items():
         out[key] = f"{out[key]}; {reason_text}" if key in out else reason_text

@@ -8,7 +8,7 @@ member, so nobody has to probe a collaborator for an optional one.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from deployctl.edges.kube.cluster import PodProblem
 from deployctl.edges.kube.locks import LockHolder
@@ -24,7 +24,8 @@ class Watch(Protocol):
 
 
 class Workloads(Protocol):
-    """One cluster as reconcile sees it: list the labelled workloads, apply an image, watch rollouts."""
+    """One cluster as reconcile sees it: list the labelled workloads, apply an image, watch rollouts, and run
+    pre-deploy Jobs (read a template, create and read a Job)."""
 
     @property
     def server(self) -> str: ...
@@ -47,6 +48,14 @@ class Workloads(Protocol):
 
     def pod_problems(self, workload: Workload, *, limit: int = 3) -> list[PodProblem]:
         """Why some pods of a failing workload are not ready."""
+        ...
+
+    def read_batch(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Job or CronJob as JSON (pre-deploy templates and their Jobs); None when it does not exist."""
+        ...
+
+    def create_job(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a Job (a KubeConflictError when one of that name exists); the Job as created."""
         ...
 
     def watch(self, namespace: str, kind: str, *, on_change: Callable[[Workload], None],

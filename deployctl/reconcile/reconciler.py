@@ -16,12 +16,14 @@ from datetime import UTC, datetime
 
 import structlog
 
-from deployctl.errors import ClusterUnreachableError, DeployctlError, LockLostError
+from deployctl.errors import ClusterUnreachableError, DeployctlError, PreDeployError
 from deployctl.model.state import DesiredState
 from deployctl.model.vocabulary import WAIT, AppState, Result
 from deployctl.model.workload import Health, Workload, combined_status
+from deployctl.reconcile import runstate
 from deployctl.reconcile.artifacts import pin_mode
-from deployctl.reconcile.locking import release_left, replan, sleep_until_next_try, take_locks
+from deployctl.reconcile.hooks import PreDeploySteps
+from deployctl.reconcile.locking import check_held, release_left, replan, sleep_until_next_try, take_locks
 from deployctl.reconcile.observe import ClusterPool, Observation, Seeds, observe_selection
 from deployctl.reconcile.options import ReconcileOptions
 from deployctl.reconcile.ordering import order_verdict
@@ -42,7 +44,7 @@ from deployctl.reconcile.outcome import (
     ReconcileResult,
 )
 from deployctl.reconcile.ports import Clusters
-from deployctl.reconcile.runstate import AppLocking, AppRun, Prepared, dependency_verdict, not_written
+from deployctl.reconcile.runstate import AppLocking, AppRun, Prepared
 from deployctl.reconcile.sink import AuditSink, DecisionItem, FinishItem, NullAudit
 from deployctl.reconcile.wait import RolloutWatch, Waiting, check_rollouts
 from deployctl.rules.ordering import Ordering, Verdict
@@ -188,6 +190,8 @@ class Reconciler:
             order.extend((env, app) for app in dependency_order(env_apps))
         self._flush_finishes()  # the plan's refusals and skips go on record before anything is applied
         deadline = time.monotonic() + self.options.timing.timeout
+        self._pre_deploy = PreDeploySteps(self.clusters, self.desired.config, deadline=deadline,
+                                          poll_interval=self.options.timing.poll_interval, clock=self.clock)
         self._watch = (RolloutWatch(self.clusters, seeds=self._seeds, deadline=deadline)
                        if self.options.timing.wait else None)
         try:
@@ -214,7 +218,7 @@ class Reconciler:
                         continue
                     if run.lock_wait is not None and now < run.lock_wait[1]:
                         continue  # its lock is held by another run: try again at its next try
-                    verdict = dependency_verdict(run, runs)
+                    verdict = runstate.dependency_verdict(run, runs)
                     if verdict == WAIT:
                         continue
                     if verdict is not None:
@@ -246,7 +250,8 @@ class Reconciler:
                         self._abandon(runs, futures, "the Kubernetes API became unreachable")
                         raise
                     except DeployctlError as exc:
-                        self._finish(run, FAILED, f"apply failed: {exc}", record=True)
+                        why = str(exc) if isinstance(exc, PreDeployError) else f"apply failed: {exc}"
+                        self._finish(run, FAILED, why, record=True)
                         continue
                     if self.options.timing.wait:
                         run.state = AppState.WAITING
@@ -286,7 +291,7 @@ class Reconciler:
                 if not futures and not any(r.state is AppState.WAITING and r.outcome is None for r in runs.values()):
                     # Nothing in flight: whatever is still pending waits on something that will not come.
                     stuck = [r for r in runs.values() if r.outcome is None and r.state is AppState.PENDING]
-                    if stuck and all(dependency_verdict(r, runs) == WAIT for r in stuck):
+                    if stuck and all(runstate.dependency_verdict(r, runs) == WAIT for r in stuck):
                         for r in stuck:
                             self._finish(r, BLOCKED, "dependencies form a cycle or never started", record=True)
                 self._flush_finishes()
@@ -300,7 +305,7 @@ class Reconciler:
             self._finish(run, FAILED, why, record=False)
         if taken.unreachable is not None:
             raise taken.unreachable
-        for run in replan(taken.got, self.clusters, self._image):  # a run that held the lock wrote them
+        for run in replan(taken.got, self.clusters, runstate.image_of):  # a run that held the lock wrote them
             self._finish(run, IN_SYNC, "in sync: written by the run that held its lock", record=False)
         return [r for r in taken.got if r.outcome is None]
 
@@ -310,7 +315,7 @@ class Reconciler:
         recorded is not applied."""
         if not ready:
             return []
-        items = [(run.change, self._image(run.change)) for run in ready]
+        items = [(run.change, runstate.image_of(run.change)) for run in ready]
         try:
             ids = self.audit.attempts_started(items, deploy_commit=self.desired.commit)
         except DeployctlError as exc:
@@ -336,13 +341,13 @@ class Reconciler:
             try:
                 self.audit.attempts_finished([(run.audit_id, result, error) for run, result, error in queued])
             except DeployctlError as exc:
-                not_written([(run, result) for run, result, _ in queued], exc)
+                runstate.not_written([(run, result) for run, result, _ in queued], exc)
         if self._decisions:
             decided, self._decisions = self._decisions, []
             try:
                 ids = self.audit.decisions([item for _, item in decided], deploy_commit=self.desired.commit)
             except DeployctlError as exc:  # the outcomes stand; say loudly that their record was not written
-                not_written([(run, item[2]) for run, item in decided], exc)
+                runstate.not_written([(run, item[2]) for run, item in decided], exc)
             else:
                 for (run, _), attempt_id in zip(decided, ids, strict=True):
                     run.audit_id = attempt_id
@@ -351,20 +356,15 @@ class Reconciler:
             if run.lock is not None:
                 run.lock.release()
 
-    @staticmethod
-    def _image(change: Change) -> str:
-        return change.desired_image or (change.target.image if change.target else "")
-
     def _apply(self, run: AppRun) -> tuple[Workload, ...]:
         change = run.change
-        image = self._image(change)
+        image = runstate.image_of(change)
         self.on_progress(Progress(change.env, change.app, AppState.APPLYING, f"{change.old_sha or '-'} -> {image}"))
         log.info("apply.started", env=change.env, app=change.app, image=image, action=str(change.action))
         annotations = annotations_for(change, image, self.desired.commit, run.started_at or self.clock())
         assert change.target is not None
-        if run.lock is not None and not run.lock.held():
-            raise LockLostError(f"the lock of {change.env}/{change.app} could not be renewed in time; not applied "
-                                "(another run may hold it now)")
+        check_held(run)
+        self._pre_deploy.before(run, image, annotations)  # a data migration first (apps.<app>.pre_deploy)
         cluster = self.clusters(change.target.context)
         applied = []
         for w in change.workloads:
@@ -422,7 +422,7 @@ class Reconciler:
             run.events.verdict(now, audit_result, message)
             self._finishes.append((run, audit_result, error))  # written by _flush_finishes, this wave
         elif record:  # never applied (blocked, refused, skipped): its attempt and outcome go on record together
-            self._decisions.append((run, (change, self._image(change), audit_result, error)))  # one write a wave
+            self._decisions.append((run, (change, runstate.image_of(change), audit_result, error)))  # one write a wave
         run.state = AppState.DONE
         if run.lock is not None:
             self._unlock.append(run)

@@ -85,3 +85,8 @@ def not_written(runs: Sequence[tuple[AppRun, str]], exc: DeployctlError) -> None
         log.error("audit.write_failed", env=run.change.env, app=run.change.app, result=result, error=str(exc))
         if run.outcome is not None:
             run.outcome = replace(run.outcome, message=f"{run.outcome.message} (audit record not written: {exc})")
+
+
+def image_of(change: Change) -> str:
+    """The image a change applies: the digest-pinned one when pinned, else the target's."""
+    return change.desired_image or (change.target.image if change.target else "")

@@ -11,7 +11,7 @@ change could add one in the same commit that deploys it to production).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from deployctl.model.config import Config
@@ -25,6 +25,9 @@ DEPLOYED = "deployed"
 """What the git source knows of a SHA that reached an environment (it cannot tell how the rollout ended)."""
 RAN = AUDIT_RAN | {DEPLOYED}
 """Results that count as 'ran in that environment'."""
+VERIFIED = "verified"
+UNVERIFIED = "unverified"  # ran, but no verification on record
+UNKNOWN = "unknown"  # no audit history at hand to say
 
 
 @dataclass(frozen=True)
@@ -51,13 +54,29 @@ class GateResult:
     source: str  # "audit" | "git"
     path: str
     line: int
+    ran: bool = True  # it ran in the required environment (False: that is why the gate failed)
+    verification: str | None = None  # with require_verified: VERIFIED, a failed result, UNVERIFIED or UNKNOWN
+    verification_reason: str = ""
     rejected: tuple[str, ...] = ()
     """Audit rows that claimed the run but do not verify (forged or tampered), each with the reason."""
 
     def message(self) -> str:
         """A one-line account, naming the deploy file and the required environment."""
         if self.passed:
-            return f"{self.sha[:12]} ran in {self.required}"
+            verified = " and was verified there" if self.verification == VERIFIED else ""
+            return f"{self.sha[:12]} ran in {self.required}{verified}"
+        if self.ran and self.verification == UNKNOWN:
+            return (f"{self.sha[:12]} ran in {self.required}, but environment {self.env} requires it verified there "
+                    "(require_verified) and verification results are in the audit history: give --audit URL "
+                    "(or $DEPLOYCTL_AUDIT)")
+        if self.ran and self.verification == UNVERIFIED:
+            return (f"{self.sha[:12]} ran in {self.required} but was never verified there; environment {self.env} "
+                    f"requires it verified (require_verified): run deployctl verify --env {self.required} "
+                    f"--app {self.app}, or deploy a SHA that passed")
+        if self.ran and self.verification is not None:
+            return (f"{self.sha[:12]} failed verification in {self.required} ({self.verification_reason}); "
+                    f"environment {self.env} requires a SHA verified in {self.required} (require_verified): "
+                    "deploy a SHA that passed")
         where = (
             f"in the audit history, as the first line of environments/{self.required}/{self.app}.deploy "
             "in an earlier commit"
@@ -84,6 +103,8 @@ class GateResult:
             "source": self.source,
             "path": self.path,
             "line": self.line,
+            "verification": self.verification,
+            "verification_reason": self.verification_reason,
             "rejected": list(self.rejected),
         }
 
@@ -100,10 +121,13 @@ def gated(targets: Iterable[Target], config: Config) -> list[tuple[Target, str]]
 
 
 def check_gates(
-    targets: Iterable[Target], config: Config, facts: Iterable[RunFact], *, source: str
+    targets: Iterable[Target], config: Config, facts: Iterable[RunFact], *, source: str,
+    verified: Mapping[tuple[str, str, str], tuple[str, str]] | None = None,
 ) -> list[GateResult]:
     """Check every target against every environment its environment requires.
 
+    ``verified``: the latest verification (result, reason) of each (env, app, sha), for environments with
+    ``require_verified``; None when verification results are not at hand (the gate then fails, saying so).
     A fact whose audit row does not verify never counts; its reason goes into the result.
     """
     facts = list(facts)
@@ -112,22 +136,35 @@ def check_gates(
     for f in facts:
         if f.result in RAN and f.unverified is not None:
             rejected.setdefault((f.env, f.app, f.sha), []).append(f.unverified)
-    return [
-        GateResult(
+    out = []
+    for target, required in gated(targets, config):
+        did_run = (required, target.app, target.sha) in ran
+        verification, reason = None, ""
+        if config.environments[target.env].require_verified:
+            if verified is None:
+                verification = UNKNOWN
+            else:
+                verification, reason = verified.get((required, target.app, target.sha), (UNVERIFIED, ""))
+        out.append(GateResult(
             env=target.env,
             app=target.app,
             sha=target.sha,
             required=required,
-            passed=(required, target.app, target.sha) in ran,
+            passed=did_run and verification in (None, VERIFIED),
             source=source,
             path=target.path,
             line=target.line,
-            rejected=()
-            if (required, target.app, target.sha) in ran
-            else tuple(rejected.get((required, target.app, target.sha), ())),
-        )
-        for target, required in gated(targets, config)
-    ]
+            ran=did_run,
+            verification=verification,
+            verification_reason=reason,
+            rejected=() if did_run else tuple(rejected.get((required, target.app, target.sha), ())),
+        ))
+    return out
+
+
+def requires_verification(targets: Iterable[Target], config: Config) -> bool:
+    """Whether any target's environment has ``require_verified``."""
+    return any(config.environments[t.env].require_verified for t, _ in gated(targets, config))
 
 
 def violations(results: Iterable[GateResult]) -> list[GateResult]:

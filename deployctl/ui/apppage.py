@@ -13,9 +13,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from deployctl.app.history import CheckedRecord
 from deployctl.edges.git import history as git_history
 from deployctl.edges.git import repo as repo_edge
-from deployctl.model.audit import AuditRecord, record_to_event
+from deployctl.model.audit import AuditRecord
 from deployctl.model.state import DesiredState
 from deployctl.model.vocabulary import RAN
 from deployctl.reconcile import policy
@@ -48,9 +49,11 @@ class HistoryEntry:
     record: AuditRecord
     commits: tuple[tuple[str, str, str], ...] | None  # (sha, author, first line), newest first
     truncated: bool = False
+    unverified: str | None = None
+    """Why the record's rows do not verify in the audit chain (None: they do); the page marks it."""
 
     def as_dict(self) -> dict[str, object]:
-        doc = record_to_event(self.record)
+        doc = CheckedRecord(self.record, self.unverified).as_dict()
         doc["commits"] = None if self.commits is None else [
             {"sha": s, "author": a, "summary": m} for s, a, m in self.commits]
         doc["commits_truncated"] = self.truncated
@@ -120,7 +123,8 @@ def promotion_verdicts(dashboard: Dashboard, desired: DesiredState, app: str, no
 
 
 def rollback_commands(records: Sequence[AuditRecord], desired: DesiredState, app: str) -> list[tuple[str, str]]:
-    """Per environment: the rollback to the newest SHA that ran there before the current one."""
+    """Per environment: the rollback to the newest SHA that ran there before the current one (``records``: those
+    that verify in the audit chain)."""
     out = []
     for target in (t for t in desired.targets if t.app == app):
         earlier = next((r.attempt.new_sha for r in records if r.attempt.env == target.env
@@ -158,10 +162,13 @@ def app_page(dashboard: Dashboard, app: str, *, limit: int = 100) -> AppPage | N
     if app_config is not None and app_config.source:
         root = repo_edge.repo_root(repo_edge.open_repository(dashboard.repo.path))
         source = repo_edge.source_repo_path(root, app_config.source)
-    history = tuple(HistoryEntry(r, *_commits(dashboard, source, r)) for r in records)
+    checked = dashboard.checked(records)
+    history = tuple(HistoryEntry(c.record, *_commits(dashboard, source, c.record), unverified=c.unverified)
+                    for c in checked)  # fmt: skip
+    verified = [c.record for c in checked if c.verified]
     return AppPage(
         app=app, owner=app_config.owner if app_config else None,
         source=app_config.source if app_config else None, cells=cells,
         promotions=tuple(promotion_verdicts(dashboard, desired, app, snapshot.taken_at)),
-        rollbacks=tuple(rollback_commands(records, desired, app)), history=history,
+        rollbacks=tuple(rollback_commands(verified, desired, app)), history=history,
     )

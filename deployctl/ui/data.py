@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from deployctl.app.history import CheckedRecord, check_records
 from deployctl.app.status import observed_plan, status_row
 from deployctl.edges.git.mirror import Mirror
 from deployctl.edges.git.repo import read_desired_state
@@ -27,6 +28,7 @@ from deployctl.model.audit import STARTED, AttemptEvent, AuditRecord, AuditStore
 from deployctl.model.config import Config
 from deployctl.model.metric import Overlay
 from deployctl.model.state import DesiredState, Target
+from deployctl.model.verification import Verification
 from deployctl.model.vocabulary import CellState, Result
 from deployctl.model.workload import ANN_DIGEST, ANN_IMAGE, Health
 from deployctl.reconcile.ordering import git_relation
@@ -79,17 +81,20 @@ class LastDeploy:
     trigger: str
     duration_seconds: float | None
     error: str | None
+    unverified: str | None = None
+    """Why the record's rows do not verify in the audit chain (None: they do)."""
 
     @classmethod
-    def of(cls, record: AuditRecord) -> LastDeploy:
-        a = record.attempt
+    def of(cls, checked: CheckedRecord) -> LastDeploy:
+        record, a = checked.record, checked.record.attempt
         return cls(record.id, record.result, a.new_sha, a.started_at.astimezone(UTC), a.actor.user, a.trigger,
-                   record.duration_seconds, record.error)
+                   record.duration_seconds, record.error, checked.unverified)
 
     def as_dict(self) -> dict[str, object]:
         return {"id": self.id, "result": self.result, "sha": self.sha,
                 "started_at": self.started_at.isoformat().replace("+00:00", "Z"), "by": self.by,
-                "trigger": self.trigger, "duration_seconds": self.duration_seconds, "error": self.error}
+                "trigger": self.trigger, "duration_seconds": self.duration_seconds, "error": self.error,
+                "chain_verified": self.unverified is None, "chain_unverified_reason": self.unverified}
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,7 @@ class Cell:
     last: LastDeploy | None = None
     freeze: str | None = None
     approval: str | None = None
+    verification: Verification | None = None  # the live SHA's latest verification there
 
     @property
     def shows_reason(self) -> bool:
@@ -123,7 +129,9 @@ class Cell:
         return {**self.row, "state": str(self.state), "state_reason": self.reason, "owner": self.owner,
                 "desired_url": self.desired_url, "digest": self.digest,
                 "last_deploy": self.last.as_dict() if self.last else None, "freeze": self.freeze,
-                "approval": self.approval}
+                "approval": self.approval,
+                "verification": self.verification.result if self.verification else None,  # as status -o json
+                "verification_reason": self.verification.reason if self.verification else None}
 
 
 @dataclass(frozen=True)
@@ -174,8 +182,11 @@ class Snapshot:
 
 
 def cell_state(change: Change, last: LastDeploy | None) -> tuple[CellState, str]:
-    """The state the page shows for one env/app, and why. Pure."""
+    """The state the page shows for one env/app, and why. Pure. A last deploy whose rows do not verify in
+    the audit chain says nothing about the state (the cell still lists it, marked)."""
     health = change.health
+    if last is not None and last.unverified is not None:
+        last = None
     if change.action is Action.INVALID:
         return CellState.INVALID, change.reason
     if change.action is Action.MISSING:
@@ -243,8 +254,10 @@ def _offline_change(target: Target) -> Change:
 
 def build_snapshot(desired: DesiredState, plan_changes: Sequence[Change] | None, *, refused: Mapping[str, str],
                    last: Mapping[tuple[str, str], LastDeploy], now: datetime,
-                   cluster_error: str | None = None) -> Snapshot:
-    """The matrix from a plan (None when the cluster could not be read). Pure."""
+                   cluster_error: str | None = None,
+                   verified: Mapping[tuple[str, str], Verification] | None = None) -> Snapshot:
+    """The matrix from a plan (None when the cluster could not be read); ``verified``: each env/app's live
+    SHA's latest verification. Pure."""
     config = desired.config
     notes = env_notes(config, now)
     changes = list(plan_changes) if plan_changes is not None else [_offline_change(t) for t in desired.targets]
@@ -263,11 +276,14 @@ def build_snapshot(desired: DesiredState, plan_changes: Sequence[Change] | None,
             row = {**row, "live_sha": None, "in_sync": False, "action": "unknown", "health": "-", "message": reason}
         sha = change.new_sha
         freeze, approval = notes.get(change.env, (None, None))
+        verification = (verified or {}).get(change.key)
+        if verification is not None and verification.sha != row.get("live_sha"):
+            verification = None
         cells.append(Cell(
             row=row, state=state, reason=reason, owner=app_config.owner if app_config else None,
             desired_url=app_config.commit_link(sha) if app_config and sha else None,
             digest=live_digest(change) if plan_changes is not None else None, last=previous,
-            freeze=freeze, approval=approval,
+            freeze=freeze, approval=approval, verification=verification,
         ))
     if config is not None:  # in promotion order: an environment after those it requires
         envs = tuple(dependency_order({n: e.requires for n, e in config.environments.items()}))
@@ -329,23 +345,49 @@ class Dashboard:
         except DeployctlError as exc:
             log.warning("ui.observe_failed", error=str(exc))
             return build_snapshot(desired, None, refused={}, last=last, now=now, cluster_error=str(exc))
-        return build_snapshot(desired, plan.changes, refused=refused, last=last, now=now)
+        return build_snapshot(desired, plan.changes, refused=refused, last=last, now=now,
+                              verified=self.live_verifications(plan.changes))
+
+    def live_verifications(self, changes: Sequence[Change]) -> dict[tuple[str, str], Verification]:
+        """Each env/app's live SHA's latest verification there (one query per deployed env/app)."""
+        if self.store is None:
+            return {}
+        out: dict[tuple[str, str], Verification] = {}
+        for c in changes:
+            live = status_row(c)["live_sha"]
+            found = self.store.verifications(env=c.env, app=c.app, sha=str(live), limit=1) if live else []
+            if found:
+                out[c.key] = found[0]
+        return out
+
+    def verifications(self, records: Sequence[AuditRecord]) -> list[Verification]:
+        """Every verification of these attempts (the timeline marks them), newest first."""
+        from deployctl.app.verify import verifications_of
+
+        return verifications_of(self.store, [r.id for r in records]) if self.store is not None else []
 
     def last_deploys(self, targets: Sequence[Target]) -> dict[tuple[str, str], LastDeploy]:
         if self.store is None:
             return {}
-        out: dict[tuple[str, str], LastDeploy] = {}
+        newest: dict[tuple[str, str], AuditRecord] = {}
         for t in targets:
             found = self.store.query(env=t.env, app=t.app, limit=1)
             if found:
-                out[t.key] = LastDeploy.of(found[0])
-        return out
+                newest[t.key] = found[0]
+        checked = self.checked(list(newest.values()))
+        return {key: LastDeploy.of(c) for key, c in zip(newest, checked, strict=True)}
 
     def records(self, *, env: str | None = None, app: str | None = None, since: datetime | None = None,
                 until: datetime | None = None, limit: int | None = 200) -> list[AuditRecord]:
         if self.store is None:
             return []
         return self.store.query(env=env, app=app, since=since, until=until, limit=limit)
+
+    def checked(self, records: Sequence[AuditRecord]) -> list[CheckedRecord]:
+        """``records``, each with whether its rows verify in the audit chain."""
+        if self.store is None:
+            return [CheckedRecord(r) for r in records]
+        return check_records(self.store, records)
 
     def overlay_series(self, records: Sequence[AuditRecord], *, since: datetime | None,
                        until: datetime | None) -> tuple[Overlay, tuple[datetime, datetime] | None]:
@@ -361,11 +403,11 @@ class Dashboard:
                               end=span[1] if span else None)
         return series, span
 
-    def attempt(self, app: str, attempt_id: int) -> tuple[AuditRecord, list[AttemptEvent]] | None:
-        """One attempt of ``app`` and its rollout events, or None."""
+    def attempt(self, app: str, attempt_id: int) -> tuple[CheckedRecord, list[AttemptEvent]] | None:
+        """One attempt of ``app`` (checked against the audit chain) and its rollout events, or None."""
         if self.store is None:
             return None
         record = self.store.get(attempt_id)
         if record is None or record.attempt.app != app:
             return None
-        return record, self.store.events_of(attempt_id)
+        return check_records(self.store, [record])[0], self.store.events_of(attempt_id)

@@ -16,6 +16,7 @@ from deployctl.cli import main
 from deployctl.edges.audit.schema import SCHEMA_VERSION
 from deployctl.edges.audit.url import open_store
 from deployctl.model.audit import AttemptEvent, AuditError, Delivery
+from deployctl.model.verification import Verification, VerifyResult
 from tests.fixtures.auditdata import T0, make_attempt
 
 pytestmark = pytest.mark.integration
@@ -33,6 +34,8 @@ REPLACES = {
     "VALUES (1, 'ops', 1, '2024-01-01T00:00:00.000000Z', 1, NULL, NULL)",
     "attempt_events": "INSERT OR REPLACE INTO attempt_events (attempt_id, seq, at, kind, detail) "
     "VALUES (1, 1, '2024-01-01T00:00:00.000000Z', 'verdict', 'succeeded: forged')",
+    "verifications": "INSERT OR REPLACE INTO verifications SELECT id, attempt_id, 'verified', 'forged', checks, "
+    "trigger, started_at, finished_at, recorded_at FROM verifications WHERE id = 1",
 }
 
 
@@ -44,6 +47,11 @@ def sqlite_file(tmp_path: Path) -> Path:
     attempt_id = store.start(make_attempt())
     store.add_events([AttemptEvent(attempt_id, 1, T0, "stalled", "ProgressDeadlineExceeded")])
     store.finish(attempt_id, result="failed", error="rollout timed out")
+    passed = store.start(make_attempt(new_sha="b" * 40))
+    store.finish(passed, result="succeeded")
+    store.record_verification(Verification(attempt_id=passed, env="staging", app="web", sha="b" * 40,
+                                           result=VerifyResult.FAILED, reason="errors: x = 0.3", checks=(),
+                                           started_at=T0, finished_at=T0 + timedelta(minutes=1)))
     store.record_delivery(
         Delivery(outbox_id=1, sink="ops", attempt_no=1, attempted_at=T0, ok=False, error="503",
                  next_attempt_at=T0 + timedelta(minutes=1))  # fmt: skip
@@ -157,12 +165,14 @@ def test_postgres_writer_role_appends_but_cannot_rewrite_or_drop_the_triggers(ro
         "ALTER TABLE attempts ADD COLUMN x TEXT",
         "UPDATE attempt_events SET detail = 'forged'",
         "DELETE FROM attempt_events",
+        "UPDATE verifications SET result = 'verified'",
+        "DELETE FROM verifications",
     ]
     with psycopg.connect(roles.url(roles.writer), autocommit=True) as conn:
         for statement in refused:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)  # type: ignore[arg-type]
-        assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%append_only'").fetchone() == (7,)
+        assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%append_only'").fetchone() == (8,)
         assert conn.execute("SELECT result FROM outcomes").fetchall() == [("succeeded",)]
 
 

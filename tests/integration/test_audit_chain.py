@@ -22,6 +22,7 @@ from deployctl.edges.audit.chain import AuditKeys, row_hash
 from deployctl.edges.audit.schema import CHAIN_VERSION, MIGRATIONS
 from deployctl.edges.audit.url import open_store
 from deployctl.model.chain import Kind
+from deployctl.reconcile.artifacts import DigestEvidence, audit_tested_digest
 from tests.fixtures.auditdata import T0, make_attempt
 from tests.integration.test_audit_append_only import (  # noqa: F401 - `roles` is a fixture
     AFTER_MIGRATE,
@@ -208,6 +209,87 @@ def test_the_gate_check_names_forged_rows_and_passes_true_ones(sqlite_url: str) 
             2: "the outcome of attempt 2 (succeeded) was inserted with SQL: it carries no chain hash, and "
             "deployctl writes every row with one"
         }
+    finally:
+        store.close()
+
+
+TESTED, SWAPPED = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+FORGED_STAGING_RUN = (  # a newer staging success of the same SHA, claiming other bytes ran, in plain SQL
+    "INSERT INTO attempts (id, env, app, namespace, workloads, previous_sha, new_sha, image, digest, deploy_file, "
+    "reviewers, trigger, actor_user, actor_host, started_at) SELECT (SELECT max(id) + 1 FROM attempts), env, "
+    "'{app}', namespace, workloads, "
+    f"previous_sha, new_sha, image, '{SWAPPED}', deploy_file, reviewers, trigger, 'mallory', actor_host, "
+    "'2024-05-01T13:00:00.000000Z' FROM attempts WHERE id = 4",
+    "INSERT INTO outcomes (attempt_id, result, error, digest, finished_at, recorded_at) SELECT max(id), "
+    f"'succeeded', NULL, '{SWAPPED}', '2024-05-01T13:00:00.000000Z', '2024-05-01T13:00:00.000000Z' FROM attempts",
+)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_forged_staging_success_never_supplies_the_tested_digest_and_is_named(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if backend == "sqlite":
+        url = f"sqlite://{tmp_path}/audit.db"
+        record_three(url)
+    else:
+        pg = request.getfixturevalue("pg")
+        url = pg.url(pg.writer)  # the writer role: INSERT and SELECT, no key
+
+    def forge(app: str) -> None:
+        if backend == "sqlite":
+            sqlite_exec(url, *(q.format(app=app) for q in FORGED_STAGING_RUN))
+            return
+        with psycopg.connect(url, autocommit=True) as conn:
+            for q in FORGED_STAGING_RUN:
+                conn.execute(q.format(app=app))  # type: ignore[arg-type]
+
+    store = open_store(url, keys=AuditKeys.parse(KEY))
+    try:
+        (staging,) = store.start_many([make_attempt(env="staging", digest=TESTED, started_at=T0 + timedelta(minutes=30))])
+        store.finish(staging, result="succeeded", digest=TESTED)
+        tested = audit_tested_digest(store)
+        sha = make_attempt().new_sha
+        assert tested("staging", "web", sha) == DigestEvidence(TESTED)
+        forge("web")
+        inserted = "was inserted with SQL: it carries no chain hash, and deployctl writes every row with one"
+        assert tested("staging", "web", sha) == DigestEvidence(TESTED, (
+            f"attempt 5's claim that sha256:222222222222… ran in staging (attempt 5 {inserted})",
+        ))  # fmt: skip
+        forge("api")  # the only run of api in staging is forged: nothing says what was tested
+        assert tested("staging", "api", sha) == DigestEvidence(None, (
+            f"attempt 6's claim that sha256:222222222222… ran in staging (attempt 6 {inserted})",
+        ))  # fmt: skip
+    finally:
+        store.close()
+
+
+def test_a_forged_decision_does_not_stand_for_the_controllers_own(tmp_path: Path) -> None:
+    """One record per decision reads the latest record; a copy inserted with SQL must not silence the next one."""
+    from deployctl.controller.decisions import OncePerDecision
+    from deployctl.model.state import Target
+    from deployctl.reconcile.recorder import AuditRecorder
+    from deployctl.rules.plan import Action, Change
+
+    url = f"sqlite://{tmp_path}/audit.db"
+    new = "b" * 40
+    target = Target("production", "web", new, f"r/web:{new}", "shop", "web", "environments/production/web.deploy",
+                    1, ())  # fmt: skip
+    item = (Change("production", "web", Action.UPDATE, "shop", target, old_sha="a" * 40), target.image, "refused",
+            "production is frozen until Monday")  # fmt: skip
+    store = open_store(url, keys=AuditKeys.parse(KEY))
+    try:
+        once = OncePerDecision(AuditRecorder(store, repo_path=None, trigger="watch"), store)
+        assert once.decisions([item], deploy_commit=None) == [1]
+        assert once.decisions([item], deploy_commit=None) == [None]  # on record: not written again
+        columns = ("env, app, namespace, workloads, previous_sha, new_sha, image, deploy_file, reviewers, trigger, "
+                   "actor_user, actor_host")  # fmt: skip
+        sqlite_exec(url,
+                    f"INSERT INTO attempts ({columns}, started_at) SELECT {columns}, '2099-01-01T00:00:00.000000Z' "
+                    "FROM attempts WHERE id = 1",
+                    "INSERT INTO outcomes (attempt_id, result, error, finished_at, recorded_at) SELECT 2, result, "
+                    "error, finished_at, recorded_at FROM outcomes WHERE attempt_id = 1")  # fmt: skip
+        assert once.decisions([item], deploy_commit=None) == [3]
     finally:
         store.close()
 

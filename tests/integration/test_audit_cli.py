@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import shutil
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -93,12 +94,76 @@ def test_history_by_release_groups_attempts_of_one_deploy_commit(audit: str) -> 
 def test_history_json_and_csv_carry_the_export_fields(audit: str) -> None:
     _, out = run("history", "--audit", audit, "-o", "json")
     records = json.loads(out)
-    assert [tuple(r) for r in records] == [EVENT_FIELDS] * 5
+    assert [tuple(r) for r in records] == [(*EVENT_FIELDS, "chain_verified", "chain_unverified_reason")] * 5
     assert records[3]["error"] == "image not found"
+    assert {(r["chain_verified"], r["chain_unverified_reason"]) for r in records} == {(True, None)}
     _, out = run("history", "--audit", audit, "-o", "csv")
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert tuple(rows[0]) == EVENT_FIELDS and len(rows) == 5
+    assert tuple(rows[0]) == (*EVENT_FIELDS, "chain_verified", "chain_unverified_reason") and len(rows) == 5
     assert rows[0]["workloads"] == "deployment/web" and rows[0]["release"] == sha("e4")
+
+
+def forge_and_edit(url: str) -> int:
+    """Behind deployctl's back: insert a 'succeeded' staging attempt with plain SQL (a hostile actor name and
+    result), and edit the outcome of the failed staging attempt into a success. Returns the forged id."""
+    conn = sqlite3.connect(url.removeprefix("sqlite://"))
+    try:
+        forged = conn.execute(
+            "INSERT INTO attempts (env, app, namespace, workloads, previous_sha, new_sha, image, deploy_file, "
+            "reviewers, trigger, actor_user, actor_host, started_at) SELECT env, app, namespace, workloads, "
+            "previous_sha, new_sha, image, deploy_file, reviewers, trigger, ?, actor_host, ? FROM attempts "
+            "WHERE id = 2", ("\x1b]0;mallory\x07", (NOW - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")),
+        ).lastrowid
+        conn.execute("INSERT INTO outcomes (attempt_id, result, finished_at, recorded_at) VALUES (?, ?, ?, ?)",
+                     (forged, "succeeded\x1b[2J", "2024-05-01T12:00:00.000000Z", "2024-05-01T12:00:00.000000Z"))
+        conn.execute("DROP TRIGGER outcomes_append_only_update")
+        conn.execute("UPDATE outcomes SET result = 'succeeded', error = NULL WHERE attempt_id = 2")
+        conn.commit()
+    finally:
+        conn.close()
+    assert forged is not None
+    return forged
+
+
+def test_history_marks_rows_that_do_not_verify_and_says_why(audit: str) -> None:
+    forged = forge_and_edit(audit)
+    code, out = run("history", "--audit", audit)
+    assert code == 0, out
+    table, note = out.split("\n\n")
+    marked = [line for line in table.splitlines() if "(UNTRUSTED)" in line]
+    assert len(marked) == 2 and "\x1b" not in out
+    assert marked[0].split()[2:5] == ["staging", "api", "succeeded\\x1b[2J"] and "\\x1b]0;mallory\\x07" in marked[0]
+    assert marked[1].split()[2:5] == ["staging", "api", "succeeded"]
+    lines = note.splitlines()
+    assert lines[0] == ("UNTRUSTED: 2 attempt(s) above do not verify in the audit chain; what their rows say "
+                        "may not have happened (docs/audit.md):")
+    assert lines[1].endswith(f"staging api: attempt {forged} was inserted with SQL: it carries no chain hash, "
+                             "and deployctl writes every row with one")
+    assert lines[2].endswith("staging api: chain row #4 (the outcome of attempt 2 (succeeded)) was edited after it "
+                             "was written (by a role that may update the table, e.g. the owner) or inserted with a "
+                             "made-up hash: its content does not match its hash")
+    assert lines[3] == "Check the whole chain with `deployctl audit verify`."
+    assert sum("(UNTRUSTED)" in line for line in run("history", "--audit", audit, "--by-release")[1].splitlines()) == 2
+
+    records = {r["id"]: r for r in json.loads(run("history", "--audit", audit, "-o", "json")[1])}
+    assert [i for i, r in records.items() if not r["chain_verified"]] == [forged, 2]
+    assert records[forged]["chain_unverified_reason"].startswith(f"attempt {forged} was inserted with SQL")
+    assert records[1]["chain_verified"] is True and records[1]["chain_unverified_reason"] is None
+
+    code, one = run("history", "--audit", audit, "--id", str(forged))
+    assert code == 0 and "(UNTRUSTED)" in one and f"attempt {forged} was inserted with SQL" in one
+    doc = json.loads(run("history", "--audit", audit, "--id", "2", "-o", "json")[1])
+    assert doc["chain_verified"] is False and "was edited after it was written" in doc["chain_unverified_reason"]
+    assert "UNTRUSTED" not in run("history", "--audit", audit, "--id", "1")[1]
+
+
+def test_the_timeline_draws_rows_that_do_not_verify_apart(audit: str, tmp_path: Path) -> None:
+    forged = forge_and_edit(audit)
+    code, out = run("timeline", "--audit", audit, "--out", str(tmp_path / "t.html"))
+    assert code == 0, out
+    html = (tmp_path / "t.html").read_text()
+    assert '"name":"untrusted"' in html and html.count("UNTRUSTED") == 2
+    assert f"attempt {forged} was inserted with SQL" in html
 
 
 def test_history_with_a_bad_since_exits_2_and_says_what_to_write(audit: str) -> None:

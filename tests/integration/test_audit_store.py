@@ -380,3 +380,27 @@ def test_rollout_events_read_back_in_order_bounded_and_append_only(store: AuditS
     else:
         with psycopg.connect(store_url, autocommit=True) as conn, pytest.raises(psycopg.Error, match="append-only"):
             conn.execute("UPDATE attempt_events SET detail = 'edited'")
+
+
+def test_a_verification_is_its_own_record_beside_the_rollout_with_an_outbox_event(store: AuditStore) -> None:
+    from deployctl.model.verification import CheckOutcome, Measurement, Verification
+
+    store.register_sink("chat")
+    rolled = store.start(make_attempt(new_sha=sha("a")))
+    store.finish(rolled, result="succeeded")
+    failed = store.start(make_attempt(new_sha=sha("b")))
+    store.finish(failed, result="failed", error="timed out")
+    check = CheckOutcome(name="errors", kind="query", query='x{app="web"}', wanted="result < 0.01", failure_limit=0,
+                         measurements=(Measurement(T0, 0.3, False, "0.3 does not meet result < 0.01"),))
+    verification = Verification(attempt_id=rolled, env="staging", app="web", sha=sha("a"),
+                                result="verification-failed", reason="errors: x = 0.3", checks=(check,),
+                                started_at=T0, finished_at=T0 + timedelta(seconds=30), trigger="ci")
+    new_id = store.record_verification(verification)
+    (back,) = store.verifications(app="web")
+    assert back.id == new_id and back.checks == (check,) and back.result == "verification-failed"
+    assert store.verifications(attempt_ids=[failed]) == [] and store.verifications(sha=sha("a")) == [back]
+    assert [r.result for r in store.query(sha=sha("a"))] == ["succeeded"]  # the rollout's record is untouched
+    with pytest.raises(AuditError, match="only a succeeded rollout is verified"):
+        store.record_verification(Verification(**{**verification.__dict__, "attempt_id": failed}))
+    events = [e.payload for e in store.pending_events("chat", now=T0 + timedelta(days=365 * 30))]
+    assert [(e["event"], e["result"]) for e in events][-1] == ("deploy.verified", "verification-failed")

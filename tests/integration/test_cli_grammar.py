@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 # Commands that print data and must speak -o json|yaml. The ones that need a cluster are run in
 # test_suspend.py and test_reconcile.py; the rest are run below.
-NEEDS_CLUSTER = {"plan", "reconcile", "status", "suspend", "resume"}
+NEEDS_CLUSTER = {"plan", "reconcile", "status", "suspend", "resume", "verify"}  # verify: and a Prometheus
 DURATION_WORDS = ("timeout", "interval", "wait", "duration", "deadline", "period")
 
 
@@ -125,6 +125,7 @@ def invocations(shop: Shop, audit: str, tmp_path: Path) -> dict[str, Callable[[]
         "rollback": after_reset("rollback", "web", "--env", "staging", "--repo", shop.path),
         "codeowners": fixed("codeowners", "--repo", shop.path),
         "history": fixed("history", "--audit", audit),
+        "audit verify": fixed("audit", "verify", "--audit", audit),
         "events export": fixed("events", "export", "--audit", audit),
         "notify drain": fixed("notify", "drain", "--audit", audit, "--max-wait", "0"),
         "timeline": fixed("timeline", "--audit", audit, "--out", str(tmp_path / "t.html")),

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -127,6 +130,69 @@ def _tag_repushed(cluster, staging, production, make_repo, pusher, unique_repo, 
     assert allowed.exit_code == 0, allowed.outcomes
     d = cluster.read_deployment(production, "api")
     assert d.spec.template.spec.containers[0].image.endswith(repushed.digest)
+
+
+def forge_staging_success(db: Path, *, copy_of: int, digest: str) -> int:
+    """What a holder of the database role alone can do: insert a newer 'succeeded' staging run of the same
+    SHA, claiming ``digest`` ran, with plain SQL (no chain columns, no MAC). Returns the forged attempt's id."""
+    now = (datetime.now(UTC) + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    conn = sqlite3.connect(db)
+    try:
+        skip = {"id", "digest", "started_at", "chain_seq", "chain_prev", "chain_hash", "chain_mac"}
+        cols = [row[1] for row in conn.execute("PRAGMA table_info(attempts)") if row[1] not in skip]
+        listed = ", ".join(cols)
+        forged = conn.execute(
+            f"INSERT INTO attempts ({listed}, digest, started_at) SELECT {listed}, ?, ? FROM attempts WHERE id = ?",
+            (digest, now, copy_of),
+        ).lastrowid
+        conn.execute("INSERT INTO outcomes (attempt_id, result, digest, finished_at, recorded_at) "
+                     "VALUES (?, 'succeeded', ?, ?, ?)", (forged, digest, now, now))  # fmt: skip
+        conn.commit()
+    finally:
+        conn.close()
+    assert forged is not None
+    return forged
+
+
+def test_a_forged_staging_row_cannot_vouch_for_a_repushed_tag_and_is_named_in_the_refusal(
+    cluster, namespace, make_repo, registry, pusher, unique_repo, tmp_path, monkeypatch
+):
+    """Issue 24: the digest production checks against comes only from audit rows the chain verifies."""
+    monkeypatch.setenv("DEPLOYCTL_AUDIT_KEY", "a-test-key-of-32-characters-long")
+    staging, production = namespace, f"{namespace}-prod"
+    cluster.create_namespace(production)
+    try:
+        for ns in (staging, production):
+            cluster.deployment(ns, "api")
+        commit = sha("forged-staging-row")
+        image = f"{registry.host}/{unique_repo}"
+        tested = pusher.push_image(unique_repo, commit, annotation="tested")
+        repo = make_repo()
+        repo.commit({"deployctl.yaml": config(image, {"staging": staging, "production": production}, requires=True),
+                     "environments/staging/api.deploy": f"{commit}\n"})
+        db = tmp_path / "audit.db"
+        url = f"sqlite:///{db}"
+        first = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AuditTarget(url),
+                              options=ReconcileOptions(timing=Timing(timeout=60)))
+        assert first.exit_code == 0, first.outcomes
+
+        repushed = pusher.push_image(unique_repo, commit, annotation="swapped")  # same tag, other bytes
+        forged = forge_staging_success(db, copy_of=1, digest=repushed.digest)
+        repo.commit({"environments/production/api.deploy": f"{commit}\n* promoted from staging\n"})
+        refused = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AuditTarget(url),
+                                options=ReconcileOptions(selection=Selection(envs=("production",)),
+                                                         timing=Timing(timeout=60)))
+        (outcome,) = refused.outcomes
+        assert outcome.result == "refused", outcome.message
+        assert f"not {tested.digest[:19]}… which ran in staging: the artifact changed after it was tested" in (
+            outcome.message)
+        assert (f"not counted: attempt {forged}'s claim that {repushed.digest[:19]}… ran in staging (attempt "
+                f"{forged} was inserted with SQL") in outcome.message
+        assert refused.writes() == 0
+        d = cluster.read_deployment(production, "api")
+        assert repushed.digest not in d.spec.template.spec.containers[0].image
+    finally:
+        cluster.delete_namespace(production)
 
 
 def test_validate_check_images_names_the_deploy_file_of_a_missing_image(make_repo, registry, pusher, unique_repo,

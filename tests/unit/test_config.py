@@ -135,7 +135,7 @@ def test_project_example_config_is_valid() -> None:
 def test_unknown_key_is_an_error_naming_the_key_path_and_line() -> None:
     assert errors_for(BASE + "    namspace: typo\n") == [
         "deployctl.yaml:8: unknown key 'environments.staging.namspace'; allowed here: namespace, context, "
-        "requires, approvers, require_approval, min_approvals, freeze"
+        "requires, approvers, require_approval, min_approvals, freeze, require_verified, on_verification_failure"
     ]
 
 
@@ -377,3 +377,14 @@ def test_commit_url_and_owner_are_read_and_link_a_commit() -> None:
 def test_commit_url_must_be_http_with_a_sha(url: str) -> None:
     problems = errors_for(BASE.replace("image: r.example.com/web\n", f"image: r.example.com/web\n    commit_url: '{url}'\n"))
     assert len(problems) == 1 and "apps.web.commit_url" in problems[0] and "must be an http(s) URL" in problems[0]
+
+
+def test_pre_deploy_names_a_job_or_cronjob_template() -> None:
+    config, problems = load(BASE.replace("image: r.example.com/web\n",
+                                         "image: r.example.com/web\n    pre_deploy: cronjob/migrate\n"))
+    assert problems == [] and config is not None
+    assert config.apps["web"].pre_deploy == "cronjob/migrate"
+    problems = errors_for(BASE.replace("image: r.example.com/web\n",
+                                       "image: r.example.com/web\n    pre_deploy: deployment/migrate\n"))
+    assert problems == ["deployctl.yaml:5: apps.web.pre_deploy 'deployment/migrate' must be job/<name> or "
+                        "cronjob/<name> (a Job or suspended CronJob in the app's namespace)"]

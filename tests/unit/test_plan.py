@@ -10,7 +10,7 @@ from deployctl.model.config import AppConfig, Config, EnvironmentConfig
 from deployctl.model.problem import Problem
 from deployctl.model.state import DesiredState, Target
 from deployctl.model.workload import ANN_COMMIT, ANN_IMAGE, Health, Workload, combined_status, rollout_status
-from deployctl.reconcile.artifacts import known_pins, pin_decisions
+from deployctl.reconcile.artifacts import DigestEvidence, known_pins, pin_decisions
 from deployctl.rules.plan import Action, dependency_order, make_plan
 
 SHA1 = "1" * 40
@@ -155,10 +155,39 @@ def test_pins_reuse_the_applied_digest_and_refuse_missing_or_retagged_images():
 
     prod = target("api", env="production")
     other = "sha256:" + "b" * 64
-    retagged = pin_decisions([prod], config, {prod.image: found}, tested_digest=lambda env, app, sha: other)
+    retagged = pin_decisions([prod], config, {prod.image: found}, tested_digest=lambda env, app, sha: DigestEvidence(other))
     assert "the artifact changed after it was tested" in retagged.refusals[prod.key]
-    allowed = pin_decisions([prod], config, {prod.image: found}, tested_digest=lambda *a: other, allow_retagged=True)
+    allowed = pin_decisions([prod], config, {prod.image: found}, tested_digest=lambda *a: DigestEvidence(other), allow_retagged=True)
     assert not allowed.refusals and allowed.images[prod.key].endswith(digest)
+
+    forged = "attempt 9's claim that sha256:bbbb… ran in staging (attempt 9 was inserted with SQL)"
+    named = pin_decisions([prod], config, {prod.image: found},
+                          tested_digest=lambda *a: DigestEvidence(other, rejected=(forged,)))
+    assert named.refusals[prod.key].endswith(f"--allow-retagged to accept the new one; not counted: {forged}")
+    believed = pin_decisions([prod], config, {prod.image: found},
+                             tested_digest=lambda *a: DigestEvidence(digest, rejected=(forged,)))
+    assert not believed.refusals and believed.images[prod.key].endswith(digest)
+
+
+def test_a_digest_only_unverified_rows_claim_refuses_the_target_naming_them() -> None:
+    """Fail closed: when every row naming a digest fails to verify, nothing says what was tested."""
+    digest = "sha256:" + "a" * 64
+    prod = target("api", env="production")
+    found = Resolution(reference=prod.image, status="found", digest=digest, media_type=None, message=None)
+    config = Config(version=1, apps={"api": AppConfig(name="api", image=f"{IMG}/api")},
+                    environments={"staging": EnvironmentConfig(name="staging", namespace="ns-staging"),
+                                  "production": EnvironmentConfig(name="production", namespace="ns-production",
+                                                                  requires=("staging",))})
+    forged = "attempt 9's claim that sha256:aaaa… ran in staging (attempt 9 was inserted with SQL)"
+    refused = pin_decisions([prod], config, {prod.image: found},
+                            tested_digest=lambda *a: DigestEvidence(None, rejected=(forged,)))
+    assert refused.refusals[prod.key] == (
+        f"environments/production/api.deploy:1: no audit row that verifies says which digest ran in staging; "
+        f"not counted: {forged}. Run `deployctl audit verify` and look into the store, or pass --allow-retagged "
+        "to deploy without the check"
+    )
+    unknown = pin_decisions([prod], config, {prod.image: found}, tested_digest=lambda *a: DigestEvidence())
+    assert not unknown.refusals
 
 
 def test_a_suspended_workload_gets_the_suspended_action_with_who_and_why_and_no_write():

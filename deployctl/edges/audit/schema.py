@@ -240,5 +240,34 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
         backfill=chain_existing_rows,
     ),
+    Migration(
+        8,
+        "verifications: a deploy's verification against its metrics, its own append-only result tied to the attempt",
+        sqlite=(
+            """CREATE TABLE verifications (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, attempt_id INTEGER NOT NULL REFERENCES attempts (id),
+                result TEXT NOT NULL, reason TEXT NOT NULL, checks TEXT NOT NULL, trigger TEXT NOT NULL,
+                started_at TEXT NOT NULL, finished_at TEXT NOT NULL, recorded_at TEXT NOT NULL)""",
+            "CREATE INDEX verifications_attempt ON verifications (attempt_id)",
+            *(
+                f"""CREATE TRIGGER verifications_append_only_{op.lower()} BEFORE {op} ON verifications
+                BEGIN SELECT RAISE(ABORT, 'the audit store is append-only'); END"""
+                for op in ("UPDATE", "DELETE")
+            ),
+            """CREATE TRIGGER verifications_append_only_replace BEFORE INSERT ON verifications
+            WHEN EXISTS (SELECT 1 FROM verifications WHERE rowid = NEW.rowid)
+            BEGIN SELECT RAISE(ABORT, 'the audit store is append-only: that row exists'); END""",
+        ),
+        postgres=(
+            """CREATE TABLE verifications (
+                id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                attempt_id BIGINT NOT NULL REFERENCES attempts (id),
+                result TEXT NOT NULL, reason TEXT NOT NULL, checks TEXT NOT NULL, trigger TEXT NOT NULL,
+                started_at TIMESTAMPTZ NOT NULL, finished_at TIMESTAMPTZ NOT NULL, recorded_at TIMESTAMPTZ NOT NULL)""",
+            "CREATE INDEX verifications_attempt ON verifications (attempt_id)",
+            """CREATE TRIGGER verifications_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON verifications
+            FOR EACH STATEMENT EXECUTE FUNCTION deployctl_append_only()""",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version

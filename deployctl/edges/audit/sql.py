@@ -28,8 +28,9 @@ from deployctl.model.audit import (
 )
 from deployctl.model.chain import Kind
 from deployctl.model.review import ReviewRecord
+from deployctl.model.verification import CheckOutcome, Verification
 from deployctl.model.vocabulary import Result
-from deployctl.rules.cdevents import deploy_event_id
+from deployctl.rules.cdevents import deploy_event_id, verification_payload
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +56,10 @@ _SELECT_RECORDS = (
     "SELECT " + ", ".join("a." + c for c in ("id", *ATTEMPT_COLUMNS)) + ", "
     "o.result, o.error, o.digest, o.finished_at "
     "FROM attempts a LEFT JOIN outcomes o ON o.attempt_id = a.id"
+)
+_SELECT_VERIFICATIONS = (
+    "SELECT v.id, v.attempt_id, a.env, a.app, a.new_sha, v.result, v.reason, v.checks, v.trigger, "
+    "v.started_at, v.finished_at FROM verifications v JOIN attempts a ON a.id = v.attempt_id WHERE "
 )
 
 
@@ -225,6 +230,66 @@ class SqlStore(ChainQueries):
             (key, record.id, json.dumps(payload, sort_keys=True), self._enc_time(finished)),
         )
 
+    # -- verifications ---------------------------------------------------------------------------
+    def record_verification(self, verification: Verification) -> int:
+        v = verification
+        with self._write() as cur:
+            record = self._records_by_id(cur, [v.attempt_id]).get(v.attempt_id)
+            if record is None:
+                raise AuditError(f"audit: no attempt with id {v.attempt_id} in {self.url}")
+            if record.result not in (Result.SUCCEEDED, Result.DRIFT_CORRECTED):
+                raise AuditError(f"audit: attempt {v.attempt_id} ended {record.result!r}; only a succeeded "
+                                 "rollout is verified")
+            checks = json.dumps([c.as_dict() for c in v.checks], sort_keys=True)
+            verification_id = int(cur.execute(
+                self._sql("INSERT INTO verifications (attempt_id, result, reason, checks, trigger, started_at, "
+                          "finished_at, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"),
+                (v.attempt_id, str(v.result), v.reason, checks, v.trigger, self._enc_time(v.started_at),
+                 self._enc_time(v.finished_at), self._enc_time(datetime.now(UTC))),
+            ).fetchone()[0])
+            payload = verification_payload(record, v, verification_id=verification_id)
+            key = str(payload["idempotency_key"])  # this verification's CDEvent id, on every sink and retry
+            cur.execute(
+                self._sql("INSERT INTO outbox (key, attempt_id, payload, created_at) VALUES (?, ?, ?, ?)"),
+                (key, v.attempt_id, json.dumps(payload, sort_keys=True), self._enc_time(v.finished_at)),
+            )
+        log.info("audit.verified", id=verification_id, attempt=v.attempt_id, env=v.env, app=v.app,
+                 result=str(v.result))
+        return verification_id
+
+    def verifications(
+        self, *, env: str | None = None, app: str | None = None, sha: str | None = None,
+        attempt_ids: Sequence[int] | None = None, limit: int | None = None,
+    ) -> list[Verification]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (("a.env", env), ("a.app", app), ("a.new_sha", sha)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if attempt_ids is not None:
+            if not attempt_ids:
+                return []
+            ids = list(dict.fromkeys(attempt_ids))[:_IDS_PER_QUERY]
+            clauses.append("v.attempt_id IN (" + ", ".join("?" for _ in ids) + ")")
+            params += ids
+        where = " AND ".join(clauses) or "1 = 1"  # constant clauses; values travel as parameters
+        sql = _SELECT_VERIFICATIONS + where + " ORDER BY v.finished_at DESC, v.id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        out = []
+        for id_, attempt_id, env_, app_, sha_, result, reason, checks, trigger, started, finished in self._fetchall(
+            sql, params
+        ):
+            start, end = self._dec_time(started), self._dec_time(finished)
+            assert start is not None and end is not None
+            out.append(Verification(
+                attempt_id=int(attempt_id), env=env_, app=app_, sha=sha_, result=result, reason=reason,
+                checks=tuple(CheckOutcome.from_dict(c) for c in json.loads(checks)), started_at=start,
+                finished_at=end, trigger=trigger, id=int(id_)))
+        return out
+
     # -- rollout events --------------------------------------------------------------------------
     def add_events(self, events: Sequence[AttemptEvent]) -> None:
         if not events:
@@ -376,3 +441,4 @@ def _with_outcome(
         duration_seconds=(finished - utc(record.attempt.started_at)).total_seconds(),
         digest=digest or record.digest,
     )
+

@@ -21,7 +21,7 @@ from deployctl.edges.kube.resources import PLURAL as _PLURAL
 from deployctl.edges.kube.resources import RESOURCES, collection_path
 from deployctl.edges.kube.transport import ClusterError, Transport, load_endpoint
 from deployctl.errors import KubeConflictError, KubeForbiddenError, KubeNotFoundError
-from deployctl.model.workload import APP_LABEL, KINDS, Workload
+from deployctl.model.workload import KINDS, WORKLOAD_SELECTOR, Workload
 
 log = structlog.get_logger(__name__)
 
@@ -65,19 +65,19 @@ class Cluster:
 
     # -- observe ------------------------------------------------------------------------------
 
-    def list_workloads(self, namespace: str, *, app_selector: str = APP_LABEL) -> list[Workload]:
+    def list_workloads(self, namespace: str, *, app_selector: str = WORKLOAD_SELECTOR) -> list[Workload]:
         """Every labelled workload of :data:`KINDS` in ``namespace``: one LIST per kind."""
         return [w for kind in KINDS for w in self.list_kind(namespace, kind, app_selector=app_selector)]
 
-    def list_kind(self, namespace: str, kind: str, *, app_selector: str = APP_LABEL) -> list[Workload]:
+    def list_kind(self, namespace: str, kind: str, *, app_selector: str = WORKLOAD_SELECTOR) -> list[Workload]:
         """The labelled workloads of one kind in ``namespace``: one LIST (none when a cache has them)."""
-        if self.reader is not None and app_selector == APP_LABEL:
+        if self.reader is not None and app_selector == WORKLOAD_SELECTOR:
             cached = self.reader(namespace, kind)
             if cached is not None:
                 return cached
         return self.list_kind_at(namespace, kind, app_selector=app_selector)[0]
 
-    def list_kind_at(self, namespace: str, kind: str, *, app_selector: str = APP_LABEL) -> tuple[list[Workload], str]:
+    def list_kind_at(self, namespace: str, kind: str, *, app_selector: str = WORKLOAD_SELECTOR) -> tuple[list[Workload], str]:
         """The labelled workloads of one kind and the list's resourceVersion (where a watch starts)."""
         body = self.request("GET", collection_path(kind, namespace), what=f"list {_PLURAL[kind]} in {namespace}",
                             query={"labelSelector": app_selector})
@@ -162,6 +162,22 @@ class Cluster:
             query={"fieldManager": FIELD_MANAGER}, content_type="application/merge-patch+json",
         )
         return Workload.from_object(result, workload.kind)
+
+    def read_batch(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Job or CronJob as the API returns it (pre-deploy templates and their Jobs); None when absent."""
+        plural = "cronjobs" if kind == "CronJob" else "jobs"
+        try:
+            return self.request("GET", f"/apis/batch/v1/namespaces/{namespace}/{plural}/{name}",
+                                what=f"get {kind.lower()}/{name} in {namespace}")
+        except KubeNotFoundError:
+            return None
+
+    def create_job(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a Job; :class:`KubeConflictError` when one of that name exists."""
+        meta = body["metadata"]
+        return self.request("POST", f"/apis/batch/v1/namespaces/{meta['namespace']}/jobs",
+                            what=f"create job/{meta['name']} in {meta['namespace']}", body=dict(body),
+                            query={"fieldManager": FIELD_MANAGER})
 
     def ensure_namespace(self, name: str) -> None:
         """Create a namespace unless it exists (for the demo and benchmarks, not for reconcile)."""

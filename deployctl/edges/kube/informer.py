@@ -22,7 +22,7 @@ import structlog
 from deployctl.edges.kube.resources import RESOURCES, collection_path
 from deployctl.edges.kube.transport import ClusterError, Transport
 from deployctl.errors import DeployctlError, KubeGoneError, KubeTimeoutError, kube_error
-from deployctl.model.workload import APP_LABEL, Workload
+from deployctl.model.workload import WORKLOAD_SELECTOR, Workload
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +35,7 @@ class Source(Protocol):
 
     transport: Transport
 
-    def list_kind_at(self, namespace: str, kind: str, *, app_selector: str = APP_LABEL) -> tuple[list[Workload], str]:
+    def list_kind_at(self, namespace: str, kind: str, *, app_selector: str = WORKLOAD_SELECTOR) -> tuple[list[Workload], str]:
         ...
 
 
@@ -43,7 +43,7 @@ class Informer:
     """List + watch of one (namespace, kind). Start with :meth:`start` (does the first LIST, so the
     cache is complete when it returns), read with :meth:`items`, end with :meth:`stop`."""
 
-    def __init__(self, cluster: Source, namespace: str, kind: str, *, selector: str = APP_LABEL,
+    def __init__(self, cluster: Source, namespace: str, kind: str, *, selector: str = WORKLOAD_SELECTOR,
                  on_change: Callable[[Workload], None] | None = None, watch_seconds: int = WATCH_SECONDS,
                  deadline: float | None = None) -> None:
         if kind not in RESOURCES:

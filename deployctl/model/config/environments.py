@@ -17,6 +17,7 @@ from deployctl.model.config.values import (
     find_cycle,
     show,
 )
+from deployctl.model.verification import OnFailure
 
 
 def read_environments(
@@ -142,6 +143,24 @@ def _environment(
     freeze: list[FreezeWindow | RecurringFreeze] = []
     if "freeze" in fields:
         freeze = read_freeze(reader, fields["freeze"][1], kp, name)
+    require_verified = False
+    if "require_verified" in fields:
+        require_verified = bool(
+            reader.boolean(fields["require_verified"][1], f"{kp}.require_verified", **who)
+        )
+        if require_verified and not requires:
+            reader.error(fields["require_verified"][1], f"{kp}.require_verified is true but requires is empty; "
+                         "name the environments whose verification counts, e.g. requires: [staging]", **who)
+    on_failure = OnFailure.NOTIFY
+    if "on_verification_failure" in fields:
+        text = reader.string(fields["on_verification_failure"][1], f"{kp}.on_verification_failure",
+                             required=True, **who)
+        if text is not None:
+            try:
+                on_failure = OnFailure(text)
+            except ValueError:
+                reader.error(fields["on_verification_failure"][1], f"{kp}.on_verification_failure {show(text)} "
+                             f"must be one of {', '.join(OnFailure)}", **who)
     env = EnvironmentConfig(
         name=name,
         namespace=namespace,
@@ -150,6 +169,8 @@ def _environment(
         approvers=tuple(approvers),
         require_approval=require_approval,
         freeze=tuple(freeze),
+        require_verified=require_verified,
+        on_verification_failure=on_failure,
         approval_by=approval_by,
         min_approvals=min_approvals,
     )

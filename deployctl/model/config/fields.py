@@ -6,7 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from deployctl.model.config.values import APPROVER, DNS_LABEL, IMAGE_REPOSITORY, PIN_MODES
+from deployctl.model.config.values import APPROVER, DNS_LABEL, IMAGE_REPOSITORY, PIN_MODES, PRE_DEPLOY
+from deployctl.model.verification import MAX_COUNT, MAX_QUERY_CHARS, OnFailure
+
+ON_FAILURE = tuple(str(o) for o in OnFailure)
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,11 @@ APP = (
     Key("commit_url", {"type": "string", "pattern": r"^https?://\S*\{(?:short_)?sha\}"}, "Web page of an app "
         "commit, with {sha} or {short_sha}, e.g. https://github.com/acme/web/commit/{sha} (links in the dashboard)."),
     Key("owner", {"type": "string"}, "The team or person who owns the app (shown and filtered on in the dashboard)."),
+    Key("verify", {"type": "array", "items": {"$ref": "#/$defs/check"}}, "Checks that verify each deploy of the app "
+        "against its metrics after a successful rollout (docs/config.md#verification).", default=[]),
+    Key("pre_deploy", {"type": "string", "pattern": anchored(PRE_DEPLOY.pattern)}, "A Job template run with the "
+        "new image before each rollout, once per SHA: job/<name> or cronjob/<name> (suspended), labelled "
+        "deployctl.dev/hook=pre-deploy and deployctl.dev/app=<app> in the app's namespace (docs/config.md#pre-deploy-jobs)."),
 )
 ENVIRONMENT = (
     Key("namespace", NAME, "Kubernetes namespace to deploy into.", required=True),
@@ -73,6 +81,31 @@ ENVIRONMENT = (
         "many distinct approvers must approve.", default=1),
     Key("freeze", {"type": "array", "items": {"$ref": "#/$defs/freeze"}}, "Windows in which nothing is deployed "
         "here: date ranges, cron + duration, or weekday/time ranges in a time zone.", default=[]),
+    Key("require_verified", {"type": "boolean"}, "Promotion gate: a SHA may only run here after it was *verified* "
+        "(its checks passed) in each environment of requires, not just deployed there.", default=False),
+    Key("on_verification_failure", {"enum": list(ON_FAILURE)}, "When a deploy here fails verification: notify "
+        "(only the notification), freeze (suspend the app here until a person resumes it) or roll-forward (also "
+        "propose the last verified SHA for review: a pull request when the forge is configured, else a local "
+        "commit). Never an automatic rollback.",
+        default="notify"),
+)
+CHECK = (
+    Key("name", NAME, "The check's name (a DNS-1123 label), shown in results and notifications.", required=True),
+    Key("query", {"type": "string", "minLength": 1, "maxLength": MAX_QUERY_CHARS}, "PromQL instant query; "
+        "{app}, {env}, {namespace} and {sha} are filled in. Every series it returns must meet success; no data "
+        "fails (add `or vector(0)` when no series means no errors)."),
+    Key("success", {"type": "string"}, "The condition each value must meet: comparisons like 'result < 0.01' "
+        "joined by and/or (required with query)."),
+    Key("alert", {"type": "string", "minLength": 1}, "Instead of a query: the check fails while an alert of this "
+        "name fires whose app/env/namespace labels, where it has them, are this deploy's."),
+    Key("interval", DURATION, "Time between two measurements.", default="30s"),
+    Key("count", {"type": "integer", "minimum": 1, "maximum": MAX_COUNT}, "How many measurements to take.",
+        default=1),
+    Key("window", DURATION, "Instead of count: measure every interval for this long (count = window / interval "
+        "+ 1)."),
+    Key("failure_limit", {"type": "integer", "minimum": 0}, "How many measurements may fail before the check "
+        "fails.", default=0),
+    Key("environments", NAMES, "Environments where the check runs [default: every environment]."),
 )
 FREEZE_DATED = (
     Key("start", {"type": "string"}, "Start: ISO 8601 with a timezone (a bare date is 00:00 UTC).", required=True),
@@ -103,3 +136,4 @@ TOP_KEYS = names(TOP)
 APP_KEYS = names(APP)
 ENV_KEYS = names(ENVIRONMENT)
 FREEZE_KEYS = names(FREEZE_DATED, FREEZE_CRON, FREEZE_RANGE)
+CHECK_KEYS = names(CHECK)

@@ -7,6 +7,7 @@ problem carries the line it was found on.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
@@ -30,13 +31,17 @@ from deployctl.model.config.values import (
     MAX_CONFIG_BYTES,
     MAX_YAML_DEPTH,
     PIN_MODES,
+    PRE_DEPLOY,
     AppConfig,
     Config,
+    EnvironmentConfig,
     dns_label_problem,
     find_cycle,
     show,
 )
+from deployctl.model.config.verify import read_checks
 from deployctl.model.problem import WARNING, Problem
+from deployctl.model.verification import Check
 
 
 def load_config(
@@ -93,8 +98,16 @@ def load_config(
     if version is None:
         return None, reader.problems
     lines: dict[str, int] = {}
-    apps, invalid_apps = _apps(reader, top.get("apps"), root, lines)
+    apps, invalid_apps, check_envs = _apps(reader, top.get("apps"), root, lines)
     envs, invalid_envs = read_environments(reader, top.get("environments"), root, lines)
+    for (app, env), nodes in sorted(check_envs.items()):
+        if env not in envs and env not in invalid_envs:
+            for node in nodes:
+                reader.error(node, f"apps.{app}.verify names unknown environment {show(env)}; add it under "
+                             "environments or remove it", app=app)
+            apps.pop(app, None)
+            invalid_apps.add(app)
+    _unverifiable(reader, apps, envs, lines)
     config = Config(
         version=version,
         apps=apps,
@@ -105,6 +118,24 @@ def load_config(
         lines=lines,
     )
     return config, reader.problems
+
+
+def _unverifiable(reader: Reader, apps: Mapping[str, AppConfig], envs: Mapping[str, EnvironmentConfig],
+                  lines: Mapping[str, int]) -> None:
+    """A warning for each app a ``require_verified`` environment could never accept: it has no ``verify``
+    check in a required environment, so no SHA of it is ever verified there."""
+    for env_name, env in sorted(envs.items()):
+        if not env.require_verified:
+            continue
+        for required in env.requires:
+            for app_name, app in sorted(apps.items()):
+                if any(not c.environments or required in c.environments for c in app.verify):
+                    continue
+                reader.problems.append(Problem(
+                    reader.path, lines.get(f"apps.{app_name}") or None,
+                    f"apps.{app_name} has no verify check in {required}, and environments.{env_name} "
+                    f"requires SHAs verified there (require_verified): every SHA of {app_name} will be refused "
+                    f"in {env_name}; add a check that runs in {required}", WARNING, env=env_name, app=app_name))
 
 
 def _oneline(text: str) -> str:
@@ -133,15 +164,16 @@ def _version(reader: Reader, root: Any, top: dict[str, tuple[Any, Any]]) -> int 
 
 def _apps(
     reader: Reader, entry: tuple[Any, Any] | None, root: Any, lines: dict[str, int]
-) -> tuple[dict[str, AppConfig], set[str]]:
+) -> tuple[dict[str, AppConfig], set[str], dict[tuple[str, str], list[Any]]]:
     if entry is None:
         reader.error(root, "missing 'apps:'; list the apps this repo deploys")
-        return {}, set()
+        return {}, set(), {}
     entries = reader.mapping(entry[1], "apps", None)
     if entries is None:
-        return {}, set()
+        return {}, set(), {}
     apps: dict[str, AppConfig] = {}
     invalid: set[str] = set()
+    check_envs: dict[tuple[str, str], list[Any]] = {}
     deps_nodes: dict[str, list[tuple[str, Any]]] = {}
     for name, (key_node, node) in entries.items():
         lines[f"apps.{name}"] = node_line(key_node) or 0
@@ -151,7 +183,7 @@ def _apps(
             reader.error(key_node, f"app name {show(name)} {why} (it must be a Kubernetes DNS-1123 label)")
             invalid.add(name)
             continue
-        app = _app(reader, name, node, lines)
+        app = _app(reader, name, node, lines, check_envs)
         if app is None or len(reader.problems) > before:
             invalid.add(name)
             continue
@@ -184,11 +216,11 @@ def _apps(
         for member in cycle:
             graph.pop(member, None)
         cycle = find_cycle(graph)
-    return {k: v for k, v in apps.items() if k not in invalid}, invalid
+    return {k: v for k, v in apps.items() if k not in invalid}, invalid, check_envs
 
 
 def _app(
-    reader: Reader, name: str, node: Any, lines: dict[str, int]
+    reader: Reader, name: str, node: Any, lines: dict[str, int], check_envs: dict[tuple[str, str], list[Any]]
 ) -> tuple[AppConfig, list[tuple[str, Any]]] | None:
     kp = f"apps.{name}"
     who: Who = {"app": name}
@@ -266,6 +298,17 @@ def _app(
     owner = None
     if "owner" in fields:
         owner = reader.string(fields["owner"][1], f"{kp}.owner", required=True, **who)
+    pre_deploy = None
+    if "pre_deploy" in fields:
+        pre_deploy = reader.string(fields["pre_deploy"][1], f"{kp}.pre_deploy", required=True, **who)
+        if pre_deploy is not None and PRE_DEPLOY.fullmatch(pre_deploy) is None:
+            reader.error(fields["pre_deploy"][1], f"{kp}.pre_deploy {show(pre_deploy)} must be job/<name> or "
+                         "cronjob/<name> (a Job or suspended CronJob in the app's namespace)", **who)
+            pre_deploy = None
+    checks: tuple[Check, ...] = ()
+    if "verify" in fields:
+        checks, env_nodes = read_checks(reader, fields["verify"][1], kp, name)
+        check_envs.update({(name, env): nodes for env, nodes in env_nodes.items()})
     unique: list[tuple[str, Any]] = []
     for dep, dep_node in deps:
         if any(dep == d for d, _ in unique):
@@ -282,5 +325,7 @@ def _app(
         pin=pin,
         commit_url=commit_url,
         owner=owner,
+        verify=checks,
+        pre_deploy=pre_deploy,
     )
     return app, unique

@@ -15,6 +15,7 @@ import yaml
 
 from deployctl.model.config.fields import (
     APP,
+    CHECK,
     ENVIRONMENT,
     FREEZE_CRON,
     FREEZE_DATED,
@@ -56,6 +57,7 @@ def json_schema() -> dict[str, Any]:
         "$defs": {
             "app": _object(APP, "app"),
             "environment": _object(ENVIRONMENT, "environment"),
+            "check": _object(CHECK, "verification check"),
             "freeze": {"oneOf": [_object(FREEZE_DATED, "dated freeze"), _object(FREEZE_CRON, "cron freeze"),
                                  _object(FREEZE_RANGE, "weekday/time freeze")]},
         },

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 
 from deployctl.model.limits import CONFIG_BYTES
+from deployctl.model.verification import Check, OnFailure
 
 CONFIG_PATH = "deployctl.yaml"
 CONFIG_VERSION = 1
@@ -25,6 +26,7 @@ APPROVER = re.compile(
     r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:/[A-Za-z0-9._-]+)?|[^@\s]+@[^@\s]+\.[^@\s]+"
 )
 PIN_MODES = ("digest", "tag")
+PRE_DEPLOY = re.compile(rf"(job|cronjob)/({DNS_LABEL.pattern})")  # apps.<app>.pre_deploy: a Job template
 
 
 def is_dns_label(name: str) -> bool:
@@ -102,6 +104,12 @@ class AppConfig:
     pin: str = "digest"  # "digest" | "tag"
     commit_url: str | None = None  # e.g. "https://github.com/acme/web/commit/{sha}", for links to a commit
     owner: str | None = None  # the team or person who owns the app (shown and filtered on in the dashboard)
+    verify: tuple[Check, ...] = ()  # checks run after a successful rollout (docs/config.md#verification)
+    pre_deploy: str | None = None  # "job/<name>" or "cronjob/<name>": run before each rollout (docs/config.md)
+
+    def checks_for(self, env: str) -> tuple[Check, ...]:
+        """The verification checks that run in ``env``."""
+        return tuple(c for c in self.verify if c.applies_to(env))
 
     def __post_init__(self) -> None:
         if not self.container:
@@ -136,6 +144,8 @@ class EnvironmentConfig:
     approvers: tuple[str, ...] = ()
     require_approval: bool = False
     freeze: tuple[FreezeWindow | RecurringFreeze, ...] = ()
+    require_verified: bool = False  # a SHA must have been verified, not only deployed, in each of requires
+    on_verification_failure: OnFailure = OnFailure.NOTIFY
     approval_by: str = "signature"  # APPROVAL_BY: "signature" (require_approval: true) or "forge"
     min_approvals: int = 1  # distinct approvers a forge approval needs
 
