@@ -222,7 +222,7 @@ def test_a_ci_reconcile_beside_the_replicas_never_writes_an_app_at_the_same_time
     # CI applies the same commit while the replicas (every 0.5s) do: the app locks let one writer per app in
     ci = run_reconcile(repo=str(shard_repo.path), ref=head, kubeconfig=cluster.kubeconfig, audit=AuditTarget(postgres_db),
                        trigger="ci", options=ReconcileOptions(timing=Timing(timeout=120)))
-    assert ci.exit_code == 0
+    assert ci.exit_code == 0, [(o.env, o.app, str(o.result), o.message) for o in ci.outcomes if str(o.result) != "succeeded"]
     wait_for("every app at the new commit", lambda: all_at(cluster, two_envs, "-2"), timeout=60, step=0.25)
     records = wait_for("every attempt finished", lambda: (lambda rs: rs if len(rs) >= len(APPS) * len(ENVS) and all(
         r.result != "started" for r in rs) else None)(attempts(postgres_db, "-2")), timeout=60, step=0.5)

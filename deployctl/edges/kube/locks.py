@@ -118,7 +118,7 @@ class LeaseLocks:
             except KubeConflictError:  # it exists: free, expired, superseded, or held
                 found = cluster.transport.request("GET", f"{url}/{name}", what=f"get lock lease {namespace}/{name}",
                                                   timeout=lease / 3)
-                holder = self._holder_keeps(namespace, name, found, fence, at)
+                holder = self._holder_keeps(namespace, name, found, fence, at, identity)
                 if holder is not None:
                     return holder
                 old = found.get("spec") or {}
@@ -130,8 +130,8 @@ class LeaseLocks:
                 body = {**found, "metadata": {**found["metadata"], "annotations": annotations}, "spec": spec}
                 written = cluster.transport.request(  # carries the resourceVersion read: 409 if raced
                     "PUT", f"{url}/{name}", what=f"take lock lease {namespace}/{name}", body=body, timeout=lease / 3)
-        except KubeConflictError:
-            return LockHolder(None, None, f"{namespace}/{name}")  # another run took it between our read and write
+        except (KubeConflictError, KubeNotFoundError):  # another run took it, or released it, between our calls
+            return LockHolder(None, None, f"{namespace}/{name}")
         except KubeForbiddenError as exc:
             raise KubeForbiddenError(f"{exc}; the app locks need create, get, update and delete on leases in "
                                      f"namespace {namespace} (deploy/rbac-managed-namespace.yaml)", status=403) from exc
@@ -145,7 +145,7 @@ class LeaseLocks:
         return lock
 
     def _holder_keeps(self, namespace: str, name: str, found: dict[str, Any], fence: str | None,
-                      at: float) -> LockHolder | None:
+                      at: float, identity: str) -> LockHolder | None:
         """The holder of ``found`` while it keeps the lock; None when we may take it."""
         spec = found.get("spec") or {}
         holder = spec.get("holderIdentity") or None
@@ -155,8 +155,8 @@ class LeaseLocks:
         if seen is None or seen[0] != record:
             seen = (record, at)
             self._seen[key] = seen
-        if not holder or at >= seen[1] + float(spec.get("leaseDurationSeconds") or 15):
-            return None
+        if not holder or holder == identity or at >= seen[1] + float(spec.get("leaseDurationSeconds") or 15):
+            return None  # free, our own create that timed out on the way back, or expired
         theirs = (found["metadata"].get("annotations") or {}).get(FENCE_ANNOTATION)
         if fence is not None and self.supersedes is not None and self.supersedes(fence, theirs):
             log.info("lock.superseded", lease=f"{namespace}/{name}", holder=holder, fence=theirs, ours=fence)
