@@ -11,6 +11,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -175,10 +176,13 @@ class LeaseLocks:
                 if not held:
                     self._renewer = None
                     return
-            for lock in held:
-                self._renew_one(lock)
+            # in parallel: a run waiting for many rollouts holds many locks, each due within its renew deadline
+            with ThreadPoolExecutor(max_workers=min(8, len(held)), thread_name_prefix="deployctl-lock-renew") as pool:
+                list(pool.map(self._renew_one, held))
 
     def _renew_one(self, lock: AppLock) -> None:
+        if lock.released:
+            return
         at = time.monotonic()
         url = f"/apis/coordination.k8s.io/v1/namespaces/{lock.namespace}/leases/{lock.name}"
         try:
@@ -192,8 +196,9 @@ class LeaseLocks:
                     raise
                 written = self._put_renewal(lock, found)
         except (KubeConflictError, KubeNotFoundError):
-            log.warning("lock.lost", lease=f"{lock.namespace}/{lock.name}")
-            lock.valid_until = 0.0
+            if not lock.released:  # (released meanwhile: deleted by us, not lost)
+                log.warning("lock.lost", lease=f"{lock.namespace}/{lock.name}")
+                lock.valid_until = 0.0
             return
         except DeployctlError as exc:
             log.info("lock.renew_failed", lease=f"{lock.namespace}/{lock.name}", error=str(exc))
