@@ -178,7 +178,10 @@ def on_failure(
                 actor=current_actor(), now=datetime.now(UTC), trigger=trigger)
             set_suspended(desired, clusters, request, envs=[env_name], apps=[app], store=store)
             return f"froze {app} in {env_name} until a person runs deployctl resume --env {env_name} --app {app}"
-        target = rules.last_verified(store.verifications(env=env_name, app=app, limit=500), env=env_name, app=app,
+        found = store.verifications(env=env_name, app=app, limit=500)
+        untrusted = store.unverified_verifications([v.id for v in found if v.id is not None]) if found else {}
+        # only verifications whose rows verify in the audit chain may choose the SHA rolled forward to
+        target = rules.last_verified([v for v in found if v.id not in untrusted], env=env_name, app=app,
                                      besides=verification.sha)
         if target is None:
             return f"no roll-forward: no earlier SHA of {app} was verified in {env_name}"
