@@ -13,13 +13,14 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
+from deployctl.app.verify import on_failure
 from deployctl.cli import main
 from deployctl.edges.audit import chained, dialect
 from deployctl.edges.audit.chain import AuditKeys
 from deployctl.edges.audit.schema import MIGRATIONS, VERIFICATION_CHAIN_VERSION
 from deployctl.edges.audit.url import open_store
 from deployctl.model.config import load_config
-from deployctl.model.state import Target
+from deployctl.model.state import DesiredState, Target
 from deployctl.model.verification import Verification, VerifyResult
 from deployctl.reconcile.policy import verification_facts
 from deployctl.rules.gates import RunFact, check_gates
@@ -181,3 +182,28 @@ def test_the_migration_chains_existing_verifications_as_found(tmp_path: Path, mo
     insert(url, FORGED_VERIFIED.format(attempt=attempt, now="'2024-05-01T13:00:00.000000Z'").replace(
         "(attempt_id", "(id, attempt_id").replace(f"VALUES ({attempt}", f"VALUES (2, {attempt}"))
     assert "verification 2 of attempt 1 (verified) was inserted with SQL" in verify(url).output  # after it: no
+
+
+def test_a_forged_verified_row_never_chooses_the_roll_forward_target(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path}/audit.db"
+    old, bad = "a" * 40, make_attempt().new_sha
+    store = open_store(url, keys=AuditKeys.parse(KEY))
+    try:
+        first, second = store.start_many([make_attempt(env="staging", new_sha=old),
+                                          make_attempt(env="staging", started_at=T0 + timedelta(hours=1))])
+        store.finish(first, result="succeeded")
+        store.finish(second, result="succeeded")
+    finally:
+        store.close()
+    insert(url, FORGED_VERIFIED.format(attempt=first, now="'2024-05-01T12:00:00.000000Z'"))
+    config, problems = load_config(CONFIG.replace(b"    namespace: s\n",
+                                                  b"    namespace: s\n    on_verification_failure: roll-forward\n"))
+    assert config is not None, problems
+    failed = Verification(attempt_id=second, env="staging", app="web", sha=bad, result=VerifyResult.FAILED,
+                          reason="errors: 0.3", checks=(), started_at=T0, finished_at=T0 + timedelta(minutes=5))
+    store = open_store(url, keys=AuditKeys.parse(KEY))
+    try:
+        done = on_failure(failed, DesiredState(config, (), (), "HEAD", None), store=store, clusters=None, repo=None)
+    finally:
+        store.close()
+    assert done == "no roll-forward: no earlier SHA of web was verified in staging"  # not the forged aaaa…
