@@ -62,8 +62,9 @@ lint: deps
 typecheck: deps
 	$(BIN)/mypy
 
-## demo: a local control plane, the example environments/ reconciled, an update rolled out, status, then the
-## dashboard until Ctrl-C (make demo DEMO_ARGS=--no-ui, or CI=true, skips it)
+## demo: a local control plane, the example environments/ reconciled, an update rolled out, one deploy verified and
+## one failing verification held back from production (a real Prometheus), status, then the dashboard until Ctrl-C
+## (make demo DEMO_ARGS=--no-ui, or CI=true, skips it)
 demo: deps system-deps controlplane
 	$(BIN)/python -m deployctl.devtools.demo $(DEMO_ARGS)
 

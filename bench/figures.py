@@ -44,6 +44,8 @@ BENCHES = (
     Bench("envlock", ("bench/envlock.py", "--apps", "30", "--runs", "9"), "the environment lock's cost on a no-op"),
     Bench("registry", ("bench/registry.py",), "resolve 1,000 distinct tags in the local registry"),
     Bench("audit", ("bench/audit.py",), "audit appends (with and without the chain), history queries, audit verify"),
+    Bench("verify_cost", ("bench/verify_cost.py", "--apps", "1000", "--count", "5", "--workers", "8"),
+          "verification of 1,000 deploys against a real Prometheus: controller CPU, memory, queries"),
     Bench("attempt_events", ("bench/attempt_events.py",), "one attempt with its rollout events; events written per wave"),
     Bench("latency", ("bench/latency.py",), "push to patch latency and controller memory"),
     Bench("controller_timing", ("bench/controller_timing.py", "--repeat", "2"),

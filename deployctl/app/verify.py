@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -41,6 +41,7 @@ from deployctl.rules import verification as rules
 log = structlog.get_logger(__name__)
 
 _VERIFIED_ROLLOUTS = (Result.SUCCEEDED,)
+_IDS_PER_QUERY = 500  # the stores answer at most this many attempt ids per query
 
 
 def prometheus_from_settings(environ: Mapping[str, str] | None = None) -> Prometheus | None:
@@ -154,6 +155,26 @@ def _wait(run: VerifyRun, seconds: float) -> bool:
     return False
 
 
+def verifications_of(store: AuditStore, attempt_ids: Sequence[int]) -> list[Verification]:
+    """Every verification of these attempts, newest first (asked in slices the store answers whole), each one
+    whose row does not verify in the audit chain with why (``chain_unverified``)."""
+    ids = list(dict.fromkeys(attempt_ids))
+    found: list[Verification] = []
+    for start in range(0, len(ids), _IDS_PER_QUERY):
+        found += store.verifications(attempt_ids=ids[start : start + _IDS_PER_QUERY])
+    untrusted = store.unverified_verifications([v.id for v in found if v.id is not None]) if found else {}
+    found = [replace(v, chain_unverified=untrusted[v.id]) if v.id in untrusted else v for v in found]
+    return sorted(found, key=lambda v: (v.finished_at, v.id or 0), reverse=True)
+
+
+def latest_verifications(store: AuditStore, attempt_ids: Sequence[int]) -> dict[int, Verification]:
+    """The newest verification of each attempt that has one."""
+    out: dict[int, Verification] = {}
+    for v in verifications_of(store, attempt_ids):
+        out.setdefault(v.attempt_id, v)
+    return out
+
+
 # --- after a failure ---------------------------------------------------------------------------
 
 
@@ -187,17 +208,45 @@ def on_failure(
             return f"no roll-forward: no earlier SHA of {app} was verified in {env_name}"
         if repo is None:
             return f"no roll-forward commit written (no work tree here): the last verified SHA is {target[:12]}"
-        from deployctl.app.promote import RollbackChoice, rollback_app
-
-        promotion, commit = rollback_app(
-            repo, app, env=env_name, choice=RollbackChoice(to=target), commit=True,
-            message=f"roll forward: verification of {verification.sha[:12]} failed: {verification.reason}"[:300])
-        log.warning("verify.rolled_forward", env=env_name, app=app, to=target, commit=commit)
-        return (f"wrote commit {(commit or '')[:12]} deploying the last verified SHA {promotion.new_sha[:12]} to "
-                f"{env_name}; push it for review")
+        return roll_forward(verification, repo, target=target)
     except DeployctlError as exc:
         log.error("verify.on_failure_failed", env=env_name, app=app, error=str(exc))
         return f"{env.on_verification_failure} failed: {exc}"
+
+
+def roll_forward(verification: Verification, repo: str, *, target: str) -> str:
+    """Propose the last verified SHA ``target``: a pull request on the forge when one is configured
+    (the forge settings, as for ``rollback --open-pr``; a second failure updates it), else (or when the forge
+    refuses) a local commit for a person to push. Either way a person reviews it; nothing is applied here."""
+    from deployctl.app.promote import RollbackChoice, propose, rollback_app, rollback_change
+    from deployctl.edges.forge import ForgeError, ForgeSettings
+
+    env, app = verification.env, verification.app
+    message = f"roll forward: verification of {verification.sha[:12]} failed: {verification.reason}"[:300]
+    choice = RollbackChoice(to=target)
+    unopened = ""
+    try:
+        forge = ForgeSettings.from_env()
+    except ForgeError as exc:
+        forge, unopened = None, f"no pull request ({exc}); "
+    if forge is not None:
+        promotion, files, text = rollback_change(repo, app, env=env, choice=choice, message=message)
+        body = (f"Verification of `{verification.sha}` in **{env}** failed: {verification.reason}\n\n"
+                f"This deploys the last SHA of {app} verified there, `{promotion.new_sha}`. deployctl never rolls "
+                "back on its own: review and merge to apply it.\n")
+        try:
+            opened = propose(repo, files, message=text, branch=f"deployctl/roll-forward-{env}-{app}", forge=forge,
+                             body=lambda base, head: body)
+        except DeployctlError as exc:  # the forge or the push refused: the local commit still proposes it
+            unopened = f"no pull request ({exc}); "
+        else:
+            log.warning("verify.rolled_forward", env=env, app=app, to=target, pull_request=opened.url)
+            return (f"{'opened' if opened.created else 'updated'} pull request #{opened.number} ({opened.url}) "
+                    f"deploying the last verified SHA {promotion.new_sha[:12]} to {env}, for review")
+    promotion, commit = rollback_app(repo, app, env=env, choice=choice, commit=True, message=message)
+    log.warning("verify.rolled_forward", env=env, app=app, to=target, commit=commit)
+    return (f"{unopened}wrote commit {(commit or '')[:12]} deploying the last verified SHA "
+            f"{promotion.new_sha[:12]} to {env}; push it for review")
 
 
 # --- the three callers -----------------------------------------------------------------------

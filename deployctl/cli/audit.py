@@ -1,4 +1,4 @@
-"""``history``, ``events export`` and ``timeline``: reading the audit record."""
+"""``history`` and ``events export``: reading the audit record (``timeline`` is cli/timeline.py)."""
 
 from __future__ import annotations
 
@@ -204,69 +204,3 @@ def render_chain_report(report: ChainReport) -> str:
         lines.append(f"rows #1–#{report.migrated_through} were chained as found when the store was migrated "
                      "to the chain, not when written")  # fmt: skip
     return "\n".join(lines)
-
-
-@click.command()
-@audit_option
-@filter_options
-@click.option("--title", default="Deploys", show_default=True)
-@output_options(TABLE, JSON, YAML, legacy_file=True)
-@click.option(
-    "--overlay",
-    metavar="prometheus=URL|csv=FILE",
-    help="A product metric drawn above the deploy lanes: a Prometheus range query (with --query) "
-    "or a CSV of time,value[,series] (docs/analytics.md).",
-)
-@click.option("--query", "promql", metavar="PROMQL", help="The PromQL of --overlay prometheus=URL.")
-def timeline(
-    audit: AuditTarget,
-    envs: tuple[str, ...],
-    apps: tuple[str, ...],
-    since: datetime | None,
-    until: datetime | None,
-    title: str,
-    output: Output,
-    overlay: str | None,
-    promql: str | None,
-) -> None:
-    """Plot deploys over time into --out FILE: one lane per app, markers coloured by result.
-
-    FILE is deploys.html (self-contained, interactive) or deploys.png (needs chromium).
-
-    \b
-    Examples:
-      deployctl timeline --env production --since 7d --out deploys.html
-      deployctl timeline --since 2d --out deploys.png -o json
-      deployctl timeline --app web --since 14d --out deploys.html \\
-        --overlay prometheus=http://prometheus:9090 --query 'sum(rate(checkout_total[5m]))'
-      deployctl timeline --since 14d --overlay csv=confirmed_hourly.csv --out deploys.html
-    """
-    if output.path is None:
-        raise click.UsageError("give the chart file with --out deploys.html (or deploys.png)")
-    from deployctl.views import timeline as plot
-
-    if promql is not None and overlay is None:
-        raise click.UsageError("--query goes with --overlay prometheus=URL")
-    store = _read(audit)
-    try:
-        records = query(store, envs=envs, apps=apps, since=since, until=until)
-        unverified = store.unverified([r.id for r in records]) if records else {}
-    finally:
-        store.close()
-    series, span = None, None
-    if overlay is not None:
-        from deployctl.edges.metrics import load_overlay
-
-        if since is not None or overlay.startswith("prometheus="):  # a CSV's own range is shown whole
-            span = plot.time_range(records, since=since, until=until, now=datetime.now(UTC))
-        series = load_overlay(overlay, query=promql, start=span[0] if span else None, end=span[1] if span else None)
-    written = plot.write_timeline(records, output.path, title=title, overlay=series, time_range=span,
-                                  unverified=unverified)
-    summary = Output(output.format)  # the chart goes to the file, this summary to stdout
-    doc: dict[str, object] = {"file": str(written), "attempts": len(records)}
-    if series:
-        doc["metric_points"] = series.points
-        doc["metric_series"] = len(series.series)
-    if not summary.data(doc):
-        extra = f", {series.points} metric point(s) in {len(series.series)} series" if series else ""
-        summary.write(f"{written}: {len(records)} deploy attempt(s){extra}")

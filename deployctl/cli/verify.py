@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -83,13 +82,10 @@ def verify(repo: str, ref: str, env: str, app: str, sha: str | None, kubeconfig:
 
 
 def latest_verifications(store: AuditStore, records: Sequence[AuditRecord]) -> dict[int, Verification]:
-    """The newest verification of each attempt that has one, with why its row does not verify in the audit
-    chain when it does not (``chain_unverified``)."""
-    out: dict[int, Verification] = {}
-    for v in store.verifications(attempt_ids=[r.id for r in records]):
-        out.setdefault(v.attempt_id, v)  # newest first
-    untrusted = store.unverified_verifications([v.id for v in out.values() if v.id is not None]) if out else {}
-    return {i: replace(v, chain_unverified=untrusted.get(v.id)) if v.id in untrusted else v for i, v in out.items()}
+    """The newest verification of each attempt that has one."""
+    from deployctl.app import verify as verification
+
+    return verification.latest_verifications(store, [r.id for r in records])
 
 
 def with_verification(event: dict[str, Any], verification: Verification | None) -> dict[str, Any]:

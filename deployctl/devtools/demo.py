@@ -6,7 +6,10 @@
 4. the labelled workloads the cluster owner creates (Deployments with deployctl.dev/app);
 5. ``deployctl validate``, ``plan`` and ``reconcile`` (staging first, then production, which
    requires staging), a new deploy commit reconciled as an update, ``status`` and ``history``;
-6. ``deployctl ui`` on the demo data until Ctrl-C (``--no-ui`` or ``CI=true`` skip it).
+6. verification against a real Prometheus (:mod:`deployctl.devtools.demo_verify`): one deploy verified
+   and promoted, one that fails verification in staging and is held back from production;
+7. a timeline with a product metric and the verifications marked;
+8. ``deployctl ui`` on the demo data until Ctrl-C (``--no-ui`` or ``CI=true`` skip it).
 
 Everything lives in ``.demo/``; ``make clean`` removes it. Run: ``python -m deployctl.devtools.demo``.
 """
@@ -29,6 +32,7 @@ from pathlib import Path
 import click
 import pygit2
 
+from deployctl.devtools import demo_verify
 from deployctl.devtools.localcluster import controlplane
 
 ROOT = Path.cwd()
@@ -227,7 +231,12 @@ def main() -> None:
         sh("status", "--repo", str(repo_dir), env=env)
         sh("history", env=env, check=False)
 
-        step("9. Deploys over a product metric (docs/analytics.md): a timeline with an overlay")
+        step("9. Verify each deploy against its metrics (a real Prometheus); production takes only verified SHAs")
+        demo_verify.run(repo_dir=repo_dir, apps=("api", "worker", "web"), env=env, workdir=DEMO / "prometheus",
+                        commit=lambda files, message, author: commit_files(repo, files, message, author),
+                        push=lambda repository, tag: push_image(host, repository, tag), sh=sh)
+
+        step("10. Deploys over a product metric (docs/analytics.md): a timeline with an overlay and verifications")
         metric = write_demo_metric(DEMO / "audit.db", DEMO / "basket_reorders.csv")
         chart = DEMO / "timeline.html"
         sh("timeline", "--overlay", f"csv={metric}", "--title", "Deploys and basket reorders",
@@ -247,7 +256,7 @@ def serve_dashboard(repo_dir: Path, env: dict[str, str]) -> None:
     """The dashboard for the demo data, until Ctrl-C (skipped with --no-ui or in CI)."""
     import socket
 
-    step("9. The dashboard: what runs where, what changed, what may be promoted (Ctrl-C to stop)")
+    step("11. The dashboard: what runs where, what changed, what may be promoted (Ctrl-C to stop)")
     with socket.socket() as s:
         port = 8090 if s.connect_ex(("127.0.0.1", 8090)) != 0 else 0
     if port == 0:

@@ -53,7 +53,7 @@ from deployctl.edges.http import REDIRECT_STATUSES, HttpClient, HttpError, Respo
 from deployctl.edges.sinks import NotifySettings, Sink
 from deployctl.model.audit import AuditStore, Delivery, OutboxEvent
 from deployctl.model.vocabulary import Result
-from deployctl.rules.cdevents import deploy_event_id
+from deployctl.rules.cdevents import event_id
 
 log = structlog.get_logger(__name__)
 
@@ -149,7 +149,7 @@ def render_request(sink: Sink, event: OutboxEvent, environ: Mapping[str, str]) -
         if message is None:
             return None
         ce_headers = {**message.headers, "User-Agent": f"deployctl/{__version__}",
-                      "Idempotency-Key": deploy_event_id(event.payload)}
+                      "Idempotency-Key": event_id(event.payload)}
         request = HttpRequest(url=sink.resolve_url(environ), body=message.body, headers=ce_headers)
         return _signed(sink, request, environ)
     payload: Mapping[str, Any]

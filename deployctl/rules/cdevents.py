@@ -8,7 +8,12 @@ An outcome in which an app now runs a new SHA is one ``service`` event:
 - ``service.upgraded``  any other new SHA.
 
 Outcomes in which nothing was deployed (failed, blocked, refused, interrupted) are not service
-events: :func:`cdevent` returns None for them. deployctl's own fields (repo, deploy commit, SHA,
+events: :func:`cdevent` returns None for them.
+
+A deploy's verification against its metrics (the outbox's ``deploy.verified`` payload) has no
+``service`` predicate in the specification, so it is a custom event (CDEvents 0.4's ``dev.cdeventsx``
+namespace, subject ``deployctl-verification``): ``dev.cdeventsx.deployctl-verification.finished.0.1.0``,
+with an ``outcome`` (``success`` / ``failure``) and each check's last value beside its condition. deployctl's own fields (repo, deploy commit, SHA,
 digest, author, approvers, commit message, result, duration) travel in the event's ``customData``
 under the ``dev.deployctl`` key, described by the JSON Schemas in ``deployctl/model/schemas`` and
 in docs/analytics.md. Everything here works on the flat export shape of
@@ -21,9 +26,11 @@ import re
 import urllib.parse
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from deployctl.model.audit import AuditRecord, record_to_event
+from deployctl.model.verification import Verification
 from deployctl.model.vocabulary import RAN
 
 SPEC_VERSION = "0.4.1"
@@ -37,6 +44,11 @@ EXTENSION_VERSION = 1
 """Version of the fields under EXTENSION_KEY; bumped only on incompatible change."""
 DEPLOYED_RESULTS = RAN
 """Outcomes after which the app runs ``new_sha``: the only ones that are service events."""
+
+VERIFICATION_EVENT_TYPE = "dev.cdeventsx.deployctl-verification.finished.0.1.0"
+"""The custom CDEvents type of a recorded verification (verified or verification-failed)."""
+VERIFICATION_PAYLOAD = "deploy.verified"
+"""The outbox payload's ``event`` for a verification (the rollout's is ``deploy.finished``)."""
 
 _EVENT_ID_NAMESPACE = uuid.UUID("6f1d3c2e-5b8a-4e0f-9d47-2c1a8b3e7f60")
 """Fixed forever: changing it changes every deploy's event id."""
@@ -52,6 +64,21 @@ def deploy_event_id(event: Mapping[str, Any]) -> str:
     store recreated from scratch) do not give two different deploys the same id."""
     parts = (event.get("id"), event.get("env"), event.get("app"), event.get("new_sha"), event.get("started_at"))
     return str(uuid.uuid5(_EVENT_ID_NAMESPACE, "\x1f".join("" if p is None else str(p) for p in parts)))
+
+
+def verification_event_id(event: Mapping[str, Any]) -> str:
+    """The id of a verification event: the attempt's parts plus the verification's own id and end, so that
+    every verification of one attempt (``deployctl verify`` again) is its own event, the same on every sink."""
+    verification = event.get("verification") or {}
+    parts = (deploy_event_id(event), "verification", verification.get("id"), verification.get("finished_at"))
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, "\x1f".join("" if p is None else str(p) for p in parts)))
+
+
+def event_id(event: Mapping[str, Any]) -> str:
+    """The CDEvent id of any outbox payload: a deploy's or a verification's."""
+    if event.get("event") == VERIFICATION_PAYLOAD:
+        return verification_event_id(event)
+    return deploy_event_id(event)
 
 
 def event_type(predicate: str) -> str:
@@ -134,6 +161,8 @@ def cdevent(event: Mapping[str, Any], *, source: str) -> dict[str, Any] | None:
     ``source`` names this deployctl (a URI reference, e.g. ``/deployctl/acme-deploy``); the
     event id is :func:`deploy_event_id` of the attempt (the same on every sink, retry and export).
     """
+    if event.get("event") == VERIFICATION_PAYLOAD:
+        return verification_cdevent(event, source=source)
     chosen = predicate(event)
     if chosen is None:
         return None
@@ -159,6 +188,65 @@ def cdevent(event: Mapping[str, Any], *, source: str) -> dict[str, Any] | None:
         "customDataContentType": "application/json",
         "customData": {EXTENSION_KEY: extension(event)},
     }
+
+
+def verification_cdevent(event: Mapping[str, Any], *, source: str) -> dict[str, Any]:
+    """The custom CDEvent of a verification payload: which deploy (env/app, artifact), the outcome, the checks."""
+    env, app = str(event.get("env")), str(event.get("app"))
+    verification: Mapping[str, Any] = event.get("verification") or {}
+    checks = []
+    for c in verification.get("checks") or ():
+        values = [m.get("value") for m in c.get("measurements") or ()]
+        checks.append({"name": c.get("name"), "query": c.get("query"), "condition": c.get("wanted"),
+                       "passed": bool(c.get("passed")), "failures": c.get("failures"),
+                       "failureLimit": c.get("failure_limit"), "lastValue": values[-1] if values else None})
+    passed = event.get("result") == "verified"
+    return {
+        "context": {
+            "version": SPEC_VERSION,
+            "id": verification_event_id(event),
+            "source": source,
+            "type": VERIFICATION_EVENT_TYPE,
+            "timestamp": verification.get("finished_at") or event.get("finished_at") or event.get("started_at"),
+        },
+        "subject": {
+            "id": f"{env}/{app}",
+            "source": source,
+            "content": {
+                "environment": {"id": env, "source": source},
+                "artifactId": package_url(str(event.get("image") or ""), event.get("digest")),
+                "outcome": "success" if passed else "failure",
+                "reason": verification.get("reason") or "",
+                "checks": checks,
+            },
+        },
+        "customDataContentType": "application/json",
+        "customData": {EXTENSION_KEY: {
+            **extension(event), "deployResult": event.get("deploy_result"),
+            "verificationId": verification.get("id"), "verificationTrigger": verification.get("trigger"),
+            "verificationStartedAt": verification.get("started_at"),
+            "verificationFinishedAt": verification.get("finished_at"),
+        }},
+    }
+
+
+def verification_payload(record: AuditRecord, verification: Verification, *, verification_id: int) -> dict[str, Any]:
+    """The outbox payload of a recorded verification: the attempt's export shape, the verification's result in
+    ``result`` (the rollout's in ``deploy_result``), its reason in ``error`` when it failed, and its checks."""
+    v = verification
+    payload: dict[str, Any] = {
+        **record_to_event(record), "event": VERIFICATION_PAYLOAD, "result": str(v.result),
+        "deploy_result": record.result, "error": None if v.ok else v.reason,
+        "verification": {"id": verification_id, "reason": v.reason, "trigger": v.trigger,
+                         "started_at": _iso(v.started_at), "finished_at": _iso(v.finished_at),
+                         "checks": [c.as_dict() for c in v.checks]},
+    }
+    payload["idempotency_key"] = verification_event_id(payload)
+    return payload
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def cdevent_for_record(record: AuditRecord, *, source: str, repo: str | None = None) -> dict[str, Any] | None:

@@ -28,6 +28,7 @@ from deployctl.model.audit import STARTED, AttemptEvent, AuditRecord, AuditStore
 from deployctl.model.config import Config
 from deployctl.model.metric import Overlay
 from deployctl.model.state import DesiredState, Target
+from deployctl.model.verification import Verification
 from deployctl.model.vocabulary import CellState, Result
 from deployctl.model.workload import ANN_DIGEST, ANN_IMAGE, Health
 from deployctl.reconcile.ordering import git_relation
@@ -109,6 +110,7 @@ class Cell:
     last: LastDeploy | None = None
     freeze: str | None = None
     approval: str | None = None
+    verification: Verification | None = None  # the live SHA's latest verification there
 
     @property
     def shows_reason(self) -> bool:
@@ -127,7 +129,9 @@ class Cell:
         return {**self.row, "state": str(self.state), "state_reason": self.reason, "owner": self.owner,
                 "desired_url": self.desired_url, "digest": self.digest,
                 "last_deploy": self.last.as_dict() if self.last else None, "freeze": self.freeze,
-                "approval": self.approval}
+                "approval": self.approval,
+                "verification": self.verification.result if self.verification else None,  # as status -o json
+                "verification_reason": self.verification.reason if self.verification else None}
 
 
 @dataclass(frozen=True)
@@ -250,8 +254,10 @@ def _offline_change(target: Target) -> Change:
 
 def build_snapshot(desired: DesiredState, plan_changes: Sequence[Change] | None, *, refused: Mapping[str, str],
                    last: Mapping[tuple[str, str], LastDeploy], now: datetime,
-                   cluster_error: str | None = None) -> Snapshot:
-    """The matrix from a plan (None when the cluster could not be read). Pure."""
+                   cluster_error: str | None = None,
+                   verified: Mapping[tuple[str, str], Verification] | None = None) -> Snapshot:
+    """The matrix from a plan (None when the cluster could not be read); ``verified``: each env/app's live
+    SHA's latest verification. Pure."""
     config = desired.config
     notes = env_notes(config, now)
     changes = list(plan_changes) if plan_changes is not None else [_offline_change(t) for t in desired.targets]
@@ -270,11 +276,14 @@ def build_snapshot(desired: DesiredState, plan_changes: Sequence[Change] | None,
             row = {**row, "live_sha": None, "in_sync": False, "action": "unknown", "health": "-", "message": reason}
         sha = change.new_sha
         freeze, approval = notes.get(change.env, (None, None))
+        verification = (verified or {}).get(change.key)
+        if verification is not None and verification.sha != row.get("live_sha"):
+            verification = None
         cells.append(Cell(
             row=row, state=state, reason=reason, owner=app_config.owner if app_config else None,
             desired_url=app_config.commit_link(sha) if app_config and sha else None,
             digest=live_digest(change) if plan_changes is not None else None, last=previous,
-            freeze=freeze, approval=approval,
+            freeze=freeze, approval=approval, verification=verification,
         ))
     if config is not None:  # in promotion order: an environment after those it requires
         envs = tuple(dependency_order({n: e.requires for n, e in config.environments.items()}))
@@ -336,7 +345,26 @@ class Dashboard:
         except DeployctlError as exc:
             log.warning("ui.observe_failed", error=str(exc))
             return build_snapshot(desired, None, refused={}, last=last, now=now, cluster_error=str(exc))
-        return build_snapshot(desired, plan.changes, refused=refused, last=last, now=now)
+        return build_snapshot(desired, plan.changes, refused=refused, last=last, now=now,
+                              verified=self.live_verifications(plan.changes))
+
+    def live_verifications(self, changes: Sequence[Change]) -> dict[tuple[str, str], Verification]:
+        """Each env/app's live SHA's latest verification there (one query per deployed env/app)."""
+        if self.store is None:
+            return {}
+        out: dict[tuple[str, str], Verification] = {}
+        for c in changes:
+            live = status_row(c)["live_sha"]
+            found = self.store.verifications(env=c.env, app=c.app, sha=str(live), limit=1) if live else []
+            if found:
+                out[c.key] = found[0]
+        return out
+
+    def verifications(self, records: Sequence[AuditRecord]) -> list[Verification]:
+        """Every verification of these attempts (the timeline marks them), newest first."""
+        from deployctl.app.verify import verifications_of
+
+        return verifications_of(self.store, [r.id for r in records]) if self.store is not None else []
 
     def last_deploys(self, targets: Sequence[Target]) -> dict[tuple[str, str], LastDeploy]:
         if self.store is None:

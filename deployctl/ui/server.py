@@ -27,6 +27,7 @@ from aiohttp import web
 
 from deployctl.errors import DeployctlError, InvalidInputError
 from deployctl.model.audit import parse_when
+from deployctl.model.verification import Verification
 from deployctl.model.vocabulary import Result
 from deployctl.ui import apppage
 from deployctl.ui.auth import UiAuth, decide
@@ -88,6 +89,21 @@ def plotly_js() -> Path | None:
 
 def _param(request: web.Request, name: str) -> str:
     return request.query.get(name, "").strip()[:MAX_QUERY]
+
+
+def _latest(verifications: list[Verification]) -> dict[int, Verification]:
+    """Each attempt's newest verification (``verifications`` come newest first)."""
+    out: dict[int, Verification] = {}
+    for v in verifications:
+        out.setdefault(v.attempt_id, v)
+    return out
+
+
+def _with_verification(event: dict[str, Any], verification: Verification | None) -> dict[str, Any]:
+    """An exported attempt with its latest verification, as ``deployctl history -o json`` has it."""
+    if verification is None:
+        return event
+    return {**event, "verification": verification.result, "verification_reason": verification.reason}
 
 
 def _security_headers(response: web.StreamResponse) -> web.StreamResponse:
@@ -214,6 +230,7 @@ def add_routes(app: web.Application, dashboard: Dashboard, auth: UiAuth) -> None
         window = _window(request)
         records = await data(dashboard.records, limit=2000, **window)
         unverified = {c.record.id: c.unverified for c in await data(dashboard.checked, records) if c.unverified}
+        verifications = await data(dashboard.verifications, records)
         figure = None
         # The operator's --overlay, drawn unless the reader turns it off (?overlay=off); a request never names a source.
         offered = dashboard.overlay is not None
@@ -230,18 +247,20 @@ def add_routes(app: web.Application, dashboard: Dashboard, auth: UiAuth) -> None
                 except DeployctlError as exc:  # the deploys are still worth showing without the metric
                     overlay_error = str(exc)
             fig = await data(build_figure, records, title="Deploys", overlay=series, time_range=span,
-                             unverified=unverified)
+                             unverified=unverified, verifications=verifications)
             figure = json.loads(fig.to_json())
         _, snapshot = await data(dashboard.current)
         filters = {k: _param(request, k) for k in ("env", "app", "since", "until")}
         return await page(request, "timeline.html", figure=figure, records=records, unverified=unverified,
-                          all=snapshot, filters=filters,
+                          all=snapshot, filters=filters, verified=_latest(verifications),
                           overlay_offered=offered, overlay_on=overlay_on, overlay_error=overlay_error,
                           overlay_name=dashboard.overlay.query or dashboard.overlay.spec if dashboard.overlay else "")
 
     async def timeline_api(request: web.Request) -> web.StreamResponse:
         records = await data(dashboard.records, limit=2000, **_window(request))
-        return api([c.as_dict() for c in await data(dashboard.checked, records)])  # as `history -o json`
+        verified = _latest(await data(dashboard.verifications, records))
+        return api([_with_verification(c.as_dict(), verified.get(c.record.id))  # as `history -o json`
+                    for c in await data(dashboard.checked, records)])
 
     async def static_file(request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]

@@ -1,4 +1,6 @@
-"""Deploys over time as a chart: one lane per app, one marker per attempt coloured by its result.
+"""Deploys over time as a chart: one lane per app, one marker per attempt coloured by its result, and
+each verification of a deploy against its metrics marked on the same lane when its verdict came
+(a green ring: verified; a red cross: verification-failed, with the check, its value and the threshold).
 
 With an :class:`~deployctl.model.metric.Overlay` (a product metric from Prometheus or a CSV), the
 metric is drawn on its own axis above the deploy lanes, on the same time axis, with a thin line
@@ -27,6 +29,7 @@ from deployctl import settings
 from deployctl.errors import DeployctlError, InvalidInputError
 from deployctl.model.audit import RESULTS, STARTED, AuditRecord
 from deployctl.model.metric import Overlay
+from deployctl.model.verification import Verification, VerifyResult
 from deployctl.model.vocabulary import RAN, Result
 
 log = structlog.get_logger(__name__)
@@ -43,6 +46,11 @@ RESULT_COLOURS = {
     Result.SKIPPED: "#bcbd22",
     STARTED: "#1f77b4",
 }
+VERIFICATION_MARKERS = {
+    VerifyResult.VERIFIED: {"symbol": "circle-open", "color": "#2ca02c", "size": 21, "line": {"width": 2.5}},
+    VerifyResult.FAILED: {"symbol": "x-thin-open", "color": "#d62728", "size": 17, "line": {"width": 3.5}},
+}
+"""How a verification's verdict is marked on its app's lane (shapes apart from the environments' symbols)."""
 OVERLAY_COLOURS = ("#17becf", "#7f7f7f", "#bcbd22", "#1f77b4", "#e377c2", "#8c564b")
 OVERLAY_HEIGHT = 260
 MAX_DEPLOY_LINES = 300
@@ -79,6 +87,45 @@ def _hover(record: AuditRecord, unverified: str | None = None) -> str:
     return "<br>".join(lines)
 
 
+def _verification_hover(v: Verification) -> str:
+    lines = [
+        f"<b>{html.escape(v.app)}</b> → {html.escape(v.env)}: <b>{html.escape(str(v.result))}</b>",
+        f"SHA {v.sha[:12]} · attempt #{v.attempt_id}",
+        html.escape(v.reason[:160]),
+    ]
+    for c in v.checks[:5]:
+        last = c.measurements[-1].value if c.measurements else None
+        value = "no value" if last is None else f"{last:.6g}"
+        lines.append(f"{'pass' if c.passed else 'FAIL'} {html.escape(c.name)}: {value} (wanted "
+                     f"{html.escape(c.wanted)})")
+    lines.append(v.finished_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") + f" · {html.escape(v.trigger)}")
+    return "<br>".join(lines)
+
+
+def _add_verifications(fig: go.Figure, verifications: Sequence[Verification], apps: Sequence[str]) -> None:
+    """A marker per verification on its app's lane, at the time of its verdict."""
+    lanes = set(apps)
+    for result, marker in VERIFICATION_MARKERS.items():
+        chosen = sorted((v for v in verifications if v.result == result and v.app in lanes),
+                        key=lambda v: v.finished_at)
+        if not chosen:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=[v.finished_at.astimezone(UTC) for v in chosen],
+                y=[v.app for v in chosen],
+                mode="markers",
+                name=str(result),
+                legendgroup="verification",
+                legendgrouptitle_text="verification",
+                marker={"symbol": marker["symbol"], "color": marker["color"], "size": marker["size"],
+                        "line": {**marker["line"], "color": marker["color"]}},  # type: ignore[dict-item]
+                text=[_verification_hover(v) for v in chosen],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
+
+
 def build_figure(
     records: Sequence[AuditRecord],
     *,
@@ -86,10 +133,12 @@ def build_figure(
     overlay: Overlay | None = None,
     time_range: tuple[datetime, datetime] | None = None,
     unverified: Mapping[int, str] | None = None,
+    verifications: Sequence[Verification] = (),
 ) -> go.Figure:
     """The timeline figure: x is when an attempt started, y is its app, colour is its result.
 
-    ``overlay`` adds its series on an axis of their own above the lanes; ``time_range`` fixes the x range.
+    ``verifications`` (of these attempts) are marked on the same lanes; ``overlay`` adds its series on an
+    axis of their own above the lanes; ``time_range`` fixes the x range.
     ``unverified`` (attempt id -> why its rows do not verify in the audit chain) are drawn apart, as open
     markers of their own legend entry ("untrusted"), never in the colour of the result they claim.
     """
@@ -137,6 +186,7 @@ def build_figure(
                 hovertemplate="%{text}<extra></extra>",
             )
         )
+    _add_verifications(fig, verifications, apps)
     if len(envs) > 1:
         for env in envs:  # a legend for the marker shapes only
             fig.add_trace(
@@ -154,7 +204,8 @@ def build_figure(
     fig.update_layout(
         title={"text": f"{html.escape(title)} · {len(records)} attempt(s)", "x": 0.01},
         template="plotly_white",
-        height=max(320, 140 + 60 * len(apps)),
+        # tall enough for the lanes and for the legend (results, verifications, environments, their titles)
+        height=max(320, 140 + 60 * len(apps), 140 + 26 * (len(fig.data) + 4)),
         hovermode="closest",
         margin={"l": 110, "r": 170, "t": 70, "b": 40},
         legend={"orientation": "v", "x": 1.01, "y": 1},
@@ -259,13 +310,15 @@ def write_timeline(
     overlay: Overlay | None = None,
     time_range: tuple[datetime, datetime] | None = None,
     unverified: Mapping[int, str] | None = None,
+    verifications: Sequence[Verification] = (),
 ) -> Path:
     """Write the timeline to ``path``: ``.html`` (self-contained) or ``.png`` (via headless Chromium)."""
     target = Path(path)
     suffix = target.suffix.lower()
     if suffix not in (".html", ".htm", ".png"):
         raise InvalidInputError(f"{target}: the timeline is written as .html or .png")
-    fig = build_figure(records, title=title, overlay=overlay, time_range=time_range, unverified=unverified)
+    fig = build_figure(records, title=title, overlay=overlay, time_range=time_range, unverified=unverified,
+                       verifications=verifications)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         if suffix == ".png":

@@ -173,3 +173,42 @@ def test_sasl_credentials_come_from_the_environment(kafka_sasl: str, kafka_broke
     finally:
         store.close()
     assert len(consume(kafka_broker, topic, 2)) == 2
+
+
+def test_a_recorded_verification_reaches_the_topic_after_its_deploy_as_a_custom_cdevent(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    from deployctl.model.verification import CheckOutcome, Measurement, Verification
+
+    topic = f"verify-{uuid.uuid4().hex[:8]}"
+    settings = kafka_settings(kafka_broker, topic)
+    store = open_store(f"sqlite:///{tmp_path / 'audit.db'}")
+    try:
+        for sink in settings.sinks:
+            store.register_sink(sink.name)
+        now = datetime.now(UTC)
+        web = store.start(make_attempt(started_at=now - timedelta(seconds=90)))
+        store.finish(web, result="succeeded")
+        check = CheckOutcome(name="errors", kind="query", query='sum(rate(errors{app="web"}[1m]))',
+                             wanted="result < 0.01", failure_limit=0,
+                             measurements=(Measurement(at=now, value=0.25, passed=False),))
+        verification_id = store.record_verification(Verification(
+            attempt_id=web, env="production", app="web", sha=sha("2"), result="verification-failed",
+            reason="errors: 0.25 (wanted result < 0.01)", checks=(check,), started_at=now - timedelta(seconds=30),
+            finished_at=now))
+        report = drain(store, settings, max_wait_seconds=0)
+        assert report.ok and report.delivered == 2
+    finally:
+        store.close()
+    messages = consume(kafka_broker, topic, 2)
+    assert [m.key().decode() for m in messages] == ["production/web", "production/web"]  # one partition, in order
+    deployed, verified = (json.loads(m.value()) for m in messages)
+    assert deployed["type"] == "dev.cdevents.service.upgraded.0.2.0"
+    assert verified["type"] == "dev.cdeventsx.deployctl-verification.finished.0.1.0"
+    assert verified["id"] != deployed["id"]
+    assert_valid(verified["data"])
+    content = verified["data"]["subject"]["content"]
+    assert content["outcome"] == "failure" and content["reason"] == "errors: 0.25 (wanted result < 0.01)"
+    assert content["checks"][0]["lastValue"] == 0.25 and content["checks"][0]["condition"] == "result < 0.01"
+    ours = verified["data"]["customData"]["dev.deployctl"]
+    assert (ours["attemptId"], ours["verificationId"], ours["repo"]) == (web, verification_id, "acme/deploy")

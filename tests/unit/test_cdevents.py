@@ -239,3 +239,59 @@ def test_the_event_id_is_derived_from_the_attempt_not_the_outbox_key() -> None:
     assert deploy_event_id(event) == deploy_event_id(dict(event))  # the same on every call and process
     assert deploy_event_id({**event, "id": event["id"] + 1}) != deploy_event_id(event)
     assert deploy_event_id({**event, "started_at": "2030-01-01T00:00:00Z"}) != deploy_event_id(event)
+
+
+def verification(result: str = "verification-failed", *, value: float = 0.2, finished: int = 120) -> Any:
+    from deployctl.model.verification import CheckOutcome, Measurement, Verification
+
+    passed = result == "verified"
+    checks = (CheckOutcome(name="errors", kind="query", query='sum(rate(http_errors{app="web"}[1m]))',
+                           wanted="result < 0.01", failure_limit=0,
+                           measurements=(Measurement(at=T0, value=value, passed=passed),)),)
+    reason = "errors: 1 of 1 passed" if passed else "errors: 0.2 (wanted result < 0.01)"
+    return Verification(attempt_id=7, env="production", app="web", sha=sha("2"), result=result, reason=reason,
+                        checks=checks, started_at=T0 + timedelta(seconds=60),
+                        finished_at=T0 + timedelta(seconds=finished))
+
+
+def test_a_failed_verification_is_a_custom_event_with_the_outcome_value_and_condition() -> None:
+    from deployctl.rules.cdevents import VERIFICATION_EVENT_TYPE, verification_payload
+
+    payload = verification_payload(record(), verification(), verification_id=3)
+    event = cdevent(payload, source="/deployctl/acme")
+    assert event is not None
+    assert_valid(event)
+    assert event["context"]["type"] == VERIFICATION_EVENT_TYPE == "dev.cdeventsx.deployctl-verification.finished.0.1.0"
+    assert event["context"]["timestamp"] == "2024-05-01T12:02:00Z"  # when the verdict was reached
+    content = event["subject"]["content"]
+    assert event["subject"]["id"] == "production/web" and content["outcome"] == "failure"
+    assert content["reason"] == "errors: 0.2 (wanted result < 0.01)"
+    assert content["checks"] == [{"name": "errors", "query": 'sum(rate(http_errors{app="web"}[1m]))',
+                                  "condition": "result < 0.01", "passed": False, "failures": 1, "failureLimit": 0,
+                                  "lastValue": 0.2}]
+    ours = event["customData"]["dev.deployctl"]
+    assert (ours["result"], ours["deployResult"], ours["verificationId"]) == ("verification-failed", "succeeded", 3)
+    passed = cdevent(verification_payload(record(), verification("verified", value=0.001), verification_id=4),
+                     source="/deployctl/acme")
+    assert passed is not None and passed["subject"]["content"]["outcome"] == "success"
+    assert_valid(passed)
+
+
+def test_a_verification_event_has_its_own_id_the_same_on_every_sink() -> None:
+    from deployctl.rules.cdevents import event_id, verification_payload
+
+    payload = verification_payload(record(), verification(), verification_id=3)
+    ident = payload["idempotency_key"]
+    assert ident == event_id(payload) != deploy_event_id(record_to_event(record()))  # not the rollout's event
+    again = verification_payload(record(), verification(finished=300), verification_id=4)  # verify run again
+    assert event_id(again) != ident
+    structured = http_message(payload, source="/d", mode="structured")
+    binary = kafka_message(payload, source="/d", mode="binary")
+    assert structured is not None and binary is not None
+    assert json.loads(structured.body)["id"] == ident and binary.headers["ce_id"] == ident
+    assert binary.headers["ce_type"] == "dev.cdeventsx.deployctl-verification.finished.0.1.0"
+    assert binary.key == "production/web"  # in order with the app's deploy events
+    sink = parse_settings({"notify": [{"type": "webhook", "url": "https://h.example/x", "format": "cdevents"}]},
+                          source="s.yaml").sinks[0]
+    request = render_request(sink, OutboxEvent(1, ident, 7, payload, T0), {})
+    assert request is not None and request.headers["Idempotency-Key"] == ident

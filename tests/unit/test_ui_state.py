@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from deployctl.model.workload import Health, RolloutStatus
@@ -87,3 +88,27 @@ def test_snapshot_orders_environments_for_promotion_and_filters_by_owner() -> No
 def test_an_update_reconcile_would_skip_says_why_as_the_plan_does() -> None:
     skip = "skipped: live deploy commit bbbbbbb is newer than aaaaaaa (to roll back, run deployctl rollback)"
     assert cell_state(change(Action.UPDATE, old=A, reason=skip), None) == ("pending", skip)
+
+
+def test_a_cell_shows_the_verification_of_the_sha_it_runs_only() -> None:
+    from deployctl.model.config import load_config
+    from deployctl.model.state import DesiredState
+    from deployctl.model.verification import Verification
+    from deployctl.ui.data import build_snapshot
+    from tests.fakes import deployment
+
+    config, _ = load_config(b"version: 1\napps:\n  web: {image: r/web}\nenvironments:\n  staging: {namespace: ns}\n")
+    assert config is not None
+    running = replace(change(Action.IN_SYNC), workloads=(deployment("web", f"r/web:{B}", namespace="ns"),))
+    desired = DesiredState(config, (running.target,), (), "HEAD", "c" * 40)
+
+    def verification(sha: str) -> Verification:
+        return Verification(attempt_id=7, env="staging", app="web", sha=sha, result="verification-failed",
+                            reason="error-rate: x = 0.3, wanted result < 0.01", checks=(), started_at=T, finished_at=T)
+
+    shown = build_snapshot(desired, [running], refused={}, last={}, now=T, verified={("staging", "web"): verification(B)})
+    (cell,) = shown.cells
+    assert (cell.as_dict()["verification"], cell.as_dict()["verification_reason"]) == (
+        "verification-failed", "error-rate: x = 0.3, wanted result < 0.01")
+    older = build_snapshot(desired, [running], refused={}, last={}, now=T, verified={("staging", "web"): verification(A)})
+    assert older.cells[0].verification is None and older.cells[0].as_dict()["verification"] is None

@@ -99,6 +99,20 @@ def test_checks_load_with_their_window_and_environments() -> None:
     assert config.environments["production"].on_verification_failure == "freeze"
 
 
+def test_an_app_that_can_never_be_verified_where_it_is_required_is_a_warning_naming_it() -> None:
+    only_production = """\
+      - name: paging
+        alert: WebDown
+        environments: [production]"""
+    config, found = load_config(CONFIG.format(checks=only_production).encode())
+    assert config is not None and [p.severity for p in found] == ["warning"]
+    assert (found[0].line, found[0].env, found[0].app) == (3, "production", "web")
+    assert "apps.web has no verify check in staging" in found[0].message
+    assert "every SHA of web will be refused in production" in found[0].message
+    everywhere = "      - name: paging\n        alert: WebDown"
+    assert load_config(CONFIG.format(checks=everywhere).encode())[1] == []
+
+
 @pytest.mark.parametrize(("checks", "message"), [
     ("      - name: a\n        query: x\n        success: import os", "deployctl.yaml:8: apps.web.verify[0].success"),
     ("      - name: a\n        query: x", "apps.web.verify[0].success is missing"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +30,7 @@ from deployctl.model.chain import Kind
 from deployctl.model.review import ReviewRecord
 from deployctl.model.verification import CheckOutcome, Verification
 from deployctl.model.vocabulary import Result
-from deployctl.rules.cdevents import deploy_event_id
+from deployctl.rules.cdevents import deploy_event_id, verification_payload
 
 log = structlog.get_logger(__name__)
 
@@ -241,12 +240,8 @@ class SqlStore(ChainQueries):
                 cur, (v.attempt_id, str(v.result), v.reason, checks, v.trigger, self._enc_time(v.started_at),
                       self._enc_time(v.finished_at), self._enc_time(datetime.now(UTC))),
             )
-            key = uuid.uuid4().hex
-            event = record_to_event(record)
-            payload = {**event, "event": "deploy.verified", "idempotency_key": key, "result": str(v.result),
-                       "deploy_result": record.result, "error": None if v.ok else v.reason,
-                       "verification": {"id": verification_id, "reason": v.reason,
-                                        "checks": [c.as_dict() for c in v.checks]}}
+            payload = verification_payload(record, v, verification_id=verification_id)
+            key = str(payload["idempotency_key"])  # this verification's CDEvent id, on every sink and retry
             cur.execute(
                 self._sql("INSERT INTO outbox (key, attempt_id, payload, created_at) VALUES (?, ?, ?, ?)"),
                 (key, v.attempt_id, json.dumps(payload, sort_keys=True), self._enc_time(v.finished_at)),
@@ -439,3 +434,4 @@ def _with_outcome(
         duration_seconds=(finished - utc(record.attempt.started_at)).total_seconds(),
         digest=digest or record.digest,
     )
+

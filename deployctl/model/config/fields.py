@@ -85,7 +85,8 @@ ENVIRONMENT = (
         "(its checks passed) in each environment of requires, not just deployed there.", default=False),
     Key("on_verification_failure", {"enum": list(ON_FAILURE)}, "When a deploy here fails verification: notify "
         "(only the notification), freeze (suspend the app here until a person resumes it) or roll-forward (also "
-        "write a local commit that deploys the last verified SHA, for review). Never an automatic rollback.",
+        "propose the last verified SHA for review: a pull request when the forge is configured, else a local "
+        "commit). Never an automatic rollback.",
         default="notify"),
 )
 CHECK = (

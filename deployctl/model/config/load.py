@@ -7,6 +7,7 @@ problem carries the line it was found on.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
@@ -33,6 +34,7 @@ from deployctl.model.config.values import (
     PRE_DEPLOY,
     AppConfig,
     Config,
+    EnvironmentConfig,
     dns_label_problem,
     find_cycle,
     show,
@@ -105,6 +107,7 @@ def load_config(
                              "environments or remove it", app=app)
             apps.pop(app, None)
             invalid_apps.add(app)
+    _unverifiable(reader, apps, envs, lines)
     config = Config(
         version=version,
         apps=apps,
@@ -115,6 +118,24 @@ def load_config(
         lines=lines,
     )
     return config, reader.problems
+
+
+def _unverifiable(reader: Reader, apps: Mapping[str, AppConfig], envs: Mapping[str, EnvironmentConfig],
+                  lines: Mapping[str, int]) -> None:
+    """A warning for each app a ``require_verified`` environment could never accept: it has no ``verify``
+    check in a required environment, so no SHA of it is ever verified there."""
+    for env_name, env in sorted(envs.items()):
+        if not env.require_verified:
+            continue
+        for required in env.requires:
+            for app_name, app in sorted(apps.items()):
+                if any(not c.environments or required in c.environments for c in app.verify):
+                    continue
+                reader.problems.append(Problem(
+                    reader.path, lines.get(f"apps.{app_name}") or None,
+                    f"apps.{app_name} has no verify check in {required}, and environments.{env_name} "
+                    f"requires SHAs verified there (require_verified): every SHA of {app_name} will be refused "
+                    f"in {env_name}; add a check that runs in {required}", WARNING, env=env_name, app=app_name))
 
 
 def _oneline(text: str) -> str:
