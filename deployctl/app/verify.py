@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -156,11 +156,14 @@ def _wait(run: VerifyRun, seconds: float) -> bool:
 
 
 def verifications_of(store: AuditStore, attempt_ids: Sequence[int]) -> list[Verification]:
-    """Every verification of these attempts, newest first (asked in slices the store answers whole)."""
+    """Every verification of these attempts, newest first (asked in slices the store answers whole), each one
+    whose row does not verify in the audit chain with why (``chain_unverified``)."""
     ids = list(dict.fromkeys(attempt_ids))
     found: list[Verification] = []
     for start in range(0, len(ids), _IDS_PER_QUERY):
         found += store.verifications(attempt_ids=ids[start : start + _IDS_PER_QUERY])
+    untrusted = store.unverified_verifications([v.id for v in found if v.id is not None]) if found else {}
+    found = [replace(v, chain_unverified=untrusted[v.id]) if v.id in untrusted else v for v in found]
     return sorted(found, key=lambda v: (v.finished_at, v.id or 0), reverse=True)
 
 
@@ -196,7 +199,10 @@ def on_failure(
                 actor=current_actor(), now=datetime.now(UTC), trigger=trigger)
             set_suspended(desired, clusters, request, envs=[env_name], apps=[app], store=store)
             return f"froze {app} in {env_name} until a person runs deployctl resume --env {env_name} --app {app}"
-        target = rules.last_verified(store.verifications(env=env_name, app=app, limit=500), env=env_name, app=app,
+        found = store.verifications(env=env_name, app=app, limit=500)
+        untrusted = store.unverified_verifications([v.id for v in found if v.id is not None]) if found else {}
+        # only verifications whose rows verify in the audit chain may choose the SHA rolled forward to
+        target = rules.last_verified([v for v in found if v.id not in untrusted], env=env_name, app=app,
                                      besides=verification.sha)
         if target is None:
             return f"no roll-forward: no earlier SHA of {app} was verified in {env_name}"

@@ -54,7 +54,9 @@ def history_row(checked: CheckedRecord, verifications: Mapping[int, Verification
     record = checked.record
     a = record.attempt
     verification = (verifications or {}).get(record.id)
-    result = record.result + (f", {verification.result}" if verification else "")
+    result = record.result
+    if verification is not None:
+        result += f", {verification.result}" + ("" if verification.chain_unverified is None else f" ({UNTRUSTED})")
     return [
         a.started_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
         a.env,
@@ -127,8 +129,21 @@ def render_history(records: Sequence[CheckedRecord], verifications: Mapping[int,
         for v in sorted(verifications.values(), key=lambda v: v.attempt_id):
             if not v.ok:
                 text += "\n" + printable(f"attempt {v.attempt_id} ({v.env}/{v.app} {v.sha[:12]}): {v.result}: {v.reason}")
-    note = render_unverified(records)
-    return f"{text}\n\n{note}" if note else text
+    notes = [n for n in (render_unverified(records), render_untrusted_verifications(verifications)) if n]
+    return "\n\n".join([text, *notes])
+
+
+def render_untrusted_verifications(verifications: Mapping[int, Verification]) -> str:
+    """The note on verifications whose rows do not verify in the audit chain, or "" when all do."""
+    bad = sorted((v for v in verifications.values() if v.chain_unverified is not None), key=lambda v: v.attempt_id)
+    if not bad:
+        return ""
+    lines = [f"{UNTRUSTED}: {len(bad)} verification(s) above do not verify in the audit chain; they may not have "
+             "happened and no gate counts them (docs/audit.md):"]  # fmt: skip
+    lines += [printable(f"  attempt {v.attempt_id} ({v.env}/{v.app}): {(v.chain_unverified or '')[:_MAX_REASON]}")
+              for v in bad]  # fmt: skip
+    lines.append("Check the whole chain with `deployctl audit verify`.")
+    return "\n".join(lines)
 
 
 def render_csv(records: Sequence[CheckedRecord]) -> str:

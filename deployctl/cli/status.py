@@ -43,6 +43,8 @@ def _add_verifications(docs: list[dict[str, Any]], audit_url: str) -> None:
             found = store.verifications(env=d["env"], app=d["app"], sha=d["live_sha"], limit=1) if d["live_sha"] else []
             d["verification"] = found[0].result if found else None
             d["verification_reason"] = found[0].reason if found else None
+            untrusted = store.unverified_verifications([found[0].id]) if found and found[0].id is not None else {}
+            d["verification_chain_verified"] = None if not found else not untrusted  # its row verifies in the chain
     finally:
         store.close()
 
@@ -55,6 +57,8 @@ def _row(d: dict[str, Any]) -> tuple[str, ...]:
     if d.get("verification"):
         verdict = d["verification"] if d["verification"] == "verified" else \
             f"{d['verification']}: {d['verification_reason']}"
+        if d.get("verification_chain_verified") is False:
+            verdict += " (UNTRUSTED: its audit row does not verify; see deployctl audit verify)"
         detail = f"{verdict}; {detail}" if detail else verdict
     return (d["env"], d["app"], _short(d["desired_sha"]), _short(d["live_sha"]), sync, d["health"], detail)
 

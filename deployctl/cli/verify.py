@@ -89,7 +89,10 @@ def latest_verifications(store: AuditStore, records: Sequence[AuditRecord]) -> d
 
 
 def with_verification(event: dict[str, Any], verification: Verification | None) -> dict[str, Any]:
-    """An exported attempt with its latest verification (result and reason), when it has one."""
+    """An exported attempt with its latest verification (result and reason), when it has one; and whether
+    that verification's row verifies in the audit chain."""
     if verification is None:
         return event
-    return {**event, "verification": verification.result, "verification_reason": verification.reason}
+    return {**event, "verification": verification.result, "verification_reason": verification.reason,
+            "verification_chain_verified": verification.chain_unverified is None,
+            "verification_chain_unverified_reason": verification.chain_unverified}  # fmt: skip

@@ -254,6 +254,9 @@ class AuditStore(Protocol):
     def unverified(self, attempt_ids: Sequence[int]) -> dict[int, str]:
         """Why each of these attempts (its row or its outcome's) does not verify (absent: verified)."""
 
+    def unverified_verifications(self, verification_ids: Sequence[int]) -> dict[int, str]:
+        """Why each of these verification rows does not verify in the chain (absent: verified)."""
+
     def get(self, attempt_id: int) -> AuditRecord | None:
         """The record of one attempt, or None when there is none with that id."""
         ...

@@ -13,6 +13,7 @@ from typing import Any
 class Kind(StrEnum):
     ATTEMPT = "attempt"
     OUTCOME = "outcome"
+    VERIFICATION = "verification"
 
 
 class Break(StrEnum):
@@ -30,7 +31,10 @@ class Break(StrEnum):
 
 @dataclass(frozen=True)
 class ChainRow:
-    """One attempt or outcome row with its chain columns, as stored."""
+    """One attempt, outcome or verification row with its chain columns, as stored.
+
+    An attempt's values begin with its id, an outcome's with its attempt's id, a verification's with its
+    own id and then its attempt's id."""
 
     kind: Kind
     seq: int | None
@@ -41,6 +45,11 @@ class ChainRow:
 
     @property
     def attempt_id(self) -> int:
+        return int(self.values[1 if self.kind is Kind.VERIFICATION else 0])
+
+    @property
+    def row_id(self) -> int:
+        """The row's own id: the attempt's id for an attempt and its outcome, the verification's id."""
         return int(self.values[0])
 
     @property
@@ -48,6 +57,8 @@ class ChainRow:
         """How a person finds the row: ``attempt 17`` or ``the outcome of attempt 17``."""
         if self.kind is Kind.ATTEMPT:
             return f"attempt {self.attempt_id}"
+        if self.kind is Kind.VERIFICATION:
+            return f"verification {self.row_id} of attempt {self.attempt_id} ({self.values[2]})"
         return f"the outcome of attempt {self.attempt_id} ({self.values[1]})"
 
     @property

@@ -215,6 +215,8 @@ class Verification:
     finished_at: datetime
     trigger: str = "manual"
     id: int | None = field(default=None, compare=False)  # set when read back from the store
+    chain_unverified: str | None = field(default=None, compare=False)
+    """When read back and checked: why its row does not verify in the audit chain (docs/audit.md)."""
 
     @property
     def ok(self) -> bool:

@@ -120,27 +120,38 @@ def gate_results(
         if base_ref is not None:
             raise
         facts = []  # a repo without commits yet has no history: every gate fails
-    verified = verification_facts(verification_store or store, chosen, config)
+    verified, forged = verification_facts(verification_store or store, chosen, config)
     if store is None:
-        return check_gates(chosen, config, facts, source=GIT, verified=verified)
+        return check_gates(chosen, config, facts, source=GIT, verified=verified, rejected_verifications=forged)
     in_git = {(f.env, f.app, f.sha) for f in facts}
     ran = [f for f in audit_facts(store, chosen, config) if (f.env, f.app, f.sha) in in_git]
-    return check_gates(chosen, config, ran, source=AUDIT, verified=verified)
+    return check_gates(chosen, config, ran, source=AUDIT, verified=verified, rejected_verifications=forged)
 
 
 def verification_facts(
     store: AuditStore | None, targets: Iterable[Target], config: Config
-) -> dict[tuple[str, str, str], tuple[str, str]] | None:
+) -> tuple[dict[tuple[str, str, str], tuple[str, str]] | None, dict[tuple[str, str, str], list[str]]]:
     """The latest verification (result, reason) of each gated SHA in each required environment, for the
-    environments with ``require_verified``; None without a store (the gate then says where to look)."""
+    environments with ``require_verified``; None without a store (the gate then says where to look).
+
+    Only verifications whose rows verify in the audit chain count; the others come back second, per
+    (env, app, sha), each as why it does not verify, for the gate to name in its refusal.
+    """
     chosen = list(targets)
     if store is None or not requires_verification(chosen, config):
-        return None
+        return None, {}
     found = []
     for target, required in gated(chosen, config):
         if config.environments[target.env].require_verified:
             found += store.verifications(env=required, app=target.app, sha=target.sha, limit=20)
-    return {key: (str(v.result), v.reason) for key, v in latest(found).items()}
+    untrusted = store.unverified_verifications([v.id for v in found if v.id is not None]) if found else {}
+    forged: dict[tuple[str, str, str], list[str]] = {}
+    for v in found:
+        if v.id in untrusted:
+            log.warning("policy.verification_row_unverified", verification=v.id, reason=untrusted[v.id])
+            forged.setdefault((v.env, v.app, v.sha), []).append(untrusted[v.id])
+    trusted = [v for v in found if v.id not in untrusted]
+    return {key: (str(v.result), v.reason) for key, v in latest(trusted).items()}, forged
 
 
 def with_gate_problems(

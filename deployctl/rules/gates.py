@@ -11,7 +11,7 @@ change could add one in the same commit that deploys it to production).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from deployctl.model.config import Config
@@ -69,12 +69,13 @@ class GateResult:
             return (f"{self.sha[:12]} ran in {self.required}, but environment {self.env} requires it verified there "
                     "(require_verified) and verification results are in the audit history: give --audit URL "
                     "(or $DEPLOYCTL_AUDIT)")
+        rejected = "".join(f"; not counted: {reason}" for reason in self.rejected)
         if self.ran and self.verification == UNVERIFIED:
-            return (f"{self.sha[:12]} ran in {self.required} but was never verified there; environment {self.env} "
-                    f"requires it verified (require_verified): run deployctl verify --env {self.required} "
-                    f"--app {self.app}, or deploy a SHA that passed")
+            return (f"{self.sha[:12]} ran in {self.required} but was never verified there{rejected}; environment "
+                    f"{self.env} requires it verified (require_verified): run deployctl verify --env "
+                    f"{self.required} --app {self.app}, or deploy a SHA that passed")
         if self.ran and self.verification is not None:
-            return (f"{self.sha[:12]} failed verification in {self.required} ({self.verification_reason}); "
+            return (f"{self.sha[:12]} failed verification in {self.required} ({self.verification_reason}){rejected}; "
                     f"environment {self.env} requires a SHA verified in {self.required} (require_verified): "
                     "deploy a SHA that passed")
         where = (
@@ -83,7 +84,6 @@ class GateResult:
             if self.source == AUDIT
             else f"as the first line of environments/{self.required}/{self.app}.deploy in an earlier commit"
         )
-        rejected = "".join(f"; not counted: {reason}" for reason in self.rejected)
         return (
             f"{self.sha[:12]} has not run successfully in {self.required} ({where}){rejected}; environment "
             f"{self.env} requires {self.required} first: deploy it to {self.required} "
@@ -123,12 +123,14 @@ def gated(targets: Iterable[Target], config: Config) -> list[tuple[Target, str]]
 def check_gates(
     targets: Iterable[Target], config: Config, facts: Iterable[RunFact], *, source: str,
     verified: Mapping[tuple[str, str, str], tuple[str, str]] | None = None,
+    rejected_verifications: Mapping[tuple[str, str, str], Sequence[str]] | None = None,
 ) -> list[GateResult]:
     """Check every target against every environment its environment requires.
 
     ``verified``: the latest verification (result, reason) of each (env, app, sha), for environments with
     ``require_verified``; None when verification results are not at hand (the gate then fails, saying so).
-    A fact whose audit row does not verify never counts; its reason goes into the result.
+    A fact whose audit row does not verify never counts; its reason goes into the result. So does each of
+    ``rejected_verifications``: verification rows left out of ``verified`` because they do not verify.
     """
     facts = list(facts)
     ran = {(f.env, f.app, f.sha) for f in facts if f.result in RAN and f.unverified is None}
@@ -157,8 +159,10 @@ def check_gates(
             ran=did_run,
             verification=verification,
             verification_reason=reason,
-            rejected=() if did_run else tuple(rejected.get((required, target.app, target.sha), ())),
-        ))
+            rejected=(() if did_run else tuple(rejected.get((required, target.app, target.sha), ())))
+            + (() if verification in (None, VERIFIED) else
+               tuple((rejected_verifications or {}).get((required, target.app, target.sha), ()))),
+        ))  # fmt: skip
     return out
 
 

@@ -35,7 +35,8 @@ REPLACES = {
     "attempt_events": "INSERT OR REPLACE INTO attempt_events (attempt_id, seq, at, kind, detail) "
     "VALUES (1, 1, '2024-01-01T00:00:00.000000Z', 'verdict', 'succeeded: forged')",
     "verifications": "INSERT OR REPLACE INTO verifications SELECT id, attempt_id, 'verified', 'forged', checks, "
-    "trigger, started_at, finished_at, recorded_at FROM verifications WHERE id = 1",
+    "trigger, started_at, finished_at, recorded_at, chain_seq, chain_prev, chain_hash, chain_mac FROM verifications "
+    "WHERE id = 1",
 }
 
 
@@ -172,7 +173,8 @@ def test_postgres_writer_role_appends_but_cannot_rewrite_or_drop_the_triggers(ro
         for statement in refused:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)  # type: ignore[arg-type]
-        assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%append_only'").fetchone() == (8,)
+        # one per append-only table (verification_chain_start since schema 9)
+        assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%append_only'").fetchone() == (9,)
         assert conn.execute("SELECT result FROM outcomes").fetchall() == [("succeeded",)]
 
 

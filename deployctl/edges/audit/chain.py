@@ -1,16 +1,16 @@
-"""The audit chain: every attempt and outcome row commits to the row before it, and carries a MAC.
+"""The audit chain: every attempt, outcome and verification row commits to the row before it, and carries a MAC.
 
 Pure: the canonical encoding of a row, its hash, the MAC under ``DEPLOYCTL_AUDIT_KEY``, and the
 verdict on one row given the row before it (only the migration's :func:`chain_existing_rows` runs SQL,
 through the cursor it is handed). The store (``edges/audit/chained.py``) reads
 and writes the chain columns; docs/audit.md says what a verified chain proves and what it does not.
 
-One chain runs through both tables in the order rows were written (``chain_seq``, 1, 2, 3, …):
+One chain runs through the three tables in the order rows were written (``chain_seq``, 1, 2, 3, …):
 an attempt, later its outcome, other attempts in between. Each row holds
 
 - ``chain_prev``: the hash of the row before it (``GENESIS`` for the first);
 - ``chain_hash``: SHA-256 over ``FORMAT``, the row's kind, ``chain_prev`` and its values
-  (``ATTEMPT_FIELDS`` / ``OUTCOME_FIELDS``, times as fixed-width UTC text), as compact JSON;
+  (``ATTEMPT_FIELDS`` / ``OUTCOME_FIELDS`` / ``VERIFICATION_FIELDS``, times as fixed-width UTC text), as compact JSON;
 - ``chain_mac``: ``<key id>:<HMAC-SHA256(key, chain_hash)>``, or NULL when the writer held no key.
 
 ``chain_seq`` only locates a row; it is not hashed, so rows stored out of chain order read as
@@ -45,6 +45,10 @@ ATTEMPT_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 """The hashed columns of an attempt, in order. Fixed for format v1: a new column needs a new format."""
 OUTCOME_FIELDS: tuple[str, ...] = ("attempt_id", "result", "error", "digest", "finished_at", "recorded_at")
+VERIFICATION_FIELDS: tuple[str, ...] = (
+    "id", "attempt_id", "result", "reason", "checks", "trigger", "started_at", "finished_at", "recorded_at",
+)  # fmt: skip
+"""The hashed columns of a verification (schema 9), in order."""
 CHAIN_COLUMNS = ("chain_seq", "chain_prev", "chain_hash", "chain_mac")
 
 MIN_KEY_CHARS = 16
@@ -134,13 +138,15 @@ def check_row(
     keys: AuditKeys | None,
     keyed_from: int | None,
     find: Callable[[str], ChainRow | None],
+    adopted: range = range(0),
 ) -> ChainBreak | None:
     """The verdict on one row: None when it verifies.
 
     ``expected_prev`` is the hash of the row before it in the chain (None: not checked, as for
     the first row of ``verify --since``); ``keyed_from`` the first row that carries a MAC (rows
     after it must carry one too); ``find(hash)`` looks up a row by its hash, to tell a deleted
-    predecessor from a reordered one.
+    predecessor from a reordered one; ``adopted`` the places of the verification rows that migration 9
+    chained as found (without a MAC, after keyed rows: nobody vouches for them, and they are not a break).
     """
     if row.seq is None or row.hash is None or row.prev is None:
         return ChainBreak(row, Break.INSERTED, f"{row.name} was inserted with SQL: it carries no chain "
@@ -162,7 +168,7 @@ def check_row(
                 return ChainBreak(row, how, f"{row.where} is signed by key {key_id!r}, which "
                                   f"{settings.AUDIT_KEY.name} does not hold: add the old key after the current "
                                   "one to check rows written before a rotation")  # fmt: skip
-    elif keyed_from is not None and row.seq > keyed_from:
+    elif keyed_from is not None and row.seq > keyed_from and not (row.kind is Kind.VERIFICATION and row.seq in adopted):
         return ChainBreak(row, Break.UNKEYED, f"{row.where} carries no MAC although the chain is keyed from "
                           f"#{keyed_from} on: it was written without {settings.AUDIT_KEY.name}, e.g. inserted "
                           "with the database role alone")  # fmt: skip
@@ -191,9 +197,10 @@ class ChainWalk:
 
     def __init__(
         self, *, keys: AuditKeys | None, keyed_from: int | None, expected_prev: str | None,
-        find: Callable[[str], ChainRow | None], report: ChainReport,
+        find: Callable[[str], ChainRow | None], report: ChainReport, adopted: range = range(0),
     ) -> None:  # fmt: skip
         self.keys, self.keyed_from, self.find, self.report = keys, keyed_from, find, report
+        self.adopted = adopted
         self.expected_prev = expected_prev
         self._unkeyed_run: list[str] | None = None
         report.macs_checked = keys is not None
@@ -202,7 +209,7 @@ class ChainWalk:
         """Check one row; False once the chain is broken (the walk stops there)."""
         r = self.report
         broken = check_row(row, expected_prev=self.expected_prev, keys=self.keys, keyed_from=self.keyed_from,
-                           find=self.find)  # fmt: skip
+                           find=self.find, adopted=self.adopted)  # fmt: skip
         if broken is not None:
             r.broken = broken
             self._end_unkeyed_run()
@@ -278,4 +285,29 @@ def chain_existing_rows(cur: Any, store: Any) -> None:
     cur.execute(
         store._sql("INSERT INTO chain_start (through_seq, chained_at) VALUES (?, ?)"),
         (seq, store._enc_time(datetime.now(UTC))),
+    )
+
+
+def chain_existing_verifications(cur: Any, store: Any) -> None:
+    """Migration 9: chain the verification rows that exist as they are found (by id, at the head of the
+    chain, no MAC) and record their places in ``verification_chain_start``, once.
+
+    Like :func:`chain_existing_rows`, the only SQL here runs through the migration's cursor.
+    """
+    head = store._chain_appender(cur)  # takes the chain lock and reads the head
+    seq, prev = head.seq, head.prev
+    first = seq + 1
+    select = store._sql(f"SELECT {', '.join(VERIFICATION_FIELDS)} FROM verifications WHERE id > ? ORDER BY id LIMIT ?")  # noqa: S608
+    update = store._sql("UPDATE verifications SET chain_seq = ?, chain_prev = ?, chain_hash = ? WHERE id = ?")
+    last_id = 0
+    while rows := cur.execute(select, (last_id, _BACKFILL_BATCH)).fetchall():
+        links = []
+        for row in rows:
+            seq, digest = seq + 1, row_hash(Kind.VERIFICATION, prev, tuple(row))
+            links.append((seq, prev, digest, row[0]))
+            prev, last_id = digest, int(row[0])
+        cur.executemany(update, links)
+    cur.execute(
+        store._sql("INSERT INTO verification_chain_start (first_seq, through_seq, chained_at) VALUES (?, ?, ?)"),
+        (first, seq, store._enc_time(datetime.now(UTC))),
     )

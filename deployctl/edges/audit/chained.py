@@ -16,6 +16,7 @@ from deployctl.edges.audit.chain import (
     CHAIN_COLUMNS,
     GENESIS,
     OUTCOME_FIELDS,
+    VERIFICATION_FIELDS,
     AuditKeys,
     ChainWalk,
     check_row,
@@ -29,7 +30,14 @@ from deployctl.model.chain import ChainReport, ChainRow, Kind
 _PAGE = 5_000
 """Rows read per query while verifying: memory stays bounded however long the chain is."""
 _IDS_PER_QUERY = 500
-_TABLE = {Kind.ATTEMPT: ("attempts", "id", ATTEMPT_FIELDS), Kind.OUTCOME: ("outcomes", "attempt_id", OUTCOME_FIELDS)}
+_TABLE = {Kind.ATTEMPT: ("attempts", "id", ATTEMPT_FIELDS), Kind.OUTCOME: ("outcomes", "attempt_id", OUTCOME_FIELDS),
+          Kind.VERIFICATION: ("verifications", "id", VERIFICATION_FIELDS)}  # fmt: skip
+_OF_ATTEMPT = (Kind.ATTEMPT, Kind.OUTCOME)
+"""The rows that say an attempt happened and how it ended."""
+_INSERT_VERIFICATION = (  # built from the constant field lists
+    f"INSERT INTO verifications ({', '.join(VERIFICATION_FIELDS + CHAIN_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join('?' for _ in VERIFICATION_FIELDS + CHAIN_COLUMNS)})"
+)
 _SELECT = {  # built from the constant field lists; values only ever travel as parameters
     kind: f"SELECT {', '.join(CHAIN_COLUMNS + fields)} FROM {table}"  # noqa: S608
     for kind, (table, _, fields) in _TABLE.items()
@@ -52,7 +60,8 @@ class ChainAppender:
 
 
 class ChainQueries(OutboxQueries):
-    """The chain's share of the store: the head under a lock, ``verify_chain`` and ``unverified``."""
+    """The chain's share of the store: the head under a lock, ``verify_chain``, ``unverified`` and
+    ``unverified_verifications``."""
 
     keys: AuditKeys | None = None
 
@@ -73,6 +82,15 @@ class ChainQueries(OutboxQueries):
             if row is not None and int(row[0]) > seq:
                 seq, prev = int(row[0]), row[1] or ""
         return ChainAppender(seq, prev, self.keys)
+
+    def _append_verification(self, cur: Any, values: Sequence[Any]) -> int:
+        """Insert one verification row (its values after the id) as the chain's next row; its id, chosen under
+        the chain lock because the row's hash covers it."""
+        chain = self._chain_appender(cur)
+        verification_id = int(cur.execute("SELECT coalesce(max(id), 0) + 1 FROM verifications").fetchone()[0])
+        row = (verification_id, *values)
+        cur.execute(self._sql(_INSERT_VERIFICATION), (*row, *chain.next(Kind.VERIFICATION, row)))
+        return verification_id
 
     # -- reading ---------------------------------------------------------------------------------
     @staticmethod
@@ -123,7 +141,7 @@ class ChainQueries(OutboxQueries):
         report = ChainReport()
         report.migrated_through = self._fetchall("SELECT max(through_seq) FROM chain_start")[0][0]
         walk = ChainWalk(keys=self.keys, keyed_from=None, expected_prev=GENESIS, find=self._find_by_hash,
-                         report=report)  # fmt: skip
+                         report=report, adopted=self._adopted())  # fmt: skip
         for kind in Kind:
             id_column = _TABLE[kind][1]
             unchained = self._rows_where(kind, f"chain_seq IS NULL ORDER BY {id_column} LIMIT 1", ())
@@ -147,6 +165,7 @@ class ChainQueries(OutboxQueries):
 
     def unverified(self, attempt_ids: Sequence[int]) -> dict[int, str]:
         """Why each of these attempts (its row, or its outcome's) does not verify; verified ones are absent.
+        (A verification's own row is checked by :meth:`unverified_verifications`.)
 
         A few queries per 500 attempts, whatever their number: the rows, the hashes of the rows before them,
         and (when a row carries no MAC) where the chain's keyed part begins.
@@ -156,22 +175,52 @@ class ChainQueries(OutboxQueries):
         for i in range(0, len(unique), _IDS_PER_QUERY):
             chunk = unique[i : i + _IDS_PER_QUERY]
             marks = ", ".join("?" for _ in chunk)
-            rows = [row for kind in Kind for row in self._rows_where(kind, f"{_TABLE[kind][1]} IN ({marks})", chunk)]
+            rows = [
+                row for kind in _OF_ATTEMPT for row in self._rows_where(kind, f"{_TABLE[kind][1]} IN ({marks})", chunk)
+            ]
             before = self._hashes_at([row.seq - 1 for row in rows if row.seq is not None])
             unmaced = [row.seq for row in rows if row.seq is not None and row.mac is None]
             keyed = self._keyed_from(max(unmaced) + 1) if unmaced else None
             for row in rows:  # attempts first: an attempt's own row names it before its outcome does
                 if row.attempt_id in out:
                     continue
-                expected = keyed_from = None
-                if row.seq is not None:
-                    expected = before.get(row.seq - 1, "")
-                    keyed_from = keyed if keyed is not None and keyed < row.seq else None
-                broken = check_row(row, expected_prev=expected, keys=self.keys, keyed_from=keyed_from,
-                                   find=self._find_by_hash)  # fmt: skip
+                broken = self._check_one(row, before, keyed)
                 if broken is not None:
-                    out[row.attempt_id] = broken.message
+                    out[row.attempt_id] = broken
         return out
+
+    def unverified_verifications(self, verification_ids: Sequence[int]) -> dict[int, str]:
+        """Why each of these verification rows does not verify in the chain; verified ones are absent."""
+        out: dict[int, str] = {}
+        unique = list(dict.fromkeys(verification_ids))
+        adopted = self._adopted()
+        for i in range(0, len(unique), _IDS_PER_QUERY):
+            chunk = unique[i : i + _IDS_PER_QUERY]
+            rows = self._rows_where(Kind.VERIFICATION, f"id IN ({', '.join('?' for _ in chunk)})", chunk)
+            before = self._hashes_at([row.seq - 1 for row in rows if row.seq is not None])
+            unmaced = [row.seq for row in rows if row.seq is not None and row.mac is None]
+            keyed = self._keyed_from(max(unmaced) + 1) if unmaced else None
+            for row in rows:
+                broken = self._check_one(row, before, keyed, adopted)
+                if broken is not None:
+                    out[row.row_id] = broken
+        return out
+
+    def _check_one(self, row: ChainRow, before: dict[int, str], keyed: int | None,
+                   adopted: range = range(0)) -> str | None:  # fmt: skip
+        """Why one row does not verify against the row before it in the chain, or None."""
+        expected = keyed_from = None
+        if row.seq is not None:
+            expected = before.get(row.seq - 1, "")
+            keyed_from = keyed if keyed is not None and keyed < row.seq else None
+        broken = check_row(row, expected_prev=expected, keys=self.keys, keyed_from=keyed_from,
+                           find=self._find_by_hash, adopted=adopted)  # fmt: skip
+        return None if broken is None else broken.message
+
+    def _adopted(self) -> range:
+        """The chain places of the verification rows migration 9 chained as found (no MAC; not a break)."""
+        rows = self._fetchall("SELECT first_seq, through_seq FROM verification_chain_start")
+        return range(int(rows[0][0]), int(rows[0][1]) + 1) if rows else range(0)
 
     def _hashes_at(self, seqs: Sequence[int]) -> dict[int, str]:
         """The hash of the row at each of ``seqs`` (GENESIS before the first); a place without a row is absent."""

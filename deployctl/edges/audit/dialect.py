@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from deployctl.edges.audit.schema import CHAINED_TABLES, MIGRATIONS, SCHEMA_VERSION, Migration
+from deployctl.edges.audit.schema import MIGRATIONS, SCHEMA_VERSION, Migration
 from deployctl.model.audit import AuditError
 from deployctl.redact import redact
 
@@ -91,7 +91,7 @@ class SqlDialect:
             for statement in self._migration_statements(migration):
                 cur.execute(statement)
             if migration.backfill is not None:
-                with self._updates_allowed(cur, CHAINED_TABLES):
+                with self._updates_allowed(cur, migration.backfill_tables):
                     migration.backfill(cur, self)
             cur.execute(
                 self._sql("INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)"),

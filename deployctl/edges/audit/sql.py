@@ -241,12 +241,10 @@ class SqlStore(ChainQueries):
                 raise AuditError(f"audit: attempt {v.attempt_id} ended {record.result!r}; only a succeeded "
                                  "rollout is verified")
             checks = json.dumps([c.as_dict() for c in v.checks], sort_keys=True)
-            verification_id = int(cur.execute(
-                self._sql("INSERT INTO verifications (attempt_id, result, reason, checks, trigger, started_at, "
-                          "finished_at, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"),
-                (v.attempt_id, str(v.result), v.reason, checks, v.trigger, self._enc_time(v.started_at),
-                 self._enc_time(v.finished_at), self._enc_time(datetime.now(UTC))),
-            ).fetchone()[0])
+            verification_id = self._append_verification(  # a chained row (edges/audit/chained.py)
+                cur, (v.attempt_id, str(v.result), v.reason, checks, v.trigger, self._enc_time(v.started_at),
+                      self._enc_time(v.finished_at), self._enc_time(datetime.now(UTC))),
+            )
             payload = verification_payload(record, v, verification_id=verification_id)
             key = str(payload["idempotency_key"])  # this verification's CDEvent id, on every sink and retry
             cur.execute(
