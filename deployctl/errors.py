@@ -25,6 +25,10 @@ class InvalidInputError(DeployctlError):
     exit_code = ExitCode.INVALID
 
 
+class LockLostError(DeployctlError):
+    """A run stopped renewing an app's lock in time: another run may write that app now."""
+
+
 class ClusterUnreachableError(DeployctlError):
     """The Kubernetes API cannot be reached."""
 

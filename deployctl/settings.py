@@ -48,6 +48,8 @@ SETTINGS_FILE = Setting("DEPLOYCTL_SETTINGS", "Controller settings YAML (notific
                         "same as --settings.")
 MIRROR_DIR = Setting("DEPLOYCTL_MIRROR_DIR", "Where `watch` keeps its mirror of the deploy repo; the same as "
                      "--mirror-dir.", "~/.cache/deployctl/mirrors/<hash of the repo URL>/deploy.git")
+SHARDS = Setting("DEPLOYCTL_SHARDS", "Slot Leases over which `watch` replicas share the apps (0: one leader does "
+                 "all the work); the same as --shards.", "0")
 GIT_TOKEN = Setting("DEPLOYCTL_GIT_TOKEN", "Token for fetching an https deploy repo in `watch`.", secret=True)
 GIT_USERNAME = Setting("DEPLOYCTL_GIT_USERNAME", "User name sent with DEPLOYCTL_GIT_TOKEN.", "x-access-token")
 GIT_FETCH_TIMEOUT = Setting("DEPLOYCTL_GIT_FETCH_TIMEOUT", "Total deadline of one fetch of the deploy repo in "
@@ -126,7 +128,7 @@ CI_OVERRIDE_REASON = Setting("DEPLOYCTL_OVERRIDE_REASON", "CI workflows: a freez
 SETTINGS: tuple[Setting, ...] = (
     UI_TOKEN, UI_TOKEN_FILE, UI_TRUSTED_PROXIES,
     MAX_DEPLOY_FILE_BYTES, MAX_CONFIG_BYTES, MAX_HISTORY_COMMITS, SOURCE_ROOTS,
-    LOG_LEVEL, AUDIT, AUDIT_KEY, ALLOW_NAMESPACES, SETTINGS_FILE, MIRROR_DIR, GIT_TOKEN, GIT_USERNAME, GIT_FETCH_TIMEOUT, GIT_SSH_KEY,
+    LOG_LEVEL, AUDIT, AUDIT_KEY, ALLOW_NAMESPACES, SETTINGS_FILE, MIRROR_DIR, SHARDS, GIT_TOKEN, GIT_USERNAME, GIT_FETCH_TIMEOUT, GIT_SSH_KEY,
     GIT_SSH_PASSPHRASE, WEBHOOK_SECRET, WEBHOOK_SECRET_FILE, ALLOWED_SIGNERS, GPG_HOME,
     FORGE_TYPE, FORGE_URL, FORGE_REPO, FORGE_TOKEN, REGISTRY_USERNAME,
     REGISTRY_PASSWORD, REGISTRY_ONE_HOST, REGISTRY_HOST, CHROMIUM, CACHE, PROMETHEUS_URL, PROMETHEUS_TOKEN,

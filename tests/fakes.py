@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from deployctl.edges.kube.cluster import PodProblem
-from deployctl.edges.kube.lease import LockHolder
+from deployctl.edges.kube.locks import LockHolder
 from deployctl.errors import DeployctlError, KubeConflictError
 from deployctl.model.audit import AttemptEvent
 from deployctl.model.config import AppConfig, Config, EnvironmentConfig
@@ -181,11 +181,12 @@ class FakeClusters:
 @dataclass
 class FakeLock:
     namespace: str
+    app: str
     lost: bool = False
     released: bool = False
 
     def held(self) -> bool:
-        return not self.lost
+        return not self.lost and not self.released
 
     def release(self) -> None:
         self.released = True
@@ -193,13 +194,16 @@ class FakeLock:
 
 @dataclass
 class FakeLocks:
-    """Environment locks that are always free; a test loses one with ``taken[0].lost = True``."""
+    """App locks in memory: free unless ``busy`` names the app's holder; a test loses one with ``.lost = True``."""
 
     taken: list[FakeLock] = field(default_factory=list)
+    busy: dict[str, str] = field(default_factory=dict)  # app -> the other run holding it
 
-    def take(self, context: str | None, namespace: str, *, identity: str, lease: float, timeout: float,
-             on_wait: Callable[[LockHolder], None], between: Callable[[], object]) -> FakeLock:
-        lock = FakeLock(namespace)
+    def try_take(self, context: str | None, namespace: str, app: str, *, identity: str,
+                 lease: float) -> FakeLock | LockHolder:
+        if app in self.busy:
+            return LockHolder(self.busy[app], "2026-01-01T10:00:00Z", f"{namespace}/deployctl-lock-{app}")
+        lock = FakeLock(namespace, app)
         self.taken.append(lock)
         return lock
 
@@ -253,7 +257,7 @@ class FakeAudit:
             self._write()
             self.events.extend(events)
 
-    def close_interrupted(self, *, env: str | None = None) -> list[int]:
+    def close_interrupted(self, *, env: str | None = None, apps: Sequence[str] | None = None) -> list[int]:
         return []
 
     def result_of(self, app: str) -> str | None:

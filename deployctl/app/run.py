@@ -1,7 +1,8 @@
 """One reconcile run composed from its parts, the same for the CLI and the controller:
 desired state -> policy (gates, approvals, freezes) -> digest pins -> then per environment, each on its own:
-take its lock -> close attempts of runs that lost it (interrupted) -> reconcile. The outer run (guards,
-locks, records) is here; the inner one (observe, apply, wait) is the reconciler's. Its caller builds one
+reconcile, where each app that is written is written under its lock (taken only then; the attempts of runs
+that lost it are closed as interrupted). The outer run (guards, records) is here; the inner one (observe,
+lock, apply, wait) is the reconciler's. Its caller builds one
 :class:`Run` (clusters, locks, the audit sink as the caller wraps it, options, callbacks) and hands it down."""
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import structlog
 
 from deployctl.edges.audit import url as audit_location
 from deployctl.edges.git.repo import local_sources, read_desired_state
-from deployctl.edges.kube.lease import LeaseLocks, LockHolder, printable
+from deployctl.edges.kube.locks import LeaseLocks
 from deployctl.errors import ClusterUnreachableError, DeployctlError
 from deployctl.model.audit import AuditStore, current_actor
 from deployctl.model.audit_target import AUDIT_DEFAULT, AuditTarget
@@ -26,25 +27,22 @@ from deployctl.model.state import DesiredState
 from deployctl.model.vocabulary import EnvStatus, Trigger
 from deployctl.reconcile import policy
 from deployctl.reconcile.artifacts import registry_pinner
-from deployctl.reconcile.observe import ClusterPool, check_namespaces
+from deployctl.reconcile.observe import ClusterPool
 from deployctl.reconcile.options import ReconcileOptions
 from deployctl.reconcile.ordering import git_relation
 from deployctl.reconcile.outcome import EnvironmentOutcome, Progress, ReconcileResult
-from deployctl.reconcile.ports import Clusters, GatedClusters, Lock, Locks
+from deployctl.reconcile.ports import Clusters, Locks
 from deployctl.reconcile.reconciler import Prepared, Reconciler
 from deployctl.reconcile.recorder import AuditRecorder
+from deployctl.reconcile.runstate import AppLocking
 from deployctl.reconcile.sink import AuditSink, OverrideNotes, ReviewNotes, RunAudit
 from deployctl.rules.plan import Plan, count_actions
 
 log = structlog.get_logger(__name__)
 
 
-class LockLostError(DeployctlError):
-    """The run stopped renewing its environment's lock in time: another run may act there now."""
-
-
 def lock_identity() -> str:
-    """This run's name in the environment locks: the CI job (else user), host, pid and a run id."""
+    """This run's name in the app locks: the CI job (else user), host, pid and a run id."""
     actor = current_actor()
     who = actor.ci_job or actor.user
     return f"{who}@{actor.host}/{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -56,7 +54,7 @@ class Callbacks:
 
     on_read: Callable[[DesiredState], None] | None = None  # the desired state once read (e.g. print its problems)
     on_progress: Callable[[Progress], None] | None = None  # each env/app's state changes
-    on_wait: Callable[[str], None] | None = None  # a line while an environment's lock is held by another run
+    on_wait: Callable[[str], None] | None = None  # a line while an app's lock is held by another run
 
 
 @dataclass(frozen=True)
@@ -71,7 +69,7 @@ class Run:
     audit: RunAudit | None = None  # the audit sink, already wrapped by the caller (None: no audit history)
     store: AuditStore | None = None  # the audit history that digest pins (and gates) are checked against
     gates_from_audit: bool = True  # False: promotion gates are checked against git history, not ``store``
-    identity: str = field(default_factory=lock_identity)  # this run's name in the environment locks
+    identity: str = field(default_factory=lock_identity)  # this run's name in the app locks
     close_interrupted: bool = True  # close open attempts of lock holders that are gone, once a lock is taken
     refusals: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (env, app) -> why, on top of the policy's
     callbacks: Callbacks = field(default_factory=Callbacks)
@@ -100,10 +98,7 @@ def run_once(desired: DesiredState, run: Run) -> ReconcileResult:
         sink = OverrideNotes(sink, said.notes)
     if sink is not None and said.reviews:
         sink = ReviewNotes(sink, said.reviews)
-    envs = _Environments(
-        desired, run, sink=sink, refusals={**said.refusals, **run.refusals},
-        guarded=check_namespaces(desired, options.selection.allowed_namespaces, context_name=run.clusters.context_name),
-    )
+    envs = _Environments(desired, run, sink=sink, refusals={**said.refusals, **run.refusals})
     groups = _groups(desired, options)
     if len(groups) <= 1:
         results = [envs.reconcile(g) for g in groups]
@@ -118,31 +113,32 @@ class _Environments:
     """The part of a run each environment shares: the policy's refusals, digest pins, git ancestry."""
 
     def __init__(self, desired: DesiredState, run: Run, *, sink: AuditSink | None,
-                 refusals: Mapping[tuple[str, str], str], guarded: Mapping[str, str]) -> None:
+                 refusals: Mapping[tuple[str, str], str]) -> None:
         self.desired = desired
         self.run = run
         self.sink = sink
-        self.guarded = guarded
+        audit = run.audit
+        self.locking = AppLocking(
+            locks=run.locks, identity=run.identity, lease=run.options.locking.lease,
+            timeout=run.options.lock_timeout, on_wait=run.callbacks.on_wait,
+            close_interrupted=(lambda env, apps: audit.close_interrupted(env=env, apps=apps))
+            if audit is not None and run.close_interrupted else None,
+        ) if run.options.locking.enabled else None
         self.prepared = Prepared(
             refusals=refusals, relation=git_relation(run.repo_path),
             pinner=registry_pinner(desired, run.store, allow_retagged=run.options.overrides.allow_retagged),
         )
 
     def reconcile(self, envs: tuple[str, ...]) -> ReconcileResult:
-        """Reconcile one environment (or the unknown names, as one group) under its lock."""
+        """Reconcile one environment (or the unknown names, as one group), each app it writes under its lock."""
         desired, run = self.desired, self.run
         env = envs[0] if len(envs) == 1 else None
         env_config = desired.config.environments.get(env) if desired.config and env else None
         context = env_config.context if env_config else None
-        lock: Lock | None = None
         try:
-            if env_config is not None and run.options.locking.enabled and env not in self.guarded:
-                lock = _take_lock(run, context, env or "", env_config.namespace)
-                if lock is not None and run.audit is not None and run.close_interrupted:
-                    run.audit.close_interrupted(env=env)
-            result = Reconciler(desired, GatedClusters(run.clusters, _lock_check(lock, env)),
-                                run.options.for_envs(envs), audit=self.sink, prepared=self.prepared,
-                                on_progress=run.callbacks.on_progress).run()
+            result = Reconciler(desired, run.clusters, run.options.for_envs(envs), audit=self.sink,
+                                prepared=self.prepared, on_progress=run.callbacks.on_progress,
+                                locking=self.locking).run()
             return replace(result, environments=tuple(_env_outcome(desired, e, context) for e in envs))
         except ClusterUnreachableError as exc:
             named = run.clusters.context_name(context) or "in-cluster"
@@ -152,9 +148,6 @@ class _Environments:
         except DeployctlError as exc:
             log.error("environment.failed", env=env, context=context, error=str(exc))
             return _empty(desired, EnvironmentOutcome(env or "-", EnvStatus.FAILED, f"environment {env}: {exc}", context))
-        finally:
-            if lock is not None:
-                lock.release()
 
 
 def _groups(desired: DesiredState, options: ReconcileOptions) -> list[tuple[str, ...]]:
@@ -167,40 +160,6 @@ def _groups(desired: DesiredState, options: ReconcileOptions) -> list[tuple[str,
     if unknown or not groups:
         groups.append(unknown or tuple(options.selection.envs))
     return groups
-
-
-def _take_lock(run: Run, context: str | None, env: str, namespace: str) -> Lock | None:
-    """Take ``env``'s lock (None when its namespace does not exist: there is nothing to write there).
-    ``run.clusters`` is asked for the cluster before the first try and again before each next one: the
-    controller's refuses (raises) once it must stop acting, which ends the wait."""
-    run.clusters(context)
-    on_wait = run.callbacks.on_wait
-
-    def waiting(holder: LockHolder) -> None:
-        since = printable((holder.since or "")[11:19]) or "?"
-        line = f"waiting for {env}: held by {printable(holder.identity or '')} since {since}"
-        log.info("lock.waiting", env=env, holder=holder.identity, since=holder.since)
-        if on_wait is not None:
-            on_wait(line)
-
-    options = run.options
-    lock = run.locks.take(context, namespace, identity=run.identity, lease=options.locking.lease,
-                          timeout=options.lock_timeout,
-                          on_wait=waiting, between=lambda: run.clusters(context))
-    if lock is not None:
-        log.info("lock.acquired", env=env, namespace=namespace, identity=run.identity)
-    return lock
-
-
-def _lock_check(lock: Lock | None, env: str | None) -> Callable[[], None]:
-    """Refuses (raises) to act in ``env`` once its lock is no longer renewed."""
-
-    def check() -> None:
-        if lock is not None and not lock.held():
-            raise LockLostError(f"the lock of environment {env} could not be renewed in time; stopped "
-                                "acting there (another run may hold it now)")
-
-    return check
 
 
 def _server(clusters: Clusters, context: str | None) -> str:

@@ -221,9 +221,9 @@ def _default_trigger() -> str:
               help="Apply even in a freeze window (needs --reason; the override is logged and audited).")
 @click.option("--reason", "override_reason", default=None, metavar="TEXT", help="Why the freeze is overridden.")
 @click.option("--lock-timeout", type=Duration(), default=None, metavar="DURATION",
-              help="How long to wait for an environment held by another run [default: --timeout].")
+              help="How long an app waits for its lock while another run writes it [default: --timeout].")
 @click.option("--lock-lease", type=Duration(), default="15s", show_default=True, metavar="DURATION", hidden=True,
-              help="How long an environment lock outlives a run that died holding it.")
+              help="How long an app lock outlives a run that died holding it.")
 @click.option("--force-older", is_flag=True, help="Emergency: apply even when the live deploy commit is newer "
               "(recorded in the audit history). To roll back, prefer `deployctl rollback`.")
 @click.option("--allow-non-descendant", is_flag=True,

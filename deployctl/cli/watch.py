@@ -58,6 +58,9 @@ def parse_listen(text: str) -> tuple[str, int]:
               help="A leader that could not renew for this long stops acting.")
 @click.option("--retry-period", type=Duration(), default="2s", show_default=True, help="How often to try to acquire or renew.")
 @click.option("--no-leader-election", is_flag=True, help="Act without a Lease (one replica only).")
+@click.option("--shards", type=click.IntRange(0, 256), default=0, show_default=True, envvar=settings.SHARDS.name,
+              help="Share the apps across every replica by this many slot Leases (32-64 is a good number) "
+              "instead of one leader doing all the work; needs the PostgreSQL audit store. 0: one leader.")
 @click.option("--advertise-url", default=None, metavar="URL",
               help="Where the other replicas forward webhooks to this one while it leads "
               "[default: http://$POD_IP:PORT, else http://HOST:PORT of --listen when HOST is one address].")
@@ -74,7 +77,7 @@ def watch(repo: str, branch: str, interval: float, listen: str, audit: AuditTarg
           kubeconfig: str | None, context: str | None, allowed_namespaces: tuple[str, ...],
           mirror_dir: str | None, timeout: float, concurrency: int, webhook_secret_file: str | None,
           lease_name: str, lease_namespace: str | None, identity: str | None, lease_duration: float,
-          renew_deadline: float, retry_period: float, no_leader_election: bool, advertise_url: str | None,
+          renew_deadline: float, retry_period: float, no_leader_election: bool, shards: int, advertise_url: str | None,
           max_connections: int, header_timeout: float, body_timeout: float, no_ui: bool,
           ui_auth: UiAuthInput, overlay: OverlaySource | None) -> None:
     """Keep the cluster on a branch of the deploy repo: reconcile every new commit, correct drift.
@@ -105,6 +108,7 @@ def watch(repo: str, branch: str, interval: float, listen: str, audit: AuditTarg
     from deployctl.controller.webhook import load_secret
     from deployctl.edges.git.mirror import default_mirror_dir
     from deployctl.edges.kube.lease import LeaseConfig
+    from deployctl.edges.kube.shards import ShardConfig
 
     host, port = parse_listen(listen)
     if max_connections < 1:
@@ -114,7 +118,15 @@ def watch(repo: str, branch: str, interval: float, listen: str, audit: AuditTarg
                                 "give http://HOST:PORT")
     dashboard_auth = None if no_ui else ui_auth.rule(host)
     lease = None
-    if not no_leader_election:
+    shard_config = None
+    if shards and no_leader_election:
+        raise click.UsageError("--shards shares the apps by Leases: it does not go with --no-leader-election")
+    if shards:
+        shard_config = ShardConfig(
+            namespace=lease_namespace or in_cluster_namespace(), identity=identity or identity_default(),
+            slots=shards, name=lease_name, lease_duration=lease_duration, renew_deadline=renew_deadline,
+            retry_period=retry_period)
+    elif not no_leader_election:
         lease = LeaseConfig(
             name=lease_name,
             namespace=lease_namespace or in_cluster_namespace(),
@@ -142,6 +154,7 @@ def watch(repo: str, branch: str, interval: float, listen: str, audit: AuditTarg
         kubeconfig=kubeconfig or None,  # every file of $KUBECONFIG, merged
         context=context,
         lease=lease,
+        shards=shard_config,
         webhook_secret=load_secret(file=webhook_secret_file),
         limits=ServerLimits(
             max_connections=max_connections,

@@ -41,8 +41,8 @@ class OncePerDecision:
     def rollout_events(self, events: Sequence[AttemptEvent]) -> None:
         self.inner.rollout_events(events)
 
-    def close_interrupted(self, *, env: str | None = None) -> list[int]:
-        return self.inner.close_interrupted(env=env)
+    def close_interrupted(self, *, env: str | None = None, apps: Sequence[str] | None = None) -> list[int]:
+        return self.inner.close_interrupted(env=env, apps=apps)
 
     def decisions(self, items: Sequence[DecisionItem], *, deploy_commit: str | None) -> list[int | None]:
         fresh = [i for i, item in enumerate(items) if not self._on_record(item)]

@@ -26,6 +26,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -34,7 +35,7 @@ from deployctl.controller.decisions import OncePerDecision
 from deployctl.controller.metrics import ControllerMetrics
 from deployctl.edges.git.mirror import Mirror
 from deployctl.edges.git.repo import read_desired_state
-from deployctl.edges.kube.lease import LeaseLocks
+from deployctl.edges.kube.locks import LeaseLocks
 from deployctl.errors import DeployctlError
 from deployctl.model import audit as audit_mod
 from deployctl.model.audit import AttemptEvent
@@ -44,6 +45,9 @@ from deployctl.reconcile.options import Locking, ReconcileOptions, Selection, Ti
 from deployctl.reconcile.outcome import ReconcileResult
 from deployctl.reconcile.ports import GatedClusters
 from deployctl.reconcile.sink import AttemptItem, DecisionItem, FinishItem, RunAudit
+
+if TYPE_CHECKING:
+    from deployctl.controller.shards import ShardRuns
 
 log = structlog.get_logger(__name__)
 
@@ -101,8 +105,8 @@ class _GatedAudit:
         if mine:
             self.inner.attempts_finished(mine)
 
-    def close_interrupted(self, *, env: str | None = None) -> list[int]:
-        return self.inner.close_interrupted(env=env)
+    def close_interrupted(self, *, env: str | None = None, apps: Sequence[str] | None = None) -> list[int]:
+        return self.inner.close_interrupted(env=env, apps=apps)
 
     def decisions(self, items: Sequence[DecisionItem], *, deploy_commit: str | None) -> list[int | None]:
         if not self.may_act():
@@ -138,6 +142,7 @@ class Controller:
         store: audit_mod.AuditStore | None = None,
         metrics: ControllerMetrics | None = None,
         is_leader: Callable[[], bool] = lambda: True,
+        shards: ShardRuns | None = None,
     ) -> None:
         self.mirror = mirror
         self.pool = clusters
@@ -145,8 +150,11 @@ class Controller:
         self.store = store
         self.metrics = metrics or ControllerMetrics()
         self.is_leader = is_leader
+        self.shards = shards  # sharded: each run reconciles only the keys of the slots this replica holds
         self._cond = threading.Condition()
         self._pending: str | None = None  # trigger of a requested sync
+        self._pending_since = 0.0  # when the first trigger of the pending sync came (monotonic)
+        self._queued_since = time.monotonic()  # of the sync being served: when its first trigger came
         self._stopping: str | None = None
         self._new_term = True
         self._fetched = False
@@ -166,6 +174,8 @@ class Controller:
     def request_sync(self, trigger: str, *, sha: str | None = None) -> None:
         """Ask for a fetch and reconcile as soon as the current run (if any) is over."""
         with self._cond:
+            if self._pending is None:
+                self._pending_since = time.monotonic()
             if self._pending != Trigger.WEBHOOK:  # a webhook request stays a webhook request when coalesced
                 self._pending = trigger
             self._cond.notify_all()
@@ -255,6 +265,8 @@ class Controller:
                 if self._stopping is not None:
                     break
                 trigger = self._pending or Trigger.WATCH
+                # queued since its first trigger; an interval's run since it came due
+                self._queued_since = self._pending_since if self._pending is not None else next_check
                 self._pending = None
             next_check = time.monotonic() + interval
             try:
@@ -310,10 +322,13 @@ class Controller:
 
     def _reconcile(self, sha: str, trigger: str) -> ReconcileResult | None:
         started = time.monotonic()
+        self.metrics.queue_time.labels(trigger=trigger).observe(max(0.0, started - self._queued_since))
         self._running.set()
         gated_audit: _GatedAudit | None = None
         try:
             desired = read_desired_state(self.mirror.path, ref=sha)
+            if self.shards is not None:
+                desired = self.shards.begin(desired)
             for p in desired.problems:
                 log.warning("desired_state.problem", problem=str(p))
             close_interrupted, self._new_term = self._new_term, False
@@ -322,11 +337,15 @@ class Controller:
             if self.store is not None:
                 recorder = audit_recorder(desired, self.store, repo_path=self.mirror.path, trigger=trigger,
                                           identity=identity)
+                fenced = self.shards.audit(recorder) if self.shards is not None else recorder
                 # a skipped/refused decision is recorded once, not every interval
-                gated_audit = _GatedAudit(OncePerDecision(recorder, self.store), self.may_act, self._why_not)
+                gated_audit = _GatedAudit(OncePerDecision(fenced, self.store), self.may_act, self._why_not)
             # the same pipeline and guards as `deployctl reconcile`: gates, approvals, freezes, digest pins
             result = run_once(desired, Run(
-                clusters=GatedClusters(self.pool, self._check), locks=LeaseLocks(self.pool), options=self.settings.runs,
+                clusters=GatedClusters(self.shards.clusters(self.pool, desired) if self.shards else self.pool,
+                                       self._check),
+                locks=self.shards.locks(self.pool, desired) if self.shards else LeaseLocks(self.pool),
+                options=self.settings.runs,
                 repo_path=self.mirror.path, audit=gated_audit, store=self.store, identity=identity,
                 # whatever a previous leader (or our own crashed run) left open is over once we lead
                 close_interrupted=close_interrupted,
@@ -345,6 +364,8 @@ class Controller:
             return None
         finally:
             self._running.clear()
+            if self.shards is not None:
+                self.shards.end()
         self.metrics.observe_reconcile(result.outcomes, seconds=result.seconds, trigger=trigger,
                                        exit_code=result.exit_code)
         log.info("reconcile.done", sha=sha, trigger=trigger, exit_code=int(result.exit_code),

@@ -38,6 +38,12 @@ class ControllerMetrics:
             ["trigger"], registry=self.registry,
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
         )
+        self.queue_time = Histogram(
+            "deployctl_reconcile_queue_seconds", "Time from a trigger (webhook, drift, slots taken over, interval) "
+            "to the start of the reconcile that serves it: waiting for the run in flight and the fetch.",
+            ["trigger"], registry=self.registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+        )
         self.reconciles = Counter(
             "deployctl_reconciles_total", "Reconcile runs by how they ended (ok, failed, error, stopped).",
             ["trigger", "status"], registry=self.registry,

@@ -18,6 +18,8 @@ from deployctl.edges.audit import url as audit_location
 from deployctl.edges.git.mirror import Mirror
 from deployctl.edges.kube.cluster import Cluster
 from deployctl.edges.kube.lease import LeaderElector, LeaseConfig
+from deployctl.edges.kube.shards import ShardConfig, SlotLeases
+from deployctl.errors import InvalidInputError
 from deployctl.model.audit_target import AUDIT_DEFAULT, AuditTarget
 from deployctl.model.vocabulary import ExitCode, Trigger
 from deployctl.reconcile.observe import ClusterPool
@@ -80,6 +82,7 @@ class WatchOptions:
     kubeconfig: str | None = None
     context: str | None = None
     lease: LeaseConfig | None = None
+    shards: ShardConfig | None = None  # share the apps across replicas by slot Leases (instead of one leader)
     webhook_secret: bytes | None = None
     shutdown_timeout: float = 20.0
     limits: ServerLimits = ServerLimits()
@@ -100,15 +103,32 @@ async def _serve(options: WatchOptions) -> int:
 
     from deployctl.controller import httpserver
     from deployctl.controller.forward import Forwarder
-    from deployctl.controller.webhook import make_app
+    from deployctl.controller.webhook import SyncTarget, make_app
 
     metrics = ControllerMetrics()
     mirror = Mirror(options.repo, options.mirror_dir, branch=options.settings.branch)
     pool = ClusterPool(kubeconfig=options.kubeconfig, context=options.context)
+    if options.shards is not None and not options.audit.off and not (
+            options.audit.url or audit_location.default_audit_url()).startswith(("postgresql://", "postgres://")):
+        raise InvalidInputError("--shards runs several replicas on one audit history: give the PostgreSQL audit store "
+                                "(--audit postgresql://...); a SQLite file cannot be shared between replicas")
     store = audit_location.open_target(options.audit)
     elector: LeaderElector | None = None
+    leases: SlotLeases | None = None
     controller: Controller
-    if options.lease is not None:
+    if options.shards is not None:
+        from deployctl.controller.shards import ShardCollector, ShardRuns
+
+        leases = SlotLeases(Cluster(kubeconfig=options.kubeconfig, context=options.context, pool_size=10),
+                            options.shards, busy=lambda slot: runs.busy(slot),
+                            on_claimed=lambda slots: controller.request_sync(Trigger.WATCH),
+                            on_announced=lambda sha: controller.request_sync(Trigger.WEBHOOK, sha=sha))
+        runs = ShardRuns(leases)
+        metrics.registry.register(ShardCollector(leases, runs))
+        controller = Controller(mirror, pool, settings=options.settings, store=store, metrics=metrics,
+                                is_leader=leases.member, shards=runs)
+        controller.leadership_started()
+    elif options.lease is not None:
         elector = LeaderElector(
             Cluster(kubeconfig=options.kubeconfig, context=options.context, pool_size=2), options.lease,
             on_started=lambda: controller.leadership_started(),
@@ -141,7 +161,12 @@ async def _serve(options: WatchOptions) -> int:
     if elector is not None and options.lease is not None:
         forwarder = Forwarder(leader=elector.leader_address, identity=options.lease.identity,
                               own_address=options.lease.address, secret=options.webhook_secret)
-    app = make_app(controller, secret=options.webhook_secret, branch=options.settings.branch, metrics=metrics,
+    target: SyncTarget = controller
+    if leases is not None:
+        from deployctl.controller.shards import ShardSyncTarget
+
+        target = ShardSyncTarget(controller, leases)  # a push taken here is announced to the other replicas
+    app = make_app(target, secret=options.webhook_secret, branch=options.settings.branch, metrics=metrics,
                    limits=options.limits, forwarder=forwarder)
     if options.ui_auth is not None:  # the dashboard, from the controller's own mirror, store and clusters
         from deployctl.ui.data import Dashboard, RepoView
@@ -174,6 +199,8 @@ async def _serve(options: WatchOptions) -> int:
     if elector is not None:
         lease_thread = threading.Thread(target=elector.run, name="deployctl-lease", daemon=True)
         lease_thread.start()
+    if leases is not None:
+        threading.Thread(target=leases.run, name="deployctl-shards", daemon=True).start()
 
     await stop_signal.wait()
     # Stop acting first (done by controller.stop), then let the worker close what it started.
@@ -184,6 +211,8 @@ async def _serve(options: WatchOptions) -> int:
     if elector is not None:
         elector.stop()
         await loop.run_in_executor(None, elector.release)
+    if leases is not None:
+        await loop.run_in_executor(None, leases.release)
     await runner.cleanup()
     cache.close()
     if verifier is not None:

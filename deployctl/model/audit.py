@@ -220,11 +220,11 @@ class AuditStore(Protocol):
         ...
 
     def close_interrupted(
-        self, *, older_than: datetime | None = None, env: str | None = None,
+        self, *, older_than: datetime | None = None, env: str | None = None, apps: Sequence[str] | None = None,
         holder_alive: Callable[[str | None], bool] | None = None,
     ) -> list[int]:
-        """Give every attempt without an outcome (started before ``older_than``, of ``env``) an 'interrupted'
-        one, except those whose lock holder ``holder_alive`` says still holds its environment's lock."""
+        """Give every attempt without an outcome (started before ``older_than``, of ``env``, of ``apps``) an
+        'interrupted' one, except those whose lock holder ``holder_alive`` says still holds the app's lock."""
         ...
 
     def query(

@@ -1,4 +1,4 @@
-"""The ports of a reconcile run: what it needs from the clusters and the environment locks.
+"""The ports of a reconcile run: what it needs from the clusters and the app locks.
 
 :class:`~deployctl.reconcile.observe.ClusterPool` (Kubernetes) implements them for real; an in-memory
 fake (``tests/fakes.py``) implements them for unit tests of the reconciler. A wrapper implements every
@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from deployctl.edges.kube.cluster import PodProblem
-from deployctl.edges.kube.lease import LockHolder
+from deployctl.edges.kube.locks import LockHolder
 from deployctl.model.workload import Workload
 
 
@@ -80,7 +80,7 @@ class Clusters(Protocol):
 
 
 class Lock(Protocol):
-    """An environment's lock, once taken."""
+    """An app's lock, once taken."""
 
     def held(self) -> bool:
         """True while the lock is ours and renewed in time."""
@@ -90,19 +90,18 @@ class Lock(Protocol):
 
 
 class Locks(Protocol):
-    """One writer per environment."""
+    """One writer per app (CI runs and controller replicas alike), taken only by a run that writes the app."""
 
-    def take(self, context: str | None, namespace: str, *, identity: str, lease: float, timeout: float,
-             on_wait: Callable[[LockHolder], None], between: Callable[[], object]) -> Lock | None:
-        """Take the lock of the environment at ``context``/``namespace``, waiting at most ``timeout`` seconds
-        for another holder (``on_wait`` hears of each holder, ``between`` runs before each new try and may
-        raise to give up); None when the namespace does not exist (there is nothing to write there)."""
+    def try_take(self, context: str | None, namespace: str, app: str, *, identity: str,
+                 lease: float) -> Lock | LockHolder:
+        """One try at the lock of ``app`` in ``context``/``namespace``: the lock, now ours, or the holder
+        that keeps it (the caller tries again later, up to its lock timeout)."""
         ...
 
 
 class GatedClusters:
     """The clusters of a run that may have to stop: ``check`` runs before each cluster is handed out and
-    raises once acting must stop (the controller lost its lease, an environment lock was not renewed)."""
+    raises once acting must stop (the controller lost its lease or stopped)."""
 
     def __init__(self, clusters: Clusters, check: Callable[[], None]) -> None:
         self.clusters = clusters

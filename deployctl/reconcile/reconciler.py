@@ -10,9 +10,8 @@ next run converges from (each apply is one atomic server-side apply of image + a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import replace
 from datetime import UTC, datetime
 
 import structlog
@@ -21,8 +20,10 @@ from deployctl.errors import ClusterUnreachableError, DeployctlError, PreDeployE
 from deployctl.model.state import DesiredState
 from deployctl.model.vocabulary import WAIT, AppState, Result
 from deployctl.model.workload import Health, Workload, combined_status
+from deployctl.reconcile import runstate
 from deployctl.reconcile.artifacts import pin_mode
 from deployctl.reconcile.hooks import PreDeploySteps
+from deployctl.reconcile.locking import check_held, release_left, replan, sleep_until_next_try, take_locks
 from deployctl.reconcile.observe import ClusterPool, Observation, Seeds, observe_selection
 from deployctl.reconcile.options import ReconcileOptions
 from deployctl.reconcile.ordering import order_verdict
@@ -43,7 +44,7 @@ from deployctl.reconcile.outcome import (
     ReconcileResult,
 )
 from deployctl.reconcile.ports import Clusters
-from deployctl.reconcile.runstate import AppRun, Prepared
+from deployctl.reconcile.runstate import AppLocking, AppRun, Prepared
 from deployctl.reconcile.sink import AuditSink, DecisionItem, FinishItem, NullAudit
 from deployctl.reconcile.wait import RolloutWatch, Waiting, check_rollouts
 from deployctl.rules.ordering import Ordering, Verdict
@@ -71,6 +72,7 @@ class Reconciler:
         prepared: Prepared | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        locking: AppLocking | None = None,
     ) -> None:
         prepared = prepared or Prepared()
         self.desired = desired
@@ -88,6 +90,8 @@ class Reconciler:
         self._notes: dict[tuple[str, str], str] = {}  # audit notes of overrides (--force-older)
         self._watch: RolloutWatch | None = None
         self._seeds: Seeds = {}
+        self.locking = locking  # None: no app locks (a run that cannot collide with another)
+        self._unlock: list[AppRun] = []  # runs whose lock goes once their outcome is on record
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -152,8 +156,7 @@ class Reconciler:
             requests=requests,
             seconds=time.monotonic() - started,
         )
-        log.info("reconcile.finished", exit_code=result.exit_code, seconds=round(result.seconds, 3),
-                 requests=requests)
+        log.info("reconcile.finished", exit_code=result.exit_code, seconds=round(result.seconds, 3), requests=requests)
         return result
 
     def _ordering(self, change: Change) -> Ordering:
@@ -196,6 +199,7 @@ class Reconciler:
         finally:
             if self._watch is not None:
                 self._watch.close()
+            release_left(runs.values(), self._unlock)  # only when the loop raised: let the next writer in
         self._flush_finishes()
 
     def _loop(self, runs: dict[tuple[str, str], AppRun], order: list[tuple[str, str]], deadline: float) -> None:
@@ -207,18 +211,21 @@ class Reconciler:
             while any(r.outcome is None for r in runs.values()):
                 # Start every pending app whose dependencies allow it, in dependency order.
                 ready: list[AppRun] = []
+                now = time.monotonic()
                 for key in order:
                     run = runs[key]
                     if run.state is not AppState.PENDING or len(futures) + len(ready) >= concurrency * 4:
                         continue
-                    verdict = self._dependencies(run, runs)
+                    if run.lock_wait is not None and now < run.lock_wait[1]:
+                        continue  # its lock is held by another run: try again at its next try
+                    verdict = runstate.dependency_verdict(run, runs)
                     if verdict == WAIT:
                         continue
                     if verdict is not None:
                         self._finish(run, BLOCKED, verdict, record=True)
                         continue
                     ready.append(run)
-                for run in self._record_attempts(ready):
+                for run in self._record_attempts(self._take_locks(ready, pool)):
                     futures[pool.submit(self._apply, run)] = run.change.key
                     run.state = AppState.APPLYING
 
@@ -232,6 +239,8 @@ class Reconciler:
                         if gap > 0:
                             time.sleep(gap)  # coalesce a burst of events into one check
                         self._watch.changed.wait(timing.poll_interval)
+                    else:  # only apps waiting for their locks: sleep until the first next try
+                        sleep_until_next_try(runs.values(), timing.poll_interval)
                 for fut in done:
                     key = futures.pop(fut)
                     run = runs[key]
@@ -282,10 +291,23 @@ class Reconciler:
                 if not futures and not any(r.state is AppState.WAITING and r.outcome is None for r in runs.values()):
                     # Nothing in flight: whatever is still pending waits on something that will not come.
                     stuck = [r for r in runs.values() if r.outcome is None and r.state is AppState.PENDING]
-                    if stuck and all(self._dependencies(r, runs) == WAIT for r in stuck):
+                    if stuck and all(runstate.dependency_verdict(r, runs) == WAIT for r in stuck):
                         for r in stuck:
                             self._finish(r, BLOCKED, "dependencies form a cycle or never started", record=True)
                 self._flush_finishes()
+
+    def _take_locks(self, ready: list[AppRun], pool: ThreadPoolExecutor) -> list[AppRun]:
+        """The runs of ``ready`` whose app lock is now theirs; the others wait for their next try or fail."""
+        if not self.locking or not ready:
+            return ready
+        taken = take_locks(self.locking, ready, pool)
+        for run, why in taken.failed:
+            self._finish(run, FAILED, why, record=False)
+        if taken.unreachable is not None:
+            raise taken.unreachable
+        for run in replan(taken.got, self.clusters, runstate.image_of):  # a run that held the lock wrote them
+            self._finish(run, IN_SYNC, "in sync: written by the run that held its lock", record=False)
+        return [r for r in taken.got if r.outcome is None]
 
     def _record_attempts(self, ready: list[AppRun]) -> list[AppRun]:
         """Put the attempts of a wave on record before any of them is applied (one write when the
@@ -293,7 +315,7 @@ class Reconciler:
         recorded is not applied."""
         if not ready:
             return []
-        items = [(run.change, self._image(run.change)) for run in ready]
+        items = [(run.change, runstate.image_of(run.change)) for run in ready]
         try:
             ids = self.audit.attempts_started(items, deploy_commit=self.desired.commit)
         except DeployctlError as exc:
@@ -319,52 +341,29 @@ class Reconciler:
             try:
                 self.audit.attempts_finished([(run.audit_id, result, error) for run, result, error in queued])
             except DeployctlError as exc:
-                self._not_written([(run, result) for run, result, _ in queued], exc)
+                runstate.not_written([(run, result) for run, result, _ in queued], exc)
         if self._decisions:
             decided, self._decisions = self._decisions, []
             try:
                 ids = self.audit.decisions([item for _, item in decided], deploy_commit=self.desired.commit)
             except DeployctlError as exc:  # the outcomes stand; say loudly that their record was not written
-                self._not_written([(run, item[2]) for run, item in decided], exc)
+                runstate.not_written([(run, item[2]) for run, item in decided], exc)
             else:
                 for (run, _), attempt_id in zip(decided, ids, strict=True):
                     run.audit_id = attempt_id
-
-    @staticmethod
-    def _not_written(runs: Sequence[tuple[AppRun, str]], exc: DeployctlError) -> None:
-        for run, result in runs:
-            log.error("audit.write_failed", env=run.change.env, app=run.change.app, result=result, error=str(exc))
-            if run.outcome is not None:
-                run.outcome = replace(run.outcome, message=f"{run.outcome.message} (audit record not written: {exc})")
-
-    @staticmethod
-    def _image(change: Change) -> str:
-        return change.desired_image or (change.target.image if change.target else "")
-
-    def _dependencies(self, run: AppRun, runs: Mapping[tuple[str, str], AppRun]) -> str | None:
-        """None when the app may start, WAIT while a dependency is in flight, else why it is blocked."""
-        for dep in run.change.depends_on:
-            dep_run = runs.get((run.change.env, dep))
-            if dep_run is None:
-                continue
-            outcome = dep_run.outcome
-            if outcome is None:
-                return WAIT
-            if outcome.result.satisfies_dependents:
-                continue
-            if outcome.result is Result.IN_SYNC and outcome.healthy is not False:
-                continue
-            detail = f": {outcome.message}" if outcome.message else ""
-            return f"dependency {dep} {outcome.result}{detail}"
-        return None
+        unlock, self._unlock = self._unlock, []
+        for run in unlock:  # their outcomes are on record: the next writer of each app may go
+            if run.lock is not None:
+                run.lock.release()
 
     def _apply(self, run: AppRun) -> tuple[Workload, ...]:
         change = run.change
-        image = self._image(change)
+        image = runstate.image_of(change)
         self.on_progress(Progress(change.env, change.app, AppState.APPLYING, f"{change.old_sha or '-'} -> {image}"))
         log.info("apply.started", env=change.env, app=change.app, image=image, action=str(change.action))
         annotations = annotations_for(change, image, self.desired.commit, run.started_at or self.clock())
         assert change.target is not None
+        check_held(run)
         self._pre_deploy.before(run, image, annotations)  # a data migration first (apps.<app>.pre_deploy)
         cluster = self.clusters(change.target.context)
         applied = []
@@ -423,8 +422,10 @@ class Reconciler:
             run.events.verdict(now, audit_result, message)
             self._finishes.append((run, audit_result, error))  # written by _flush_finishes, this wave
         elif record:  # never applied (blocked, refused, skipped): its attempt and outcome go on record together
-            self._decisions.append((run, (change, self._image(change), audit_result, error)))  # one write a wave
+            self._decisions.append((run, (change, runstate.image_of(change), audit_result, error)))  # one write a wave
         run.state = AppState.DONE
+        if run.lock is not None:
+            self._unlock.append(run)
         run.outcome = Outcome(
             env=change.env,
             app=change.app,

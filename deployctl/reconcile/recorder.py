@@ -46,14 +46,15 @@ class AuditRecorder:
         self.sources = dict(sources or {})
         self.lock_holder = lock_holder  # this run's identity in the environment locks it holds
 
-    def close_interrupted(self, *, env: str | None = None) -> list[int]:
-        """Close the attempts of ``env`` that a run which no longer holds its lock left open.
+    def close_interrupted(self, *, env: str | None = None, apps: Sequence[str] | None = None) -> list[int]:
+        """Close the attempts of ``env``'s ``apps`` that a run which no longer holds their locks left open.
 
-        Called right after this run took ``env``'s lock: whoever recorded an attempt there under another
+        Called right after this run took those apps' locks: whoever recorded an attempt there under another
         lock holder has lost that lock (it expired, or was released without closing the attempt), so its
         attempt is over. ``env=None`` closes every open attempt (only safe when no other run can be going)."""
         mine = self.lock_holder
-        ids = self.store.close_interrupted(env=env, holder_alive=None if mine is None else (lambda h: h == mine))
+        ids = self.store.close_interrupted(env=env, apps=apps,
+                                           holder_alive=None if mine is None else (lambda h: h == mine))
         if ids:
             log.warning("audit.interrupted_closed", env=env, attempts=ids)
         return ids

@@ -43,10 +43,10 @@ class AuditSink(Protocol):
 
 class RunAudit(AuditSink, Protocol):
     """The audit of a whole run (wrapped as its caller wants): the sink, and closing the attempts that a run
-    which lost an environment's lock left open."""
+    which lost an app's lock left open."""
 
-    def close_interrupted(self, *, env: str | None = None) -> list[int]:
-        """Close ``env``'s attempts recorded under another lock holder as interrupted; their ids."""
+    def close_interrupted(self, *, env: str | None = None, apps: Sequence[str] | None = None) -> list[int]:
+        """Close the attempts (of ``env``, of ``apps``) recorded under another lock holder as interrupted; their ids."""
         ...
 
 

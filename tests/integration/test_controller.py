@@ -71,12 +71,13 @@ class Watch:
         self.log = tmp_path / f"watch-{name}.log"
         args = [DEPLOYCTL, "--log-level", "info", "watch", "--repo", str(repo), "--interval", interval,
                 "--listen", f"127.0.0.1:{self.port}", "--audit", audit, "--kubeconfig", kubeconfig,
-                "--mirror-dir", str(tmp_path / f"mirror-{name}"), "--timeout", "60s", *extra]
+                "--mirror-dir", str(tmp_path / f"mirror-{name}"), "--timeout", "60s"]
         if lease_namespace:
             args += ["--lease-namespace", lease_namespace, "--identity", name, "--lease-duration", "2s",
                      "--renew-deadline", "1.5s", "--retry-period", "0.25s"]
         else:
             args.append("--no-leader-election")
+        args += extra  # last: an option given here wins over the defaults above
         environ = {**os.environ, "DEPLOYCTL_WEBHOOK_SECRET": SECRET, **(env or {})}
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=environ,

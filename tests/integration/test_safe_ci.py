@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from deployctl.app.run import Callbacks, run_reconcile
 from deployctl.cli import main
 from deployctl.model import audit
-from deployctl.model.audit_target import AuditTarget
+from deployctl.model.audit_target import AUDIT_OFF, AuditTarget
 from deployctl.reconcile.options import Locking, ReconcileOptions, Selection, Timing
 from tests.integration.test_reconcile_audit import records
 
@@ -122,21 +122,29 @@ def test_a_commit_on_another_history_is_refused_unless_allowed_and_an_unknown_on
     assert image_of(cluster, namespace) == f"{IMAGE}/api:{sha('three')}"
 
 
-# -- one writer per environment -------------------------------------------------------------------
+# -- one writer per app ---------------------------------------------------------------------------
 
 
-def test_two_concurrent_reconciles_of_one_environment_apply_once_and_record_once(
-        cluster, namespace, make_repo, audit_url):
+def hold_app_lock(cluster, namespace: str, app: str, identity: str, lease: float = 3):
+    """``app``'s lock, taken (and renewed) as another run would hold it."""
     from deployctl.edges.kube.cluster import Cluster
-    from deployctl.edges.kube.lease import EnvironmentLock
+    from deployctl.edges.kube.locks import AppLock, LeaseLocks
 
+    locks = LeaseLocks(lambda _context: Cluster(kubeconfig=cluster.kubeconfig))
+    deadline = time.monotonic() + 20
+    while not isinstance(lock := locks.try_take(None, namespace, app, identity=identity, lease=lease), AppLock):
+        assert time.monotonic() < deadline, lock
+        time.sleep(0.2)
+    return lock
+
+
+def test_two_concurrent_reconciles_of_one_app_apply_once_and_record_once(
+        cluster, namespace, make_repo, audit_url):
     cluster.deployment(namespace, "api")
     repo = make_repo()
     repo.commit({"deployctl.yaml": config({"staging": (namespace, None)}), **deploy("staging", "one")})
     # A third run holds staging while the two CI jobs start, so that both are sure to find it busy.
-    holder = EnvironmentLock(Cluster(kubeconfig=cluster.kubeconfig), namespace=namespace, identity="ci-job-4710",
-                             lease_duration=3)
-    holder.acquire(timeout=10)
+    holder = hold_app_lock(cluster, namespace, "api", "ci-job-4710")
     args = [str(EXE), "reconcile", "--repo", str(repo.path), "--kubeconfig", cluster.kubeconfig,
             "--audit", audit_url, "--timeout", "60", "--lock-lease", "3"]
     jobs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -149,7 +157,7 @@ def test_two_concurrent_reconciles_of_one_environment_apply_once_and_record_once
     for r in readers:
         r.start()
     deadline = time.monotonic() + 60
-    while not all(any("waiting for staging: held by ci-job-4710 since " in line for line in e) for e in errs):
+    while not all(any("waiting for staging/api: held by ci-job-4710 since " in line for line in e) for e in errs):
         assert time.monotonic() < deadline and all(j.poll() is None for j in jobs), errs
         time.sleep(0.1)
     holder.release()
@@ -163,26 +171,69 @@ def test_two_concurrent_reconciles_of_one_environment_apply_once_and_record_once
     assert image_of(cluster, namespace) == f"{IMAGE}/api:{sha('one')}"
 
 
-def test_a_run_that_cannot_get_the_lock_in_time_gives_up_naming_the_holder_and_applies_nothing(
-        cluster, namespace, make_repo):
-    from deployctl.edges.kube.cluster import Cluster
-    from deployctl.edges.kube.lease import EnvironmentLock
+def test_ci_waits_for_the_app_a_replica_writes_and_meanwhile_writes_another_app_of_that_environment(
+        cluster, namespace, make_repo, tmp_path):
+    for app in ("api", "web"):
+        cluster.deployment(namespace, app)
+    two_apps = config({"staging": (namespace, None)}).replace(
+        "environments:", f"  web:\n    image: {IMAGE}/web\n    pin: tag\nenvironments:")
+    repo = make_repo()
+    repo.commit({"deployctl.yaml": two_apps, **deploy("staging", "one"),
+                 "environments/staging/web.deploy": f"{sha('web-one')}\n"})
+    # a controller replica is writing api (it holds api's lock, under its slot's fence)
+    holder = hold_app_lock(cluster, namespace, "api", "deployctl-r1@pod/1-abcdef")
+    ci = subprocess.Popen([str(EXE), "reconcile", "--repo", str(repo.path), "--kubeconfig", cluster.kubeconfig,
+                           "--audit", f"sqlite:///{tmp_path / 'audit.db'}", "--timeout", "60", "--lock-lease", "3"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "CI": ""})
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(ci.stderr), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
 
+        def web_image() -> str:
+            return cluster.read_deployment(namespace, "web").spec.template.spec.containers[0].image
+
+        while not (web_image() == f"{IMAGE}/web:{sha('web-one')}"
+                   and any("waiting for staging/api: held by deployctl-r1@pod/1-abcdef since " in line for line in err)):
+            assert time.monotonic() < deadline and ci.poll() is None, err
+            time.sleep(0.1)
+        # web is written in parallel with the replica's api; api is not written while the replica holds it
+        assert image_of(cluster, namespace) == "registry.example.com/shop/app:initial"
+    finally:
+        holder.release()
+    out, _ = ci.communicate(timeout=120)
+    reader.join(10)
+    assert ci.returncode == 0, (out, err)
+    assert image_of(cluster, namespace) == f"{IMAGE}/api:{sha('one')}"
+
+
+def test_a_run_with_nothing_to_change_sends_no_lease_request(cluster, namespace, make_repo):
     cluster.deployment(namespace, "api")
     repo = make_repo()
     repo.commit({"deployctl.yaml": config({"staging": (namespace, None)}), **deploy("staging", "one")})
-    holder = EnvironmentLock(Cluster(kubeconfig=cluster.kubeconfig), namespace=namespace, identity="ci-job-4710",
-                             lease_duration=3)
-    holder.acquire(timeout=10)
+    first = run_reconcile(repo=str(repo.path), kubeconfig=cluster.kubeconfig, audit=AUDIT_OFF)
+    assert first.requests.get("lease POST") == 1 and first.requests.get("lease DELETE") == 1, first.requests
+    again = run_reconcile(repo=str(repo.path), kubeconfig=cluster.kubeconfig, audit=AUDIT_OFF)
+    assert [str(o.result) for o in again.outcomes] == ["in-sync"]
+    assert not [verb for verb in again.requests if verb.startswith("lease")], again.requests
+
+
+def test_a_run_that_cannot_get_the_lock_in_time_gives_up_naming_the_holder_and_applies_nothing(
+        cluster, namespace, make_repo):
+    cluster.deployment(namespace, "api")
+    repo = make_repo()
+    repo.commit({"deployctl.yaml": config({"staging": (namespace, None)}), **deploy("staging", "one")})
+    holder = hold_app_lock(cluster, namespace, "api", "ci-job-4710")
     try:
         result = cli("reconcile", "--repo", str(repo.path), "--kubeconfig", cluster.kubeconfig, "--no-audit",
                      "--lock-timeout", "1")
     finally:
         holder.release()
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "waiting for staging: held by ci-job-4710 since " in result.stderr
-    assert f"environment staging: failed: environment staging: lock lease {namespace}/deployctl-lock is held by " \
-        "ci-job-4710 since " in result.stdout and "gave up after 1s (--lock-timeout)" in result.stdout
+    assert "waiting for staging/api: held by ci-job-4710 since " in result.stderr
+    assert f"lock lease {namespace}/deployctl-lock-api is held by ci-job-4710 since " in result.stdout
+    assert "gave up after 1s (--lock-timeout)" in result.stdout
     assert image_of(cluster, namespace) == "registry.example.com/shop/app:initial"
 
 
@@ -222,6 +273,9 @@ def test_a_run_killed_holding_the_lock_is_closed_as_interrupted_but_a_live_run_i
                 time.sleep(0.2)
             killed.send_signal(signal.SIGKILL)
             killed.wait(10)
+            # a new commit for staging: the take-over writes api there, so it takes api's lock
+            repo.commit({"deployctl.yaml": config({"staging": (staging, None), "production": (production, None)}),
+                         **deploy("staging", "two"), **deploy("production", "one")})
             waits: list[str] = []
             takeover = run_reconcile(repo=str(repo.path), kubeconfig=cluster.kubeconfig, audit=AuditTarget(audit_url),
                                      options=ReconcileOptions(selection=Selection(envs=("staging",)), timing=Timing(wait=False),
@@ -229,14 +283,15 @@ def test_a_run_killed_holding_the_lock_is_closed_as_interrupted_but_a_live_run_i
                                      callbacks=Callbacks(on_wait=waits.append))
             # it waited, then took the lock when the dead run's lease expired (waited out, it would fail)
             assert takeover.exit_code == 0, takeover.outcomes
-            assert len(waits) == 1 and waits[0].startswith("waiting for staging: held by "), waits
-            by_env = {r.attempt.env: r for r in records(audit_url)}
-            assert by_env["staging"].result == "interrupted"
-            assert by_env["production"].result == "started"  # its run still holds production's lock
-            assert by_env["staging"].attempt.lock_holder and by_env["production"].attempt.lock_holder
-            assert by_env["staging"].attempt.lock_holder != by_env["production"].attempt.lock_holder
-            everything = [(r.id, r.attempt.env, r.result, r.attempt.lock_holder) for r in records(audit_url)]
-            assert len(everything) == 2, (everything, killed.pid, live.pid)  # the take-over found api in sync: nothing recorded again
+            assert len(waits) == 1 and waits[0].startswith("waiting for staging/api: held by "), waits
+            everything = sorted(records(audit_url), key=lambda r: r.id)
+            first = {r.attempt.env: r for r in reversed(everything)}  # each environment's first attempt
+            assert first["staging"].result == "interrupted"  # the take-over took api's lock: that run lost it
+            assert first["production"].result == "started"  # its run still holds production's api lock
+            assert first["staging"].attempt.lock_holder and first["production"].attempt.lock_holder
+            assert first["staging"].attempt.lock_holder != first["production"].attempt.lock_holder
+            assert [(r.attempt.env, r.attempt.new_sha, r.result) for r in everything[2:]] == [
+                ("staging", sha("two"), "succeeded")], everything  # no-wait applies are recorded as succeeded
         finally:
             live.kill()
             live.wait(10)

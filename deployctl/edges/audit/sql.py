@@ -175,7 +175,7 @@ class SqlStore(ChainQueries):
             log.debug("audit.finished", id=f.attempt_id, result=f.result)
 
     def close_interrupted(
-        self, *, older_than: datetime | None = None, env: str | None = None,
+        self, *, older_than: datetime | None = None, env: str | None = None, apps: Sequence[str] | None = None,
         holder_alive: Callable[[str | None], bool] | None = None,
     ) -> list[int]:
         now = datetime.now(UTC)
@@ -187,6 +187,11 @@ class SqlStore(ChainQueries):
         if env is not None:
             where += " AND a.env = ?"
             params = (*params, env)
+        if apps is not None:
+            if not apps:
+                return []
+            where += f" AND a.app IN ({', '.join('?' * len(apps))})"
+            params = (*params, *apps)
         closed: list[int] = []
         with self._write() as cur:
             chain = self._chain_appender(cur)

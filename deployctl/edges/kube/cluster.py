@@ -129,19 +129,23 @@ class Cluster:
     # -- act ----------------------------------------------------------------------------------
 
     def apply_image(
-        self, workload: Workload, *, container: str, image: str, annotations: Mapping[str, str]
+        self, workload: Workload, *, container: str, image: str, annotations: Mapping[str, str],
+        resource_version: str = "",
     ) -> Workload:
         """Server-side apply of one container image and deployctl's annotations, as field manager ``deployctl``.
-        A CronJob's image is on its job template."""
+        A CronJob's image is on its job template. With ``resource_version``, the apply is refused (409) when
+        the workload changed since (a precondition: a sharded controller's fencing)."""
         pod_template = {"spec": {"containers": [{"name": container, "image": image}]}}
         spec = ({"jobTemplate": {"spec": {"template": pod_template}}} if workload.kind == "CronJob"
                 else {"template": pod_template})
-        body = {
+        body: dict[str, Any] = {
             "apiVersion": RESOURCES[workload.kind][0].removeprefix("/apis/"),
             "kind": workload.kind,
             "metadata": {"name": workload.name, "namespace": workload.namespace, "annotations": dict(annotations)},
             "spec": spec,
         }
+        if resource_version:
+            body["metadata"]["resourceVersion"] = resource_version
         result = self.request(
             "PATCH", f"{collection_path(workload.kind, workload.namespace)}/{workload.name}",
             what=f"apply {workload.ref} in {workload.namespace}", body=body,

@@ -1,11 +1,12 @@
 """The reconciler's decisions, driven through its ports with an in-memory cluster (tests/fakes.py):
-dependency order, a rollout timeout, a refusal, the audit store failing mid-run, a lost lock mid-run."""
+dependency order, a rollout timeout, a refusal, the audit store failing mid-run, app locks (taken only for
+the apps written, waited for, lost before an apply)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from deployctl.app.run import Run, run_once
+from deployctl.app.run import Callbacks, Run, run_once
 from deployctl.model.problem import Problem
 from deployctl.model.vocabulary import EnvStatus, ExitCode
 from deployctl.reconcile.options import ReconcileOptions, Timing
@@ -113,35 +114,63 @@ def test_an_outcome_whose_record_cannot_be_written_says_so():
     assert cluster.applied == ["api"]
 
 
-def test_a_lock_lost_mid_run_stops_acting_in_that_environment():
-    desired = desired_state({"api": (), "web": ("api",)})
-    cluster = cluster_of("api", "web")
+def test_an_app_whose_lock_was_lost_before_its_apply_is_not_applied_and_the_others_go_on():
+    desired = desired_state({"api": (), "web": ("api",), "docs": ()})
+    cluster = cluster_of("api", "web", "docs")
     locks = FakeLocks()
 
-    def lose_the_lock(workload: object) -> None:
-        locks.taken[0].lost = True  # the renewals failed while api rolled out
+    class Recorded(FakeAudit):
+        def attempts_started(self, items, *, deploy_commit):  # type: ignore[no-untyped-def]
+            for lock in locks.taken:
+                if lock.app == "web":
+                    lock.lost = True  # its renewals failed between its attempt and its apply
+            return super().attempts_started(items, deploy_commit=deploy_commit)
 
-    cluster.after_apply = lose_the_lock
-    result = run_once(desired, Run(clusters=FakeClusters(cluster), locks=locks, options=FAST, repo_path="."))
-    assert cluster.applied == ["api"]  # web is not applied once the lock is gone
-    (env,) = result.environments
-    assert (env.env, str(env.status)) == ("staging", "failed")
-    assert "the lock of environment staging could not be renewed in time" in env.message
-    assert locks.taken[0].released
+    result = run_once(desired, Run(clusters=FakeClusters(cluster), locks=locks, options=FAST, repo_path=".",
+                                   audit=Recorded()))
+    assert "web" not in cluster.applied and {"api", "docs"} <= set(cluster.applied)
+    assert results(result)["web"] == "failed"
+    assert "the lock of staging/web could not be renewed in time; not applied" in outcome(result, "web").message
+    assert all(lock.released for lock in locks.taken)
     assert result.exit_code != 0
 
 
-def test_run_once_takes_each_environments_lock_and_releases_it():
-    desired = desired_state({"api": ()})
-    cluster = cluster_of("api")
+def test_run_once_takes_the_lock_of_each_app_it_writes_and_releases_it():
+    desired = desired_state({"api": (), "web": ()})
+    cluster = cluster_of("api", "web")
     locks = FakeLocks()
     audit = FakeAudit()
     result = run_once(desired, Run(clusters=FakeClusters(cluster), locks=locks, options=FAST, repo_path=".",
                                    audit=audit))
-    assert results(result) == {"api": "succeeded"}
-    assert [(lock.namespace, lock.released) for lock in locks.taken] == [("ns-staging", True)]
+    assert results(result) == {"api": "succeeded", "web": "succeeded"}
+    assert sorted((lock.namespace, lock.app, lock.released) for lock in locks.taken) == [
+        ("ns-staging", "api", True), ("ns-staging", "web", True)]
     assert audit.result_of("api") == "succeeded"
-    assert result.requests["PATCH"] == 1
+
+
+def test_a_run_with_nothing_to_change_takes_no_lock():
+    desired = desired_state({"api": (), "web": ()}, new=1)
+    cluster = cluster_of("api", "web")
+    locks = FakeLocks()
+    result = run_once(desired, Run(clusters=FakeClusters(cluster), locks=locks, options=FAST, repo_path="."))
+    assert results(result) == {"api": "in-sync", "web": "in-sync"}
+    assert locks.taken == []
+
+
+def test_an_app_held_by_another_run_waits_gives_up_at_the_lock_timeout_and_the_others_are_written():
+    desired = desired_state({"api": (), "web": ()})
+    cluster = cluster_of("api", "web")
+    locks = FakeLocks(busy={"api": "ci-job-4710"})
+    waits: list[str] = []
+    options = replace(FAST, locking=replace(FAST.locking, lease=1.0, timeout=0.5))
+    result = run_once(desired, Run(clusters=FakeClusters(cluster), locks=locks, options=options, repo_path=".",
+                                   callbacks=Callbacks(on_wait=waits.append)))
+    assert cluster.applied == ["web"]
+    assert results(result) == {"api": "failed", "web": "succeeded"}
+    assert waits == ["waiting for staging/api: held by ci-job-4710 since 10:00:00"]
+    assert outcome(result, "api").message == (
+        "lock lease ns-staging/deployctl-lock-api is held by ci-job-4710 since 10:00:00; gave up after 0s "
+        "(--lock-timeout); not applied")
 
 
 def test_an_environment_with_config_errors_is_a_row_an_invalid_environment_and_exit_2():
@@ -164,4 +193,4 @@ def test_an_environment_with_config_errors_is_a_row_an_invalid_environment_and_e
     assert [p.line for p in result.problems] == [11]
     assert result.exit_code == ExitCode.INVALID
     assert cluster.applied == ["api"]
-    assert [lock.namespace for lock in locks.taken] == ["ns-staging"]  # no lock where nothing is applied
+    assert [(lock.namespace, lock.app) for lock in locks.taken] == [("ns-staging", "api")]  # only what is written
