@@ -4,11 +4,11 @@
 
 Every number in the README's "Figures" section lives between the markers
 ``<!-- figures:begin -->`` and ``<!-- figures:end -->`` and is written by this script, never by
-hand: for each benchmark a heading, the exact command, the UTC date, the machine (cores, memory,
+hand: for each benchmark a heading, the exact command, the commit measured, the UTC date, the machine (cores, memory,
 load average when it started), how long it ran, and what it printed, verbatim. ``--only`` reruns
 some benchmarks and keeps the other sections as they were (each keeps its own date). A benchmark
 that fails keeps its previous section and makes the script exit 1, so a stale figure is never
-presented as new.
+presented as new. The README is rewritten after each benchmark, so an interrupted run keeps what it measured.
 """
 
 from __future__ import annotations
@@ -67,6 +67,15 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {mem_kib / 2**20:.1f} GiB, load average {load} at start"
 
 
+def commit() -> str:
+    """The commit measured (``+dirty`` when the work tree has changes to tracked files)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                          check=False).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ".", ":!README.md"], cwd=ROOT,
+                           check=False).returncode != 0
+    return head + ("+dirty" if dirty else "")
+
+
 def run(bench: Bench) -> tuple[str, bool]:
     """One benchmark's section: command, date, machine, duration and its output verbatim."""
     command = " ".join((".venv/bin/python", *bench.args))
@@ -77,7 +86,7 @@ def run(bench: Bench) -> tuple[str, bool]:
     took = time.monotonic() - t0
     out = proc.stdout.rstrip().replace("```", "'''")
     lines = [f"### `{bench.name}`", "", f"{bench.what}.", "",
-             f"- command: `{command}`", f"- date: {started:%Y-%m-%d %H:%M} UTC ({took:.0f} s)",
+             f"- command: `{command}`", f"- commit: {commit()}", f"- date: {started:%Y-%m-%d %H:%M} UTC ({took:.0f} s)",
              f"- machine: {host}", "", "```", out, "```", ""]
     if proc.returncode != 0:
         sys.stderr.write(f"figures: {bench.name} exited {proc.returncode}:\n{proc.stderr[-4000:]}\n")
@@ -125,12 +134,14 @@ def main() -> int:
             print(section, flush=True)
         elif passed:
             kept[bench.name] = section
+            write(head, kept, tail)  # after each one: an interrupted run keeps what it measured
         ok &= passed
-    if opts.print_only:
-        return 0 if ok else 1
+    return 0 if ok else 1
+
+
+def write(head: str, kept: dict[str, str], tail: str) -> None:
     body = "\n".join(kept[b.name] for b in BENCHES if b.name in kept)
     README.write_text(f"{head}{BEGIN}\n\n{body}\n{END}{tail}")
-    return 0 if ok else 1
 
 
 if __name__ == "__main__":
