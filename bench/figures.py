@@ -89,7 +89,7 @@ def run(bench: Bench) -> tuple[str, bool]:
              f"- command: `{command}`", f"- commit: {commit()}", f"- date: {started:%Y-%m-%d %H:%M} UTC ({took:.0f} s)",
              f"- machine: {host}", "", "```", out, "```", ""]
     if proc.returncode != 0:
-        sys.stderr.write(f"figures: {bench.name} exited {proc.returncode}:\n{proc.stderr[-4000:]}\n")
+        sys.stderr.write(f"figures: {bench.name} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}\n")
     return "\n".join(lines), proc.returncode == 0
 
 
