@@ -41,6 +41,8 @@ BENCHES = (
     Bench("desired_state", ("bench/desired_state.py",), "read + validate 10,002 deploy files from a commit"),
     Bench("reconcile", ("bench/reconcile.py",), "reconcile of 1,000 apps x 3 namespaces: no-op, 1,000 changed, waiting"),
     Bench("kubectl_compare", ("bench/kubectl_compare.py", "--profile"), "deployctl beside kubectl built from the same Kubernetes module"),
+    Bench("rollout_wait", ("bench/rollout_wait.py",),
+          "a rollout wait for 50 and 1,000 changed apps against the cluster's own time, from an independent watcher"),
     Bench("envlock", ("bench/envlock.py", "--apps", "30", "--runs", "9"), "the environment lock's cost on a no-op"),
     Bench("registry", ("bench/registry.py",), "resolve 1,000 distinct tags in the local registry"),
     Bench("audit", ("bench/audit.py",), "audit appends (with and without the chain), history queries, audit verify"),
