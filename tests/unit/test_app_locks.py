@@ -55,3 +55,46 @@ def test_a_lock_held_by_another_run_names_it_and_our_own_timed_out_create_is_our
 def test_an_app_name_that_cannot_be_a_lease_name_is_hashed() -> None:
     assert lock_name("api") == "deployctl-lock-api"
     assert lock_name("Api_v2").startswith("deployctl-lock-h-") and len(lock_name("x" * 300)) < 64
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_renewal_round_slower_than_its_period_is_followed_at_once_so_no_lock_lapses(monkeypatch: Any) -> None:
+    """A run waiting for a thousand rollouts holds a thousand locks: on a loaded API server one round of
+    renewals can take longer than a third of the lease. The next round must not wait a whole period more."""
+    from types import SimpleNamespace
+
+    from deployctl.edges.kube import locks as locks_module
+
+    clock = SimpleNamespace(now=100.0, sleeps=0)
+
+    def sleep(seconds: float) -> None:
+        if clock.sleeps == 4:
+            raise _Stop
+        clock.sleeps += 1
+        clock.now += seconds
+
+    monkeypatch.setattr(locks_module, "time", SimpleNamespace(monotonic=lambda: clock.now, sleep=sleep))
+    renewals: list[tuple[float, bool]] = []  # (when each renewal started, whether the lock was still held then)
+
+    class Slow:
+        def request(self, method: str, path: str, **_: Any) -> dict[str, Any]:
+            assert method == "PUT"
+            renewals.append((clock.now, taken.held()))
+            clock.now += 6.0  # one round takes 6 s; the period is 5 s (a 15 s lease)
+            return lease("ci", str(len(renewals) + 7))
+
+    owner = LeaseLocks(lambda _c: Api(Slow()))  # type: ignore[arg-type,return-value]
+    taken = AppLock(owner, Api(Slow()), "ns", "deployctl-lock-api", lease("ci"), valid_until=100.0 + 10.0)  # type: ignore[arg-type]
+    owner._held.append(taken)
+    owner._lease = 15.0
+    try:
+        owner._renew()
+    except _Stop:
+        pass
+    starts = [at for at, _ in renewals]
+    assert [b - a for a, b in zip(starts, starts[1:], strict=False)] == [6.0, 6.0, 6.0]
+    assert all(held for _, held in renewals)
+    assert taken.held()

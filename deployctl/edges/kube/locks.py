@@ -165,11 +165,16 @@ class LeaseLocks:
         return LockHolder(holder, spec.get("acquireTime"), f"{namespace}/{name}")
 
     def _renew(self) -> None:
-        """Renew every held lock every third of the lease, until none is held."""
+        """Renew every held lock every third of the lease, until none is held. A round is due a third of the
+        lease after the previous one *started*: a slow round (a thousand locks held while their rollouts are
+        waited for, a loaded API server) must not push the next one later, or the locks lapse (each is valid
+        for two thirds of the lease after its last renewal)."""
+        due = time.monotonic()
         while True:
             with self._lock:
                 period = self._lease / 3
-            time.sleep(period)
+            due = max(due + period, time.monotonic())  # a round longer than the period: the next one at once
+            time.sleep(max(0.0, due - time.monotonic()))
             with self._lock:
                 held = [lock for lock in self._held if not lock.released]
                 self._held = held
