@@ -26,6 +26,7 @@ from deployctl.model.audit_target import AUDIT_DEFAULT, AuditTarget
 from deployctl.model.state import DesiredState
 from deployctl.model.vocabulary import EnvStatus, Trigger
 from deployctl.reconcile import policy
+from deployctl.reconcile.abandoned import close_abandoned
 from deployctl.reconcile.artifacts import registry_pinner
 from deployctl.reconcile.observe import ClusterPool
 from deployctl.reconcile.options import ReconcileOptions
@@ -100,6 +101,8 @@ def run_once(desired: DesiredState, run: Run) -> ReconcileResult:
         sink = ReviewNotes(sink, said.reviews)
     envs = _Environments(desired, run, sink=sink, refusals={**said.refusals, **run.refusals})
     groups = _groups(desired, options)
+    if run.audit is not None and envs.locking is not None:  # attempts killed runs left open, whatever they wrote
+        close_abandoned(run.audit, envs.locking, _contexts(desired, groups))
     if len(groups) <= 1:
         results = [envs.reconcile(g) for g in groups]
     else:
@@ -160,6 +163,12 @@ def _groups(desired: DesiredState, options: ReconcileOptions) -> list[tuple[str,
     if unknown or not groups:
         groups.append(unknown or tuple(options.selection.envs))
     return groups
+
+
+def _contexts(desired: DesiredState, groups: list[tuple[str, ...]]) -> dict[str, str | None]:
+    """The run's environments the config knows, each with its ``context:``."""
+    known = desired.config.environments if desired.config else {}
+    return {env: known[env].context for group in groups for env in group if env in known}
 
 
 def _server(clusters: Clusters, context: str | None) -> str:

@@ -59,6 +59,15 @@ class AuditRecorder:
             log.warning("audit.interrupted_closed", env=env, attempts=ids)
         return ids
 
+    def open_attempts(self, envs: Sequence[str]) -> list[audit.AuditRecord]:
+        return self.store.open_attempts(envs=envs)
+
+    def close_abandoned(self, attempt_ids: Sequence[int]) -> list[int]:
+        ids = self.store.close_interrupted(ids=attempt_ids)
+        if ids:
+            log.warning("audit.abandoned_closed", attempts=ids)
+        return ids
+
     # -- provenance ---------------------------------------------------------------------------
 
     def _cached(self, key: tuple[str, ...], lookup: Callable[[], history.CommitInfo | None]) -> history.CommitInfo | None:

@@ -176,7 +176,7 @@ class SqlStore(ChainQueries):
 
     def close_interrupted(
         self, *, older_than: datetime | None = None, env: str | None = None, apps: Sequence[str] | None = None,
-        holder_alive: Callable[[str | None], bool] | None = None,
+        holder_alive: Callable[[str | None], bool] | None = None, ids: Sequence[int] | None = None,
     ) -> list[int]:
         now = datetime.now(UTC)
         where = "o.attempt_id IS NULL"
@@ -192,6 +192,11 @@ class SqlStore(ChainQueries):
                 return []
             where += f" AND a.app IN ({', '.join('?' * len(apps))})"
             params = (*params, *apps)
+        if ids is not None:
+            if not ids:
+                return []
+            where += f" AND a.id IN ({', '.join('?' * len(ids))})"
+            params = (*params, *(int(i) for i in ids))
         closed: list[int] = []
         with self._write() as cur:
             chain = self._chain_appender(cur)
@@ -207,6 +212,13 @@ class SqlStore(ChainQueries):
         if closed:
             log.warning("audit.interrupted_closed", ids=closed, url=self.url)
         return closed
+
+    def open_attempts(self, *, envs: Sequence[str]) -> list[AuditRecord]:
+        if not envs:
+            return []
+        where = f"o.attempt_id IS NULL AND a.env IN ({', '.join('?' * len(envs))})"
+        return [self._decode(row) for row in self._fetchall(self._select_records(where) + " ORDER BY a.id",
+                                                            tuple(envs))]
 
     def _append_outcome(
         self,
