@@ -193,9 +193,7 @@ class SqlStore(ChainQueries):
             where += f" AND a.app IN ({', '.join('?' * len(apps))})"
             params = (*params, *apps)
         if ids is not None:
-            if not ids:
-                return []
-            where += f" AND a.id IN ({', '.join('?' * len(ids))})"
+            where += f" AND a.id IN ({', '.join('?' * len(ids))})" if ids else " AND 1 = 0"
             params = (*params, *(int(i) for i in ids))
         closed: list[int] = []
         with self._write() as cur:
@@ -214,11 +212,9 @@ class SqlStore(ChainQueries):
         return closed
 
     def open_attempts(self, *, envs: Sequence[str]) -> list[AuditRecord]:
-        if not envs:
-            return []
-        where = f"o.attempt_id IS NULL AND a.env IN ({', '.join('?' * len(envs))})"
-        return [self._decode(row) for row in self._fetchall(self._select_records(where) + " ORDER BY a.id",
-                                                            tuple(envs))]
+        where = f"o.attempt_id IS NULL AND a.env IN ({', '.join('?' * len(envs))})"  # by attempts_env_started
+        return [self._decode(r) for r in self._fetchall(self._select_records(where) + " ORDER BY a.id", tuple(envs))] \
+            if envs else []
 
     def _append_outcome(
         self,
