@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from deployctl.edges.kube.locks import AppLock, LeaseLocks, LockHolder, lock_name
@@ -55,3 +56,19 @@ def test_a_lock_held_by_another_run_names_it_and_our_own_timed_out_create_is_our
 def test_an_app_name_that_cannot_be_a_lease_name_is_hashed() -> None:
     assert lock_name("api") == "deployctl-lock-api"
     assert lock_name("Api_v2").startswith("deployctl-lock-h-") and len(lock_name("x" * 300)) < 64
+
+
+def test_an_open_attempts_holder_is_gone_from_its_lock_only_once_its_lease_is_stale_by_two_durations() -> None:
+    stale = Scripted(kube_error("exists", status=409), lease("killed-run"), lease("ci", "8"))
+    taken = LeaseLocks(lambda _c: Api(stale)).take_if_gone(  # type: ignore[arg-type,return-value]
+        None, "ns", "api", holder="killed-run", identity="ci", lease=15)
+    assert isinstance(taken, AppLock) and stale.calls == ["POST", "GET", "PUT"]  # renewed 2026-12-03T10:00
+    taken.released = True
+    fresh = lease("live-run")
+    fresh["spec"]["renewTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    alive = LeaseLocks(lambda _c: Api(Scripted(kube_error("exists", status=409), fresh))).take_if_gone(  # type: ignore[arg-type,return-value]
+        None, "ns", "api", holder="live-run", identity="ci", lease=15)
+    assert isinstance(alive, LockHolder) and alive.identity == "live-run"
+    other = LeaseLocks(lambda _c: Api(Scripted(kube_error("exists", status=409), lease("other-run")))).take_if_gone(  # type: ignore[arg-type,return-value]
+        None, "ns", "api", holder="killed-run", identity="ci", lease=15)
+    assert isinstance(other, LockHolder) and other.identity == "other-run"  # not taken: the caller closes it
