@@ -23,6 +23,7 @@ import pygit2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.teardown import on_signal_unwind  # noqa: E402
 from deployctl.app.run import run_reconcile  # noqa: E402
 from deployctl.devtools.localcluster import controlplane  # noqa: E402
 from deployctl.log import configure_logging  # noqa: E402
@@ -53,6 +54,7 @@ def commit(path: Path, data: dict[str, bytes]) -> None:
 
 
 def main() -> None:
+    on_signal_unwind()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--apps", type=int, default=100)
     parser.add_argument("--runs", type=int, default=5)
