@@ -1,6 +1,6 @@
-"""What the locks cost a no-op run, on the real local control plane.
+"""What the per-app locks (Lease deployctl-lock-<app>) cost a no-op run, on the real local control plane.
 
-    .venv/bin/python bench/envlock.py [--apps 100] [--runs 5]
+    .venv/bin/python bench/applock.py [--apps 100] [--runs 5]
 
 Three environments (one namespace each) of N labelled Deployments, reconciled once; then the
 no-op reconcile (nothing to change) is timed with the locks and without them, and the Lease requests
