@@ -229,7 +229,8 @@ class AuditStore(Protocol):
         ...
 
     def open_attempts(self, *, envs: Sequence[str]) -> list[AuditRecord]:
-        """The attempts of ``envs`` without an outcome yet (running, or left open by a run that died), oldest first."""
+        """The attempts of ``envs`` without an outcome yet (running, or left open by a run that died), oldest first.
+        One query: the counts of attempts and outcomes say how many are open (usually none: no row is read)."""
         ...
 
     def query(

@@ -57,6 +57,7 @@ _SELECT_RECORDS = (
     "o.result, o.error, o.digest, o.finished_at "
     "FROM attempts a LEFT JOIN outcomes o ON o.attempt_id = a.id"
 )
+_NEWEST_OPEN = " ORDER BY a.id DESC LIMIT (SELECT count(*) FROM attempts) - (SELECT count(*) FROM outcomes)"
 _SELECT_VERIFICATIONS = (
     "SELECT v.id, v.attempt_id, a.env, a.app, a.new_sha, v.result, v.reason, v.checks, v.trigger, "
     "v.started_at, v.finished_at FROM verifications v JOIN attempts a ON a.id = v.attempt_id WHERE "
@@ -193,7 +194,7 @@ class SqlStore(ChainQueries):
             where += f" AND a.app IN ({', '.join('?' * len(apps))})"
             params = (*params, *apps)
         if ids is not None:
-            where += f" AND a.id IN ({', '.join('?' * len(ids))})" if ids else " AND 1 = 0"
+            where += f" AND a.id IN ({', '.join('?' * len(ids)) or 'NULL'})"  # IN (NULL): none
             params = (*params, *(int(i) for i in ids))
         closed: list[int] = []
         with self._write() as cur:
@@ -212,9 +213,8 @@ class SqlStore(ChainQueries):
         return closed
 
     def open_attempts(self, *, envs: Sequence[str]) -> list[AuditRecord]:
-        where = f"o.attempt_id IS NULL AND a.env IN ({', '.join('?' * len(envs))})"  # by attempts_env_started
-        return [self._decode(r) for r in self._fetchall(self._select_records(where) + " ORDER BY a.id", tuple(envs))] \
-            if envs else []
+        rows = self._fetchall(self._select_records("o.attempt_id IS NULL") + _NEWEST_OPEN, ())
+        return sorted((r for r in map(self._decode, rows) if r.attempt.env in envs), key=lambda r: r.id)
 
     def _append_outcome(
         self,
