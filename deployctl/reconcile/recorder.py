@@ -63,10 +63,7 @@ class AuditRecorder:
         return self.store.open_attempts(envs=envs)
 
     def close_abandoned(self, attempt_ids: Sequence[int]) -> list[int]:
-        ids = self.store.close_interrupted(ids=attempt_ids)
-        if ids:
-            log.warning("audit.abandoned_closed", attempts=ids)
-        return ids
+        return self.store.close_interrupted(ids=attempt_ids)
 
     # -- provenance ---------------------------------------------------------------------------
 

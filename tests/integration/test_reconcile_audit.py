@@ -123,14 +123,23 @@ def api_image(cluster, namespace) -> str:
         return client.AppsV1Api(api).read_namespaced_deployment("api", namespace).spec.template.spec.containers[0].image
 
 
-def api_lock(cluster, namespace):
+def api_lock(cluster, namespace, app="api"):
     with cluster.api() as api:
         try:
-            return client.CoordinationV1Api(api).read_namespaced_lease("deployctl-lock-api", namespace).spec
+            return client.CoordinationV1Api(api).read_namespaced_lease(f"deployctl-lock-{app}", namespace).spec
         except client.ApiException as exc:
             if exc.status == 404:
                 return None
             raise
+
+
+def wait_stale(cluster, namespace, app: str, holder: str | None) -> None:
+    """Until the lock a killed run left behind is stale by two of its durations (by the API server's record)."""
+    deadline = time.monotonic() + 60
+    while (lock := api_lock(cluster, namespace, app)) is not None and lock.holder_identity == holder \
+            and (datetime.now(UTC) - lock.renew_time).total_seconds() <= 2 * lock.lease_duration_seconds:
+        assert time.monotonic() < deadline, "the killed run's lock did not go stale within 60 s"
+        time.sleep(0.2)
 
 
 def noop_api_run(repo, cluster, url: str):
@@ -156,12 +165,7 @@ def test_a_reconcile_killed_after_its_apply_leaves_a_started_record_that_the_nex
         proc.wait(10)
     (left,) = records(url)
     assert left.result == "started" and left.attempt.app == "api"
-    # the killed run's lock is left behind; wait (by the API server's record) until it is stale by two leases
-    deadline = time.monotonic() + 60
-    while (lock := api_lock(cluster, namespace)) is not None and lock.holder_identity == left.attempt.lock_holder \
-            and (datetime.now(UTC) - lock.renew_time).total_seconds() <= 2 * lock.lease_duration_seconds:
-        assert time.monotonic() < deadline, "the killed run's lock did not go stale within 60 s"
-        time.sleep(0.2)
+    wait_stale(cluster, namespace, "api", left.attempt.lock_holder)
 
     # The apply went through: api is in sync, and the next run has nothing to write. It still closes the
     # attempt the killed run left open (its lock holder is gone), and records nothing else.
