@@ -51,7 +51,7 @@ from deployctl.edges.events.kafka import (
 from deployctl.edges.events.kafka import encode as kafka_encode
 from deployctl.edges.http import REDIRECT_STATUSES, HttpClient, HttpError, ResponseTooLarge
 from deployctl.edges.sinks import NotifySettings, Sink
-from deployctl.model.audit import AuditStore, Delivery, OutboxEvent
+from deployctl.model.audit import AuditStore, Delivery, OutboxEvent, record_to_event
 from deployctl.model.vocabulary import Result
 from deployctl.rules.cdevents import VERIFICATION_PAYLOAD, event_id
 
@@ -323,8 +323,9 @@ class _Drain:
 
 def untrusted_events(store: AuditStore, events: Sequence[OutboxEvent]) -> dict[int, str]:
     """Why each of these outbox events must not be sent, by outbox id: its attempt's rows (or, for a
-    verification, its verification row) do not verify in the audit chain. A row inserted with SQL must not
-    reach a consumer as a deploy that happened (docs/audit.md)."""
+    verification, its verification row) do not verify in the audit chain, or its payload (not chained) says
+    other than the attempt's record. A row inserted with SQL must not reach a consumer as a deploy that
+    happened (docs/audit.md)."""
     attempts = store.unverified([e.attempt_id for e in events])
     verification_ids = {e.id: v for e in events if (v := _verification_id(e)) is not None}
     verifications = store.unverified_verifications(list(verification_ids.values())) if verification_ids else {}
@@ -334,8 +335,30 @@ def untrusted_events(store: AuditStore, events: Sequence[OutboxEvent]) -> dict[i
         if reason is None and e.id in verification_ids:
             reason = verifications.get(verification_ids[e.id])
         if reason is not None:
-            out[e.id] = reason
+            out[e.id] = f"attempt {e.attempt_id} does not verify in the audit chain: {reason}"
+        elif (differs := _payload_differs(store, e)) is not None:
+            out[e.id] = f"attempt {e.attempt_id}: {differs}"
     return out
+
+
+_CHECKED_FIELDS = ("id", "env", "app", "new_sha", "previous_sha", "image")
+"""What an outbox payload says about its attempt that must be what the attempt's (chained) record says."""
+
+
+def _payload_differs(store: AuditStore, event: OutboxEvent) -> str | None:
+    """Why ``event``'s payload is not what its attempt's record says (the outbox is not chained), or None."""
+    record = store.get(event.attempt_id)
+    if record is None:
+        return f"its outbox event names attempt {event.attempt_id}, which is not on record"
+    said, true = event.payload, record_to_event(record)
+    deploy_result = said.get("deploy_result") if said.get("event") == VERIFICATION_PAYLOAD else said.get("result")
+    wrong = [f for f in _CHECKED_FIELDS if f in said and said[f] != true[f]]
+    wrong += ["result"] if deploy_result != record.result else []
+    if not wrong:
+        return None
+    return (f"its outbox event says {', '.join(f'{f}={said.get(f)!r}' for f in wrong if f != 'result')}"
+            f"{' result=' + repr(deploy_result) if 'result' in wrong else ''} where the attempt's record says "
+            f"{', '.join(f'{f}={true[f]!r}' for f in wrong)}: its payload was edited or inserted with SQL")
 
 
 def _verification_id(event: OutboxEvent) -> int | None:
@@ -346,7 +369,7 @@ def _verification_id(event: OutboxEvent) -> int | None:
 
 def _refuse_one(run: _Drain, sink: Sink, event: OutboxEvent, reason: str) -> None:
     """Account for an event that does not verify: recorded as not sent (so it is not pending forever), named."""
-    why = f"not sent: attempt {event.attempt_id} does not verify in the audit chain: {reason}"
+    why = f"not sent: {reason}"
     run.store.record_delivery(
         Delivery(event.id, sink.name, event.attempts_made + 1, run.clock(), ok=True, error=why, next_attempt_at=None)
     )

@@ -105,3 +105,36 @@ def test_notify_drain_sends_a_forged_deploy_to_no_sink_and_names_it(
                 f"{forged} was inserted with SQL") in drained.output
     again = CliRunner().invoke(main, ["notify", "drain", "--audit", audit, "--settings", str(settings)], env=ENV)
     assert again.exit_code == 0 and "UNTRUSTED" not in again.output and len(got) == 2  # accounted for, not retried
+
+
+def test_notify_drain_sends_no_outbox_event_that_says_other_than_its_attempts_record(
+    tmp_path: Path, receiver: tuple[list[tuple[dict[str, str], bytes]], str],  # noqa: F811
+) -> None:
+    db = tmp_path / "audit.db"
+    audit = f"sqlite:///{db}"
+    store = open_store(audit, keys=AuditKeys.parse(KEY))
+    try:
+        true_id = store.start(make_attempt())
+        store.finish(true_id, result="failed", error="rollout timed out")
+    finally:
+        store.close()
+    conn = sqlite3.connect(db)  # the outbox is not chained: an event for the true attempt, claiming a success
+    try:
+        (payload,) = conn.execute("SELECT payload FROM outbox WHERE attempt_id = ?", (true_id,)).fetchone()
+        claim = {**json.loads(payload), "result": "succeeded", "error": None, "new_sha": "f" * 40,
+                 "idempotency_key": "forged"}  # fmt: skip
+        conn.execute("INSERT INTO outbox (key, attempt_id, payload, created_at) VALUES (?, ?, ?, ?)",
+                     ("forged", true_id, json.dumps(claim), "2099-01-01T00:00:30.000000Z"))
+        conn.commit()
+    finally:
+        conn.close()
+    got, url = receiver
+    settings = _settings_file(tmp_path, {"type": "webhook", "url": f"{url}/ce", "format": "cdevents", "name": "ce"},
+                              {"type": "webhook", "url": f"{url}/json", "name": "json"})
+    drained = CliRunner().invoke(main, ["notify", "drain", "--audit", audit, "--settings", str(settings),
+                                        "--from-start", "--sink", "ce", "--sink", "json"], env=ENV)  # fmt: skip
+    assert drained.exit_code == 0, drained.output
+    bodies = [json.loads(body) for _, body in got]
+    assert [(b["id"], b["result"]) for b in bodies] == [(true_id, "failed")]  # the true failure, to the JSON sink
+    assert (f"UNTRUSTED, ce: not sent: attempt {true_id}: its outbox event says new_sha='{'f' * 40}' "
+            "result='succeeded' where the attempt's record says new_sha=") in drained.output
