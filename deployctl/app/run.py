@@ -1,5 +1,6 @@
 """One reconcile run composed from its parts, the same for the CLI and the controller:
-desired state -> policy (gates, approvals, freezes) -> digest pins -> then per environment, each on its own:
+desired state -> policy (gates, approvals, freezes) -> digest pins -> the open attempts of the run's environments
+whose lock holder is gone, closed as interrupted (:mod:`~deployctl.reconcile.abandoned`) -> then per environment:
 reconcile, where each app that is written is written under its lock (taken only then; the attempts of runs
 that lost it are closed as interrupted). The outer run (guards, records) is here; the inner one (observe,
 lock, apply, wait) is the reconciler's. Its caller builds one
@@ -71,7 +72,7 @@ class Run:
     store: AuditStore | None = None  # the audit history that digest pins (and gates) are checked against
     gates_from_audit: bool = True  # False: promotion gates are checked against git history, not ``store``
     identity: str = field(default_factory=lock_identity)  # this run's name in the app locks
-    close_interrupted: bool = True  # close open attempts of lock holders that are gone, once a lock is taken
+    close_interrupted: bool = True  # once a lock is taken: close the open attempts of its earlier holders
     refusals: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (env, app) -> why, on top of the policy's
     callbacks: Callbacks = field(default_factory=Callbacks)
 
