@@ -30,6 +30,8 @@ WAVE = 10
 """Attempts per batch in the batched runs, like one reconcile wave."""
 LOCKSTEP = 2
 """Appends (or waves) each process makes between two meetings at the barrier."""
+THREAD_APPENDS = 25
+"""Attempts per thread in the one-store-many-threads test."""
 BARRIER_CEILING = 120.0
 """Seconds a process waits at the barrier for the others before the test fails (generous: a loaded machine)."""
 
@@ -155,7 +157,7 @@ def test_threads_sharing_one_store_never_interleave_transactions(
 
     def worker(n: int) -> list[int]:
         ids = []
-        for i in range(100):
+        for i in range(THREAD_APPENDS):
             attempt_id = store.start(make_attempt(app=f"app{n}", started_at=T0 + timedelta(seconds=i)))
             store.finish(attempt_id, result="succeeded")
             store.query(app=f"app{n}", limit=1)
@@ -166,7 +168,7 @@ def test_threads_sharing_one_store_never_interleave_transactions(
         with ThreadPoolExecutor(8) as pool:
             given = [i for ids in pool.map(worker, range(8)) for i in ids]
         records = store.query()
-        assert sorted(r.id for r in records) == sorted(given) and len(set(given)) == 800
+        assert sorted(r.id for r in records) == sorted(given) and len(set(given)) == 8 * THREAD_APPENDS
         assert {r.result for r in records} == {"succeeded"}
     finally:
         store.close()
