@@ -43,7 +43,7 @@ BENCHES = (
     Bench("kubectl_compare", ("bench/kubectl_compare.py", "--profile"), "deployctl beside kubectl built from the same Kubernetes module"),
     Bench("rollout_wait", ("bench/rollout_wait.py",),
           "a rollout wait for 50 and 1,000 changed apps against the cluster's own time, from an independent watcher"),
-    Bench("envlock", ("bench/envlock.py", "--apps", "30", "--runs", "9"), "the environment lock's cost on a no-op"),
+    Bench("applock", ("bench/applock.py", "--apps", "30", "--runs", "9"), "the per-app locks' cost on a no-op (none are taken)"),
     Bench("registry", ("bench/registry.py",), "resolve 1,000 distinct tags in the local registry"),
     Bench("audit", ("bench/audit.py",), "audit appends (with and without the chain), history queries, audit verify"),
     Bench("verify_cost", ("bench/verify_cost.py", "--apps", "1000", "--count", "5", "--workers", "8"),

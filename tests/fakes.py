@@ -18,7 +18,7 @@ from typing import Any
 from deployctl.edges.kube.cluster import PodProblem
 from deployctl.edges.kube.locks import LockHolder
 from deployctl.errors import DeployctlError, KubeConflictError
-from deployctl.model.audit import AttemptEvent
+from deployctl.model.audit import AttemptEvent, AuditRecord
 from deployctl.model.config import AppConfig, Config, EnvironmentConfig
 from deployctl.model.state import DesiredState, Target
 from deployctl.model.workload import APP_LABEL, Workload
@@ -207,6 +207,10 @@ class FakeLocks:
         self.taken.append(lock)
         return lock
 
+    def take_if_gone(self, context: str | None, namespace: str, app: str, *, holder: str | None, identity: str,
+                     lease: float) -> FakeLock | LockHolder:
+        return self.try_take(context, namespace, app, identity=identity, lease=lease)
+
 
 class FakeAudit:
     """An audit sink in memory, whose writes start failing after ``fail_after`` successful ones."""
@@ -258,6 +262,12 @@ class FakeAudit:
             self.events.extend(events)
 
     def close_interrupted(self, *, env: str | None = None, apps: Sequence[str] | None = None) -> list[int]:
+        return []
+
+    def open_attempts(self, envs: Sequence[str]) -> list[AuditRecord]:
+        return []
+
+    def close_abandoned(self, attempt_ids: Sequence[int]) -> list[int]:
         return []
 
     def result_of(self, app: str) -> str | None:

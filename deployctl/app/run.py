@@ -1,5 +1,6 @@
 """One reconcile run composed from its parts, the same for the CLI and the controller:
-desired state -> policy (gates, approvals, freezes) -> digest pins -> then per environment, each on its own:
+desired state -> policy (gates, approvals, freezes) -> digest pins -> the open attempts of the run's environments
+whose lock holder is gone, closed as interrupted (:mod:`~deployctl.reconcile.abandoned`) -> then per environment:
 reconcile, where each app that is written is written under its lock (taken only then; the attempts of runs
 that lost it are closed as interrupted). The outer run (guards, records) is here; the inner one (observe,
 lock, apply, wait) is the reconciler's. Its caller builds one
@@ -26,6 +27,7 @@ from deployctl.model.audit_target import AUDIT_DEFAULT, AuditTarget
 from deployctl.model.state import DesiredState
 from deployctl.model.vocabulary import EnvStatus, Trigger
 from deployctl.reconcile import policy
+from deployctl.reconcile.abandoned import close_abandoned
 from deployctl.reconcile.artifacts import registry_pinner
 from deployctl.reconcile.observe import ClusterPool
 from deployctl.reconcile.options import ReconcileOptions
@@ -70,7 +72,7 @@ class Run:
     store: AuditStore | None = None  # the audit history that digest pins (and gates) are checked against
     gates_from_audit: bool = True  # False: promotion gates are checked against git history, not ``store``
     identity: str = field(default_factory=lock_identity)  # this run's name in the app locks
-    close_interrupted: bool = True  # close open attempts of lock holders that are gone, once a lock is taken
+    close_interrupted: bool = True  # once a lock is taken: close the open attempts of its earlier holders
     refusals: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (env, app) -> why, on top of the policy's
     callbacks: Callbacks = field(default_factory=Callbacks)
 
@@ -100,6 +102,8 @@ def run_once(desired: DesiredState, run: Run) -> ReconcileResult:
         sink = ReviewNotes(sink, said.reviews)
     envs = _Environments(desired, run, sink=sink, refusals={**said.refusals, **run.refusals})
     groups = _groups(desired, options)
+    if run.audit is not None and envs.locking is not None:  # attempts killed runs left open, whatever they wrote
+        close_abandoned(run.audit, envs.locking, _contexts(desired, groups))
     if len(groups) <= 1:
         results = [envs.reconcile(g) for g in groups]
     else:
@@ -160,6 +164,12 @@ def _groups(desired: DesiredState, options: ReconcileOptions) -> list[tuple[str,
     if unknown or not groups:
         groups.append(unknown or tuple(options.selection.envs))
     return groups
+
+
+def _contexts(desired: DesiredState, groups: list[tuple[str, ...]]) -> dict[str, str | None]:
+    """The run's environments the config knows, each with its ``context:``."""
+    known = desired.config.environments if desired.config else {}
+    return {env: known[env].context for group in groups for env in group if env in known}
 
 
 def _server(clusters: Clusters, context: str | None) -> str:

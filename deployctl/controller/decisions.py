@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from deployctl.model.audit import AttemptEvent, AuditError, AuditStore
+from deployctl.model.audit import AttemptEvent, AuditError, AuditRecord, AuditStore
 from deployctl.model.vocabulary import Result
 from deployctl.reconcile.sink import AttemptItem, DecisionItem, FinishItem, RunAudit
 
@@ -43,6 +43,12 @@ class OncePerDecision:
 
     def close_interrupted(self, *, env: str | None = None, apps: Sequence[str] | None = None) -> list[int]:
         return self.inner.close_interrupted(env=env, apps=apps)
+
+    def open_attempts(self, envs: Sequence[str]) -> list[AuditRecord]:
+        return self.inner.open_attempts(envs)
+
+    def close_abandoned(self, attempt_ids: Sequence[int]) -> list[int]:
+        return self.inner.close_abandoned(attempt_ids)
 
     def decisions(self, items: Sequence[DecisionItem], *, deploy_commit: str | None) -> list[int | None]:
         fresh = [i for i, item in enumerate(items) if not self._on_record(item)]

@@ -38,7 +38,7 @@ from deployctl.edges.git.repo import read_desired_state
 from deployctl.edges.kube.locks import LeaseLocks
 from deployctl.errors import DeployctlError
 from deployctl.model import audit as audit_mod
-from deployctl.model.audit import AttemptEvent
+from deployctl.model.audit import AttemptEvent, AuditRecord
 from deployctl.model.vocabulary import Result, RunStatus, Trigger
 from deployctl.reconcile.observe import ClusterPool
 from deployctl.reconcile.options import Locking, ReconcileOptions, Selection, Timing
@@ -107,6 +107,14 @@ class _GatedAudit:
 
     def close_interrupted(self, *, env: str | None = None, apps: Sequence[str] | None = None) -> list[int]:
         return self.inner.close_interrupted(env=env, apps=apps)
+
+    def open_attempts(self, envs: Sequence[str]) -> list[AuditRecord]:
+        return self.inner.open_attempts(envs)
+
+    def close_abandoned(self, attempt_ids: Sequence[int]) -> list[int]:
+        if not self.may_act():
+            raise Stopped(self.why())
+        return self.inner.close_abandoned(attempt_ids)
 
     def decisions(self, items: Sequence[DecisionItem], *, deploy_commit: str | None) -> list[int | None]:
         if not self.may_act():

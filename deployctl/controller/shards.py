@@ -27,7 +27,7 @@ from deployctl.edges.kube.locks import LeaseLocks
 from deployctl.edges.kube.resources import collection_path
 from deployctl.edges.kube.shards import SlotLeases
 from deployctl.errors import DeployctlError
-from deployctl.model.audit import AttemptEvent
+from deployctl.model.audit import AttemptEvent, AuditRecord
 from deployctl.model.state import DesiredState
 from deployctl.model.vocabulary import ExitCode
 from deployctl.model.workload import Workload
@@ -261,6 +261,12 @@ class FencedAudit:
 
     def close_interrupted(self, *, env: str | None = None, apps: Sequence[str] | None = None) -> list[int]:
         return self.recorder.close_interrupted(env=env, apps=apps)
+
+    def open_attempts(self, envs: Sequence[str]) -> list[AuditRecord]:
+        return self.recorder.open_attempts(envs)
+
+    def close_abandoned(self, attempt_ids: Sequence[int]) -> list[int]:
+        return self.recorder.close_abandoned(attempt_ids)
 
 
 class ShardSyncTarget:

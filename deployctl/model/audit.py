@@ -221,10 +221,16 @@ class AuditStore(Protocol):
 
     def close_interrupted(
         self, *, older_than: datetime | None = None, env: str | None = None, apps: Sequence[str] | None = None,
-        holder_alive: Callable[[str | None], bool] | None = None,
+        holder_alive: Callable[[str | None], bool] | None = None, ids: Sequence[int] | None = None,
     ) -> list[int]:
-        """Give every attempt without an outcome (started before ``older_than``, of ``env``, of ``apps``) an
-        'interrupted' one, except those whose lock holder ``holder_alive`` says still holds the app's lock."""
+        """Give every attempt without an outcome (started before ``older_than``, of ``env``, of ``apps``, among
+        ``ids``) an 'interrupted' one, except those whose lock holder ``holder_alive`` says still holds the
+        app's lock."""
+        ...
+
+    def open_attempts(self, *, envs: Sequence[str]) -> list[AuditRecord]:
+        """The attempts of ``envs`` without an outcome yet (running, or left open by a run that died), oldest first.
+        One query: the counts of attempts and outcomes say how many are open (usually none: no row is read)."""
         ...
 
     def query(

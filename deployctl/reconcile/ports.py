@@ -98,6 +98,12 @@ class Locks(Protocol):
         that keeps it (the caller tries again later, up to its lock timeout)."""
         ...
 
+    def take_if_gone(self, context: str | None, namespace: str, app: str, *, holder: str | None, identity: str,
+                     lease: float) -> Lock | LockHolder:
+        """One try at ``app``'s lock for an attempt ``holder`` left open: the lock, now ours, when ``holder`` is
+        gone from it (free, expired, or its record stale); else the holder that keeps it."""
+        ...
+
 
 class GatedClusters:
     """The clusters of a run that may have to stop: ``check`` runs before each cluster is handed out and

@@ -59,6 +59,12 @@ class AuditRecorder:
             log.warning("audit.interrupted_closed", env=env, attempts=ids)
         return ids
 
+    def open_attempts(self, envs: Sequence[str]) -> list[audit.AuditRecord]:
+        return self.store.open_attempts(envs=envs)
+
+    def close_abandoned(self, attempt_ids: Sequence[int]) -> list[int]:
+        return self.store.close_interrupted(ids=attempt_ids)
+
     # -- provenance ---------------------------------------------------------------------------
 
     def _cached(self, key: tuple[str, ...], lookup: Callable[[], history.CommitInfo | None]) -> history.CommitInfo | None:

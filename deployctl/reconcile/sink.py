@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
 
-from deployctl.model.audit import AttemptEvent
+from deployctl.model.audit import AttemptEvent, AuditRecord
 from deployctl.model.review import ReviewRecord
 from deployctl.rules.plan import Change
 
@@ -47,6 +47,14 @@ class RunAudit(AuditSink, Protocol):
 
     def close_interrupted(self, *, env: str | None = None, apps: Sequence[str] | None = None) -> list[int]:
         """Close the attempts (of ``env``, of ``apps``) recorded under another lock holder as interrupted; their ids."""
+        ...
+
+    def open_attempts(self, envs: Sequence[str]) -> list[AuditRecord]:
+        """The attempts of ``envs`` without an outcome (one query; usually none)."""
+        ...
+
+    def close_abandoned(self, attempt_ids: Sequence[int]) -> list[int]:
+        """Close these attempts as interrupted (their lock holders are gone); the ids of those still open."""
         ...
 
 

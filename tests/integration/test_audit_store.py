@@ -103,6 +103,22 @@ def test_close_interrupted_leaves_attempts_started_after_the_cutoff(store: Audit
     assert {r.id: r.result for r in store.query()} == {old: "interrupted", recent: "started"}
 
 
+def test_open_attempts_lists_those_without_an_outcome_and_close_by_ids_closes_only_those(store: AuditStore) -> None:
+    done = store.start(make_attempt(env="staging", app="api"))
+    store.finish(done, result="succeeded")
+    api = store.start(make_attempt(env="staging", app="api"))
+    web = store.start(make_attempt(env="staging", app="web"))
+    prod = store.start(make_attempt(env="production", app="api"))
+    assert [r.id for r in store.open_attempts(envs=["staging"])] == [api, web]
+    assert [r.id for r in store.open_attempts(envs=["staging", "production"])] == [api, web, prod]
+    assert store.open_attempts(envs=[]) == []
+    assert store.close_interrupted(ids=[web, done]) == [web]  # one already ended: left as it ended
+    assert store.close_interrupted(ids=[]) == []
+    assert {r.id: r.result for r in store.query()} == {done: "succeeded", api: "started", web: "interrupted",
+                                                       prod: "started"}
+    assert [r.id for r in store.open_attempts(envs=["staging"])] == [api]
+
+
 def test_query_filters_combine_and_return_newest_first(store: AuditStore) -> None:
     ids = {}
     for hour, (env, app, new) in enumerate(

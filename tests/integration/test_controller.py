@@ -20,6 +20,7 @@ import yaml
 
 from deployctl.controller.webhook import github_signature
 from deployctl.edges.audit.url import open_store
+from tests.integration.test_reconcile_audit import wait_stale
 
 pytestmark = pytest.mark.integration
 
@@ -225,6 +226,36 @@ def test_drift_made_with_a_direct_patch_is_corrected_and_audited(
     assert record.attempt.previous_sha == sha("api-1")
     # the record is written mid-run, the metric when the run returns (after its environment lock is released)
     assert wait_for("the drift metric", lambda: w.metric("deployctl_drift_corrections_total") >= 1, timeout=60)
+
+
+def test_a_ci_run_killed_after_its_apply_is_closed_as_interrupted_by_a_controller_run_with_nothing_to_write(
+        cluster, namespace, bare, tmp_path, watches):
+    url = audit_url(tmp_path)
+    cluster.deployment(namespace, "slow", never_ready=True)  # the CI run waits for it forever: we kill it there
+    bare.commit({"deployctl.yaml": config(namespace, apps=("api", "slow")), **deploy("api", "api-1"),
+                 **deploy("slow", "slow-1")}, message="Deploy slow")
+    ci = subprocess.Popen([DEPLOYCTL, "reconcile", "--repo", str(bare.path), "--kubeconfig", cluster.kubeconfig,
+                           "--audit", url, "--app", "slow", "--timeout", "120", "--lock-lease", "2"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "CI": ""})
+    try:
+        def applied():
+            return (tmp_path / "audit.db").exists() and image_of(cluster, namespace, "slow") == \
+                f"{IMAGE}/slow:{sha('slow-1')}" and [r for r in open_store(url).query(app="slow")]
+        (left,) = wait_for("the slow attempt on record and applied", applied, timeout=60)
+    finally:
+        ci.kill()
+        ci.wait(10)
+    assert left.result == "started"
+    wait_stale(cluster, namespace, "slow", left.attempt.lock_holder)
+
+    # slow is in sync: the controller has nothing to write there, and still closes the attempt once the killed
+    # run's lock is stale (it looks at each run's start)
+    w = Watch(tmp_path, bare.path, kubeconfig=cluster.kubeconfig, audit=url, interval="0.5s")
+    watches.append(w)  # (not ready until its first run ends: that run waits for slow, which never gets ready)
+    (closed,) = wait_for("the killed run's attempt closed", lambda: [
+        r for r in open_store(url).query(app="slow") if r.id == left.id and r.result == "interrupted"], timeout=60)
+    assert closed.error and "no outcome" in closed.error
+    assert image_of(cluster, namespace, "slow") == f"{IMAGE}/slow:{sha('slow-1')}"
 
 
 def test_a_controller_left_on_an_older_head_records_its_decision_once_not_every_interval(

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -97,7 +98,57 @@ def test_succeeded_failed_blocked_and_drift_outcomes_are_recorded_with_provenanc
     assert newest.attempt.previous_sha == sha("workerone")
 
 
-def test_a_reconcile_killed_mid_apply_leaves_a_started_record_that_the_next_run_closes_as_interrupted(
+def _start_api_rollout(exe: Path, repo, cluster, url: str) -> subprocess.Popen[bytes]:
+    """A ``deployctl reconcile --app api`` in its own process, its lock lease 2 s, waiting for a rollout that
+    never finishes."""
+    return subprocess.Popen(
+        [str(exe), "reconcile", "--repo", str(repo.path), "--kubeconfig", cluster.kubeconfig, "--audit", url,
+         "--app", "api", "--timeout", "120", "--lock-lease", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "CI": ""},
+    )
+
+
+def _wait_applied_and_started(cluster, namespace, url: str, db: Path, image: str) -> None:
+    """Until the api attempt is on record (started) and its image is applied (the run waits for the rollout)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if db.exists() and any(r.result == "started" for r in records(url)) and api_image(cluster, namespace) == image:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the api attempt was not recorded and applied within 60 s")
+
+
+def api_image(cluster, namespace) -> str:
+    with cluster.api() as api:
+        return client.AppsV1Api(api).read_namespaced_deployment("api", namespace).spec.template.spec.containers[0].image
+
+
+def api_lock(cluster, namespace, app="api"):
+    with cluster.api() as api:
+        try:
+            return client.CoordinationV1Api(api).read_namespaced_lease(f"deployctl-lock-{app}", namespace).spec
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+
+def wait_stale(cluster, namespace, app: str, holder: str | None) -> None:
+    """Until the lock a killed run left behind is stale by two of its durations (by the API server's record)."""
+    deadline = time.monotonic() + 60
+    while (lock := api_lock(cluster, namespace, app)) is not None and lock.holder_identity == holder \
+            and (datetime.now(UTC) - lock.renew_time).total_seconds() <= 2 * lock.lease_duration_seconds:
+        assert time.monotonic() < deadline, "the killed run's lock did not go stale within 60 s"
+        time.sleep(0.2)
+
+
+def noop_api_run(repo, cluster, url: str):
+    return run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AuditTarget(url),
+                         options=ReconcileOptions(selection=Selection(apps=("api",)),
+                                                  timing=Timing(wait=False, timeout=60)))
+
+
+def test_a_reconcile_killed_after_its_apply_leaves_a_started_record_that_the_next_no_op_run_closes_as_interrupted(
     cluster, namespace, make_repo, tmp_path
 ):
     url = f"sqlite:///{tmp_path / 'audit.db'}"
@@ -106,33 +157,48 @@ def test_a_reconcile_killed_mid_apply_leaves_a_started_record_that_the_next_run_
     cluster.deployment(namespace, "worker")
     repo = make_repo()
     repo.commit(files(namespace, "one"))
-    exe = Path(sys.executable).with_name("deployctl")
-    proc = subprocess.Popen(
-        [str(exe), "reconcile", "--repo", str(repo.path), "--kubeconfig", cluster.kubeconfig, "--audit", url,
-         "--app", "api", "--timeout", "120", "--lock-lease", "2"],  # its lock expires 2 s after the kill
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "CI": ""},
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if any(r.result == "started" for r in records(url)) if (tmp_path / "audit.db").exists() else False:
-            break
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
+    proc = _start_api_rollout(Path(sys.executable).with_name("deployctl"), repo, cluster, url)
+    try:
+        _wait_applied_and_started(cluster, namespace, url, tmp_path / "audit.db", f"{IMAGE}/api:{sha('apione')}")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
     (left,) = records(url)
     assert left.result == "started" and left.attempt.app == "api"
+    wait_stale(cluster, namespace, "api", left.attempt.lock_holder)
 
-    # One writer per app: the next run that takes api's lock (the killed run's lease has expired) closes the
-    # attempt its earlier holder left open, before it records its own.
-    repo.commit(files(namespace, "two"))
-    second = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AuditTarget(url),
-                           options=ReconcileOptions(selection=Selection(apps=("api",)),
-                                                    timing=Timing(wait=False, timeout=60)))
-    assert second.exit_code == 0
-    api = sorted((r for r in records(url) if r.attempt.app == "api"), key=lambda r: r.id)
-    assert [(r.id, r.result) for r in api[:1]] == [(left.id, "interrupted")]  # closed, not duplicated
-    assert [r.attempt.new_sha for r in api[1:]] == [sha("apitwo")]  # and the new one recorded once
-    assert api[1].result != "started"
+    # The apply went through: api is in sync, and the next run has nothing to write. It still closes the
+    # attempt the killed run left open (its lock holder is gone), and records nothing else.
+    second = noop_api_run(repo, cluster, url)
+    assert second.exit_code == 0 and [str(o.result) for o in second.outcomes] == ["in-sync"]
+    assert [(r.id, r.result) for r in records(url)] == [(left.id, "interrupted")]  # closed, not duplicated
+    assert api_lock(cluster, namespace) is None  # taken for the close, then released
+
+
+def test_an_attempt_whose_lock_holder_is_alive_is_not_closed_by_a_no_op_run(cluster, namespace, make_repo, tmp_path):
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    cluster.deployment(namespace, "api", never_ready=True)  # the live run waits for its rollout, holding api's lock
+    repo = make_repo()
+    repo.commit(files(namespace, "one"))
+    proc = _start_api_rollout(Path(sys.executable).with_name("deployctl"), repo, cluster, url)
+    try:
+        _wait_applied_and_started(cluster, namespace, url, tmp_path / "audit.db", f"{IMAGE}/api:{sha('apione')}")
+        (live,) = records(url)
+        # long enough that its lock would be stale by two leases had it not been renewed
+        deadline = time.monotonic() + 60
+        while (datetime.now(UTC) - api_lock(cluster, namespace).acquire_time).total_seconds() <= 5:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+        second = noop_api_run(repo, cluster, url)
+        assert second.exit_code == 0 and [str(o.result) for o in second.outcomes] == ["in-sync"]
+        assert [(r.id, r.result) for r in records(url)] == [(live.id, "started")]  # still running: left alone
+        lock = api_lock(cluster, namespace)
+        assert lock is not None and lock.holder_identity == live.attempt.lock_holder  # and its lock still its own
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
 
 
 def test_a_real_rollout_records_its_events_and_a_stalled_one_records_the_reason(

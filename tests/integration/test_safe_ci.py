@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from deployctl.app.run import Callbacks, run_reconcile
 from deployctl.cli import main
 from deployctl.model import audit
-from deployctl.model.audit_target import AUDIT_OFF, AuditTarget
+from deployctl.model.audit_target import AuditTarget
 from deployctl.reconcile.options import Locking, ReconcileOptions, Selection, Timing
 from tests.integration.test_reconcile_audit import records
 
@@ -208,13 +208,14 @@ def test_ci_waits_for_the_app_a_replica_writes_and_meanwhile_writes_another_app_
     assert image_of(cluster, namespace) == f"{IMAGE}/api:{sha('one')}"
 
 
-def test_a_run_with_nothing_to_change_sends_no_lease_request(cluster, namespace, make_repo):
+def test_a_run_with_nothing_to_change_sends_no_lease_request(cluster, namespace, make_repo, tmp_path):
     cluster.deployment(namespace, "api")
     repo = make_repo()
     repo.commit({"deployctl.yaml": config({"staging": (namespace, None)}), **deploy("staging", "one")})
-    first = run_reconcile(repo=str(repo.path), kubeconfig=cluster.kubeconfig, audit=AUDIT_OFF)
+    recorded = AuditTarget(f"sqlite:///{tmp_path / 'audit.db'}")  # no open attempt in it: no lock is looked at
+    first = run_reconcile(repo=str(repo.path), kubeconfig=cluster.kubeconfig, audit=recorded)
     assert first.requests.get("lease POST") == 1 and first.requests.get("lease DELETE") == 1, first.requests
-    again = run_reconcile(repo=str(repo.path), kubeconfig=cluster.kubeconfig, audit=AUDIT_OFF)
+    again = run_reconcile(repo=str(repo.path), kubeconfig=cluster.kubeconfig, audit=recorded)
     assert [str(o.result) for o in again.outcomes] == ["in-sync"]
     assert not [verb for verb in again.requests if verb.startswith("lease")], again.requests
 

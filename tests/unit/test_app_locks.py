@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from deployctl.edges.kube.locks import AppLock, LeaseLocks, LockHolder, lock_name
@@ -57,6 +58,22 @@ def test_an_app_name_that_cannot_be_a_lease_name_is_hashed() -> None:
     assert lock_name("Api_v2").startswith("deployctl-lock-h-") and len(lock_name("x" * 300)) < 64
 
 
+def test_an_open_attempts_holder_is_gone_from_its_lock_only_once_its_lease_is_stale_by_two_durations() -> None:
+    stale = Scripted(kube_error("exists", status=409), lease("killed-run"), lease("ci", "8"))
+    taken = LeaseLocks(lambda _c: Api(stale)).take_if_gone(  # type: ignore[arg-type,return-value]
+        None, "ns", "api", holder="killed-run", identity="ci", lease=15)
+    assert isinstance(taken, AppLock) and stale.calls == ["POST", "GET", "PUT"]  # renewed 2026-12-03T10:00
+    taken.released = True
+    fresh = lease("live-run")
+    fresh["spec"]["renewTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    alive = LeaseLocks(lambda _c: Api(Scripted(kube_error("exists", status=409), fresh))).take_if_gone(  # type: ignore[arg-type,return-value]
+        None, "ns", "api", holder="live-run", identity="ci", lease=15)
+    assert isinstance(alive, LockHolder) and alive.identity == "live-run"
+    other = LeaseLocks(lambda _c: Api(Scripted(kube_error("exists", status=409), lease("other-run")))).take_if_gone(  # type: ignore[arg-type,return-value]
+        None, "ns", "api", holder="killed-run", identity="ci", lease=15)
+    assert isinstance(other, LockHolder) and other.identity == "other-run"  # not taken: the caller closes it
+
+
 class _Stop(Exception):
     pass
 
@@ -64,19 +81,29 @@ class _Stop(Exception):
 def test_a_renewal_round_slower_than_its_period_is_followed_at_once_so_no_lock_lapses(monkeypatch: Any) -> None:
     """A run waiting for a thousand rollouts holds a thousand locks: on a loaded API server one round of
     renewals can take longer than a third of the lease. The next round must not wait a whole period more."""
+    import threading
+    import time
     from types import SimpleNamespace
 
     from deployctl.edges.kube import locks as locks_module
 
     clock = SimpleNamespace(now=100.0, sleeps=0)
+    ours = threading.current_thread()  # the renewer of other tests' locks may still run: real time for them
+
+    def monotonic() -> float:
+        return clock.now if threading.current_thread() is ours or threading.current_thread().name.startswith(
+            "deployctl-lock-renew") else time.monotonic()
 
     def sleep(seconds: float) -> None:
+        if threading.current_thread() is not ours:
+            time.sleep(seconds)
+            return
         if clock.sleeps == 4:
             raise _Stop
         clock.sleeps += 1
         clock.now += seconds
 
-    monkeypatch.setattr(locks_module, "time", SimpleNamespace(monotonic=lambda: clock.now, sleep=sleep))
+    monkeypatch.setattr(locks_module, "time", SimpleNamespace(monotonic=monotonic, sleep=sleep))
     renewals: list[tuple[float, bool]] = []  # (when each renewal started, whether the lock was still held then)
 
     class Slow:

@@ -57,6 +57,7 @@ _SELECT_RECORDS = (
     "o.result, o.error, o.digest, o.finished_at "
     "FROM attempts a LEFT JOIN outcomes o ON o.attempt_id = a.id"
 )
+_NEWEST_OPEN = " ORDER BY a.id DESC LIMIT (SELECT count(*) FROM attempts) - (SELECT count(*) FROM outcomes)"
 _SELECT_VERIFICATIONS = (
     "SELECT v.id, v.attempt_id, a.env, a.app, a.new_sha, v.result, v.reason, v.checks, v.trigger, "
     "v.started_at, v.finished_at FROM verifications v JOIN attempts a ON a.id = v.attempt_id WHERE "
@@ -176,7 +177,7 @@ class SqlStore(ChainQueries):
 
     def close_interrupted(
         self, *, older_than: datetime | None = None, env: str | None = None, apps: Sequence[str] | None = None,
-        holder_alive: Callable[[str | None], bool] | None = None,
+        holder_alive: Callable[[str | None], bool] | None = None, ids: Sequence[int] | None = None,
     ) -> list[int]:
         now = datetime.now(UTC)
         where = "o.attempt_id IS NULL"
@@ -192,6 +193,9 @@ class SqlStore(ChainQueries):
                 return []
             where += f" AND a.app IN ({', '.join('?' * len(apps))})"
             params = (*params, *apps)
+        if ids is not None:
+            where += f" AND a.id IN ({', '.join('?' * len(ids)) or 'NULL'})"  # IN (NULL): none
+            params = (*params, *(int(i) for i in ids))
         closed: list[int] = []
         with self._write() as cur:
             chain = self._chain_appender(cur)
@@ -207,6 +211,10 @@ class SqlStore(ChainQueries):
         if closed:
             log.warning("audit.interrupted_closed", ids=closed, url=self.url)
         return closed
+
+    def open_attempts(self, *, envs: Sequence[str]) -> list[AuditRecord]:
+        rows = self._fetchall(self._select_records("o.attempt_id IS NULL") + _NEWEST_OPEN, ())
+        return sorted((r for r in map(self._decode, rows) if r.attempt.env in envs), key=lambda r: r.id)
 
     def _append_outcome(
         self,

@@ -100,6 +100,18 @@ class LeaseLocks:
     def try_take(self, context: str | None, namespace: str, app: str, *, identity: str,
                  lease: float) -> AppLock | LockHolder:
         """One try at ``app``'s lock: the lock, now ours, or the holder that keeps it."""
+        return self._take(context, namespace, app, identity=identity, lease=lease, gone=None)
+
+    def take_if_gone(self, context: str | None, namespace: str, app: str, *, holder: str | None, identity: str,
+                     lease: float) -> AppLock | LockHolder:
+        """One try at ``app``'s lock on behalf of an attempt that ``holder`` left open: the lock, now ours, when
+        it was free, expired, or still ``holder``'s but not renewed for two of its durations by this machine's
+        clock (one run cannot wait a lease out; the second duration allows for clock skew); else the holder
+        that keeps it (another run: ``holder`` is gone; ``holder`` itself: it is alive)."""
+        return self._take(context, namespace, app, identity=identity, lease=lease, gone=holder or "")
+
+    def _take(self, context: str | None, namespace: str, app: str, *, identity: str, lease: float,
+              gone: str | None) -> AppLock | LockHolder:
         cluster = self.clusters(context)
         name = lock_name(app)
         url = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
@@ -119,7 +131,7 @@ class LeaseLocks:
             except KubeConflictError:  # it exists: free, expired, superseded, or held
                 found = cluster.transport.request("GET", f"{url}/{name}", what=f"get lock lease {namespace}/{name}",
                                                   timeout=lease / 3)
-                holder = self._holder_keeps(namespace, name, found, fence, at, identity)
+                holder = self._holder_keeps(namespace, name, found, fence, at, identity, gone)
                 if holder is not None:
                     return holder
                 old = found.get("spec") or {}
@@ -146,8 +158,9 @@ class LeaseLocks:
         return lock
 
     def _holder_keeps(self, namespace: str, name: str, found: dict[str, Any], fence: str | None,
-                      at: float, identity: str) -> LockHolder | None:
-        """The holder of ``found`` while it keeps the lock; None when we may take it."""
+                      at: float, identity: str, gone: str | None = None) -> LockHolder | None:
+        """The holder of ``found`` while it keeps the lock; None when we may take it (``gone``: a holder
+        whose record not renewed for two durations by this machine's clock counts as expired at once)."""
         spec = found.get("spec") or {}
         holder = spec.get("holderIdentity") or None
         record = (holder, spec.get("renewTime"), spec.get("leaseDurationSeconds"), spec.get("leaseTransitions"))
@@ -158,6 +171,8 @@ class LeaseLocks:
             self._seen[key] = seen
         if not holder or holder == identity or at >= seen[1] + float(spec.get("leaseDurationSeconds") or 15):
             return None  # free, our own create that timed out on the way back, or expired
+        if gone is not None and holder == gone and _stale(spec):
+            return None
         theirs = (found["metadata"].get("annotations") or {}).get(FENCE_ANNOTATION)
         if fence is not None and self.supersedes is not None and self.supersedes(fence, theirs):
             log.info("lock.superseded", lease=f"{namespace}/{name}", holder=holder, fence=theirs, ours=fence)
@@ -244,6 +259,18 @@ class LeaseLocks:
             pass
         except DeployctlError as exc:
             log.warning("lock.release_failed", lease=f"{lock.namespace}/{lock.name}", error=str(exc))
+
+
+def _stale(spec: dict[str, Any]) -> bool:
+    """True when a Lease's renewTime is older than two of its durations by this machine's clock."""
+    try:
+        renewed = datetime.fromisoformat(str(spec.get("renewTime") or "").replace("Z", "+00:00"))
+        duration = float(spec.get("leaseDurationSeconds") or 15)
+    except ValueError:
+        return False
+    if renewed.tzinfo is None:
+        renewed = renewed.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - renewed).total_seconds() > 2 * duration
 
 
 def _label(app: str) -> str:
