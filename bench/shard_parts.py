@@ -82,9 +82,12 @@ class Replica:
                 "--renew-deadline", f"{lease * 2 / 3:.1f}s", "--retry-period", f"{retry}s"]
         if slots:
             args += ["--shards", str(slots)]
+        env = {**os.environ, "DEPLOYCTL_WEBHOOK_SECRET": SECRET}
+        if os.environ.get("BENCH_STACKS"):  # profile: where each thread is, sampled (see bench/stacksample.py)
+            args = [sys.executable, str(ROOT / "bench" / "stacksample.py"), *args[1:]]
+            env["DEPLOYCTL_STACKS"] = str(work / f"{name}.stacks")
         with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                         env={**os.environ, "DEPLOYCTL_WEBHOOK_SECRET": SECRET})
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
 
     def metrics(self) -> dict[str, list[float]]:
         """Every sample of /metrics by metric name (labels dropped); empty when the replica does not answer."""
