@@ -33,7 +33,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from shard_parts import ROOT, Ceiling, Replica, Repo, Sampler, images, overlap_check
+from shard_parts import ROOT, Ceiling, Replica, Repo, Sampler, images, overlap_check, settled
 
 sys.path.insert(0, str(ROOT))
 
@@ -68,7 +68,7 @@ class Bench:
         self.running: list[Replica] = []
         self.started = 0
         self.word = 0
-        self.step = max(0.1, args.apps * args.envs / 5000)  # listing 10,000 Deployments takes a while
+        self.step = max(0.1, args.apps * args.envs / 1000)  # listing 10,000 Deployments loads 2 cores
         self.repo = Repo(work / "deploy.git", args.apps, self.envs)
 
     def create_workloads(self) -> float:
@@ -87,6 +87,9 @@ class Bench:
             self.core.create_namespace({"metadata": {"name": ns}})
             with ThreadPoolExecutor(8) as pool:
                 list(pool.map(lambda i, ns=ns: create(ns, i), range(self.args.apps)))
+        # deployctl is not to compete with the cluster's own backlog of creations
+        self.ceiling.wait("the cluster to roll the new Deployments out",
+                          lambda: settled(self.apps_api, self.envs.values()) == 0, step=self.step)
         return time.monotonic() - started
 
     def database(self, name: str) -> str:
@@ -304,7 +307,7 @@ def main() -> None:
         base = pg.start()
         state = controlplane.up(work / "cluster")
         bench = Bench(args, work, state.kubeconfig, base)
-        say(f"{len(keys)} Deployments created in {bench.create_workloads():.1f}s")
+        say(f"{len(keys)} Deployments created and rolled out by the cluster in {bench.create_workloads():.1f}s")
         bench.change()
         leader_seconds = unsharded(bench) if 1 in counts and not args.no_unsharded else None
         for n in counts:

@@ -152,6 +152,19 @@ def images(apps_api, namespaces: Iterable[str]) -> dict[tuple[str, str], str]:
     return out
 
 
+def settled(apps_api, namespaces: Iterable[str]) -> int:
+    """How many Deployments the cluster has not yet rolled out (generation observed, one replica available)."""
+    behind = 0
+    for ns in namespaces:
+        answer = apps_api.list_namespaced_deployment(ns, _preload_content=False)
+        for d in json.loads(answer.data)["items"]:
+            st = d.get("status") or {}
+            if st.get("observedGeneration") != d["metadata"]["generation"] or st.get("availableReplicas") != 1 \
+                    or st.get("updatedReplicas") != 1:
+                behind += 1
+    return behind
+
+
 class Sampler:
     """Polls the running replicas' metrics in a thread and keeps the largest value of each metric seen."""
 
