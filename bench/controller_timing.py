@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.latency import DEPLOYCTL, IMAGE, SECRET, Api, commit, config_yaml, free_port, sha  # noqa: E402
+from bench.teardown import on_signal_unwind  # noqa: E402
 from deployctl.devtools.localcluster import controlplane  # noqa: E402
 
 
@@ -125,6 +126,7 @@ def sigterm(api: Api, work: Path, kubeconfig: str, n: int) -> float:
 
 
 def main() -> None:
+    on_signal_unwind()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()

@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.teardown import on_signal_unwind  # noqa: E402
 from deployctl.devtools.localcluster import build, controlplane, pins  # noqa: E402
 from deployctl.log import configure_logging  # noqa: E402
 
@@ -30,6 +31,7 @@ def rss_mib(pid: int) -> float:
 
 
 def main() -> None:
+    on_signal_unwind()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--idle", type=float, default=20.0, help="seconds to idle before reading RSS")

@@ -41,7 +41,7 @@ BENCHES = (
     Bench("desired_state", ("bench/desired_state.py",), "read + validate 10,002 deploy files from a commit"),
     Bench("reconcile", ("bench/reconcile.py",), "reconcile of 1,000 apps x 3 namespaces: no-op, 1,000 changed, waiting"),
     Bench("kubectl_compare", ("bench/kubectl_compare.py", "--profile"), "deployctl beside kubectl built from the same Kubernetes module"),
-    Bench("envlock", ("bench/envlock.py", "--apps", "30", "--runs", "9"), "the environment lock's cost on a no-op"),
+    Bench("applock", ("bench/applock.py", "--apps", "30", "--runs", "9"), "the per-app locks' cost on a no-op (none are taken)"),
     Bench("registry", ("bench/registry.py",), "resolve 1,000 distinct tags in the local registry"),
     Bench("audit", ("bench/audit.py",), "audit appends (with and without the chain), history queries, audit verify"),
     Bench("verify_cost", ("bench/verify_cost.py", "--apps", "1000", "--count", "5", "--workers", "8"),

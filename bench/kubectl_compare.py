@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.reconcile import sha, write_commit  # noqa: E402
+from bench.teardown import on_signal_unwind  # noqa: E402
 from deployctl.devtools.localcluster import build, controlplane  # noqa: E402
 from deployctl.edges.kube.cluster import Cluster  # noqa: E402
 from deployctl.log import configure_logging  # noqa: E402
@@ -125,6 +126,7 @@ def settle(kube: Cluster, namespace: str, timeout: float = 600) -> float:
 
 
 def main() -> None:
+    on_signal_unwind()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--apps", type=int, default=1000)
     parser.add_argument("--changed", type=int, default=50)

@@ -35,6 +35,7 @@ import pygit2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.teardown import on_signal_unwind  # noqa: E402
 from deployctl.controller.webhook import github_signature  # noqa: E402
 from deployctl.devtools.localcluster import controlplane  # noqa: E402
 
@@ -228,6 +229,7 @@ def memory_run(api: Api, work: Path, kubeconfig: str, n: int) -> tuple[int, int,
 
 
 def main() -> None:
+    on_signal_unwind()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--commits", type=int, default=50)
     parser.add_argument("--apps", type=int, default=1000)

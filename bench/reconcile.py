@@ -28,6 +28,7 @@ import pygit2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.teardown import on_signal_unwind  # noqa: E402
 from deployctl.devtools import manifests  # noqa: E402
 from deployctl.devtools.localcluster import controlplane  # noqa: E402
 from deployctl.edges.git.repo import read_desired_state  # noqa: E402
@@ -125,6 +126,7 @@ def run(kubeconfig: str, repo_path: str, *, envs: tuple[str, ...] = (), wait: bo
 
 
 def main() -> None:
+    on_signal_unwind()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--apps", type=int, default=1000)
     args = parser.parse_args()

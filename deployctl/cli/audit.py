@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
+from deployctl.app.history import check_records
 from deployctl.cli.completion import app_option, env_option
 from deployctl.cli.options import audit_options
 from deployctl.cli.output import JSON, TABLE, YAML, Output, output_options
@@ -22,6 +23,7 @@ from deployctl.model.audit import (
 )
 from deployctl.model.audit_target import AuditTarget
 from deployctl.model.chain import ChainReport
+from deployctl.model.printable import printable
 from deployctl.settings import AUDIT, AUDIT_KEY
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -117,18 +119,26 @@ def export(
         raise click.UsageError("--format cdevents writes one event per line (NDJSON): leave out -o json/yaml")
     store = _read(audit)
     try:
-        records = query(store, envs=envs, apps=apps, since=since, until=until)
+        checked = check_records(store, query(store, envs=envs, apps=apps, since=since, until=until))
     finally:
         store.close()
-    events_ = [record_to_event(record) for record in reversed(records)]
+    checked.reverse()
     if fmt == "cdevents":
         from deployctl.edges.events.envelope import http_message
 
-        messages = [http_message({**event, "repo": repo}, source=source, mode="structured") for event in events_]
+        # A CDEvents consumer counts every service event as a deploy: one whose rows do not verify is left out.
+        for c in checked:
+            if not c.verified:
+                click.echo(printable(f"not exported: attempt {c.record.id} ({c.record.attempt.env}/"
+                                     f"{c.record.attempt.app}) does not verify in the audit chain: {c.unverified}"),
+                           err=True)  # fmt: skip
+        messages = [http_message({**record_to_event(c.record), "repo": repo}, source=source, mode="structured")
+                    for c in checked if c.verified]  # fmt: skip
         bodies = [m.body.decode() for m in messages if m is not None]
         if bodies:
             output.lines(bodies)
         return
+    events_ = [c.as_dict() for c in checked]
     if not output.data(events_) and events_:
         output.lines(json.dumps(event, separators=(",", ":")) for event in events_)
 

@@ -13,6 +13,7 @@ from deployctl.cli.output import JSON, TABLE, YAML, Duration, Output, output_opt
 from deployctl.edges.audit.url import open_store
 from deployctl.errors import InvalidInputError
 from deployctl.model.audit_target import AuditTarget
+from deployctl.model.printable import printable
 
 
 @click.group()
@@ -71,7 +72,7 @@ def drain(audit: AuditTarget, settings_file: str | None, max_wait: float, sink_n
             )
         settings = replace(settings, sinks=tuple(s for s in settings.sinks if s.name in sink_names))
     if not settings.sinks:
-        if not output.data({"sinks": 0, "delivered_by_sink": {}, "pending": 0, "gave_up": []}):
+        if not output.data({"sinks": 0, "delivered_by_sink": {}, "pending": 0, "gave_up": [], "untrusted": []}):
             output.write("no notification sinks configured (settings: --settings FILE or $DEPLOYCTL_SETTINGS)")
         return
     store = open_store(audit.url)
@@ -80,10 +81,12 @@ def drain(audit: AuditTarget, settings_file: str | None, max_wait: float, sink_n
     finally:
         store.close()
     doc = {"sinks": len(settings.sinks), "delivered_by_sink": dict(report.delivered_by_sink),
-           "pending": report.pending, "gave_up": list(report.gave_up)}
+           "pending": report.pending, "gave_up": list(report.gave_up), "untrusted": list(report.untrusted)}
     if not output.data(doc):
         for sink, count in report.delivered_by_sink.items():
             output.write(f"{sink}: {count} delivered")
+        for line in report.untrusted:
+            output.write(printable(f"UNTRUSTED, {line}"))
     if not report.ok:
         raise NotifyError(
             f"{report.pending + len(report.gave_up)} notification(s) not delivered yet "

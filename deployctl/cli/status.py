@@ -34,11 +34,17 @@ def status_document(repo: str, ref: str, envs: tuple[str, ...], apps: tuple[str,
 
 
 def _add_verifications(docs: list[dict[str, Any]], audit_url: str) -> None:
-    """Each row's live SHA's latest verification there (result and reason), from the audit history."""
+    """Each row's live SHA's latest verification there (result and reason), and its desired SHA's pre-deploy
+    Job (name and outcome, ``pre_deploy``), from the audit history."""
+    from deployctl.app.status import pre_deploy_steps
     from deployctl.edges.audit.url import open_store
 
     store = open_store(audit_url, create=False)
     try:
+        steps = pre_deploy_steps(store, docs)
+        for d in docs:
+            step = steps.get((d["env"], d["app"]))
+            d["pre_deploy"] = step.as_dict() if step else None
         for d in docs:
             found = store.verifications(env=d["env"], app=d["app"], sha=d["live_sha"], limit=1) if d["live_sha"] else []
             d["verification"] = found[0].result if found else None
@@ -60,6 +66,11 @@ def _row(d: dict[str, Any]) -> tuple[str, ...]:
         if d.get("verification_chain_verified") is False:
             verdict += " (UNTRUSTED: its audit row does not verify; see deployctl audit verify)"
         detail = f"{verdict}; {detail}" if detail else verdict
+    if step := d.get("pre_deploy"):
+        ran = f"pre-deploy job/{step['job']}: {step['detail']}"
+        if step["chain_verified"] is False:
+            ran += " (UNTRUSTED: its attempt's audit rows do not verify; see deployctl audit verify)"
+        detail = f"{detail}; {ran}" if detail else ran
     return (d["env"], d["app"], _short(d["desired_sha"]), _short(d["live_sha"]), sync, d["health"], detail)
 
 

@@ -74,16 +74,22 @@ def timeline(
     written = plot.write_timeline(records, output.path, title=title, overlay=series, time_range=span,
                                   unverified=unverified, verifications=verifications)
     summary = Output(output.format)  # the chart goes to the file, this summary to stdout
-    failed = [v for v in verifications if not v.ok]
+    untrusted = [v for v in verifications if v.chain_unverified is not None]  # neither a pass nor a failure
+    failed = [v for v in verifications if not v.ok and v.chain_unverified is None]
     doc: dict[str, object] = {"file": str(written), "attempts": len(records), "verifications": len(verifications),
-                              "verifications_failed": len(failed)}
+                              "verifications_failed": len(failed), "verifications_untrusted": len(untrusted)}
     if series:
         doc["metric_points"] = series.points
         doc["metric_series"] = len(series.series)
     if not summary.data(doc):
-        extra = f", {len(verifications)} verification(s) ({len(failed)} failed)" if verifications else ""
+        extra = f", {len(verifications)} verification(s) ({len(failed)} failed" if verifications else ""
+        extra += (f", {len(untrusted)} UNTRUSTED)" if untrusted else ")") if verifications else ""
         extra += f", {series.points} metric point(s) in {len(series.series)} series" if series else ""
         summary.write(f"{written}: {len(records)} deploy attempt(s){extra}")
         for v in sorted(failed, key=lambda v: v.finished_at):
             summary.write(printable(f"verification-failed: {v.env}/{v.app} {v.sha[:12]} (attempt {v.attempt_id}) "
                                     f"at {v.finished_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC: {v.reason}"))
+        for v in sorted(untrusted, key=lambda v: v.finished_at):
+            summary.write(printable(f"UNTRUSTED: {v.env}/{v.app} {v.sha[:12]} (attempt {v.attempt_id}) claims "
+                                    f"{v.result} at {v.finished_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC, but its "
+                                    f"audit row does not verify in the chain: {v.chain_unverified}"))

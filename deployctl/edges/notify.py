@@ -33,7 +33,7 @@ import json
 import os
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -51,9 +51,9 @@ from deployctl.edges.events.kafka import (
 from deployctl.edges.events.kafka import encode as kafka_encode
 from deployctl.edges.http import REDIRECT_STATUSES, HttpClient, HttpError, ResponseTooLarge
 from deployctl.edges.sinks import NotifySettings, Sink
-from deployctl.model.audit import AuditStore, Delivery, OutboxEvent
+from deployctl.model.audit import AuditStore, Delivery, OutboxEvent, record_to_event
 from deployctl.model.vocabulary import Result
-from deployctl.rules.cdevents import event_id
+from deployctl.rules.cdevents import VERIFICATION_PAYLOAD, event_id
 
 log = structlog.get_logger(__name__)
 
@@ -86,6 +86,8 @@ class DrainReport:
     """Idempotency keys of events that will not be retried."""
     pending: int = 0
     """Events still waiting for a retry when the drain stopped."""
+    untrusted: list[str] = field(default_factory=list)
+    """Events not sent because their rows do not verify in the audit chain: which, and why."""
 
     @property
     def delivered(self) -> int:
@@ -275,8 +277,12 @@ def drain(
     while True:
         for sink in settings.sinks:
             while events := store.pending_events(sink.name, now=clock(), backfill_from=backfill_from):
+                untrusted = untrusted_events(store, events)
                 for event in events:
-                    _deliver_one(run, sink, event)
+                    if event.id in untrusted:
+                        _refuse_one(run, sink, event, untrusted[event.id])
+                    else:
+                        _deliver_one(run, sink, event)
         retries = [t for t in (store.next_retry_at(s.name) for s in settings.sinks) if t is not None]
         if not retries:
             break
@@ -313,6 +319,62 @@ class _Drain:
     base_delay: float
     max_delay: float
     kafka: KafkaPublishers
+
+
+def untrusted_events(store: AuditStore, events: Sequence[OutboxEvent]) -> dict[int, str]:
+    """Why each of these outbox events must not be sent, by outbox id: its attempt's rows (or, for a
+    verification, its verification row) do not verify in the audit chain, or its payload (not chained) says
+    other than the attempt's record. A row inserted with SQL must not reach a consumer as a deploy that
+    happened (docs/audit.md)."""
+    attempts = store.unverified([e.attempt_id for e in events])
+    verification_ids = {e.id: v for e in events if (v := _verification_id(e)) is not None}
+    verifications = store.unverified_verifications(list(verification_ids.values())) if verification_ids else {}
+    out: dict[int, str] = {}
+    for e in events:
+        reason = attempts.get(e.attempt_id)
+        if reason is None and e.id in verification_ids:
+            reason = verifications.get(verification_ids[e.id])
+        if reason is not None:
+            out[e.id] = f"attempt {e.attempt_id} does not verify in the audit chain: {reason}"
+        elif (differs := _payload_differs(store, e)) is not None:
+            out[e.id] = f"attempt {e.attempt_id}: {differs}"
+    return out
+
+
+_CHECKED_FIELDS = ("id", "env", "app", "new_sha", "previous_sha", "image")
+"""What an outbox payload says about its attempt that must be what the attempt's (chained) record says."""
+
+
+def _payload_differs(store: AuditStore, event: OutboxEvent) -> str | None:
+    """Why ``event``'s payload is not what its attempt's record says (the outbox is not chained), or None."""
+    record = store.get(event.attempt_id)
+    if record is None:
+        return f"its outbox event names attempt {event.attempt_id}, which is not on record"
+    said, true = event.payload, record_to_event(record)
+    deploy_result = said.get("deploy_result") if said.get("event") == VERIFICATION_PAYLOAD else said.get("result")
+    wrong = [f for f in _CHECKED_FIELDS if f in said and said[f] != true[f]]
+    wrong += ["result"] if deploy_result != record.result else []
+    if not wrong:
+        return None
+    return (f"its outbox event says {', '.join(f'{f}={said.get(f)!r}' for f in wrong if f != 'result')}"
+            f"{' result=' + repr(deploy_result) if 'result' in wrong else ''} where the attempt's record says "
+            f"{', '.join(f'{f}={true[f]!r}' for f in wrong)}: its payload was edited or inserted with SQL")
+
+
+def _verification_id(event: OutboxEvent) -> int | None:
+    verification = event.payload.get("verification") if event.payload.get("event") == VERIFICATION_PAYLOAD else None
+    ident = verification.get("id") if isinstance(verification, Mapping) else None
+    return ident if isinstance(ident, int) else None
+
+
+def _refuse_one(run: _Drain, sink: Sink, event: OutboxEvent, reason: str) -> None:
+    """Account for an event that does not verify: recorded as not sent (so it is not pending forever), named."""
+    why = f"not sent: {reason}"
+    run.store.record_delivery(
+        Delivery(event.id, sink.name, event.attempts_made + 1, run.clock(), ok=True, error=why, next_attempt_at=None)
+    )
+    run.report.untrusted.append(f"{sink.name}: {why}")
+    log.warning("notify.untrusted", sink=sink.name, key=event.key, attempt_id=event.attempt_id, reason=reason)
 
 
 def _deliver_one(run: _Drain, sink: Sink, event: OutboxEvent) -> None:

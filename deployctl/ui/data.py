@@ -131,7 +131,16 @@ class Cell:
                 "last_deploy": self.last.as_dict() if self.last else None, "freeze": self.freeze,
                 "approval": self.approval,
                 "verification": self.verification.result if self.verification else None,  # as status -o json
-                "verification_reason": self.verification.reason if self.verification else None}
+                "verification_reason": self.verification.reason if self.verification else None,
+                **verification_chain_fields(self.verification)}
+
+
+def verification_chain_fields(verification: Verification | None) -> dict[str, object]:
+    """Whether a verification's row verifies in the audit chain, and why not (None, None: no verification)."""
+    if verification is None:
+        return {"verification_chain_verified": None, "verification_chain_unverified_reason": None}
+    return {"verification_chain_verified": verification.chain_unverified is None,
+            "verification_chain_unverified_reason": verification.chain_unverified}
 
 
 @dataclass(frozen=True)
@@ -358,7 +367,10 @@ class Dashboard:
             found = self.store.verifications(env=c.env, app=c.app, sha=str(live), limit=1) if live else []
             if found:
                 out[c.key] = found[0]
-        return out
+        ids = [v.id for v in out.values() if v.id is not None]
+        untrusted = self.store.unverified_verifications(ids) if ids else {}  # marked, never shown as a verdict
+        return {key: replace(v, chain_unverified=untrusted[v.id]) if v.id in untrusted else v
+                for key, v in out.items()}
 
     def verifications(self, records: Sequence[AuditRecord]) -> list[Verification]:
         """Every verification of these attempts (the timeline marks them), newest first."""

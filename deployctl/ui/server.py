@@ -31,7 +31,7 @@ from deployctl.model.verification import Verification
 from deployctl.model.vocabulary import Result
 from deployctl.ui import apppage
 from deployctl.ui.auth import UiAuth, decide
-from deployctl.ui.data import STATES, Dashboard
+from deployctl.ui.data import STATES, Dashboard, verification_chain_fields
 
 log = structlog.get_logger(__name__)
 
@@ -103,7 +103,8 @@ def _with_verification(event: dict[str, Any], verification: Verification | None)
     """An exported attempt with its latest verification, as ``deployctl history -o json`` has it."""
     if verification is None:
         return event
-    return {**event, "verification": verification.result, "verification_reason": verification.reason}
+    return {**event, "verification": verification.result, "verification_reason": verification.reason,
+            **verification_chain_fields(verification)}
 
 
 def _security_headers(response: web.StreamResponse) -> web.StreamResponse:

@@ -51,6 +51,10 @@ VERIFICATION_MARKERS = {
     VerifyResult.FAILED: {"symbol": "x-thin-open", "color": "#d62728", "size": 17, "line": {"width": 3.5}},
 }
 """How a verification's verdict is marked on its app's lane (shapes apart from the environments' symbols)."""
+UNTRUSTED = "untrusted"
+"""The legend name of attempts and verifications whose audit rows do not verify in the chain."""
+UNTRUSTED_VERIFICATION_MARKER = {"symbol": "circle-x-open", "color": "#d62728", "size": 19, "line": {"width": 1.5}}
+"""A verification whose row does not verify: an open red ring crossed out, neither the green ring nor the cross."""
 OVERLAY_COLOURS = ("#17becf", "#7f7f7f", "#bcbd22", "#1f77b4", "#e377c2", "#8c564b")
 OVERLAY_HEIGHT = 260
 MAX_DEPLOY_LINES = 300
@@ -88,7 +92,9 @@ def _hover(record: AuditRecord, unverified: str | None = None) -> str:
 
 
 def _verification_hover(v: Verification) -> str:
-    lines = [
+    lines = [] if v.chain_unverified is None else [
+        f"<b>UNTRUSTED</b> verification, not in the audit chain: {html.escape(v.chain_unverified[:200])}"]
+    lines += [
         f"<b>{html.escape(v.app)}</b> → {html.escape(v.env)}: <b>{html.escape(str(v.result))}</b>",
         f"SHA {v.sha[:12]} · attempt #{v.attempt_id}",
         html.escape(v.reason[:160]),
@@ -105,9 +111,13 @@ def _verification_hover(v: Verification) -> str:
 def _add_verifications(fig: go.Figure, verifications: Sequence[Verification], apps: Sequence[str]) -> None:
     """A marker per verification on its app's lane, at the time of its verdict."""
     lanes = set(apps)
-    for result, marker in VERIFICATION_MARKERS.items():
-        chosen = sorted((v for v in verifications if v.result == result and v.app in lanes),
-                        key=lambda v: v.finished_at)
+    for result, marker in (*VERIFICATION_MARKERS.items(), (UNTRUSTED, UNTRUSTED_VERIFICATION_MARKER)):
+        if result == UNTRUSTED:  # a row that does not verify in the chain: never drawn as the verdict it claims
+            chosen = sorted((v for v in verifications if v.chain_unverified is not None and v.app in lanes),
+                            key=lambda v: v.finished_at)  # fmt: skip
+        else:
+            chosen = sorted((v for v in verifications if v.result == result and v.chain_unverified is None
+                             and v.app in lanes), key=lambda v: v.finished_at)  # fmt: skip
         if not chosen:
             continue
         fig.add_trace(
@@ -115,7 +125,7 @@ def _add_verifications(fig: go.Figure, verifications: Sequence[Verification], ap
                 x=[v.finished_at.astimezone(UTC) for v in chosen],
                 y=[v.app for v in chosen],
                 mode="markers",
-                name=str(result),
+                name=f"{UNTRUSTED} verification" if result == UNTRUSTED else str(result),
                 legendgroup="verification",
                 legendgrouptitle_text="verification",
                 marker={"symbol": marker["symbol"], "color": marker["color"], "size": marker["size"],
@@ -177,7 +187,7 @@ def build_figure(
                 x=[r.attempt.started_at.astimezone(UTC) for r in doubtful],
                 y=[r.attempt.app for r in doubtful],
                 mode="markers",
-                name="untrusted",
+                name=UNTRUSTED,
                 legendgroup="result",
                 legendgrouptitle_text="result",
                 marker={"color": "#d62728", "size": 13, "symbol": [symbol[r.attempt.env] + "-open" for r in doubtful],

@@ -6,6 +6,8 @@ as found by the migration."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from deployctl.edges.audit import chained, dialect
 from deployctl.edges.audit.chain import AuditKeys
 from deployctl.edges.audit.schema import MIGRATIONS, VERIFICATION_CHAIN_VERSION
 from deployctl.edges.audit.url import open_store
+from deployctl.model.audit import AuditStore
 from deployctl.model.config import load_config
 from deployctl.model.state import DesiredState, Target
 from deployctl.model.verification import Verification, VerifyResult
@@ -59,15 +62,29 @@ INSERTED = ("verification 1 of attempt {attempt} (verified) was inserted with SQ
             "deployctl writes every row with one")  # fmt: skip
 
 
-def staging_run(url: str) -> int:
-    """A succeeded staging deploy of SHA 2, written by deployctl with the key: the gate's run is true."""
+@contextmanager
+def keyed_store(url: str) -> Iterator[AuditStore]:
+    """The store at ``url`` as deployctl opens it with the key, closed after."""
     store = open_store(url, keys=AuditKeys.parse(KEY))
     try:
+        yield store
+    finally:
+        store.close()
+
+
+def staging_run(url: str) -> int:
+    """A succeeded staging deploy of SHA 2, written by deployctl with the key: the gate's run is true."""
+    with keyed_store(url) as store:
         (attempt,) = store.start_many([make_attempt(env="staging")])
         store.finish(attempt, result="succeeded")
         return attempt
-    finally:
-        store.close()
+
+
+def staging_verification(attempt: int, result: VerifyResult, reason: str, *, sha: str | None = None) -> Verification:
+    """A five-minute verification in staging of web's ``attempt`` (of SHA 2 unless ``sha``)."""
+    return Verification(attempt_id=attempt, env="staging", app="web", sha=sha or make_attempt().new_sha,
+                        result=result, reason=reason, checks=(), started_at=T0,
+                        finished_at=T0 + timedelta(minutes=5))
 
 
 def gate(url: str) -> tuple[bool, str, tuple[str, ...]]:
@@ -77,11 +94,8 @@ def gate(url: str) -> tuple[bool, str, tuple[str, ...]]:
     sha = make_attempt().new_sha
     target = Target(env="production", app="web", sha=sha, image=f"reg.example.com/web:{sha}", namespace="p",
                     container="web", path="environments/production/web.deploy", line=1, depends_on=())  # fmt: skip
-    store = open_store(url, keys=AuditKeys.parse(KEY))
-    try:
+    with keyed_store(url) as store:
         verified, forged = verification_facts(store, [target], config)
-    finally:
-        store.close()
     [result] = check_gates([target], config, [RunFact("staging", "web", sha, "succeeded")], source="audit",
                            verified=verified, rejected_verifications=forged)  # fmt: skip
     return result.passed, result.message(), result.rejected
@@ -93,6 +107,12 @@ def insert(url: str, statement: str) -> None:
         return
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(statement)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """An empty SQLite store's URL."""
+    return f"sqlite://{tmp_path}/audit.db"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -133,29 +153,19 @@ def test_a_verified_row_inserted_with_sql_does_not_open_the_gate_and_is_named(ur
 
 def test_a_verification_recorded_by_deployctl_opens_the_gate_and_verifies(url: str) -> None:
     attempt = staging_run(url)
-    store = open_store(url, keys=AuditKeys.parse(KEY))
-    try:
-        store.record_verification(Verification(
-            attempt_id=attempt, env="staging", app="web", sha=make_attempt().new_sha, result=VerifyResult.VERIFIED,
-            reason="all checks passed", checks=(), started_at=T0, finished_at=T0 + timedelta(minutes=5)))  # fmt: skip
-    finally:
-        store.close()
+    with keyed_store(url) as store:
+        store.record_verification(staging_verification(attempt, VerifyResult.VERIFIED, "all checks passed"))
     assert gate(url)[0]
     result = verify(url)
     assert result.exit_code == 0, result.output
     assert result.output.startswith("chain holds: 3 row(s) (#1–#3)")
 
 
-def test_an_edited_verification_is_named(tmp_path: Path) -> None:
-    url = f"sqlite://{tmp_path}/audit.db"
+def test_an_edited_verification_is_named(sqlite_url: str) -> None:
+    url = sqlite_url
     attempt = staging_run(url)
-    store = open_store(url, keys=AuditKeys.parse(KEY))
-    try:
-        store.record_verification(Verification(
-            attempt_id=attempt, env="staging", app="web", sha=make_attempt().new_sha, result=VerifyResult.FAILED,
-            reason="errors: 0.3 >= 0.01", checks=(), started_at=T0, finished_at=T0 + timedelta(minutes=5)))  # fmt: skip
-    finally:
-        store.close()
+    with keyed_store(url) as store:
+        store.record_verification(staging_verification(attempt, VerifyResult.FAILED, "errors: 0.3 >= 0.01"))
     sqlite_exec(url, "DROP TRIGGER verifications_append_only_update",
                 "UPDATE verifications SET result = 'verified', reason = 'all checks passed'")
     passed, message, rejected = gate(url)
@@ -163,8 +173,8 @@ def test_an_edited_verification_is_named(tmp_path: Path) -> None:
     assert "chain row #3 (verification 1 of attempt 1 (verified)) was edited" in verify(url).output
 
 
-def test_the_migration_chains_existing_verifications_as_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    url = f"sqlite://{tmp_path}/audit.db"
+def test_the_migration_chains_existing_verifications_as_found(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = sqlite_url
     with monkeypatch.context() as before:  # the deployctl of schema 8: a keyed chain, verifications outside it
         before.setattr(dialect, "MIGRATIONS", MIGRATIONS[: VERIFICATION_CHAIN_VERSION - 1])
         before.setattr(dialect, "SCHEMA_VERSION", VERIFICATION_CHAIN_VERSION - 1)
@@ -184,26 +194,19 @@ def test_the_migration_chains_existing_verifications_as_found(tmp_path: Path, mo
     assert "verification 2 of attempt 1 (verified) was inserted with SQL" in verify(url).output  # after it: no
 
 
-def test_a_forged_verified_row_never_chooses_the_roll_forward_target(tmp_path: Path) -> None:
-    url = f"sqlite://{tmp_path}/audit.db"
+def test_a_forged_verified_row_never_chooses_the_roll_forward_target(sqlite_url: str) -> None:
+    url = sqlite_url
     old, bad = "a" * 40, make_attempt().new_sha
-    store = open_store(url, keys=AuditKeys.parse(KEY))
-    try:
+    with keyed_store(url) as store:
         first, second = store.start_many([make_attempt(env="staging", new_sha=old),
                                           make_attempt(env="staging", started_at=T0 + timedelta(hours=1))])
         store.finish(first, result="succeeded")
         store.finish(second, result="succeeded")
-    finally:
-        store.close()
     insert(url, FORGED_VERIFIED.format(attempt=first, now="'2024-05-01T12:00:00.000000Z'"))
     config, problems = load_config(CONFIG.replace(b"    namespace: s\n",
                                                   b"    namespace: s\n    on_verification_failure: roll-forward\n"))
     assert config is not None, problems
-    failed = Verification(attempt_id=second, env="staging", app="web", sha=bad, result=VerifyResult.FAILED,
-                          reason="errors: 0.3", checks=(), started_at=T0, finished_at=T0 + timedelta(minutes=5))
-    store = open_store(url, keys=AuditKeys.parse(KEY))
-    try:
+    failed = staging_verification(second, VerifyResult.FAILED, "errors: 0.3", sha=bad)
+    with keyed_store(url) as store:
         done = on_failure(failed, DesiredState(config, (), (), "HEAD", None), store=store, clusters=None, repo=None)
-    finally:
-        store.close()
     assert done == "no roll-forward: no earlier SHA of web was verified in staging"  # not the forged aaaa…

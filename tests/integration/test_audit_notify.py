@@ -6,7 +6,6 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from deployctl.edges.notify import drain
 from deployctl.edges.sinks import NotifySettings, Sink
 from deployctl.model.audit import AuditStore
 from tests.fixtures.auditdata import make_attempt
+from tests.fixtures.httpserver import QuietHandler, serving
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,7 @@ class Receiver:
 def receiver() -> Iterator[tuple[Receiver, str]]:
     state = Receiver()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             assert body["idempotency_key"] == self.headers["Idempotency-Key"]
@@ -53,15 +53,8 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
             self.send_response(code)
             self.end_headers()
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state, f"http://127.0.0.1:{server.server_address[1]}/hook"
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as address:
+        yield state, f"http://{address}/hook"
 
 
 @pytest.fixture
@@ -78,13 +71,26 @@ def _finish_some(store: AuditStore, n: int) -> list[int]:
     return ids
 
 
+def _finish_some_in(audit: str, n: int) -> None:
+    """Finish ``n`` deploys in the store at ``audit`` (as a reconcile run would), closing it after."""
+    store = open_store(audit)
+    _finish_some(store, n)
+    store.close()
+
+
+def _hook(store: AuditStore, url: str, **sink: int) -> NotifySettings:
+    """A webhook sink named "hook" at ``url``, registered with the store: it gets events from now on."""
+    settings = NotifySettings((Sink(type="webhook", name="hook", url=url, **sink),))
+    drain(store, settings, max_wait_seconds=0)
+    return settings
+
+
 def test_retried_events_reach_a_deduplicating_receiver_exactly_once(
     store: AuditStore, receiver: tuple[Receiver, str]
 ) -> None:
     state, url = receiver
     state.fail_first = 2
-    settings = NotifySettings((Sink(type="webhook", name="hook", url=url),))
-    drain(store, settings, max_wait_seconds=0)  # registers the sink: it gets events from now on
+    settings = _hook(store, url)
     ids = _finish_some(store, 5)
 
     report = drain(store, settings, max_wait_seconds=10, base_delay=0.05)
@@ -103,8 +109,7 @@ def test_a_down_receiver_leaves_events_in_the_outbox_for_the_next_drain(
     store: AuditStore, receiver: tuple[Receiver, str]
 ) -> None:
     state, url = receiver
-    dead = NotifySettings((Sink(type="webhook", name="hook", url="http://127.0.0.1:9/unreachable"),))
-    drain(store, dead, max_wait_seconds=0)
+    dead = _hook(store, "http://127.0.0.1:9/unreachable")
     _finish_some(store, 2)  # the deploy records return without touching the network
 
     report = drain(store, dead, max_wait_seconds=0, base_delay=0.01)
@@ -121,8 +126,7 @@ def test_a_rejected_event_is_given_up_without_retrying(
 ) -> None:
     state, url = receiver
     state.fail_first, state.status = 100, 400
-    settings = NotifySettings((Sink(type="webhook", name="hook", url=url),))
-    drain(store, settings, max_wait_seconds=0)
+    settings = _hook(store, url)
     _finish_some(store, 1)
     report = drain(store, settings, max_wait_seconds=5, base_delay=0.01)
     assert len(report.gave_up) == 1 and report.delivered == 0
@@ -134,8 +138,7 @@ def test_a_rejected_event_is_given_up_without_retrying(
 def test_events_stop_after_max_attempts(store: AuditStore, receiver: tuple[Receiver, str]) -> None:
     state, url = receiver
     state.fail_first = 100
-    settings = NotifySettings((Sink(type="webhook", name="hook", url=url, max_attempts=3),))
-    drain(store, settings, max_wait_seconds=0)
+    settings = _hook(store, url, max_attempts=3)
     _finish_some(store, 1)
     report = drain(store, settings, max_wait_seconds=5, base_delay=0.01)
     assert len(report.gave_up) == 1 and sum(state.requests.values()) == 3
@@ -150,9 +153,7 @@ def test_notify_drain_command_delivers_and_reports(tmp_path: Path, receiver: tup
     env = {"TEST_SLACK_URL": url}
     first = runner.invoke(main, ["notify", "drain", "--audit", audit, "--settings", str(settings)], env=env)
     assert first.exit_code == 0, first.output
-    store = open_store(audit)
-    _finish_some(store, 2)
-    store.close()
+    _finish_some_in(audit, 2)
 
     result = runner.invoke(main, ["notify", "drain", "--audit", audit, "--settings", str(settings)], env=env)
     assert result.exit_code == 0, result.output
@@ -166,9 +167,7 @@ def test_notify_drain_fails_when_events_remain_undelivered(tmp_path: Path) -> No
     audit = f"sqlite://{tmp_path}/audit.db"
     args = ["notify", "drain", "--audit", audit, "--settings", str(settings), "--max-wait", "0"]
     CliRunner().invoke(main, args)
-    store = open_store(audit)
-    _finish_some(store, 1)
-    store.close()
+    _finish_some_in(audit, 1)
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1
     assert result.output.splitlines()[-1] == (

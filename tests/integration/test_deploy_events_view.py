@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from deployctl.app.history import CHAIN_FIELDS, CheckedRecord
 from deployctl.edges.audit.url import open_store
 from deployctl.edges.audit.views import DEPLOY_EVENTS_COLUMNS
-from deployctl.model.audit import EVENT_FIELDS, AuditStore, record_to_event
+from deployctl.model.audit import EVENT_FIELDS, AuditStore
 from tests.fixtures.auditdata import make_attempt, sha
 
 pytestmark = pytest.mark.integration
@@ -175,12 +176,12 @@ def test_the_documented_product_joins_run_on_postgres(postgres_db: str) -> None:
 
 def test_the_bigquery_schema_matches_the_export() -> None:
     schema = json.loads((DOC.parent / "schemas" / "deploy_events.bigquery.json").read_text())
-    assert [c["name"] for c in schema] == list(EVENT_FIELDS)
+    assert [c["name"] for c in schema] == [*EVENT_FIELDS, *CHAIN_FIELDS]  # what `events export` writes
     from deployctl.model.audit import AuditRecord
 
     record = AuditRecord(1, make_attempt(), "succeeded", None, CHANGE, 3.0, None)
-    event = record_to_event(record)
-    kinds = {"STRING": str, "INTEGER": int, "FLOAT": float, "TIMESTAMP": str}
+    event = CheckedRecord(record).as_dict()
+    kinds = {"STRING": str, "INTEGER": int, "FLOAT": float, "TIMESTAMP": str, "BOOLEAN": bool}
     for column in schema:
         value = event[column["name"]]
         if column["mode"] == "REPEATED":

@@ -7,7 +7,6 @@ import base64
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -46,14 +45,6 @@ def people(gitea: GiteaServer) -> People:
     for name in (made.author, made.approver, made.outsider, made.teammate):
         gitea.create_user(name)
     return made
-
-
-@pytest.fixture
-def production_ns(cluster, namespace) -> Iterator[str]:
-    name = f"{namespace}-prod"[:63]
-    cluster.create_namespace(name)
-    yield name
-    cluster.delete_namespace(name)
 
 
 def config(staging_ns: str, production_ns: str, org: str, people: People, production_extra: str = "") -> str:

@@ -13,6 +13,7 @@ from deployctl.app.run import run_reconcile
 from deployctl.edges.audit import url as audit_location
 from deployctl.model.audit_target import AUDIT_OFF, AuditTarget
 from deployctl.reconcile.options import Overrides, ReconcileOptions, Selection, Timing
+from deployctl.reconcile.outcome import ReconcileResult
 from tests.fixtures.registry import RegistryPusher
 
 pytestmark = pytest.mark.integration
@@ -38,18 +39,30 @@ def pusher(registry):
     p.close()
 
 
+def deploy_repo(cluster, make_repo, image: str, envs: dict[str, str], commit: str, *, requires: bool = False):
+    """An ``api`` deployment in each of ``envs``' namespaces and a deploy repo sending ``commit`` to staging."""
+    for ns in envs.values():
+        cluster.deployment(ns, "api")
+    repo = make_repo()
+    repo.commit({"deployctl.yaml": config(image, envs, requires=requires),
+                 "environments/staging/api.deploy": f"{commit}\n"})
+    return repo
+
+
+def reconcile(repo, cluster, audit: AuditTarget = AUDIT_OFF, options: ReconcileOptions | None = None) -> ReconcileResult:
+    """One run of the repo's HEAD against the cluster."""
+    return run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=audit, options=options)
+
+
 def test_reconcile_applies_the_image_pinned_by_digest_and_records_it(
     cluster, namespace, make_repo, registry, pusher, unique_repo, tmp_path
 ):
     commit = sha("api-digest")
     pushed = pusher.push_image(unique_repo, commit, annotation="one")
     image = f"{registry.host}/{unique_repo}"
-    cluster.deployment(namespace, "api")
-    repo = make_repo()
-    repo.commit({"deployctl.yaml": config(image, {"staging": namespace}),
-                 "environments/staging/api.deploy": f"{commit}\n"})
+    repo = deploy_repo(cluster, make_repo, image, {"staging": namespace}, commit)
     url = f"sqlite:///{tmp_path / 'audit.db'}"
-    result = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AuditTarget(url), options=ReconcileOptions(timing=Timing(timeout=60)))
+    result = reconcile(repo, cluster, AuditTarget(url), ReconcileOptions(timing=Timing(timeout=60)))
     assert result.exit_code == 0, result.outcomes
     d = cluster.read_deployment(namespace, "api")
     assert d.spec.template.spec.containers[0].image == f"{image}:{commit}@{pushed.digest}"
@@ -60,7 +73,7 @@ def test_reconcile_applies_the_image_pinned_by_digest_and_records_it(
         assert record.digest == pushed.digest and record.result == "succeeded"
     finally:
         store.close()
-    again = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AUDIT_OFF)
+    again = reconcile(repo, cluster)
     assert {o.result for o in again.outcomes} == {"in-sync"}
     assert again.writes() == 0
 
@@ -69,11 +82,8 @@ def test_missing_image_is_refused_naming_the_deploy_file_and_nothing_is_applied(
     cluster, namespace, make_repo, registry, unique_repo
 ):
     commit = sha("never-built")
-    cluster.deployment(namespace, "api")
-    repo = make_repo()
-    repo.commit({"deployctl.yaml": config(f"{registry.host}/{unique_repo}", {"staging": namespace}),
-                 "environments/staging/api.deploy": f"{commit}\n"})
-    result = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AUDIT_OFF)
+    repo = deploy_repo(cluster, make_repo, f"{registry.host}/{unique_repo}", {"staging": namespace}, commit)
+    result = reconcile(repo, cluster)
     (outcome,) = result.outcomes
     assert outcome.result == "refused"
     assert outcome.message.startswith("environments/staging/api.deploy:1: no image")
@@ -84,51 +94,37 @@ def test_missing_image_is_refused_naming_the_deploy_file_and_nothing_is_applied(
 def test_registry_down_refuses_instead_of_applying_an_unverified_tag(
     cluster, namespace, make_repo, unused_registry_host
 ):
-    cluster.deployment(namespace, "api")
-    repo = make_repo()
-    repo.commit({"deployctl.yaml": config(f"{unused_registry_host}/shop/api", {"staging": namespace}),
-                 "environments/staging/api.deploy": f"{sha('x')}\n"})
-    result = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AUDIT_OFF)
+    repo = deploy_repo(cluster, make_repo, f"{unused_registry_host}/shop/api", {"staging": namespace}, sha("x"))
+    result = reconcile(repo, cluster)
     (outcome,) = result.outcomes
     assert outcome.result == "refused" and result.writes() == 0
 
 
 def test_a_tag_repushed_after_staging_is_refused_in_production_unless_allowed(
-    cluster, namespace, make_repo, registry, pusher, unique_repo, tmp_path
+    cluster, namespace, production_ns, make_repo, registry, pusher, unique_repo, tmp_path
 ):
-    staging, production = namespace, f"{namespace}-prod"
-    cluster.create_namespace(production)
-    try:
-        _tag_repushed(cluster, staging, production, make_repo, pusher, unique_repo, registry, tmp_path)
-    finally:
-        cluster.delete_namespace(production)
-
-
-def _tag_repushed(cluster, staging, production, make_repo, pusher, unique_repo, registry, tmp_path):
-    for ns in (staging, production):
-        cluster.deployment(ns, "api")
     commit = sha("retagged")
     image = f"{registry.host}/{unique_repo}"
     tested = pusher.push_image(unique_repo, commit, annotation="tested")
-    repo = make_repo()
-    repo.commit({"deployctl.yaml": config(image, {"staging": staging, "production": production}, requires=True),
-                 "environments/staging/api.deploy": f"{commit}\n"})
+    repo = deploy_repo(cluster, make_repo, image, {"staging": namespace, "production": production_ns}, commit,
+                       requires=True)
     url = f"sqlite:///{tmp_path / 'audit.db'}"
-    first = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AuditTarget(url), options=ReconcileOptions(timing=Timing(timeout=60)))
+    first = reconcile(repo, cluster, AuditTarget(url), ReconcileOptions(timing=Timing(timeout=60)))
     assert first.exit_code == 0, first.outcomes
 
     repushed = pusher.push_image(unique_repo, commit, annotation="rebuilt")  # same tag, other bytes
     assert repushed.digest != tested.digest
     repo.commit({"environments/production/api.deploy": f"{commit}\n* promoted from staging\n"})
-    refused = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AuditTarget(url), options=ReconcileOptions(selection=Selection(envs=("production",))))
+    refused = reconcile(repo, cluster, AuditTarget(url), ReconcileOptions(selection=Selection(envs=("production",))))
     (outcome,) = refused.outcomes
     assert outcome.result == "refused"
     assert "the artifact changed after it was tested" in outcome.message
     assert refused.writes() == 0
 
-    allowed = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AuditTarget(url), options=ReconcileOptions(selection=Selection(envs=("production",)), overrides=Overrides(allow_retagged=True), timing=Timing(timeout=60)))
+    allowed = reconcile(repo, cluster, AuditTarget(url), ReconcileOptions(
+        selection=Selection(envs=("production",)), overrides=Overrides(allow_retagged=True), timing=Timing(timeout=60)))
     assert allowed.exit_code == 0, allowed.outcomes
-    d = cluster.read_deployment(production, "api")
+    d = cluster.read_deployment(production_ns, "api")
     assert d.spec.template.spec.containers[0].image.endswith(repushed.digest)
 
 
@@ -155,44 +151,34 @@ def forge_staging_success(db: Path, *, copy_of: int, digest: str) -> int:
 
 
 def test_a_forged_staging_row_cannot_vouch_for_a_repushed_tag_and_is_named_in_the_refusal(
-    cluster, namespace, make_repo, registry, pusher, unique_repo, tmp_path, monkeypatch
+    cluster, namespace, production_ns, make_repo, registry, pusher, unique_repo, tmp_path, monkeypatch
 ):
     """Issue 24: the digest production checks against comes only from audit rows the chain verifies."""
     monkeypatch.setenv("DEPLOYCTL_AUDIT_KEY", "a-test-key-of-32-characters-long")
-    staging, production = namespace, f"{namespace}-prod"
-    cluster.create_namespace(production)
-    try:
-        for ns in (staging, production):
-            cluster.deployment(ns, "api")
-        commit = sha("forged-staging-row")
-        image = f"{registry.host}/{unique_repo}"
-        tested = pusher.push_image(unique_repo, commit, annotation="tested")
-        repo = make_repo()
-        repo.commit({"deployctl.yaml": config(image, {"staging": staging, "production": production}, requires=True),
-                     "environments/staging/api.deploy": f"{commit}\n"})
-        db = tmp_path / "audit.db"
-        url = f"sqlite:///{db}"
-        first = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AuditTarget(url),
-                              options=ReconcileOptions(timing=Timing(timeout=60)))
-        assert first.exit_code == 0, first.outcomes
+    commit = sha("forged-staging-row")
+    image = f"{registry.host}/{unique_repo}"
+    tested = pusher.push_image(unique_repo, commit, annotation="tested")
+    repo = deploy_repo(cluster, make_repo, image, {"staging": namespace, "production": production_ns}, commit,
+                       requires=True)
+    db = tmp_path / "audit.db"
+    url = f"sqlite:///{db}"
+    first = reconcile(repo, cluster, AuditTarget(url), ReconcileOptions(timing=Timing(timeout=60)))
+    assert first.exit_code == 0, first.outcomes
 
-        repushed = pusher.push_image(unique_repo, commit, annotation="swapped")  # same tag, other bytes
-        forged = forge_staging_success(db, copy_of=1, digest=repushed.digest)
-        repo.commit({"environments/production/api.deploy": f"{commit}\n* promoted from staging\n"})
-        refused = run_reconcile(repo=str(repo.path), ref="HEAD", kubeconfig=cluster.kubeconfig, audit=AuditTarget(url),
-                                options=ReconcileOptions(selection=Selection(envs=("production",)),
-                                                         timing=Timing(timeout=60)))
-        (outcome,) = refused.outcomes
-        assert outcome.result == "refused", outcome.message
-        assert f"not {tested.digest[:19]}… which ran in staging: the artifact changed after it was tested" in (
-            outcome.message)
-        assert (f"not counted: attempt {forged}'s claim that {repushed.digest[:19]}… ran in staging (attempt "
-                f"{forged} was inserted with SQL") in outcome.message
-        assert refused.writes() == 0
-        d = cluster.read_deployment(production, "api")
-        assert repushed.digest not in d.spec.template.spec.containers[0].image
-    finally:
-        cluster.delete_namespace(production)
+    repushed = pusher.push_image(unique_repo, commit, annotation="swapped")  # same tag, other bytes
+    forged = forge_staging_success(db, copy_of=1, digest=repushed.digest)
+    repo.commit({"environments/production/api.deploy": f"{commit}\n* promoted from staging\n"})
+    refused = reconcile(repo, cluster, AuditTarget(url), ReconcileOptions(selection=Selection(envs=("production",)),
+                                                                          timing=Timing(timeout=60)))
+    (outcome,) = refused.outcomes
+    assert outcome.result == "refused", outcome.message
+    assert f"not {tested.digest[:19]}… which ran in staging: the artifact changed after it was tested" in (
+        outcome.message)
+    assert (f"not counted: attempt {forged}'s claim that {repushed.digest[:19]}… ran in staging (attempt "
+            f"{forged} was inserted with SQL") in outcome.message
+    assert refused.writes() == 0
+    d = cluster.read_deployment(production_ns, "api")
+    assert repushed.digest not in d.spec.template.spec.containers[0].image
 
 
 def test_validate_check_images_names_the_deploy_file_of_a_missing_image(make_repo, registry, pusher, unique_repo,

@@ -8,7 +8,7 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pygit2
@@ -53,14 +53,6 @@ FREEZE = (
     "        end: 2099-01-01T00:00:00Z\n"
     "        reason: Migration weekend\n"
 )
-
-
-@pytest.fixture
-def production_ns(cluster, namespace) -> Iterator[str]:
-    name = f"{namespace}-prod"[:63]
-    cluster.create_namespace(name)
-    yield name
-    cluster.delete_namespace(name)
 
 
 @pytest.fixture

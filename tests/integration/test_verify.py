@@ -10,7 +10,6 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from deployctl.edges.audit.url import open_store
 from deployctl.edges.metrics.prometheus import Prometheus
 from deployctl.edges.notify import drain
 from deployctl.edges.sinks import NotifySettings, Sink
+from tests.fixtures.httpserver import QuietHandler, serving
 from tests.fixtures.registry import free_port
 
 pytestmark = pytest.mark.integration
@@ -51,7 +51,7 @@ class Page:
 def metrics_page() -> Iterator[tuple[Page, str]]:
     page = Page()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             body = page.text()
             self.send_response(200)
@@ -60,36 +60,43 @@ def metrics_page() -> Iterator[tuple[Page, str]]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield page, f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as address:
+        yield page, address
 
 
 @pytest.fixture
 def chat() -> Iterator[tuple[list[dict[str, object]], str]]:
     received: list[dict[str, object]] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(200)
             self.end_headers()
 
-        def log_message(self, *args: object) -> None:
-            pass
+    with serving(Handler) as address:
+        yield received, f"http://{address}/slack"
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield received, f"http://127.0.0.1:{server.server_address[1]}/slack"
-    server.shutdown()
-    server.server_close()
+
+@pytest.fixture
+def prometheus_at(prometheus_with: Callable[..., str], metrics_page: tuple[Page, str]) -> Callable[[float], str]:
+    """Start a Prometheus scraping the metrics page with web's error ratio in staging at ``value``; its URL
+    once it shows that value."""
+    page, target = metrics_page
+
+    def start(value: float) -> str:
+        page.values[("web", "staging")] = value
+        url = prometheus_with("", scrape=target)
+        wait_for_value(url, "web", "staging", value)
+        return url
+
+    return start
+
+
+@pytest.fixture
+def audit(tmp_path: Path) -> str:
+    """An audit store's URL (created on first use)."""
+    return f"sqlite:///{tmp_path / 'audit.db'}"
 
 
 def wait_for_value(url: str, app: str, env: str, value: float) -> None:
@@ -129,97 +136,88 @@ def reconcile(repo: Path, kubeconfig: str, audit: str, prometheus: str, *extra: 
 
 
 def test_a_deploy_is_verified_or_fails_verification_and_production_takes_only_a_verified_sha(
-    cluster, namespace, make_repo, tmp_path: Path, prometheus_with: Callable[..., str],
+    cluster, namespace, production_ns, make_repo, audit: str, prometheus_at: Callable[[float], str],
     metrics_page: tuple[Page, str], chat: tuple[list[dict[str, object]], str],
 ) -> None:
-    page, target = metrics_page
+    page, _ = metrics_page
     received, chat_url = chat
-    production = f"{namespace}-prod"
-    cluster.create_namespace(production)
-    try:
-        cluster.deployment(namespace, "web")
-        cluster.deployment(production, "web")
-        page.values[("web", "staging")] = 0.002
-        page.values[("web", "production")] = 0.001
-        url = prometheus_with("", scrape=target)
-        wait_for_value(url, "web", "staging", 0.002)
-        audit = f"sqlite:///{tmp_path / 'audit.db'}"
-        store = open_store(audit)
-        notify = NotifySettings((Sink(type="slack", name="chat", url=chat_url),))
-        drain(store, notify, max_wait_seconds=0)  # the chat gets events from now on
+    cluster.deployment(namespace, "web")
+    cluster.deployment(production_ns, "web")
+    page.values[("web", "production")] = 0.001
+    url = prometheus_at(0.002)
+    store = open_store(audit)
+    notify = NotifySettings((Sink(type="slack", name="chat", url=chat_url),))
+    drain(store, notify, max_wait_seconds=0)  # the chat gets events from now on
 
-        repo = make_repo()
-        good, bad = sha("good"), sha("bad")
-        repo.commit({"deployctl.yaml": config(namespace, production),
-                     "environments/staging/web.deploy": f"{good}\n"}, message="web good to staging")
-        code, out = reconcile(repo.path, cluster.kubeconfig, audit, url, "--env", "staging")
-        assert code == 0, out
-        assert "verified" in out
-        (verified,) = store.verifications(env="staging", app="web")
-        assert verified.result == "verified" and verified.sha == good
-        assert [m.value for m in verified.checks[0].measurements] == [0.002, 0.002]
+    repo = make_repo()
+    good, bad = sha("good"), sha("bad")
+    repo.commit({"deployctl.yaml": config(namespace, production_ns),
+                 "environments/staging/web.deploy": f"{good}\n"}, message="web good to staging")
+    code, out = reconcile(repo.path, cluster.kubeconfig, audit, url, "--env", "staging")
+    assert code == 0, out
+    assert "verified" in out
+    (verified,) = store.verifications(env="staging", app="web")
+    assert verified.result == "verified" and verified.sha == good
+    assert [m.value for m in verified.checks[0].measurements] == [0.002, 0.002]
 
-        # the error rate jumps with the next deploy
-        page.values[("web", "staging")] = 0.3
-        wait_for_value(url, "web", "staging", 0.3)
-        repo.commit({"environments/staging/web.deploy": f"{bad}\n{good}\n"}, message="web bad to staging")
-        code, out = reconcile(repo.path, cluster.kubeconfig, audit, url, "--env", "staging")
-        assert code == 1, out
-        failed = store.verifications(env="staging", app="web", sha=bad)[0]
-        assert failed.result == "verification-failed"
-        assert failed.checks[0].measurements[0].value == 0.3
-        assert "deploy_error_ratio{app=\"web\",env=\"staging\"} = 0.3, wanted result < 0.01" in failed.reason
-        rollout = store.query(env="staging", app="web", sha=bad)[0]
-        assert rollout.result == "succeeded" and rollout.id == failed.attempt_id  # its own record, tied to it
+    # the error rate jumps with the next deploy
+    page.values[("web", "staging")] = 0.3
+    wait_for_value(url, "web", "staging", 0.3)
+    repo.commit({"environments/staging/web.deploy": f"{bad}\n{good}\n"}, message="web bad to staging")
+    code, out = reconcile(repo.path, cluster.kubeconfig, audit, url, "--env", "staging")
+    assert code == 1, out
+    failed = store.verifications(env="staging", app="web", sha=bad)[0]
+    assert failed.result == "verification-failed"
+    assert failed.checks[0].measurements[0].value == 0.3
+    assert "deploy_error_ratio{app=\"web\",env=\"staging\"} = 0.3, wanted result < 0.01" in failed.reason
+    rollout = store.query(env="staging", app="web", sha=bad)[0]
+    assert rollout.result == "succeeded" and rollout.id == failed.attempt_id  # its own record, tied to it
 
-        # history and status show it beside the rollout
-        shown = CliRunner().invoke(main, ["history", "--audit", audit, "--env", "staging"])
-        assert shown.exit_code == 0 and "succeeded, verification-failed" in shown.output
-        assert "succeeded, verified" in shown.output and "= 0.3, wanted result < 0.01" in shown.output
-        live = CliRunner().invoke(main, ["status", "--repo", str(repo.path), "--kubeconfig", cluster.kubeconfig,
-                                         "--env", "staging", "--audit", audit, "-o", "json"])
-        assert live.exit_code == 0, live.output
-        (row,) = json.loads(live.output)["apps"]
-        assert (row["live_sha"], row["verification"]) == (bad, "verification-failed")
+    # history and status show it beside the rollout
+    shown = CliRunner().invoke(main, ["history", "--audit", audit, "--env", "staging"])
+    assert shown.exit_code == 0 and "succeeded, verification-failed" in shown.output
+    assert "succeeded, verified" in shown.output and "= 0.3, wanted result < 0.01" in shown.output
+    live = CliRunner().invoke(main, ["status", "--repo", str(repo.path), "--kubeconfig", cluster.kubeconfig,
+                                     "--env", "staging", "--audit", audit, "-o", "json"])
+    assert live.exit_code == 0, live.output
+    (row,) = json.loads(live.output)["apps"]
+    assert (row["live_sha"], row["verification"]) == (bad, "verification-failed")
 
-        # roll-forward: a local commit deploying the last verified SHA, for review; nothing applied by itself
-        head = repo.repo.head.peel()
-        assert head.message.startswith(f"Roll back web in staging to {good[:12]}")
-        assert (repo.path / "environments/staging/web.deploy").read_text().split()[0] == good
+    # roll-forward: a local commit deploying the last verified SHA, for review; nothing applied by itself
+    head = repo.repo.head.peel()
+    assert head.message.startswith(f"Roll back web in staging to {good[:12]}")
+    assert (repo.path / "environments/staging/web.deploy").read_text().split()[0] == good
 
-        # the chat hears of the failure: the query, the value and the threshold
-        drain(store, notify, max_wait_seconds=10, base_delay=0.05)
-        texts = [str(b["text"]) for b in received]
-        alarm = [t for t in texts if "verification-failed" in t]
-        assert len(alarm) == 1 and "deploy_error_ratio" in alarm[0] and "= 0.3" in alarm[0]
-        assert "result &lt; 0.01" in alarm[0]
+    # the chat hears of the failure: the query, the value and the threshold
+    drain(store, notify, max_wait_seconds=10, base_delay=0.05)
+    texts = [str(b["text"]) for b in received]
+    alarm = [t for t in texts if "verification-failed" in t]
+    assert len(alarm) == 1 and "deploy_error_ratio" in alarm[0] and "= 0.3" in alarm[0]
+    assert "result &lt; 0.01" in alarm[0]
 
-        # production refuses the SHA that failed verification in staging, and takes the one that passed
-        repo.commit({"environments/production/web.deploy": f"{bad}\n"}, message="web bad to production")
-        code, out = reconcile(repo.path, cluster.kubeconfig, audit, url, "--env", "production")
-        assert code == 2, out
-        assert f"{bad[:12]} failed verification in staging" in out
-        assert store.query(env="production", app="web")[0].result == "refused"
-        validated = CliRunner().invoke(main, ["validate", "--repo", str(repo.path), "--audit", audit])
-        assert validated.exit_code == 1 and "failed verification in staging" in validated.output
-        repo.commit({"environments/production/web.deploy": f"{good}\n"}, message="web good to production")
-        code, out = reconcile(repo.path, cluster.kubeconfig, audit, url, "--env", "production")
-        assert code == 0, out
-        assert store.query(env="production", app="web")[0].result == "succeeded"
-        assert store.verifications(env="production", app="web")[0].result == "verified"
-        store.close()
-    finally:
-        cluster.delete_namespace(production)
+    # production refuses the SHA that failed verification in staging, and takes the one that passed
+    repo.commit({"environments/production/web.deploy": f"{bad}\n"}, message="web bad to production")
+    code, out = reconcile(repo.path, cluster.kubeconfig, audit, url, "--env", "production")
+    assert code == 2, out
+    assert f"{bad[:12]} failed verification in staging" in out
+    assert store.query(env="production", app="web")[0].result == "refused"
+    validated = CliRunner().invoke(main, ["validate", "--repo", str(repo.path), "--audit", audit])
+    assert validated.exit_code == 1 and "failed verification in staging" in validated.output
+    repo.commit({"environments/production/web.deploy": f"{good}\n"}, message="web good to production")
+    code, out = reconcile(repo.path, cluster.kubeconfig, audit, url, "--env", "production")
+    assert code == 0, out
+    assert store.query(env="production", app="web")[0].result == "succeeded"
+    assert store.verifications(env="production", app="web")[0].result == "verified"
+    store.close()
 
 
 def test_an_unreachable_prometheus_fails_verification_closed_and_leaves_the_rollout_record_alone(
-    cluster, namespace, make_repo, tmp_path: Path
+    cluster, namespace, make_repo, audit: str
 ) -> None:
     cluster.deployment(namespace, "web")
     repo = make_repo()
     repo.commit({"deployctl.yaml": config(namespace, f"{namespace}-prod"),
                  "environments/staging/web.deploy": f"{sha('one')}\n"})
-    audit = f"sqlite:///{tmp_path / 'audit.db'}"
     nobody = f"http://127.0.0.1:{free_port()}"
     code, out = reconcile(repo.path, cluster.kubeconfig, audit, nobody, "--env", "staging")
     assert code == 1, out
@@ -235,18 +233,14 @@ def test_an_unreachable_prometheus_fails_verification_closed_and_leaves_the_roll
 
 
 def test_the_controller_verifies_in_the_background_while_it_goes_on_deploying(
-    cluster, namespace, make_repo, tmp_path: Path, prometheus_with: Callable[..., str],
-    metrics_page: tuple[Page, str],
+    cluster, namespace, make_repo, tmp_path: Path, audit: str, prometheus_at: Callable[[float], str],
 ) -> None:
     from deployctl.app.verify import BackgroundVerifier
     from deployctl.controller.loop import Controller, ControllerSettings, controller_runs
     from deployctl.edges.git.mirror import Mirror
     from deployctl.reconcile.observe import ClusterPool
 
-    page, target = metrics_page
-    page.values[("web", "staging")] = 0.001
-    url = prometheus_with("", scrape=target)
-    wait_for_value(url, "web", "staging", 0.001)
+    url = prometheus_at(0.001)
     for app in ("web", "api"):
         cluster.deployment(namespace, app)
     repo = make_repo("deploy.git", bare=True)
@@ -254,7 +248,7 @@ def test_the_controller_verifies_in_the_background_while_it_goes_on_deploying(
     slow = slow.replace("environments:\n", f"  api:\n    image: {IMAGE}/api\n    pin: tag\nenvironments:\n", 1)
     repo.commit({"deployctl.yaml": slow, "environments/staging/web.deploy": f"{sha('w1')}\n",
                  "environments/staging/api.deploy": f"{sha('a1')}\n"})
-    store = open_store(f"sqlite:///{tmp_path / 'audit.db'}")
+    store = open_store(audit)
     pool = ClusterPool(kubeconfig=cluster.kubeconfig)
     mirror = Mirror(str(repo.path), tmp_path / "mirror", branch="main")
     controller = Controller(mirror, pool, settings=ControllerSettings(runs=controller_runs(timeout=60, poll_interval=0.2)),
@@ -280,19 +274,14 @@ def test_the_controller_verifies_in_the_background_while_it_goes_on_deploying(
 
 
 def test_freeze_on_failure_suspends_the_app_until_a_person_resumes_it(
-    cluster, namespace, make_repo, tmp_path: Path, prometheus_with: Callable[..., str],
-    metrics_page: tuple[Page, str],
+    cluster, namespace, make_repo, audit: str, prometheus_at: Callable[[float], str],
 ) -> None:
-    page, target = metrics_page
-    page.values[("web", "staging")] = 0.5
-    url = prometheus_with("", scrape=target)
-    wait_for_value(url, "web", "staging", 0.5)
+    url = prometheus_at(0.5)
     cluster.deployment(namespace, "web")
     repo = make_repo()
     frozen = config(namespace, f"{namespace}-prod").replace("on_verification_failure: roll-forward",
                                                             "on_verification_failure: freeze")
     repo.commit({"deployctl.yaml": frozen, "environments/staging/web.deploy": f"{sha('one')}\n"})
-    audit = f"sqlite:///{tmp_path / 'audit.db'}"
     code, out = reconcile(repo.path, cluster.kubeconfig, audit, url, "--env", "staging")
     assert code == 1 and "froze web in staging until a person runs deployctl resume" in out, out
     annotations = cluster.read_deployment(namespace, "web").metadata.annotations

@@ -54,7 +54,7 @@ def test_timeline_and_dashboard_mark_a_verified_and_a_failed_deploy_on_their_lan
     assert 'deploy_error_ratio{app="web",env="staging"} = 0.3, wanted result < 0.01' in lines[1]
     as_json = CliRunner().invoke(main, ["timeline", "--audit", audit, "--out", str(chart), "-o", "json"])
     assert json.loads(as_json.output) == {"file": str(chart), "attempts": 2, "verifications": 2,
-                                          "verifications_failed": 1}
+                                          "verifications_failed": 1, "verifications_untrusted": 0}
     text = chart.read_text()
     assert '"name":"verification-failed"' in text and '"name":"verified"' in text
     assert "FAIL error-rate: 0.3 (wanted result &lt; 0.01)" in text  # the hover: check, value, threshold

@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from deployctl.devtools import processes
 from deployctl.devtools.gitea.build import GiteaBuild
 from deployctl.edges.http import HttpClient, HttpError
 from deployctl.errors import LocalClusterError
@@ -175,14 +176,7 @@ class GiteaServer:
     def stop(self, *, grace: float = 20.0) -> None:
         self.http.close()
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        processes.stop(process, grace=grace)
 
     # -- the API, as the tests drive it ---------------------------------------------------------
 

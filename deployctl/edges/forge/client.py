@@ -185,6 +185,16 @@ class Forge:
     """One forge's answers as review facts. Subclasses give the forge's paths and field names."""
 
     kind: ClassVar[str] = ""
+    # the forge's words for a pull request and its writes (GitHub's and Gitea's by default)
+    pulls: ClassVar[str] = "pulls"  # the listing under the repository's path
+    number_key: ClassVar[str] = "number"  # a pull request's number in the forge's answers
+    url_key: ClassVar[str] = "html_url"  # a pull request's (and a comment's) web URL
+    branch_keys: ClassVar[tuple[str, str]] = ("head", "base")  # where a new pull request comes from, goes to
+    body_key: ClassVar[str] = "body"  # a pull request's description
+    edit_method: ClassVar[str] = "PATCH"  # how a pull request or a comment is edited
+    author_key: ClassVar[str] = "user"  # who wrote a comment
+    failure_state: ClassVar[str] = "failure"  # a failed commit status
+    context_key: ClassVar[str] = "context"  # a commit status's name
 
     def __init__(self, forge: ForgeSettings, *, http: HttpClient | None = None) -> None:
         self.settings = forge
@@ -216,16 +226,60 @@ class Forge:
 
     def open_pull_request(self, *, branch: str, base: str, title: str, body: str) -> OpenedPullRequest:
         """Open a pull request of ``branch`` into ``base``, or update the one already open for it."""
-        raise NotImplementedError
+        pulls = f"{self._repo()}/{self.pulls}"
+        for pr in self.paged(pulls, self._open_pulls_query(branch, base)):
+            if self._is_pull_of(pr, branch, base):
+                number = int(pr[self.number_key])
+                self.client.send(self.edit_method, self.client.url(f"{pulls}/{number}"),
+                                 {"title": title, self.body_key: body})
+                return OpenedPullRequest(number, str(pr.get(self.url_key, "")), created=False)
+        source, target = self.branch_keys
+        made = self.client.send("POST", self.client.url(pulls),
+                                {source: branch, target: base, "title": title, self.body_key: body})
+        return OpenedPullRequest(int(made[self.number_key]), str(made.get(self.url_key, "")), created=True)
 
     def comment(self, number: int, body: str, *, marker: str) -> str:
         """Post ``body`` on pull request ``number``, or edit the token user's earlier comment holding
         ``marker`` (one comment per pull request, kept current). Returns the comment's URL."""
-        raise NotImplementedError
+        me, _ = self.client.get(self.client.url("/user"))
+        comments = self._comments_path(number)
+        for c in self.paged(comments):
+            if login(c.get(self.author_key)) == login(me) and marker in str(c.get("body", "")):
+                self.client.send(self.edit_method, self.client.url(self._comment_path(number, int(c["id"]))),
+                                 {"body": body})
+                return self._comment_ref(c)
+        return self._comment_ref(self.client.send("POST", self.client.url(comments), {"body": body}))
 
     def set_status(self, sha: str, *, ok: bool, context: str, description: str) -> None:
         """Set the commit status ``context`` of ``sha``: success or failure."""
+        self.client.send("POST", self.client.url(f"{self._repo()}/statuses/{sha}"),
+                         {"state": "success" if ok else self.failure_state, self.context_key: context,
+                          "description": description[:140]})
+
+    # -- the forge's paths, where its API differs --
+
+    def _repo(self) -> str:
+        """The API path of the repository (``owner/name``)."""
+        owner, name = self.settings.repo.split("/")
+        return f"/repos/{urllib.parse.quote(owner, safe='')}/{urllib.parse.quote(name, safe='')}"
+
+    def _open_pulls_query(self, branch: str, base: str) -> dict[str, str]:
+        """The query listing the open pull requests that may be of ``branch`` into ``base``."""
         raise NotImplementedError
+
+    def _is_pull_of(self, pr: Mapping[str, Any], branch: str, base: str) -> bool:
+        """Whether a listed pull request is of ``branch`` into ``base`` (when the query cannot tell)."""
+        return True
+
+    def _comments_path(self, number: int) -> str:
+        return f"{self._repo()}/issues/{number}/comments"
+
+    def _comment_path(self, number: int, comment: int) -> str:
+        return f"{self._repo()}/issues/comments/{comment}"
+
+    def _comment_ref(self, comment: Mapping[str, Any]) -> str:
+        """What :meth:`comment` returns for a comment of the forge's answers."""
+        return str(comment.get(self.url_key, ""))
 
     def freshness_problem(self) -> str | None:
         """Why this forge's approvals cannot be proved to be on the final head (None: they can)."""

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from deployctl.edges.forge.client import MAX_PAGES, Forge, ForgeError, login, parse_time
-from deployctl.model.review import OpenedPullRequest, PullRequest, Review, ReviewState
+from deployctl.model.review import PullRequest, Review, ReviewState
 
 PAGE_SIZE = 50  # Gitea's default MAX_RESPONSE_ITEMS; a bigger limit is cut to it
 
@@ -26,10 +26,6 @@ class Gitea(Forge):
 
     def api_base(self, url: str) -> str:
         return url if url.endswith("/api/v1") else f"{url}/api/v1"
-
-    def _repo(self) -> str:
-        owner, name = self.settings.repo.split("/")
-        return f"/repos/{urllib.parse.quote(owner, safe='')}/{urllib.parse.quote(name, safe='')}"
 
     def paged(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[Any]:
         seen = 0
@@ -91,28 +87,8 @@ class Gitea(Forge):
             return frozenset()
         return frozenset(login(u) for u in self.paged(f"/teams/{int(match[0]['id'])}/members"))
 
-    def open_pull_request(self, *, branch: str, base: str, title: str, body: str) -> OpenedPullRequest:
-        for pr in self.paged(f"{self._repo()}/pulls", {"state": "open"}):
-            if (pr.get("head") or {}).get("ref") == branch and (pr.get("base") or {}).get("ref") == base:
-                number = int(pr["number"])
-                self.client.send("PATCH", self.client.url(f"{self._repo()}/pulls/{number}"),
-                                 {"title": title, "body": body})
-                return OpenedPullRequest(number, str(pr.get("html_url", "")), created=False)
-        made = self.client.send("POST", self.client.url(f"{self._repo()}/pulls"),
-                                {"head": branch, "base": base, "title": title, "body": body})
-        return OpenedPullRequest(int(made["number"]), str(made.get("html_url", "")), created=True)
+    def _open_pulls_query(self, branch: str, base: str) -> dict[str, str]:
+        return {"state": "open"}
 
-    def comment(self, number: int, body: str, *, marker: str) -> str:
-        me, _ = self.client.get(self.client.url("/user"))
-        for c in self.paged(f"{self._repo()}/issues/{number}/comments"):
-            if login(c.get("user")) == login(me) and marker in str(c.get("body", "")):
-                self.client.send("PATCH", self.client.url(f"{self._repo()}/issues/comments/{int(c['id'])}"),
-                                 {"body": body})
-                return str(c.get("html_url", ""))
-        made = self.client.send("POST", self.client.url(f"{self._repo()}/issues/{number}/comments"), {"body": body})
-        return str(made.get("html_url", ""))
-
-    def set_status(self, sha: str, *, ok: bool, context: str, description: str) -> None:
-        self.client.send("POST", self.client.url(f"{self._repo()}/statuses/{sha}"),
-                         {"state": "success" if ok else "failure", "context": context,
-                          "description": description[:140]})
+    def _is_pull_of(self, pr: Mapping[str, Any], branch: str, base: str) -> bool:
+        return bool((pr.get("head") or {}).get("ref") == branch and (pr.get("base") or {}).get("ref") == base)

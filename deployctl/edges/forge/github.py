@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from deployctl.edges.forge.client import Forge, login, parse_time
-from deployctl.model.review import OpenedPullRequest, PullRequest, Review, ReviewState
+from deployctl.model.review import PullRequest, Review, ReviewState
 
 _STATES = {
     "APPROVED": ReviewState.APPROVED,
@@ -33,10 +33,6 @@ class GitHub(Forge):
 
     def auth_headers(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}", "X-GitHub-Api-Version": "2022-11-28"}
-
-    def _repo(self) -> str:
-        owner, name = self.settings.repo.split("/")
-        return f"/repos/{urllib.parse.quote(owner, safe='')}/{urllib.parse.quote(name, safe='')}"
 
     def pull_request_for(self, candidates: Sequence[str]) -> PullRequest | None:
         wanted = list(dict.fromkeys(candidates))
@@ -85,27 +81,6 @@ class GitHub(Forge):
         path = f"/orgs/{urllib.parse.quote(org, safe='')}/teams/{urllib.parse.quote(slug.lower(), safe='')}/members"
         return frozenset(login(u) for u in self.paged(path))
 
-    def open_pull_request(self, *, branch: str, base: str, title: str, body: str) -> OpenedPullRequest:
+    def _open_pulls_query(self, branch: str, base: str) -> dict[str, str]:
         owner = self.settings.repo.split("/")[0]
-        for pr in self.paged(f"{self._repo()}/pulls", {"state": "open", "head": f"{owner}:{branch}", "base": base}):
-            number = int(pr["number"])
-            self.client.send("PATCH", self.client.url(f"{self._repo()}/pulls/{number}"), {"title": title, "body": body})
-            return OpenedPullRequest(number, str(pr.get("html_url", "")), created=False)
-        made = self.client.send("POST", self.client.url(f"{self._repo()}/pulls"),
-                                {"head": branch, "base": base, "title": title, "body": body})
-        return OpenedPullRequest(int(made["number"]), str(made.get("html_url", "")), created=True)
-
-    def comment(self, number: int, body: str, *, marker: str) -> str:
-        me, _ = self.client.get(self.client.url("/user"))
-        for c in self.paged(f"{self._repo()}/issues/{number}/comments"):
-            if login(c.get("user")) == login(me) and marker in str(c.get("body", "")):
-                self.client.send("PATCH", self.client.url(f"{self._repo()}/issues/comments/{int(c['id'])}"),
-                                 {"body": body})
-                return str(c.get("html_url", ""))
-        made = self.client.send("POST", self.client.url(f"{self._repo()}/issues/{number}/comments"), {"body": body})
-        return str(made.get("html_url", ""))
-
-    def set_status(self, sha: str, *, ok: bool, context: str, description: str) -> None:
-        self.client.send("POST", self.client.url(f"{self._repo()}/statuses/{sha}"),
-                         {"state": "success" if ok else "failure", "context": context,
-                          "description": description[:140]})
+        return {"state": "open", "head": f"{owner}:{branch}", "base": base}

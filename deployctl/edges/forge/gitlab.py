@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from deployctl.edges.forge.client import MAX_PAGES, Forge, ForgeError, login
-from deployctl.model.review import OpenedPullRequest, PullRequest, Review, ReviewState
+from deployctl.model.review import PullRequest, Review, ReviewState
 
 
 class GitLab(Forge):
@@ -22,7 +22,17 @@ class GitLab(Forge):
     def auth_headers(self, token: str) -> dict[str, str]:
         return {"PRIVATE-TOKEN": token}
 
-    def _project(self) -> str:
+    pulls = "merge_requests"
+    number_key = "iid"
+    url_key = "web_url"
+    branch_keys = ("source_branch", "target_branch")
+    body_key = "description"
+    edit_method = "PUT"
+    author_key = "author"
+    failure_state = "failed"
+    context_key = "name"
+
+    def _repo(self) -> str:
         return f"/projects/{urllib.parse.quote(self.settings.repo, safe='')}"
 
     def paged(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[Any]:
@@ -41,7 +51,7 @@ class GitLab(Forge):
         wanted = list(dict.fromkeys(candidates))
         merged: list[Mapping[str, Any]] = []
         for sha in wanted:
-            for mr in self.paged(f"{self._project()}/repository/commits/{sha}/merge_requests"):
+            for mr in self.paged(f"{self._repo()}/repository/commits/{sha}/merge_requests"):
                 if mr.get("state") == "merged" and all(m.get("iid") != mr.get("iid") for m in merged):
                     merged.append(mr)
         if not merged:
@@ -53,9 +63,9 @@ class GitLab(Forge):
                 chosen = hit[0]
                 break
         iid = int(chosen["iid"])
-        data, _ = self.client.get(self.client.url(f"{self._project()}/merge_requests/{iid}"))
+        data, _ = self.client.get(self.client.url(f"{self._repo()}/merge_requests/{iid}"))
         emails: set[str] = set()
-        for commit in self.paged(f"{self._project()}/merge_requests/{iid}/commits"):
+        for commit in self.paged(f"{self._repo()}/merge_requests/{iid}/commits"):
             emails.update(str(commit.get(k) or "").lower() for k in ("author_email", "committer_email"))
         return PullRequest(number=iid, url=str(data.get("web_url", "")), author=login(data.get("author")),
                            head_sha=str(data.get("sha") or ""), merged=data.get("state") == "merged",
@@ -63,14 +73,14 @@ class GitLab(Forge):
                            commit_emails=frozenset(emails - {""}))
 
     def reviews(self, pr: PullRequest) -> tuple[Review, ...]:
-        data, _ = self.client.get(self.client.url(f"{self._project()}/merge_requests/{pr.number}/approvals"))
+        data, _ = self.client.get(self.client.url(f"{self._repo()}/merge_requests/{pr.number}/approvals"))
         approved_by = data.get("approved_by") if isinstance(data, dict) else None
         # no SHA and no time: what the project settings make fresh is checked in freshness_problem
         return tuple(Review(reviewer=login(entry.get("user")), state=ReviewState.APPROVED, commit_sha=None,
                             submitted_at=None, order=i) for i, entry in enumerate(approved_by or ()))
 
     def freshness_problem(self) -> str | None:
-        data, _ = self.client.get(self.client.url(f"{self._project()}/approvals"))
+        data, _ = self.client.get(self.client.url(f"{self._repo()}/approvals"))
         if not isinstance(data, dict):
             return "the project's approval settings cannot be read"
         problems = []
@@ -87,28 +97,14 @@ class GitLab(Forge):
         path = f"/groups/{urllib.parse.quote(group, safe='')}/members/all"
         return frozenset(login(u) for u in self.paged(path))
 
-    def open_pull_request(self, *, branch: str, base: str, title: str, body: str) -> OpenedPullRequest:
-        for mr in self.paged(f"{self._project()}/merge_requests", {"state": "opened", "source_branch": branch,
-                                                                 "target_branch": base}):
-            iid = int(mr["iid"])
-            self.client.send("PUT", self.client.url(f"{self._project()}/merge_requests/{iid}"),
-                             {"title": title, "description": body})
-            return OpenedPullRequest(iid, str(mr.get("web_url", "")), created=False)
-        made = self.client.send("POST", self.client.url(f"{self._project()}/merge_requests"),
-                                {"source_branch": branch, "target_branch": base, "title": title, "description": body})
-        return OpenedPullRequest(int(made["iid"]), str(made.get("web_url", "")), created=True)
+    def _open_pulls_query(self, branch: str, base: str) -> dict[str, str]:
+        return {"state": "opened", "source_branch": branch, "target_branch": base}
 
-    def comment(self, number: int, body: str, *, marker: str) -> str:
-        me, _ = self.client.get(self.client.url("/user"))
-        notes = f"{self._project()}/merge_requests/{number}/notes"
-        for note in self.paged(notes):
-            if login(note.get("author")) == login(me) and marker in str(note.get("body", "")):
-                self.client.send("PUT", self.client.url(f"{notes}/{int(note['id'])}"), {"body": body})
-                return f"note {int(note['id'])}"
-        made = self.client.send("POST", self.client.url(notes), {"body": body})
-        return f"note {int(made.get('id') or 0)}"
+    def _comments_path(self, number: int) -> str:
+        return f"{self._repo()}/merge_requests/{number}/notes"
 
-    def set_status(self, sha: str, *, ok: bool, context: str, description: str) -> None:
-        self.client.send("POST", self.client.url(f"{self._project()}/statuses/{sha}"),
-                         {"state": "success" if ok else "failed", "name": context,
-                          "description": description[:140]})
+    def _comment_path(self, number: int, comment: int) -> str:
+        return f"{self._comments_path(number)}/{comment}"
+
+    def _comment_ref(self, comment: Mapping[str, Any]) -> str:
+        return f"note {int(comment.get('id') or 0)}"

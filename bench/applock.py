@@ -1,6 +1,6 @@
-"""What the locks cost a no-op run, on the real local control plane.
+"""What the per-app locks (Lease deployctl-lock-<app>) cost a no-op run, on the real local control plane.
 
-    .venv/bin/python bench/envlock.py [--apps 100] [--runs 5]
+    .venv/bin/python bench/applock.py [--apps 100] [--runs 5]
 
 Three environments (one namespace each) of N labelled Deployments, reconciled once; then the
 no-op reconcile (nothing to change) is timed with the locks and without them, and the Lease requests
@@ -23,6 +23,7 @@ import pygit2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.teardown import on_signal_unwind  # noqa: E402
 from deployctl.app.run import run_reconcile  # noqa: E402
 from deployctl.devtools.localcluster import controlplane  # noqa: E402
 from deployctl.log import configure_logging  # noqa: E402
@@ -53,6 +54,7 @@ def commit(path: Path, data: dict[str, bytes]) -> None:
 
 
 def main() -> None:
+    on_signal_unwind()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--apps", type=int, default=100)
     parser.add_argument("--runs", type=int, default=5)
