@@ -37,6 +37,7 @@ from shard_parts import ROOT, Ceiling, Replica, Repo, Sampler, images, overlap_c
 
 sys.path.insert(0, str(ROOT))
 
+from bench.teardown import on_signal_unwind  # noqa: E402
 from deployctl.devtools.localcluster import controlplane  # noqa: E402
 from deployctl.rules.shards import keys_moved, settle  # noqa: E402
 from tests.fixtures.postgres import PostgresServer, _bindir  # noqa: E402
@@ -48,10 +49,6 @@ def load() -> str:
 
 def say(text: str) -> None:
     print(f"{text}  [{load()}]", flush=True)
-
-
-def _terminated(signum: int, frame: object) -> None:
-    raise SystemExit(f"bench/shard.py: got signal {signum}; tearing down")
 
 
 class Bench:
@@ -286,7 +283,7 @@ def main() -> None:
                         "work directory)")
     args = parser.parse_args()
     counts = [int(n) for n in args.replicas.split(",")]
-    signal.signal(signal.SIGTERM, _terminated)
+    on_signal_unwind()
 
     keys = [(f"env-{e}", f"app-{i:04d}") for e in range(args.envs) for i in range(args.apps)]
     big = [(f"env-{e}", f"app-{i:04d}") for e in range(4) for i in range(2500)]
