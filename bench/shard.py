@@ -253,13 +253,17 @@ def replicas(bench: Bench, n: int, *, largest: bool, leader_seconds: float | Non
             failover(bench, n)
         if largest and n > 1 and args.churn > 0:
             churn(bench, n, url, leases)
-    finally:
+    finally:  # the check runs also after a phase timed out: what was written until then is checked
         unowned = sampler.stop()["deployctl_shard_apps_unowned_seconds"]
         bench.stop_all()
+        audit_line(url, unowned, args.lease)
+
+
+def audit_line(url: str, unowned: float, lease: float) -> None:
     attempts, twice, overlaps = overlap_check(url)
     say(f"  audit: {attempts} attempts, {twice} (env, app, SHA) attempted twice, {overlaps} overlapping attempts "
         f"of one app by two tokens (goal 0); longest an app-environment went unowned {unowned:.1f}s "
-        f"(goal <= lease {args.lease:.0f}s)")
+        f"(goal <= lease {lease:.0f}s)")
 
 
 def main() -> None:
