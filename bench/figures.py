@@ -52,8 +52,10 @@ BENCHES = (
     Bench("latency", ("bench/latency.py",), "push to patch latency and controller memory"),
     Bench("controller_timing", ("bench/controller_timing.py", "--repeat", "2"),
           "drift put back by watch, standby takeover after SIGKILL, exit after SIGTERM"),
-    Bench("shard", ("bench/shard.py", "--apps", "20", "--envs", "2", "--replicas", "1,3", "--lease", "6", "--retry", "1"),
-          "sharded watch: keys moved 3 -> 4, push -> applied for 1 and 3 replicas, failover, handover, overlap"),
+    Bench("shard", ("bench/shard.py", "--apps", "20", "--envs", "2", "--replicas", "1,3", "--lease", "6", "--retry", "1",
+                    "--churn", "65"),
+          "sharded watch: keys moved 3 -> 4; unsharded vs sharded single replica; no-op round and push -> applied "
+          "for 1 and 3 replicas; failover, handover; a churn phase (SIGKILL every 30 s), overlap, longest unowned"),
     Bench("ui", ("bench/ui.py",), "dashboard render times"),
     Bench("controlplane", ("bench/controlplane.py",), "warm local control plane start and idle memory"),
     Bench("kafka_events", ("bench/kafka_events.py",), "Kafka test broker and CDEvents drain rate"),

@@ -1,165 +1,269 @@
 """Sharded `deployctl watch` (--shards) on the real local control plane and a real PostgreSQL.
 
-    .venv/bin/python bench/shard.py [--apps 50] [--envs 2] [--replicas 1,2,4] [--slots 32]
+    .venv/bin/python bench/shard.py [--apps 50] [--envs 2] [--replicas 1,2,4] [--slots 32] [--ceiling 1800]
 
-Prints, for each replica count: the time from a push (one webhook to one replica) to every app-environment
-running a commit that changes all of them, and the RSS of each replica. Then, with the largest count:
-failover (SIGKILL one replica, push, time until every app is at the push), graceful handover (SIGTERM one,
-time until the others hold every slot), and the overlap check over the audit rows (no (env, app, SHA)
-attempted twice; no two attempts of one app by different tokens overlapping in time). The keys moved from
-3 to 4 replicas is computed by the claim rule itself over the same keys and over 10,000.
+Prints:
+- the keys moved from 3 to 4 replicas, computed by the claim rule itself over the same keys and over 10,000;
+- with --replicas including 1: the time from a push to every app-environment running a commit that changes
+  all of them, by ONE replica unsharded (the leader mode), against which the sharded single replica's time
+  gives the cost of sharding (goal: <= 10% of single-replica throughput);
+- for each replica count (started on the head the cluster already runs): a no-op round (a push of the same
+  head to one replica, until every replica finished one more reconcile), the time from a push to every
+  app-environment running a commit that changes all of them, and the RSS of each replica;
+- with the largest count: failover (SIGKILL one replica, push, time until every app is at the push),
+  graceful handover (SIGTERM one, time until the others hold every slot), then a churn phase (a push every
+  few seconds while a replica is SIGKILLed and a new one started every 30 s);
+- for each count: the overlap check over the audit rows (no two attempts of one app by different tokens
+  overlapping in time), and the longest an app-environment went unowned by a live replica (the largest
+  deployctl_shard_apps_unowned_seconds any replica reported; goal <= one lease duration).
 
-The issue's sizes (2,500 apps x 4 environments, 1/2/4 replicas) need a larger machine than 2 shared cores:
-pass --apps 2500 --envs 4 there.
+Each figure line ends with the load average it was measured under (2 shared cores: 4 replicas cannot be
+faster than 1 here; the per-replica figures are what a larger machine scales). SIGTERM or Ctrl-C tears the
+control plane, PostgreSQL and the replicas down; the work directory (replica logs) is kept and printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pygit2
+from shard_parts import ROOT, Ceiling, Replica, Repo, Sampler, images, overlap_check, settled
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.teardown import on_signal_unwind  # noqa: E402
 from deployctl.devtools.localcluster import controlplane  # noqa: E402
-from deployctl.edges.audit.url import open_store  # noqa: E402
 from deployctl.rules.shards import keys_moved, settle  # noqa: E402
 from tests.fixtures.postgres import PostgresServer, _bindir  # noqa: E402
 
-IMAGE = "registry.example.com/bench"
-DEPLOYCTL = str(Path(sys.executable).with_name("deployctl"))
-SECRET = "bench-secret"
+
+def load() -> str:
+    return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def sha(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()
+def say(text: str) -> None:
+    print(f"{text}  [{load()}]", flush=True)
 
 
-class Repo:
-    def __init__(self, path: Path, apps: int, envs: dict[str, str]) -> None:
-        self.repo = pygit2.init_repository(str(path), bare=True, initial_head="main")
-        self.path, self.apps, self.envs = path, apps, envs
+class Bench:
+    """The cluster, the deploy repo and the PostgreSQL server one run of the bench shares across its phases."""
 
-    def commit(self, word: str) -> str:
-        lines = ["version: 1", "apps:"] + [f"  app-{i:04d}: {{image: {IMAGE}/app-{i:04d}, pin: tag}}"
-                                           for i in range(self.apps)]
-        lines += ["environments:"] + [f"  {env}: {{namespace: {ns}}}" for env, ns in self.envs.items()]
-        index = pygit2.Index()
-        data = {"deployctl.yaml": "\n".join(lines) + "\n"}
-        for env in self.envs:
-            for i in range(self.apps):
-                data[f"environments/{env}/app-{i:04d}.deploy"] = sha(f"{i}{word}") + "\n"
-        for name, text in data.items():
-            index.add(pygit2.IndexEntry(name, self.repo.create_blob(text.encode()), pygit2.enums.FileMode.BLOB))
-        sig = pygit2.Signature("Bench", "bench@example.com")
-        parents = [] if self.repo.head_is_unborn else [self.repo.head.target]
-        return str(self.repo.create_commit("HEAD", sig, sig, word, index.write_tree(self.repo), parents))
+    def __init__(self, args: argparse.Namespace, work: Path, kubeconfig: str, base_url: str) -> None:
+        from kubernetes import client, config
 
-    def wanted(self, word: str) -> dict[tuple[str, str], str]:
-        return {(ns, f"app-{i:04d}"): f"{IMAGE}/app-{i:04d}:{sha(f'{i}{word}')}"
-                for ns in self.envs.values() for i in range(self.apps)}
+        self.args, self.work, self.kubeconfig, self.base_url = args, work, kubeconfig, base_url
+        self.ceiling = Ceiling(args.ceiling)
+        api = config.new_client_from_config(config_file=kubeconfig)
+        self.core, self.apps_api = client.CoreV1Api(api), client.AppsV1Api(api)
+        self.envs = {f"env-{e}": f"shard-env-{e}" for e in range(args.envs)}
+        self.running: list[Replica] = []
+        self.started = 0
+        self.word = 0
+        self.step = max(0.1, args.apps * args.envs / 1000)  # listing 10,000 Deployments loads 2 cores
+        self.repo = Repo(work / "deploy.git", args.apps, self.envs)
 
+    def create_workloads(self) -> float:
+        started = time.monotonic()
 
-class Replica:
-    def __init__(self, work: Path, name: str, *, repo: Path, kubeconfig: str, audit: str, namespace: str,
-                 slots: int, lease: float, retry: float, log_level: str = "warning") -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.name = name
-        self.log = work / f"{name}.log"
-        args = [DEPLOYCTL, "--log-level", log_level, "watch", "--repo", str(repo), "--interval", "1h",
-                "--listen", f"127.0.0.1:{self.port}", "--audit", audit, "--kubeconfig", kubeconfig, "--no-ui",
-                "--mirror-dir", str(work / f"mirror-{name}"), "--timeout", "10m", "--shards", str(slots),
-                "--lease-namespace", namespace, "--identity", name, "--lease-duration", f"{lease}s",
-                "--renew-deadline", f"{lease * 2 / 3:.1f}s", "--retry-period", f"{retry}s"]
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                         env={**os.environ, "DEPLOYCTL_WEBHOOK_SECRET": SECRET})
+        def create(ns: str, i: int) -> None:
+            name = f"app-{i:04d}"
+            self.apps_api.create_namespaced_deployment(ns, {
+                "metadata": {"name": name, "labels": {"deployctl.dev/app": name}},
+                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                         "template": {"metadata": {"labels": {"app": name}},
+                                      "spec": {"containers": [{"name": name, "image": "registry.example.com/x:0"}]}}}},
+                _preload_content=False)
 
-    def metric(self, name: str) -> float:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-                text = r.read().decode()
-        except OSError:
-            return 0.0
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " "))
+        for ns in self.envs.values():
+            self.core.create_namespace({"metadata": {"name": ns}})
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda i, ns=ns: create(ns, i), range(self.args.apps)))
+        # deployctl is not to compete with the cluster's own backlog of creations
+        self.ceiling.wait("the cluster to roll the new Deployments out",
+                          lambda: settled(self.apps_api, self.envs.values()) == 0, step=self.step)
+        return time.monotonic() - started
+
+    def database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.base_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.base_url.rsplit("/", 1)[0] + "/" + name
+
+    def start(self, prefix: str, *, url: str, leases: str, slots: int) -> Replica:
+        self.started += 1
+        r = Replica(self.work, f"{prefix}-r{self.started}", repo=self.repo.path, kubeconfig=self.kubeconfig,
+                    audit=url, namespace=leases, slots=slots, lease=self.args.lease, retry=self.args.retry,
+                    interval=self.args.interval, log_level=self.args.log_level)
+        self.running.append(r)
+        return r
+
+    def stop_all(self) -> None:
+        for r in self.running:
+            r.stop()
+        self.running = []
+
+    def change(self, apps: list[int] | None = None) -> str:
+        self.word += 1
+        return self.repo.commit(f"-{self.word}", apps)
+
+    def applied(self) -> bool:
+        return images(self.apps_api, self.envs.values()) == self.repo.wanted()
+
+    def wait_applied(self, what: str) -> float:
+        return self.ceiling.wait(what, self.applied, step=self.step)
 
     def push(self, head: str) -> None:
-        body = f'{{"ref": "refs/heads/main", "after": "{head}"}}'.encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/hooks/generic", data=body, method="POST",
-                                     headers={"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"})
-        urllib.request.urlopen(req, timeout=5).close()
+        """A webhook to the first replica that answers."""
+        for r in self.running:
+            try:
+                r.push(head)
+                return
+            except OSError:
+                continue
+        raise SystemExit("no replica took the webhook")
 
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+    def held(self) -> float:
+        return sum(r.metric("deployctl_shard_slots_held") for r in self.running)
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+    def runs(self) -> list[float]:
+        return [r.metric("deployctl_reconciles_total") for r in self.running]
+
+    def quiet(self) -> None:
+        """Until every replica finished a run and none finished another for 2 s (the triggers in flight end)."""
+        last: list[list[float]] = [[]]
+
+        def settled() -> bool:
+            now = self.runs()
+            same = now == last[0] and all(now)
+            last[0] = now
+            return same
+
+        self.ceiling.wait("the replicas to settle", settled, step=2.0)
+
+    def noop(self) -> float:
+        """A push of the head every replica already ran, until each finished one more run."""
+        self.quiet()
+        before = self.runs()
+        self.push(self.repo.head())
+        return self.ceiling.wait("a no-op round", lambda: all(a > b for a, b in zip(self.runs(), before, strict=True)),
+                                 step=0.05)
 
 
-def wait(what: str, check, timeout: float = 900.0, step: float = 0.1) -> float:
+def unsharded(bench: Bench) -> float:
+    """Push -> all applied for a commit changing every app, by one replica in the leader mode."""
+    url = bench.database("bench_leader")
+    bench.core.create_namespace({"metadata": {"name": "leader-lease"}})
+    bench.start("leader", url=url, leases="leader-lease", slots=0)
+    bench.wait_applied("the first commit (leader)")
+    bench.quiet()
+    bench.push(bench.change())
+    seconds = bench.wait_applied("the pushed commit (leader)")
+    rss = bench.running[0].rss_mb()
+    bench.stop_all()
+    say(f"1 replica unsharded (leader mode), {bench.args.apps * bench.args.envs} app-environments: push -> all "
+        f"applied {seconds:.1f}s; RSS MB {rss:.0f}")
+    return seconds
+
+
+def failover(bench: Bench, n: int) -> None:
+    args = bench.args
+    victim = bench.running.pop(-1)
+    victim.proc.kill()
+    victim.proc.wait(10)
+    killed_at = time.monotonic()
+    bench.push(bench.change())
+    taken: list[float] = []
+
+    def failed_over() -> bool:
+        if not taken and bench.held() == args.slots:
+            taken.append(time.monotonic() - killed_at)
+        return bool(taken) and bench.applied()
+
+    seconds = bench.ceiling.wait("failover", failed_over, step=bench.step)
+    say(f"failover after SIGKILL of 1 of {n}: the others hold every slot after {taken[0]:.1f}s (goal <= lease "
+        f"{args.lease:.0f}s + 2 retry periods {2 * args.retry:.0f}s); push -> all applied {seconds:.1f}s "
+        "(the runs in flight, then a run of the slots taken)")
+    if len(bench.running) > 1:
+        leaving = bench.running.pop(-1)
+        leaving.proc.send_signal(signal.SIGTERM)
+        seconds = bench.ceiling.wait("handover", lambda: bench.held() == args.slots, step=0.05)
+        leaving.proc.wait(30)
+        say(f"graceful handover on SIGTERM: the others hold every slot after {seconds:.2f}s (goal <= 3s)")
+
+
+def churn(bench: Bench, n: int, url: str, leases: str) -> None:
+    """Pushes of a tenth of the apps every few seconds for --churn seconds while a replica is SIGKILLed and a
+    new one started every --kill-every seconds; then until every app runs the last push."""
+    args = bench.args
+    while len(bench.running) < n:
+        bench.start(f"n{n}", url=url, leases=leases, slots=args.slots)
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if check():
-            return time.monotonic() - started
-        time.sleep(step)
-    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+    next_kill = started + args.kill_every
+    pushes = kills = 0
+    part = max(1, args.apps // 10)
+    while time.monotonic() - started < args.churn:
+        if time.monotonic() >= next_kill:
+            victim = bench.running.pop(kills % len(bench.running))
+            victim.proc.kill()
+            victim.proc.wait(10)
+            bench.start(f"n{n}", url=url, leases=leases, slots=args.slots)
+            kills += 1
+            next_kill += args.kill_every
+        first = (pushes * part) % args.apps
+        bench.push(bench.change([(first + i) % args.apps for i in range(part)]))
+        pushes += 1
+        time.sleep(args.push_every)
+    seconds = bench.wait_applied("the last push of the churn")
+    say(f"churn with {n} replicas: {pushes} pushes of {part} apps each over {args.churn:.0f}s, {kills} SIGKILLs "
+        f"(one every {args.kill_every:.0f}s, a new replica started each time); all applied {seconds:.1f}s after")
 
 
-def held(replicas: list[Replica]) -> float:
-    return sum(r.metric("deployctl_shard_slots_held") for r in replicas)
-
-
-def images(apps_api, namespaces) -> dict[tuple[str, str], str]:
-    out = {}
-    for ns in namespaces:
-        for d in apps_api.list_namespaced_deployment(ns).items:
-            out[(ns, d.metadata.name)] = d.spec.template.spec.containers[0].image
-    return out
-
-
-def overlap_check(url: str) -> tuple[int, int, int]:
-    """(attempts, (env, app, SHA) attempted twice, pairs of one app's attempts by two tokens overlapping)."""
-    store = open_store(url)
+def replicas(bench: Bench, n: int, *, largest: bool, leader_seconds: float | None) -> None:
+    args = bench.args
+    url = bench.database(f"bench_{n}")
+    leases = f"shard-leases-{n}"
+    bench.core.create_namespace({"metadata": {"name": leases}})
+    keys = args.apps * args.envs
+    sampler = Sampler(lambda: bench.running, ["deployctl_shard_apps_unowned_seconds"])
     try:
-        records = store.query()
-    finally:
-        store.close()
-    seen: dict[tuple[str, str, str], int] = {}
-    by_app: dict[tuple[str, str], list] = {}
-    for r in records:
-        key = (r.attempt.env, r.attempt.app, r.attempt.new_sha)
-        seen[key] = seen.get(key, 0) + 1
-        by_app.setdefault(key[:2], []).append(r)
-    twice = sum(1 for n in seen.values() if n > 1)
-    overlaps = 0
-    for rs in by_app.values():
-        for i, a in enumerate(rs):
-            for b in rs[i + 1:]:
-                if (a.attempt.lock_holder or "").split(" fence=")[-1] == (b.attempt.lock_holder or "").split(" fence=")[-1]:
-                    continue
-                a_end = a.finished_at or a.attempt.started_at
-                b_end = b.finished_at or b.attempt.started_at
-                if a.attempt.started_at < b_end and b.attempt.started_at < a_end:
-                    overlaps += 1
-    return len(records), twice, overlaps
+        for _ in range(n):
+            bench.start(f"n{n}", url=url, leases=leases, slots=args.slots)
+        bench.ceiling.wait("every slot held", lambda: bench.held() == args.slots)
+        seconds = bench.wait_applied("the head the cluster runs (or the first commit)")
+        if not args.no_noop:
+            say(f"{n} replica(s), {keys} app-environments: no-op round (push of the same head -> every replica "
+                f"finished a run) {bench.noop():.2f}s")
+        bench.quiet()
+        bench.push(bench.change())
+        seconds = bench.wait_applied("the pushed commit")
+        rss = ", ".join(f"{r.rss_mb():.0f}" for r in bench.running)
+        say(f"{n} replica(s), {keys} app-environments: push -> all applied {seconds:.1f}s "
+            f"({keys / seconds:.0f} app-environments/s); RSS MB {rss}")
+        if n == 1 and leader_seconds is not None:
+            say(f"  sharding cost: sharded 1 replica {seconds:.1f}s vs unsharded {leader_seconds:.1f}s: throughput "
+                f"{leader_seconds / seconds:.2f}x of unsharded (goal >= 0.90)")
+        if largest and n > 1 and not args.no_failover:
+            failover(bench, n)
+        if largest and n > 1 and args.churn > 0:
+            churn(bench, n, url, leases)
+    finally:  # the check runs also after a phase timed out: what was written until then is checked
+        unowned = sampler.stop()["deployctl_shard_apps_unowned_seconds"]
+        bench.stop_all()
+        audit_line(url, unowned, args.lease)
+
+
+def audit_line(url: str, unowned: float, lease: float) -> None:
+    attempts, twice, overlaps = overlap_check(url)
+    say(f"  audit: {attempts} attempts, {twice} (env, app, SHA) attempted twice, {overlaps} overlapping attempts "
+        f"of one app by two tokens (goal 0); longest an app-environment went unowned {unowned:.1f}s "
+        f"(goal <= lease {lease:.0f}s)")
 
 
 def main() -> None:
@@ -170,105 +274,48 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=32)
     parser.add_argument("--lease", type=float, default=15.0)
     parser.add_argument("--retry", type=float, default=2.0)
+    parser.add_argument("--interval", default="30s", help="the replicas' --interval: a run that failed (e.g. an API "
+                        "timeout under load) is tried again by the next one")
+    parser.add_argument("--ceiling", type=float, default=1800.0, help="total seconds; a wait past it ends the bench")
+    parser.add_argument("--no-unsharded", action="store_true", help="skip the unsharded single replica")
+    parser.add_argument("--no-noop", action="store_true", help="skip the no-op rounds")
+    parser.add_argument("--no-failover", action="store_true", help="skip failover and handover")
+    parser.add_argument("--churn", type=float, default=90.0, help="seconds of the churn phase (0: none)")
+    parser.add_argument("--kill-every", type=float, default=30.0, help="a SIGKILL every so many seconds of churn")
+    parser.add_argument("--push-every", type=float, default=5.0, help="a push every so many seconds of churn")
     parser.add_argument("--log-level", default="warning", help="the replicas' log level (their logs stay in the "
-                        "work directory when a wait times out)")
+                        "work directory)")
     args = parser.parse_args()
     counts = [int(n) for n in args.replicas.split(",")]
+    on_signal_unwind()
 
     keys = [(f"env-{e}", f"app-{i:04d}") for e in range(args.envs) for i in range(args.apps)]
     big = [(f"env-{e}", f"app-{i:04d}") for e in range(4) for i in range(2500)]
     three = settle(args.slots, ["r1", "r2", "r3"])
     four = settle(args.slots, ["r1", "r2", "r3", "r4"], three)
     print(f"keys moved 3 -> 4 replicas ({args.slots} slots): {keys_moved(keys, args.slots, three, four):.3f} of "
-          f"{len(keys)} keys, {keys_moved(big, args.slots, three, four):.3f} of {len(big)} (goal <= {1.3 / 4:.3f})")
+          f"{len(keys)} keys, {keys_moved(big, args.slots, three, four):.3f} of {len(big)} (goal <= {1.3 / 4:.3f})",
+          flush=True)
 
     bindir = _bindir()
     if bindir is None:
         raise SystemExit("PostgreSQL binaries (initdb, pg_ctl) not found")
     work = Path(tempfile.mkdtemp(prefix="deployctl-bench-shard-"))
+    print(f"work directory (replica logs): {work}", flush=True)
     pg = PostgresServer(bindir)
-    base = pg.start()
-    state = controlplane.up(work / "cluster")
-    running: list[Replica] = []
+    bench: Bench | None = None
     try:
-        from kubernetes import client, config
-
-        api = config.new_client_from_config(config_file=state.kubeconfig)
-        core, apps_api = client.CoreV1Api(api), client.AppsV1Api(api)
-        envs = {f"env-{e}": f"shard-env-{e}" for e in range(args.envs)}
-        core.create_namespace({"metadata": {"name": "shard-leases"}})
-        for ns in envs.values():
-            core.create_namespace({"metadata": {"name": ns}})
-            for i in range(args.apps):
-                name = f"app-{i:04d}"
-                apps_api.create_namespaced_deployment(ns, {
-                    "metadata": {"name": name, "labels": {"deployctl.dev/app": name}},
-                    "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-                             "template": {"metadata": {"labels": {"app": name}},
-                                          "spec": {"containers": [{"name": name, "image": f"{IMAGE}/x:0"}]}}}},
-                    _preload_content=False)
-        repo = Repo(work / "deploy.git", args.apps, envs)
-        import psycopg
-
-        word = 0
+        base = pg.start()
+        state = controlplane.up(work / "cluster")
+        bench = Bench(args, work, state.kubeconfig, base)
+        say(f"{len(keys)} Deployments created and rolled out by the cluster in {bench.create_workloads():.1f}s")
+        bench.change()
+        leader_seconds = unsharded(bench) if 1 in counts and not args.no_unsharded else None
         for n in counts:
-            db = f"bench_{n}"
-            with psycopg.connect(base, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{db}"')
-            url = base.rsplit("/", 1)[0] + "/" + db
-            word += 1
-            repo.commit(f"-{word}")
-            leases_ns = f"shard-leases-{n}"
-            core.create_namespace({"metadata": {"name": leases_ns}})
-            running = [Replica(work, f"n{n}-r{i}", repo=repo.path, kubeconfig=state.kubeconfig, audit=url,
-                               namespace=leases_ns, slots=args.slots, lease=args.lease, retry=args.retry,
-                               log_level=args.log_level)
-                       for i in range(n)]
-            wait("every slot held", lambda rs=running: held(rs) == args.slots)
-            target = repo.wanted(f"-{word}")
-            wait("the first commit", lambda t=target: images(apps_api, envs.values()) == t)
-            word += 1
-            head = repo.commit(f"-{word}")
-            target = repo.wanted(f"-{word}")
-            running[0].push(head)
-            seconds = wait("the pushed commit", lambda t=target: images(apps_api, envs.values()) == t)
-            rss = ", ".join(f"{r.rss_mb():.0f}" for r in running)
-            print(f"{n} replica(s), {len(keys)} app-environments: push -> all applied {seconds:.1f}s; RSS MB {rss}")
-            if n == max(counts) and n > 1:
-                victim = running.pop()
-                victim.proc.kill()
-                victim.proc.wait(10)
-                word += 1
-                head = repo.commit(f"-{word}")
-                target = repo.wanted(f"-{word}")
-                killed_at = time.monotonic()
-                running[0].push(head)
-                taken: list[float] = []
-
-                def failed_over(t=target, rs=running, taken=taken, killed_at=killed_at) -> bool:
-                    if not taken and held(rs) == args.slots:
-                        taken.append(time.monotonic() - killed_at)
-                    return bool(taken) and images(apps_api, envs.values()) == t
-
-                seconds = wait("failover", failed_over)
-                print(f"failover after SIGKILL of 1 of {n}: the others hold every slot after {taken[0]:.1f}s (goal <= "
-                      f"lease {args.lease:.0f}s + 2 retry periods {2 * args.retry:.0f}s); push -> all applied "
-                      f"{seconds:.1f}s (the runs in flight, then a run of the slots taken)")
-                if len(running) > 1:
-                    leaving = running.pop()
-                    leaving.proc.send_signal(signal.SIGTERM)
-                    seconds = wait("handover", lambda rs=running: held(rs) == args.slots, step=0.05)
-                    leaving.proc.wait(30)
-                    print(f"graceful handover on SIGTERM: the others hold every slot after {seconds:.2f}s (goal <= 3s)")
-            for r in running:
-                r.stop()
-            running = []
-            attempts, twice, overlaps = overlap_check(url)
-            print(f"  audit: {attempts} attempts, {twice} (env, app, SHA) attempted twice, "
-                  f"{overlaps} overlapping attempts of one app by two tokens")
+            replicas(bench, n, largest=n == max(counts), leader_seconds=leader_seconds)
     finally:
-        for r in running:
-            r.stop()
+        if bench is not None:
+            bench.stop_all()
         controlplane.down(work / "cluster")
         pg.stop()
 

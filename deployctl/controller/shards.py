@@ -12,7 +12,6 @@ refused (:class:`FenceError`), and so is any apply once the slot's Lease was not
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -211,47 +210,24 @@ class FencedClusters:
 
 class FencedAudit:
     """The run's audit, each attempt recorded with the fencing token of its slot in ``lock_holder``
-    (``<identity> fence=<set>/<slot>:<token>``); an attempt whose slot is not held in time is refused."""
+    (``<identity> fence=<set>/<slot>:<token>``); an attempt whose slot is not held in time is refused.
+    A wave's attempts go in one write whatever slots they are in."""
 
     def __init__(self, recorder: AuditRecorder, runs: ShardRuns) -> None:
         self.recorder = recorder
         self.runs = runs
-        self._by_holder: dict[str, AuditRecorder] = {}
-        self._lock = threading.Lock()
 
-    def _for(self, env: str, app: str) -> AuditRecorder:
+    def _holder(self, env: str, app: str) -> str:
         slot, token = self.runs.fence(env, app)
-        holder = f"{self.recorder.lock_holder} fence={fence_value(self.runs.set_name, slot, token)}"
-        with self._lock:
-            if holder not in self._by_holder:
-                one = copy.copy(self.recorder)  # shares the provenance cache
-                one.lock_holder = holder
-                self._by_holder[holder] = one
-            return self._by_holder[holder]
+        return f"{self.recorder.lock_holder} fence={fence_value(self.runs.set_name, slot, token)}"
 
     def attempts_started(self, items: Sequence[AttemptItem], *, deploy_commit: str | None) -> list[int | None]:
-        ids: list[int | None] = [None] * len(items)
-        groups: dict[int, tuple[AuditRecorder, list[int]]] = {}
-        for i, (change, _) in enumerate(items):
-            rec = self._for(change.env, change.app)
-            groups.setdefault(id(rec), (rec, []))[1].append(i)
-        for rec, indexes in groups.values():
-            for i, attempt_id in zip(indexes, rec.attempts_started([items[i] for i in indexes],
-                                                                   deploy_commit=deploy_commit), strict=True):
-                ids[i] = attempt_id
-        return ids
+        holders = [self._holder(change.env, change.app) for change, _ in items]
+        return self.recorder.attempts_started(items, deploy_commit=deploy_commit, holders=holders)
 
     def decisions(self, items: Sequence[DecisionItem], *, deploy_commit: str | None) -> list[int | None]:
-        ids: list[int | None] = [None] * len(items)
-        groups: dict[int, tuple[AuditRecorder, list[int]]] = {}
-        for i, (change, *_rest) in enumerate(items):
-            rec = self._for(change.env, change.app)
-            groups.setdefault(id(rec), (rec, []))[1].append(i)
-        for rec, indexes in groups.values():
-            for i, attempt_id in zip(indexes, rec.decisions([items[i] for i in indexes],
-                                                            deploy_commit=deploy_commit), strict=True):
-                ids[i] = attempt_id
-        return ids
+        holders = [self._holder(change.env, change.app) for change, *_rest in items]
+        return self.recorder.decisions(items, deploy_commit=deploy_commit, holders=holders)
 
     def attempts_finished(self, items: Sequence[FinishItem]) -> None:
         self.recorder.attempts_finished(items)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -93,9 +94,13 @@ class AuditRecorder:
 
     # -- AuditSink ----------------------------------------------------------------------------
 
-    def attempts_started(self, items: Sequence[AttemptItem], *, deploy_commit: str | None) -> list[int | None]:
-        """Several attempts (change, image) in one durable write, before any of them is applied."""
+    def attempts_started(self, items: Sequence[AttemptItem], *, deploy_commit: str | None,
+                         holders: Sequence[str | None] | None = None) -> list[int | None]:
+        """Several attempts (change, image) in one durable write, before any of them is applied; ``holders``
+        gives each its own lock holder (a sharded run's fence differs by slot), else this recorder's."""
         attempts = [self._attempt(change, image=image, deploy_commit=deploy_commit) for change, image in items]
+        if holders is not None:
+            attempts = [replace(a, lock_holder=h) for a, h in zip(attempts, holders, strict=True)]
         return list(self.store.start_many(attempts)) if attempts else []
 
     def attempts_finished(self, items: Sequence[FinishItem]) -> None:
@@ -104,12 +109,16 @@ class AuditRecorder:
         if finishes:
             self.store.finish_many(finishes)
 
-    def decisions(self, items: Sequence[DecisionItem], *, deploy_commit: str | None) -> list[int | None]:
-        """Attempts decided without an apply: the attempts in one write, their outcomes in the next."""
+    def decisions(self, items: Sequence[DecisionItem], *, deploy_commit: str | None,
+                  holders: Sequence[str | None] | None = None) -> list[int | None]:
+        """Attempts decided without an apply: the attempts in one write, their outcomes in the next
+        (``holders`` as in :meth:`attempts_started`)."""
         if not items:
             return []
-        ids = self.store.start_many([self._attempt(change, image=image, deploy_commit=deploy_commit)
-                                     for change, image, _, _ in items])
+        attempts = [self._attempt(change, image=image, deploy_commit=deploy_commit) for change, image, _, _ in items]
+        if holders is not None:
+            attempts = [replace(a, lock_holder=h) for a, h in zip(attempts, holders, strict=True)]
+        ids = self.store.start_many(attempts)
         self.store.finish_many([audit.Finish(attempt_id=i, result=result, error=error)
                                 for i, (_, _, result, error) in zip(ids, items, strict=True)])
         return list(ids)
