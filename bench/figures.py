@@ -81,17 +81,18 @@ def commit() -> str:
 
 
 def run(bench: Bench) -> tuple[str, bool]:
-    """One benchmark's section: command, date, machine, duration and its output verbatim."""
+    """One benchmark's section: command, commit, date, machine (load at start and end), its output verbatim."""
     command = " ".join((".venv/bin/python", *bench.args))
-    started, host = datetime.now(UTC), machine()
+    started, host, measured = datetime.now(UTC), machine(), commit()  # the commit before it runs, not after
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, *bench.args], cwd=ROOT, capture_output=True, text=True,
                           check=False, stdin=subprocess.DEVNULL)
     took = time.monotonic() - t0
+    end_load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     out = proc.stdout.rstrip().replace("```", "'''")
     lines = [f"### `{bench.name}`", "", f"{bench.what}.", "",
-             f"- command: `{command}`", f"- commit: {commit()}", f"- date: {started:%Y-%m-%d %H:%M} UTC ({took:.0f} s)",
-             f"- machine: {host}", "", "```", out, "```", ""]
+             f"- command: `{command}`", f"- commit: {measured}", f"- date: {started:%Y-%m-%d %H:%M} UTC ({took:.0f} s)",
+             f"- machine: {host}, {end_load} at the end", "", "```", out, "```", ""]
     if proc.returncode != 0:
         sys.stderr.write(f"figures: {bench.name} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}\n")
     return "\n".join(lines), proc.returncode == 0
@@ -122,12 +123,8 @@ def main() -> int:
     unknown = set(opts.only or ()) - names
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}")
-    text = README.read_text()
-    if BEGIN not in text or END not in text:
+    if BEGIN not in README.read_text() or END not in README.read_text():
         parser.error(f"{README} has no {BEGIN} ... {END} block")
-    head, rest = text.split(BEGIN, 1)
-    block, tail = rest.split(END, 1)
-    kept = sections(block)
     ok = True
     for bench in BENCHES:
         if opts.only and bench.name not in opts.only:
@@ -137,13 +134,18 @@ def main() -> int:
         if opts.print_only:
             print(section, flush=True)
         elif passed:
-            kept[bench.name] = section
-            write(head, kept, tail)  # after each one: an interrupted run keeps what it measured
+            write(bench.name, section)  # after each one: an interrupted run keeps what it measured
         ok &= passed
     return 0 if ok else 1
 
 
-def write(head: str, kept: dict[str, str], tail: str) -> None:
+def write(name: str, section: str) -> None:
+    """Put one section into README.md as it is now (read again: it may have changed during a long benchmark),
+    keeping the others in the order of BENCHES."""
+    head, rest = README.read_text().split(BEGIN, 1)
+    block, tail = rest.split(END, 1)
+    kept = sections(block)
+    kept[name] = section
     body = "\n".join(kept[b.name] for b in BENCHES if b.name in kept)
     README.write_text(f"{head}{BEGIN}\n\n{body}\n{END}{tail}")
 
