@@ -5,7 +5,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 key="$(sha256sum "$here/pom.xml" | cut -c1-12)"
-cache="${DEPLOYCTL_KAFKA_CACHE:-$HOME/.cache/deployctl/kafka}/$key"
+cache="${DEPLOYCTL_KAFKA_CACHE:-${DEPLOYCTL_CACHE:-$HOME/.cache/deployctl}/kafka}/$key"
 if [ -f "$cache/COMPLETE" ]; then echo "$cache"; exit 0; fi
 command -v java >/dev/null || { echo "kafka: java (>= 17) is needed to run the test broker" >&2; exit 1; }
 command -v mvn >/dev/null || { echo "kafka: mvn is needed to fetch the broker jars (apt-get install maven)" >&2; exit 1; }
