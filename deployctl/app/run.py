@@ -124,7 +124,7 @@ class _Environments:
         audit = run.audit
         self.locking = AppLocking(
             locks=run.locks, identity=run.identity, lease=run.options.locking.lease,
-            timeout=run.options.lock_timeout, on_wait=run.callbacks.on_wait,
+            max_held=run.options.locking.max_held, timeout=run.options.lock_timeout, on_wait=run.callbacks.on_wait,
             close_interrupted=(lambda env, apps: audit.close_interrupted(env=env, apps=apps))
             if audit is not None and run.close_interrupted else None,
         ) if run.options.locking.enabled else None

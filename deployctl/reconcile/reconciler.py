@@ -211,10 +211,10 @@ class Reconciler:
             while any(r.outcome is None for r in runs.values()):
                 # Start every pending app whose dependencies allow it, in dependency order.
                 ready: list[AppRun] = []
-                now = time.monotonic()
+                now, room = time.monotonic(), runstate.lock_room(self.locking, runs.values(), self._unlock)
                 for key in order:
                     run = runs[key]
-                    if run.state is not AppState.PENDING or len(futures) + len(ready) >= concurrency * 4:
+                    if run.state is not AppState.PENDING or len(futures) + len(ready) >= min(concurrency * 4, room):
                         continue
                     if run.lock_wait is not None and now < run.lock_wait[1]:
                         continue  # its lock is held by another run: try again at its next try

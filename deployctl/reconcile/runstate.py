@@ -3,7 +3,7 @@ env/app's state through it (:class:`AppRun`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -47,6 +47,7 @@ class AppLocking:
     identity: str  # this run's name in the locks (and the audit's lock_holder)
     lease: float = 15.0  # seconds a lock outlives a holder that stopped renewing it
     timeout: float = 300.0  # seconds an app waits for its lock before it fails
+    max_held: int = 256  # locks held at once (``options.Locking.max_held``)
     on_wait: Callable[[str], None] | None = None  # a line when an app's lock is held by another run
     # once an app's lock is taken: close the attempts its earlier holders left open, (env, apps) at a time
     close_interrupted: Callable[[str, Sequence[str]], object] | None = None
@@ -90,3 +91,12 @@ def not_written(runs: Sequence[tuple[AppRun, str]], exc: DeployctlError) -> None
 def image_of(change: Change) -> str:
     """The image a change applies: the digest-pinned one when pinned, else the target's."""
     return change.desired_image or (change.target.image if change.target else "")
+
+
+def lock_room(locking: AppLocking | None, runs: Iterable[AppRun], releasing: Sequence[AppRun]) -> int:
+    """How many more apps a run may start now: the app locks it holds (each through its rollout wait, and
+    until its outcome is on record) stay within ``locking.max_held``, what its renewer keeps alive."""
+    if locking is None:
+        return 2**31
+    held = sum(1 for run in runs if run.lock is not None and run.outcome is None) + len(releasing)
+    return locking.max_held - held

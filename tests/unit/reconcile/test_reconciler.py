@@ -194,3 +194,20 @@ def test_an_environment_with_config_errors_is_a_row_an_invalid_environment_and_e
     assert result.exit_code == ExitCode.INVALID
     assert cluster.applied == ["api"]
     assert [(lock.namespace, lock.app) for lock in locks.taken] == [("ns-staging", "api")]  # only what is written
+
+
+def test_a_run_holds_no_more_app_locks_at_once_than_its_renewer_keeps_alive():
+    # Each app's lock is held through its rollout wait; a run writing thousands of apps held them all and
+    # their renewals fell behind (bench/shard.py at 10,000 apps): the others wait to start instead.
+    apps = [f"app{i}" for i in range(10)]
+    desired = desired_state({a: () for a in apps})
+    cluster = cluster_of(*apps)
+    locks = FakeLocks()
+    held_at_apply: list[int] = []
+    cluster.after_apply = lambda _w: held_at_apply.append(sum(1 for lock in locks.taken if lock.held()))
+    options = replace(FAST, locking=replace(FAST.locking, max_held=3))
+    result = run_once(desired, Run(clusters=FakeClusters(cluster), locks=locks, options=options, repo_path="."))
+    assert results(result) == {a: "succeeded" for a in apps}
+    assert len(held_at_apply) == 10
+    assert max(held_at_apply) == 3  # three at a time: never more, and the room is used
+    assert all(lock.released for lock in locks.taken)
