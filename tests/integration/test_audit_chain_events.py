@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from deployctl.cli import main
 from deployctl.edges.audit.chain import AuditKeys
@@ -86,17 +86,23 @@ def test_events_export_marks_a_forged_deploy_in_json_and_leaves_it_out_of_cdeven
     )
 
 
+def drain_to_both(audit: str, url: str, tmp_path: Path) -> tuple[Path, Result]:
+    """`notify drain --from-start` to a CDEvents sink (``ce``) and a JSON sink (``json``) at ``url``."""
+    settings = _settings_file(tmp_path, {"type": "webhook", "url": f"{url}/ce", "format": "cdevents", "name": "ce"},
+                              {"type": "webhook", "url": f"{url}/json", "name": "json"})
+    drained = CliRunner().invoke(main, ["notify", "drain", "--audit", audit, "--settings", str(settings),
+                                        "--from-start", "--sink", "ce", "--sink", "json"], env=ENV)  # fmt: skip
+    assert drained.exit_code == 0, drained.output
+    return settings, drained
+
+
 def test_notify_drain_sends_a_forged_deploy_to_no_sink_and_names_it(
     forged_store: tuple[str, int, int], receiver: tuple[list[tuple[dict[str, str], bytes]], str],  # noqa: F811
     tmp_path: Path,
 ) -> None:
     audit, true_id, forged = forged_store
     got, url = receiver
-    settings = _settings_file(tmp_path, {"type": "webhook", "url": f"{url}/ce", "format": "cdevents", "name": "ce"},
-                              {"type": "webhook", "url": f"{url}/json", "name": "json"})
-    drained = CliRunner().invoke(main, ["notify", "drain", "--audit", audit, "--settings", str(settings),
-                                        "--from-start", "--sink", "ce", "--sink", "json"], env=ENV)  # fmt: skip
-    assert drained.exit_code == 0, drained.output
+    settings, drained = drain_to_both(audit, url, tmp_path)
     bodies = [json.loads(body) for _, body in got]
     attempts = [b["data"]["customData"]["dev.deployctl"]["attemptId"] if "data" in b else b["id"] for b in bodies]
     assert attempts == [true_id, true_id]  # the true deploy, once per sink; never the forged one
@@ -129,11 +135,7 @@ def test_notify_drain_sends_no_outbox_event_that_says_other_than_its_attempts_re
     finally:
         conn.close()
     got, url = receiver
-    settings = _settings_file(tmp_path, {"type": "webhook", "url": f"{url}/ce", "format": "cdevents", "name": "ce"},
-                              {"type": "webhook", "url": f"{url}/json", "name": "json"})
-    drained = CliRunner().invoke(main, ["notify", "drain", "--audit", audit, "--settings", str(settings),
-                                        "--from-start", "--sink", "ce", "--sink", "json"], env=ENV)  # fmt: skip
-    assert drained.exit_code == 0, drained.output
+    _, drained = drain_to_both(audit, url, tmp_path)
     bodies = [json.loads(body) for _, body in got]
     assert [(b["id"], b["result"]) for b in bodies] == [(true_id, "failed")]  # the true failure, to the JSON sink
     assert (f"UNTRUSTED, ce: not sent: attempt {true_id}: its outbox event says new_sha='{'f' * 40}' "
