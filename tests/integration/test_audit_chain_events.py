@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 from deployctl.cli import main
 from deployctl.edges.audit.chain import AuditKeys
 from deployctl.edges.audit.url import open_store
-from tests.fixtures.auditdata import make_attempt
+from tests.fixtures.auditdata import forge_copy, make_attempt
 from tests.integration.test_events_webhook import _settings_file, receiver  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.integration
@@ -28,15 +28,7 @@ def forge_deploy(db: Path, *, copy_of: int) -> int:
     """A newer `succeeded` attempt of the same deploy with its outbox event, inserted with plain SQL."""
     conn = sqlite3.connect(db)
     try:
-        forged = conn.execute(
-            "INSERT INTO attempts (env, app, namespace, workloads, previous_sha, new_sha, image, deploy_file, "
-            "reviewers, trigger, actor_user, actor_host, started_at) SELECT env, app, namespace, workloads, "
-            "previous_sha, new_sha, image, deploy_file, reviewers, trigger, actor_user, actor_host, "
-            "'2099-01-01T00:00:00.000000Z' FROM attempts WHERE id = ?", (copy_of,),
-        ).lastrowid
-        assert forged is not None
-        conn.execute("INSERT INTO outcomes (attempt_id, result, finished_at, recorded_at) VALUES "
-                     "(?, 'succeeded', '2099-01-01T00:00:30.000000Z', '2099-01-01T00:00:30.000000Z')", (forged,))
+        forged = forge_copy(conn, where="id = ?", params=(copy_of,), result="succeeded")
         (payload,) = conn.execute("SELECT payload FROM outbox WHERE attempt_id = ?", (copy_of,)).fetchone()
         event = {**json.loads(payload), "id": forged, "idempotency_key": "forged",
                  "started_at": "2099-01-01T00:00:00Z", "finished_at": "2099-01-01T00:00:30Z"}

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from deployctl.app.run import run_reconcile
 from deployctl.cli import main
 from deployctl.model.audit_target import AuditTarget
+from tests.fixtures.auditdata import forge_copy
 from tests.integration.test_pre_deploy import (
     OPTIONS,
     create_cronjob_template,
@@ -40,15 +41,7 @@ def forge_attempt(db: Path, *, app: str, detail: str) -> int:
     """A newer attempt of ``app``'s latest SHA that failed, with a pre-deploy event, inserted with plain SQL."""
     conn = sqlite3.connect(db)
     try:
-        forged = conn.execute(
-            "INSERT INTO attempts (env, app, namespace, workloads, previous_sha, new_sha, image, deploy_file, "
-            "reviewers, trigger, actor_user, actor_host, started_at) SELECT env, app, namespace, workloads, "
-            "previous_sha, new_sha, image, deploy_file, reviewers, trigger, actor_user, actor_host, "
-            "'2099-01-01T00:00:00.000000Z' FROM attempts WHERE app = ? ORDER BY id DESC LIMIT 1", (app,),
-        ).lastrowid
-        assert forged is not None
-        conn.execute("INSERT INTO outcomes (attempt_id, result, finished_at, recorded_at) VALUES "
-                     "(?, 'failed', '2099-01-01T00:00:30.000000Z', '2099-01-01T00:00:30.000000Z')", (forged,))
+        forged = forge_copy(conn, where="app = ? ORDER BY id DESC LIMIT 1", params=(app,), result="failed")
         conn.execute("INSERT INTO attempt_events (attempt_id, seq, at, kind, detail) VALUES "
                      "(?, 1, '2099-01-01T00:00:10.000000Z', 'pre-deploy', ?)", (forged, detail))
         conn.commit()
