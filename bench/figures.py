@@ -56,6 +56,11 @@ BENCHES = (
                     "--churn", "65"),
           "sharded watch: keys moved 3 -> 4; unsharded vs sharded single replica; no-op round and push -> applied "
           "for 1 and 3 replicas; failover, handover; a churn phase (SIGKILL every 30 s), overlap, longest unowned"),
+    Bench("shard_10k", ("bench/shard.py", "--apps", "2500", "--envs", "4", "--replicas", "1,2,4", "--churn", "0",
+                        "--ceiling", "3600"),
+          "sharded watch at 10,000 app-environments (2,500 apps x 4 environments), lease 15 s, retry 2 s: unsharded "
+          "vs sharded single replica; no-op round, push -> all applied and RSS for 1, 2 and 4 replicas; failover and "
+          "handover at 4; overlap (the churn phase is measured at the smaller size above)"),
     Bench("ui", ("bench/ui.py",), "dashboard render times"),
     Bench("controlplane", ("bench/controlplane.py",), "warm local control plane start and idle memory"),
     Bench("kafka_events", ("bench/kafka_events.py",), "Kafka test broker and CDEvents drain rate"),
@@ -85,16 +90,22 @@ def run(bench: Bench) -> tuple[str, bool]:
     command = " ".join((".venv/bin/python", *bench.args))
     started, host, measured = datetime.now(UTC), machine(), commit()  # the commit before it runs, not after
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, *bench.args], cwd=ROOT, capture_output=True, text=True,
-                          check=False, stdin=subprocess.DEVNULL)
+    printed: list[str] = []
+    with subprocess.Popen([sys.executable, *bench.args], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                          stdin=subprocess.DEVNULL) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # shown as it comes (a long benchmark shows its progress), kept for README
+            printed.append(line)
+            sys.stderr.write(f"  {bench.name}| {line}")
+            sys.stderr.flush()
     took = time.monotonic() - t0
     end_load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    out = proc.stdout.rstrip().replace("```", "'''")
+    out = "".join(printed).rstrip().replace("```", "'''")
     lines = [f"### `{bench.name}`", "", f"{bench.what}.", "",
              f"- command: `{command}`", f"- commit: {measured}", f"- date: {started:%Y-%m-%d %H:%M} UTC ({took:.0f} s)",
              f"- machine: {host}, {end_load} at the end", "", "```", out, "```", ""]
     if proc.returncode != 0:
-        sys.stderr.write(f"figures: {bench.name} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}\n")
+        sys.stderr.write(f"figures: {bench.name} exited {proc.returncode} (its output is above)\n")
     return "\n".join(lines), proc.returncode == 0
 
 

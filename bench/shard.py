@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.teardown import on_signal_unwind  # noqa: E402
 from deployctl.devtools.localcluster import controlplane  # noqa: E402
+from deployctl.edges.kube.locks import LOCK_LABEL  # noqa: E402
 from deployctl.rules.shards import keys_moved, settle  # noqa: E402
 from tests.fixtures.postgres import PostgresServer, _bindir  # noqa: E402
 
@@ -61,6 +62,7 @@ class Bench:
         self.ceiling = Ceiling(args.ceiling)
         api = config.new_client_from_config(config_file=kubeconfig)
         self.core, self.apps_api = client.CoreV1Api(api), client.AppsV1Api(api)
+        self.coordination = client.CoordinationV1Api(api)
         self.envs = {f"env-{e}": f"shard-env-{e}" for e in range(args.envs)}
         self.running: list[Replica] = []
         self.started = 0
@@ -108,6 +110,24 @@ class Bench:
         for r in self.running:
             r.stop()
         self.running = []
+
+    def end_phase(self) -> None:
+        """Between two phases: the replicas settle and stop on SIGTERM, and no app lock is left, so that the
+        next phase does not time a wait for a dead holder's Lease (a new process takes a Lease it finds only
+        after watching it unchanged for a lease duration). A lock a killed replica left is deleted, and said."""
+        self.quiet()
+        for r in self.running:
+            r.terminate()
+        self.running = []
+        left = self.lock_leases()
+        for ns, name in left:
+            self.coordination.delete_namespaced_lease(name, ns)
+        if left:
+            say(f"  {len(left)} app lock(s) left by the stopped replicas, deleted before the next phase")
+
+    def lock_leases(self) -> list[tuple[str, str]]:
+        return [(ns, lease.metadata.name) for ns in self.envs.values()
+                for lease in self.coordination.list_namespaced_lease(ns, label_selector=LOCK_LABEL).items]
 
     def change(self, apps: list[int] | None = None) -> str:
         self.word += 1
@@ -166,7 +186,7 @@ def unsharded(bench: Bench) -> float:
     bench.push(bench.change())
     seconds = bench.wait_applied("the pushed commit (leader)")
     rss = bench.running[0].rss_mb()
-    bench.stop_all()
+    bench.end_phase()
     say(f"1 replica unsharded (leader mode), {bench.args.apps * bench.args.envs} app-environments: push -> all "
         f"applied {seconds:.1f}s; RSS MB {rss:.0f}")
     return seconds
@@ -253,6 +273,7 @@ def replicas(bench: Bench, n: int, *, largest: bool, leader_seconds: float | Non
             failover(bench, n)
         if largest and n > 1 and args.churn > 0:
             churn(bench, n, url, leases)
+        bench.end_phase()
     finally:  # the check runs also after a phase timed out: what was written until then is checked
         unowned = sampler.stop()["deployctl_shard_apps_unowned_seconds"]
         bench.stop_all()

@@ -123,6 +123,15 @@ class Replica:
             self.proc.kill()
             self.proc.wait(10)
 
+    def terminate(self, grace: float = 30.0) -> None:
+        """SIGTERM, as Kubernetes stops a pod: the run in flight ends and the replica lets its Leases go."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.stop()
+
 
 class Ceiling:
     """The bench's total time budget: every wait ends by it."""
