@@ -175,3 +175,37 @@ def test_slots_seen_free_are_unowned_for_as_long_as_nobody_takes_them() -> None:
     a.round()
     metrics = {m.name: m.samples[0].value for m in ShardCollector(a, runs).collect()}
     assert metrics["deployctl_shard_apps_unowned"] == 0 and metrics["deployctl_shard_apps_unowned_seconds"] == 0
+
+
+def test_a_dead_replicas_slots_are_taken_when_seen_expired_even_if_only_a_replica_started_since_has_room() -> None:
+    """A replica started after the death (as a pod restarted in its place) sees the dead one's Leases expire a
+    lease duration after *it* first saw them: later than the survivors. The survivors take what it cannot
+    yet, up to 1.25 x the mean, and hand the excess to it after: no slot waits for the newcomer's clock."""
+    from deployctl.controller.shards import ShardCollector, ShardRuns
+    from tests.fakes import desired_state
+
+    api, clock = LeaseApi(), Clock()
+    a, b, v = (replica(api, clock, n, slots=32) for n in ("a", "b", "v"))
+    rounds(clock, a, b, v, n=4)
+    assert sorted(len(r.owned()) for r in (a, b, v)) == [10, 11, 11]
+    dead = len(v.owned())
+    rounds(clock, a, b, n=3)  # v is killed; its replacement d starts 6 s later (lease 15 s)
+    d = replica(api, clock, "d", slots=32)
+    state = desired_state({f"app{i}": () for i in range(320)})
+    collectors = []
+    for r in (a, b, d):
+        runs = ShardRuns(r)
+        runs.begin(state)
+        collectors.append(ShardCollector(r, runs))
+    longest = 0.0
+    for _ in range(20):
+        for r in (a, b, d):
+            r.round()
+        for c in collectors:
+            samples = {m.name: m.samples[0].value for m in c.collect()}
+            longest = max(longest, samples["deployctl_shard_apps_unowned_seconds"])
+        clock.t += 2
+    held = [len(r.owned()) for r in (a, b, d)]
+    assert sum(held) == 32 and max(held) <= 11  # balanced again once d sees what the survivors saw
+    assert dead >= 10
+    assert longest <= 2  # at most one retry period: a slot handed back is taken in the newcomer's next round

@@ -105,6 +105,7 @@ class SlotLeases:
         self._draining: set[int] = set()  # held, handed back once nothing is in flight there
         self._member_until = 0.0
         self._members: tuple[str, ...] = ()
+        self._member_since: dict[str, float] = {}  # live member -> first seen live (monotonic)
         self._owners: dict[int, str] = {}  # slot -> live holder, as last read
         self._unowned_since: dict[int, float] = {}  # slot -> since when no live replica held it (monotonic)
         self._seen: dict[str, tuple[tuple[Any, ...], float]] = {}  # lease name -> (record, first seen at)
@@ -227,6 +228,7 @@ class SlotLeases:
         leases = {item["metadata"]["name"]: item for item in self._list()}
         members: set[str] = set()
         owners: dict[int, str] = {}
+        expired: set[int] = set()  # held by a replica that stopped renewing
         slot_of_name = {cfg.slot_lease(s): s for s in range(cfg.slots)}
         for name, lease in leases.items():
             holder = self._live_holder(lease, at)
@@ -237,6 +239,14 @@ class SlotLeases:
                 self._hear(name, lease)
             elif name in slot_of_name and holder:
                 owners[slot_of_name[name]] = holder
+            elif name in slot_of_name and (lease.get("spec") or {}).get("holderIdentity"):
+                expired.add(slot_of_name[name])
+        for gone in set(self._member_since) - members:
+            del self._member_since[gone]
+        for member in members:
+            self._member_since.setdefault(member, at)
+        # members that cannot see an expired Lease as expired yet (they first saw it under a lease ago)
+        fresh = {m for m, since in self._member_since.items() if at - since < cfg.lease_duration}
         self._renew_member(leases.get(cfg.member_lease))
         members.add(cfg.identity)
         with self._lock:
@@ -247,7 +257,7 @@ class SlotLeases:
         for slot in list(self._held):
             if owners.get(slot) != cfg.identity:
                 self._drop(slot, "the slot lease is no longer ours")
-        plan = moves(cfg.identity, cfg.slots, members, owners)
+        plan = moves(cfg.identity, cfg.slots, members, owners, expired=expired, fresh=fresh)
         # the writes of a round go out in parallel: a round (and so the next membership renewal) stays short
         # on a loaded API server
         list(self._writers.map(lambda s: self._renew_slot(s, leases[cfg.slot_lease(s)]), plan.keep))
