@@ -45,7 +45,7 @@ from deployctl.reconcile.outcome import (
 )
 from deployctl.reconcile.ports import Clusters
 from deployctl.reconcile.runstate import AppLocking, AppRun, Prepared
-from deployctl.reconcile.sink import AuditSink, DecisionItem, FinishItem, NullAudit
+from deployctl.reconcile.sink import AuditSink, DecisionItem, NullAudit
 from deployctl.reconcile.wait import RolloutWatch, Waiting, check_rollouts
 from deployctl.rules.ordering import Ordering, Verdict
 from deployctl.rules.plan import Action, Change, annotations_for, dependency_order, make_plan
@@ -184,10 +184,8 @@ class Reconciler:
     # -- execution ----------------------------------------------------------------------------
 
     def _execute(self, runs: dict[tuple[str, str], AppRun]) -> None:
-        order: list[tuple[str, str]] = []
-        for env in sorted({k[0] for k in runs}):
-            env_apps = {k[1]: runs[k].change.depends_on for k in runs if k[0] == env}
-            order.extend((env, app) for app in dependency_order(env_apps))
+        order = [(env, app) for env in sorted({k[0] for k in runs})
+                 for app in dependency_order({k[1]: runs[k].change.depends_on for k in runs if k[0] == env})]
         self._flush_finishes()  # the plan's refusals and skips go on record before anything is applied
         deadline = time.monotonic() + self.options.timing.timeout
         self._pre_deploy = PreDeploySteps(self.clusters, self.desired.config, deadline=deadline,
@@ -196,6 +194,9 @@ class Reconciler:
                        if self.options.timing.wait else None)
         try:
             self._loop(runs, order, deadline)
+        except BaseException as exc:  # every attempt on record gets an outcome before the error goes up
+            self._abandon(runs, exc)
+            raise
         finally:
             if self._watch is not None:
                 self._watch.close()
@@ -208,93 +209,93 @@ class Reconciler:
         last_poll = 0.0
         futures: dict[Future[tuple[Workload, ...]], tuple[str, str]] = {}
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deployctl-apply") as pool:
-            while any(r.outcome is None for r in runs.values()):
-                # Start every pending app whose dependencies allow it, in dependency order.
-                ready: list[AppRun] = []
-                now, room = time.monotonic(), runstate.lock_room(self.locking, runs.values(), self._unlock)
-                for key in order:
-                    run = runs[key]
-                    if run.state is not AppState.PENDING or len(futures) + len(ready) >= min(concurrency * 4, room):
-                        continue
-                    if run.lock_wait is not None and now < run.lock_wait[1]:
-                        continue  # its lock is held by another run: try again at its next try
-                    verdict = runstate.dependency_verdict(run, runs)
-                    if verdict == WAIT:
-                        continue
-                    if verdict is not None:
-                        self._finish(run, BLOCKED, verdict, record=True)
-                        continue
-                    ready.append(run)
-                for run in self._record_attempts(self._take_locks(ready, pool)):
-                    futures[pool.submit(self._apply, run)] = run.change.key
-                    run.state = AppState.APPLYING
+            try:
+                while any(r.outcome is None for r in runs.values()):
+                    # Start every pending app whose dependencies allow it, in dependency order.
+                    ready: list[AppRun] = []
+                    now, room = time.monotonic(), runstate.lock_room(self.locking, runs.values(), self._unlock)
+                    for key in order:
+                        run = runs[key]
+                        if run.state is not AppState.PENDING or len(futures) + len(ready) >= min(concurrency * 4, room):
+                            continue
+                        if run.lock_wait is not None and now < run.lock_wait[1]:
+                            continue  # its lock is held by another run: try again at its next try
+                        verdict = runstate.dependency_verdict(run, runs)
+                        if verdict == WAIT:
+                            continue
+                        if verdict is not None:
+                            self._finish(run, BLOCKED, verdict, record=True)
+                            continue
+                        ready.append(run)
+                    for run in self._record_attempts(self._take_locks(ready, pool)):
+                        futures[pool.submit(self._apply, run)] = run.change.key
+                        run.state = AppState.APPLYING
 
-                if futures:
-                    done, _ = wait(list(futures), timeout=timing.poll_interval, return_when=FIRST_COMPLETED)
-                else:  # only waiting: wake up on the next watch event (or the poll interval)
-                    done = set()
-                    if self._watch is not None and any(r.state is AppState.WAITING for r in runs.values()
-                                                       if r.outcome is None):
-                        gap = last_poll + _MIN_CHECK_GAP - time.monotonic()
-                        if gap > 0:
-                            time.sleep(gap)  # coalesce a burst of events into one check
-                        self._watch.changed.wait(timing.poll_interval)
-                    else:  # only apps waiting for their locks: sleep until the first next try
-                        sleep_until_next_try(runs.values(), timing.poll_interval)
-                for fut in done:
-                    key = futures.pop(fut)
-                    run = runs[key]
-                    try:
-                        run.workloads = fut.result()
-                    except ClusterUnreachableError:
-                        self._abandon(runs, futures, "the Kubernetes API became unreachable")
-                        raise
-                    except DeployctlError as exc:
-                        why = str(exc) if isinstance(exc, PreDeployError) else f"apply failed: {exc}"
-                        self._finish(run, FAILED, why, record=True)
-                        continue
-                    if self.options.timing.wait:
-                        run.state = AppState.WAITING
-                        self.on_progress(Progress(run.change.env, run.change.app, AppState.WAITING, "rolling out"))
-                    else:
-                        self._finish(run, APPLIED, "applied; not waiting for the rollout (--no-wait)", record=True)
+                    if futures:
+                        done, _ = wait(list(futures), timeout=timing.poll_interval, return_when=FIRST_COMPLETED)
+                    else:  # only waiting: wake up on the next watch event (or the poll interval)
+                        done = set()
+                        if self._watch is not None and any(r.state is AppState.WAITING for r in runs.values()
+                                                           if r.outcome is None):
+                            gap = last_poll + _MIN_CHECK_GAP - time.monotonic()
+                            if gap > 0:
+                                time.sleep(gap)  # coalesce a burst of events into one check
+                            self._watch.changed.wait(timing.poll_interval)
+                        else:  # only apps waiting for their locks: sleep until the first next try
+                            sleep_until_next_try(runs.values(), timing.poll_interval)
+                    for fut in done:
+                        key = futures.pop(fut)
+                        run = runs[key]
+                        try:
+                            run.workloads = fut.result()
+                        except ClusterUnreachableError:
+                            raise
+                        except DeployctlError as exc:
+                            why = str(exc) if isinstance(exc, PreDeployError) else f"apply failed: {exc}"
+                            self._finish(run, FAILED, why, record=True)
+                            continue
+                        if self.options.timing.wait:
+                            run.state = AppState.WAITING
+                            self.on_progress(Progress(run.change.env, run.change.app, AppState.WAITING, "rolling out"))
+                        else:
+                            self._finish(run, APPLIED, "applied; not waiting for the rollout (--no-wait)", record=True)
 
-                waiting = [r for r in runs.values() if r.state is AppState.WAITING and r.outcome is None]
-                now = time.monotonic()
-                # Checks read the watch's memory: check on every event, and at the poll interval
-                # (a first check also opens the informers: their one LIST each).
-                fresh_events = self._watch is not None and self._watch.changed.is_set()
-                tick = now - last_poll >= timing.poll_interval
-                if waiting and ((fresh_events and now - last_poll >= _MIN_CHECK_GAP) or tick):
-                    last_poll = now
-                    if self._watch is not None and not tick:  # check only the apps an event touched
-                        touched = self._watch.take_changed()
-                        waiting = [r for r in waiting if r.state is AppState.WAITING and any(
-                            (r.change.target.context if r.change.target else None, w.namespace, w.kind, w.name)
-                            in touched for w in r.workloads)]
-                    elif self._watch is not None:
-                        self._watch.take_changed()
-                    try:
+                    waiting = [r for r in runs.values() if r.state is AppState.WAITING and r.outcome is None]
+                    now = time.monotonic()
+                    # Checks read the watch's memory: check on every event, and at the poll interval
+                    # (a first check also opens the informers: their one LIST each).
+                    fresh_events = self._watch is not None and self._watch.changed.is_set()
+                    tick = now - last_poll >= timing.poll_interval
+                    if waiting and ((fresh_events and now - last_poll >= _MIN_CHECK_GAP) or tick):
+                        last_poll = now
+                        if self._watch is not None and not tick:  # check only the apps an event touched
+                            touched = self._watch.take_changed()
+                            waiting = [r for r in waiting if r.state is AppState.WAITING and any(
+                                (r.change.target.context if r.change.target else None, w.namespace, w.kind, w.name)
+                                in touched for w in r.workloads)]
+                        elif self._watch is not None:
+                            self._watch.take_changed()
                         self._poll(waiting)
-                    except ClusterUnreachableError:
-                        self._abandon(runs, futures, "the Kubernetes API became unreachable")
-                        raise
-                if time.monotonic() > deadline:
-                    for run in runs.values():
-                        if run.outcome is None and run.state in (AppState.WAITING, AppState.PENDING):
-                            status = combined_status(run.workloads).message if run.workloads else "not started"
-                            run.events.stalled(self.clock(), f"timed out after {timing.timeout:.0f}s: {status}")
-                            self._finish(
-                                run, FAILED, f"timed out after {timing.timeout:.0f}s: {status}",
-                                record=run.state is AppState.WAITING and run.change.writes,
-                            )
-                if not futures and not any(r.state is AppState.WAITING and r.outcome is None for r in runs.values()):
-                    # Nothing in flight: whatever is still pending waits on something that will not come.
-                    stuck = [r for r in runs.values() if r.outcome is None and r.state is AppState.PENDING]
-                    if stuck and all(runstate.dependency_verdict(r, runs) == WAIT for r in stuck):
-                        for r in stuck:
-                            self._finish(r, BLOCKED, "dependencies form a cycle or never started", record=True)
-                self._flush_finishes()
+                    if time.monotonic() > deadline:
+                        for run in runs.values():
+                            if run.outcome is None and run.state in (AppState.WAITING, AppState.PENDING):
+                                status = combined_status(run.workloads).message if run.workloads else "not started"
+                                run.events.stalled(self.clock(), f"timed out after {timing.timeout:.0f}s: {status}")
+                                self._finish(
+                                    run, FAILED, f"timed out after {timing.timeout:.0f}s: {status}",
+                                    record=run.state is AppState.WAITING and run.change.writes,
+                                )
+                    if not futures and not any(r.state is AppState.WAITING and r.outcome is None for r in runs.values()):
+                        # Nothing in flight: whatever is still pending waits on something that will not come.
+                        stuck = [r for r in runs.values() if r.outcome is None and r.state is AppState.PENDING]
+                        if stuck and all(runstate.dependency_verdict(r, runs) == WAIT for r in stuck):
+                            for r in stuck:
+                                self._finish(r, BLOCKED, "dependencies form a cycle or never started", record=True)
+                    self._flush_finishes()
+            except BaseException:
+                for fut in futures:  # nothing queued starts once the run stopped
+                    fut.cancel()
+                raise
 
     def _take_locks(self, ready: list[AppRun], pool: ThreadPoolExecutor) -> list[AppRun]:
         """The runs of ``ready`` whose app lock is now theirs; the others wait for their next try or fail."""
@@ -397,15 +398,13 @@ class Reconciler:
                 run.events.stalled(self.clock(), message)
                 self._finish(run, FAILED, message, record=run.change.writes)
 
-    def _abandon(self, runs: Mapping[tuple[str, str], AppRun], futures: Mapping[Future[tuple[Workload, ...]],
-                 tuple[str, str]], why: str) -> None:
-        for fut in futures:
-            fut.cancel()
-        self._flush_finishes()
-        open_attempts: list[FinishItem] = [(run.audit_id, FAILED, why) for run in runs.values()
-                                           if run.outcome is None and run.audit_id is not None]
-        if open_attempts:
-            self.audit.attempts_finished(open_attempts)
+    def _abandon(self, runs: Mapping[tuple[str, str], AppRun], exc: BaseException) -> None:
+        try:
+            self._flush_finishes()
+            if open_attempts := runstate.abandoned(runs.values(), exc):
+                self.audit.attempts_finished(open_attempts)
+        except DeployctlError as err:  # the run's own error goes up; a later run closes these as interrupted
+            log.error("audit.abandon_failed", error=str(err), run_error=str(exc))
 
     def _finish(self, run: AppRun, result: Result, message: str, *, record: bool,
                 healthy: bool | None = None) -> None:

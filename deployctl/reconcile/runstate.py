@@ -9,7 +9,7 @@ from datetime import datetime
 
 import structlog
 
-from deployctl.errors import DeployctlError
+from deployctl.errors import ClusterUnreachableError, DeployctlError
 from deployctl.model.state import Target
 from deployctl.model.vocabulary import WAIT, AppState, Result
 from deployctl.model.workload import Workload
@@ -100,3 +100,14 @@ def lock_room(locking: AppLocking | None, runs: Iterable[AppRun], releasing: Seq
         return 2**31
     held = sum(1 for run in runs if run.lock is not None and run.outcome is None) + len(releasing)
     return locking.max_held - held
+
+
+def abandoned(runs: Iterable[AppRun], exc: BaseException) -> list[tuple[int | None, str, str | None]]:
+    """The outcomes to record for the attempts on record a run cannot finish because ``exc`` stopped it:
+    none is left open for a later run to close as if this process had died (it did not; its run stopped)."""
+    if isinstance(exc, ClusterUnreachableError):
+        result, why = Result.FAILED, "the Kubernetes API became unreachable"
+    else:
+        result = Result.FAILED if isinstance(exc, DeployctlError) else Result.INTERRUPTED
+        why = f"the run stopped before this outcome was known: {type(exc).__name__}: {exc}"
+    return [(run.audit_id, result, why) for run in runs if run.outcome is None and run.audit_id is not None]

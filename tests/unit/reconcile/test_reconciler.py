@@ -6,12 +6,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from deployctl.app.run import Callbacks, Run, run_once
+from deployctl.errors import ClusterUnreachableError
 from deployctl.model.problem import Problem
 from deployctl.model.vocabulary import EnvStatus, ExitCode
+from deployctl.model.workload import Workload
 from deployctl.reconcile.options import ReconcileOptions, Timing
 from deployctl.reconcile.outcome import Outcome, ReconcileResult
 from deployctl.reconcile.reconciler import Prepared, Reconciler
+from deployctl.reconcile.runstate import AppLocking
 from tests.fakes import (
     IMAGE,
     FakeAudit,
@@ -211,3 +216,37 @@ def test_a_run_holds_no_more_app_locks_at_once_than_its_renewer_keeps_alive():
     assert len(held_at_apply) == 10
     assert max(held_at_apply) == 3  # three at a time: never more, and the room is used
     assert all(lock.released for lock in locks.taken)
+
+
+class _LosesTheApi(FakeCluster):
+    """A cluster whose API stops answering LISTs once ``cut`` is set (as a 2-core API server under 10,000
+    rollouts did: a LIST of 2,500 Deployments timed out)."""
+
+    cut = False
+
+    def list_kind(self, namespace: str, kind: str, *, count: bool = True) -> list[Workload]:
+        if self.cut and count:
+            raise ClusterUnreachableError(f"cannot reach the Kubernetes API (list {kind} in {namespace}): timed out")
+        return super().list_kind(namespace, kind, count=count)
+
+
+def test_an_api_lost_between_two_waves_leaves_no_attempt_on_record_without_its_outcome():
+    # api is rolling out (its attempt on record) when web, whose lock another run held until then, re-reads
+    # its workloads after taking the lock and the API is gone. api's attempt was left open, for the next run
+    # to close as "the process running this attempt stopped" (it had not: 644 rows so at 10,000 apps)
+    desired = desired_state({"api": (), "web": ()})
+    cluster = _LosesTheApi(*cluster_of("api", "web").objects.values())
+    cluster.rollout["api"] = "stuck"
+    locks = FakeLocks(busy={"web": "ci-job-4711"})
+
+    def after_apply(_w: Workload) -> None:
+        cluster.cut = True
+        locks.busy.clear()
+
+    cluster.after_apply = after_apply
+    audit = FakeAudit()
+    locking = AppLocking(locks=locks, identity="ci", lease=0.3, max_held=256, timeout=30)
+    with pytest.raises(ClusterUnreachableError):
+        Reconciler(desired, FakeClusters(cluster), FAST, audit=audit, locking=locking).run()
+    assert [app for _, _, app in audit.started] == ["api"]
+    assert audit.finished == {1: ("failed", "the Kubernetes API became unreachable")}
