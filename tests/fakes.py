@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -100,6 +100,9 @@ class FakeCluster:
 
     def observe_kind(self, namespace: str, kind: str) -> tuple[list[Workload], str]:
         return self.list_kind(namespace, kind), "1"
+
+    def read_workloads(self, namespace: str, kind: str, names: Collection[str]) -> dict[str, Workload]:
+        return {w.name: w for w in self.list_kind(namespace, kind) if w.name in names}
 
     def apply_image(self, workload: Workload, *, container: str, image: str,
                     annotations: Mapping[str, str]) -> Workload:

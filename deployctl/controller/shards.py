@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -142,6 +142,9 @@ class FencedWorkloads:
 
     def observe_kind(self, namespace: str, kind: str) -> tuple[list[Workload], str]:
         return self.cluster.observe_kind(namespace, kind)
+
+    def read_workloads(self, namespace: str, kind: str, names: Collection[str]) -> dict[str, Workload]:
+        return self.cluster.read_workloads(namespace, kind, names)
 
     def pod_problems(self, workload: Workload, *, limit: int = 3) -> list[PodProblem]:
         return self.cluster.pod_problems(workload, limit=limit)

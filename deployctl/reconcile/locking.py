@@ -13,7 +13,6 @@ import structlog
 
 from deployctl.edges.kube.locks import LockHolder, printable
 from deployctl.errors import ClusterUnreachableError, DeployctlError, LockLostError
-from deployctl.model.workload import Workload
 from deployctl.reconcile.ports import Clusters, Lock
 from deployctl.reconcile.runstate import AppLocking, AppRun
 from deployctl.rules.plan import Change
@@ -95,20 +94,21 @@ def release_left(runs: Iterable[AppRun], releasing: Sequence[AppRun]) -> None:
 
 
 def replan(runs: Sequence[AppRun], clusters: Clusters, image_of: Callable[[Change], str]) -> list[AppRun]:
-    """Plan the runs that just took their locks again from what is live now (one LIST per namespace and kind):
-    the ones whose workloads already run their image (a run that held the lock since the plan wrote it:
-    nothing is left to write); the others go on with their workloads as they are now."""
-    lists: dict[tuple[str | None, str, str], dict[str, Workload]] = {}
+    """Plan the runs that just took their locks again from what is live now (their workloads read per
+    namespace and kind, :meth:`Workloads.read_workloads`): the ones whose workloads already run their image
+    (a run that held the lock since the plan wrote them: nothing is left to write); the others go on with
+    their workloads as they are now."""
+    wanted: dict[tuple[str | None, str, str], set[str]] = {}
+    for run in runs:
+        context = run.change.target.context if run.change.target else None
+        for w in run.change.workloads:
+            wanted.setdefault((context, w.namespace, w.kind), set()).add(w.name)
+    now = {key: clusters(key[0]).read_workloads(key[1], key[2], names) for key, names in wanted.items()}
     in_sync: list[AppRun] = []
     for run in runs:
         change = run.change
         context = change.target.context if change.target else None
-        fresh = []
-        for w in change.workloads:
-            key = (context, w.namespace, w.kind)
-            if key not in lists:
-                lists[key] = {x.name: x for x in clusters(context).list_kind(w.namespace, w.kind)}
-            fresh.append(lists[key].get(w.name, w))
+        fresh = [now[(context, w.namespace, w.kind)].get(w.name, w) for w in change.workloads]
         container = change.target.container if change.target else ""
         if all(w.images.get(container) == image_of(change) for w in fresh):
             in_sync.append(run)

@@ -7,7 +7,7 @@ member, so nobody has to probe a collaborator for an optional one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
 from deployctl.edges.kube.cluster import PodProblem
@@ -39,6 +39,10 @@ class Workloads(Protocol):
 
     def observe_kind(self, namespace: str, kind: str) -> tuple[list[Workload], str]:
         """:meth:`list_kind` and the resourceVersion a watch may start from ("" when a cache answered)."""
+        ...
+
+    def read_workloads(self, namespace: str, kind: str, names: Collection[str]) -> dict[str, Workload]:
+        """The labelled workloads of ``names`` that exist, by name, as they are now (a few GETs or a LIST)."""
         ...
 
     def apply_image(self, workload: Workload, *, container: str, image: str,

@@ -10,7 +10,7 @@ kubernetes client is imported only by the kubeconfig loader, and only for what i
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +53,7 @@ class Cluster:
         self.server = self.transport.server
         # (namespace, kind) -> cached workloads, or None to LIST (the controller's informer cache)
         self.reader: Callable[[str, str], list[Workload] | None] | None = None
+        self._sizes: dict[tuple[str, str], int] = {}  # (namespace, kind) -> workloads in its last LIST
 
     @property
     def requests(self) -> Counter[str]:
@@ -82,7 +83,22 @@ class Cluster:
         body = self.request("GET", collection_path(kind, namespace), what=f"list {_PLURAL[kind]} in {namespace}",
                             query={"labelSelector": app_selector})
         items = [Workload.from_object(item, kind) for item in body.get("items", [])]
+        self._sizes[(namespace, kind)] = len(items)
         return items, str((body.get("metadata") or {}).get("resourceVersion") or "")
+
+    def read_workloads(self, namespace: str, kind: str, names: Collection[str]) -> dict[str, Workload]:
+        """The labelled workloads of ``names`` (those that exist) as they are now: from the cache when one is
+        set, else one GET each when they are few beside the namespace's last LIST (a wave of 64 apps in a
+        namespace of 2,500 is 64 small answers, not 2,500 objects), else one LIST."""
+        if self.reader is None and len(names) * 8 < self._sizes.get((namespace, kind), 0):
+            found: dict[str, Workload] = {}
+            for name in names:
+                try:
+                    found[name] = self.get_workload(kind, namespace, name)
+                except KubeNotFoundError:
+                    continue
+            return {n: w for n, w in found.items() if w.app}
+        return {w.name: w for w in self.list_kind(namespace, kind) if w.name in names}
 
     def observe_kind(self, namespace: str, kind: str) -> tuple[list[Workload], str]:
         """The labelled workloads of one kind, through the cache when one is set (then without a
