@@ -12,8 +12,7 @@ handing back (after the work in flight on a slot ends).
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 DEFAULT_SLOTS = 32
@@ -47,21 +46,13 @@ class Moves:
     keep: tuple[int, ...]
 
 
-def moves(me: str, slots: int, members: Iterable[str], holders: Mapping[int, str | None], *,
-          expired: Collection[int] = (), fresh: Collection[str] = ()) -> Moves:
+def moves(me: str, slots: int, members: Iterable[str], holders: Mapping[int, str | None]) -> Moves:
     """The claim rule. ``members`` are the live members (``me`` among them); ``holders`` maps a slot to its
     live holder (None, or absent, when the slot's Lease is free or expired).
 
     A replica keeps the slots it holds up to :func:`share` (the ones it ranks highest), hands back the
     rest, and claims free slots (its highest ranked first) up to its share. Held slots stay where they are,
-    so a member joining takes only the slots the others hold over the new share: few keys move.
-
-    ``expired`` are the free slots whose holder stopped renewing; ``fresh`` the members first seen less
-    than a lease duration ago. A fresh member cannot take an expired slot yet (it sees a Lease expire a
-    lease duration after *it* first saw it: later than the others when it started after the holder died).
-    When the others' room within the share cannot take every expired slot, a member claims the rest up to
-    :func:`stretch` (within 1.25 x the mean), and hands the excess back in a later round, when it is over
-    its share: no slot waits for a newcomer's clock."""
+    so a member joining takes only the slots the others hold over the new share: few keys move."""
     live = set(members) | {me}
     cap = share(slots, len(live))
     held = sorted((s for s, h in holders.items() if h == me), key=lambda s: _rank(s, me), reverse=True)
@@ -74,18 +65,7 @@ def moves(me: str, slots: int, members: Iterable[str], holders: Mapping[int, str
 
     free = sorted((s for s in range(slots) if not holders.get(s)), key=preference, reverse=True)
     claim = free[:max(0, cap - len(keep))]
-    left = [s for s in free if s in set(expired) and s not in claim]
-    if left:
-        counts = Counter(h for h in holders.values() if h)
-        room = sum(max(0, cap - counts[m]) for m in live - {me} - set(fresh))
-        claim += left[:max(0, min(len(left) - room, stretch(slots, len(live)) - len(keep) - len(claim)))]
     return Moves(claim=tuple(sorted(claim)), release=tuple(sorted(release)), keep=tuple(sorted(keep)))
-
-
-def stretch(slots: int, members: int) -> int:
-    """The most slots one member may hold for a while, taking expired slots nobody else can take yet:
-    ``floor(1.25 x slots / members)``, never below :func:`share`."""
-    return share(slots, members) if members <= 0 else max(share(slots, members), (slots * 5) // (members * 4))
 
 
 def settle(slots: int, members: Iterable[str], holders: Mapping[int, str | None] | None = None,

@@ -179,8 +179,9 @@ def test_slots_seen_free_are_unowned_for_as_long_as_nobody_takes_them() -> None:
 
 def test_a_dead_replicas_slots_are_taken_when_seen_expired_even_if_only_a_replica_started_since_has_room() -> None:
     """A replica started after the death (as a pod restarted in its place) sees the dead one's Leases expire a
-    lease duration after *it* first saw them: later than the survivors. The survivors take what it cannot
-    yet, up to 1.25 x the mean, and hand the excess to it after: no slot waits for the newcomer's clock."""
+    lease duration after *it* first saw them: later than the survivors, whose share is full. The first
+    survivor to see a Lease expire frees it (the dead one's membership too), so the newcomer takes the
+    slots in its next round: no slot waits for the newcomer's clock."""
     from deployctl.controller.shards import ShardCollector, ShardRuns
     from tests.fakes import desired_state
 
@@ -208,4 +209,4 @@ def test_a_dead_replicas_slots_are_taken_when_seen_expired_even_if_only_a_replic
     held = [len(r.owned()) for r in (a, b, d)]
     assert sum(held) == 32 and max(held) <= 11  # balanced again once d sees what the survivors saw
     assert dead >= 10
-    assert longest <= 2  # at most one retry period: a slot handed back is taken in the newcomer's next round
+    assert longest <= 2  # at most one retry period: a freed slot is taken in the newcomer's next round

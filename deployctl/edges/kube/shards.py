@@ -105,7 +105,6 @@ class SlotLeases:
         self._draining: set[int] = set()  # held, handed back once nothing is in flight there
         self._member_until = 0.0
         self._members: tuple[str, ...] = ()
-        self._member_since: dict[str, float] = {}  # live member -> first seen live (monotonic)
         self._owners: dict[int, str] = {}  # slot -> live holder, as last read
         self._unowned_since: dict[int, float] = {}  # slot -> since when no live replica held it (monotonic)
         self._seen: dict[str, tuple[tuple[Any, ...], float]] = {}  # lease name -> (record, first seen at)
@@ -228,7 +227,7 @@ class SlotLeases:
         leases = {item["metadata"]["name"]: item for item in self._list()}
         members: set[str] = set()
         owners: dict[int, str] = {}
-        expired: set[int] = set()  # held by a replica that stopped renewing
+        expired: set[str] = set()  # Leases of the set whose holder stopped renewing
         slot_of_name = {cfg.slot_lease(s): s for s in range(cfg.slots)}
         for name, lease in leases.items():
             holder = self._live_holder(lease, at)
@@ -239,14 +238,8 @@ class SlotLeases:
                 self._hear(name, lease)
             elif name in slot_of_name and holder:
                 owners[slot_of_name[name]] = holder
-            elif name in slot_of_name and (lease.get("spec") or {}).get("holderIdentity"):
-                expired.add(slot_of_name[name])
-        for gone in set(self._member_since) - members:
-            del self._member_since[gone]
-        for member in members:
-            self._member_since.setdefault(member, at)
-        # members that cannot see an expired Lease as expired yet (they first saw it under a lease ago)
-        fresh = {m for m, since in self._member_since.items() if at - since < cfg.lease_duration}
+            if not holder and (lease.get("spec") or {}).get("holderIdentity") and name != cfg.member_lease:
+                expired.add(name)  # its holder stopped renewing: freed below for everyone
         self._renew_member(leases.get(cfg.member_lease))
         members.add(cfg.identity)
         with self._lock:
@@ -257,7 +250,7 @@ class SlotLeases:
         for slot in list(self._held):
             if owners.get(slot) != cfg.identity:
                 self._drop(slot, "the slot lease is no longer ours")
-        plan = moves(cfg.identity, cfg.slots, members, owners, expired=expired, fresh=fresh)
+        plan = moves(cfg.identity, cfg.slots, members, owners)
         # the writes of a round go out in parallel: a round (and so the next membership renewal) stays short
         # on a loaded API server
         list(self._writers.map(lambda s: self._renew_slot(s, leases[cfg.slot_lease(s)]), plan.keep))
@@ -267,6 +260,11 @@ class SlotLeases:
             return False  # claim from the next round: the other members have seen us by then
         won = list(self._writers.map(lambda s: self._claim(s, leases.get(cfg.slot_lease(s))), plan.claim))
         claimed = tuple(s for s, ok in zip(plan.claim, won, strict=True) if ok)
+        # an expired Lease we did not take is freed: a replica started after its holder died saw the record
+        # later than we did and would wait a lease duration of its own to take it (or to drop the holder
+        # from the members), while the slot has no live holder
+        taken = {cfg.slot_lease(s) for s in plan.claim}
+        list(self._writers.map(lambda n: self._reap(leases[n]), sorted(expired - taken)))
         self._note_unowned(at, {**owners, **dict.fromkeys(claimed, cfg.identity)})
         if claimed:
             log.info("shards.claimed", slots=claimed, identity=cfg.identity)
@@ -349,6 +347,19 @@ class SlotLeases:
             self._put({**lease, "spec": spec})
         except DeployctlError as exc:
             log.info("shards.free_failed", lease=lease["metadata"]["name"], error=str(exc))
+
+    def _reap(self, lease: dict[str, Any]) -> None:
+        """Free another holder's Lease that we saw unchanged for its duration (its holder stopped acting a
+        renew deadline after its last renewal; a claim would bump the token, freeing keeps it)."""
+        spec = dict(lease.get("spec") or {})
+        holder = spec.get("holderIdentity")
+        spec.update(holderIdentity=None, leaseDurationSeconds=1, renewTime=_micro_time(self.now()))
+        try:
+            self._put({**lease, "spec": spec})
+        except DeployctlError as exc:  # taken or freed by another replica first
+            log.info("shards.reap_failed", lease=lease["metadata"]["name"], error=str(exc))
+            return
+        log.info("shards.reaped", lease=lease["metadata"]["name"], holder=holder, identity=self.config.identity)
 
     # -- the loop -----------------------------------------------------------------------------
 
