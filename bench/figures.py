@@ -57,7 +57,7 @@ BENCHES = (
           "sharded watch: keys moved 3 -> 4; unsharded vs sharded single replica; no-op round and push -> applied "
           "for 1 and 3 replicas; failover, handover; a churn phase (SIGKILL every 30 s), overlap, longest unowned"),
     Bench("shard_10k", ("bench/shard.py", "--apps", "2500", "--envs", "4", "--replicas", "1,2,4", "--churn", "0",
-                        "--ceiling", "3600"),
+                        "--ceiling", "6000"),
           "sharded watch at 10,000 app-environments (2,500 apps x 4 environments), lease 15 s, retry 2 s: unsharded "
           "vs sharded single replica; no-op round, push -> all applied and RSS for 1, 2 and 4 replicas; failover and "
           "handover at 4; overlap (the churn phase is measured at the smaller size above)"),

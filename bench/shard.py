@@ -73,13 +73,15 @@ class Bench:
     def create_workloads(self) -> float:
         started = time.monotonic()
 
-        def create(ns: str, i: int) -> None:
+        wanted = self.repo.wanted()
+
+        def create(ns: str, i: int) -> None:  # running the first commit's image: what the first run would write
             name = f"app-{i:04d}"
             self.apps_api.create_namespaced_deployment(ns, {
                 "metadata": {"name": name, "labels": {"deployctl.dev/app": name}},
                 "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
                          "template": {"metadata": {"labels": {"app": name}},
-                                      "spec": {"containers": [{"name": name, "image": "registry.example.com/x:0"}]}}}},
+                                      "spec": {"containers": [{"name": name, "image": wanted[(ns, name)]}]}}}},
                 _preload_content=False)
 
         for ns in self.envs.values():
@@ -329,8 +331,8 @@ def main() -> None:
         base = pg.start()
         state = controlplane.up(work / "cluster")
         bench = Bench(args, work, state.kubeconfig, base)
+        bench.change()  # the first commit, which the Deployments are created running
         say(f"{len(keys)} Deployments created and rolled out by the cluster in {bench.create_workloads():.1f}s")
-        bench.change()
         leader_seconds = unsharded(bench) if 1 in counts and not args.no_unsharded else None
         for n in counts:
             replicas(bench, n, largest=n == max(counts), leader_seconds=leader_seconds)
