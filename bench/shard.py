@@ -158,12 +158,15 @@ class Bench:
         return [r.metric("deployctl_reconciles_total") for r in self.running]
 
     def quiet(self) -> None:
-        """Until every replica finished a run and none finished another for 2 s (the triggers in flight end)."""
+        """Until every replica finished a run, none is in a run (runs started = runs ended: a run still
+        waiting for rollouts after the images are applied counts), and none finished another for 2 s."""
         last: list[list[float]] = [[]]
 
         def settled() -> bool:
             now = self.runs()
-            same = now == last[0] and all(now)
+            idle = all(r.metric("deployctl_reconcile_queue_seconds_count") <= n for r, n in zip(self.running, now,
+                                                                                                  strict=True))
+            same = now == last[0] and all(now) and idle
             last[0] = now
             return same
 
@@ -283,8 +286,9 @@ def replicas(bench: Bench, n: int, *, largest: bool, leader_seconds: float | Non
 
 
 def audit_line(url: str, unowned: float, lease: float) -> None:
-    attempts, twice, overlaps = overlap_check(url)
-    say(f"  audit: {attempts} attempts, {twice} (env, app, SHA) attempted twice, {overlaps} overlapping attempts "
+    attempts, twice, overlaps, results = overlap_check(url)
+    by_result = ", ".join(f"{n} {result}" for result, n in sorted(results.items()))
+    say(f"  audit: {attempts} attempts ({by_result}), {twice} (env, app, SHA) attempted twice, {overlaps} overlapping attempts "
         f"of one app by two tokens (goal 0); longest an app-environment went unowned {unowned:.1f}s "
         f"(goal <= lease {lease:.0f}s)")
 

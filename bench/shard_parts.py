@@ -198,8 +198,9 @@ class Sampler:
         return self.largest
 
 
-def overlap_check(url: str) -> tuple[int, int, int]:
-    """(attempts, (env, app, SHA) attempted twice, pairs of one app's attempts by two tokens overlapping)."""
+def overlap_check(url: str) -> tuple[int, int, int, dict[str, int]]:
+    """(attempts, (env, app, SHA) attempted twice, pairs of one app's attempts by two tokens overlapping,
+    attempts by result)."""
     store = open_store(url)
     try:
         records = store.query()
@@ -222,4 +223,7 @@ def overlap_check(url: str) -> tuple[int, int, int]:
                 b_end = b.finished_at or b.attempt.started_at
                 if a.attempt.started_at < b_end and b.attempt.started_at < a_end:
                     overlaps += 1
-    return len(records), twice, overlaps
+    results: dict[str, int] = {}
+    for r in records:
+        results[r.result or "open"] = results.get(r.result or "open", 0) + 1
+    return len(records), twice, overlaps, results
