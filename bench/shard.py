@@ -104,7 +104,7 @@ class Bench:
         self.started += 1
         r = Replica(self.work, f"{prefix}-r{self.started}", repo=self.repo.path, kubeconfig=self.kubeconfig,
                     audit=url, namespace=leases, slots=slots, lease=self.args.lease, retry=self.args.retry,
-                    interval=self.args.interval, log_level=self.args.log_level)
+                    interval=self.args.interval, log_level=self.args.log_level, timeout=self.args.timeout)
         self.running.append(r)
         return r
 
@@ -303,6 +303,8 @@ def main() -> None:
     parser.add_argument("--retry", type=float, default=2.0)
     parser.add_argument("--interval", default="30s", help="the replicas' --interval: a run that failed (e.g. an API "
                         "timeout under load) is tried again by the next one")
+    parser.add_argument("--timeout", default="10m", help="the replicas' --timeout: a run's total deadline, its "
+                        "rollouts included (those still in flight then are recorded as failed)")
     parser.add_argument("--ceiling", type=float, default=1800.0, help="total seconds; a wait past it ends the bench")
     parser.add_argument("--no-unsharded", action="store_true", help="skip the unsharded single replica")
     parser.add_argument("--no-noop", action="store_true", help="skip the no-op rounds")

@@ -69,7 +69,8 @@ class Replica:
     """One `deployctl watch` process: sharded over ``slots`` slot Leases, or (``slots`` 0) the leader mode."""
 
     def __init__(self, work: Path, name: str, *, repo: Path, kubeconfig: str, audit: str, namespace: str,
-                 slots: int, lease: float, retry: float, interval: str = "30s", log_level: str = "warning") -> None:
+                 slots: int, lease: float, retry: float, interval: str = "30s", log_level: str = "warning",
+                 timeout: str = "10m") -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -77,7 +78,7 @@ class Replica:
         self.log = work / f"{name}.log"
         args = [DEPLOYCTL, "--log-level", log_level, "watch", "--repo", str(repo), "--interval", interval,
                 "--listen", f"127.0.0.1:{self.port}", "--audit", audit, "--kubeconfig", kubeconfig, "--no-ui",
-                "--mirror-dir", str(work / f"mirror-{name}"), "--timeout", "10m",
+                "--mirror-dir", str(work / f"mirror-{name}"), "--timeout", timeout,
                 "--lease-namespace", namespace, "--identity", name, "--lease-duration", f"{lease}s",
                 "--renew-deadline", f"{lease * 2 / 3:.1f}s", "--retry-period", f"{retry}s"]
         if slots:

@@ -46,8 +46,9 @@ class Locking:
     enabled: bool = True
     timeout: float | None = None  # seconds to wait for an app's lock (None: the run's ``timing.timeout``)
     lease: float = 15.0  # seconds an app lock outlives a holder that stopped renewing it
-    # locks a run holds at once: what one renewer (8 PUTs in flight) keeps alive within their renew deadline;
-    # more apps wait to start (at 10,000 apps, ~840 held lapsed on a loaded 2-core machine: bench/shard.py)
+    # locks each environment of a run holds at once: what one renewer (8 PUTs in flight) keeps alive within
+    # their renew deadline; more apps wait to start (at 10,000 apps, ~840 held lapsed on a loaded 2-core
+    # machine: bench/shard.py). Counted per environment's reconciler, not across the environments of a run.
     max_held: int = 256
 
 
