@@ -17,6 +17,7 @@ from deployctl.reconcile.artifacts import PinDecisions
 from deployctl.reconcile.outcome import Outcome
 from deployctl.reconcile.ports import Lock, Locks
 from deployctl.reconcile.rollout_events import RolloutLog
+from deployctl.reconcile.sink import FinishItem
 from deployctl.rules.ordering import Relation
 from deployctl.rules.plan import Change
 
@@ -102,7 +103,7 @@ def lock_room(locking: AppLocking | None, runs: Iterable[AppRun], releasing: Seq
     return locking.max_held - held
 
 
-def abandoned(runs: Iterable[AppRun], exc: BaseException) -> list[tuple[int | None, str, str | None]]:
+def abandoned(runs: Iterable[AppRun], exc: BaseException) -> list[FinishItem]:
     """The outcomes to record for the attempts on record a run cannot finish because ``exc`` stopped it:
     none is left open for a later run to close as if this process had died (it did not; its run stopped)."""
     if isinstance(exc, ClusterUnreachableError):

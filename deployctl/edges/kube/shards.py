@@ -339,27 +339,26 @@ class SlotLeases:
             log.info("shards.slot_released", slot=slot, token=was.token, reason=why, identity=self.config.identity)
 
     def _free(self, lease: dict[str, Any]) -> None:
-        spec = dict(lease.get("spec") or {})
-        if spec.get("holderIdentity") != self.config.identity:
-            return
-        spec.update(holderIdentity=None, leaseDurationSeconds=1, renewTime=_micro_time(self.now()))
-        try:
-            self._put({**lease, "spec": spec})
-        except DeployctlError as exc:
-            log.info("shards.free_failed", lease=lease["metadata"]["name"], error=str(exc))
+        if (lease.get("spec") or {}).get("holderIdentity") == self.config.identity:
+            self._clear(lease, failed="shards.free_failed")
 
     def _reap(self, lease: dict[str, Any]) -> None:
         """Free another holder's Lease that we saw unchanged for its duration (its holder stopped acting a
         renew deadline after its last renewal; a claim would bump the token, freeing keeps it)."""
-        spec = dict(lease.get("spec") or {})
-        holder = spec.get("holderIdentity")
-        spec.update(holderIdentity=None, leaseDurationSeconds=1, renewTime=_micro_time(self.now()))
+        if self._clear(lease, failed="shards.reap_failed"):  # else taken or freed by another replica first
+            log.info("shards.reaped", lease=lease["metadata"]["name"], holder=lease["spec"].get("holderIdentity"),
+                     identity=self.config.identity)
+
+    def _clear(self, lease: dict[str, Any], *, failed: str) -> bool:
+        """Write ``lease`` with no holder (as of the resourceVersion read); False, logged as ``failed``, if refused."""
+        spec = {**(lease.get("spec") or {}), "holderIdentity": None, "leaseDurationSeconds": 1,
+                "renewTime": _micro_time(self.now())}
         try:
             self._put({**lease, "spec": spec})
-        except DeployctlError as exc:  # taken or freed by another replica first
-            log.info("shards.reap_failed", lease=lease["metadata"]["name"], error=str(exc))
-            return
-        log.info("shards.reaped", lease=lease["metadata"]["name"], holder=holder, identity=self.config.identity)
+        except DeployctlError as exc:
+            log.info(failed, lease=lease["metadata"]["name"], error=str(exc))
+            return False
+        return True
 
     # -- the loop -----------------------------------------------------------------------------
 
